@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+// Runnable entry: the compiled CLI lives in dist/ (built by `npm run build`, which `npm ci` runs via `prepare`).
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const entry = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(fileURLToPath(entry))) {
+  process.stderr.write(
+    'pg-maintd: dist/ is missing. Run `npm run build` (or `npm ci`, which builds) first.\n',
+  );
+  process.exit(70);
+}
+await import(entry.href);

@@ -1,0 +1,91 @@
+/** The pg-maintd command line: run (default), check-config, demo. */
+import { Command, CommanderError } from 'commander';
+import { loadConfig } from '../config/load.js';
+import { runDaemon } from '../daemon.js';
+import { OperatorError } from '../errors.js';
+import { EXIT } from '../exit-codes.js';
+import { createLogger } from '../log/logger.js';
+import { VERSION } from '../version.js';
+import { renderConfig } from './check-config.js';
+import { addConfigOptions, configInput } from './config-options.js';
+import { runDemo } from './demo.js';
+
+export function buildProgram(): Command {
+  const program = new Command('pg-maintd')
+    .description('Backs up, monitors, migrates and maintains a production PostgreSQL database.')
+    .version(VERSION, '-V, --version')
+    .showHelpAfterError('(run `pg-maintd --help` for usage)')
+    .showSuggestionAfterError(true)
+    .exitOverride();
+
+  addConfigOptions(
+    program
+      .command('run')
+      .description('run the daemon: HTTP server (/metrics, /healthz, /readyz) and scheduled jobs'),
+  ).action(async (opts: Record<string, unknown>) => {
+    const loaded = loadConfig(configInput(opts));
+    const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
+    await runDaemon(loaded, logger);
+  });
+
+  addConfigOptions(
+    program
+      .command('check-config')
+      .description('validate the configuration and print it with secrets masked (exit 0, or 78 when invalid)')
+      .option('--json', 'print JSON'),
+  ).action((opts: Record<string, unknown>) => {
+    const loaded = loadConfig(configInput(opts));
+    process.stdout.write(`${renderConfig(loaded, opts.json === true)}\n`);
+  });
+
+  addConfigOptions(
+    program
+      .command('demo')
+      .description(
+        'start a throwaway local PostgreSQL cluster and run the daemon against it (Ctrl-C stops and cleans up)',
+      ),
+  ).action(async (opts: Record<string, unknown>) => {
+    await runDemo(configInput(opts));
+  });
+
+  return program;
+}
+
+const TOP_LEVEL_FLAGS = new Set(['-h', '--help', '-V', '--version']);
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  // `run` is the default: `pg-maintd` and `pg-maintd --http-port 9188` run the daemon, while an
+  // unknown word is still reported as an unknown command.
+  const first = argv[2];
+  const args =
+    first === undefined || (first.startsWith('-') && !TOP_LEVEL_FLAGS.has(first))
+      ? [...argv.slice(0, 2), 'run', ...argv.slice(2)]
+      : argv;
+  try {
+    await program.parseAsync(args);
+  } catch (err) {
+    process.exitCode = reportError(err);
+  }
+}
+
+/** Prints an error the way an operator should see it and returns the exit code. */
+export function reportError(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // commander has printed its message already; help and --version exit 0
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
+      return EXIT.OK;
+    return EXIT.USAGE;
+  }
+  if (err instanceof OperatorError) {
+    const text = err.describe();
+    process.stderr.write(`${text.startsWith('pg-maintd:') ? text : `pg-maintd: ${text}`}\n`);
+    return err.exitCode;
+  }
+  process.stderr.write(
+    `pg-maintd: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  return EXIT.SOFTWARE;
+}
+
+await main(process.argv);

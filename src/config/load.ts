@@ -1,0 +1,318 @@
+/**
+ * Loads configuration from its sources, validates it once, and returns a typed, frozen result.
+ * Sources, highest priority first: CLI flags, environment, config file (--config / CONFIG_FILE),
+ * config/default.{yaml,yml,json} of the installation, built-in defaults.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { OperatorError } from '../errors.js';
+import { EXIT } from '../exit-codes.js';
+import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec, type SslMode } from './fields.js';
+import { maskValue, urlPassword } from './mask.js';
+
+export type SourceKind = 'flag' | 'env' | 'file' | 'defaults-file' | 'built-in';
+export interface Origin {
+  kind: SourceKind;
+  /** Where exactly: the flag, the variable, or the file path. */
+  where: string;
+}
+
+export interface Problem {
+  field: string;
+  origin?: Origin;
+  given?: string;
+  allowed: string;
+}
+
+export class ConfigError extends OperatorError {
+  readonly problems: Problem[];
+  constructor(problems: Problem[]) {
+    super(`invalid configuration: ${problems.length} problem${problems.length === 1 ? '' : 's'}`, {
+      exitCode: EXIT.CONFIG,
+      hint: 'fix the settings above (flags, environment, or config file), then run `pg-maintd check-config`',
+    });
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+
+  override describe(): string {
+    const lines = this.problems.map((p) => {
+      const where = p.origin ? ` (from ${describeOrigin(p.origin)})` : '';
+      const given = p.given === undefined ? 'not set' : `got ${JSON.stringify(p.given)}`;
+      return `  - ${p.field}${where}: ${given}; expected ${p.allowed}`;
+    });
+    return [`pg-maintd: ${this.message}:`, ...lines, `  fix: ${this.hint}`].join('\n');
+  }
+}
+
+export function describeOrigin(o: Origin): string {
+  switch (o.kind) {
+    case 'flag':
+      return `flag ${o.where}`;
+    case 'env':
+      return `environment ${o.where}`;
+    case 'file':
+    case 'defaults-file':
+      return `file ${o.where}`;
+    default:
+      return 'built-in default';
+  }
+}
+
+export interface LoadInput {
+  /** Values from CLI flags, keyed by field name (DB_POOL_MAX), as strings. */
+  flags?: Partial<Record<FieldName, string>>;
+  /** Path from --config, which wins over CONFIG_FILE. */
+  configFile?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Folder holding default.{yaml,yml,json}; defaults to the installation's config/. */
+  defaultsDir?: string;
+}
+
+export type Config = ReturnType<typeof shape>;
+
+export interface LoadedConfig {
+  config: Config;
+  /** Raw effective values (before parsing), for check-config. */
+  raw: Record<FieldName, unknown>;
+  origins: Record<FieldName, Origin>;
+  /** Things worth a warning once the logger exists (for example TLS verification turned off). */
+  warnings: string[];
+  /** Secret values (passwords) that must never be printed, for the log scrubber. */
+  secrets: string[];
+}
+
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function loadConfig(input: LoadInput = {}): LoadedConfig {
+  const env = input.env ?? process.env;
+  const problems: Problem[] = [];
+  const raw = {} as Record<FieldName, unknown>;
+  const origins = {} as Record<FieldName, Origin>;
+  const set = (name: FieldName, value: unknown, origin: Origin) => {
+    raw[name] = value;
+    origins[name] = origin;
+  };
+
+  for (const name of FIELD_NAMES) {
+    const spec: FieldSpec = FIELDS[name];
+    if (spec.default !== undefined) set(name, spec.default, { kind: 'built-in', where: '' });
+  }
+
+  const defaultsFile = findDefaultsFile(input.defaultsDir ?? join(PACKAGE_ROOT, 'config'));
+  if (defaultsFile) readFileSource(defaultsFile, 'defaults-file', set, problems);
+
+  const configFile = input.configFile ?? nonEmpty(env.CONFIG_FILE);
+  if (configFile) readFileSource(resolve(configFile), 'file', set, problems);
+
+  for (const name of FIELD_NAMES) {
+    const v = nonEmpty(env[name]);
+    if (v !== undefined) set(name, v, { kind: 'env', where: name });
+  }
+  for (const [name, v] of Object.entries(input.flags ?? {})) {
+    if (v !== undefined) set(name as FieldName, v, { kind: 'flag', where: flagFor(name) });
+  }
+
+  applyUrlSslMode(raw, origins, problems);
+
+  const parsed = {} as Record<FieldName, unknown>;
+  for (const name of FIELD_NAMES) {
+    const spec: FieldSpec = FIELDS[name];
+    const origin = origins[name];
+    if (raw[name] === undefined) {
+      if (spec.required) problems.push({ field: name, allowed: spec.allowed });
+      continue;
+    }
+    const result = spec.schema.safeParse(raw[name]);
+    if (result.success) parsed[name] = result.data;
+    else
+      problems.push({
+        field: name,
+        origin,
+        given: maskValue(raw[name], spec.secret ?? false),
+        allowed: spec.allowed,
+      });
+  }
+
+  if (origins.DATABASE_URL?.kind === 'flag' && urlPassword(String(raw.DATABASE_URL))) {
+    problems.push({
+      field: 'DATABASE_URL',
+      origin: origins.DATABASE_URL,
+      given: maskValue(raw.DATABASE_URL, 'url'),
+      allowed:
+        'no password on the command line (every local user can read process arguments); put it in PGPASSWORD, a passfile, the environment, or the config file',
+    });
+  }
+  crossChecks(parsed as Partial<Parsed>, origins, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const config = deepFreeze(shape(parsed as Parsed));
+  const secrets = [urlPassword(config.db.url), nonEmpty(env.PGPASSWORD)].filter((s): s is string => !!s);
+  return { config, raw, origins, warnings: warningsFor(config), secrets };
+}
+
+type Parsed = { [K in FieldName]: z.output<(typeof FIELDS)[K]['schema']> };
+
+/** The typed shape handed to the rest of the code. */
+function shape(p: Parsed) {
+  return {
+    db: {
+      url: p.DATABASE_URL as string,
+      pool: {
+        min: p.DB_POOL_MIN,
+        max: p.DB_POOL_MAX,
+        idleTimeoutMs: p.DB_POOL_IDLE_TIMEOUT,
+        acquireTimeoutMs: p.DB_POOL_ACQUIRE_TIMEOUT,
+      },
+      ssl: {
+        mode: p.DB_SSL_MODE as SslMode,
+        rejectUnauthorized: p.DB_SSL_REJECT_UNAUTHORIZED,
+        rootCertFile: p.DB_SSL_ROOT_CERT,
+        certFile: p.DB_SSL_CERT,
+        keyFile: p.DB_SSL_KEY,
+      },
+    },
+    http: {
+      host: p.HTTP_HOST,
+      port: p.HTTP_PORT,
+      readyzIntervalMs: p.READYZ_INTERVAL,
+      readyzTimeoutMs: p.READYZ_TIMEOUT,
+      livenessMaxLagMs: p.LIVENESS_MAX_LAG,
+    },
+    log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
+    shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },
+  };
+}
+
+function warningsFor(config: Config): string[] {
+  const w: string[] = [];
+  const { mode, rejectUnauthorized, rootCertFile } = config.db.ssl;
+  if (mode === 'allow' || mode === 'prefer' || (mode === 'require' && !rootCertFile)) {
+    w.push(
+      `DB_SSL_MODE=${mode}: the database server's certificate is not verified, so a man in the middle can read the connection; use verify-full with DB_SSL_ROOT_CERT`,
+    );
+  }
+  if ((mode === 'verify-ca' || mode === 'verify-full') && !rejectUnauthorized) {
+    w.push(
+      `DB_SSL_REJECT_UNAUTHORIZED=false turns off certificate verification for DB_SSL_MODE=${mode}; the connection is encrypted but not authenticated`,
+    );
+  }
+  return w;
+}
+
+function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, problems: Problem[]) {
+  if (p.DB_POOL_MIN !== undefined && p.DB_POOL_MAX !== undefined && p.DB_POOL_MIN > p.DB_POOL_MAX) {
+    problems.push({
+      field: 'DB_POOL_MIN',
+      origin: origins.DB_POOL_MIN,
+      given: String(p.DB_POOL_MIN),
+      allowed: `at most DB_POOL_MAX (${p.DB_POOL_MAX})`,
+    });
+  }
+  if ((p.DB_SSL_CERT === undefined) !== (p.DB_SSL_KEY === undefined)) {
+    const field = p.DB_SSL_CERT === undefined ? 'DB_SSL_CERT' : 'DB_SSL_KEY';
+    problems.push({ field, allowed: FIELDS[field].allowed });
+  }
+  for (const field of ['DB_SSL_ROOT_CERT', 'DB_SSL_CERT', 'DB_SSL_KEY'] as const) {
+    const path = p[field];
+    if (path !== undefined && !existsSync(path)) {
+      problems.push({
+        field,
+        origin: origins[field],
+        given: path,
+        allowed: `${FIELDS[field].allowed} (no such file)`,
+      });
+    }
+  }
+}
+
+/** A sslmode in DATABASE_URL stands in for DB_SSL_MODE when that is not set explicitly. */
+function applyUrlSslMode(
+  raw: Record<FieldName, unknown>,
+  origins: Record<FieldName, Origin>,
+  problems: Problem[],
+) {
+  if (typeof raw.DATABASE_URL !== 'string') return;
+  let urlMode: string | null;
+  try {
+    urlMode = new URL(raw.DATABASE_URL).searchParams.get('sslmode');
+  } catch {
+    return; // reported by the URL check
+  }
+  if (!urlMode) return;
+  const explicit = origins.DB_SSL_MODE && origins.DB_SSL_MODE.kind !== 'built-in';
+  if (!explicit) {
+    raw.DB_SSL_MODE = urlMode;
+    origins.DB_SSL_MODE = origins.DATABASE_URL;
+  } else if (raw.DB_SSL_MODE !== urlMode) {
+    problems.push({
+      field: 'DB_SSL_MODE',
+      origin: origins.DB_SSL_MODE,
+      given: String(raw.DB_SSL_MODE),
+      allowed: `one TLS mode: DATABASE_URL says sslmode=${urlMode}; remove one of the two`,
+    });
+  }
+}
+
+function readFileSource(
+  path: string,
+  kind: 'file' | 'defaults-file',
+  set: (name: FieldName, value: unknown, origin: Origin) => void,
+  problems: Problem[],
+) {
+  const field = kind === 'file' ? 'CONFIG_FILE' : 'config/default';
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8'));
+  } catch (err) {
+    const why =
+      (err as NodeJS.ErrnoException).code === 'ENOENT'
+        ? 'no such file'
+        : (err as Error).message.split('\n')[0];
+    problems.push({ field, given: path, allowed: `a readable YAML or JSON file (${why})` });
+    return;
+  }
+  if (doc === null || doc === undefined) return;
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    problems.push({ field, given: path, allowed: 'a YAML or JSON mapping of setting names to values' });
+    return;
+  }
+  for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
+    if (!(key in FIELDS)) {
+      const near = suggest(key);
+      problems.push({
+        field: key,
+        origin: { kind, where: path },
+        given: String(value),
+        allowed: `a known setting${near ? ` (did you mean ${near}?)` : ''}; see the README's configuration table`,
+      });
+      continue;
+    }
+    if (value !== null && value !== undefined) set(key as FieldName, value, { kind, where: path });
+  }
+}
+
+function suggest(key: string): string | undefined {
+  const k = key.toUpperCase().replace(/-/g, '_');
+  if (k in FIELDS) return k;
+  return FIELD_NAMES.find((n) => n.includes(k) || k.includes(n));
+}
+
+function findDefaultsFile(dir: string): string | undefined {
+  return ['default.yaml', 'default.yml', 'default.json'].map((f) => join(dir, f)).find((f) => existsSync(f));
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v.trim() === '' ? undefined : v;
+}
+
+function deepFreeze<T>(o: T): Readonly<T> {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

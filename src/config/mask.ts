@@ -1,0 +1,32 @@
+/** Masking of secrets for anything an operator or a log reader sees. */
+
+export const MASK = '****';
+
+// scheme://user:password@  — the password is everything up to the last '@' before the host.
+const URL_PASSWORD_RE = /\b([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s"']*):([^@\s"']*)@/gi;
+// key=value pairs in libpq keyword strings and query strings: password=..., sslpassword=...
+const KV_PASSWORD_RE = /\b((?:ssl)?password=)([^&\s"']+)/gi;
+
+/** Masks the password of every URL in a string, keeping user, host and database readable. */
+export function maskUrlPasswords(text: string): string {
+  return text.replace(URL_PASSWORD_RE, `$1:${MASK}@`).replace(KV_PASSWORD_RE, `$1${MASK}`);
+}
+
+/** Masks a configuration value for display. URLs keep everything but the password. */
+export function maskValue(value: unknown, secret: boolean | 'url'): string {
+  if (value === undefined || value === null || value === '') return String(value ?? '');
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  if (secret === 'url') return maskUrlPasswords(text);
+  if (secret) return MASK;
+  return text;
+}
+
+/** The password part of a connection URL, if any, so it can be scrubbed wherever it appears. */
+export function urlPassword(url: string): string | undefined {
+  try {
+    const parsed = new URL(url);
+    return parsed.password ? decodeURIComponent(parsed.password) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,84 @@
+/** `pg-maintd run`: assembles the components, starts them in order, and drains them on a signal. */
+import type { LoadedConfig } from './config/load.js';
+import { DbPool } from './db/pool.js';
+import { ReadinessProbe } from './health/readiness.js';
+import { EventLoopWatchdog } from './health/watchdog.js';
+import { HttpServer } from './http/server.js';
+import { Lifecycle } from './lifecycle/lifecycle.js';
+import type { Component } from './lifecycle/service.js';
+import { ShutdownController } from './lifecycle/shutdown.js';
+import type { Logger } from './log/logger.js';
+import { createRegistry } from './metrics/registry.js';
+import { Scheduler } from './schedule/scheduler.js';
+import { VERSION } from './version.js';
+
+export interface Daemon {
+  http: HttpServer;
+  pool: DbPool;
+  shutdown: ShutdownController;
+}
+
+export interface DaemonOptions {
+  /** Started before everything else and stopped last (the demo's local cluster). */
+  first?: Component[];
+  /** Called once everything is up. */
+  onReady?: (d: Daemon) => void;
+}
+
+export async function runDaemon(
+  loaded: LoadedConfig,
+  logger: Logger,
+  opts: DaemonOptions = {},
+): Promise<Daemon> {
+  const { config } = loaded;
+  for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+
+  // Construct everything first (nothing connects or listens yet), then start in order.
+  const registry = createRegistry();
+  const pool = new DbPool(config.db, { name: 'main', logger });
+  const readyPool = new DbPool(config.db, {
+    name: 'readyz',
+    logger,
+    max: 1,
+    min: 0,
+    acquireTimeoutMs: config.http.readyzTimeoutMs,
+    statementTimeoutMs: config.http.readyzTimeoutMs,
+  });
+  const watchdog = new EventLoopWatchdog({ maxLagMs: config.http.livenessMaxLagMs });
+  const scheduler = new Scheduler({ maxStallMs: config.http.livenessMaxLagMs });
+  const readiness = new ReadinessProbe(readyPool, {
+    intervalMs: config.http.readyzIntervalMs,
+    timeoutMs: config.http.readyzTimeoutMs,
+    logger,
+  });
+  const http = new HttpServer({
+    host: config.http.host,
+    port: config.http.port,
+    registry,
+    logger,
+    liveness: { eventLoop: () => watchdog.check(), scheduler: () => scheduler.check() },
+    readiness: () => readiness.state(),
+  });
+
+  const lifecycle = new Lifecycle(logger);
+  const shutdown = new ShutdownController({
+    lifecycle,
+    logger,
+    graceMs: config.shutdown.graceMs,
+    onDrain: () => readiness.markDraining(),
+  });
+  shutdown.install(); // before anything starts, so a signal during start-up still drains
+
+  for (const c of [...(opts.first ?? []), pool, readyPool, watchdog, scheduler, readiness, http]) {
+    if (shutdown.draining) break;
+    await lifecycle.start(c);
+  }
+  const daemon = { http, pool, shutdown };
+  if (shutdown.draining) return daemon; // a signal arrived during start-up; the drain is under way
+  logger.info(
+    { version: VERSION, database: pool.description, tlsVerified: pool.verified },
+    'pg-maintd started',
+  );
+  opts.onReady?.(daemon);
+  return daemon;
+}

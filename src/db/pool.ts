@@ -1,0 +1,158 @@
+/**
+ * The pool factory: pg.Pool with the DB_POOL_* settings, the DB_SSL_* transport, per-connection
+ * timeouts and an application_name, and the allow/prefer fallback libpq performs.
+ */
+import pg from 'pg';
+import type { Logger } from '../log/logger.js';
+import { Service } from '../lifecycle/service.js';
+import { classify } from './sqlstate.js';
+import {
+  isPlaintextRejected,
+  isTlsUnsupported,
+  planTransport,
+  type TlsSettings,
+  type Transport,
+} from './tls.js';
+import { describeTarget, parseDatabaseUrl, type ConnectionTarget } from './url.js';
+
+export interface PoolSettings {
+  url: string;
+  ssl: TlsSettings;
+  pool: { min: number; max: number; idleTimeoutMs: number; acquireTimeoutMs: number };
+}
+
+export interface PoolOptions {
+  /** Names the pool in logs and metrics, e.g. "main", "readyz". */
+  name: string;
+  /** Connect to this database instead of the one in the URL. */
+  database?: string;
+  applicationName?: string;
+  /** Overrides of the configured pool size and timeouts, for small purpose-built pools. */
+  max?: number;
+  min?: number;
+  acquireTimeoutMs?: number;
+  statementTimeoutMs?: number;
+  lockTimeoutMs?: number;
+  logger: Logger;
+}
+
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+}
+
+export class DbPool extends Service {
+  readonly name: string;
+  readonly target: ConnectionTarget;
+  readonly verified: boolean;
+  #pool: pg.Pool;
+  #transport: Transport;
+  #fallback: Transport | undefined;
+  readonly #settings: PoolSettings;
+  readonly #opts: PoolOptions;
+  readonly #log: Logger;
+  #retired: pg.Pool[] = [];
+
+  constructor(settings: PoolSettings, opts: PoolOptions) {
+    super();
+    this.name = `pool:${opts.name}`;
+    this.#settings = settings;
+    this.#opts = opts;
+    this.target = {
+      ...parseDatabaseUrl(settings.url),
+      ...(opts.database ? { database: opts.database } : {}),
+    };
+    const plan = planTransport(settings.ssl, this.target.host);
+    this.verified = plan.verified;
+    this.#transport = plan.first;
+    this.#fallback = plan.fallback;
+    this.#log = opts.logger.child({ pool: opts.name, db: describeTarget(this.target) });
+    this.#pool = this.#build();
+    // The pool exists from construction (connections open lazily), so it counts as started:
+    // stop() must end it even when nobody called start().
+    void this.start();
+  }
+
+  /** user@host:port/db, for messages. */
+  get description(): string {
+    return describeTarget(this.target);
+  }
+
+  stats(): PoolStats {
+    return { total: this.#pool.totalCount, idle: this.#pool.idleCount, waiting: this.#pool.waitingCount };
+  }
+
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(
+    text: string | pg.QueryConfig,
+    values?: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    return this.#withFallback(() => this.#pool.query<R>(text as string, values));
+  }
+
+  /** A client for a session of several statements; the caller must release() it. */
+  async connect(): Promise<pg.PoolClient> {
+    return this.#withFallback(() => this.#pool.connect());
+  }
+
+  protected async onStart(): Promise<void> {
+    // Nothing to open: connections open on first use.
+  }
+
+  protected async onStop(): Promise<void> {
+    await Promise.allSettled([this.#pool.end(), ...this.#retired.map((p) => p.end())]);
+  }
+
+  async #withFallback<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (this.#fallback === undefined || !this.#shouldFallBack(err)) throw err;
+      this.#log.info(
+        { from: this.#transport ? 'tls' : 'plaintext', to: this.#fallback ? 'tls' : 'plaintext' },
+        'server refused the first transport; trying the other, as DB_SSL_MODE allows',
+      );
+      this.#swapTransport();
+      return op();
+    }
+  }
+
+  #shouldFallBack(err: unknown): boolean {
+    return this.#transport === false ? isPlaintextRejected(err) : isTlsUnsupported(err);
+  }
+
+  #swapTransport() {
+    const current = this.#transport;
+    this.#transport = this.#fallback as Transport;
+    this.#fallback = current; // a later refusal (say, after a failover) can swap back
+    this.#retired.push(this.#pool);
+    this.#pool = this.#build();
+  }
+
+  #build(): pg.Pool {
+    const { pool } = this.#settings;
+    const o = this.#opts;
+    const p = new pg.Pool({
+      host: this.target.host,
+      port: this.target.port,
+      user: this.target.user,
+      password: this.target.password,
+      database: this.target.database,
+      ssl: this.#transport,
+      application_name: o.applicationName ?? 'pg-maintd',
+      max: o.max ?? pool.max,
+      min: Math.min(o.min ?? pool.min, o.max ?? pool.max),
+      idleTimeoutMillis: pool.idleTimeoutMs,
+      connectionTimeoutMillis: o.acquireTimeoutMs ?? pool.acquireTimeoutMs,
+      statement_timeout: o.statementTimeoutMs,
+      lock_timeout: o.lockTimeoutMs,
+      keepAlive: true,
+    });
+    // An idle client's socket error must never crash the process: log it; the pool drops the client.
+    p.on('error', (err) => {
+      const { kind, code } = classify(err);
+      this.#log.warn({ err: { message: err.message, code }, kind }, 'idle database connection failed');
+    });
+    return p;
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * Classification of database errors by SQLSTATE (and Node socket error codes), so callers decide
+ * on retry or report without matching message strings. The retry policy lives here.
+ */
+
+export type ErrorKind =
+  | 'connection_lost'
+  | 'connection_refused'
+  | 'host_unknown'
+  | 'timeout'
+  | 'auth_failed'
+  | 'database_missing'
+  | 'permission_denied'
+  | 'serialization_failure'
+  | 'deadlock'
+  | 'lock_timeout'
+  | 'query_canceled'
+  | 'server_starting'
+  | 'too_many_connections'
+  | 'insufficient_resources'
+  | 'read_only'
+  | 'undefined_object'
+  | 'syntax_error'
+  | 'integrity_violation'
+  | 'tls'
+  | 'unknown';
+
+export interface Classified {
+  kind: ErrorKind;
+  /** Worth trying again later, unchanged. */
+  retryable: boolean;
+  /** SQLSTATE or Node error code, when there is one. */
+  code: string | undefined;
+}
+
+const BY_SQLSTATE: Record<string, ErrorKind> = {
+  '28P01': 'auth_failed', // invalid_password
+  '28000': 'auth_failed', // invalid_authorization_specification (pg_hba reject)
+  '3D000': 'database_missing', // invalid_catalog_name
+  '42501': 'permission_denied', // insufficient_privilege
+  '40001': 'serialization_failure',
+  '40P01': 'deadlock',
+  '55P03': 'lock_timeout', // lock_not_available
+  '57014': 'query_canceled', // statement_timeout or pg_cancel_backend
+  '57P01': 'connection_lost', // admin_shutdown
+  '57P02': 'connection_lost', // crash_shutdown
+  '57P03': 'server_starting', // cannot_connect_now
+  '53300': 'too_many_connections',
+  '25006': 'read_only', // read_only_sql_transaction (a standby, or after failover)
+  '42P01': 'undefined_object', // undefined_table
+  '42883': 'undefined_object', // undefined_function
+  '42704': 'undefined_object',
+  '58P01': 'undefined_object', // undefined_file (extension library not installed)
+  '42601': 'syntax_error',
+};
+
+const BY_CLASS: Record<string, ErrorKind> = {
+  '08': 'connection_lost', // connection_exception
+  '53': 'insufficient_resources',
+  '23': 'integrity_violation',
+  '42': 'syntax_error', // syntax_error_or_access_rule_violation (remaining)
+};
+
+const BY_NODE_CODE: Record<string, ErrorKind> = {
+  ECONNREFUSED: 'connection_refused',
+  ECONNRESET: 'connection_lost',
+  EPIPE: 'connection_lost',
+  ECONNABORTED: 'connection_lost',
+  EHOSTUNREACH: 'connection_lost',
+  ENETUNREACH: 'connection_lost',
+  ETIMEDOUT: 'timeout',
+  ENOTFOUND: 'host_unknown',
+  EAI_AGAIN: 'host_unknown',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'tls',
+  SELF_SIGNED_CERT_IN_CHAIN: 'tls',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'tls',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'tls',
+  CERT_HAS_EXPIRED: 'tls',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'tls',
+};
+
+const RETRYABLE = new Set<ErrorKind>([
+  'connection_lost',
+  'connection_refused',
+  'timeout',
+  'serialization_failure',
+  'deadlock',
+  'lock_timeout',
+  'server_starting',
+  'too_many_connections',
+  'insufficient_resources',
+  'host_unknown', // DNS can come back; a failover may be changing the record
+]);
+
+// pg raises these without a code.
+const MESSAGE_KINDS: Array<[RegExp, ErrorKind]> = [
+  [
+    /Connection terminated|connection ended unexpectedly|Client has encountered a connection error/i,
+    'connection_lost',
+  ],
+  [
+    /timeout exceeded when trying to connect|Connection terminated due to connection timeout|timeout expired/i,
+    'timeout',
+  ],
+  [/server does not support SSL/i, 'tls'],
+];
+
+export function classify(err: unknown): Classified {
+  const code = errorCode(err);
+  let kind: ErrorKind | undefined;
+  if (code) {
+    kind = BY_SQLSTATE[code] ?? BY_NODE_CODE[code];
+    if (!kind && /^[0-9A-Z]{5}$/.test(code)) kind = BY_CLASS[code.slice(0, 2)];
+  }
+  if (!kind) {
+    const message = err instanceof Error ? err.message : String(err);
+    kind = MESSAGE_KINDS.find(([re]) => re.test(message))?.[1];
+  }
+  kind ??= 'unknown';
+  return { kind, retryable: RETRYABLE.has(kind), code };
+}
+
+export function isRetryable(err: unknown): boolean {
+  return classify(err).retryable;
+}
+
+function errorCode(err: unknown): string | undefined {
+  if (!err || typeof err !== 'object') return undefined;
+  const e = err as { code?: unknown; errors?: unknown[] };
+  if (typeof e.code === 'string') return e.code;
+  // AggregateError from dual-stack connects (::1 and 127.0.0.1 both refused)
+  if (Array.isArray(e.errors) && e.errors.length > 0) return errorCode(e.errors[0]);
+  return undefined;
+}
+
+/** An operator-facing sentence for a connection failure: what is wrong and what to do. */
+export function explainConnectionError(err: unknown, target: string): { message: string; hint: string } {
+  const { kind } = classify(err);
+  const detail = err instanceof Error && err.message ? err.message : String(err);
+  const hints: Partial<Record<ErrorKind, string>> = {
+    connection_refused: 'is PostgreSQL running and listening there? Check the host and port in DATABASE_URL',
+    host_unknown: 'the host name does not resolve; check the host in DATABASE_URL and DNS',
+    timeout: 'the server did not answer in time; check network reachability, firewalls, and the port',
+    auth_failed:
+      'check the user and password (DATABASE_URL, PGPASSWORD or passfile) and that pg_hba.conf allows this client',
+    database_missing: 'create the database, or fix its name in DATABASE_URL',
+    permission_denied: 'grant the role what it needs (see the README: least-privilege role)',
+    tls: 'check DB_SSL_MODE and DB_SSL_ROOT_CERT against the server (ssl=on, its certificate and host name)',
+    too_many_connections: 'the server is at max_connections; lower DB_POOL_MAX or raise max_connections',
+    server_starting: 'the server is starting up or recovering; it should accept connections shortly',
+    connection_lost: 'the connection dropped; check that the server is up',
+  };
+  return {
+    message: `cannot use the database at ${target}: ${detail}`,
+    hint: hints[kind] ?? 'check DATABASE_URL and that the server is reachable',
+  };
+}

@@ -1,0 +1,26 @@
+import { EXIT, type ExitCode } from './exit-codes.js';
+
+/**
+ * An error an operator can fix: it carries what went wrong, what to do, and the exit code.
+ * The CLI prints these as one message without a stack trace.
+ */
+export class OperatorError extends Error {
+  readonly hint: string | undefined;
+  readonly exitCode: ExitCode;
+
+  constructor(message: string, opts: { hint?: string; exitCode?: ExitCode; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'OperatorError';
+    this.hint = opts.hint;
+    this.exitCode = opts.exitCode ?? EXIT.FAILURE;
+  }
+
+  /** The text shown to the operator: the message, then the fix on its own line. */
+  describe(): string {
+    return this.hint ? `${this.message}\n  fix: ${this.hint}` : this.message;
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,24 @@
+/**
+ * Process exit codes. The sysexits.h values are what init systems and operators already know.
+ * Documented in the README ("Exit codes"); keep the two in step.
+ */
+export const EXIT = {
+  OK: 0,
+  /** A one-shot command ran and reported failure (for example a failed backup). */
+  FAILURE: 1,
+  /** EX_USAGE: unknown flag or subcommand. */
+  USAGE: 64,
+  /** EX_UNAVAILABLE: a service the command needs (database, bucket) cannot be reached. */
+  UNAVAILABLE: 69,
+  /** EX_SOFTWARE: an internal error (unhandled rejection, uncaught exception). */
+  SOFTWARE: 70,
+  /** EX_CONFIG: configuration is invalid. */
+  CONFIG: 78,
+  /** The drain did not finish within the shutdown grace period; the exit was forced. */
+  GRACE_EXPIRED: 124,
+  /** A second SIGINT / SIGTERM forced the exit: 128 + the signal number, as shells report it. */
+  FORCED_SIGINT: 130,
+  FORCED_SIGTERM: 143,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];

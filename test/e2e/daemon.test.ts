@@ -1,0 +1,281 @@
+// The real daemon as a separate process: readiness across a real database stop and restart,
+// two-step shutdown, exit codes, and no password in its output or in any process's argv.
+import { readFileSync, readdirSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/embedded/local-cluster.js';
+import { EXIT } from '../../src/exit-codes.js';
+import { getJson, spawnCli, startDaemon, waitFor } from '../support/daemon.js';
+import { startPrivateCluster } from '../support/postgres.js';
+
+let cluster: LocalCluster;
+beforeAll(async () => {
+  cluster = await startPrivateCluster();
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+const baseEnv = () => ({
+  DATABASE_URL: cluster.url(), // carries the password on purpose: it must never show up
+  DB_SSL_MODE: 'disable',
+  READYZ_INTERVAL: '200ms',
+  READYZ_TIMEOUT: '500ms',
+  LOG_LEVEL: 'trace',
+});
+
+/** Every /proc/<pid>/cmdline on the machine, for a secret scan. */
+function allCmdlines(): string {
+  let out = '';
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      out += `${readFileSync(`/proc/${pid}/cmdline`, 'utf8')}\n`;
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return out;
+}
+
+async function pgMaintdSessions(): Promise<number> {
+  const { default: pg } = await import('pg');
+  const c = new pg.Client({ connectionString: cluster.url() });
+  await c.connect();
+  try {
+    const r = await c.query<{ n: string }>(
+      "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'pg-maintd'",
+    );
+    return Number(r.rows[0]!.n);
+  } finally {
+    await c.end();
+  }
+}
+
+describe('pg-maintd run (spawned)', () => {
+  it('keeps /healthz 200 and moves /readyz 200 -> 503 -> 200 across a real stop and restart of PostgreSQL', async () => {
+    const d = await startDaemon(baseEnv());
+    const timings: number[] = [];
+    const probe = async (path: string) => {
+      const r = await getJson(`${d.base}${path}`);
+      timings.push(r.ms);
+      return r;
+    };
+    try {
+      await waitFor(
+        () => probe('/readyz'),
+        (r) => r.status === 200,
+      );
+      expect((await probe('/healthz')).status).toBe(200);
+
+      await cluster.stopServer();
+      const down = await waitFor(
+        () => probe('/readyz'),
+        (r) => r.status === 503,
+      );
+      expect(down.body).toMatchObject({ status: 'not ready', ready: false });
+      expect(String(down.body.reason)).toMatch(/database unreachable \((connection_refused|connection_lost)/);
+      for (let i = 0; i < 10; i++) expect((await probe('/healthz')).status).toBe(200);
+      await d.waitForLog((l) => l.msg.startsWith('database unreachable') && typeof l.hint === 'string');
+
+      await cluster.startServer();
+      await waitFor(
+        () => probe('/readyz'),
+        (r) => r.status === 200,
+      );
+      expect((await probe('/healthz')).status).toBe(200);
+      expect(d.child.exitCode).toBeNull(); // never restarted
+
+      // Both endpoints answer from memory: well under 100 ms, even while the database was down.
+      const sorted = [...timings].sort((a, b) => a - b);
+      expect(sorted[Math.floor(sorted.length * 0.95)]).toBeLessThan(100);
+
+      // No password in the argv of any process on the machine while it runs.
+      expect(allCmdlines()).not.toContain(cluster.password);
+
+      d.child.kill('SIGTERM');
+      const exit = await d.exited;
+      expect(exit).toEqual({ code: EXIT.OK, signal: null });
+      expect(d.lines().some((l) => l.msg === 'stopped' && l.exitCode === 0)).toBe(true);
+      expect(await pgMaintdSessions()).toBe(0); // pools closed
+      expect(d.output()).not.toContain(cluster.password);
+    } finally {
+      d.child.kill('SIGKILL');
+    }
+  });
+
+  it('drains on SIGTERM within the grace period, stopping components in reverse order', async () => {
+    const d = await startDaemon({ ...baseEnv(), SHUTDOWN_GRACE_PERIOD: '10s' });
+    await waitFor(
+      () => getJson(`${d.base}/readyz`),
+      (r) => r.status === 200,
+    );
+    expect(await pgMaintdSessions()).toBeGreaterThan(0);
+    const t0 = Date.now();
+    d.child.kill('SIGTERM');
+    const exit = await d.exited;
+    expect(exit.code).toBe(EXIT.OK);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    const stopped = d
+      .lines()
+      .filter((l) => l.msg === 'stopped' && typeof l.component === 'string')
+      .map((l) => l.component);
+    expect(stopped).toEqual([
+      'http-server',
+      'readiness-probe',
+      'scheduler',
+      'event-loop-watchdog',
+      'pool:readyz',
+      'pool:main',
+    ]);
+    expect(await pgMaintdSessions()).toBe(0);
+    expect(d.output()).not.toContain(cluster.password);
+  });
+
+  describe('with work in flight that will not finish (a database that accepts but never answers)', () => {
+    let blackhole: Server;
+    const sockets: Socket[] = [];
+    let url: string;
+    beforeAll(async () => {
+      blackhole = createServer((s) => sockets.push(s));
+      await new Promise<void>((r) => blackhole.listen(0, '127.0.0.1', r));
+      const port = (blackhole.address() as { port: number }).port;
+      url = `postgresql://postgres:${cluster.password}@127.0.0.1:${port}/postgres`;
+    });
+    afterAll(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => blackhole.close(r));
+    });
+
+    it('a second signal forces the exit at once, with 128 + the signal number', async () => {
+      const d = await startDaemon({
+        ...baseEnv(),
+        DATABASE_URL: url,
+        READYZ_TIMEOUT: '30s',
+        SHUTDOWN_GRACE_PERIOD: '20s',
+      });
+      await waitFor(
+        async () => sockets.length,
+        (n) => n > 0,
+      );
+      d.child.kill('SIGTERM');
+      await d.waitForLog((l) => l.msg.startsWith('draining'));
+      const t0 = Date.now();
+      d.child.kill('SIGTERM');
+      const exit = await d.exited;
+      expect(exit.code).toBe(EXIT.FORCED_SIGTERM);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(d.lines().some((l) => l.msg === 'second signal: forcing exit now')).toBe(true);
+    });
+
+    it('SIGINT twice exits 130', async () => {
+      const d = await startDaemon({
+        ...baseEnv(),
+        DATABASE_URL: url,
+        READYZ_TIMEOUT: '30s',
+        SHUTDOWN_GRACE_PERIOD: '20s',
+      });
+      await waitFor(
+        async () => sockets.length,
+        (n) => n > 0,
+      );
+      d.child.kill('SIGINT');
+      await d.waitForLog((l) => l.msg.startsWith('draining'));
+      d.child.kill('SIGINT');
+      expect((await d.exited).code).toBe(EXIT.FORCED_SIGINT);
+    });
+
+    it('the grace period running out forces the exit with 124', async () => {
+      const d = await startDaemon({
+        ...baseEnv(),
+        DATABASE_URL: url,
+        READYZ_TIMEOUT: '30s',
+        SHUTDOWN_GRACE_PERIOD: '1s',
+      });
+      await waitFor(
+        async () => sockets.length,
+        (n) => n > 0,
+      );
+      const t0 = Date.now();
+      d.child.kill('SIGTERM');
+      const exit = await d.exited;
+      expect(exit.code).toBe(EXIT.GRACE_EXPIRED);
+      const took = Date.now() - t0;
+      expect(took).toBeGreaterThanOrEqual(900);
+      expect(took).toBeLessThan(10_000);
+      expect(d.lines().some((l) => l.msg.startsWith('grace period expired'))).toBe(true);
+      expect(d.output()).not.toContain(cluster.password);
+    });
+  });
+
+  it('an unhandled rejection is logged and leads to an orderly shutdown with exit 70', async () => {
+    const script = `
+      const { Lifecycle } = await import(${JSON.stringify(new URL('../../dist/lifecycle/lifecycle.js', import.meta.url).href)});
+      const { ShutdownController } = await import(${JSON.stringify(new URL('../../dist/lifecycle/shutdown.js', import.meta.url).href)});
+      const { createLogger } = await import(${JSON.stringify(new URL('../../dist/log/logger.js', import.meta.url).href)});
+      const logger = createLogger({ level: 'info', format: 'json' });
+      const lifecycle = new Lifecycle(logger);
+      await lifecycle.start({ name: 'worker', start: async () => {}, stop: async () => logger.info('worker stopped') });
+      new ShutdownController({ lifecycle, logger, graceMs: 5000 }).install();
+      setInterval(() => {}, 1000);
+      Promise.reject(new Error('nobody caught me'));
+    `;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    expect(code).toBe(EXIT.SOFTWARE);
+    expect(out).toMatch(/"level":60.*unhandled promise rejection; shutting down/);
+    expect(out).toContain('nobody caught me');
+    expect(out.indexOf('worker stopped')).toBeGreaterThan(out.indexOf('unhandled promise rejection'));
+  });
+});
+
+describe('pg-maintd CLI', () => {
+  it('check-config prints the effective configuration, masked, and exits 0', async () => {
+    const cli = spawnCli(['check-config'], { DATABASE_URL: cluster.url(), DB_SSL_MODE: 'disable' });
+    const { code } = await cli.exited;
+    expect(code).toBe(0);
+    expect(cli.output()).toContain('configuration is valid');
+    expect(cli.output()).toContain('postgresql://postgres:****@127.0.0.1');
+    expect(cli.output()).not.toContain(cluster.password);
+  });
+
+  it('bad configuration: exit 78, every problem listed, secrets masked, no stack trace', async () => {
+    const cli = spawnCli(['run', '--http-port', 'eighty'], {
+      DATABASE_URL: `mysql://postgres:${cluster.password}@h/db`,
+      DB_POOL_MAX: '0',
+    });
+    const { code } = await cli.exited;
+    expect(code).toBe(EXIT.CONFIG);
+    const out = cli.output();
+    expect(out).toMatch(/invalid configuration: 3 problems/);
+    expect(out).toMatch(
+      /DATABASE_URL \(from environment DATABASE_URL\): got "mysql:\/\/postgres:\*\*\*\*@h\/db"/,
+    );
+    expect(out).toMatch(/HTTP_PORT \(from flag --http-port\): got "eighty"/);
+    expect(out).not.toContain(cluster.password);
+    expect(out).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('unknown subcommands and flags exit 64 with a pointer to --help', async () => {
+    for (const args of [['frobnicate'], ['run', '--no-such-flag'], ['--nope']]) {
+      const cli = spawnCli(args, {});
+      expect((await cli.exited).code).toBe(EXIT.USAGE);
+      expect(cli.output()).toMatch(/error: unknown (command|option)/);
+      expect(cli.output()).toContain('pg-maintd --help');
+    }
+  });
+
+  it('--help and --version exit 0', async () => {
+    const help = spawnCli(['--help'], {});
+    expect((await help.exited).code).toBe(0);
+    expect(help.output()).toMatch(/Usage: pg-maintd/);
+    const version = spawnCli(['--version'], {});
+    expect((await version.exited).code).toBe(0);
+    expect(version.output().trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});

@@ -1,0 +1,105 @@
+/** Spawns the real CLI (bin/pg-maintd.js, built dist/) and reads its JSON log lines. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../bin/pg-maintd.js', import.meta.url));
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+export interface SpawnedCli {
+  child: ChildProcess;
+  /** Everything written to stdout and stderr so far. */
+  output(): string;
+  lines(): LogLine[];
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function spawnCli(args: string[], env: Record<string, string | undefined>): SpawnedCli {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_FORMAT: 'json', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const waiters: Array<() => void> = [];
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiters.splice(0)) w();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => {
+      for (const w of waiters.splice(0)) w();
+      resolve({ code, signal });
+    }),
+  );
+  const lines = () =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as LogLine);
+  return {
+    child,
+    output: () => out,
+    lines,
+    exited,
+    waitForLog(pred, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`log line not seen within ${timeoutMs} ms; output:\n${out}`)),
+          timeoutMs,
+        );
+        const check = () => {
+          const hit = lines().find(pred);
+          if (hit) {
+            clearTimeout(timer);
+            resolve(hit);
+          } else if (child.exitCode !== null) {
+            clearTimeout(timer);
+            reject(new Error(`process exited (${child.exitCode}) before the log line; output:\n${out}`));
+          } else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/** Starts `pg-maintd run` on a free port and waits until it serves. */
+export async function startDaemon(env: Record<string, string | undefined>, args: string[] = []) {
+  const cli = spawnCli(['run', ...args], { HTTP_HOST: '127.0.0.1', HTTP_PORT: '0', ...env });
+  const listening = await cli.waitForLog((l) => l.msg === 'http server listening');
+  await cli.waitForLog((l) => l.msg === 'pg-maintd started');
+  const port = (listening.address as { port: number }).port;
+  return { ...cli, port, base: `http://127.0.0.1:${port}` };
+}
+
+export async function getJson(
+  url: string,
+): Promise<{ status: number; body: Record<string, unknown>; ms: number }> {
+  const t0 = performance.now();
+  const res = await fetch(url);
+  const body = (await res.json()) as Record<string, unknown>;
+  return { status: res.status, body, ms: performance.now() - t0 };
+}
+
+export async function waitFor<T>(
+  fn: () => Promise<T>,
+  pred: (v: T) => boolean,
+  timeoutMs = 20_000,
+  stepMs = 100,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < until) {
+    last = await fn();
+    if (pred(last)) return last;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  throw new Error(`condition not met within ${timeoutMs} ms; last value: ${JSON.stringify(last)}`);
+}

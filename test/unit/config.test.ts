@@ -1,0 +1,255 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { renderConfig } from '../../src/cli/check-config.js';
+import { FIELDS, FIELD_NAMES, type FieldName, type FieldSpec } from '../../src/config/fields.js';
+import { ConfigError, loadConfig, PACKAGE_ROOT, type LoadInput } from '../../src/config/load.js';
+import { EXIT } from '../../src/exit-codes.js';
+
+const URL_OK = 'postgresql://app:s3cr3t-pw@db.internal:5432/app';
+const noDefaults = mkdtempSync(join(tmpdir(), 'cfg-none-'));
+
+function load(input: Omit<LoadInput, 'defaultsDir'> & { defaultsDir?: string } = {}) {
+  return loadConfig({ defaultsDir: noDefaults, ...input, env: { DATABASE_URL: URL_OK, ...input.env } });
+}
+
+function problemsOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+function tempFile(name: string, content: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'cfg-')), name);
+  writeFileSync(path, content);
+  return path;
+}
+
+// Invalid values for every field: wrong type, out of range, malformed.
+const BAD: Record<FieldName, string[]> = {
+  DATABASE_URL: ['not a url', 'mysql://u@h/db', 'http://h/db'],
+  DB_POOL_MIN: ['-1', 'two', '1.5', '1001'],
+  DB_POOL_MAX: ['0', 'x', '1e3', '100000'],
+  DB_POOL_IDLE_TIMEOUT: ['-5', 'soon', '5x', '2d'],
+  DB_POOL_ACQUIRE_TIMEOUT: ['0', 'forever', '1.5ms', '2h'],
+  DB_SSL_MODE: ['on', 'true', 'VERIFY-FULL', 'verify'],
+  DB_SSL_REJECT_UNAUTHORIZED: ['maybe', '2', 'nope'],
+  DB_SSL_ROOT_CERT: ['/nonexistent/ca.pem'],
+  DB_SSL_CERT: ['/nonexistent/client.pem'],
+  DB_SSL_KEY: ['/nonexistent/client.key'],
+  HTTP_HOST: ['   '],
+  HTTP_PORT: ['-1', '65536', 'http', '80.5'],
+  READYZ_INTERVAL: ['10ms', '2m', 'often'],
+  READYZ_TIMEOUT: ['1ms', '2m', 'x'],
+  LIVENESS_MAX_LAG: ['1ms', '1h', 'x'],
+  LOG_LEVEL: ['verbose', 'INFO', '10'],
+  LOG_FORMAT: ['text', 'yaml'],
+  SHUTDOWN_GRACE_PERIOD: ['-1s', '2h', 'later'],
+};
+
+describe('configuration', () => {
+  it('has a bad-value case for every field', () => {
+    expect(Object.keys(BAD).sort()).toEqual([...FIELD_NAMES].sort());
+  });
+
+  for (const name of FIELD_NAMES) {
+    for (const bad of BAD[name]) {
+      it(`rejects ${name}=${JSON.stringify(bad)} with exit 78, naming the field, value and what is allowed`, () => {
+        const env: Record<string, string> = { [name]: bad };
+        // HTTP_HOST of spaces is "unset" in the environment; give it through a file instead
+        const input: LoadInput =
+          name === 'HTTP_HOST' ? { configFile: tempFile('c.yaml', `HTTP_HOST: "${bad}"\n`) } : { env };
+        const err = problemsOf(() => load(input));
+        expect(err.exitCode).toBe(EXIT.CONFIG);
+        const p = err.problems.find((x) => x.field === name);
+        expect(p, err.describe()).toBeDefined();
+        expect(p!.allowed.length).toBeGreaterThan(5);
+        const text = err.describe();
+        expect(text).toContain(name);
+        if (name !== 'DATABASE_URL') expect(text).toContain(JSON.stringify(bad));
+      });
+    }
+  }
+
+  it('requires DATABASE_URL', () => {
+    const err = problemsOf(() => loadConfig({ defaultsDir: noDefaults, env: {} }));
+    expect(err.problems.map((p) => p.field)).toEqual(['DATABASE_URL']);
+    expect(err.describe()).toMatch(/DATABASE_URL: not set; expected a postgres:\/\//);
+  });
+
+  it('reports every problem at once, not just the first', () => {
+    const err = problemsOf(() =>
+      load({
+        env: {
+          DB_POOL_MAX: 'x',
+          HTTP_PORT: '99999',
+          LOG_LEVEL: 'loud',
+          DB_SSL_MODE: 'on',
+          SHUTDOWN_GRACE_PERIOD: 'z',
+        },
+      }),
+    );
+    expect(err.problems.map((p) => p.field).sort()).toEqual(
+      ['DB_POOL_MAX', 'DB_SSL_MODE', 'HTTP_PORT', 'LOG_LEVEL', 'SHUTDOWN_GRACE_PERIOD'].sort(),
+    );
+    expect(
+      err
+        .describe()
+        .split('\n')
+        .filter((l) => l.startsWith('  - ')),
+    ).toHaveLength(5);
+  });
+
+  it('checks fields against each other', () => {
+    const err = problemsOf(() => load({ env: { DB_POOL_MIN: '30', DB_POOL_MAX: '10' } }));
+    expect(err.problems[0]).toMatchObject({ field: 'DB_POOL_MIN', allowed: 'at most DB_POOL_MAX (10)' });
+    const cert = tempFile('client.pem', 'x');
+    const err2 = problemsOf(() => load({ env: { DB_SSL_CERT: cert } }));
+    expect(err2.problems[0]!.field).toBe('DB_SSL_KEY');
+  });
+
+  it('masks secrets in error output', () => {
+    const err = problemsOf(() =>
+      loadConfig({
+        defaultsDir: noDefaults,
+        env: { DATABASE_URL: 'mysql://app:hunter2-secret@db/app', HTTP_PORT: 'x' },
+      }),
+    );
+    const text = err.describe();
+    expect(text).toContain('mysql://app:****@db/app');
+    expect(text).not.toContain('hunter2-secret');
+  });
+
+  it('refuses a password on the command line, where every user can read it', () => {
+    const err = problemsOf(() => load({ flags: { DATABASE_URL: 'postgresql://app:argv-secret@h/db' } }));
+    expect(err.describe()).toMatch(
+      /DATABASE_URL \(from flag --database-url\).*no password on the command line/,
+    );
+    expect(err.describe()).not.toContain('argv-secret');
+    expect(load({ flags: { DATABASE_URL: 'postgresql://app@h/db' } }).config.db.url).toBe(
+      'postgresql://app@h/db',
+    );
+  });
+
+  it('masks secrets in check-config output and shows where each value came from', () => {
+    const loaded = load({ env: { PGPASSWORD: 'pgpass-secret' } });
+    for (const json of [false, true]) {
+      const out = renderConfig(loaded, json);
+      expect(out).not.toContain('s3cr3t-pw');
+      expect(out).toContain('postgresql://app:****@db.internal:5432/app');
+      expect(out).toContain('environment DATABASE_URL');
+      expect(out).toContain('built-in default');
+    }
+    expect(loaded.secrets).toEqual(['s3cr3t-pw', 'pgpass-secret']);
+  });
+
+  it('applies precedence: flags > env > config file > config/default > built-in', () => {
+    const defaultsDir = mkdtempSync(join(tmpdir(), 'cfg-defaults-'));
+    writeFileSync(
+      join(defaultsDir, 'default.yaml'),
+      'DB_POOL_MAX: 11\nDB_POOL_MIN: 1\nHTTP_PORT: 1111\nLOG_LEVEL: debug\n',
+    );
+    const file = tempFile('pg-maintd.yaml', 'DB_POOL_MAX: 12\nHTTP_PORT: 2222\nLOG_LEVEL: warn\n');
+    const loaded = loadConfig({
+      defaultsDir,
+      configFile: file,
+      env: { DATABASE_URL: URL_OK, HTTP_PORT: '3333', LOG_LEVEL: 'error' },
+      flags: { LOG_LEVEL: 'fatal' },
+    });
+    const c = loaded.config;
+    expect(c.db.pool.min).toBe(1); // config/default
+    expect(c.db.pool.max).toBe(12); // config file over config/default
+    expect(c.http.port).toBe(3333); // env over file
+    expect(c.log.level).toBe('fatal'); // flag over env
+    expect(c.db.pool.idleTimeoutMs).toBe(30000); // built-in
+    expect(loaded.origins.DB_POOL_MIN).toEqual({
+      kind: 'defaults-file',
+      where: join(defaultsDir, 'default.yaml'),
+    });
+    expect(loaded.origins.DB_POOL_MAX).toEqual({ kind: 'file', where: file });
+    expect(loaded.origins.LOG_LEVEL).toEqual({ kind: 'flag', where: '--log-level' });
+  });
+
+  it('reads the config file from --config over CONFIG_FILE, as YAML or JSON', () => {
+    const json = tempFile('c.json', JSON.stringify({ HTTP_PORT: 4444 }));
+    const yaml = tempFile('c.yaml', 'HTTP_PORT: 5555\n');
+    expect(load({ env: { CONFIG_FILE: yaml } }).config.http.port).toBe(5555);
+    expect(load({ env: { CONFIG_FILE: yaml }, configFile: json }).config.http.port).toBe(4444);
+  });
+
+  it('reports a missing config file, a malformed one, and unknown keys with a suggestion', () => {
+    expect(problemsOf(() => load({ configFile: '/nonexistent/pg-maintd.yaml' })).describe()).toMatch(
+      /CONFIG_FILE.*no such file/,
+    );
+    expect(
+      problemsOf(() => load({ configFile: tempFile('bad.yaml', 'HTTP_PORT: [1, 2\n') })).describe(),
+    ).toMatch(/CONFIG_FILE.*readable YAML or JSON/);
+    const err = problemsOf(() =>
+      load({ configFile: tempFile('typo.yaml', 'db_pool_max: 5\nHTTP_PROT: 1\n') }),
+    );
+    expect(err.describe()).toContain('did you mean DB_POOL_MAX?');
+    expect(err.problems.map((p) => p.field)).toEqual(['db_pool_max', 'HTTP_PROT']);
+  });
+
+  it('parses durations with units or as bare milliseconds', () => {
+    const c = load({
+      env: { DB_POOL_IDLE_TIMEOUT: '45s', DB_POOL_ACQUIRE_TIMEOUT: '1500', SHUTDOWN_GRACE_PERIOD: '1m' },
+    }).config;
+    expect(c.db.pool.idleTimeoutMs).toBe(45_000);
+    expect(c.db.pool.acquireTimeoutMs).toBe(1500);
+    expect(c.shutdown.graceMs).toBe(60_000);
+  });
+
+  it('uses sslmode from DATABASE_URL unless DB_SSL_MODE is set, and refuses a conflict', () => {
+    const url = 'postgresql://app@db/app?sslmode=require';
+    expect(loadConfig({ defaultsDir: noDefaults, env: { DATABASE_URL: url } }).config.db.ssl.mode).toBe(
+      'require',
+    );
+    expect(
+      loadConfig({ defaultsDir: noDefaults, env: { DATABASE_URL: url, DB_SSL_MODE: 'require' } }).config.db
+        .ssl.mode,
+    ).toBe('require');
+    const err = problemsOf(() =>
+      loadConfig({ defaultsDir: noDefaults, env: { DATABASE_URL: url, DB_SSL_MODE: 'disable' } }),
+    );
+    expect(err.describe()).toContain('DATABASE_URL says sslmode=require');
+  });
+
+  it('warns when TLS is not verified', () => {
+    expect(load({ env: { DB_SSL_MODE: 'require' } }).warnings[0]).toMatch(/not verified/);
+    expect(load({ env: { DB_SSL_REJECT_UNAUTHORIZED: 'false' } }).warnings[0]).toMatch(
+      /turns off certificate verification/,
+    );
+    expect(load({ env: { DB_SSL_MODE: 'verify-full' } }).warnings).toEqual([]);
+    expect(load({ env: { DB_SSL_MODE: 'disable' } }).warnings).toEqual([]);
+  });
+
+  it('hands out a deeply frozen configuration', () => {
+    const { config } = load();
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.db.pool)).toBe(true);
+    expect(() => {
+      (config.db.pool as { max: number }).max = 1;
+    }).toThrow(TypeError);
+  });
+
+  it('ships config/default.yaml with exactly the built-in defaults', () => {
+    const shipped = parseYaml(readFileSync(join(PACKAGE_ROOT, 'config', 'default.yaml'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    const builtIn = Object.fromEntries(
+      FIELD_NAMES.filter((n) => (FIELDS[n] as FieldSpec).default !== undefined).map((n) => [
+        n,
+        (FIELDS[n] as FieldSpec).default,
+      ]),
+    );
+    expect(shipped).toEqual(builtIn);
+  });
+});
