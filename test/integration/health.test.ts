@@ -67,7 +67,12 @@ describe('health endpoints', () => {
       checks: { eventLoop: { ok: true }, scheduler: { ok: true } },
     });
     // The first check runs in the background after start: not ready until it has succeeded.
-    const r = await waitFor(() => getJson(`${base}/readyz`), (x) => x.status === 200, 5000, 20);
+    const r = await waitFor(
+      () => getJson(`${base}/readyz`),
+      (x) => x.status === 200,
+      5000,
+      20,
+    );
     expect(r.body).toMatchObject({ status: 'ready', ready: true });
   });
 
