@@ -146,55 +146,41 @@ describe('pg-maintd run (spawned)', () => {
       await new Promise((r) => blackhole.close(r));
     });
 
-    it('a second signal forces the exit at once, with 128 + the signal number', async () => {
+    /** A daemon whose readiness check hangs on the blackhole: its drain cannot finish quickly. */
+    async function startStuckDaemon(grace: string) {
       const d = await startDaemon({
         ...baseEnv(),
         DATABASE_URL: url,
         READYZ_TIMEOUT: '30s',
-        SHUTDOWN_GRACE_PERIOD: '20s',
+        SHUTDOWN_GRACE_PERIOD: grace,
       });
       await waitFor(
         async () => sockets.length,
         (n) => n > 0,
       );
-      d.child.kill('SIGTERM');
-      await d.waitForLog((l) => l.msg.startsWith('draining'));
-      const t0 = Date.now();
-      d.child.kill('SIGTERM');
-      const exit = await d.exited;
-      expect(exit.code).toBe(EXIT.FORCED_SIGTERM);
-      expect(Date.now() - t0).toBeLessThan(5000);
-      expect(d.lines().some((l) => l.msg === 'second signal: forcing exit now')).toBe(true);
-    });
+      return d;
+    }
 
-    it('SIGINT twice exits 130', async () => {
-      const d = await startDaemon({
-        ...baseEnv(),
-        DATABASE_URL: url,
-        READYZ_TIMEOUT: '30s',
-        SHUTDOWN_GRACE_PERIOD: '20s',
-      });
-      await waitFor(
-        async () => sockets.length,
-        (n) => n > 0,
-      );
-      d.child.kill('SIGINT');
-      await d.waitForLog((l) => l.msg.startsWith('draining'));
-      d.child.kill('SIGINT');
-      expect((await d.exited).code).toBe(EXIT.FORCED_SIGINT);
-    });
+    it.each([
+      ['SIGTERM', EXIT.FORCED_SIGTERM],
+      ['SIGINT', EXIT.FORCED_SIGINT],
+    ] as const)(
+      'a second %s forces the exit at once, with %i (128 + the signal number)',
+      async (signal, code) => {
+        const d = await startStuckDaemon('20s');
+        d.child.kill(signal);
+        await d.waitForLog((l) => l.msg.startsWith('draining'));
+        const t0 = Date.now();
+        d.child.kill(signal);
+        const exit = await d.exited;
+        expect(exit.code).toBe(code);
+        expect(Date.now() - t0).toBeLessThan(5000);
+        expect(d.lines().some((l) => l.msg === 'second signal: forcing exit now')).toBe(true);
+      },
+    );
 
     it('the grace period running out forces the exit with 124', async () => {
-      const d = await startDaemon({
-        ...baseEnv(),
-        DATABASE_URL: url,
-        READYZ_TIMEOUT: '30s',
-        SHUTDOWN_GRACE_PERIOD: '1s',
-      });
-      await waitFor(
-        async () => sockets.length,
-        (n) => n > 0,
-      );
+      const d = await startStuckDaemon('1s');
       const t0 = Date.now();
       d.child.kill('SIGTERM');
       const exit = await d.exited;
