@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // Runnable entry: the compiled CLI lives in dist/ (built by `npm run build`, which `npm ci` runs via `prepare`).
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+
+// Parallel gzip runs on the libuv thread pool; size it before anything uses it.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 2));
 
 const entry = new URL('../dist/cli/main.js', import.meta.url);
 if (!existsSync(fileURLToPath(entry))) {

@@ -11,11 +11,17 @@ import type { Logger } from './log/logger.js';
 import { createRegistry } from './metrics/registry.js';
 import { Scheduler } from './schedule/scheduler.js';
 import { VERSION } from './version.js';
+import { Catalog } from './backup/catalog.js';
+import { backupJob, verifyJob } from './backup/jobs.js';
+import { BackupMetrics } from './backup/metrics.js';
+import { createStorage, type Storage } from './backup/storage/index.js';
 
 export interface Daemon {
   http: HttpServer;
   pool: DbPool;
   shutdown: ShutdownController;
+  scheduler: Scheduler;
+  storage: Storage;
 }
 
 export interface DaemonOptions {
@@ -45,7 +51,13 @@ export async function runDaemon(
     statementTimeoutMs: config.http.readyzTimeoutMs,
   });
   const watchdog = new EventLoopWatchdog({ maxLagMs: config.http.livenessMaxLagMs });
-  const scheduler = new Scheduler({ maxStallMs: config.http.livenessMaxLagMs });
+  const scheduler = new Scheduler({ maxStallMs: config.http.livenessMaxLagMs, registry, logger });
+  const storage = createStorage(config);
+  const catalog = new Catalog(storage);
+  const backupMetrics = new BackupMetrics(registry, config.backup.databases);
+  const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };
+  scheduler.addJob(backupJob(jobDeps));
+  scheduler.addJob(verifyJob(jobDeps));
   const readiness = new ReadinessProbe(readyPool, {
     intervalMs: config.http.readyzIntervalMs,
     timeoutMs: config.http.readyzTimeoutMs,
@@ -61,6 +73,7 @@ export async function runDaemon(
   });
 
   const lifecycle = new Lifecycle(logger);
+  lifecycle.defer('storage', () => storage.close());
   const shutdown = new ShutdownController({
     lifecycle,
     logger,
@@ -73,12 +86,39 @@ export async function runDaemon(
     if (shutdown.draining) break;
     await lifecycle.start(c);
   }
-  const daemon = { http, pool, shutdown };
+  const daemon = { http, pool, shutdown, scheduler, storage };
+  async function readStoredState() {
+    try {
+      await storage.check();
+    } catch (err) {
+      logger.error(
+        { storage: storage.description, hint: (err as { hint?: string }).hint },
+        (err as Error).message,
+      );
+      return;
+    }
+    for (const database of config.backup.databases) {
+      await backupMetrics
+        .refresh(catalog, database)
+        .catch((err: unknown) =>
+          logger.warn(
+            { database, err: { message: (err as Error).message } },
+            'reading stored backups failed',
+          ),
+        );
+    }
+  }
   if (shutdown.draining) return daemon; // a signal arrived during start-up; the drain is under way
   logger.info(
-    { version: VERSION, database: pool.description, tlsVerified: pool.verified },
+    {
+      version: VERSION,
+      database: pool.description,
+      tlsVerified: pool.verified,
+      backups: storage.description,
+    },
     'pg-maintd started',
   );
+  void readStoredState(); // the backup gauges tell the stored truth from the start
   opts.onReady?.(daemon);
   return daemon;
 }

@@ -9,6 +9,7 @@ import { VERSION } from '../version.js';
 import { renderConfig } from './check-config.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { runDemo } from './demo.js';
+import { addBackupCommands } from './backup-commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('pg-maintd')
@@ -37,6 +38,8 @@ export function buildProgram(): Command {
     const loaded = loadConfig(configInput(opts));
     process.stdout.write(`${renderConfig(loaded, opts.json === true)}\n`);
   });
+
+  addBackupCommands(program);
 
   addConfigOptions(
     program

@@ -4,8 +4,20 @@
  * The README's configuration table is generated from this list (`npm run docs:config`) and a test
  * keeps the two identical.
  */
-import type { z } from 'zod';
-import { bool, duration, int, oneOf, optionalText, text, url } from './kinds.js';
+import { z } from 'zod';
+import {
+  bool,
+  cronOrOff,
+  databaseList,
+  duration,
+  int,
+  oneOf,
+  optionalText,
+  size,
+  text,
+  timezone,
+  url,
+} from './kinds.js';
 
 export interface FieldSpec {
   schema: z.ZodType;
@@ -18,11 +30,21 @@ export interface FieldSpec {
   allowed: string;
   /** true: masked whole; 'url': only the password inside the URL is masked. */
   secret?: boolean | 'url';
-  group: 'Database' | 'HTTP' | 'Logging' | 'Lifecycle';
+  group: 'Database' | 'HTTP' | 'Logging' | 'Lifecycle' | 'Backups' | 'S3' | 'Retention' | 'Verification';
 }
 
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
 export type SslMode = (typeof SSL_MODES)[number];
+export const S3_STORAGE_CLASSES = [
+  'STANDARD',
+  'STANDARD_IA',
+  'ONEZONE_IA',
+  'INTELLIGENT_TIERING',
+  'GLACIER_IR',
+  'GLACIER',
+  'DEEP_ARCHIVE',
+  'REDUCED_REDUNDANCY',
+] as const;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 const ms = (lo: number, hi: number, what: string) =>
@@ -96,6 +118,199 @@ export const FIELDS = {
     doc: 'Client private key PEM file (libpq sslkey).',
     allowed: 'a path to a readable PEM file, set together with DB_SSL_CERT',
     group: 'Database',
+  },
+  BACKUP_SCHEDULE: {
+    schema: cronOrOff(),
+    default: '0 2 * * *',
+    doc: 'When scheduled backups run (cron, 5 fields or 6 with seconds), in SCHEDULE_TZ. `off` disables them.',
+    allowed: 'a cron expression such as "0 2 * * *", or off',
+    group: 'Backups',
+  },
+  SCHEDULE_TZ: {
+    schema: timezone(),
+    default: 'UTC',
+    doc: 'Time zone of the cron schedules.',
+    allowed: 'an IANA time zone such as UTC or Europe/Berlin',
+    group: 'Backups',
+  },
+  BACKUP_DATABASES: {
+    schema: databaseList(),
+    doc: 'Comma-separated databases to back up. Unset: the database of DATABASE_URL.',
+    allowed: 'database names separated by commas, e.g. app,billing',
+    group: 'Backups',
+  },
+  BACKUP_FORMAT: {
+    schema: oneOf(['plain', 'custom'] as const),
+    default: 'plain',
+    doc: 'plain: SQL script (restored with psql); custom: pg_dump -Fc archive (restored with pg_restore).',
+    allowed: 'plain | custom',
+    group: 'Backups',
+  },
+  BACKUP_COMPRESSION_LEVEL: {
+    schema: int(1, 9),
+    default: 6,
+    doc: 'gzip level of the backup stream.',
+    allowed: 'an integer from 1 (fastest) to 9 (smallest)',
+    group: 'Backups',
+  },
+  BACKUP_COMPRESSION_THREADS: {
+    schema: int(0, 64),
+    default: 0,
+    doc: 'Threads compressing in parallel (independent gzip members, like pigz). 0: one per core.',
+    allowed: 'an integer from 0 (one per core) to 64',
+    group: 'Backups',
+  },
+  BACKUP_DIR: {
+    schema: text(),
+    default: './backups',
+    doc: 'Local directory backups go to when S3_BUCKET is unset.',
+    allowed: 'a directory path',
+    group: 'Backups',
+  },
+  BACKUP_TIMEOUT: {
+    schema: duration(1000, 7 * 86_400_000),
+    default: '6h',
+    doc: 'A backup running longer than this is aborted (reason `timeout`).',
+    allowed: 'a duration from 1s to 7d',
+    group: 'Backups',
+  },
+  BACKUP_ROW_COUNT_MAX_TABLE_SIZE: {
+    schema: size(0, 2 ** 50),
+    default: '1GiB',
+    doc: 'Tables up to this size get exact row counts in the manifest (in the dump’s snapshot); larger ones get the planner estimate.',
+    allowed: 'a size such as 512MiB, 1GiB, or bytes; 0 disables exact counts',
+    group: 'Backups',
+  },
+  PG_CLIENT_BIN_DIR: {
+    schema: optionalText(),
+    doc: 'Folder holding pg_dump, pg_restore and psql. Unset: found on PATH.',
+    allowed: 'a directory path',
+    group: 'Backups',
+  },
+  S3_BUCKET: {
+    schema: optionalText().refine((v) => v === undefined || /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(v)),
+    doc: 'Bucket for backups. Unset: backups go to BACKUP_DIR.',
+    allowed: 'an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens',
+    group: 'S3',
+  },
+  S3_PREFIX: {
+    schema: z.preprocess(
+      (v) => (typeof v === 'string' ? v.trim() : v),
+      z
+        .string()
+        .max(512)
+        .refine((v) => !v.startsWith('/') && !v.split('/').includes('..')),
+    ),
+    default: '',
+    doc: 'Key prefix for backups in the bucket, e.g. `prod/`. Keys are `<prefix><database>/<database>_<YYYYMMDD_HHMMSS>.sql.gz`.',
+    allowed: 'a key prefix without a leading / or .. segments, usually ending in /, e.g. prod/',
+    group: 'S3',
+  },
+  S3_REGION: {
+    schema: optionalText().refine((v) => v === undefined || /^[a-z0-9-]{2,32}$/.test(v)),
+    doc: 'Region of the bucket. Unset: the SDK default chain (AWS_REGION, shared config), else us-east-1.',
+    allowed: 'a region name such as eu-west-1',
+    group: 'S3',
+  },
+  S3_ENDPOINT: {
+    schema: url(['http:', 'https:']).optional(),
+    doc: 'Endpoint of an S3-compatible store (MinIO, Ceph, R2...). Unset: AWS.',
+    allowed: 'an http:// or https:// URL',
+    group: 'S3',
+  },
+  S3_FORCE_PATH_STYLE: {
+    schema: bool(),
+    default: false,
+    doc: 'Path-style addressing (bucket in the path), which most S3-compatible stores need.',
+    allowed: 'true or false',
+    group: 'S3',
+  },
+  S3_SSE: {
+    schema: oneOf(['AES256', 'aws:kms'] as const).optional(),
+    doc: 'Server-side encryption of backup objects.',
+    allowed: 'AES256 | aws:kms',
+    group: 'S3',
+  },
+  S3_SSE_KMS_KEY_ID: {
+    schema: optionalText(),
+    doc: 'KMS key for S3_SSE=aws:kms. Unset: the bucket’s default key.',
+    allowed: 'a KMS key id or ARN, with S3_SSE=aws:kms',
+    group: 'S3',
+  },
+  S3_STORAGE_CLASS: {
+    schema: oneOf(S3_STORAGE_CLASSES).optional(),
+    doc: 'Storage class of backup objects.',
+    allowed: S3_STORAGE_CLASSES.join(' | '),
+    group: 'S3',
+  },
+  S3_PART_SIZE: {
+    schema: size(5 * 1024 ** 2, 5 * 1024 ** 3).optional(),
+    doc: 'Multipart part size. Unset: 16 MiB, raised to fit 10,000 parts for a dump up to 4x the database size.',
+    allowed: 'a size from 5MiB to 5GiB',
+    group: 'S3',
+  },
+  S3_MAX_ATTEMPTS: {
+    schema: int(1, 20),
+    default: 6,
+    doc: 'Attempts per S3 request; throttling and 5xx answers are retried with exponential backoff.',
+    allowed: 'an integer from 1 to 20',
+    group: 'S3',
+  },
+  BACKUP_RETENTION_DAYS: {
+    schema: int(1, 36500),
+    default: 30,
+    doc: 'Good backups older than this (by their manifest) are deleted, subject to the minimum count and GFS.',
+    allowed: 'an integer number of days from 1',
+    group: 'Retention',
+  },
+  BACKUP_RETENTION_MIN_COUNT: {
+    schema: int(1, 10000),
+    default: 3,
+    doc: 'Retention never leaves fewer good backups than this, whatever their age.',
+    allowed: 'an integer from 1',
+    group: 'Retention',
+  },
+  BACKUP_KEEP_DAILY: {
+    schema: int(0, 10000),
+    default: 0,
+    doc: 'GFS: also keep the newest good backup of each of the last N days.',
+    allowed: 'an integer from 0 (off)',
+    group: 'Retention',
+  },
+  BACKUP_KEEP_WEEKLY: {
+    schema: int(0, 10000),
+    default: 0,
+    doc: 'GFS: also keep the newest good backup of each of the last N ISO weeks.',
+    allowed: 'an integer from 0 (off)',
+    group: 'Retention',
+  },
+  BACKUP_KEEP_MONTHLY: {
+    schema: int(0, 10000),
+    default: 0,
+    doc: 'GFS: also keep the newest good backup of each of the last N months.',
+    allowed: 'an integer from 0 (off)',
+    group: 'Retention',
+  },
+  BACKUP_INCOMPLETE_GRACE: {
+    schema: duration(60_000, 365 * 86_400_000),
+    default: '1d',
+    doc: 'Incomplete leftovers (data without a manifest) older than this are removed by retention.',
+    allowed: 'a duration from 1m',
+    group: 'Retention',
+  },
+  BACKUP_VERIFY_SCHEDULE: {
+    schema: cronOrOff(),
+    default: '0 4 * * 0',
+    doc: 'When the restore drill runs (cron, in SCHEDULE_TZ): the newest good backup is restored into a scratch database and its row counts compared. `off` disables it.',
+    allowed: 'a cron expression, or off',
+    group: 'Verification',
+  },
+  VERIFY_DATABASE_URL: {
+    schema: url(['postgres:', 'postgresql:']).optional(),
+    doc: 'Server for restore drills (its user needs CREATEDB). Unset: the server of DATABASE_URL.',
+    allowed: 'a postgres:// URL',
+    secret: 'url',
+    group: 'Verification',
   },
   HTTP_HOST: {
     schema: text(),

@@ -1,6 +1,7 @@
 /** Field kinds: a zod schema that accepts a string (env, flag) or a typed value (YAML/JSON file). */
 import { z } from 'zod';
-import { parseDuration } from './units.js';
+import { validate as validCron } from 'node-cron';
+import { parseDuration, parseSize } from './units.js';
 
 const INT_RE = /^[+-]?\d+$/;
 
@@ -52,4 +53,43 @@ export function url(protocols: readonly string[]) {
       return false;
     }
   });
+}
+
+/** Bytes, written as "16MiB", "1GB" or a bare integer of bytes. */
+export function size(minBytes: number, maxBytes: number) {
+  return z.preprocess((v) => parseSize(v) ?? v, z.number().int().min(minBytes).max(maxBytes));
+}
+
+/** A cron expression (5 fields, or 6 with seconds), or "off". */
+export function cronOrOff() {
+  return text().refine((v) => v === 'off' || validCron(v));
+}
+
+export function timezone() {
+  return text().refine((v) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: v });
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+const DB_NAME_RE = /^[^\s,]{1,63}$/;
+
+/** A comma-separated list of database names; empty means unset. */
+export function databaseList() {
+  return z.preprocess(
+    (v) => {
+      if (Array.isArray(v)) return v.map((x) => String(x).trim()).filter(Boolean);
+      if (typeof v !== 'string') return v;
+      const items = v
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
+      return items.length ? items : undefined;
+    },
+    z.array(z.string().regex(DB_NAME_RE)).min(1).optional(),
+  );
 }

@@ -4,6 +4,7 @@
  * config/default.{yaml,yml,json} of the installation, built-in defaults.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
@@ -11,6 +12,7 @@ import type { z } from 'zod';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec, type SslMode } from './fields.js';
+import { parseDatabaseUrl } from '../db/url.js';
 import { maskValue, urlPassword } from './mask.js';
 
 export type SourceKind = 'flag' | 'env' | 'file' | 'defaults-file' | 'built-in';
@@ -150,7 +152,13 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
   if (problems.length > 0) throw new ConfigError(problems);
 
   const config = deepFreeze(shape(parsed as Parsed));
-  const secrets = [urlPassword(config.db.url), nonEmpty(env.PGPASSWORD)].filter((s): s is string => !!s);
+  const secrets = [
+    urlPassword(config.db.url),
+    config.verify.url ? urlPassword(config.verify.url) : undefined,
+    nonEmpty(env.PGPASSWORD),
+    nonEmpty(env.AWS_SECRET_ACCESS_KEY),
+    nonEmpty(env.AWS_SESSION_TOKEN),
+  ].filter((s): s is string => !!s);
   return { config, raw, origins, warnings: warningsFor(config), secrets };
 }
 
@@ -182,6 +190,39 @@ function shape(p: Parsed) {
       readyzTimeoutMs: p.READYZ_TIMEOUT,
       livenessMaxLagMs: p.LIVENESS_MAX_LAG,
     },
+    backup: {
+      schedule: p.BACKUP_SCHEDULE,
+      timezone: p.SCHEDULE_TZ,
+      databases: p.BACKUP_DATABASES ?? [parseDatabaseUrl(p.DATABASE_URL as string).database],
+      format: p.BACKUP_FORMAT,
+      compressionLevel: p.BACKUP_COMPRESSION_LEVEL,
+      compressionThreads: p.BACKUP_COMPRESSION_THREADS || availableParallelism(),
+      dir: p.BACKUP_DIR,
+      timeoutMs: p.BACKUP_TIMEOUT,
+      rowCountMaxTableBytes: p.BACKUP_ROW_COUNT_MAX_TABLE_SIZE,
+      clientBinDir: p.PG_CLIENT_BIN_DIR,
+    },
+    s3: {
+      bucket: p.S3_BUCKET,
+      prefix: p.S3_PREFIX,
+      region: p.S3_REGION,
+      endpoint: p.S3_ENDPOINT,
+      forcePathStyle: p.S3_FORCE_PATH_STYLE,
+      sse: p.S3_SSE,
+      kmsKeyId: p.S3_SSE_KMS_KEY_ID,
+      storageClass: p.S3_STORAGE_CLASS,
+      partSize: p.S3_PART_SIZE,
+      maxAttempts: p.S3_MAX_ATTEMPTS,
+    },
+    retention: {
+      days: p.BACKUP_RETENTION_DAYS,
+      minCount: p.BACKUP_RETENTION_MIN_COUNT,
+      keepDaily: p.BACKUP_KEEP_DAILY,
+      keepWeekly: p.BACKUP_KEEP_WEEKLY,
+      keepMonthly: p.BACKUP_KEEP_MONTHLY,
+      incompleteGraceMs: p.BACKUP_INCOMPLETE_GRACE,
+    },
+    verify: { schedule: p.BACKUP_VERIFY_SCHEDULE, url: p.VERIFY_DATABASE_URL },
     log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
     shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },
   };
@@ -189,6 +230,9 @@ function shape(p: Parsed) {
 
 function warningsFor(config: Config): string[] {
   const w: string[] = [];
+  if (!config.s3.bucket && (config.s3.endpoint || config.s3.sse || config.s3.storageClass)) {
+    w.push('S3 settings are given but S3_BUCKET is not: backups go to the local BACKUP_DIR');
+  }
   const { mode, rejectUnauthorized, rootCertFile } = config.db.ssl;
   if (mode === 'allow' || mode === 'prefer' || (mode === 'require' && !rootCertFile)) {
     w.push(
@@ -215,6 +259,22 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
   if ((p.DB_SSL_CERT === undefined) !== (p.DB_SSL_KEY === undefined)) {
     const field = p.DB_SSL_CERT === undefined ? 'DB_SSL_CERT' : 'DB_SSL_KEY';
     problems.push({ field, allowed: FIELDS[field].allowed });
+  }
+  if (p.S3_SSE_KMS_KEY_ID !== undefined && p.S3_SSE !== 'aws:kms') {
+    problems.push({
+      field: 'S3_SSE_KMS_KEY_ID',
+      origin: origins.S3_SSE_KMS_KEY_ID,
+      given: p.S3_SSE_KMS_KEY_ID,
+      allowed: 'only together with S3_SSE=aws:kms',
+    });
+  }
+  if (p.PG_CLIENT_BIN_DIR !== undefined && !existsSync(p.PG_CLIENT_BIN_DIR)) {
+    problems.push({
+      field: 'PG_CLIENT_BIN_DIR',
+      origin: origins.PG_CLIENT_BIN_DIR,
+      given: p.PG_CLIENT_BIN_DIR,
+      allowed: 'an existing directory holding pg_dump, pg_restore and psql',
+    });
   }
   for (const field of ['DB_SSL_ROOT_CERT', 'DB_SSL_CERT', 'DB_SSL_KEY'] as const) {
     const path = p[field];

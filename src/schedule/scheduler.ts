@@ -1,9 +1,24 @@
 /**
- * The scheduler: owns the timers of the scheduled jobs and a one-second heartbeat. Jobs (backups,
- * maintenance) register here in later modules; /healthz reports a scheduler whose heartbeat stalls.
+ * The scheduler: owns the cron tasks of the scheduled jobs (node-cron, in SCHEDULE_TZ) and a
+ * one-second heartbeat that /healthz watches. Runs of the same job never overlap: a tick that finds
+ * the previous run still going is skipped with a warning and a counter. stop() stops the ticks,
+ * aborts the runs in flight and waits for them.
  */
-import { Service } from '../lifecycle/service.js';
+import { createTask, type ScheduledTask } from 'node-cron';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { LivenessCheck } from '../health/watchdog.js';
+import { Service } from '../lifecycle/service.js';
+import type { Logger } from '../log/logger.js';
+
+export interface JobSpec {
+  name: string;
+  /** A cron expression, or "off". */
+  cron: string;
+  timezone: string;
+  run(tick: Date, signal: AbortSignal): Promise<void>;
+}
+
+export type SkipReason = 'overlap' | 'not_leader' | 'already_done';
 
 export class Scheduler extends Service {
   readonly name = 'scheduler';
@@ -11,25 +26,98 @@ export class Scheduler extends Service {
   #lastTick = 0;
   readonly #tickMs: number;
   readonly #maxStallMs: number;
+  readonly #jobs: JobSpec[] = [];
+  readonly #tasks: ScheduledTask[] = [];
+  readonly #running = new Map<string, { promise: Promise<void>; abort: AbortController }>();
+  readonly #skipped: Counter<'job' | 'reason'> | undefined;
+  readonly #nextRun: Gauge<'job'> | undefined;
+  readonly #log: Logger | undefined;
 
-  constructor(opts: { maxStallMs: number; tickMs?: number }) {
+  constructor(opts: { maxStallMs: number; tickMs?: number; registry?: Registry; logger?: Logger }) {
     super();
     this.#maxStallMs = opts.maxStallMs;
     this.#tickMs = opts.tickMs ?? 1000;
+    this.#log = opts.logger;
+    if (opts.registry) {
+      this.#skipped = new Counter({
+        name: 'pgmaintd_job_skipped_total',
+        help: 'Scheduled ticks a job skipped, by reason (overlap, not_leader, already_done).',
+        labelNames: ['job', 'reason'],
+        registers: [opts.registry],
+      });
+      this.#nextRun = new Gauge({
+        name: 'pgmaintd_job_next_run_timestamp_seconds',
+        help: 'When each scheduled job runs next (Unix seconds).',
+        labelNames: ['job'],
+        registers: [opts.registry],
+        collect: () => this.#collectNextRuns(),
+      });
+    }
+  }
+
+  /** Registers a job; call before start(). A job whose cron is "off" is not scheduled. */
+  addJob(job: JobSpec): void {
+    if (job.cron === 'off') return;
+    this.#jobs.push(job);
+    for (const reason of ['overlap', 'not_leader', 'already_done'] as const)
+      this.#skipped?.inc({ job: job.name, reason }, 0);
+  }
+
+  recordSkip(job: string, reason: SkipReason): void {
+    this.#skipped?.inc({ job, reason });
   }
 
   protected async onStart(): Promise<void> {
     this.#lastTick = performance.now();
-    this.#timer = setInterval(() => this.#tick(), this.#tickMs);
+    this.#timer = setInterval(() => (this.#lastTick = performance.now()), this.#tickMs);
     this.#timer.unref();
+    for (const job of this.#jobs) {
+      const task = createTask(job.cron, () => this.trigger(job.name), {
+        timezone: job.timezone,
+        name: job.name,
+      });
+      await task.start();
+      this.#tasks.push(task);
+      this.#log?.info(
+        { job: job.name, cron: job.cron, timezone: job.timezone, nextRun: task.getNextRun() },
+        'job scheduled',
+      );
+    }
   }
 
   protected async onStop(): Promise<void> {
     clearInterval(this.#timer);
+    for (const t of this.#tasks) await t.stop();
+    for (const r of this.#running.values()) r.abort.abort(new Error('pg-maintd is shutting down'));
+    await Promise.allSettled([...this.#running.values()].map((r) => r.promise));
   }
 
-  #tick() {
-    this.#lastTick = performance.now();
+  /** Runs a job now, as a tick would (tests and the cron tasks use it). */
+  trigger(name: string, tick = new Date(Math.floor(Date.now() / 1000) * 1000)): Promise<void> {
+    const job = this.#jobs.find((j) => j.name === name);
+    if (!job) return Promise.reject(new Error(`no job named ${name}`));
+    if (this.stopping) return Promise.resolve();
+    if (this.#running.has(name)) {
+      this.#skipped?.inc({ job: name, reason: 'overlap' });
+      this.#log?.warn({ job: name, tick }, 'previous run still going; this tick is skipped');
+      return Promise.resolve();
+    }
+    const abort = new AbortController();
+    const promise = job
+      .run(tick, abort.signal)
+      .catch((err: unknown) =>
+        this.#log?.error({ job: name, err: { message: (err as Error).message } }, 'job failed'),
+      )
+      .finally(() => this.#running.delete(name));
+    this.#running.set(name, { promise, abort });
+    return promise;
+  }
+
+  #collectNextRuns() {
+    for (const t of this.#tasks) {
+      const next = t.getNextRun();
+      if (next && t.name) this.#nextRun?.set({ job: t.name }, next.getTime() / 1000);
+    }
   }
 
   check(): LivenessCheck {

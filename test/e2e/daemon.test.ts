@@ -126,6 +126,7 @@ describe('pg-maintd run (spawned)', () => {
       'event-loop-watchdog',
       'pool:readyz',
       'pool:main',
+      'storage',
     ]);
     expect(await pgMaintdSessions()).toBe(0);
     expect(d.output()).not.toContain(cluster.password);

@@ -43,6 +43,34 @@ const BAD: Record<FieldName, string[]> = {
   DB_SSL_ROOT_CERT: ['/nonexistent/ca.pem'],
   DB_SSL_CERT: ['/nonexistent/client.pem'],
   DB_SSL_KEY: ['/nonexistent/client.key'],
+  BACKUP_SCHEDULE: ['every day', '61 * * * *', '* * *', '0 2 * * * * *'],
+  SCHEDULE_TZ: ['Mars/Olympus', 'UTC+25'],
+  BACKUP_DATABASES: ['app,bad name', 'app, x y'],
+  BACKUP_FORMAT: ['directory', 'tar', 'sql'],
+  BACKUP_COMPRESSION_LEVEL: ['0', '10', 'max', '6.5'],
+  BACKUP_COMPRESSION_THREADS: ['-1', '65', 'all'],
+  BACKUP_DIR: ['   '],
+  BACKUP_TIMEOUT: ['10ms', '8d', 'never'],
+  BACKUP_ROW_COUNT_MAX_TABLE_SIZE: ['-1', 'lots', '1PB', '5 parsecs'],
+  PG_CLIENT_BIN_DIR: ['/nonexistent/bin'],
+  S3_BUCKET: ['Bad_Bucket', 'ab', 'x'.repeat(64)],
+  S3_PREFIX: ['/backups/', 'a/../b/'],
+  S3_REGION: ['EU WEST', 'x'],
+  S3_ENDPOINT: ['minio:9000', 'ftp://minio/'],
+  S3_FORCE_PATH_STYLE: ['sometimes'],
+  S3_SSE: ['aes256', 'kms'],
+  S3_SSE_KMS_KEY_ID: ['key-without-sse'],
+  S3_STORAGE_CLASS: ['COLD', 'standard'],
+  S3_PART_SIZE: ['1MiB', '6GiB', 'big'],
+  S3_MAX_ATTEMPTS: ['0', '21', 'many'],
+  BACKUP_RETENTION_DAYS: ['0', '-3', 'forever'],
+  BACKUP_RETENTION_MIN_COUNT: ['0', 'few'],
+  BACKUP_KEEP_DAILY: ['-1', 'x'],
+  BACKUP_KEEP_WEEKLY: ['-1', 'x'],
+  BACKUP_KEEP_MONTHLY: ['-1', 'x'],
+  BACKUP_INCOMPLETE_GRACE: ['1s', 'x'],
+  BACKUP_VERIFY_SCHEDULE: ['weekly', '0 4 * * 8'],
+  VERIFY_DATABASE_URL: ['mysql://u@h/db', 'nope'],
   HTTP_HOST: ['   '],
   HTTP_PORT: ['-1', '65536', 'http', '80.5'],
   READYZ_INTERVAL: ['10ms', '2m', 'often'],
@@ -62,9 +90,9 @@ describe('configuration', () => {
     for (const bad of BAD[name]) {
       it(`rejects ${name}=${JSON.stringify(bad)} with exit 78, naming the field, value and what is allowed`, () => {
         const env: Record<string, string> = { [name]: bad };
-        // HTTP_HOST of spaces is "unset" in the environment; give it through a file instead
+        // a value of spaces is "unset" in the environment; give it through a file instead
         const input: LoadInput =
-          name === 'HTTP_HOST' ? { configFile: tempFile('c.yaml', `HTTP_HOST: "${bad}"\n`) } : { env };
+          bad.trim() === '' ? { configFile: tempFile('c.yaml', `${name}: "${bad}"\n`) } : { env };
         const err = problemsOf(() => load(input));
         expect(err.exitCode).toBe(EXIT.CONFIG);
         const p = err.problems.find((x) => x.field === name);
@@ -72,7 +100,8 @@ describe('configuration', () => {
         expect(p!.allowed.length).toBeGreaterThan(5);
         const text = err.describe();
         expect(text).toContain(name);
-        if (name !== 'DATABASE_URL') expect(text).toContain(JSON.stringify(bad));
+        if (!['DATABASE_URL', 'VERIFY_DATABASE_URL'].includes(name))
+          expect(text).toContain(JSON.stringify(bad));
       });
     }
   }

@@ -1,0 +1,246 @@
+/**
+ * One backup of one database, as a single stream with no temporary file:
+ *   pg_dump -> parallel gzip -> SHA-256 -> storage
+ * then the manifest, written only after the data object is complete. Any failure (pg_dump exit or
+ * kill, database gone, storage error, timeout, shutdown) leaves no good-looking backup behind.
+ */
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream';
+import type { Config } from '../config/load.js';
+import { DbPool } from '../db/pool.js';
+import { OperatorError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { VERSION } from '../version.js';
+import type { Catalog } from './catalog.js';
+import { BackupError, startDump, type FailureReason, type RunningDump } from './dump.js';
+import { ParallelGzip } from './gzip-parallel.js';
+import { ByteCounter, EndGate, HashCounter } from './hash.js';
+import type { Manifest } from './manifest.js';
+import type { BackupMetrics } from './metrics.js';
+import { MANIFEST_SUFFIX, dataKey } from './naming.js';
+import type { Storage } from './storage/storage.js';
+
+export interface BackupDeps {
+  config: Config;
+  storage: Storage;
+  catalog: Catalog;
+  metrics: BackupMetrics;
+  logger: Logger;
+}
+
+export interface BackupOptions {
+  signal?: AbortSignal;
+  /** The scheduled tick this run is for (recorded in the manifest). */
+  tick?: Date;
+  progressEveryMs?: number;
+}
+
+export async function runBackup(
+  deps: BackupDeps,
+  database: string,
+  opts: BackupOptions = {},
+): Promise<Manifest> {
+  const { config, storage, metrics } = deps;
+  const runId = randomBytes(4).toString('hex');
+  const log = deps.logger.child({ job: 'backup', database, runId });
+  const timeout = AbortSignal.timeout(config.backup.timeoutMs);
+  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+  const pool = new DbPool(config.db, { name: 'backup', database, logger: deps.logger, max: 2, min: 0 });
+  let dump: RunningDump | undefined;
+  let progress: NodeJS.Timeout | undefined;
+  metrics.inProgress.inc();
+  const startedAt = new Date();
+  try {
+    try {
+      await storage.check();
+    } catch (err) {
+      throw new BackupError('storage', (err as Error).message, {
+        hint: (err as OperatorError).hint,
+        cause: err,
+      });
+    }
+    const key = await freeKey(storage, database, startedAt, config.backup.format);
+    log.info({ key, storage: storage.description, format: config.backup.format }, 'backup started');
+
+    dump = await startDump({
+      pool,
+      ssl: config.db.ssl,
+      format: config.backup.format,
+      clientBinDir: config.backup.clientBinDir,
+      rowCountMaxTableBytes: config.backup.rowCountMaxTableBytes,
+    });
+    const running = dump;
+    const expectedBytes = await databaseSize(pool);
+    const raw = new ByteCounter();
+    const gzip = new ParallelGzip({
+      level: config.backup.compressionLevel,
+      threads: config.backup.compressionThreads,
+    });
+    const hash = new HashCounter();
+    const gate = new EndGate(() => running.exited); // the data object completes only if pg_dump exited 0
+    let stored = 0;
+    const t0 = performance.now();
+    progress = setInterval(() => {
+      const s = (performance.now() - t0) / 1000;
+      log.info(
+        {
+          dumpedBytes: raw.bytes,
+          compressedBytes: hash.bytes,
+          storedBytes: stored,
+          mbPerSec: +(raw.bytes / 1e6 / s).toFixed(1),
+        },
+        'backup progress',
+      );
+    }, opts.progressEveryMs ?? 5000);
+    progress.unref();
+
+    const piped = new Promise<void>((resolve, reject) =>
+      pipeline(running.stdout, raw, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
+    );
+    const onAbort = () => {
+      running.kill();
+      gate.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await Promise.all([
+        piped,
+        storage.putStream(key, gate, { signal, expectedBytes, progress: (b) => (stored = b) }),
+        running.exited,
+      ]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    const rowCounts = await running.rowCounts;
+    await running.release();
+    const finishedAt = new Date();
+    const manifest: Manifest = {
+      manifestVersion: 1,
+      key,
+      database,
+      format: config.backup.format,
+      compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: gzip.members },
+      size: hash.bytes,
+      sha256: hash.sha256,
+      pgDumpVersion: running.pgDumpVersion,
+      serverVersion: running.serverVersion,
+      serverVersionNum: running.serverVersionNum,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationSeconds: (finishedAt.getTime() - startedAt.getTime()) / 1000,
+      ...(opts.tick ? { tick: opts.tick.toISOString() } : {}),
+      rowCounts,
+      tool: `pg-maintd ${VERSION}`,
+    };
+    try {
+      await storage.putSmall(key + MANIFEST_SUFFIX, JSON.stringify(manifest, null, 2));
+    } catch (err) {
+      await storage.delete([key]).catch(() => undefined); // data without a manifest is never good; tidy it now
+      throw new BackupError('storage', `writing the manifest failed: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    metrics.runs.inc({ database, result: 'success' });
+    log.info(
+      {
+        key,
+        sizeBytes: manifest.size,
+        dumpedBytes: raw.bytes,
+        ratio: +(manifest.size / Math.max(1, raw.bytes)).toFixed(3),
+        durationSeconds: manifest.durationSeconds,
+        sha256: manifest.sha256,
+        tables: Object.keys(rowCounts).length,
+      },
+      'backup complete',
+    );
+    return manifest;
+  } catch (err) {
+    dump?.kill();
+    const failure = classifyFailure(err, signal, opts.signal);
+    metrics.recordFailure(database, failure.reason);
+    log.error(
+      {
+        reason: failure.reason,
+        err: { message: failure.error.message },
+        hint: failure.error.hint,
+        stderrTail: (err as { stderrTail?: string }).stderrTail,
+      },
+      'backup failed; nothing was kept',
+    );
+    throw failure.error;
+  } finally {
+    clearInterval(progress);
+    metrics.inProgress.dec();
+    await dump?.release();
+    await pool.stop();
+    await deps.metrics
+      .refresh(deps.catalog, database)
+      .catch((e: unknown) => log.warn({ err: e }, 'reading the store for metrics failed'));
+  }
+}
+
+function classifyFailure(
+  err: unknown,
+  signal: AbortSignal,
+  external?: AbortSignal,
+): { reason: FailureReason; error: BackupError } {
+  if (external?.aborted)
+    return {
+      reason: 'aborted',
+      error: new BackupError('aborted', 'backup aborted: pg-maintd is shutting down', { cause: err }),
+    };
+  if (signal.aborted) {
+    return {
+      reason: 'timeout',
+      error: new BackupError('timeout', 'backup took longer than BACKUP_TIMEOUT and was aborted', {
+        hint: 'raise BACKUP_TIMEOUT, or find what slows pg_dump or the storage',
+        cause: err,
+      }),
+    };
+  }
+  if (err instanceof BackupError) return { reason: err.reason, error: err };
+  if (err instanceof OperatorError)
+    return {
+      reason: 'storage',
+      error: new BackupError('storage', err.message, { hint: err.hint, cause: err }),
+    };
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code && /^E(NOSPC|ACCES|PERM|ROFS|DQUOT|IO)$/.test(code)) {
+    return {
+      reason: 'storage',
+      error: new BackupError('storage', `writing the backup failed: ${(err as Error).message}`, {
+        hint:
+          code === 'ENOSPC' || code === 'EDQUOT'
+            ? 'free space in BACKUP_DIR or lower the retention'
+            : 'check the permissions of BACKUP_DIR',
+        cause: err,
+      }),
+    };
+  }
+  return {
+    reason: 'internal',
+    error: new BackupError('internal', `backup failed: ${(err as Error).message}`, { cause: err }),
+  };
+}
+
+/** The seed's name for this second; a suffix only if a backup already took that name. */
+async function freeKey(
+  storage: Storage,
+  database: string,
+  at: Date,
+  format: 'plain' | 'custom',
+): Promise<string> {
+  for (let seq = 0; ; seq++) {
+    const key = dataKey(database, at, format, seq);
+    if ((await storage.list(key)).length === 0) return key;
+  }
+}
+
+async function databaseSize(pool: DbPool): Promise<number | undefined> {
+  try {
+    const r = await pool.query<{ n: string }>('SELECT pg_database_size(current_database()) AS n');
+    return Number(r.rows[0]!.n);
+  } catch {
+    return undefined;
+  }
+}

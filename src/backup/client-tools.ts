@@ -1,0 +1,83 @@
+/**
+ * The PostgreSQL client programs (pg_dump, pg_restore, psql): where they are, their version, and the
+ * environment that connects them. The password travels in the child's environment (readable only
+ * by the same user), never in argv, which every local user can read.
+ */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { TlsSettings } from '../db/tls.js';
+import type { ConnectionTarget } from '../db/url.js';
+import { OperatorError } from '../errors.js';
+import { EXIT } from '../exit-codes.js';
+
+const run = promisify(execFile);
+
+export type ClientTool = 'pg_dump' | 'pg_restore' | 'psql';
+
+export function toolPath(tool: ClientTool, binDir: string | undefined): string {
+  return binDir ? join(binDir, tool) : tool;
+}
+
+/** The major version of a client program, e.g. 15 for "pg_dump (PostgreSQL) 15.18 (Debian ...)". */
+export async function toolMajor(
+  tool: ClientTool,
+  binDir: string | undefined,
+): Promise<{ major: number; version: string }> {
+  const path = toolPath(tool, binDir);
+  let stdout: string;
+  try {
+    ({ stdout } = await run(path, ['--version'], { timeout: 15_000 }));
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new OperatorError(
+      missing
+        ? `${tool} not found (looked for ${path}${binDir ? '' : ' on PATH'})`
+        : `${tool} --version failed: ${(err as Error).message}`,
+      {
+        exitCode: EXIT.UNAVAILABLE,
+        hint: `install the PostgreSQL client (apt-get install postgresql-client-17; the Docker image ships it) or set PG_CLIENT_BIN_DIR`,
+        cause: err,
+      },
+    );
+  }
+  const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(stdout);
+  if (!m)
+    throw new OperatorError(`cannot read the version of ${path}: ${stdout.trim()}`, {
+      exitCode: EXIT.UNAVAILABLE,
+    });
+  return { major: Number(m[1]), version: stdout.trim().replace(/^.*\(PostgreSQL\)\s+/, '') };
+}
+
+/** libpq environment for a child: host, port, user, database, password, TLS. */
+export function libpqEnv(
+  target: ConnectionTarget,
+  ssl: TlsSettings,
+  database = target.database,
+): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    LANG: 'C.UTF-8',
+    PGHOST: target.host,
+    PGPORT: String(target.port),
+    PGDATABASE: database,
+    PGAPPNAME: 'pg-maintd',
+    PGCONNECT_TIMEOUT: '30',
+    PGSSLMODE:
+      ssl.mode === 'verify-full' || ssl.mode === 'verify-ca'
+        ? ssl.rejectUnauthorized
+          ? ssl.mode
+          : 'require'
+        : ssl.mode,
+  };
+  if (target.user) env.PGUSER = target.user;
+  const password = target.password ?? process.env.PGPASSWORD;
+  if (password) env.PGPASSWORD = password;
+  if (process.env.PGPASSFILE) env.PGPASSFILE = process.env.PGPASSFILE;
+  // Without DB_SSL_ROOT_CERT, libpq looks for ~/.postgresql/root.crt in the verify modes.
+  if (ssl.rootCertFile) env.PGSSLROOTCERT = ssl.rootCertFile;
+  if (ssl.certFile) env.PGSSLCERT = ssl.certFile;
+  if (ssl.keyFile) env.PGSSLKEY = ssl.keyFile;
+  return env;
+}

@@ -1,0 +1,192 @@
+/**
+ * One pg_dump run: version check, an exported snapshot (so the manifest's row counts match the dump
+ * exactly), the child process, and the tail of its stderr for the log when it fails.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import type pg from 'pg';
+import type { DbPool } from '../db/pool.js';
+import type { TlsSettings } from '../db/tls.js';
+import { OperatorError } from '../errors.js';
+import { EXIT } from '../exit-codes.js';
+import { libpqEnv, toolMajor, toolPath } from './client-tools.js';
+import type { BackupFormat } from './naming.js';
+
+export class BackupError extends OperatorError {
+  constructor(
+    readonly reason: FailureReason,
+    message: string,
+    opts: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(message, { ...opts, exitCode: EXIT.FAILURE });
+    this.name = 'BackupError';
+  }
+}
+
+/** The fixed set of failure reasons (a metric label). */
+export const FAILURE_REASONS = [
+  'pg_dump',
+  'version_mismatch',
+  'database',
+  'storage',
+  'timeout',
+  'aborted',
+  'internal',
+] as const;
+export type FailureReason = (typeof FAILURE_REASONS)[number];
+
+export interface DumpOptions {
+  /** A pool on the database to dump; one of its connections holds the snapshot. */
+  pool: DbPool;
+  ssl: TlsSettings;
+  format: BackupFormat;
+  clientBinDir: string | undefined;
+  rowCountMaxTableBytes: number;
+}
+
+export interface RowCount {
+  rows: number;
+  exact: boolean;
+}
+
+export interface RunningDump {
+  stdout: Readable;
+  child: ChildProcess;
+  pgDumpVersion: string;
+  serverVersion: string;
+  serverVersionNum: number;
+  /** Resolves when pg_dump exited 0; rejects with its stderr tail otherwise. */
+  exited: Promise<void>;
+  /** Row counts taken in the dump's snapshot. */
+  rowCounts: Promise<Record<string, RowCount>>;
+  /** Ends the snapshot transaction and frees its connection; safe to call twice. */
+  release(): Promise<void>;
+  kill(): void;
+}
+
+const TABLES_SQL = `
+  SELECT format('%I.%I', n.nspname, c.relname) AS name,
+         pg_relation_size(c.oid) AS bytes,
+         GREATEST(c.reltuples, 0)::bigint AS estimate
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+   ORDER BY 1`;
+
+export async function startDump(o: DumpOptions): Promise<RunningDump> {
+  let tool: { major: number; version: string };
+  try {
+    tool = await toolMajor('pg_dump', o.clientBinDir);
+  } catch (err) {
+    const e = err as OperatorError;
+    throw new BackupError('pg_dump', e.message, { hint: e.hint, cause: err });
+  }
+  let client: pg.PoolClient;
+  try {
+    client = await o.pool.connect();
+  } catch (err) {
+    throw new BackupError('database', `cannot connect to ${o.pool.description}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    await client.query('ROLLBACK').catch(() => undefined);
+    client.release();
+  };
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const info = await client.query<{ snapshot: string; num: string; version: string }>(
+      "SELECT pg_export_snapshot() AS snapshot, current_setting('server_version_num') AS num, current_setting('server_version') AS version",
+    );
+    const { snapshot, num, version } = info.rows[0]!;
+    const serverMajor = Math.floor(Number(num) / 10000);
+    if (tool.major < serverMajor) {
+      throw new BackupError(
+        'version_mismatch',
+        `pg_dump ${tool.major} (${tool.version}) is older than the server, PostgreSQL ${serverMajor} (${version}); pg_dump cannot dump a newer server`,
+        {
+          hint: `install postgresql-client-${serverMajor} or newer (the Docker image ships 17), or point PG_CLIENT_BIN_DIR at it`,
+        },
+      );
+    }
+    const args = [
+      `--format=${o.format}`,
+      `--snapshot=${snapshot}`,
+      '--no-owner',
+      '--no-privileges',
+      '--no-password',
+    ];
+    if (o.format === 'plain') args.push('--clean', '--if-exists');
+    else args.push('--compress=0'); // gzip compresses the stream; compressing twice only burns CPU
+    const child = spawn(toolPath('pg_dump', o.clientBinDir), args, {
+      env: libpqEnv(o.pool.target, o.ssl),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderrTail = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      stderrTail = (stderrTail + d.toString()).slice(-4000);
+    });
+    const exited = new Promise<void>((resolve, reject) => {
+      child.on('error', (err) =>
+        reject(new BackupError('pg_dump', `cannot run pg_dump: ${err.message}`, { cause: err })),
+      );
+      child.on('close', (code, signal) => {
+        if (code === 0) return resolve();
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        reject(
+          Object.assign(
+            new BackupError(
+              'pg_dump',
+              `pg_dump ${how}: ${stderrTail.trim().split('\n').slice(-5).join(' | ') || '(no stderr)'}`,
+            ),
+            {
+              stderrTail,
+            },
+          ),
+        );
+      });
+    });
+    exited.catch(() => undefined); // observed by the caller
+    const rowCounts = countRows(client, o.rowCountMaxTableBytes);
+    rowCounts.catch(() => undefined);
+    return {
+      stdout: child.stdout!,
+      child,
+      pgDumpVersion: tool.version,
+      serverVersion: version,
+      serverVersionNum: Number(num),
+      exited,
+      rowCounts,
+      release,
+      kill: () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      },
+    };
+  } catch (err) {
+    await release();
+    if (err instanceof BackupError) throw err;
+    throw new BackupError(
+      'database',
+      `cannot start the dump of ${o.pool.description}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
+/** Exact counts for tables up to the size limit, planner estimates above it; in the dump's snapshot. */
+async function countRows(client: pg.PoolClient, maxBytes: number): Promise<Record<string, RowCount>> {
+  const tables = await client.query<{ name: string; bytes: string; estimate: string }>(TABLES_SQL);
+  const counts: Record<string, RowCount> = {};
+  for (const t of tables.rows) {
+    if (Number(t.bytes) <= maxBytes) {
+      const r = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${t.name}`);
+      counts[t.name] = { rows: Number(r.rows[0]!.n), exact: true };
+    } else {
+      counts[t.name] = { rows: Number(t.estimate), exact: false };
+    }
+  }
+  return counts;
+}

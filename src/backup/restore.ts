@@ -1,0 +1,242 @@
+/**
+ * Restore: download -> SHA-256 check while reading -> gunzip -> psql (ON_ERROR_STOP, one
+ * transaction) or pg_restore for the custom format. The end of the stream is held back until the
+ * checksum matches; on any failure the client program is killed before its input closes, so the
+ * transaction never commits and the target is left as it was.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { Transform, pipeline, type TransformCallback } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import type { TlsSettings } from '../db/tls.js';
+import { DbPool } from '../db/pool.js';
+import { describeTarget, parseDatabaseUrl } from '../db/url.js';
+import { OperatorError } from '../errors.js';
+import { EXIT } from '../exit-codes.js';
+import type { Logger } from '../log/logger.js';
+import type { Catalog, GoodBackup } from './catalog.js';
+import { libpqEnv, toolPath } from './client-tools.js';
+
+export interface RestoreOptions {
+  catalog: Catalog;
+  logger: Logger;
+  ssl: TlsSettings;
+  clientBinDir: string | undefined;
+  /** The backup to restore: a key, or the newest good backup of `database`. */
+  key?: string;
+  database?: string;
+  targetUrl: string;
+  clean?: boolean;
+  signal?: AbortSignal;
+  progressEveryMs?: number;
+}
+
+export interface RestoreResult {
+  backup: GoodBackup;
+  bytes: number;
+  durationSeconds: number;
+}
+
+export async function resolveBackup(
+  catalog: Catalog,
+  key: string | undefined,
+  database: string | undefined,
+): Promise<GoodBackup> {
+  if (key) {
+    const found = await catalog.find(key);
+    if (typeof found === 'string') {
+      throw new OperatorError(`cannot restore ${key}: ${found}`, {
+        hint: 'pick a good backup from `pg-maintd backups list`; objects without a manifest are incomplete and never restored',
+      });
+    }
+    return found;
+  }
+  if (!database)
+    throw new OperatorError('restore needs --key KEY, or --latest with --database DB', {
+      exitCode: EXIT.USAGE,
+    });
+  const latest = await catalog.latest(database);
+  if (!latest)
+    throw new OperatorError(`no good backup of database "${database}" in ${catalog.storage.description}`, {
+      hint: 'run `pg-maintd backup` first',
+    });
+  return latest;
+}
+
+/** Fails at the end of the stream when the bytes do not hash to the expected SHA-256. */
+class ChecksumVerifier extends Transform {
+  readonly #hash = createHash('sha256');
+  bytes = 0;
+  constructor(
+    private readonly expected: string,
+    private readonly key: string,
+  ) {
+    super();
+  }
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.#hash.update(chunk);
+    this.bytes += chunk.length;
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    const actual = this.#hash.digest('hex');
+    if (actual === this.expected) return cb();
+    cb(
+      new OperatorError(
+        `checksum mismatch for ${this.key}: the stored object hashes to ${actual}, the manifest says ${this.expected}`,
+        {
+          hint: 'the object was altered or corrupted in storage; restore another backup (`pg-maintd backups list`)',
+        },
+      ),
+    );
+  }
+}
+
+export async function targetIsEmpty(pool: DbPool): Promise<number> {
+  const r = await pool.query<{ n: string }>(`
+    SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')`);
+  return Number(r.rows[0]!.n);
+}
+
+export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
+  const backup = await resolveBackup(o.catalog, o.key, o.database);
+  const target = parseDatabaseUrl(o.targetUrl);
+  const log = o.logger.child({ job: 'restore', key: backup.key, target: describeTarget(target) });
+  const pool = new DbPool(
+    { url: o.targetUrl, ssl: o.ssl, pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 30_000 } },
+    { name: 'restore-target', logger: o.logger },
+  );
+  try {
+    const existing = await targetIsEmpty(pool);
+    if (existing > 0 && !o.clean) {
+      throw new OperatorError(
+        `the target database ${describeTarget(target)} is not empty (${existing} tables, views or sequences)`,
+        {
+          hint: 'restore into an empty database, or pass --clean to drop and replace the objects the backup contains',
+        },
+      );
+    }
+  } finally {
+    await pool.stop();
+  }
+
+  const started = performance.now();
+  const format = backup.manifest.format;
+  const args =
+    format === 'plain'
+      ? [
+          '--no-psqlrc',
+          '--quiet',
+          '--no-password',
+          '--set',
+          'ON_ERROR_STOP=1',
+          '--single-transaction',
+          '--output',
+          '/dev/null',
+        ]
+      : [
+          '--single-transaction',
+          '--exit-on-error',
+          '--no-owner',
+          '--no-privileges',
+          '--no-password',
+          ...(o.clean ? ['--clean', '--if-exists'] : []),
+          `--dbname=${target.database}`,
+        ];
+  const tool = format === 'plain' ? 'psql' : 'pg_restore';
+  const child = spawn(toolPath(tool, o.clientBinDir), args, {
+    env: libpqEnv(target, o.ssl),
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', (err) =>
+      reject(
+        new OperatorError(`cannot run ${tool}: ${err.message}`, {
+          exitCode: EXIT.UNAVAILABLE,
+          hint: 'install the PostgreSQL client or set PG_CLIENT_BIN_DIR',
+          cause: err,
+        }),
+      ),
+    );
+    child.on('close', (code, signal) =>
+      code === 0
+        ? resolve()
+        : reject(
+            new OperatorError(
+              `${tool} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
+            ),
+          ),
+    );
+  });
+  exited.catch(() => undefined);
+
+  const source = await o.catalog.storage.getStream(backup.key, o.signal);
+  const verifier = new ChecksumVerifier(backup.manifest.sha256, backup.key);
+  const gunzip = createGunzip();
+  const progress = setInterval(() => {
+    const pct = ((verifier.bytes / Math.max(1, backup.size)) * 100).toFixed(1);
+    log.info(
+      { readBytes: verifier.bytes, totalBytes: backup.size, percent: Number(pct) },
+      'restore progress',
+    );
+  }, o.progressEveryMs ?? 5000);
+  progress.unref();
+  log.info({ format, tool, sizeBytes: backup.size }, 'restore started');
+
+  const kill = () => {
+    // Kill before the input closes: psql would take EOF as the end of the script and COMMIT.
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  const onAbort = () => {
+    kill();
+    source.destroy(new OperatorError('restore aborted: pg-maintd is shutting down'));
+  };
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const last = pipeline(source, verifier, gunzip, (err) => {
+        if (err) {
+          kill();
+          return reject(
+            err instanceof OperatorError
+              ? err
+              : new OperatorError(`reading ${backup.key} failed: ${err.message}`, {
+                  hint: /incorrect header|invalid|unexpected end/i.test(err.message)
+                    ? 'the object is not valid gzip data; restore another backup'
+                    : undefined,
+                  cause: err,
+                }),
+          );
+        }
+        resolve();
+      });
+      last.on('data', (chunk: Buffer) => {
+        if (!child.stdin!.write(chunk)) {
+          last.pause();
+          child.stdin!.once('drain', () => last.resume());
+        }
+      });
+      child.stdin!.on('error', () => undefined); // EPIPE when the child dies: reported through `exited`
+    });
+    child.stdin!.end(); // only now, with the checksum verified, may the transaction commit
+    await exited;
+  } catch (err) {
+    kill();
+    log.error(
+      { err: { message: (err as Error).message } },
+      'restore failed; the target transaction was rolled back',
+    );
+    throw err;
+  } finally {
+    clearInterval(progress);
+    o.signal?.removeEventListener('abort', onAbort);
+  }
+  const durationSeconds = (performance.now() - started) / 1000;
+  log.info({ bytes: verifier.bytes, durationSeconds }, 'restore complete');
+  return { backup, bytes: verifier.bytes, durationSeconds };
+}

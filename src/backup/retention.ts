@@ -1,0 +1,99 @@
+/**
+ * Retention: deletes good backups older than BACKUP_RETENTION_DAYS (by their manifest), never
+ * leaving fewer than BACKUP_RETENTION_MIN_COUNT, keeping GFS picks, and removing incomplete
+ * leftovers past a grace period. It only reads and deletes under its own database's prefix, and a
+ * failed listing deletes nothing.
+ */
+import type { Logger } from '../log/logger.js';
+import type { Catalog, CatalogListing } from './catalog.js';
+import type { BackupMetrics } from './metrics.js';
+import { MANIFEST_SUFFIX, VERIFY_SUFFIX } from './naming.js';
+
+export interface RetentionPolicy {
+  days: number;
+  minCount: number;
+  keepDaily: number;
+  keepWeekly: number;
+  keepMonthly: number;
+  incompleteGraceMs: number;
+}
+
+export interface RetentionPlan {
+  keep: Array<{ key: string; why: string[] }>;
+  remove: Array<{ key: string; why: string }>;
+  /** Every object key to delete (data, manifest and verify record of each removed backup). */
+  objectKeys: string[];
+}
+
+const DAY = 86_400_000;
+
+export function planRetention(listing: CatalogListing, p: RetentionPolicy, now: Date): RetentionPlan {
+  const reasons = new Map<string, string[]>(listing.good.map((g) => [g.key, []]));
+  const cutoff = now.getTime() - p.days * DAY;
+  listing.good.forEach((g, i) => {
+    if (i < p.minCount) reasons.get(g.key)!.push('min-count');
+    if (g.at.getTime() >= cutoff) reasons.get(g.key)!.push(`younger than ${p.days}d`);
+  });
+  const gfs = (n: number, label: string, bucket: (d: Date) => string) => {
+    const seen = new Set<string>();
+    for (const g of listing.good) {
+      // newest first: the first backup of each bucket is that bucket's newest
+      const b = bucket(g.at);
+      if (seen.has(b)) continue;
+      if (seen.size >= n) break;
+      seen.add(b);
+      reasons.get(g.key)!.push(`${label} ${b}`);
+    }
+  };
+  if (p.keepDaily) gfs(p.keepDaily, 'daily', (d) => d.toISOString().slice(0, 10));
+  if (p.keepWeekly) gfs(p.keepWeekly, 'weekly', isoWeek);
+  if (p.keepMonthly) gfs(p.keepMonthly, 'monthly', (d) => d.toISOString().slice(0, 7));
+
+  const plan: RetentionPlan = { keep: [], remove: [], objectKeys: [] };
+  for (const g of listing.good) {
+    const why = reasons.get(g.key)!;
+    if (why.length) plan.keep.push({ key: g.key, why });
+    else {
+      plan.remove.push({ key: g.key, why: `older than ${p.days}d` });
+      plan.objectKeys.push(g.key, g.key + MANIFEST_SUFFIX, g.key + VERIFY_SUFFIX);
+    }
+  }
+  for (const l of listing.incomplete) {
+    if (now.getTime() - l.lastModified.getTime() > p.incompleteGraceMs) {
+      plan.remove.push({ key: l.key, why: `incomplete (${l.why})` });
+      plan.objectKeys.push(l.key);
+    }
+  }
+  return plan;
+}
+
+function isoWeek(d: Date): string {
+  const t = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
+  const day = t.getUTCDay() || 7;
+  t.setUTCDate(t.getUTCDate() + 4 - day);
+  const yearStart = Date.UTC(t.getUTCFullYear(), 0, 1);
+  const week = Math.ceil(((t.getTime() - yearStart) / DAY + 1) / 7);
+  return `${t.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+
+export async function applyRetention(
+  deps: { catalog: Catalog; metrics?: BackupMetrics; logger: Logger },
+  database: string,
+  policy: RetentionPolicy,
+  opts: { dryRun?: boolean; now?: Date } = {},
+): Promise<RetentionPlan> {
+  const log = deps.logger.child({ job: 'retention', database });
+  const listing = await deps.catalog.list(database); // throws on a failed listing: nothing is deleted
+  const plan = planRetention(listing, policy, opts.now ?? new Date());
+  if (opts.dryRun || plan.objectKeys.length === 0) {
+    log.info(
+      { dryRun: !!opts.dryRun, keep: plan.keep.length, remove: plan.remove.map((r) => r.key) },
+      'retention planned',
+    );
+    return plan;
+  }
+  await deps.catalog.storage.delete(plan.objectKeys);
+  deps.metrics?.retentionDeleted.inc({ database }, plan.remove.length);
+  log.info({ kept: plan.keep.length, removed: plan.remove }, 'retention applied');
+  return plan;
+}

@@ -1,0 +1,266 @@
+/**
+ * S3 (or any S3-compatible store) storage. Credentials come from the SDK's default chain (env,
+ * shared config, IRSA web identity, instance role); static keys are never required. Uploads are
+ * streaming multipart uploads (lib-storage); on failure the multipart upload is aborted, so nothing
+ * appears under the key, and the original cause is reported.
+ */
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { Readable } from 'node:stream';
+import { OperatorError } from '../../errors.js';
+import { EXIT } from '../../exit-codes.js';
+import type { Storage, StoredObject } from './storage.js';
+
+export interface S3Settings {
+  bucket: string;
+  prefix: string;
+  region?: string | undefined;
+  endpoint?: string | undefined;
+  forcePathStyle: boolean;
+  sse?: 'AES256' | 'aws:kms' | undefined;
+  kmsKeyId?: string | undefined;
+  storageClass?: string | undefined;
+  partSize?: number | undefined;
+  maxAttempts: number;
+  /** Per-request time limit; a stalled store fails the request, which is then retried. */
+  requestTimeoutMs?: number;
+}
+
+export const MIN_PART = 5 * 1024 ** 2;
+export const DEFAULT_PART = 16 * 1024 ** 2;
+export const MAX_PARTS = 10_000;
+
+/**
+ * Part size for a dump: 16 MiB (160 GiB in 10,000 parts), raised so that 4x the expected bytes
+ * still fits. lib-storage buffers queueSize x partSize, so memory stays bounded either way.
+ */
+export function choosePartSize(expectedBytes: number | undefined, configured?: number): number {
+  if (configured) return configured;
+  const needed = Math.ceil(((expectedBytes ?? 0) * 4) / MAX_PARTS);
+  const mib = 1024 ** 2;
+  return Math.max(DEFAULT_PART, Math.ceil(needed / mib) * mib);
+}
+
+export class S3Storage implements Storage {
+  readonly description: string;
+  readonly client: S3Client;
+  #partSizeUsed = 0;
+
+  constructor(private readonly s: S3Settings) {
+    this.description = `s3://${s.bucket}/${s.prefix}`;
+    this.client = new S3Client({
+      region: s.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      ...(s.endpoint ? { endpoint: s.endpoint } : {}),
+      forcePathStyle: s.forcePathStyle,
+      maxAttempts: s.maxAttempts,
+      retryMode: 'standard', // exponential backoff with jitter for throttling, 5xx and network errors
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: s.requestTimeoutMs ?? 120_000 },
+    });
+  }
+
+  /** The part size of the last upload, for the log. */
+  get partSize(): number {
+    return this.#partSizeUsed;
+  }
+
+  #key(key: string): string {
+    return `${this.s.prefix}${key}`;
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.s.bucket }));
+    } catch (err) {
+      throw explainS3Error(err, this.s.bucket, 'cannot use the bucket');
+    }
+  }
+
+  async putStream(
+    key: string,
+    body: Readable,
+    opts: { signal: AbortSignal; expectedBytes?: number; progress?: (bytes: number) => void },
+  ): Promise<void> {
+    this.#partSizeUsed = choosePartSize(opts.expectedBytes, this.s.partSize);
+    let streamError: unknown;
+    body.once('error', (err) => (streamError ??= err));
+    const upload = new Upload({
+      client: this.client,
+      queueSize: 4,
+      partSize: this.#partSizeUsed,
+      leavePartsOnError: false,
+      params: {
+        Bucket: this.s.bucket,
+        Key: this.#key(key),
+        Body: body,
+        ContentType: 'application/gzip',
+        ...this.#objectParams(),
+      },
+    });
+    if (opts.progress) {
+      const report = opts.progress;
+      upload.on('httpUploadProgress', (p) => report(p.loaded ?? 0));
+    }
+    const onAbort = () => void upload.abort().catch(() => undefined);
+    opts.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await upload.done();
+    } catch (err) {
+      // The stream's own failure (pg_dump died, timeout) is the cause, not the abort that followed it.
+      const cause = streamError ?? (opts.signal.aborted ? opts.signal.reason : undefined) ?? err;
+      if (cause instanceof OperatorError) throw cause;
+      if (cause === err) throw explainS3Error(err, this.s.bucket, `upload of ${this.#key(key)} failed`);
+      throw cause;
+    } finally {
+      opts.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  #objectParams() {
+    return {
+      ...(this.s.sse ? { ServerSideEncryption: this.s.sse } : {}),
+      ...(this.s.kmsKeyId ? { SSEKMSKeyId: this.s.kmsKeyId } : {}),
+      ...(this.s.storageClass ? { StorageClass: this.s.storageClass as StorageClass } : {}),
+    };
+  }
+
+  async putSmall(key: string, content: string): Promise<void> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.s.bucket,
+          Key: this.#key(key),
+          Body: content,
+          ContentType: 'application/json',
+          ...this.#objectParams(),
+          StorageClass: undefined, // manifests stay in STANDARD: they are read on every listing
+        }),
+      );
+    } catch (err) {
+      throw explainS3Error(err, this.s.bucket, `writing ${this.#key(key)} failed`);
+    }
+  }
+
+  async getStream(key: string, signal?: AbortSignal): Promise<Readable> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.s.bucket, Key: this.#key(key) }), {
+        abortSignal: signal,
+      });
+      return r.Body as Readable;
+    } catch (err) {
+      throw explainS3Error(err, this.s.bucket, `reading ${this.#key(key)} failed`);
+    }
+  }
+
+  async getSmall(key: string): Promise<Buffer | undefined> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.s.bucket, Key: this.#key(key) }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    } catch (err) {
+      if (
+        err instanceof S3ServiceException &&
+        (err.name === 'NoSuchKey' || err.$metadata.httpStatusCode === 404)
+      )
+        return undefined;
+      throw explainS3Error(err, this.s.bucket, `reading ${this.#key(key)} failed`);
+    }
+  }
+
+  async list(prefix: string): Promise<StoredObject[]> {
+    const out: StoredObject[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const r = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.s.bucket,
+            Prefix: this.#key(prefix),
+            ContinuationToken: token,
+          }),
+        );
+        for (const o of r.Contents ?? []) {
+          if (!o.Key) continue;
+          out.push({
+            key: o.Key.slice(this.s.prefix.length),
+            size: o.Size ?? 0,
+            lastModified: o.LastModified ?? new Date(0),
+          });
+        }
+        token = r.IsTruncated ? r.NextContinuationToken : undefined;
+      } while (token);
+    } catch (err) {
+      throw explainS3Error(err, this.s.bucket, 'listing backups failed');
+    }
+    return out;
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      let r;
+      try {
+        r = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.s.bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: this.#key(k) })), Quiet: true },
+          }),
+        );
+      } catch (err) {
+        throw explainS3Error(err, this.s.bucket, 'deleting backups failed');
+      }
+      if (r.Errors?.length) {
+        const first = r.Errors[0]!;
+        throw new OperatorError(
+          `deleting ${r.Errors.length} object(s) failed, e.g. ${first.Key}: ${first.Code} ${first.Message ?? ''}`,
+          {
+            exitCode: EXIT.UNAVAILABLE,
+          },
+        );
+      }
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+/** An S3 failure as an operator reads it: what failed, and what to check. */
+export function explainS3Error(err: unknown, bucket: string, what: string): OperatorError {
+  const e = err as {
+    name?: string;
+    message?: string;
+    code?: string;
+    $metadata?: { httpStatusCode?: number };
+  };
+  const status = e.$metadata?.httpStatusCode;
+  const name = e.name ?? e.code ?? 'Error';
+  let hint = 'check S3_ENDPOINT, network access to the store, and its status';
+  if (
+    name === 'NoSuchBucket' ||
+    (status === 404 && /Bucket/i.test(what + name)) ||
+    (status === 404 && name === 'NotFound')
+  ) {
+    hint = `the bucket "${bucket}" does not exist: create it, or fix S3_BUCKET (and S3_REGION / S3_ENDPOINT)`;
+  } else if (status === 403 || /AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden/.test(name)) {
+    hint = `access denied: check the credentials (AWS_* env, shared config, IRSA role) and that they may use s3://${bucket}`;
+  } else if (status === 503 || /SlowDown|Throttl/.test(name)) {
+    hint = 'the store is throttling or unavailable; retried with backoff until S3_MAX_ATTEMPTS ran out';
+  }
+  return new OperatorError(
+    `${what} (s3://${bucket}): ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? String(err)}`,
+    {
+      exitCode: EXIT.UNAVAILABLE,
+      hint,
+      cause: err,
+    },
+  );
+}
