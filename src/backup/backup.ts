@@ -102,12 +102,31 @@ export async function runBackup(
       gate.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
     };
     signal.addEventListener('abort', onAbort, { once: true });
+    // The first of the three to fail is the root cause (pg_dump killed, the stream broken, the store
+    // failing); it stops the other two at once: pg_dump is killed, the stream destroyed.
+    let rootCause: { error: unknown } | undefined;
+    const stopAll = (error: unknown) => {
+      if (rootCause) return;
+      rootCause = { error };
+      running.kill();
+      gate.destroy(error instanceof Error ? error : new Error(String(error)));
+    };
     try {
-      await Promise.all([
-        piped,
-        storage.putStream(key, gate, { signal, expectedBytes, progress: (b) => (stored = b) }),
-        running.exited,
-      ]);
+      // Wait for all three to settle, so a failed write has removed its temporary file (or aborted
+      // its multipart upload) before anything is reported.
+      await Promise.allSettled(
+        [
+          running.exited,
+          piped,
+          storage.putStream(key, gate, { signal, expectedBytes, progress: (b) => (stored = b) }),
+        ].map((p) =>
+          p.catch((err: unknown) => {
+            stopAll(err);
+            throw err;
+          }),
+        ),
+      );
+      if (rootCause) throw rootCause.error;
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
@@ -171,7 +190,7 @@ export async function runBackup(
   } finally {
     clearInterval(progress);
     metrics.inProgress.dec();
-    await dump?.release();
+    await dump?.release(true); // after a success this is a no-op; after a failure it cancels the snapshot session
     await pool.stop();
     await deps.metrics
       .refresh(deps.catalog, database)

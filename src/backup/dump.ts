@@ -60,7 +60,7 @@ export interface RunningDump {
   /** Row counts taken in the dump's snapshot. */
   rowCounts: Promise<Record<string, RowCount>>;
   /** Ends the snapshot transaction and frees its connection; safe to call twice. */
-  release(): Promise<void>;
+  release(abandon?: boolean): Promise<void>;
   kill(): void;
 }
 
@@ -90,18 +90,26 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
     });
   }
   let released = false;
-  const release = async () => {
+  let backendPid: number | undefined;
+  /** Ends the snapshot session. `abandon`: it may be stuck (a count waiting on a lock): cancel it, drop the connection. */
+  const release = async (abandon = false) => {
     if (released) return;
     released = true;
+    if (abandon) {
+      if (backendPid) await o.pool.query('SELECT pg_cancel_backend($1)', [backendPid]).catch(() => undefined);
+      client.release(true);
+      return;
+    }
     await client.query('ROLLBACK').catch(() => undefined);
     client.release();
   };
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const info = await client.query<{ snapshot: string; num: string; version: string }>(
-      "SELECT pg_export_snapshot() AS snapshot, current_setting('server_version_num') AS num, current_setting('server_version') AS version",
+    const info = await client.query<{ snapshot: string; num: string; version: string; pid: number }>(
+      "SELECT pg_export_snapshot() AS snapshot, current_setting('server_version_num') AS num, current_setting('server_version') AS version, pg_backend_pid() AS pid",
     );
-    const { snapshot, num, version } = info.rows[0]!;
+    const { snapshot, num, version, pid } = info.rows[0]!;
+    backendPid = pid;
     const serverMajor = Math.floor(Number(num) / 10000);
     if (tool.major < serverMajor) {
       throw new BackupError(
@@ -166,7 +174,7 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
       },
     };
   } catch (err) {
-    await release();
+    await release(true);
     if (err instanceof BackupError) throw err;
     throw new BackupError(
       'database',

@@ -6,6 +6,7 @@ import { loadConfig, type LoadInput } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
 import { LocalCluster } from '../embedded/local-cluster.js';
 import { createLogger } from '../log/logger.js';
+import { Catalog } from '../backup/catalog.js';
 
 export async function runDemo(input: LoadInput): Promise<void> {
   const cluster = new LocalCluster();
@@ -28,7 +29,7 @@ export async function runDemo(input: LoadInput): Promise<void> {
   );
   await runDaemon(loaded, logger, {
     first: [cluster],
-    onReady: ({ http, pool }) => {
+    onReady: ({ http, pool, scheduler, storage }) => {
       const base = `http://${http.address.host.includes(':') ? `[${http.address.host}]` : http.address.host}:${http.address.port}`;
       process.stdout.write(
         [
@@ -42,6 +43,18 @@ export async function runDemo(input: LoadInput): Promise<void> {
           '',
         ].join('\n'),
       );
+      // A first backup right away, so the demo shows one in the store.
+      void scheduler.trigger('backup').then(async () => {
+        const catalog = new Catalog(storage);
+        for (const database of loaded.config.backup.databases) {
+          const latest = await catalog.latest(database);
+          process.stdout.write(
+            latest
+              ? `  backup    ${storage.description}/${latest.key} (${latest.size} bytes, manifest beside it)\n`
+              : `  backup    none yet for ${database}: see the log above\n`,
+          );
+        }
+      });
     },
   });
 }

@@ -92,7 +92,20 @@ export class DbPool extends Service {
 
   /** A client for a session of several statements; the caller must release() it. */
   async connect(): Promise<pg.PoolClient> {
-    return this.#withFallback(() => this.#pool.connect());
+    const client = await this.#withFallback(() => this.#pool.connect());
+    // pg-pool stops listening for errors on a client while it is checked out; a connection that
+    // dies then (server restart, failover) must not become an uncaught 'error' event.
+    const onError = (err: Error) => {
+      const { kind, code } = classify(err);
+      this.#log.warn({ err: { message: err.message, code }, kind }, 'database connection in use failed');
+    };
+    client.on('error', onError);
+    const release = client.release.bind(client);
+    client.release = (destroy?: boolean | Error) => {
+      client.off('error', onError);
+      return release(destroy);
+    };
+    return client;
   }
 
   protected async onStart(): Promise<void> {

@@ -1,0 +1,306 @@
+// Backups end to end against a real PostgreSQL, real pg_dump/psql/pg_restore, a local directory
+// and a real S3 API: round trips, manifests, tampering, and the safety properties.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runBackup } from '../../src/backup/backup.js';
+import { parseManifest } from '../../src/backup/manifest.js';
+import { restoreBackup } from '../../src/backup/restore.js';
+import { runVerification } from '../../src/backup/verify.js';
+import { backupDeps, metricValue } from '../support/backup.js';
+import { adminUrl, useTestDatabase, withDatabase } from '../support/postgres.js';
+import { seed, tableCounts, tableDigest } from '../support/seed.js';
+import { startTestS3, type TestS3 } from '../support/s3.js';
+
+const db = useTestDatabase();
+let seeded: { users: number; projects: number; tasks: number };
+
+beforeAll(async () => {
+  seeded = await seed(db.pool, 300, 4);
+});
+
+/** A new empty database on the harness server; dropped after the file. */
+const scratch: string[] = [];
+async function emptyDatabase(): Promise<{ name: string; url: string; pool: pg.Pool }> {
+  const name = `${db.name}_r${scratch.length}`;
+  await db.pool.query(`CREATE DATABASE ${name}`);
+  scratch.push(name);
+  const url = withDatabase(adminUrl(), name);
+  return { name, url, pool: new pg.Pool({ connectionString: url, max: 2 }) };
+}
+afterAll(async () => {
+  for (const name of scratch) await db.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+});
+
+function walk(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String) : [];
+}
+
+describe('backup to a local directory', () => {
+  it('streams a plain dump into <db>/<db>_<YYYYMMDD_HHMMSS>.sql.gz with a manifest, and restores the same rows', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+
+    expect(manifest.key).toMatch(new RegExp(`^${db.name}/${db.name}_\\d{8}_\\d{6}\\.sql\\.gz$`));
+    const file = join(deps.dir, manifest.key);
+    const bytes = readFileSync(file);
+    expect(manifest.size).toBe(bytes.length);
+    expect(manifest.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    execFileSync('gzip', ['-t', file]); // one valid .gz, members and all
+    expect(manifest).toMatchObject({
+      format: 'plain',
+      database: db.name,
+      compression: { algorithm: 'gzip', level: 6 },
+      rowCounts: {
+        'public.users': { rows: seeded.users, exact: true },
+        'public.projects': { rows: seeded.projects, exact: true },
+        'public.tasks': { rows: seeded.tasks, exact: true },
+      },
+    });
+    expect(manifest.pgDumpVersion).toMatch(/^\d+\.\d+/);
+    expect(manifest.serverVersionNum).toBeGreaterThanOrEqual(130000);
+    expect(Date.parse(manifest.finishedAt)).toBeGreaterThanOrEqual(Date.parse(manifest.startedAt));
+    const stored = parseManifest(readFileSync(`${file}.manifest.json`), 'm');
+    expect(stored).toEqual(manifest);
+    expect(walk(deps.dir).filter((f) => f.includes('.partial-'))).toEqual([]);
+    // the seed's options: --clean --if-exists --no-owner --no-privileges
+    const sql = execFileSync('gzip', ['-dc', file], { maxBuffer: 256 * 1024 * 1024 }).toString();
+    expect(sql).toMatch(/DROP TABLE IF EXISTS public\.tasks;/);
+    expect(sql).not.toMatch(/OWNER TO|GRANT /);
+
+    const target = await emptyDatabase();
+    try {
+      await restoreBackup({
+        ...deps,
+        ssl: deps.config.db.ssl,
+        clientBinDir: undefined,
+        key: manifest.key,
+        targetUrl: target.url,
+      });
+      expect(await tableCounts(target.pool)).toEqual({
+        users: seeded.users,
+        projects: seeded.projects,
+        tasks: seeded.tasks,
+      });
+      expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
+    } finally {
+      await target.pool.end();
+    }
+    expect(
+      await metricValue(deps.registry, 'pgmaintd_backup_runs_total', {
+        database: db.name,
+        result: 'success',
+      }),
+    ).toBe(1);
+    expect(await metricValue(deps.registry, 'pgmaintd_backup_stored', { database: db.name })).toBe(1);
+    expect(await metricValue(deps.registry, 'pgmaintd_backup_last_size_bytes', { database: db.name })).toBe(
+      manifest.size,
+    );
+  });
+
+  it('BACKUP_FORMAT=custom dumps with -Fc and restores with pg_restore', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_FORMAT: 'custom' });
+    const manifest = await runBackup(deps, db.name);
+    expect(manifest.key).toMatch(/\.dump\.gz$/);
+    const archive = execFileSync('gzip', ['-dc', join(deps.dir, manifest.key)], {
+      maxBuffer: 256 * 1024 * 1024,
+    });
+    expect(archive.subarray(0, 5).toString()).toBe('PGDMP');
+    const target = await emptyDatabase();
+    try {
+      await restoreBackup({
+        ...deps,
+        ssl: deps.config.db.ssl,
+        clientBinDir: undefined,
+        database: db.name,
+        targetUrl: target.url,
+      });
+      expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
+    } finally {
+      await target.pool.end();
+    }
+  });
+
+  it('refuses a non-empty target unless --clean, which replaces what the backup holds', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    const target = await emptyDatabase();
+    try {
+      await target.pool.query('CREATE TABLE users (id int); INSERT INTO users VALUES (1)');
+      const opts = {
+        ...deps,
+        ssl: deps.config.db.ssl,
+        clientBinDir: undefined,
+        key: manifest.key,
+        targetUrl: target.url,
+      };
+      await expect(restoreBackup(opts)).rejects.toThrow(/is not empty \(1 tables/);
+      expect(await target.pool.query('SELECT * FROM users')).toMatchObject({ rowCount: 1 });
+      await restoreBackup({ ...opts, clean: true });
+      expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
+    } finally {
+      await target.pool.end();
+    }
+  });
+
+  it('refuses a tampered object (one byte flipped) and leaves the target untouched', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    const file = join(deps.dir, manifest.key);
+    const bytes = readFileSync(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    writeFileSync(file, bytes);
+    const target = await emptyDatabase();
+    try {
+      const err = await restoreBackup({
+        ...deps,
+        ssl: deps.config.db.ssl,
+        clientBinDir: undefined,
+        key: manifest.key,
+        targetUrl: target.url,
+      }).catch((e: Error) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toMatch(/checksum mismatch|invalid|incorrect|corrupt/i);
+      const tables = await target.pool.query("SELECT 1 FROM pg_tables WHERE schemaname = 'public'");
+      expect(tables.rowCount).toBe(0); // one transaction, rolled back
+    } finally {
+      await target.pool.end();
+    }
+  });
+
+  it('a checksum mismatch (data intact, manifest disagrees) is refused before the transaction commits', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    const mpath = join(deps.dir, `${manifest.key}.manifest.json`);
+    writeFileSync(mpath, JSON.stringify({ ...manifest, sha256: 'f'.repeat(64) }));
+    const target = await emptyDatabase();
+    const fresh = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_DIR: deps.dir }); // manifests are cached
+    try {
+      const err = await restoreBackup({
+        ...fresh,
+        ssl: deps.config.db.ssl,
+        clientBinDir: undefined,
+        key: manifest.key,
+        targetUrl: target.url,
+      }).catch((e: Error) => e);
+      expect((err as Error).message).toMatch(/checksum mismatch for .*manifest says f{64}/);
+      expect((await target.pool.query("SELECT 1 FROM pg_tables WHERE schemaname = 'public'")).rowCount).toBe(
+        0,
+      );
+    } finally {
+      await target.pool.end();
+    }
+  });
+
+  it('never restores or lists an object without a manifest', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    execFileSync('rm', [join(deps.dir, `${manifest.key}.manifest.json`)]);
+    const listing = await deps.catalog.list(db.name);
+    expect(listing.good).toEqual([]);
+    expect(listing.incomplete.map((l) => l.key)).toEqual([manifest.key]);
+    expect(await deps.catalog.latest(db.name)).toBeUndefined();
+    await expect(
+      restoreBackup({
+        ...deps,
+        ssl: deps.config.db.ssl,
+        clientBinDir: undefined,
+        key: manifest.key,
+        targetUrl: db.url,
+      }),
+    ).rejects.toThrow(/no manifest: the backup did not complete/);
+  });
+
+  it('the restore drill restores into a scratch database, compares row counts, records the result, drops the scratch', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    const rec = await runVerification(deps, db.name);
+    expect(rec).toMatchObject({ key: manifest.key, ok: true, tablesCompared: 3, mismatches: [] });
+    const stored = JSON.parse(readFileSync(join(deps.dir, `${manifest.key}.verify.json`), 'utf8')) as {
+      ok: boolean;
+    };
+    expect(stored.ok).toBe(true);
+    expect((await deps.catalog.latest(db.name))!.verify!.ok).toBe(true);
+    expect(
+      await metricValue(deps.registry, 'pgmaintd_backup_verify_last_success_timestamp_seconds', {
+        database: db.name,
+      }),
+    ).toBeGreaterThan(Date.now() / 1000 - 60);
+    const left = await db.pool.query(
+      "SELECT datname FROM pg_database WHERE datname LIKE 'pgmaintd_verify_%'",
+    );
+    expect(left.rows).toEqual([]);
+  });
+
+  it('a drill whose counts disagree with the manifest fails and says which table', async () => {
+    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    const mpath = join(deps.dir, `${manifest.key}.manifest.json`);
+    const bad = {
+      ...manifest,
+      rowCounts: { ...manifest.rowCounts, 'public.users': { rows: 1, exact: true } },
+    };
+    writeFileSync(mpath, JSON.stringify(bad));
+    const rec = await runVerification(
+      backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_DIR: deps.dir }),
+      db.name,
+    );
+    expect(rec.ok).toBe(false);
+    expect(rec.mismatches).toEqual([{ table: 'public.users', expected: 1, actual: seeded.users }]);
+  });
+});
+
+describe('backup to S3', () => {
+  let s3: TestS3;
+  beforeAll(async () => {
+    s3 = await startTestS3();
+    process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
+  });
+  afterAll(async () => {
+    await s3?.stop();
+  });
+
+  it('uploads with a streaming multipart upload under the prefix, with a manifest, and restores the same rows', async () => {
+    const bucket = await s3.createBucket();
+    const deps = backupDeps({
+      DATABASE_URL: db.url,
+      BACKUP_DATABASES: db.name,
+      S3_BUCKET: bucket,
+      S3_PREFIX: 'prod/',
+      S3_ENDPOINT: s3.endpoint,
+      S3_FORCE_PATH_STYLE: 'true',
+      S3_REGION: s3.region,
+    });
+    const manifest = await runBackup(deps, db.name);
+    const { ListObjectsV2Command, GetObjectCommand } = await import('@aws-sdk/client-s3');
+    const listed = await s3.client().send(new ListObjectsV2Command({ Bucket: bucket }));
+    expect(listed.Contents!.map((o) => o.Key).sort()).toEqual([
+      `prod/${manifest.key}`,
+      `prod/${manifest.key}.manifest.json`,
+    ]);
+    const obj = await s3.client().send(new GetObjectCommand({ Bucket: bucket, Key: `prod/${manifest.key}` }));
+    const bytes = Buffer.from(await obj.Body!.transformToByteArray());
+    expect(createHash('sha256').update(bytes).digest('hex')).toBe(manifest.sha256);
+    expect(deps.storage.description).toBe(`s3://${bucket}/prod/`);
+
+    const target = await emptyDatabase();
+    try {
+      await restoreBackup({
+        ...deps,
+        ssl: deps.config.db.ssl,
+        clientBinDir: undefined,
+        database: db.name,
+        targetUrl: target.url,
+      });
+      expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
+    } finally {
+      await target.pool.end();
+    }
+    const rec = await runVerification(deps, db.name);
+    expect(rec.ok).toBe(true);
+  });
+});

@@ -1,0 +1,77 @@
+// Retention on real stored backups: only its own prefix and database, the minimum count, leftovers.
+import { mkdirSync, utimesSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { runBackup } from '../../src/backup/backup.js';
+import { applyRetention } from '../../src/backup/retention.js';
+import { backupDeps, metricValue } from '../support/backup.js';
+import { useTestDatabase } from '../support/postgres.js';
+import { seed } from '../support/seed.js';
+
+const db = useTestDatabase();
+beforeAll(async () => {
+  await seed(db.pool, 20, 2);
+});
+
+const DAY = 86_400_000;
+
+function touch(path: string, content = 'x', ageDays = 0) {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, content);
+  const t = new Date(Date.now() - ageDays * DAY);
+  utimesSync(path, t, t);
+}
+
+describe('retention on a local directory', () => {
+  it('deletes only past-policy backups of its own database, keeps the minimum count, removes old leftovers', async () => {
+    const deps = backupDeps({
+      DATABASE_URL: db.url,
+      BACKUP_DATABASES: db.name,
+      BACKUP_RETENTION_MIN_COUNT: '2',
+    });
+    const made = [];
+    for (let i = 0; i < 4; i++) {
+      made.push(await runBackup(deps, db.name));
+      await new Promise((r) => setTimeout(r, 1000)); // distinct second-resolution names
+    }
+    // Things that are not ours, or not complete:
+    const other = `other/other_20200101_000000.sql.gz`;
+    touch(join(deps.dir, other), 'x', 400);
+    touch(join(deps.dir, `${other}.manifest.json`), '{}', 400);
+    touch(join(deps.dir, 'unrelated.txt'), 'x', 400);
+    touch(join(deps.dir, db.name, 'README.txt'), 'notes', 400); // inside our prefix, but not a backup name
+    const oldLeftover = `${db.name}/${db.name}_20200101_000000.sql.gz`;
+    const newLeftover = `${db.name}/${db.name}_20991231_000000.sql.gz.partial-abcd`;
+    touch(join(deps.dir, oldLeftover), 'partial', 3);
+    touch(join(deps.dir, newLeftover), 'partial', 0);
+
+    // 40 days on: all four are past 30 days; the newest two stay for the minimum count
+    const now = new Date(Date.now() + 40 * DAY);
+    const dry = await applyRetention(deps, db.name, deps.config.retention, { dryRun: true, now });
+    expect(dry.remove.map((r) => r.key).sort()).toEqual(
+      [made[0]!.key, made[1]!.key, oldLeftover, newLeftover].sort(),
+    );
+    expect(existsSync(join(deps.dir, made[0]!.key))).toBe(true); // dry run deleted nothing
+
+    const plan = await applyRetention(deps, db.name, deps.config.retention, { now });
+    expect(plan.keep.map((k) => k.key)).toEqual([made[3]!.key, made[2]!.key]);
+    const left = readdirSync(join(deps.dir, db.name)).sort();
+    expect(left).toEqual(
+      [
+        'README.txt',
+        ...[made[2]!, made[3]!].flatMap((m) =>
+          [m.key, `${m.key}.manifest.json`].map((k) => k.split('/')[1]!),
+        ),
+      ].sort(),
+    );
+    for (const k of [other, `${other}.manifest.json`, 'unrelated.txt'])
+      expect(existsSync(join(deps.dir, k)), k).toBe(true);
+    expect(await metricValue(deps.registry, 'pgmaintd_retention_deleted_total', { database: db.name })).toBe(
+      4,
+    );
+
+    // Far in the future, still never fewer than the minimum count
+    await applyRetention(deps, db.name, deps.config.retention, { now: new Date(Date.now() + 3650 * DAY) });
+    expect((await deps.catalog.list(db.name)).good.map((g) => g.key)).toEqual([made[3]!.key, made[2]!.key]);
+  });
+});

@@ -1,0 +1,50 @@
+/** Builds the backup dependencies the way the daemon does, from a config made of test settings. */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import type { BackupDeps } from '../../src/backup/backup.js';
+import { Catalog } from '../../src/backup/catalog.js';
+import { BackupMetrics } from '../../src/backup/metrics.js';
+import { createStorage } from '../../src/backup/storage/index.js';
+import { loadConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/log/logger.js';
+
+export interface TestDeps extends BackupDeps {
+  registry: Registry;
+  dir: string;
+}
+
+export const noDefaults = () => mkdtempSync(join(tmpdir(), 'pgmaintd-nodefaults-'));
+
+export function backupDeps(env: Record<string, string>): TestDeps {
+  const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-backups-'));
+  const { config } = loadConfig({
+    env: { DB_SSL_MODE: 'disable', BACKUP_DIR: dir, BACKUP_COMPRESSION_THREADS: '2', ...env },
+    defaultsDir: noDefaults(),
+  });
+  const storage = createStorage(config);
+  const registry = new Registry();
+  return {
+    config,
+    storage,
+    catalog: new Catalog(storage),
+    metrics: new BackupMetrics(registry, config.backup.databases),
+    logger: createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', format: 'json' }),
+    registry,
+    dir,
+  };
+}
+
+/** The value of one series in a registry, or undefined. */
+export async function metricValue(
+  registry: Registry,
+  name: string,
+  labels: Record<string, string>,
+): Promise<number | undefined> {
+  const m = registry.getSingleMetric(name);
+  if (!m) return undefined;
+  const { values } = await m.get();
+  const hit = values.find((v) => Object.entries(labels).every(([k, val]) => String(v.labels[k]) === val));
+  return hit?.value;
+}
