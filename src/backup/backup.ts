@@ -102,9 +102,16 @@ export async function runBackup(
       gate.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    // The first of the three to fail is the root cause (pg_dump killed, the stream broken, the store
-    // failing); it stops the other two at once: pg_dump is killed, the stream destroyed.
+    // The first of the three to fail (pg_dump killed, the stream broken, the store failing) stops the
+    // other two at once: pg_dump is killed, the stream destroyed.
     let rootCause: { error: unknown } | undefined;
+    let putError: unknown;
+    const put = storage
+      .putStream(key, gate, { signal, expectedBytes, progress: (b) => (stored = b) })
+      .catch((err: unknown) => {
+        putError = err;
+        throw err;
+      });
     const stopAll = (error: unknown) => {
       if (rootCause) return;
       rootCause = { error };
@@ -115,18 +122,16 @@ export async function runBackup(
       // Wait for all three to settle, so a failed write has removed its temporary file (or aborted
       // its multipart upload) before anything is reported.
       await Promise.allSettled(
-        [
-          running.exited,
-          piped,
-          storage.putStream(key, gate, { signal, expectedBytes, progress: (b) => (stored = b) }),
-        ].map((p) =>
+        [running.exited, piped, put].map((p) =>
           p.catch((err: unknown) => {
             stopAll(err);
             throw err;
           }),
         ),
       );
-      if (rootCause) throw rootCause.error;
+      // Report the storage's verdict first when it has one: it already names the stream's own failure
+      // (pg_dump's) when that came first, while pg_dump dying of a pipe the store closed is a symptom.
+      if (rootCause) throw putError ?? rootCause.error;
     } finally {
       signal.removeEventListener('abort', onAbort);
     }

@@ -75,3 +75,52 @@ describe('retention on a local directory', () => {
     expect((await deps.catalog.list(db.name)).good.map((g) => g.key)).toEqual([made[3]!.key, made[2]!.key]);
   });
 });
+
+describe('retention on S3', () => {
+  it('deletes nothing when the listing fails, and works once the store answers again', async () => {
+    const { startTestS3 } = await import('../support/s3.js');
+    const { startFaultProxy, on } = await import('../support/fault-proxy.js');
+    const s3 = await startTestS3();
+    const proxy = await startFaultProxy({ target: s3.endpoint });
+    process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
+    try {
+      const bucket = await s3.createBucket();
+      const deps = backupDeps({
+        DATABASE_URL: db.url,
+        BACKUP_DATABASES: db.name,
+        BACKUP_RETENTION_MIN_COUNT: '1',
+        S3_BUCKET: bucket,
+        S3_ENDPOINT: proxy.url,
+        S3_FORCE_PATH_STYLE: 'true',
+        S3_MAX_ATTEMPTS: '2',
+      });
+      const first = await runBackup(deps, db.name);
+      await new Promise((r) => setTimeout(r, 1000));
+      const second = await runBackup(deps, db.name);
+      const later = new Date(Date.now() + 40 * DAY); // both past 30 days; min count 1 keeps the newer
+
+      proxy.status(500, { code: 'InternalError', match: on.kind('ListObjectsV2') });
+      proxy.clearLog();
+      await expect(applyRetention(deps, db.name, deps.config.retention, { now: later })).rejects.toThrow(
+        /listing backups failed/,
+      );
+      expect(proxy.count('DeleteObjects')).toBe(0);
+      expect(
+        await metricValue(deps.registry, 'pgmaintd_retention_deleted_total', { database: db.name }),
+      ).toBe(0);
+
+      proxy.pass();
+      const plan = await applyRetention(deps, db.name, deps.config.retention, { now: later });
+      expect(plan.remove.map((r) => r.key)).toEqual([first.key]);
+      expect(proxy.count('DeleteObjects')).toBe(1); // one batch for data, manifest and verify record
+      const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
+      const left = await s3.client().send(new ListObjectsV2Command({ Bucket: bucket }));
+      expect(left.Contents!.map((o) => o.Key).sort()).toEqual([second.key, `${second.key}.manifest.json`]);
+      deps.storage.close();
+    } finally {
+      await proxy.close();
+      await s3.stop();
+    }
+  });
+});

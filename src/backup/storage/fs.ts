@@ -58,31 +58,27 @@ export class FsStorage implements Storage {
     body: Readable,
     opts: { signal: AbortSignal; progress?: (bytes: number) => void },
   ): Promise<void> {
-    const final = this.#path(key);
-    await mkdir(dirname(final), { recursive: true });
-    const temp = `${final}${PARTIAL_MARK}${randomBytes(4).toString('hex')}`;
-    const out = createWriteStream(temp, { flags: 'wx', mode: 0o600 });
-    try {
+    await this.#atomicWrite(key, async (temp) => {
+      const out = createWriteStream(temp, { flags: 'wx', mode: 0o600 });
       if (opts.progress) {
         const report = opts.progress;
         body.on('data', () => report(out.bytesWritten));
       }
       await pipeline(body, out, { signal: opts.signal });
-      await fsyncPath(temp);
-      await rename(temp, final);
-      await fsyncPath(dirname(final));
-    } catch (err) {
-      await unlink(temp).catch(() => undefined);
-      throw err;
-    }
+    });
   }
 
   async putSmall(key: string, content: string): Promise<void> {
+    await this.#atomicWrite(key, (temp) => writeFile(temp, content, { mode: 0o600, flag: 'wx' }));
+  }
+
+  /** Writes to a temporary name, fsyncs, renames into place; on failure removes the temporary file. */
+  async #atomicWrite(key: string, write: (temp: string) => Promise<void>): Promise<void> {
     const final = this.#path(key);
     await mkdir(dirname(final), { recursive: true });
     const temp = `${final}${PARTIAL_MARK}${randomBytes(4).toString('hex')}`;
     try {
-      await writeFile(temp, content, { mode: 0o600, flag: 'wx' });
+      await write(temp);
       await fsyncPath(temp);
       await rename(temp, final);
       await fsyncPath(dirname(final));

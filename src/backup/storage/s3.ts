@@ -5,6 +5,7 @@
  * appears under the key, and the original cause is reported.
  */
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -40,14 +41,19 @@ export const DEFAULT_PART = 16 * 1024 ** 2;
 export const MAX_PARTS = 10_000;
 
 /**
- * Part size for a dump: 16 MiB (160 GiB in 10,000 parts), raised so that 4x the expected bytes
- * still fits. lib-storage buffers queueSize x partSize, so memory stays bounded either way.
+ * Part size for a dump: 16 MiB (160 GiB in 10,000 parts), raised so that 1.5x the database's size on
+ * disk still fits (a compressed dump is far smaller than the database, indexes and all).
  */
 export function choosePartSize(expectedBytes: number | undefined, configured?: number): number {
   if (configured) return configured;
-  const needed = Math.ceil(((expectedBytes ?? 0) * 4) / MAX_PARTS);
+  const needed = Math.ceil(((expectedBytes ?? 0) * 1.5) / MAX_PARTS);
   const mib = 1024 ** 2;
   return Math.max(DEFAULT_PART, Math.ceil(needed / mib) * mib);
+}
+
+/** lib-storage buffers queueSize x partSize: keep that near 64 MiB, with at least one part in flight. */
+export function chooseQueueSize(partSize: number): number {
+  return Math.max(1, Math.min(4, Math.floor((64 * 1024 ** 2) / partSize)));
 }
 
 export class S3Storage implements Storage {
@@ -63,7 +69,14 @@ export class S3Storage implements Storage {
       forcePathStyle: s.forcePathStyle,
       maxAttempts: s.maxAttempts,
       retryMode: 'standard', // exponential backoff with jitter for throttling, 5xx and network errors
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: s.requestTimeoutMs ?? 120_000 },
+      // A stalled store must fail the request (then retried), not hang it: without
+      // throwOnRequestTimeout the SDK only logs a warning when requestTimeout passes.
+      requestHandler: {
+        connectionTimeout: 10_000,
+        requestTimeout: s.requestTimeoutMs ?? 120_000,
+        socketTimeout: s.requestTimeoutMs ?? 120_000,
+        throwOnRequestTimeout: true,
+      },
     });
   }
 
@@ -91,12 +104,18 @@ export class S3Storage implements Storage {
   ): Promise<void> {
     this.#partSizeUsed = choosePartSize(opts.expectedBytes, this.s.partSize);
     let streamError: unknown;
-    body.once('error', (err) => (streamError ??= err));
+    // The body's own failure (pg_dump died, the gate closed) is the cause of a failed upload; an
+    // AbortError is lib-storage tearing the body down after a part failed, which is not.
+    body.once('error', (err) => {
+      if (err.name !== 'AbortError') streamError ??= err;
+    });
     const upload = new Upload({
       client: this.client,
-      queueSize: 4,
+      queueSize: chooseQueueSize(this.#partSizeUsed),
       partSize: this.#partSizeUsed,
-      leavePartsOnError: false,
+      // We abort the multipart upload ourselves: lib-storage's own abort, when it fails too, replaces
+      // the error that matters (the part that failed) with the abort's.
+      leavePartsOnError: true,
       params: {
         Bucket: this.s.bucket,
         Key: this.#key(key),
@@ -114,6 +133,7 @@ export class S3Storage implements Storage {
     try {
       await upload.done();
     } catch (err) {
+      await this.#abortMultipart(key, upload.uploadId);
       // The stream's own failure (pg_dump died, timeout) is the cause, not the abort that followed it.
       const cause = streamError ?? (opts.signal.aborted ? opts.signal.reason : undefined) ?? err;
       if (cause instanceof OperatorError) throw cause;
@@ -121,6 +141,26 @@ export class S3Storage implements Storage {
       throw cause;
     } finally {
       opts.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Aborts a multipart upload so no parts linger (and cost). A part still in flight can land after
+   * the first abort, so it is repeated once. Its own failure is only logged by the caller's cause.
+   */
+  async #abortMultipart(key: string, uploadId: string | undefined): Promise<void> {
+    if (!uploadId) return; // a single PutObject, or nothing started: nothing to abort
+    const abort = () =>
+      this.client.send(
+        new AbortMultipartUploadCommand({ Bucket: this.s.bucket, Key: this.#key(key), UploadId: uploadId }),
+      );
+    try {
+      await abort();
+      await new Promise((r) => setTimeout(r, 1000));
+      await abort();
+    } catch {
+      // NoSuchUpload after the first abort is success; anything else leaves parts for the bucket's
+      // AbortIncompleteMultipartUpload lifecycle rule (see the README).
     }
   }
 
@@ -232,6 +272,16 @@ export class S3Storage implements Storage {
     this.client.destroy();
   }
 }
+
+// HEAD answers carry no error body; say what their status means.
+const STATUS_TEXT: Record<number, string> = {
+  301: 'the bucket is in another region (set S3_REGION)',
+  400: 'bad request',
+  403: 'access denied',
+  404: 'no such bucket or key',
+  500: 'internal error in the store',
+  503: 'the store is unavailable or throttling',
+};
 
 /** An S3 failure as an operator reads it: what failed, and what to check. */
 export function explainS3Error(err: unknown, bucket: string, what: string): OperatorError {

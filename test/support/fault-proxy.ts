@@ -1,0 +1,401 @@
+/**
+ * A loopback HTTP proxy in front of an S3 endpoint that injects faults, switchable at run time:
+ *   pass()                       forward every request as is (streaming both ways, headers unchanged);
+ *   status(code, { ... })        answer with an S3-style XML error (500 InternalError, 503 SlowDown,
+ *                                403 AccessDenied...) for the next `times` matching requests, or forever;
+ *   reset({ afterBytes })        read that much of the request body, then destroy the client socket;
+ *   delay(ms)                    hold the request that long before forwarding it (a stalled store).
+ * A `match` predicate limits a fault to a kind of request (UploadPart, CreateMultipartUpload, ...);
+ * requests that do not match, and those after `times` ran out, pass. Every request is counted and
+ * logged by kind, so a test can see the retries.
+ *
+ * The Host header is forwarded unchanged: SigV4 signs it, so a store that checks signatures (MinIO,
+ * AWS) accepts the proxied request only if it sees the Host the client signed. s3rver does not check
+ * signatures and serves path-style requests whatever the Host; backup-s3-faults.test.ts checks both
+ * that the Host arrives unchanged (against an echo server) and that signed requests pass to s3rver.
+ */
+import {
+  Agent,
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+
+export type RequestKind =
+  | 'ListBuckets'
+  | 'CreateBucket'
+  | 'DeleteBucket'
+  | 'HeadBucket'
+  | 'ListObjectsV2'
+  | 'ListObjects'
+  | 'ListMultipartUploads'
+  | 'DeleteObjects'
+  | 'CreateMultipartUpload'
+  | 'UploadPart'
+  | 'CompleteMultipartUpload'
+  | 'AbortMultipartUpload'
+  | 'ListParts'
+  | 'PutObject'
+  | 'GetObject'
+  | 'HeadObject'
+  | 'DeleteObject'
+  | 'Other';
+
+export interface ProxiedRequest {
+  method: string;
+  /** Path and query as received. */
+  url: string;
+  path: string;
+  query: URLSearchParams;
+  kind: RequestKind;
+  bucket: string | undefined;
+  key: string | undefined;
+  partNumber: number | undefined;
+  uploadId: string | undefined;
+  headers: IncomingMessage['headers'];
+}
+
+export type Match = (r: ProxiedRequest) => boolean;
+
+export interface RequestRecord {
+  method: string;
+  url: string;
+  kind: RequestKind;
+  partNumber: number | undefined;
+  uploadId: string | undefined;
+  /** The SDK's attempt number from its amz-sdk-request header ("attempt=2; max=6"), if sent. */
+  attempt: number | undefined;
+  /** performance.now() at arrival. */
+  at: number;
+  /** The fault applied, if any ('status 500', 'reset', 'delay 5000'). */
+  fault: string | undefined;
+  /** The status code sent to the client (undefined: no answer, e.g. the socket was reset). */
+  status: number | undefined;
+}
+
+interface FaultOptions {
+  /** How many matching requests get the fault; then the proxy passes again. Default: forever. */
+  times?: number;
+  match?: Match;
+}
+
+export interface StatusFaultOptions extends FaultOptions {
+  /** S3 error code in the XML body; default from the status (500 InternalError, 503 SlowDown...). */
+  code?: string;
+  message?: string;
+  /** The whole body, instead of the generated XML. */
+  body?: string;
+}
+
+export interface ResetFaultOptions extends FaultOptions {
+  /** Request-body bytes read before the socket is destroyed. Default 0 (at once). */
+  afterBytes?: number;
+}
+
+type Fault =
+  | { type: 'status'; status: number; body: string; left: number; match: Match | undefined }
+  | { type: 'reset'; afterBytes: number; left: number; match: Match | undefined }
+  | { type: 'delay'; ms: number; left: number; match: Match | undefined };
+
+const DEFAULT_ERRORS: Record<number, { code: string; message: string }> = {
+  400: { code: 'BadRequest', message: 'Bad Request' },
+  403: { code: 'AccessDenied', message: 'Access Denied' },
+  404: { code: 'NoSuchKey', message: 'The specified key does not exist.' },
+  500: { code: 'InternalError', message: 'We encountered an internal error. Please try again.' },
+  502: { code: 'BadGateway', message: 'Bad Gateway' },
+  503: { code: 'SlowDown', message: 'Please reduce your request rate.' },
+};
+
+/** An S3 error document, as S3 answers (HEAD answers carry no body). */
+export function s3ErrorXml(code: string, message: string, resource = '/'): string {
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return (
+    '<?xml version="1.0" encoding="UTF-8"?>\n' +
+    `<Error><Code>${esc(code)}</Code><Message>${esc(message)}</Message>` +
+    `<Resource>${esc(resource)}</Resource><RequestId>${randomBytes(8).toString('hex').toUpperCase()}</RequestId></Error>`
+  );
+}
+
+/** Sorts a path-style S3 request into the API operation it is. */
+export function classify(method: string, url: string): Omit<ProxiedRequest, 'headers'> {
+  const u = new URL(url, 'http://proxy.invalid');
+  const q = u.searchParams;
+  const segments = u.pathname.split('/').slice(1);
+  const bucket = segments[0] ? decodeURIComponent(segments[0]) : undefined;
+  const rest = segments.slice(1).join('/');
+  const key = rest ? decodeURIComponent(rest) : undefined;
+  const m = method.toUpperCase();
+  let kind: RequestKind = 'Other';
+  if (!bucket) kind = m === 'GET' ? 'ListBuckets' : 'Other';
+  else if (!key) {
+    if (m === 'HEAD') kind = 'HeadBucket';
+    else if (m === 'GET')
+      kind = q.has('uploads')
+        ? 'ListMultipartUploads'
+        : q.get('list-type') === '2'
+          ? 'ListObjectsV2'
+          : 'ListObjects';
+    else if (m === 'PUT' && [...q.keys()].length === 0) kind = 'CreateBucket';
+    else if (m === 'DELETE' && [...q.keys()].length === 0) kind = 'DeleteBucket';
+    else if (m === 'POST' && q.has('delete')) kind = 'DeleteObjects';
+  } else if (m === 'PUT') kind = q.has('partNumber') && q.has('uploadId') ? 'UploadPart' : 'PutObject';
+  else if (m === 'POST')
+    kind = q.has('uploads')
+      ? 'CreateMultipartUpload'
+      : q.has('uploadId')
+        ? 'CompleteMultipartUpload'
+        : 'Other';
+  else if (m === 'DELETE') kind = q.has('uploadId') ? 'AbortMultipartUpload' : 'DeleteObject';
+  else if (m === 'GET') kind = q.has('uploadId') ? 'ListParts' : 'GetObject';
+  else if (m === 'HEAD') kind = 'HeadObject';
+  const partNumber = q.has('partNumber') ? Number(q.get('partNumber')) : undefined;
+  return {
+    method: m,
+    url,
+    path: u.pathname,
+    query: q,
+    kind,
+    bucket,
+    key,
+    partNumber,
+    uploadId: q.get('uploadId') ?? undefined,
+  };
+}
+
+function attemptOf(header: string | string[] | undefined): number | undefined {
+  const m = /attempt=(\d+)/.exec(String(header ?? ''));
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Ready-made predicates for `match`. */
+export const on = {
+  kind:
+    (...kinds: RequestKind[]): Match =>
+    (r) =>
+      kinds.includes(r.kind),
+  method:
+    (...methods: string[]): Match =>
+    (r) =>
+      methods.includes(r.method),
+  /** Everything except the given kinds. */
+  not:
+    (m: Match): Match =>
+    (r) =>
+      !m(r),
+};
+
+export interface FaultProxy {
+  /** http://127.0.0.1:<port>, to use as the S3 endpoint. */
+  readonly url: string;
+  /** Every request seen, in arrival order. */
+  readonly requests: readonly RequestRecord[];
+  /** Forward everything from now on (clears the fault). */
+  pass(): void;
+  status(code: number, opts?: StatusFaultOptions): void;
+  reset(opts?: ResetFaultOptions): void;
+  delay(ms: number, opts?: FaultOptions): void;
+  /** Requests seen of one kind (all kinds when omitted). */
+  count(kind?: RequestKind): number;
+  /** Requests of one kind that got a fault (all kinds when omitted). */
+  faulted(kind?: RequestKind): number;
+  /** Counts of requests seen, by kind. */
+  counts(): Partial<Record<RequestKind, number>>;
+  /** How many matching requests the current fault still applies to (Infinity: forever; 0: passing). */
+  faultsLeft(): number;
+  /** Forgets the request log and counters. */
+  clearLog(): void;
+  close(): Promise<void>;
+}
+
+export interface FaultProxyOptions {
+  /** Base URL of the real store, e.g. the s3rver endpoint. */
+  target: string;
+  /** Rewrite the Host header to the target's (default false: forward it unchanged). */
+  rewriteHost?: boolean;
+}
+
+export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultProxy> {
+  const target = new URL(opts.target);
+  if (target.protocol !== 'http:') throw new Error(`fault proxy: only http targets, got ${opts.target}`);
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const records: RequestRecord[] = [];
+  let fault: Fault | undefined;
+
+  /** The fault for this request, if any, consuming one of its `times`. */
+  const take = (r: ProxiedRequest): Fault | undefined => {
+    const f = fault;
+    if (!f || f.left <= 0) return undefined;
+    if (f.match && !f.match(r)) return undefined;
+    f.left -= 1;
+    if (f.left <= 0) fault = undefined;
+    return f;
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, rec: RequestRecord) => {
+    const headers = { ...req.headers };
+    if (opts.rewriteHost) headers.host = target.host;
+    const up = httpRequest(
+      {
+        protocol: target.protocol,
+        hostname: target.hostname,
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers,
+        agent,
+      },
+      (upRes) => {
+        rec.status = upRes.statusCode;
+        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders);
+        upRes.pipe(res);
+        upRes.on('error', () => res.destroy());
+        res.on('close', () => {
+          if (!res.writableFinished) upRes.destroy();
+        });
+      },
+    );
+    up.on('error', (err) => {
+      if (!res.headersSent) {
+        rec.status = 502;
+        res.writeHead(502, { 'content-type': 'application/xml' });
+        res.end(req.method === 'HEAD' ? undefined : s3ErrorXml('BadGateway', `fault proxy: ${err.message}`));
+      } else res.destroy();
+    });
+    // The client went away before the answer was complete: stop the upstream request too.
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
+    req.pipe(up);
+    req.on('error', () => up.destroy());
+  };
+
+  const drain = (req: IncomingMessage) =>
+    new Promise<void>((resolve) => {
+      if (req.complete) return resolve();
+      req.on('end', resolve);
+      req.on('close', resolve);
+      req.on('error', () => resolve());
+      req.resume();
+    });
+
+  const server = createServer((req, res) => {
+    const info: ProxiedRequest = { ...classify(req.method ?? 'GET', req.url ?? '/'), headers: req.headers };
+    const rec: RequestRecord = {
+      method: info.method,
+      url: info.url,
+      kind: info.kind,
+      partNumber: info.partNumber,
+      uploadId: info.uploadId,
+      attempt: attemptOf(req.headers['amz-sdk-request']),
+      at: performance.now(),
+      fault: undefined,
+      status: undefined,
+    };
+    records.push(rec);
+    const f = take(info);
+    if (!f) return forward(req, res, rec);
+
+    if (f.type === 'status') {
+      rec.fault = `status ${f.status}`;
+      // Read the whole body first (as S3 does without 100-continue), then answer.
+      void drain(req).then(() => {
+        if (res.destroyed) return;
+        rec.status = f.status;
+        const body = info.method === 'HEAD' ? '' : f.body;
+        res.writeHead(f.status, {
+          'content-type': 'application/xml',
+          'content-length': Buffer.byteLength(body),
+          'x-amz-request-id': randomBytes(8).toString('hex').toUpperCase(),
+        });
+        res.end(body);
+      });
+      return;
+    }
+
+    if (f.type === 'reset') {
+      rec.fault = 'reset';
+      const socket = req.socket;
+      if (f.afterBytes <= 0) return void socket.destroy();
+      let read = 0;
+      req.on('data', (chunk: Buffer) => {
+        read += chunk.length;
+        if (read >= f.afterBytes) socket.destroy();
+      });
+      // A body shorter than afterBytes: reset at its end, before any answer.
+      req.on('end', () => socket.destroy());
+      return;
+    }
+
+    rec.fault = `delay ${f.ms}`;
+    req.pause(); // the body waits in the socket: the client sees a store that stopped answering
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      if (req.destroyed || res.destroyed) return;
+      forward(req, res, rec);
+    }, f.ms);
+    timers.add(timer);
+    res.on('close', () => {
+      clearTimeout(timer);
+      timers.delete(timer);
+    });
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+
+  const times = (t: number | undefined) => (t === undefined ? Infinity : t);
+  const count = (which: 'all' | 'faulted', kind?: RequestKind) =>
+    records.filter((r) => (kind === undefined || r.kind === kind) && (which === 'all' || r.fault)).length;
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests: records,
+    pass() {
+      fault = undefined;
+    },
+    status(code, o = {}) {
+      const d = DEFAULT_ERRORS[code] ?? { code: 'Error', message: `HTTP ${code}` };
+      const body = o.body ?? s3ErrorXml(o.code ?? d.code, o.message ?? d.message);
+      fault = { type: 'status', status: code, body, left: times(o.times), match: o.match };
+    },
+    reset(o = {}) {
+      fault = { type: 'reset', afterBytes: o.afterBytes ?? 0, left: times(o.times), match: o.match };
+    },
+    delay(ms, o = {}) {
+      fault = { type: 'delay', ms, left: times(o.times), match: o.match };
+    },
+    count: (kind) => count('all', kind),
+    faulted: (kind) => count('faulted', kind),
+    counts() {
+      const out: Partial<Record<RequestKind, number>> = {};
+      for (const r of records) out[r.kind] = (out[r.kind] ?? 0) + 1;
+      return out;
+    },
+    faultsLeft: () => fault?.left ?? 0,
+    clearLog() {
+      records.length = 0;
+    },
+    async close() {
+      fault = undefined;
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      agent.destroy();
+      await closed;
+    },
+  };
+}
