@@ -305,8 +305,10 @@ export function explainS3Error(err: unknown, bucket: string, what: string): Oper
   } else if (status === 503 || /SlowDown|Throttl/.test(name)) {
     hint = 'the store is throttling or unavailable; retried with backoff until S3_MAX_ATTEMPTS ran out';
   }
+  const bodiless = !e.message || e.message === 'UnknownError' || name === 'Unknown' || name === 'NotFound';
+  const detail = bodiless ? (STATUS_TEXT[status ?? 0] ?? e.message ?? String(err)) : e.message;
   return new OperatorError(
-    `${what} (s3://${bucket}): ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? String(err)}`,
+    `${what} (s3://${bucket}): ${name}${status ? ` (HTTP ${status})` : ''}: ${detail}`,
     {
       exitCode: EXIT.UNAVAILABLE,
       hint,
