@@ -53,8 +53,9 @@ export async function toolMajor(
 export function libpqEnv(
   target: ConnectionTarget,
   ssl: TlsSettings,
-  database = target.database,
+  opts: { database?: string; clientMajor?: number } = {},
 ): NodeJS.ProcessEnv {
+  const database = opts.database ?? target.database;
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -75,8 +76,15 @@ export function libpqEnv(
   const password = target.password ?? process.env.PGPASSWORD;
   if (password) env.PGPASSWORD = password;
   if (process.env.PGPASSFILE) env.PGPASSFILE = process.env.PGPASSFILE;
-  // Without DB_SSL_ROOT_CERT, libpq looks for ~/.postgresql/root.crt in the verify modes.
+  // Without DB_SSL_ROOT_CERT, verify against the system CA store, as the daemon's own connections do.
+  // libpq knows "system" from version 16; older clients look for ~/.postgresql/root.crt instead.
   if (ssl.rootCertFile) env.PGSSLROOTCERT = ssl.rootCertFile;
+  else if (
+    (env.PGSSLMODE === 'verify-full' || env.PGSSLMODE === 'verify-ca') &&
+    (opts.clientMajor ?? 0) >= 16
+  ) {
+    env.PGSSLROOTCERT = 'system';
+  }
   if (ssl.certFile) env.PGSSLCERT = ssl.certFile;
   if (ssl.keyFile) env.PGSSLKEY = ssl.keyFile;
   return env;

@@ -130,7 +130,7 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
     if (o.format === 'plain') args.push('--clean', '--if-exists');
     else args.push('--compress=0'); // gzip compresses the stream; compressing twice only burns CPU
     const child = spawn(toolPath('pg_dump', o.clientBinDir), args, {
-      env: libpqEnv(o.pool.target, o.ssl),
+      env: libpqEnv(o.pool.target, o.ssl, { clientMajor: tool.major }),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderrTail = '';

@@ -43,6 +43,7 @@ export function backupJob(deps: JobDeps): JobSpec {
         } else if (r.value === 'already_done') {
           scheduler.recordSkip('backup', 'already_done');
           log.info('this tick was already backed up by another replica; skipped');
+          await deps.metrics.refresh(deps.catalog, database).catch(() => undefined);
         }
       }
     },

@@ -15,7 +15,7 @@ import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog, GoodBackup } from './catalog.js';
-import { libpqEnv, toolPath } from './client-tools.js';
+import { libpqEnv, toolMajor, toolPath } from './client-tools.js';
 
 export interface RestoreOptions {
   catalog: Catalog;
@@ -147,8 +147,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           `--dbname=${target.database}`,
         ];
   const tool = format === 'plain' ? 'psql' : 'pg_restore';
+  const { major } = await toolMajor(tool, o.clientBinDir);
   const child = spawn(toolPath(tool, o.clientBinDir), args, {
-    env: libpqEnv(target, o.ssl),
+    env: libpqEnv(target, o.ssl, { clientMajor: major }),
     stdio: ['pipe', 'ignore', 'pipe'],
   });
   let stderr = '';
