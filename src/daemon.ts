@@ -52,7 +52,7 @@ export async function runDaemon(
   });
   const watchdog = new EventLoopWatchdog({ maxLagMs: config.http.livenessMaxLagMs });
   const scheduler = new Scheduler({ maxStallMs: config.http.livenessMaxLagMs, registry, logger });
-  const storage = createStorage(config);
+  const storage = await createStorage(config);
   const catalog = new Catalog(storage);
   const backupMetrics = new BackupMetrics(registry, config.backup.databases);
   const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };

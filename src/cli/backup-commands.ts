@@ -29,7 +29,7 @@ async function withContext<T>(opts: Record<string, unknown>, fn: (ctx: Context) 
   const loaded = loadConfig(configInput(opts));
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
-  const storage = createStorage(loaded.config);
+  const storage = await createStorage(loaded.config);
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (abort.signal.aborted) process.exit(sig === 'SIGINT' ? EXIT.FORCED_SIGINT : EXIT.FORCED_SIGTERM);

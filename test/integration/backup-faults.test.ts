@@ -65,12 +65,22 @@ function pgDumpPids(database: string): number[] {
     .map(Number);
 }
 
+/** Waits until a backup's temporary file exists: the dump is streaming. */
+async function untilWriting(dir: string): Promise<void> {
+  await waitFor(
+    async () => files(dir).some((f) => f.includes('.partial-')),
+    (x) => x,
+    20_000,
+    10,
+  );
+}
+
 /** Slow enough to strike mid-stream: level 9 on one thread. */
 const slow = { BACKUP_COMPRESSION_LEVEL: '9', BACKUP_COMPRESSION_THREADS: '1' };
 
 describe('backup faults', () => {
   it('pg_dump SIGKILLed mid-stream: no backup kept, reason pg_dump, and the password was never in its argv', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, ...slow });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, ...slow });
     const password = new URL(db.url).password;
     expect(password.length).toBeGreaterThan(8);
     const running = runBackup(deps, db.name);
@@ -110,7 +120,7 @@ describe('backup faults', () => {
   });
 
   it('a backup that outlives BACKUP_TIMEOUT is aborted with reason timeout, nothing kept', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_TIMEOUT: '1s' });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_TIMEOUT: '1s' });
     const holder = await db.pool.connect();
     try {
       await holder.query('BEGIN; LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE'); // pg_dump waits for it
@@ -131,15 +141,10 @@ describe('backup faults', () => {
   });
 
   it('an external abort (shutdown) mid-stream: reason aborted, nothing kept, pg_dump gone', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, ...slow });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, ...slow });
     const abort = new AbortController();
     const failed = failure(runBackup(deps, db.name, { signal: abort.signal }));
-    await waitFor(
-      async () => files(deps.dir).some((f) => f.includes('.partial-')),
-      (x) => x,
-      20_000,
-      10,
-    );
+    await untilWriting(deps.dir);
     abort.abort(new Error('shutting down'));
     const err = await failed;
     expect(err.reason).toBe('aborted');
@@ -154,7 +159,11 @@ describe('backup faults', () => {
 
   it('pg_dump missing: a clear error before anything is written', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'no-client-')); // an empty folder, as PG_CLIENT_BIN_DIR
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, PG_CLIENT_BIN_DIR: empty });
+    const deps = await backupDeps({
+      DATABASE_URL: db.url,
+      BACKUP_DATABASES: db.name,
+      PG_CLIENT_BIN_DIR: empty,
+    });
     const err = await failure(runBackup(deps, db.name));
     expect(err.reason).toBe('pg_dump');
     expect(err.message).toBe(`pg_dump not found (looked for ${empty}/pg_dump)`);
@@ -163,7 +172,7 @@ describe('backup faults', () => {
   });
 
   it('a backup directory that cannot be created: reason storage, says what to fix', async () => {
-    const deps = backupDeps({
+    const deps = await backupDeps({
       DATABASE_URL: db.url,
       BACKUP_DATABASES: db.name,
       BACKUP_DIR: '/proc/version/backups',
@@ -188,14 +197,9 @@ describe('backup faults on a private server', () => {
   });
 
   it('PostgreSQL stopped mid-dump: nothing kept; after a restart the next run works', async () => {
-    const deps = backupDeps({ DATABASE_URL: cluster.url(), ...slow });
+    const deps = await backupDeps({ DATABASE_URL: cluster.url(), ...slow });
     const failed = failure(runBackup(deps, 'postgres'));
-    await waitFor(
-      async () => files(deps.dir).some((f) => f.includes('.partial-')),
-      (x) => x,
-      20_000,
-      10,
-    );
+    await untilWriting(deps.dir);
     await cluster.stopServer();
     const err = await failed;
     expect(['pg_dump', 'database']).toContain(err.reason);
@@ -216,7 +220,7 @@ describe('pg_dump older than the server', () => {
   });
 
   it('fails before any data moves, naming both versions and the fix', async () => {
-    const deps = backupDeps({ DATABASE_URL: cluster.url() });
+    const deps = await backupDeps({ DATABASE_URL: cluster.url() });
     const err = await failure(runBackup(deps, 'postgres'));
     expect(err.reason).toBe('version_mismatch');
     expect(err.message).toMatch(

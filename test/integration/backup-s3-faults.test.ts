@@ -132,7 +132,7 @@ async function rig(
     },
     defaultsDir,
   });
-  const storage = opts.storage ? opts.storage(config, bucket) : createStorage(config);
+  const storage = opts.storage ? opts.storage(config, bucket) : await createStorage(config);
   storages.push(storage);
   const registry = new Registry();
   const metrics = new BackupMetrics(registry, [database.name]);

@@ -10,7 +10,7 @@ import { runBackup } from '../../src/backup/backup.js';
 import { parseManifest } from '../../src/backup/manifest.js';
 import { restoreBackup } from '../../src/backup/restore.js';
 import { runVerification } from '../../src/backup/verify.js';
-import { backupDeps, metricValue } from '../support/backup.js';
+import { backupDeps, metricValue, type TestDeps } from '../support/backup.js';
 import { adminUrl, useTestDatabase, withDatabase } from '../support/postgres.js';
 import { seed, tableCounts, tableDigest } from '../support/seed.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
@@ -31,6 +31,11 @@ async function emptyDatabase(): Promise<{ name: string; url: string; pool: pg.Po
   const url = withDatabase(adminUrl(), name);
   return { name, url, pool: new pg.Pool({ connectionString: url, max: 2 }) };
 }
+/** Restore options for a backup (by key or the latest of a database) into a target. */
+function restoreOpts(deps: TestDeps, target: { url: string }, pick: { key?: string; database?: string }) {
+  return { ...deps, ssl: deps.config.db.ssl, clientBinDir: undefined, targetUrl: target.url, ...pick };
+}
+
 afterAll(async () => {
   for (const name of scratch) await db.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
 });
@@ -41,7 +46,7 @@ function walk(dir: string): string[] {
 
 describe('backup to a local directory', () => {
   it('streams a plain dump into <db>/<db>_<YYYYMMDD_HHMMSS>.sql.gz with a manifest, and restores the same rows', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
 
     expect(manifest.key).toMatch(new RegExp(`^${db.name}/${db.name}_\\d{8}_\\d{6}\\.sql\\.gz$`));
@@ -73,13 +78,7 @@ describe('backup to a local directory', () => {
 
     const target = await emptyDatabase();
     try {
-      await restoreBackup({
-        ...deps,
-        ssl: deps.config.db.ssl,
-        clientBinDir: undefined,
-        key: manifest.key,
-        targetUrl: target.url,
-      });
+      await restoreBackup(restoreOpts(deps, target, { key: manifest.key }));
       expect(await tableCounts(target.pool)).toEqual({
         users: seeded.users,
         projects: seeded.projects,
@@ -102,7 +101,11 @@ describe('backup to a local directory', () => {
   });
 
   it('BACKUP_FORMAT=custom dumps with -Fc and restores with pg_restore', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_FORMAT: 'custom' });
+    const deps = await backupDeps({
+      DATABASE_URL: db.url,
+      BACKUP_DATABASES: db.name,
+      BACKUP_FORMAT: 'custom',
+    });
     const manifest = await runBackup(deps, db.name);
     expect(manifest.key).toMatch(/\.dump\.gz$/);
     const archive = execFileSync('gzip', ['-dc', join(deps.dir, manifest.key)], {
@@ -111,13 +114,7 @@ describe('backup to a local directory', () => {
     expect(archive.subarray(0, 5).toString()).toBe('PGDMP');
     const target = await emptyDatabase();
     try {
-      await restoreBackup({
-        ...deps,
-        ssl: deps.config.db.ssl,
-        clientBinDir: undefined,
-        database: db.name,
-        targetUrl: target.url,
-      });
+      await restoreBackup(restoreOpts(deps, target, { database: db.name }));
       expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
     } finally {
       await target.pool.end();
@@ -125,18 +122,12 @@ describe('backup to a local directory', () => {
   });
 
   it('refuses a non-empty target unless --clean, which replaces what the backup holds', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
     const target = await emptyDatabase();
     try {
       await target.pool.query('CREATE TABLE users (id int); INSERT INTO users VALUES (1)');
-      const opts = {
-        ...deps,
-        ssl: deps.config.db.ssl,
-        clientBinDir: undefined,
-        key: manifest.key,
-        targetUrl: target.url,
-      };
+      const opts = restoreOpts(deps, target, { key: manifest.key });
       await expect(restoreBackup(opts)).rejects.toThrow(/is not empty \(1 tables/);
       expect(await target.pool.query('SELECT * FROM users')).toMatchObject({ rowCount: 1 });
       await restoreBackup({ ...opts, clean: true });
@@ -147,7 +138,7 @@ describe('backup to a local directory', () => {
   });
 
   it('refuses a tampered object (one byte flipped) and leaves the target untouched', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
     const file = join(deps.dir, manifest.key);
     const bytes = readFileSync(file);
@@ -155,13 +146,9 @@ describe('backup to a local directory', () => {
     writeFileSync(file, bytes);
     const target = await emptyDatabase();
     try {
-      const err = await restoreBackup({
-        ...deps,
-        ssl: deps.config.db.ssl,
-        clientBinDir: undefined,
-        key: manifest.key,
-        targetUrl: target.url,
-      }).catch((e: Error) => e);
+      const err = await restoreBackup(restoreOpts(deps, target, { key: manifest.key })).catch(
+        (e: Error) => e,
+      );
       expect(err).toBeInstanceOf(Error);
       expect((err as Error).message).toMatch(/checksum mismatch|invalid|incorrect|corrupt/i);
       const tables = await target.pool.query("SELECT 1 FROM pg_tables WHERE schemaname = 'public'");
@@ -172,20 +159,16 @@ describe('backup to a local directory', () => {
   });
 
   it('a checksum mismatch (data intact, manifest disagrees) is refused before the transaction commits', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
     const mpath = join(deps.dir, `${manifest.key}.manifest.json`);
     writeFileSync(mpath, JSON.stringify({ ...manifest, sha256: 'f'.repeat(64) }));
     const target = await emptyDatabase();
-    const fresh = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_DIR: deps.dir }); // manifests are cached
+    const fresh = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_DIR: deps.dir }); // manifests are cached
     try {
-      const err = await restoreBackup({
-        ...fresh,
-        ssl: deps.config.db.ssl,
-        clientBinDir: undefined,
-        key: manifest.key,
-        targetUrl: target.url,
-      }).catch((e: Error) => e);
+      const err = await restoreBackup(restoreOpts(fresh, target, { key: manifest.key })).catch(
+        (e: Error) => e,
+      );
       expect((err as Error).message).toMatch(/checksum mismatch for .*manifest says f{64}/);
       expect((await target.pool.query("SELECT 1 FROM pg_tables WHERE schemaname = 'public'")).rowCount).toBe(
         0,
@@ -196,7 +179,7 @@ describe('backup to a local directory', () => {
   });
 
   it('never restores or lists an object without a manifest', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
     execFileSync('rm', [join(deps.dir, `${manifest.key}.manifest.json`)]);
     const listing = await deps.catalog.list(db.name);
@@ -215,7 +198,7 @@ describe('backup to a local directory', () => {
   });
 
   it('the restore drill restores into a scratch database, compares row counts, records the result, drops the scratch', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
     const rec = await runVerification(deps, db.name);
     expect(rec).toMatchObject({ key: manifest.key, ok: true, tablesCompared: 3, mismatches: [] });
@@ -236,7 +219,7 @@ describe('backup to a local directory', () => {
   });
 
   it('a drill whose counts disagree with the manifest fails and says which table', async () => {
-    const deps = backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
     const mpath = join(deps.dir, `${manifest.key}.manifest.json`);
     const bad = {
@@ -245,7 +228,7 @@ describe('backup to a local directory', () => {
     };
     writeFileSync(mpath, JSON.stringify(bad));
     const rec = await runVerification(
-      backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_DIR: deps.dir }),
+      await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_DIR: deps.dir }),
       db.name,
     );
     expect(rec.ok).toBe(false);
@@ -266,7 +249,7 @@ describe('backup to S3', () => {
 
   it('uploads with a streaming multipart upload under the prefix, with a manifest, and restores the same rows', async () => {
     const bucket = await s3.createBucket();
-    const deps = backupDeps({
+    const deps = await backupDeps({
       DATABASE_URL: db.url,
       BACKUP_DATABASES: db.name,
       S3_BUCKET: bucket,
@@ -289,13 +272,7 @@ describe('backup to S3', () => {
 
     const target = await emptyDatabase();
     try {
-      await restoreBackup({
-        ...deps,
-        ssl: deps.config.db.ssl,
-        clientBinDir: undefined,
-        database: db.name,
-        targetUrl: target.url,
-      });
+      await restoreBackup(restoreOpts(deps, target, { database: db.name }));
       expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
     } finally {
       await target.pool.end();

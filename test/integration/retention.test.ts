@@ -24,7 +24,7 @@ function touch(path: string, content = 'x', ageDays = 0) {
 
 describe('retention on a local directory', () => {
   it('deletes only past-policy backups of its own database, keeps the minimum count, removes old leftovers', async () => {
-    const deps = backupDeps({
+    const deps = await backupDeps({
       DATABASE_URL: db.url,
       BACKUP_DATABASES: db.name,
       BACKUP_RETENTION_MIN_COUNT: '2',
@@ -86,7 +86,7 @@ describe('retention on S3', () => {
     process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
     try {
       const bucket = await s3.createBucket();
-      const deps = backupDeps({
+      const deps = await backupDeps({
         DATABASE_URL: db.url,
         BACKUP_DATABASES: db.name,
         BACKUP_RETENTION_MIN_COUNT: '1',

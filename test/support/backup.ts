@@ -17,13 +17,13 @@ export interface TestDeps extends BackupDeps {
 
 export const noDefaults = () => mkdtempSync(join(tmpdir(), 'pgmaintd-nodefaults-'));
 
-export function backupDeps(env: Record<string, string>): TestDeps {
+export async function backupDeps(env: Record<string, string>): Promise<TestDeps> {
   const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-backups-'));
   const { config } = loadConfig({
     env: { DB_SSL_MODE: 'disable', BACKUP_DIR: dir, BACKUP_COMPRESSION_THREADS: '2', ...env },
     defaultsDir: noDefaults(),
   });
-  const storage = createStorage(config);
+  const storage = await createStorage(config);
   const registry = new Registry();
   return {
     config,
