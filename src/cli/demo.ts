@@ -17,7 +17,7 @@ export async function runDemo(input: LoadInput): Promise<void> {
     ...input,
     env: {
       ...process.env,
-      DATABASE_URL: cluster.url('postgres', cluster.user, undefined),
+      DATABASE_URL: cluster.url('postgres', cluster.user, null),
       DB_SSL_MODE: 'disable', // the throwaway cluster listens on loopback without TLS
       HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
     },

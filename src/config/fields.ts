@@ -245,7 +245,7 @@ export const FIELDS = {
   },
   S3_PART_SIZE: {
     schema: size(5 * 1024 ** 2, 5 * 1024 ** 3).optional(),
-    doc: 'Multipart part size (an object has at most 10,000 parts). Unset: 16 MiB, raised to fit 1.5x the database size; memory holds about 64 MiB of parts.',
+    doc: 'Multipart part size (an object has at most 10,000 parts). Unset: the smallest part (at least 5 MiB) that fits 1.5x the database size; 16 MiB when the size is unknown. Memory holds about 4 parts.',
     allowed: 'a size from 5MiB to 5GiB',
     group: 'S3',
   },

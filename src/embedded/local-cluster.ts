@@ -65,8 +65,9 @@ export class LocalCluster extends Service {
     return join(this.dir, 'server.log');
   }
 
-  url(database = 'postgres', user = this.user, password: string | undefined = this.password): string {
-    const auth = password === undefined ? user : `${user}:${encodeURIComponent(password)}`;
+  /** A connection URL; pass `password: null` for one without the password (give it in PGPASSWORD). */
+  url(database = 'postgres', user = this.user, password: string | null = this.password): string {
+    const auth = password === null ? user : `${user}:${encodeURIComponent(password)}`;
     return `postgresql://${auth}@127.0.0.1:${this.port}/${database}`;
   }
 

@@ -5,9 +5,11 @@ const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 
 describe('S3 multipart sizing', () => {
-  it('uses 16 MiB parts by default: 160 GiB fits, where 5 MiB parts stop near 48 GiB', () => {
+  it('sizes parts to the database: small databases get S3’s 5 MiB minimum, unknown sizes 16 MiB (160 GiB)', () => {
+    expect(choosePartSize(2 * GiB)).toBe(5 * MiB);
+    expect(choosePartSize(30 * GiB)).toBe(5 * MiB);
+    expect(choosePartSize(100 * GiB)).toBe(16 * MiB);
     expect(choosePartSize(undefined)).toBe(16 * MiB);
-    expect(choosePartSize(10 * GiB)).toBe(16 * MiB);
     expect((16 * MiB * MAX_PARTS) / GiB).toBeGreaterThan(150);
     expect((5 * MiB * MAX_PARTS) / GiB).toBeLessThan(49);
   });
@@ -24,9 +26,9 @@ describe('S3 multipart sizing', () => {
     expect(choosePartSize(1024 * GiB, 8 * MiB)).toBe(8 * MiB);
   });
 
-  it('keeps the buffered parts near 64 MiB whatever the part size', () => {
-    expect(chooseQueueSize(16 * MiB)).toBe(4);
-    expect(chooseQueueSize(32 * MiB)).toBe(2);
+  it('keeps the buffered parts near 32 MiB whatever the part size', () => {
+    expect(chooseQueueSize(8 * MiB)).toBe(4);
+    expect(chooseQueueSize(16 * MiB)).toBe(2);
     expect(chooseQueueSize(160 * MiB)).toBe(1);
     expect(chooseQueueSize(5 * MiB)).toBe(4);
   });

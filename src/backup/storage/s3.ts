@@ -41,19 +41,21 @@ export const DEFAULT_PART = 16 * 1024 ** 2;
 export const MAX_PARTS = 10_000;
 
 /**
- * Part size for a dump: 16 MiB (160 GiB in 10,000 parts), raised so that 1.5x the database's size on
- * disk still fits (a compressed dump is far smaller than the database, indexes and all).
+ * Part size for a dump: the smallest that fits 1.5x the database's size on disk in 10,000 parts (a
+ * compressed dump is far smaller than the database, indexes and all), at least S3's 5 MiB minimum.
+ * A 2 GB database gets 5 MiB parts, 100 GB gets 16 MiB, 1 TB gets 154 MiB. When the size is
+ * unknown, 16 MiB parts (160 GiB; lib-storage's default 5 MiB stops near 48 GiB).
  */
 export function choosePartSize(expectedBytes: number | undefined, configured?: number): number {
   if (configured) return configured;
-  const needed = Math.ceil(((expectedBytes ?? 0) * 1.5) / MAX_PARTS);
+  if (!expectedBytes) return DEFAULT_PART;
   const mib = 1024 ** 2;
-  return Math.max(DEFAULT_PART, Math.ceil(needed / mib) * mib);
+  return Math.max(MIN_PART, Math.ceil((expectedBytes * 1.5) / MAX_PARTS / mib) * mib);
 }
 
-/** lib-storage buffers queueSize x partSize: keep that near 64 MiB, with at least one part in flight. */
+/** lib-storage buffers queueSize x partSize: keep that near 32 MiB, with at least one part in flight. */
 export function chooseQueueSize(partSize: number): number {
-  return Math.max(1, Math.min(4, Math.floor((64 * 1024 ** 2) / partSize)));
+  return Math.max(1, Math.min(4, Math.floor((32 * 1024 ** 2) / partSize)));
 }
 
 export class S3Storage implements Storage {
