@@ -124,3 +124,42 @@ describe('retention on S3', () => {
     }
   });
 });
+
+describe('S3 deletes', () => {
+  it('deletes in batches of at most 1000 keys (DeleteObjects)', async () => {
+    const { startTestS3 } = await import('../support/s3.js');
+    const { startFaultProxy } = await import('../support/fault-proxy.js');
+    const { S3Storage } = await import('../../src/backup/storage/s3.js');
+    const s3 = await startTestS3();
+    const proxy = await startFaultProxy({ target: s3.endpoint });
+    process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
+    const bucket = await s3.createBucket();
+    const storage = new S3Storage({
+      bucket,
+      prefix: 'p/',
+      endpoint: proxy.url,
+      forcePathStyle: true,
+      maxAttempts: 2,
+    });
+    try {
+      const keys = Array.from({ length: 1234 }, (_, i) => `app/obj-${String(i).padStart(4, '0')}`);
+      for (let i = 0; i < keys.length; i += 100)
+        await Promise.all(keys.slice(i, i + 100).map((k) => storage.putSmall(k, 'x')));
+      await storage.putSmall('other/keep', 'x');
+      proxy.clearLog();
+      await storage.delete(keys);
+      // two batches, 1000 + 234 keys (s3rver sometimes answers a 1000-key batch 500; the SDK then retries it)
+      const firstAttempts = proxy.requests.filter((r) => r.kind === 'DeleteObjects' && r.attempt === 1);
+      expect(firstAttempts).toHaveLength(2);
+      // (s3rver answers 500 to a listing of over 1000 keys, so the deletions are checked key by key)
+      for (const k of [keys[0]!, keys[999]!, keys[1000]!, keys[1233]!])
+        expect(await storage.getSmall(k)).toBeUndefined();
+      expect((await storage.getSmall('other/keep'))?.toString()).toBe('x');
+    } finally {
+      storage.close();
+      await proxy.close();
+      await s3.stop();
+    }
+  });
+});
