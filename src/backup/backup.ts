@@ -97,13 +97,8 @@ export async function runBackup(
     const piped = new Promise<void>((resolve, reject) =>
       pipeline(running.stdout, raw, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
     );
-    const onAbort = () => {
-      running.kill();
-      gate.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    // The first of the three to fail (pg_dump killed, the stream broken, the store failing) stops the
-    // other two at once: pg_dump is killed, the stream destroyed.
+    // The first of the three to fail (pg_dump killed, the stream broken, the store failing), or the
+    // abort signal, stops the others at once: pg_dump is killed, the stream destroyed.
     let rootCause: { error: unknown } | undefined;
     let putError: unknown;
     const put = storage
@@ -118,6 +113,8 @@ export async function runBackup(
       running.kill();
       gate.destroy(error instanceof Error ? error : new Error(String(error)));
     };
+    const onAbort = () => stopAll(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
     try {
       // Wait for all three to settle, so a failed write has removed its temporary file (or aborted
       // its multipart upload) before anything is reported.
@@ -135,32 +132,44 @@ export async function runBackup(
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
-    const rowCounts = await running.rowCounts;
-    await running.release();
-    const finishedAt = new Date();
-    const manifest: Manifest = {
-      manifestVersion: 1,
-      key,
-      database,
-      format: config.backup.format,
-      compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: gzip.members },
-      size: hash.bytes,
-      sha256: hash.sha256,
-      pgDumpVersion: running.pgDumpVersion,
-      serverVersion: running.serverVersion,
-      serverVersionNum: running.serverVersionNum,
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationSeconds: (finishedAt.getTime() - startedAt.getTime()) / 1000,
-      ...(opts.tick ? { tick: opts.tick.toISOString() } : {}),
-      rowCounts,
-      tool: `pg-maintd ${VERSION}`,
-    };
+    // The data object is complete; a backup is good once its manifest is written. If that cannot be
+    // done, the data object goes too: data without a manifest is never good.
+    let manifest: Manifest;
     try {
+      const rowCounts = await running.rowCounts.catch((err: unknown) => {
+        throw new BackupError(
+          'database',
+          `counting rows in the dump's snapshot failed: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
+      });
+      await running.release();
+      const finishedAt = new Date();
+      manifest = {
+        manifestVersion: 1,
+        key,
+        database,
+        format: config.backup.format,
+        compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: gzip.members },
+        size: hash.bytes,
+        sha256: hash.sha256,
+        pgDumpVersion: running.pgDumpVersion,
+        serverVersion: running.serverVersion,
+        serverVersionNum: running.serverVersionNum,
+        startedAt: startedAt.toISOString(),
+        finishedAt: finishedAt.toISOString(),
+        durationSeconds: (finishedAt.getTime() - startedAt.getTime()) / 1000,
+        ...(opts.tick ? { tick: opts.tick.toISOString() } : {}),
+        rowCounts,
+        tool: `pg-maintd ${VERSION}`,
+      };
       await storage.putSmall(key + MANIFEST_SUFFIX, JSON.stringify(manifest, null, 2));
     } catch (err) {
-      await storage.delete([key]).catch(() => undefined); // data without a manifest is never good; tidy it now
-      throw new BackupError('storage', `writing the manifest failed: ${(err as Error).message}`, {
+      await storage.delete([key]).catch(() => undefined);
+      if (err instanceof BackupError) throw err;
+      throw new BackupError('storage', `completing the backup failed: ${(err as Error).message}`, {
         cause: err,
       });
     }
@@ -173,7 +182,7 @@ export async function runBackup(
         ratio: +(manifest.size / Math.max(1, raw.bytes)).toFixed(3),
         durationSeconds: manifest.durationSeconds,
         sha256: manifest.sha256,
-        tables: Object.keys(rowCounts).length,
+        tables: Object.keys(manifest.rowCounts).length,
       },
       'backup complete',
     );
