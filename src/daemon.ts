@@ -10,6 +10,8 @@ import { ShutdownController } from './lifecycle/shutdown.js';
 import type { Logger } from './log/logger.js';
 import { createRegistry } from './metrics/registry.js';
 import { Scheduler } from './schedule/scheduler.js';
+import { StaticCollector } from './metrics/collectors/static.js';
+import { Poller } from './metrics/poller.js';
 import { VERSION } from './version.js';
 import { Catalog } from './backup/catalog.js';
 import { backupJob, verifyJob } from './backup/jobs.js';
@@ -58,6 +60,15 @@ export async function runDaemon(
   const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };
   scheduler.addJob(backupJob(jobDeps));
   scheduler.addJob(verifyJob(jobDeps));
+  const poller = new Poller({
+    db: config.db,
+    registry,
+    logger,
+    collectors: [new StaticCollector(registry)],
+    intervalMs: config.metrics.intervalMs,
+    statementTimeoutMs: config.metrics.statementTimeoutMs,
+    lockTimeoutMs: config.metrics.lockTimeoutMs,
+  });
   const readiness = new ReadinessProbe(readyPool, {
     intervalMs: config.http.readyzIntervalMs,
     timeoutMs: config.http.readyzTimeoutMs,
@@ -82,7 +93,7 @@ export async function runDaemon(
   });
   shutdown.install(); // before anything starts, so a signal during start-up still drains
 
-  for (const c of [...(opts.first ?? []), pool, readyPool, watchdog, scheduler, readiness, http]) {
+  for (const c of [...(opts.first ?? []), pool, readyPool, watchdog, scheduler, poller, readiness, http]) {
     if (shutdown.draining) break;
     await lifecycle.start(c);
   }

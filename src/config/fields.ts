@@ -30,7 +30,16 @@ export interface FieldSpec {
   allowed: string;
   /** true: masked whole; 'url': only the password inside the URL is masked. */
   secret?: boolean | 'url';
-  group: 'Database' | 'HTTP' | 'Logging' | 'Lifecycle' | 'Backups' | 'S3' | 'Retention' | 'Verification';
+  group:
+    | 'Database'
+    | 'HTTP'
+    | 'Logging'
+    | 'Lifecycle'
+    | 'Backups'
+    | 'S3'
+    | 'Retention'
+    | 'Verification'
+    | 'Metrics';
 }
 
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
@@ -311,6 +320,27 @@ export const FIELDS = {
     allowed: 'a postgres:// URL',
     secret: 'url',
     group: 'Verification',
+  },
+  METRICS_INTERVAL: {
+    schema: duration(1000, 3_600_000),
+    default: '15s',
+    doc: 'How often each collector polls the database; /metrics serves the cached result and never queries.',
+    allowed: ms(1000, 3_600_000, '1 hour'),
+    group: 'Metrics',
+  },
+  METRICS_STATEMENT_TIMEOUT: {
+    schema: duration(100, 600_000),
+    default: '5s',
+    doc: 'statement_timeout of every collector query (and the wait for a metrics connection).',
+    allowed: ms(100, 600_000, '10 minutes'),
+    group: 'Metrics',
+  },
+  METRICS_LOCK_TIMEOUT: {
+    schema: duration(10, 600_000),
+    default: '1s',
+    doc: 'lock_timeout of every collector query, so a poll never queues behind the application.',
+    allowed: ms(10, 600_000, '10 minutes'),
+    group: 'Metrics',
   },
   HTTP_HOST: {
     schema: text(),

@@ -223,6 +223,11 @@ function shape(p: Parsed) {
       incompleteGraceMs: p.BACKUP_INCOMPLETE_GRACE,
     },
     verify: { schedule: p.BACKUP_VERIFY_SCHEDULE, url: p.VERIFY_DATABASE_URL },
+    metrics: {
+      intervalMs: p.METRICS_INTERVAL,
+      statementTimeoutMs: p.METRICS_STATEMENT_TIMEOUT,
+      lockTimeoutMs: p.METRICS_LOCK_TIMEOUT,
+    },
     log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
     shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },
   };

@@ -122,6 +122,7 @@ describe('pg-maintd run (spawned)', () => {
     expect(stopped).toEqual([
       'http-server',
       'readiness-probe',
+      'metrics-poller',
       'scheduler',
       'event-loop-watchdog',
       'pool:readyz',

@@ -1,0 +1,65 @@
+/**
+ * A metric family whose samples are cached: a collector replaces them after each poll, and a scrape
+ * formats the cache. A scrape never touches the database, and a failed collector's series are
+ * dropped, not served stale (prom-client's own unlabelled gauges would keep serving a 0).
+ * Counters read from the database are absolute values, exported as they are.
+ */
+import type { Metric, Registry } from 'prom-client';
+
+export interface Sample<L extends string = string> {
+  labels: Partial<Record<L, string | number>>;
+  value: number;
+}
+
+export class CachedFamily<L extends string = string> {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'gauge' | 'counter';
+  readonly aggregator = 'sum' as const;
+  #samples: Sample<L>[] = [];
+
+  constructor(
+    registry: Registry,
+    opts: { name: string; help: string; type: 'gauge' | 'counter'; labelNames?: readonly L[] },
+  ) {
+    this.name = opts.name;
+    this.help = opts.help;
+    this.type = opts.type;
+    registry.registerMetric(this as unknown as Metric);
+  }
+
+  /** What the registry formats at scrape time (prom-client's metric interface: name, help, type, values). */
+  async get(): Promise<{
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: Sample<L>[];
+  }> {
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values: this.#samples.filter(
+        (s) => Number.isFinite(s.value) && (this.type === 'gauge' || s.value >= 0),
+      ),
+    };
+  }
+
+  replace(samples: Sample<L>[]): void {
+    this.#samples = samples;
+  }
+
+  clear(): void {
+    this.#samples = [];
+  }
+
+  reset(): void {
+    this.clear();
+  }
+
+  get samples(): readonly Sample<L>[] {
+    return this.#samples;
+  }
+}

@@ -1,0 +1,146 @@
+// The metrics poller against a real server: cached series, pg_up, collector health, and what happens
+// to the series when the database goes away and comes back.
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/embedded/local-cluster.js';
+import { createLogger } from '../../src/log/logger.js';
+import { StaticCollector, shortVersion } from '../../src/metrics/collectors/static.js';
+import { CachedFamily } from '../../src/metrics/family.js';
+import { Poller } from '../../src/metrics/poller.js';
+import { metricValue } from '../support/backup.js';
+import { waitFor } from '../support/daemon.js';
+import { startPrivateCluster } from '../support/postgres.js';
+
+const logger = createLogger({ level: 'silent', format: 'json' });
+let cluster: LocalCluster;
+
+beforeAll(async () => {
+  cluster = await startPrivateCluster();
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+function makePoller(intervalMs = 60_000) {
+  const registry = new Registry();
+  const poller = new Poller({
+    db: {
+      url: cluster.url(),
+      ssl: { mode: 'disable', rejectUnauthorized: true },
+      pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 2000 },
+    },
+    registry,
+    logger,
+    collectors: [new StaticCollector(registry)],
+    intervalMs,
+    statementTimeoutMs: 2000,
+    lockTimeoutMs: 500,
+  });
+  return { registry, poller };
+}
+
+describe('metrics poller', () => {
+  it('polls into cached series: pg_up, pg_static, postmaster start, collector health', async () => {
+    const { registry, poller } = makePoller();
+    try {
+      await poller.pollAll();
+      const text = await registry.metrics();
+      expect(text).toMatch(/^pg_up 1$/m);
+      expect(text).toMatch(/^pg_static\{version="PostgreSQL 15\.\d+[^"]*",short_version="15\.\d+\.0"\} 1$/m);
+      const started = await metricValue(registry, 'pg_postmaster_start_time_seconds', {});
+      expect(started).toBeGreaterThan(Date.now() / 1000 - 3600);
+      expect(started).toBeLessThanOrEqual(Date.now() / 1000);
+      expect(await metricValue(registry, 'pg_scrape_collector_success', { collector: 'static' })).toBe(1);
+      expect(
+        await metricValue(registry, 'pg_scrape_collector_duration_seconds', { collector: 'static' }),
+      ).toBeGreaterThan(0);
+      expect(
+        await metricValue(registry, 'pgmaintd_collector_last_success_timestamp_seconds', {
+          collector: 'static',
+        }),
+      ).toBeGreaterThan(Date.now() / 1000 - 60);
+      expect(text).toMatch(/^pg_exporter_last_scrape_error 0$/m);
+      // the poll runs as pg-maintd, with the configured timeouts
+      const c = await poller.pool.connect();
+      try {
+        const r = await c.query<{ app: string; st: string; lt: string }>(
+          "SELECT current_setting('application_name') AS app, current_setting('statement_timeout') AS st, current_setting('lock_timeout') AS lt",
+        );
+        expect(r.rows[0]).toEqual({ app: 'pg-maintd', st: '2s', lt: '500ms' });
+      } finally {
+        c.release();
+      }
+    } finally {
+      await poller.stop();
+    }
+  });
+
+  it('drops the series of a failing collector and says pg_up 0 while the database is down; recovers without a restart', async () => {
+    const { registry, poller } = makePoller(200);
+    await poller.start();
+    try {
+      await waitFor(
+        () => metricValue(registry, 'pg_up', {}),
+        (v) => v === 1,
+        10_000,
+        50,
+      );
+      await cluster.stopServer();
+      const down = await waitFor(
+        () => registry.metrics(),
+        (t) => /^pg_up 0$/m.test(t),
+        10_000,
+        50,
+      );
+      expect(down).toMatch(/^pg_scrape_collector_success\{collector="static"\} 0$/m);
+      expect(down).not.toMatch(/^pg_static\{/m); // never served stale
+      expect(down).not.toMatch(/^pg_postmaster_start_time_seconds \d/m);
+      expect(down).toMatch(/^pg_exporter_last_scrape_error 1$/m);
+      // a scrape reads the cache only: it answers, and answers the same, while the database is down
+      const t0 = performance.now();
+      for (let i = 0; i < 50; i++) await registry.metrics();
+      expect((performance.now() - t0) / 50).toBeLessThan(50);
+
+      await cluster.startServer();
+      const up = await waitFor(
+        () => registry.metrics(),
+        (t) => /^pg_up 1$/m.test(t) && /^pg_static\{/m.test(t),
+        15_000,
+        50,
+      );
+      expect(up).toMatch(/^pg_scrape_collector_success\{collector="static"\} 1$/m);
+      expect(up).toMatch(/^pg_exporter_last_scrape_error 0$/m);
+    } finally {
+      await poller.stop();
+    }
+  });
+});
+
+describe('cached families', () => {
+  it('serves absolute counter values from the database, drops series on clear, skips non-numbers', async () => {
+    const registry = new Registry();
+    const calls = new CachedFamily(registry, {
+      name: 't_calls_total',
+      help: 'h',
+      type: 'counter',
+      labelNames: ['q'] as const,
+    });
+    calls.replace([
+      { labels: { q: 'a' }, value: 10 },
+      { labels: { q: 'b' }, value: Number.NaN },
+    ]);
+    expect(await registry.metrics()).toMatch(/^t_calls_total\{q="a"\} 10$/m);
+    calls.replace([{ labels: { q: 'a' }, value: 12 }]);
+    const text = await registry.metrics();
+    expect(text).toMatch(/^t_calls_total\{q="a"\} 12$/m);
+    expect(text).not.toMatch(/q="b"/);
+    calls.clear();
+    expect(await registry.metrics()).not.toMatch(/^t_calls_total\{/m);
+  });
+
+  it('short_version is major.minor.patch', () => {
+    expect(shortVersion('15.18 (Debian 15.18-0+deb12u1)')).toBe('15.18.0');
+    expect(shortVersion('17.2')).toBe('17.2.0');
+    expect(shortVersion('18beta1')).toBe('18.0.0');
+  });
+});
