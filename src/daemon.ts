@@ -13,6 +13,7 @@ import { Scheduler } from './schedule/scheduler.js';
 import { StaticCollector } from './metrics/collectors/static.js';
 import { Poller } from './metrics/poller.js';
 import { VERSION } from './version.js';
+import { EXIT } from './exit-codes.js';
 import { Catalog } from './backup/catalog.js';
 import { backupJob, verifyJob } from './backup/jobs.js';
 import { BackupMetrics } from './backup/metrics.js';
@@ -93,9 +94,22 @@ export async function runDaemon(
   });
   shutdown.install(); // before anything starts, so a signal during start-up still drains
 
-  for (const c of [...(opts.first ?? []), pool, readyPool, watchdog, scheduler, poller, readiness, http]) {
-    if (shutdown.draining) break;
-    await lifecycle.start(c);
+  try {
+    for (const c of [...(opts.first ?? []), pool, readyPool, watchdog, scheduler, poller, readiness, http]) {
+      if (shutdown.draining) break;
+      await lifecycle.start(c);
+    }
+  } catch (err) {
+    // A daemon that could not start must not linger half-started (timers alive, no HTTP server).
+    const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
+    logger.fatal(
+      { err: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } },
+      inUse
+        ? `cannot listen on ${config.http.host}:${config.http.port}: the port is in use (set HTTP_PORT)`
+        : 'start-up failed',
+    );
+    await shutdown.shutdown('start-up failed', inUse ? EXIT.UNAVAILABLE : EXIT.SOFTWARE);
+    throw err;
   }
   const daemon = { http, pool, shutdown, scheduler, storage };
   async function readStoredState() {

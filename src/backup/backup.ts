@@ -136,7 +136,9 @@ export async function runBackup(
     // done, the data object goes too: data without a manifest is never good.
     let manifest: Manifest;
     try {
-      const rowCounts = await running.rowCounts.catch((err: unknown) => {
+      // Counting can queue behind a lock; BACKUP_TIMEOUT and shutdown still apply.
+      const rowCounts = await untilAborted(running.rowCounts, signal).catch((err: unknown) => {
+        if (signal.aborted) throw err;
         throw new BackupError(
           'database',
           `counting rows in the dump's snapshot failed: ${(err as Error).message}`,
@@ -254,6 +256,16 @@ function classifyFailure(
     reason: 'internal',
     error: new BackupError('internal', `backup failed: ${(err as Error).message}`, { cause: err }),
   };
+}
+
+/** The promise, or a rejection as soon as the signal fires. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** The seed's name for this second; a suffix only if a backup already took that name. */

@@ -8,6 +8,8 @@ import { MANIFEST_SUFFIX, VERIFY_SUFFIX, databasePrefix, parseDataKey } from './
 import { PARTIAL_MARK } from './storage/fs.js';
 import type { Storage, StoredObject } from './storage/storage.js';
 
+const NO_MANIFEST = 'no manifest: the backup did not complete';
+
 export interface GoodBackup {
   key: string;
   database: string;
@@ -22,6 +24,13 @@ export interface Leftover {
   key: string;
   why: string;
   lastModified: Date;
+  /**
+   * Retention may delete it after the grace period: an unfinished write, data that never got a
+   * manifest, or a manifest whose data is gone. A manifest this version cannot read, or one that
+   * disagrees with its object, is kept for a person to look at: it may be a good backup written by
+   * another version of pg-maintd.
+   */
+  deletable: boolean;
 }
 
 export interface CatalogListing {
@@ -41,21 +50,36 @@ export class Catalog {
     const incomplete: Leftover[] = [];
     for (const o of objects) {
       if (o.key.includes(PARTIAL_MARK)) {
-        incomplete.push({ key: o.key, why: 'unfinished write', lastModified: o.lastModified });
+        incomplete.push({
+          key: o.key,
+          why: 'unfinished write',
+          lastModified: o.lastModified,
+          deletable: true,
+        });
         continue;
       }
       if (o.key.endsWith(MANIFEST_SUFFIX)) {
         if (!byKey.has(o.key.slice(0, -MANIFEST_SUFFIX.length))) {
-          incomplete.push({ key: o.key, why: 'manifest without data', lastModified: o.lastModified });
+          incomplete.push({
+            key: o.key,
+            why: 'manifest without data',
+            lastModified: o.lastModified,
+            deletable: true,
+          });
         }
         continue;
       }
       const parsed = parseDataKey(o.key);
       if (!parsed || parsed.database !== database) continue; // not ours: never touched
       const entry = await this.#entry(o, byKey);
-      if (typeof entry === 'string')
-        incomplete.push({ key: o.key, why: entry, lastModified: o.lastModified });
-      else good.push(entry);
+      if (typeof entry === 'string') {
+        incomplete.push({
+          key: o.key,
+          why: entry,
+          lastModified: o.lastModified,
+          deletable: entry === NO_MANIFEST,
+        });
+      } else good.push(entry);
     }
     good.sort((a, b) => b.at.getTime() - a.at.getTime());
     return { good, incomplete };
@@ -79,11 +103,11 @@ export class Catalog {
 
   async #entry(data: StoredObject, byKey: Map<string, StoredObject>): Promise<GoodBackup | string> {
     const manifestKey = data.key + MANIFEST_SUFFIX;
-    if (!byKey.has(manifestKey)) return 'no manifest: the backup did not complete';
+    if (!byKey.has(manifestKey)) return NO_MANIFEST;
     let manifest = this.#manifests.get(manifestKey);
     if (!manifest) {
       const raw = await this.storage.getSmall(manifestKey);
-      if (!raw) return 'no manifest: the backup did not complete';
+      if (!raw) return NO_MANIFEST;
       try {
         manifest = parseManifest(raw, manifestKey);
       } catch (err) {
@@ -96,8 +120,12 @@ export class Catalog {
     let verify: VerifyRecord | undefined;
     if (byKey.has(data.key + VERIFY_SUFFIX)) {
       const raw = await this.storage.getSmall(data.key + VERIFY_SUFFIX);
-      const r = raw ? VerifyRecordSchema.safeParse(JSON.parse(raw.toString())) : undefined;
-      verify = r?.success ? r.data : undefined;
+      try {
+        const r = raw ? VerifyRecordSchema.safeParse(JSON.parse(raw.toString())) : undefined;
+        verify = r?.success ? r.data : undefined;
+      } catch {
+        verify = undefined; // an unreadable drill record is no record, not a broken backup
+      }
     }
     return {
       key: data.key,

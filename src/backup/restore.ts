@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { Transform, pipeline, type TransformCallback } from 'node:stream';
+import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { TlsSettings } from '../db/tls.js';
 import { DbPool } from '../db/pool.js';
@@ -147,6 +147,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           `--dbname=${target.database}`,
         ];
   const tool = format === 'plain' ? 'psql' : 'pg_restore';
+  // Open the backup before starting the client: a store that fails here leaves no child behind.
+  const source = await o.catalog.storage.getStream(backup.key, o.signal);
   const { major } = await toolMajor(tool, o.clientBinDir);
   const child = spawn(toolPath(tool, o.clientBinDir), args, {
     env: libpqEnv(target, o.ssl, { clientMajor: major }),
@@ -176,7 +178,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   });
   exited.catch(() => undefined);
 
-  const source = await o.catalog.storage.getStream(backup.key, o.signal);
   const verifier = new ChecksumVerifier(backup.manifest.sha256, backup.key);
   const gunzip = createGunzip();
   const progress = setInterval(() => {
@@ -199,30 +200,59 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   };
   o.signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    // Decompressed SQL goes into the client's stdin, but stdin is not ended by the pipeline: only
+    // once every byte is written and the checksum verified may the client see EOF (and COMMIT).
+    const stdin = child.stdin!;
+    const intoClient = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (stdin.write(chunk)) cb();
+        else stdin.once('drain', () => cb());
+      },
+      final(cb) {
+        cb(); // deliberately not stdin.end()
+      },
+    });
+    let stdinError: Error | undefined;
+    stdin.on('error', (err) => (stdinError ??= err)); // EPIPE when the client died
     await new Promise<void>((resolve, reject) => {
-      const last = pipeline(source, verifier, gunzip, (err) => {
-        if (err) {
-          kill();
-          return reject(
-            err instanceof OperatorError
-              ? err
-              : new OperatorError(`reading ${backup.key} failed: ${err.message}`, {
-                  hint: /incorrect header|invalid|unexpected end/i.test(err.message)
-                    ? 'the object is not valid gzip data; restore another backup'
-                    : undefined,
-                  cause: err,
-                }),
-          );
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        kill();
+        source.destroy(err);
+        reject(err);
+      };
+      // The client must not exit before its input ends: that is a failure (bad login, SQL error),
+      // and waiting for a 'drain' that never comes would hang.
+      exited.then(
+        () =>
+          fail(
+            new OperatorError(
+              `${tool} exited before the whole backup was sent${stdinError ? ` (${stdinError.message})` : ''}`,
+            ),
+          ),
+        (err: Error) => fail(err),
+      );
+      pipeline(source, verifier, gunzip, intoClient, (err) => {
+        if (!err) {
+          if (!settled) {
+            settled = true;
+            resolve();
+          }
+          return;
         }
-        resolve();
+        fail(
+          err instanceof OperatorError
+            ? err
+            : new OperatorError(`reading ${backup.key} failed: ${err.message}`, {
+                hint: /incorrect header|invalid|unexpected end/i.test(err.message)
+                  ? 'the object is not valid gzip data; restore another backup'
+                  : undefined,
+                cause: err,
+              }),
+        );
       });
-      last.on('data', (chunk: Buffer) => {
-        if (!child.stdin!.write(chunk)) {
-          last.pause();
-          child.stdin!.once('drain', () => last.resume());
-        }
-      });
-      child.stdin!.on('error', () => undefined); // EPIPE when the child dies: reported through `exited`
     });
     child.stdin!.end(); // only now, with the checksum verified, may the transaction commit
     await exited;

@@ -59,7 +59,7 @@ export function planRetention(listing: CatalogListing, p: RetentionPolicy, now: 
     }
   }
   for (const l of listing.incomplete) {
-    if (now.getTime() - l.lastModified.getTime() > p.incompleteGraceMs) {
+    if (l.deletable && now.getTime() - l.lastModified.getTime() > p.incompleteGraceMs) {
       plan.remove.push({ key: l.key, why: `incomplete (${l.why})` });
       plan.objectKeys.push(l.key);
     }

@@ -139,14 +139,16 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
       });
   }
 
-  if (origins.DATABASE_URL?.kind === 'flag' && urlPassword(String(raw.DATABASE_URL))) {
-    problems.push({
-      field: 'DATABASE_URL',
-      origin: origins.DATABASE_URL,
-      given: maskValue(raw.DATABASE_URL, 'url'),
-      allowed:
-        'no password on the command line (every local user can read process arguments); put it in PGPASSWORD, a passfile, the environment, or the config file',
-    });
+  for (const field of ['DATABASE_URL', 'VERIFY_DATABASE_URL'] as const) {
+    if (origins[field]?.kind === 'flag' && urlPassword(String(raw[field]))) {
+      problems.push({
+        field,
+        origin: origins[field],
+        given: maskValue(raw[field], 'url'),
+        allowed:
+          'no password on the command line (every local user can read process arguments); put it in PGPASSWORD, a passfile, the environment, or the config file',
+      });
+    }
   }
   crossChecks(parsed as Partial<Parsed>, origins, problems);
   if (problems.length > 0) throw new ConfigError(problems);
@@ -308,7 +310,10 @@ function applyUrlSslMode(
     return; // reported by the URL check
   }
   if (!urlMode) return;
-  const explicit = origins.DB_SSL_MODE && origins.DB_SSL_MODE.kind !== 'built-in';
+  // Defaults (built in or the installation's config/default.yaml) yield to the URL; an operator's
+  // own DB_SSL_MODE that disagrees with it is a conflict.
+  const kind = origins.DB_SSL_MODE?.kind;
+  const explicit = kind !== undefined && kind !== 'built-in' && kind !== 'defaults-file';
   if (!explicit) {
     raw.DB_SSL_MODE = urlMode;
     origins.DB_SSL_MODE = origins.DATABASE_URL;
@@ -351,7 +356,7 @@ function readFileSource(
       problems.push({
         field: key,
         origin: { kind, where: path },
-        given: String(value),
+        given: '(value not shown: an unknown key may hold a secret)',
         allowed: `a known setting${near ? ` (did you mean ${near}?)` : ''}; see the README's configuration table`,
       });
       continue;

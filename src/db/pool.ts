@@ -33,6 +33,8 @@ export interface PoolOptions {
   acquireTimeoutMs?: number;
   statementTimeoutMs?: number;
   lockTimeoutMs?: number;
+  /** Client-side limit per query: also ends a query whose server has gone silent (no RST, no answer). */
+  queryTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -159,6 +161,7 @@ export class DbPool extends Service {
       connectionTimeoutMillis: o.acquireTimeoutMs ?? pool.acquireTimeoutMs,
       statement_timeout: o.statementTimeoutMs,
       lock_timeout: o.lockTimeoutMs,
+      query_timeout: o.queryTimeoutMs,
       keepAlive: true,
     });
     // An idle client's socket error must never crash the process: log it; the pool drops the client.

@@ -51,6 +51,7 @@ export class Poller extends Service {
       acquireTimeoutMs: o.statementTimeoutMs,
       statementTimeoutMs: o.statementTimeoutMs,
       lockTimeoutMs: o.lockTimeoutMs,
+      queryTimeoutMs: o.statementTimeoutMs + 1000,
       applicationName: 'pg-maintd',
     });
     const r = [o.registry];

@@ -267,3 +267,23 @@ describe('pg-maintd CLI', () => {
     expect(version.output().trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
 });
+
+describe('start-up failure', () => {
+  it('a port already in use: a clear message, an orderly exit 69, nothing left running', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const cli = spawnCli(['run'], { ...baseEnv(), HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port) });
+      const exit = await cli.exited;
+      expect(exit.code).toBe(EXIT.UNAVAILABLE);
+      expect(cli.output()).toContain(
+        `cannot listen on 127.0.0.1:${port}: the port is in use (set HTTP_PORT)`,
+      );
+      expect(cli.output()).not.toContain(cluster.password);
+    } finally {
+      await new Promise((r) => blocker.close(r));
+    }
+  });
+});

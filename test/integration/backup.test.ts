@@ -281,3 +281,64 @@ describe('backup to S3', () => {
     expect(rec.ok).toBe(true);
   });
 });
+
+describe('restore edge cases', () => {
+  it('restores the whole script: indexes, constraints and triggers arrive as well as rows', async () => {
+    await db.pool.query(`CREATE INDEX IF NOT EXISTS tasks_title_idx ON tasks (title);
+      CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at = now(); RETURN NEW; END $$;
+      DROP TRIGGER IF EXISTS tasks_touch ON tasks; CREATE TRIGGER tasks_touch BEFORE UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION touch();`);
+    const shape = async (pool: pg.Pool) =>
+      (
+        await pool.query<{ n: string; c: string; t: string }>(`SELECT
+          (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public') AS n,
+          (SELECT count(*) FROM pg_constraint c JOIN pg_namespace s ON s.oid = c.connamespace WHERE s.nspname = 'public') AS c,
+          (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal) AS t`)
+      ).rows[0];
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    const target = await emptyDatabase();
+    try {
+      await restoreBackup(restoreOpts(deps, target, { key: manifest.key }));
+      expect(await shape(target.pool)).toEqual(await shape(db.pool));
+      expect((await shape(target.pool))!.t).toBe('1');
+    } finally {
+      await target.pool.end();
+    }
+  });
+
+  it('a client that stops early (an SQL error under ON_ERROR_STOP) fails the restore at once, without hanging', async () => {
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    const target = await emptyDatabase();
+    try {
+      // a view on users makes the dump's DROP TABLE users fail: psql stops at the first statement error
+      await target.pool.query('CREATE TABLE users (id int); CREATE VIEW keep_me AS SELECT * FROM users');
+      const t0 = Date.now();
+      const err = await restoreBackup({
+        ...restoreOpts(deps, target, { key: manifest.key }),
+        clean: true,
+      }).catch((e: Error) => e);
+      expect((err as Error).message).toMatch(
+        /psql (exited with code 3|exited before the whole backup was sent)/,
+      );
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      // rolled back: the view and the old table are still there, nothing of the backup is
+      expect((await target.pool.query('SELECT count(*)::int AS n FROM keep_me')).rows[0]).toEqual({ n: 0 });
+      expect((await target.pool.query("SELECT to_regclass('public.tasks') AS t")).rows[0]).toEqual({
+        t: null,
+      });
+    } finally {
+      await target.pool.end();
+    }
+  });
+
+  it('an unreadable drill record does not break the listing of a good backup', async () => {
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const manifest = await runBackup(deps, db.name);
+    writeFileSync(join(deps.dir, `${manifest.key}.verify.json`), '{ not json');
+    const fresh = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name, BACKUP_DIR: deps.dir });
+    const latest = await fresh.catalog.latest(db.name);
+    expect(latest?.key).toBe(manifest.key);
+    expect(latest?.verify).toBeUndefined();
+  });
+});

@@ -215,6 +215,34 @@ describe('configuration', () => {
     expect(load({ env: { CONFIG_FILE: yaml }, configFile: json }).config.http.port).toBe(4444);
   });
 
+  it('never prints the value of an unknown key (it may be a misspelt secret)', () => {
+    const err = problemsOf(() =>
+      load({
+        configFile: tempFile(
+          'typo.yaml',
+          'DATABASE_UR: postgresql://u:typo-secret@h/db\nAWS_SECRET_ACCESS_KEY: aws-in-file\n',
+        ),
+      }),
+    );
+    expect(err.describe()).not.toMatch(/typo-secret|aws-in-file/);
+    expect(err.describe()).toContain('did you mean DATABASE_URL?');
+  });
+
+  it('refuses a password in --verify-database-url too', () => {
+    const err = problemsOf(() =>
+      load({ flags: { VERIFY_DATABASE_URL: 'postgresql://v:verify-secret@h/db' } }),
+    );
+    expect(err.describe()).toMatch(
+      /VERIFY_DATABASE_URL \(from flag --verify-database-url\).*no password on the command line/,
+    );
+    expect(err.describe()).not.toContain('verify-secret');
+  });
+
+  it('lets sslmode in DATABASE_URL win over the installation defaults (config/default.yaml)', () => {
+    const loaded = loadConfig({ env: { DATABASE_URL: 'postgresql://app@db/app?sslmode=disable' } });
+    expect(loaded.config.db.ssl.mode).toBe('disable');
+  });
+
   it('reports a missing config file, a malformed one, and unknown keys with a suggestion', () => {
     expect(problemsOf(() => load({ configFile: '/nonexistent/pg-maintd.yaml' })).describe()).toMatch(
       /CONFIG_FILE.*no such file/,

@@ -83,17 +83,26 @@ describe('retention plan', () => {
       expect(good.find((g) => g.key === r.key)!.at.getTime()).toBeLessThan(NOW.getTime() - 7 * DAY);
   });
 
-  it('removes incomplete leftovers only after the grace period', () => {
+  it('removes incomplete leftovers only after the grace period, and never one it cannot judge', () => {
     const l = listing(backupsAt(1), [
       {
         key: 'app/app_20261120_020000.sql.gz',
         why: 'no manifest',
         lastModified: new Date(NOW.getTime() - 2 * DAY),
+        deletable: true,
       },
       {
         key: 'app/app_20261124_020000.sql.gz',
         why: 'no manifest',
         lastModified: new Date(NOW.getTime() - 3600_000),
+        deletable: true,
+      },
+      {
+        // a manifest written by another version, or that disagrees with its object: kept for a person
+        key: 'app/app_20261001_020000.sql.gz',
+        why: 'manifest app/app_20261001_020000.sql.gz.manifest.json is malformed',
+        lastModified: new Date(NOW.getTime() - 50 * DAY),
+        deletable: false,
       },
     ]);
     expect(removed(l)).toEqual(['app/app_20261120_020000.sql.gz']);
