@@ -10,6 +10,9 @@ import { ShutdownController } from './lifecycle/shutdown.js';
 import type { Logger } from './log/logger.js';
 import { createRegistry } from './metrics/registry.js';
 import { Scheduler } from './schedule/scheduler.js';
+import { ActivityCollector } from './metrics/collectors/activity.js';
+import { DatabaseCollector, StatDatabaseCollector } from './metrics/collectors/database.js';
+import { LocksCollector } from './metrics/collectors/locks.js';
 import { StaticCollector } from './metrics/collectors/static.js';
 import { Poller } from './metrics/poller.js';
 import { VERSION } from './version.js';
@@ -65,7 +68,13 @@ export async function runDaemon(
     db: config.db,
     registry,
     logger,
-    collectors: [new StaticCollector(registry)],
+    collectors: [
+      new StaticCollector(registry),
+      new ActivityCollector(registry),
+      new LocksCollector(registry, { logWaitsOverSeconds: config.metrics.lockWaitLogAfterMs / 1000 }),
+      new DatabaseCollector(registry, config.metrics.databaseSizeIntervalMs),
+      new StatDatabaseCollector(registry),
+    ],
     intervalMs: config.metrics.intervalMs,
     statementTimeoutMs: config.metrics.statementTimeoutMs,
     lockTimeoutMs: config.metrics.lockTimeoutMs,

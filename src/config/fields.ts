@@ -342,6 +342,20 @@ export const FIELDS = {
     allowed: ms(10, 600_000, '10 minutes'),
     group: 'Metrics',
   },
+  METRICS_DATABASE_SIZE_INTERVAL: {
+    schema: duration(1000, 86_400_000),
+    default: '5m',
+    doc: 'How often database sizes (pg_database_size_bytes) are polled: they are costly with many databases.',
+    allowed: ms(1000, 86_400_000, '1 day'),
+    group: 'Metrics',
+  },
+  METRICS_LOCK_WAIT_LOG_AFTER: {
+    schema: duration(0, 86_400_000),
+    default: '30s',
+    doc: 'A lock wait longer than this is logged once, naming the blocked and the blocking sessions.',
+    allowed: ms(0, 86_400_000, '1 day'),
+    group: 'Metrics',
+  },
   HTTP_HOST: {
     schema: text(),
     default: '0.0.0.0',

@@ -229,6 +229,8 @@ function shape(p: Parsed) {
       intervalMs: p.METRICS_INTERVAL,
       statementTimeoutMs: p.METRICS_STATEMENT_TIMEOUT,
       lockTimeoutMs: p.METRICS_LOCK_TIMEOUT,
+      databaseSizeIntervalMs: p.METRICS_DATABASE_SIZE_INTERVAL,
+      lockWaitLogAfterMs: p.METRICS_LOCK_WAIT_LOG_AFTER,
     },
     log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
     shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },

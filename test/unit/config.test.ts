@@ -74,6 +74,8 @@ const BAD: Record<FieldName, string[]> = {
   METRICS_INTERVAL: ['500ms', '2h', 'often'],
   METRICS_STATEMENT_TIMEOUT: ['1ms', '1h', 'x'],
   METRICS_LOCK_TIMEOUT: ['1ms', '1h', 'x'],
+  METRICS_DATABASE_SIZE_INTERVAL: ['10ms', '2d', 'x'],
+  METRICS_LOCK_WAIT_LOG_AFTER: ['-1s', '2d', 'x'],
   HTTP_HOST: ['   '],
   HTTP_PORT: ['-1', '65536', 'http', '80.5'],
   READYZ_INTERVAL: ['10ms', '2m', 'often'],

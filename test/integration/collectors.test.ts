@@ -1,0 +1,225 @@
+// Collectors against real conditions on a real server: each condition is created for real and the
+// exported values are read back from the registry the way a scrape would.
+import { PassThrough } from 'node:stream';
+import pg from 'pg';
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log/logger.js';
+import type { Collector } from '../../src/metrics/collector.js';
+import { ActivityCollector, STATES } from '../../src/metrics/collectors/activity.js';
+import { DatabaseCollector, StatDatabaseCollector } from '../../src/metrics/collectors/database.js';
+import { LocksCollector } from '../../src/metrics/collectors/locks.js';
+import { Poller } from '../../src/metrics/poller.js';
+import { metricValue } from '../support/backup.js';
+import { waitFor } from '../support/daemon.js';
+import { useTestDatabase } from '../support/postgres.js';
+
+const db = useTestDatabase();
+
+function capture() {
+  const stream = new PassThrough();
+  const lines: Array<Record<string, unknown>> = [];
+  stream.on('data', (d: Buffer) => {
+    for (const l of d.toString().split('\n').filter(Boolean))
+      lines.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  return { logger: createLogger({ level: 'info', format: 'json', destination: stream }), lines };
+}
+
+function poller(
+  make: (r: Registry) => Collector[],
+  logger = createLogger({ level: 'silent', format: 'json' }),
+) {
+  const registry = new Registry();
+  const p = new Poller({
+    db: {
+      url: db.url,
+      ssl: { mode: 'disable', rejectUnauthorized: true },
+      pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 5000 },
+    },
+    registry,
+    logger,
+    collectors: make(registry),
+    intervalMs: 60_000,
+    statementTimeoutMs: 5000,
+    lockTimeoutMs: 1000,
+  });
+  return { registry, p };
+}
+
+async function session(): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: db.url, application_name: 'collector-test' });
+  await c.connect();
+  return c;
+}
+
+describe('locks collector', () => {
+  it('counts locks by mode (zero-filled), and sees a real lock wait: blocked sessions, wait time, the culprit logged', async () => {
+    await db.pool.query('CREATE TABLE IF NOT EXISTS locked_things (id int)');
+    const { logger, lines } = capture();
+    const { registry, p } = poller((r) => [new LocksCollector(r, { logWaitsOverSeconds: 1 })], logger);
+    const holder = await session();
+    const waiter = await session();
+    try {
+      await holder.query('BEGIN; LOCK TABLE locked_things IN ACCESS EXCLUSIVE MODE');
+      const holderPid = ((await holder.query('SELECT pg_backend_pid() AS pid')).rows[0] as { pid: number })
+        .pid;
+      const waiterPid = ((await waiter.query('SELECT pg_backend_pid() AS pid')).rows[0] as { pid: number })
+        .pid;
+      const waiting = waiter.query('SELECT count(*) FROM locked_things').catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 1500));
+
+      await p.pollAll();
+      const labels = { datname: db.name };
+      expect(await metricValue(registry, 'pg_scrape_collector_success', { collector: 'locks' })).toBe(1);
+      expect(await metricValue(registry, 'pgmaintd_blocked_sessions', labels)).toBe(1);
+      expect(await metricValue(registry, 'pgmaintd_lock_wait_max_seconds', labels)).toBeGreaterThanOrEqual(1);
+      expect(
+        await metricValue(registry, 'pg_locks_count', { ...labels, mode: 'accessexclusivelock' }),
+      ).toBeGreaterThanOrEqual(1);
+      expect(await metricValue(registry, 'pg_locks_count', { ...labels, mode: 'sireadlock' })).toBe(0); // zero-filled
+      const text = await registry.metrics();
+      expect(
+        text.match(new RegExp(`^pg_locks_count\\{datname="${db.name}",mode="[a-z]+"\\} \\d+$`, 'gm')),
+      ).toHaveLength(9);
+
+      const logged = lines.filter((l) => l.msg === 'session blocked on a lock');
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toMatchObject({
+        datname: db.name,
+        blocked: {
+          pid: waiterPid,
+          application: 'collector-test',
+          query: 'SELECT count(*) FROM locked_things',
+        },
+        blocking: { pid: holderPid, application: 'collector-test', state: 'idle in transaction' },
+      });
+      await p.pollAll();
+      expect(lines.filter((l) => l.msg === 'session blocked on a lock')).toHaveLength(1); // once per wait
+
+      await holder.query('ROLLBACK');
+      await waiting;
+      await p.pollAll();
+      expect(await metricValue(registry, 'pgmaintd_blocked_sessions', labels)).toBe(0);
+      expect(await metricValue(registry, 'pgmaintd_lock_wait_max_seconds', labels)).toBe(0);
+    } finally {
+      await holder.end();
+      await waiter.end();
+      await p.stop();
+    }
+  });
+});
+
+describe('activity collector', () => {
+  it('counts sessions in each state, zero-fills the rest, leaves out its own, and measures held transactions', async () => {
+    const { registry, p } = poller((r) => [new ActivityCollector(r)]);
+    const idle = await session();
+    const idleInTx = await session();
+    const aborted = await session();
+    const active = await session();
+    try {
+      await idleInTx.query('BEGIN; SELECT 1');
+      await aborted.query('BEGIN');
+      await aborted.query('SELECT 1/0').catch(() => undefined);
+      const running = active.query('SELECT pg_sleep(3)');
+      await new Promise((r) => setTimeout(r, 1200)); // the transaction has been open for over a second
+
+      await p.pollAll();
+      const text = await registry.metrics();
+      const count = (state: string) =>
+        text
+          .split('\n')
+          .filter(
+            (l) =>
+              l.startsWith('pg_stat_activity_count{') &&
+              l.includes(`datname="${db.name}"`) &&
+              l.includes(`state="${state}"`),
+          )
+          .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+      expect(count('idle')).toBeGreaterThanOrEqual(1);
+      expect(count('idle in transaction')).toBe(1);
+      expect(count('idle in transaction (aborted)')).toBe(1);
+      expect(count('active')).toBe(1);
+      expect(count('disabled')).toBe(0);
+      // zero-filled: every state of this database has a series
+      for (const state of STATES) expect(text).toContain(`datname="${db.name}",state="${state}"`);
+      expect(text).toMatch(
+        new RegExp(
+          `^pg_stat_activity_count\\{datname="${db.name}",state="active",usename="[^"]+",application_name="collector-test",backend_type="client backend",wait_event_type="Timeout",wait_event="PgSleep"\\} 1$`,
+          'm',
+        ),
+      );
+      expect(text).not.toMatch(/application_name="pg-maintd"/); // its own sessions are left out
+      const idleAge = await metricValue(registry, 'pgmaintd_idle_in_transaction_max_seconds', {
+        datname: db.name,
+      });
+      expect(idleAge).toBeGreaterThanOrEqual(1);
+      const maxTx = text
+        .split('\n')
+        .filter(
+          (l) =>
+            l.startsWith('pg_stat_activity_max_tx_duration{') &&
+            l.includes('state="idle in transaction"') &&
+            l.includes(`datname="${db.name}"`),
+        )
+        .map((l) => Number(l.split(' ').at(-1)));
+      expect(Math.max(...maxTx)).toBeGreaterThanOrEqual(1);
+      await running;
+    } finally {
+      for (const c of [idle, idleInTx, aborted, active]) await c.end();
+      await p.stop();
+    }
+  });
+});
+
+describe('database collectors', () => {
+  it('reports sizes, connection limits and pg_stat_database counters with the reference names', async () => {
+    await db.pool.query(`ALTER DATABASE ${db.name} CONNECTION LIMIT 42`);
+    const { registry, p } = poller((r) => [new DatabaseCollector(r), new StatDatabaseCollector(r)]);
+    try {
+      await db.pool.query(
+        'CREATE TABLE IF NOT EXISTS counted (id int); INSERT INTO counted SELECT generate_series(1, 500)',
+      );
+      await p.pollAll();
+      const labels = { datname: db.name };
+      expect(await metricValue(registry, 'pg_database_size_bytes', labels)).toBeGreaterThan(1_000_000);
+      expect(await metricValue(registry, 'pg_database_connection_limit', labels)).toBe(42);
+      // backends flush their statistics within about a second: poll until the inserts show
+      const inserted = await waitFor(
+        async () => {
+          await p.pollAll();
+          return metricValue(registry, 'pg_stat_database_tup_inserted', labels);
+        },
+        (v) => (v ?? 0) >= 500,
+        15_000,
+        250,
+      );
+      expect(inserted).toBeGreaterThanOrEqual(500);
+      const text = await registry.metrics();
+      expect(text).toMatch(/^# TYPE pg_stat_database_xact_commit counter$/m);
+      expect(text).toMatch(/^# TYPE pg_stat_database_numbackends gauge$/m);
+      expect(text).toMatch(
+        new RegExp(`^pg_stat_database_deadlocks\\{datid="\\d+",datname="${db.name}"\\} 0$`, 'm'),
+      );
+      for (const c of [
+        'xact_commit',
+        'xact_rollback',
+        'blks_read',
+        'blks_hit',
+        'tup_returned',
+        'tup_fetched',
+        'tup_updated',
+        'tup_deleted',
+        'conflicts',
+        'temp_files',
+        'temp_bytes',
+      ]) {
+        expect(text).toMatch(
+          new RegExp(`^pg_stat_database_${c}\\{datid="\\d+",datname="${db.name}"\\} \\d+$`, 'm'),
+        );
+      }
+    } finally {
+      await p.stop();
+    }
+  });
+});
