@@ -13,6 +13,7 @@ import { Scheduler } from './schedule/scheduler.js';
 import { ActivityCollector } from './metrics/collectors/activity.js';
 import { DatabaseCollector, StatDatabaseCollector } from './metrics/collectors/database.js';
 import { LocksCollector } from './metrics/collectors/locks.js';
+import { SettingsCollector } from './metrics/collectors/settings.js';
 import { StaticCollector } from './metrics/collectors/static.js';
 import { Poller } from './metrics/poller.js';
 import { VERSION } from './version.js';
@@ -74,6 +75,7 @@ export async function runDaemon(
       new LocksCollector(registry, { logWaitsOverSeconds: config.metrics.lockWaitLogAfterMs / 1000 }),
       new DatabaseCollector(registry, config.metrics.databaseSizeIntervalMs),
       new StatDatabaseCollector(registry),
+      new SettingsCollector(registry),
     ],
     intervalMs: config.metrics.intervalMs,
     statementTimeoutMs: config.metrics.statementTimeoutMs,

@@ -9,6 +9,7 @@ import type { Collector } from '../../src/metrics/collector.js';
 import { ActivityCollector, STATES } from '../../src/metrics/collectors/activity.js';
 import { DatabaseCollector, StatDatabaseCollector } from '../../src/metrics/collectors/database.js';
 import { LocksCollector } from '../../src/metrics/collectors/locks.js';
+import { SettingsCollector, settingMetric } from '../../src/metrics/collectors/settings.js';
 import { Poller } from '../../src/metrics/poller.js';
 import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
@@ -221,5 +222,51 @@ describe('database collectors', () => {
     } finally {
       await p.stop();
     }
+  });
+});
+
+describe('settings collector', () => {
+  it('exports numeric and boolean settings with the reference names, in seconds and bytes', async () => {
+    const { registry, p } = poller((r) => [new SettingsCollector(r)]);
+    try {
+      await p.pollAll();
+      const v = (name: string) => metricValue(registry, name, {});
+      expect(await v('pg_settings_max_connections')).toBe(200); // the harness sets it
+      expect(await v('pg_settings_superuser_reserved_connections')).toBe(3);
+      expect(await v('pg_settings_max_locks_per_transaction')).toBe(64);
+      expect(await v('pg_settings_shared_buffers_bytes')).toBe(128 * 1024 * 1024);
+      expect(await v('pg_settings_log_min_duration_statement_seconds')).toBe(-1);
+      expect(await v('pg_settings_fsync')).toBe(0); // bool: the harness runs with fsync off
+      expect(await v('pg_settings_track_io_timing')).toBe(1);
+      expect(await v('pg_settings_checkpoint_timeout_seconds')).toBe(300);
+      const text = await registry.metrics();
+      expect(text).toMatch(/^# HELP pg_settings_shared_buffers_bytes .+ \[Units converted to bytes\.\]$/m);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it('converts units like the reference and leaves -1 alone', () => {
+    const row = (setting: string, unit: string) => ({
+      name: 'x.y',
+      setting,
+      unit,
+      short_desc: 'd',
+      vartype: 'integer',
+    });
+    expect(settingMetric(row('1000', 'ms'))).toEqual({
+      name: 'pg_settings_x_y_seconds',
+      help: 'd [Units converted to seconds.]',
+      value: 1,
+    });
+    expect(settingMetric(row('2', 'min'))!.value).toBe(120);
+    expect(settingMetric(row('16384', '8kB'))!.value).toBe(16384 * 8192);
+    expect(settingMetric(row('-1', 'kB'))!.value).toBe(-1);
+    expect(settingMetric(row('5', 'parsecs'))).toBeUndefined();
+    expect(settingMetric({ ...row('on', ''), vartype: 'bool' })).toEqual({
+      name: 'pg_settings_x_y',
+      help: 'd',
+      value: 1,
+    });
   });
 });
