@@ -13,7 +13,10 @@ import { Scheduler } from './schedule/scheduler.js';
 import { ActivityCollector } from './metrics/collectors/activity.js';
 import { DatabaseCollector, StatDatabaseCollector } from './metrics/collectors/database.js';
 import { LocksCollector } from './metrics/collectors/locks.js';
+import { ReplicationCollector } from './metrics/collectors/replication.js';
 import { SettingsCollector } from './metrics/collectors/settings.js';
+import { TablesCollector } from './metrics/collectors/tables.js';
+import { registerPoolMetrics } from './metrics/pool-metrics.js';
 import { StaticCollector } from './metrics/collectors/static.js';
 import { Poller } from './metrics/poller.js';
 import { VERSION } from './version.js';
@@ -76,11 +79,14 @@ export async function runDaemon(
       new DatabaseCollector(registry, config.metrics.databaseSizeIntervalMs),
       new StatDatabaseCollector(registry),
       new SettingsCollector(registry),
+      new TablesCollector(registry, { limit: config.metrics.tablesLimit }),
+      new ReplicationCollector(registry),
     ],
     intervalMs: config.metrics.intervalMs,
     statementTimeoutMs: config.metrics.statementTimeoutMs,
     lockTimeoutMs: config.metrics.lockTimeoutMs,
   });
+  registerPoolMetrics(registry, [pool, readyPool, poller.pool]);
   const readiness = new ReadinessProbe(readyPool, {
     intervalMs: config.http.readyzIntervalMs,
     timeoutMs: config.http.readyzTimeoutMs,

@@ -356,6 +356,13 @@ export const FIELDS = {
     allowed: ms(0, 86_400_000, '1 day'),
     group: 'Metrics',
   },
+  METRICS_TABLES_LIMIT: {
+    schema: int(1, 100_000),
+    default: 100,
+    doc: 'Table statistics (pg_stat_user_tables_*) cover the largest this many tables, bounding the series.',
+    allowed: 'an integer from 1 to 100000',
+    group: 'Metrics',
+  },
   HTTP_HOST: {
     schema: text(),
     default: '0.0.0.0',

@@ -231,6 +231,7 @@ function shape(p: Parsed) {
       lockTimeoutMs: p.METRICS_LOCK_TIMEOUT,
       databaseSizeIntervalMs: p.METRICS_DATABASE_SIZE_INTERVAL,
       lockWaitLogAfterMs: p.METRICS_LOCK_WAIT_LOG_AFTER,
+      tablesLimit: p.METRICS_TABLES_LIMIT,
     },
     log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
     shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },

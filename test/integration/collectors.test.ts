@@ -9,7 +9,10 @@ import type { Collector } from '../../src/metrics/collector.js';
 import { ActivityCollector, STATES } from '../../src/metrics/collectors/activity.js';
 import { DatabaseCollector, StatDatabaseCollector } from '../../src/metrics/collectors/database.js';
 import { LocksCollector } from '../../src/metrics/collectors/locks.js';
+import { ReplicationCollector } from '../../src/metrics/collectors/replication.js';
 import { SettingsCollector, settingMetric } from '../../src/metrics/collectors/settings.js';
+import { TablesCollector } from '../../src/metrics/collectors/tables.js';
+import { registerPoolMetrics } from '../../src/metrics/pool-metrics.js';
 import { Poller } from '../../src/metrics/poller.js';
 import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
@@ -268,5 +271,65 @@ describe('settings collector', () => {
       help: 'd',
       value: 1,
     });
+  });
+});
+
+describe('tables collector', () => {
+  it('reports live and dead tuples after inserts and deletes, sizes, and vacuum history, for the largest tables only', async () => {
+    await db.pool
+      .query(`CREATE TABLE big_one (id int, pad text); INSERT INTO big_one SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
+      CREATE TABLE mid_one (id int); INSERT INTO mid_one SELECT generate_series(1, 2000);
+      CREATE TABLE tiny_one (id int); INSERT INTO tiny_one VALUES (1);
+      DELETE FROM big_one WHERE id <= 5000;`);
+    await db.pool.query('VACUUM (ANALYZE) mid_one'); // VACUUM cannot share a multi-statement query
+    const { registry, p } = poller((r) => [new TablesCollector(r, { limit: 2 })]);
+    try {
+      const big = { datname: db.name, schemaname: 'public', relname: 'big_one' };
+      const dead = await waitFor(
+        async () => {
+          await p.pollAll();
+          return metricValue(registry, 'pg_stat_user_tables_n_dead_tup', big);
+        },
+        (v) => v === 5000,
+        15_000,
+        250,
+      );
+      expect(dead).toBe(5000);
+      expect(await metricValue(registry, 'pg_stat_user_tables_n_live_tup', big)).toBe(15000);
+      expect(await metricValue(registry, 'pg_stat_user_tables_n_tup_del', big)).toBe(5000);
+      expect(await metricValue(registry, 'pg_stat_user_tables_table_size_bytes', big)).toBeGreaterThan(
+        4_000_000,
+      );
+      const mid = { ...big, relname: 'mid_one' };
+      expect(await metricValue(registry, 'pg_stat_user_tables_vacuum_count', mid)).toBe(1);
+      expect(await metricValue(registry, 'pg_stat_user_tables_last_vacuum', mid)).toBeGreaterThan(
+        Date.now() / 1000 - 120,
+      );
+      const text = await registry.metrics();
+      expect(text).not.toMatch(/relname="tiny_one"/); // bounded to the largest 2
+      expect(text).toMatch(/^# TYPE pg_stat_user_tables_autovacuum_count counter$/m);
+    } finally {
+      await p.stop();
+    }
+  });
+});
+
+describe('replication collector and pool metrics', () => {
+  it('a primary is not a replica and has no lag; the daemon’s pools are visible', async () => {
+    const { registry, p } = poller((r) => [new ReplicationCollector(r)]);
+    registerPoolMetrics(registry, [p.pool]);
+    try {
+      await p.pollAll();
+      expect(await metricValue(registry, 'pg_replication_is_replica', {})).toBe(0);
+      expect(await metricValue(registry, 'pg_replication_lag_seconds', {})).toBe(0);
+      expect(
+        await metricValue(registry, 'pgmaintd_db_pool_clients', { pool: 'metrics', state: 'total' }),
+      ).toBeGreaterThanOrEqual(1);
+      expect(
+        await metricValue(registry, 'pgmaintd_db_pool_clients', { pool: 'metrics', state: 'waiting' }),
+      ).toBe(0);
+    } finally {
+      await p.stop();
+    }
   });
 });

@@ -76,6 +76,7 @@ const BAD: Record<FieldName, string[]> = {
   METRICS_LOCK_TIMEOUT: ['1ms', '1h', 'x'],
   METRICS_DATABASE_SIZE_INTERVAL: ['10ms', '2d', 'x'],
   METRICS_LOCK_WAIT_LOG_AFTER: ['-1s', '2d', 'x'],
+  METRICS_TABLES_LIMIT: ['0', '100001', 'all'],
   HTTP_HOST: ['   '],
   HTTP_PORT: ['-1', '65536', 'http', '80.5'],
   READYZ_INTERVAL: ['10ms', '2m', 'often'],
