@@ -17,6 +17,7 @@ import { ReplicationCollector } from './metrics/collectors/replication.js';
 import { SettingsCollector } from './metrics/collectors/settings.js';
 import { TablesCollector } from './metrics/collectors/tables.js';
 import { registerPoolMetrics } from './metrics/pool-metrics.js';
+import { StatementsCollector } from './metrics/collectors/statements.js';
 import { StaticCollector } from './metrics/collectors/static.js';
 import { Poller } from './metrics/poller.js';
 import { VERSION } from './version.js';
@@ -81,6 +82,11 @@ export async function runDaemon(
       new SettingsCollector(registry),
       new TablesCollector(registry, { limit: config.metrics.tablesLimit }),
       new ReplicationCollector(registry),
+      new StatementsCollector(registry, {
+        limit: config.metrics.statementsLimit,
+        queryText: config.metrics.queryText,
+        queryTextLength: config.metrics.queryTextLength,
+      }),
     ],
     intervalMs: config.metrics.intervalMs,
     statementTimeoutMs: config.metrics.statementTimeoutMs,

@@ -363,6 +363,27 @@ export const FIELDS = {
     allowed: 'an integer from 1 to 100000',
     group: 'Metrics',
   },
+  METRICS_STATEMENTS_LIMIT: {
+    schema: int(1, 10_000),
+    default: 100,
+    doc: 'pg_stat_statements series cover the union of the top N statements by total time and the top N by mean time.',
+    allowed: 'an integer from 1 to 10000',
+    group: 'Metrics',
+  },
+  METRICS_QUERY_TEXT: {
+    schema: bool(),
+    default: false,
+    doc: 'Export query text (pg_stat_statements_query_id{queryid,query}), truncated. Off by default: check that your statements carry no literals worth hiding first.',
+    allowed: 'true or false',
+    group: 'Metrics',
+  },
+  METRICS_QUERY_TEXT_LENGTH: {
+    schema: int(16, 10_000),
+    default: 120,
+    doc: 'Characters of query text kept when METRICS_QUERY_TEXT is on.',
+    allowed: 'an integer from 16 to 10000',
+    group: 'Metrics',
+  },
   HTTP_HOST: {
     schema: text(),
     default: '0.0.0.0',

@@ -11,6 +11,7 @@ import { DatabaseCollector, StatDatabaseCollector } from '../../src/metrics/coll
 import { LocksCollector } from '../../src/metrics/collectors/locks.js';
 import { ReplicationCollector } from '../../src/metrics/collectors/replication.js';
 import { SettingsCollector, settingMetric } from '../../src/metrics/collectors/settings.js';
+import { StatementsCollector } from '../../src/metrics/collectors/statements.js';
 import { TablesCollector } from '../../src/metrics/collectors/tables.js';
 import { registerPoolMetrics } from '../../src/metrics/pool-metrics.js';
 import { Poller } from '../../src/metrics/poller.js';
@@ -328,6 +329,90 @@ describe('replication collector and pool metrics', () => {
       expect(
         await metricValue(registry, 'pgmaintd_db_pool_clients', { pool: 'metrics', state: 'waiting' }),
       ).toBe(0);
+    } finally {
+      await p.stop();
+    }
+  });
+});
+
+describe('statements collector', () => {
+  const opts = { limit: 20, queryText: false, queryTextLength: 40 };
+
+  it('says once that pg_stat_statements is missing, exports nothing, and does not fail', async () => {
+    await db.pool.query('DROP EXTENSION IF EXISTS pg_stat_statements');
+    const { logger, lines } = capture();
+    const { registry, p } = poller((r) => [new StatementsCollector(r, opts)], logger);
+    try {
+      await p.pollAll();
+      await p.pollAll();
+      expect(await metricValue(registry, 'pgmaintd_pg_stat_statements_available', {})).toBe(0);
+      expect(
+        await metricValue(registry, 'pg_scrape_collector_success', { collector: 'stat_statements' }),
+      ).toBe(1);
+      expect(await registry.metrics()).not.toMatch(/^pg_stat_statements_calls_total\{/m);
+      const said = lines.filter((l) => String(l.msg).startsWith('pg_stat_statements is not installed'));
+      expect(said).toHaveLength(1);
+      expect(String(said[0]!.msg)).toMatch(/CREATE EXTENSION pg_stat_statements/);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it('reports calls per statement, and bounds the series to the top N by total and by mean, keeping a rare slow one', async () => {
+    await db.pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    await db.pool.query('CREATE TABLE IF NOT EXISTS seven_times (id int)');
+    await db.pool.query('SELECT pg_stat_statements_reset()');
+    const c = await session();
+    try {
+      for (let i = 0; i < 7; i++) await c.query('SELECT count(*) FROM seven_times');
+      await c.query('SELECT pg_sleep(0.3)'); // once: slow by mean, small by total
+      // 1500 distinct statements (different select lists), each run a few times
+      await c.query(`DO $$ BEGIN FOR i IN 1..1500 LOOP
+        EXECUTE 'SELECT ' || rtrim(repeat('1,', i), ','); EXECUTE 'SELECT ' || rtrim(repeat('1,', i), ','); END LOOP; END $$`);
+    } finally {
+      await c.end();
+    }
+    const ids = await db.pool.query<{ queryid: string; query: string }>(
+      "SELECT queryid::text AS queryid, query FROM pg_stat_statements WHERE query = 'SELECT count(*) FROM seven_times' OR query LIKE 'SELECT pg_sleep%'",
+    );
+    const seven = ids.rows.find((r) => r.query.includes('seven_times'))!.queryid;
+    const slow = ids.rows.find((r) => r.query.startsWith('SELECT pg_sleep'))!.queryid;
+
+    const { registry, p } = poller((r) => [new StatementsCollector(r, opts)]);
+    try {
+      await p.pollAll();
+      const text = await registry.metrics();
+      const series = text.split('\n').filter((l) => l.startsWith('pg_stat_statements_calls_total{'));
+      expect(series.length).toBeGreaterThan(0);
+      expect(series.length).toBeLessThanOrEqual(2 * opts.limit); // bounded, though there are over 1500
+      expect(text).toContain(`queryid="${slow}"`); // the rare slow one is kept (top by mean)
+      const { rows } = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_statements');
+      expect(Number(rows[0]!.n)).toBeGreaterThan(1500);
+      expect(await metricValue(registry, 'pgmaintd_pg_stat_statements_available', {})).toBe(1);
+      expect(text).not.toMatch(/^pg_stat_statements_query_id\{/m); // query text is off by default
+      expect(text).toMatch(/^# TYPE pg_stat_statements_seconds_total counter$/m);
+
+      // with a larger N the frequent statement is there too, with its calls and labels
+      const wide = poller((r) => [
+        new StatementsCollector(r, { limit: 5000, queryText: true, queryTextLength: 40 }),
+      ]);
+      try {
+        await wide.p.pollAll();
+        const calls = await metricValue(wide.registry, 'pg_stat_statements_calls_total', {
+          queryid: seven,
+          datname: db.name,
+        });
+        expect(calls).toBe(7);
+        const wideText = await wide.registry.metrics();
+        const q = new RegExp(
+          `^pg_stat_statements_query_id\\{queryid="${seven}",query="([^"]*)"\\} 1$`,
+          'm',
+        ).exec(wideText);
+        expect(q).not.toBeNull();
+        expect(q![1]!.length).toBeLessThanOrEqual(40); // truncated
+      } finally {
+        await wide.p.stop();
+      }
     } finally {
       await p.stop();
     }
