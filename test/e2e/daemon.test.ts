@@ -21,6 +21,7 @@ const baseEnv = () => ({
   DB_SSL_MODE: 'disable',
   READYZ_INTERVAL: '200ms',
   READYZ_TIMEOUT: '500ms',
+  METRICS_INTERVAL: '1s',
   LOG_LEVEL: 'trace',
 });
 
@@ -67,6 +68,14 @@ describe('pg-maintd run (spawned)', () => {
       );
       expect((await probe('/healthz')).status).toBe(200);
 
+      const metricsText = async () => (await fetch(`${d.base}/metrics`)).text();
+      const upText = await waitFor(
+        metricsText,
+        (t) => /^pg_up 1$/m.test(t) && /^pg_stat_activity_count\{/m.test(t),
+        10_000,
+      );
+      expect(upText).toMatch(/^pg_scrape_collector_success\{collector="locks"\} 1$/m);
+
       await cluster.stopServer();
       const down = await waitFor(
         () => probe('/readyz'),
@@ -76,6 +85,10 @@ describe('pg-maintd run (spawned)', () => {
       expect(String(down.body.reason)).toMatch(/database unreachable \((connection_refused|connection_lost)/);
       for (let i = 0; i < 10; i++) expect((await probe('/healthz')).status).toBe(200);
       await d.waitForLog((l) => l.msg.startsWith('database unreachable') && typeof l.hint === 'string');
+      // the exporter tells the truth too, and answers from its cache while the database is down
+      const downText = await waitFor(metricsText, (t) => /^pg_up 0$/m.test(t), 10_000);
+      expect(downText).toMatch(/^pg_scrape_collector_success\{collector="stat_activity"\} 0$/m);
+      expect(downText).not.toMatch(/^pg_stat_activity_count\{/m);
 
       await cluster.startServer();
       await waitFor(
