@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import type pg from 'pg';
 import type { DbPool } from '../db/pool.js';
+import { explainConnectionError } from '../db/sqlstate.js';
 import type { TlsSettings } from '../db/tls.js';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
@@ -85,9 +86,8 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
   try {
     client = await o.pool.connect();
   } catch (err) {
-    throw new BackupError('database', `cannot connect to ${o.pool.description}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    const { message, hint } = explainConnectionError(err, o.pool.description);
+    throw new BackupError('database', message, { hint, cause: err });
   }
   let released = false;
   let backendPid: number | undefined;
