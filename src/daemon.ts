@@ -10,15 +10,8 @@ import { ShutdownController } from './lifecycle/shutdown.js';
 import type { Logger } from './log/logger.js';
 import { createRegistry } from './metrics/registry.js';
 import { Scheduler } from './schedule/scheduler.js';
-import { ActivityCollector } from './metrics/collectors/activity.js';
-import { DatabaseCollector, StatDatabaseCollector } from './metrics/collectors/database.js';
-import { LocksCollector } from './metrics/collectors/locks.js';
-import { ReplicationCollector } from './metrics/collectors/replication.js';
-import { SettingsCollector } from './metrics/collectors/settings.js';
-import { TablesCollector } from './metrics/collectors/tables.js';
 import { registerPoolMetrics } from './metrics/pool-metrics.js';
-import { StatementsCollector } from './metrics/collectors/statements.js';
-import { StaticCollector } from './metrics/collectors/static.js';
+import { defaultCollectors } from './metrics/collectors/index.js';
 import { Poller } from './metrics/poller.js';
 import { VERSION } from './version.js';
 import { EXIT } from './exit-codes.js';
@@ -73,21 +66,7 @@ export async function runDaemon(
     db: config.db,
     registry,
     logger,
-    collectors: [
-      new StaticCollector(registry),
-      new ActivityCollector(registry),
-      new LocksCollector(registry, { logWaitsOverSeconds: config.metrics.lockWaitLogAfterMs / 1000 }),
-      new DatabaseCollector(registry, config.metrics.databaseSizeIntervalMs),
-      new StatDatabaseCollector(registry),
-      new SettingsCollector(registry),
-      new TablesCollector(registry, { limit: config.metrics.tablesLimit }),
-      new ReplicationCollector(registry),
-      new StatementsCollector(registry, {
-        limit: config.metrics.statementsLimit,
-        queryText: config.metrics.queryText,
-        queryTextLength: config.metrics.queryTextLength,
-      }),
-    ],
+    collectors: defaultCollectors(registry, config.metrics),
     intervalMs: config.metrics.intervalMs,
     statementTimeoutMs: config.metrics.statementTimeoutMs,
     lockTimeoutMs: config.metrics.lockTimeoutMs,

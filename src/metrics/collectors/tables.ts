@@ -41,7 +41,11 @@ const SQL = `
          vacuum_count, autovacuum_count, analyze_count, autoanalyze_count,
          seq_scan, coalesce(idx_scan, 0) AS idx_scan, n_tup_ins, n_tup_upd, n_tup_del,
          pg_table_size(relid) AS table_size_bytes, pg_indexes_size(relid) AS index_size_bytes
-    FROM pg_stat_user_tables
+    FROM pg_stat_user_tables t
+   -- the size functions wait for a lock on the table: skip tables someone holds exclusively (a migration,
+   -- VACUUM FULL) rather than queue behind them; they are back on the next poll
+   WHERE NOT EXISTS (SELECT 1 FROM pg_locks l
+                      WHERE l.locktype = 'relation' AND l.relation = t.relid AND l.mode = 'AccessExclusiveLock')
    ORDER BY pg_total_relation_size(relid) DESC
    LIMIT $1`;
 

