@@ -94,6 +94,7 @@ export async function applyRetention(
   }
   await deps.catalog.storage.delete(plan.objectKeys);
   deps.metrics?.retentionDeleted.inc({ database }, plan.remove.length);
+  await deps.metrics?.refresh(deps.catalog, database); // the stored-truth gauges count what is left
   log.info({ kept: plan.keep.length, removed: plan.remove }, 'retention applied');
   return plan;
 }

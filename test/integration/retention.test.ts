@@ -69,6 +69,7 @@ describe('retention on a local directory', () => {
     expect(await metricValue(deps.registry, 'pgmaintd_retention_deleted_total', { database: db.name })).toBe(
       4,
     );
+    expect(await metricValue(deps.registry, 'pgmaintd_backup_stored', { database: db.name })).toBe(2);
 
     // Far in the future, still never fewer than the minimum count
     await applyRetention(deps, db.name, deps.config.retention, { now: new Date(Date.now() + 3650 * DAY) });
