@@ -65,6 +65,16 @@ function pgDumpPids(database: string): number[] {
     .map(Number);
 }
 
+/** Waits until no pg_dump of `database` is running: a failed backup leaves no orphan. */
+async function noPgDumpLeft(database: string): Promise<void> {
+  await waitFor(
+    async () => pgDumpPids(database).length,
+    (n) => n === 0,
+    5000,
+    50,
+  );
+}
+
 /** Waits until a backup's temporary file exists: the dump is streaming. */
 async function untilWriting(dir: string): Promise<void> {
   await waitFor(
@@ -132,12 +142,7 @@ describe('backup faults', () => {
       holder.release();
     }
     expectNothingStored(deps);
-    await waitFor(
-      async () => pgDumpPids(db.name).length,
-      (n) => n === 0,
-      5000,
-      50,
-    ); // no orphaned pg_dump
+    await noPgDumpLeft(db.name);
   });
 
   it('an external abort (shutdown) mid-stream: reason aborted, nothing kept, pg_dump gone', async () => {
@@ -149,12 +154,7 @@ describe('backup faults', () => {
     const err = await failed;
     expect(err.reason).toBe('aborted');
     expectNothingStored(deps);
-    await waitFor(
-      async () => pgDumpPids(db.name).length,
-      (n) => n === 0,
-      5000,
-      50,
-    );
+    await noPgDumpLeft(db.name);
   });
 
   it('pg_dump missing: a clear error before anything is written', async () => {

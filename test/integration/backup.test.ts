@@ -31,6 +31,18 @@ async function emptyDatabase(): Promise<{ name: string; url: string; pool: pg.Po
   const url = withDatabase(adminUrl(), name);
   return { name, url, pool: new pg.Pool({ connectionString: url, max: 2 }) };
 }
+/** Runs `fn` against a new empty database, closing its pool afterwards. */
+async function withEmptyDatabase(
+  fn: (target: { name: string; url: string; pool: pg.Pool }) => Promise<void>,
+): Promise<void> {
+  const target = await emptyDatabase();
+  try {
+    await fn(target);
+  } finally {
+    await target.pool.end();
+  }
+}
+
 /** Restore options for a backup (by key or the latest of a database) into a target. */
 function restoreOpts(deps: TestDeps, target: { url: string }, pick: { key?: string; database?: string }) {
   return { ...deps, ssl: deps.config.db.ssl, clientBinDir: undefined, targetUrl: target.url, ...pick };
@@ -76,8 +88,7 @@ describe('backup to a local directory', () => {
     expect(sql).toMatch(/DROP TABLE IF EXISTS public\.tasks;/);
     expect(sql).not.toMatch(/OWNER TO|GRANT /);
 
-    const target = await emptyDatabase();
-    try {
+    await withEmptyDatabase(async (target) => {
       await restoreBackup(restoreOpts(deps, target, { key: manifest.key }));
       expect(await tableCounts(target.pool)).toEqual({
         users: seeded.users,
@@ -85,9 +96,7 @@ describe('backup to a local directory', () => {
         tasks: seeded.tasks,
       });
       expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
-    } finally {
-      await target.pool.end();
-    }
+    });
     expect(
       await metricValue(deps.registry, 'pgmaintd_backup_runs_total', {
         database: db.name,
@@ -112,29 +121,23 @@ describe('backup to a local directory', () => {
       maxBuffer: 256 * 1024 * 1024,
     });
     expect(archive.subarray(0, 5).toString()).toBe('PGDMP');
-    const target = await emptyDatabase();
-    try {
+    await withEmptyDatabase(async (target) => {
       await restoreBackup(restoreOpts(deps, target, { database: db.name }));
       expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
-    } finally {
-      await target.pool.end();
-    }
+    });
   });
 
   it('refuses a non-empty target unless --clean, which replaces what the backup holds', async () => {
     const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
-    const target = await emptyDatabase();
-    try {
+    await withEmptyDatabase(async (target) => {
       await target.pool.query('CREATE TABLE users (id int); INSERT INTO users VALUES (1)');
       const opts = restoreOpts(deps, target, { key: manifest.key });
       await expect(restoreBackup(opts)).rejects.toThrow(/is not empty \(1 tables/);
       expect(await target.pool.query('SELECT * FROM users')).toMatchObject({ rowCount: 1 });
       await restoreBackup({ ...opts, clean: true });
       expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
-    } finally {
-      await target.pool.end();
-    }
+    });
   });
 
   it('refuses a tampered object (one byte flipped) and leaves the target untouched', async () => {
@@ -144,8 +147,7 @@ describe('backup to a local directory', () => {
     const bytes = readFileSync(file);
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
     writeFileSync(file, bytes);
-    const target = await emptyDatabase();
-    try {
+    await withEmptyDatabase(async (target) => {
       const err = await restoreBackup(restoreOpts(deps, target, { key: manifest.key })).catch(
         (e: Error) => e,
       );
@@ -153,9 +155,7 @@ describe('backup to a local directory', () => {
       expect((err as Error).message).toMatch(/checksum mismatch|invalid|incorrect|corrupt/i);
       const tables = await target.pool.query("SELECT 1 FROM pg_tables WHERE schemaname = 'public'");
       expect(tables.rowCount).toBe(0); // one transaction, rolled back
-    } finally {
-      await target.pool.end();
-    }
+    });
   });
 
   it('a checksum mismatch (data intact, manifest disagrees) is refused before the transaction commits', async () => {
@@ -270,13 +270,10 @@ describe('backup to S3', () => {
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(manifest.sha256);
     expect(deps.storage.description).toBe(`s3://${bucket}/prod/`);
 
-    const target = await emptyDatabase();
-    try {
+    await withEmptyDatabase(async (target) => {
       await restoreBackup(restoreOpts(deps, target, { database: db.name }));
       expect(await tableDigest(target.pool)).toBe(await tableDigest(db.pool));
-    } finally {
-      await target.pool.end();
-    }
+    });
     const rec = await runVerification(deps, db.name);
     expect(rec.ok).toBe(true);
   });
@@ -296,21 +293,17 @@ describe('restore edge cases', () => {
       ).rows[0];
     const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
-    const target = await emptyDatabase();
-    try {
+    await withEmptyDatabase(async (target) => {
       await restoreBackup(restoreOpts(deps, target, { key: manifest.key }));
       expect(await shape(target.pool)).toEqual(await shape(db.pool));
       expect((await shape(target.pool))!.t).toBe('1');
-    } finally {
-      await target.pool.end();
-    }
+    });
   });
 
   it('a client that stops early (an SQL error under ON_ERROR_STOP) fails the restore at once, without hanging', async () => {
     const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
-    const target = await emptyDatabase();
-    try {
+    await withEmptyDatabase(async (target) => {
       // a view on users makes the dump's DROP TABLE users fail: psql stops at the first statement error
       await target.pool.query('CREATE TABLE users (id int); CREATE VIEW keep_me AS SELECT * FROM users');
       const t0 = Date.now();
@@ -327,9 +320,7 @@ describe('restore edge cases', () => {
       expect((await target.pool.query("SELECT to_regclass('public.tasks') AS t")).rows[0]).toEqual({
         t: null,
       });
-    } finally {
-      await target.pool.end();
-    }
+    });
   });
 
   it('an unreadable drill record does not break the listing of a good backup', async () => {
