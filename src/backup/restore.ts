@@ -92,7 +92,8 @@ class ChecksumVerifier extends Transform {
   }
 }
 
-export async function targetIsEmpty(pool: DbPool): Promise<number> {
+/** Tables, views, sequences and foreign tables of the target that no extension owns. */
+async function userRelationCount(pool: DbPool): Promise<number> {
   const r = await pool.query<{ n: string }>(`
     SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
@@ -110,7 +111,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     { name: 'restore-target', logger: o.logger },
   );
   try {
-    const existing = await targetIsEmpty(pool);
+    const existing = await userRelationCount(pool);
     if (existing > 0 && !o.clean) {
       throw new OperatorError(
         `the target database ${describeTarget(target)} is not empty (${existing} tables, views or sequences)`,
