@@ -68,10 +68,12 @@ export async function runDaemon(
     logger,
     collectors: defaultCollectors(registry, config.metrics),
     intervalMs: config.metrics.intervalMs,
+    intervals: config.metrics.collectorIntervalsMs,
+    databases: config.metrics.databases,
     statementTimeoutMs: config.metrics.statementTimeoutMs,
     lockTimeoutMs: config.metrics.lockTimeoutMs,
   });
-  registerPoolMetrics(registry, [pool, readyPool, poller.pool]);
+  registerPoolMetrics(registry, () => [pool, readyPool, ...poller.pools()]);
   const readiness = new ReadinessProbe(readyPool, {
     intervalMs: config.http.readyzIntervalMs,
     timeoutMs: config.http.readyzTimeoutMs,

@@ -11,6 +11,7 @@ import {
   databaseList,
   duration,
   int,
+  intervalMap,
   oneOf,
   optionalText,
   size,
@@ -54,6 +55,19 @@ export const S3_STORAGE_CLASSES = [
   'DEEP_ARCHIVE',
   'REDUCED_REDUNDANCY',
 ] as const;
+/** The metrics collectors, by the `collector` label postgres_exporter gives them. */
+export const METRICS_COLLECTORS = [
+  'static',
+  'stat_activity',
+  'locks',
+  'database',
+  'stat_database',
+  'settings',
+  'stat_user_tables',
+  'replication',
+  'stat_statements',
+] as const;
+export type CollectorName = (typeof METRICS_COLLECTORS)[number];
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 const ms = (lo: number, hi: number, what: string) =>
@@ -326,6 +340,18 @@ export const FIELDS = {
     default: '15s',
     doc: 'How often each collector polls the database; /metrics serves the cached result and never queries.',
     allowed: ms(1000, 3_600_000, '1 hour'),
+    group: 'Metrics',
+  },
+  METRICS_COLLECTOR_INTERVALS: {
+    schema: intervalMap(METRICS_COLLECTORS, 1000, 86_400_000),
+    doc: `Per-collector poll intervals that differ from METRICS_INTERVAL, as name=duration pairs; \`off\` disables a collector. E.g. \`stat_statements=1m,stat_user_tables=5m,locks=off\`. Collectors: ${METRICS_COLLECTORS.join(', ')}.`,
+    allowed: `comma-separated name=duration or name=off pairs (durations from 1s to 1 day), names among ${METRICS_COLLECTORS.join(', ')}`,
+    group: 'Metrics',
+  },
+  METRICS_DATABASES: {
+    schema: z.union([z.literal('*'), databaseList()]),
+    doc: 'Databases the per-database collectors (table statistics) connect to, comma-separated; `*` discovers every database that allows connections. Unset: the database of DATABASE_URL.',
+    allowed: 'database names separated by commas, or *',
     group: 'Metrics',
   },
   METRICS_STATEMENT_TIMEOUT: {

@@ -93,3 +93,40 @@ export function databaseList() {
     z.array(z.string().regex(DB_NAME_RE)).min(1).optional(),
   );
 }
+
+/**
+ * Per-name durations or "off": "stat_statements=1m, stat_user_tables=5m, locks=off" (a file may also
+ * give a mapping). Names outside `names` are refused; "off" is returned as 0.
+ */
+export function intervalMap(names: readonly string[], minMs: number, maxMs: number) {
+  return z.preprocess(
+    (v) => {
+      if (typeof v === 'string') {
+        if (v.trim() === '') return undefined;
+        const entries: Array<[string, string]> = [];
+        for (const item of v.split(',')) {
+          if (!item.trim()) continue;
+          const eq = item.indexOf('=');
+          if (eq < 0) return v; // malformed: zod reports it
+          entries.push([item.slice(0, eq).trim(), item.slice(eq + 1).trim()]);
+        }
+        v = Object.fromEntries(entries);
+      }
+      if (v && typeof v === 'object' && !Array.isArray(v)) {
+        return Object.fromEntries(
+          Object.entries(v).map(([k, d]) => [
+            k,
+            typeof d === 'string' && d.trim().toLowerCase() === 'off' ? 0 : (parseDuration(d) ?? d),
+          ]),
+        );
+      }
+      return v;
+    },
+    z
+      .partialRecord(
+        z.enum(names as [string, ...string[]]),
+        z.union([z.literal(0), z.number().int().min(minMs).max(maxMs)]),
+      )
+      .optional(),
+  );
+}

@@ -230,6 +230,8 @@ function shape(p: Parsed) {
       statementTimeoutMs: p.METRICS_STATEMENT_TIMEOUT,
       lockTimeoutMs: p.METRICS_LOCK_TIMEOUT,
       databaseSizeIntervalMs: p.METRICS_DATABASE_SIZE_INTERVAL,
+      collectorIntervalsMs: p.METRICS_COLLECTOR_INTERVALS ?? {},
+      databases: p.METRICS_DATABASES ?? [parseDatabaseUrl(p.DATABASE_URL as string).database],
       lockWaitLogAfterMs: p.METRICS_LOCK_WAIT_LOG_AFTER,
       tablesLimit: p.METRICS_TABLES_LIMIT,
       statementsLimit: p.METRICS_STATEMENTS_LIMIT,

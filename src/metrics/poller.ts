@@ -3,6 +3,10 @@
  * lock timeouts set, application_name pg-maintd) and caches the results; /metrics serves the cache.
  * A scrape never touches the database, so it costs the same whether the database is idle,
  * overloaded or down. pg_up is 1 only when the last connection attempt succeeded.
+ *
+ * Server-wide collectors poll the database of DATABASE_URL. Per-database collectors (table
+ * statistics) poll each database of METRICS_DATABASES (or every database that allows connections,
+ * for `*`), each over a one-connection pool of its own, one database after the other.
  */
 import type pg from 'pg';
 import { Gauge, type Registry } from 'prom-client';
@@ -18,17 +22,32 @@ export interface PollerOptions {
   logger: Logger;
   collectors: Collector[];
   intervalMs: number;
+  /** Per-collector intervals (METRICS_COLLECTOR_INTERVALS), over the collector's own and intervalMs. */
+  intervals?: Readonly<Partial<Record<string, number>>>;
   statementTimeoutMs: number;
   lockTimeoutMs: number;
+  /** Databases of the per-database collectors, or '*' for every database that allows connections. */
+  databases?: readonly string[] | '*';
 }
+
+const DISCOVER_SQL = `
+  SELECT datname FROM pg_database
+   WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT')
+   ORDER BY datname`;
 
 export class Poller extends Service {
   readonly name = 'metrics-poller';
+  /** The pool of the database of DATABASE_URL: server-wide collectors, and pg_up. */
   readonly pool: DbPool;
   readonly #o: PollerOptions;
   readonly #log: Logger;
+  readonly #main: string;
+  /** One-connection pools of the other databases the per-database collectors poll. */
+  readonly #dbPools = new Map<string, DbPool>();
+  #known: readonly string[] = [];
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #inFlight = new Set<Promise<void>>();
+  /** Keys (collector, or collector@database) failing now: each failure is logged once, not per poll. */
   readonly #failing = new Set<string>();
   readonly #lastDuration = new Map<string, number>();
   #serverVersionNum: number | undefined;
@@ -43,17 +62,8 @@ export class Poller extends Service {
     super();
     this.#o = o;
     this.#log = o.logger.child({ component: 'metrics' });
-    this.pool = new DbPool(o.db, {
-      name: 'metrics',
-      logger: o.logger,
-      max: 2,
-      min: 0,
-      acquireTimeoutMs: o.statementTimeoutMs,
-      statementTimeoutMs: o.statementTimeoutMs,
-      lockTimeoutMs: o.lockTimeoutMs,
-      queryTimeoutMs: o.statementTimeoutMs + 1000,
-      applicationName: 'pg-maintd',
-    });
+    this.pool = this.#newPool('metrics');
+    this.#main = this.pool.target.database;
     const r = [o.registry];
     this.#up = new Gauge({
       name: 'pg_up',
@@ -91,6 +101,16 @@ export class Poller extends Service {
     this.#up.set(0);
   }
 
+  /** Every pool the poller holds now (for pgmaintd_db_pool_clients). */
+  pools(): DbPool[] {
+    return [this.pool, ...this.#dbPools.values()];
+  }
+
+  /** How often `c` polls: METRICS_COLLECTOR_INTERVALS, else the collector's own, else METRICS_INTERVAL. */
+  intervalOf(c: Collector): number {
+    return this.#o.intervals?.[c.name] || c.intervalMs || this.#o.intervalMs;
+  }
+
   protected async onStart(): Promise<void> {
     for (const c of this.#o.collectors) this.#schedule(c, 0);
   }
@@ -99,7 +119,7 @@ export class Poller extends Service {
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     await Promise.allSettled([...this.#inFlight]);
-    await this.pool.stop();
+    await Promise.allSettled(this.pools().map((p) => p.stop()));
   }
 
   /** Polls every collector once now (tests, and the first round at start). */
@@ -112,7 +132,7 @@ export class Poller extends Service {
     const timer = setTimeout(() => {
       const run = this.#run(c).finally(() => {
         this.#inFlight.delete(run);
-        this.#schedule(c, c.intervalMs ?? this.#o.intervalMs);
+        this.#schedule(c, this.intervalOf(c));
       });
       this.#inFlight.add(run);
     }, delayMs);
@@ -122,44 +142,149 @@ export class Poller extends Service {
 
   async #run(c: Collector): Promise<void> {
     const t0 = performance.now();
-    let client: pg.PoolClient | undefined;
-    let failed = false;
     try {
-      try {
-        client = await this.pool.connect();
-        this.#up.set(1);
-      } catch (err) {
-        this.#up.set(0);
-        throw err;
-      }
-      this.#serverVersionNum ??= Number(
-        (await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
-      );
-      await c.collect({ client, serverVersionNum: this.#serverVersionNum, logger: this.#log });
-      this.#success.set({ collector: c.name }, 1);
-      this.#lastSuccess.set({ collector: c.name }, Date.now() / 1000);
-      if (this.#failing.delete(c.name)) this.#log.info({ collector: c.name }, 'collector recovered');
-    } catch (err) {
-      failed = true;
-      c.clear();
-      this.#success.set({ collector: c.name }, 0);
-      const { kind, code } = classify(err);
-      if (kind === 'connection_lost' || kind === 'connection_refused') this.#serverVersionNum = undefined;
-      if (!this.#failing.has(c.name)) {
-        // once per failure, not once per poll: an outage is not an error storm
-        this.#failing.add(c.name);
-        this.#log.warn(
-          { collector: c.name, kind, code, err: { message: (err as Error).message } },
-          'collector failed; its series are dropped until it succeeds',
-        );
-      }
+      const ok = c.scope === 'database' ? await this.#runPerDatabase(c) : await this.#attempt(c, this.#main);
+      this.#success.set({ collector: c.name }, ok ? 1 : 0);
+      if (ok) this.#lastSuccess.set({ collector: c.name }, Date.now() / 1000);
     } finally {
-      client?.release(failed); // a connection that failed a poll is discarded, not reused
       const seconds = (performance.now() - t0) / 1000;
       this.#duration.set({ collector: c.name }, seconds);
       this.#lastDuration.set(c.name, seconds);
       this.#lastError.set(this.#failing.size > 0 ? 1 : 0);
       this.#lastScrape.set([...this.#lastDuration.values()].reduce((a, b) => a + b, 0));
     }
+  }
+
+  /** A per-database collector succeeds when it succeeded in every database; a failed one's series are dropped. */
+  async #runPerDatabase(c: Collector): Promise<boolean> {
+    let databases: readonly string[];
+    try {
+      databases = await this.#databases();
+      this.#succeeded(c.name, { collector: c.name });
+    } catch (err) {
+      c.clear();
+      this.#failed(c.name, err, { collector: c.name }, 'cannot list the databases to poll; series dropped');
+      return false;
+    }
+    let ok = true;
+    for (const database of databases) {
+      if (this.stopping) break;
+      ok = (await this.#attempt(c, database)) && ok;
+    }
+    return ok;
+  }
+
+  /** One poll of one collector in one database; false (series dropped, failure logged once) on error. */
+  async #attempt(c: Collector, database: string): Promise<boolean> {
+    const perDatabase = c.scope === 'database';
+    const key = perDatabase ? `${c.name}@${database}` : c.name;
+    const fields: Record<string, string> = perDatabase
+      ? { collector: c.name, database }
+      : { collector: c.name };
+    let client: pg.PoolClient | undefined;
+    let failed = false;
+    try {
+      client = await this.#connect(database);
+      this.#serverVersionNum ??= Number(
+        (await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
+      );
+      await c.collect({ client, database, serverVersionNum: this.#serverVersionNum, logger: this.#log });
+      this.#succeeded(key, fields);
+      return true;
+    } catch (err) {
+      failed = true;
+      c.clear(perDatabase ? database : undefined);
+      if (perDatabase && this.#o.databases === '*' && classify(err).code === '3D000') {
+        // dropped since it was discovered: gone, not failing
+        this.#forget([database]);
+        this.#known = this.#known.filter((d) => d !== database);
+        return true;
+      }
+      this.#failed(key, err, fields, 'collector failed; its series are dropped until it succeeds');
+      return false;
+    } finally {
+      client?.release(failed); // a connection that failed a poll is discarded, not reused
+    }
+  }
+
+  #succeeded(key: string, fields: Record<string, string>) {
+    if (this.#failing.delete(key)) this.#log.info(fields, 'collector recovered');
+  }
+
+  /** A failure is logged once, when it starts: an outage is not an error storm. */
+  #failed(key: string, err: unknown, fields: Record<string, string>, message: string) {
+    const { kind, code } = classify(err);
+    if (kind === 'connection_lost' || kind === 'connection_refused') this.#serverVersionNum = undefined;
+    if (this.#failing.has(key)) return;
+    this.#failing.add(key);
+    this.#log.warn({ ...fields, kind, code, err: { message: (err as Error).message } }, message);
+  }
+
+  async #connect(database: string): Promise<pg.PoolClient> {
+    if (database !== this.#main) return this.#poolFor(database).connect();
+    try {
+      const client = await this.pool.connect();
+      this.#up.set(1);
+      return client;
+    } catch (err) {
+      this.#up.set(0);
+      throw err;
+    }
+  }
+
+  /** The databases the per-database collectors poll now; with '*', discovered on each round. */
+  async #databases(): Promise<readonly string[]> {
+    const wanted = this.#o.databases ?? [this.#main];
+    if (wanted !== '*') return wanted;
+    const client = await this.#connect(this.#main);
+    let failed = false;
+    try {
+      const found = (await client.query<{ datname: string }>(DISCOVER_SQL)).rows.map((r) => r.datname);
+      this.#forget(this.#known.filter((d) => !found.includes(d)));
+      this.#known = found;
+      return found;
+    } catch (err) {
+      failed = true;
+      throw err;
+    } finally {
+      client.release(failed);
+    }
+  }
+
+  /** A database that is gone: its series and its pool go too. */
+  #forget(gone: string[]) {
+    for (const database of gone) {
+      for (const c of this.#o.collectors) if (c.scope === 'database') c.clear(database);
+      for (const key of [...this.#failing]) if (key.endsWith(`@${database}`)) this.#failing.delete(key);
+      const pool = this.#dbPools.get(database);
+      this.#dbPools.delete(database);
+      void pool?.stop();
+      this.#log.info({ database }, 'database no longer listed; its per-database series are dropped');
+    }
+  }
+
+  #poolFor(database: string): DbPool {
+    let pool = this.#dbPools.get(database);
+    if (!pool) {
+      pool = this.#newPool(`metrics:${database}`, database);
+      this.#dbPools.set(database, pool);
+    }
+    return pool;
+  }
+
+  #newPool(name: string, database?: string): DbPool {
+    const o = this.#o;
+    return new DbPool(o.db, {
+      name,
+      ...(database ? { database } : {}),
+      logger: o.logger,
+      max: database ? 1 : 2,
+      min: 0,
+      acquireTimeoutMs: o.statementTimeoutMs,
+      statementTimeoutMs: o.statementTimeoutMs,
+      lockTimeoutMs: o.lockTimeoutMs,
+      queryTimeoutMs: o.statementTimeoutMs + 1000,
+      applicationName: 'pg-maintd',
+    });
   }
 }

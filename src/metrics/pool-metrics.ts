@@ -2,7 +2,8 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { DbPool } from '../db/pool.js';
 
-export function registerPoolMetrics(registry: Registry, pools: DbPool[]): void {
+/** `pools` is asked at each scrape: the poller opens and closes per-database pools as databases come and go. */
+export function registerPoolMetrics(registry: Registry, pools: () => DbPool[]): void {
   new Gauge({
     name: 'pgmaintd_db_pool_clients',
     help: 'Clients of pg-maintd’s own connection pools, by pool and state (total, idle, waiting).',
@@ -10,7 +11,7 @@ export function registerPoolMetrics(registry: Registry, pools: DbPool[]): void {
     registers: [registry],
     collect() {
       this.reset();
-      for (const p of pools) {
+      for (const p of pools()) {
         const s = p.stats();
         const pool = p.name.replace(/^pool:/, '');
         this.set({ pool, state: 'total' }, s.total);

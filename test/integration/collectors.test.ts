@@ -17,7 +17,7 @@ import { registerPoolMetrics } from '../../src/metrics/pool-metrics.js';
 import { Poller } from '../../src/metrics/poller.js';
 import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
-import { useTestDatabase } from '../support/postgres.js';
+import { adminUrl, startPrivateCluster, useTestDatabase, withDatabase } from '../support/postgres.js';
 
 const db = useTestDatabase();
 
@@ -34,6 +34,7 @@ function capture() {
 function poller(
   make: (r: Registry) => Collector[],
   logger = createLogger({ level: 'silent', format: 'json' }),
+  databases?: readonly string[] | '*',
 ) {
   const registry = new Registry();
   const p = new Poller({
@@ -48,8 +49,20 @@ function poller(
     intervalMs: 60_000,
     statementTimeoutMs: 5000,
     lockTimeoutMs: 1000,
+    ...(databases ? { databases } : {}),
   });
   return { registry, p };
+}
+
+/** Runs `sql` in a session of its own that then ends: a backend flushes its statistics when it exits (an idle one waits up to 10 s). */
+async function once(sql: string, url = db.url): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
 }
 
 async function session(): Promise<pg.Client> {
@@ -182,7 +195,7 @@ describe('database collectors', () => {
     await db.pool.query(`ALTER DATABASE ${db.name} CONNECTION LIMIT 42`);
     const { registry, p } = poller((r) => [new DatabaseCollector(r), new StatDatabaseCollector(r)]);
     try {
-      await db.pool.query(
+      await once(
         'CREATE TABLE IF NOT EXISTS counted (id int); INSERT INTO counted SELECT generate_series(1, 500)',
       );
       await p.pollAll();
@@ -277,12 +290,11 @@ describe('settings collector', () => {
 
 describe('tables collector', () => {
   it('reports live and dead tuples after inserts and deletes, sizes, and vacuum history, for the largest tables only', async () => {
-    await db.pool
-      .query(`CREATE TABLE big_one (id int, pad text); INSERT INTO big_one SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
+    await once(`CREATE TABLE big_one (id int, pad text); INSERT INTO big_one SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
       CREATE TABLE mid_one (id int); INSERT INTO mid_one SELECT generate_series(1, 2000);
       CREATE TABLE tiny_one (id int); INSERT INTO tiny_one VALUES (1);
       DELETE FROM big_one WHERE id <= 5000;`);
-    await db.pool.query('VACUUM (ANALYZE) mid_one'); // VACUUM cannot share a multi-statement query
+    await once('VACUUM (ANALYZE) mid_one'); // VACUUM cannot share a multi-statement query
     const { registry, p } = poller((r) => [new TablesCollector(r, { limit: 2 })]);
     try {
       const big = { datname: db.name, schemaname: 'public', relname: 'big_one' };
@@ -315,10 +327,135 @@ describe('tables collector', () => {
   });
 });
 
+describe('per-database collectors', () => {
+  async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const c = new pg.Client({ connectionString: adminUrl() });
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  }
+
+  it('poll each database of METRICS_DATABASES; one that fails loses only its own series, and says so once', async () => {
+    const other = `${db.name}_other`;
+    await admin((c) => c.query(`CREATE DATABASE ${other}`));
+    try {
+      await once(
+        'CREATE TABLE elsewhere (id int); INSERT INTO elsewhere SELECT generate_series(1, 300)',
+        withDatabase(db.url, other),
+      );
+      await once('CREATE TABLE IF NOT EXISTS at_home (id int); INSERT INTO at_home VALUES (1)');
+      const { logger, lines } = capture();
+      const { registry, p } = poller((r) => [new TablesCollector(r, { limit: 10 })], logger, [
+        db.name,
+        other,
+        'no_such_database',
+      ]);
+      try {
+        const home = { datname: db.name, schemaname: 'public', relname: 'at_home' };
+        const there = { datname: other, schemaname: 'public', relname: 'elsewhere' };
+        await waitFor(
+          async () => {
+            await p.pollAll();
+            return [
+              await metricValue(registry, 'pg_stat_user_tables_n_tup_ins', there),
+              await metricValue(registry, 'pg_stat_user_tables_n_tup_ins', home),
+            ];
+          },
+          ([a, b]) => a === 300 && (b ?? 0) >= 1, // statistics reach the views within about a second
+          15_000,
+          250,
+        );
+        // one database is missing: the collector reports the failure, the other databases stay served
+        expect(
+          await metricValue(registry, 'pg_scrape_collector_success', { collector: 'stat_user_tables' }),
+        ).toBe(0);
+        expect(await metricValue(registry, 'pg_exporter_last_scrape_error', {})).toBe(1);
+        const said = lines.filter((l) => l.database === 'no_such_database');
+        expect(said).toHaveLength(1); // once, though it failed on every poll
+        expect(String((said[0]!.err as { message: string }).message)).toMatch(/does not exist/);
+        // each database has its own one-connection pool; the main database uses the poller's pool
+        expect(p.pools().map((x) => x.name)).toEqual(
+          expect.arrayContaining([`pool:metrics:${other}`, 'pool:metrics']),
+        );
+      } finally {
+        await p.stop();
+      }
+    } finally {
+      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${other} WITH (FORCE)`));
+    }
+  });
+
+  it('with *, discover the databases on each round, and drop the series of one that is gone', async () => {
+    // a private cluster: the shared one has databases of other test files coming and going
+    const cluster = await startPrivateCluster();
+    const { registry, p } = (() => {
+      const registry = new Registry();
+      const p = new Poller({
+        db: {
+          url: cluster.url('postgres'),
+          ssl: { mode: 'disable', rejectUnauthorized: true },
+          pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 5000 },
+        },
+        registry,
+        logger: createLogger({ level: 'silent', format: 'json' }),
+        collectors: [new TablesCollector(registry, { limit: 5 })],
+        intervalMs: 60_000,
+        statementTimeoutMs: 5000,
+        lockTimeoutMs: 1000,
+        databases: '*',
+      });
+      return { registry, p };
+    })();
+    const admin = new pg.Client({ connectionString: cluster.url('postgres') });
+    await admin.connect();
+    try {
+      await admin.query('CREATE DATABASE found_one');
+      await admin.query('CREATE DATABASE not_allowed');
+      await admin.query('ALTER DATABASE not_allowed ALLOW_CONNECTIONS false');
+      const o = new pg.Client({ connectionString: cluster.url('found_one') });
+      await o.connect();
+      await o.query('CREATE TABLE discovered (id int); INSERT INTO discovered VALUES (1), (2)');
+      await o.end();
+      const found = { datname: 'found_one', schemaname: 'public', relname: 'discovered' };
+      await waitFor(
+        async () => {
+          await p.pollAll();
+          return metricValue(registry, 'pg_stat_user_tables_n_tup_ins', found);
+        },
+        (v) => v === 2,
+        15_000,
+        250,
+      );
+      const names = p.pools().map((x) => x.name);
+      expect(names).toContain('pool:metrics:found_one');
+      expect(names).not.toContain('pool:metrics:not_allowed'); // datallowconn false: not polled
+      expect(names.some((n) => /template/.test(n))).toBe(false);
+      expect(
+        await metricValue(registry, 'pg_scrape_collector_success', { collector: 'stat_user_tables' }),
+      ).toBe(1);
+
+      await admin.query('DROP DATABASE found_one WITH (FORCE)');
+      await p.pollAll();
+      expect(await metricValue(registry, 'pg_stat_user_tables_n_tup_ins', found)).toBeUndefined();
+      expect(p.pools().map((x) => x.name)).not.toContain('pool:metrics:found_one');
+      expect(
+        await metricValue(registry, 'pg_scrape_collector_success', { collector: 'stat_user_tables' }),
+      ).toBe(1); // a database that is gone is not a failing one
+    } finally {
+      await admin.end();
+      await p.stop();
+      await cluster.stop();
+    }
+  });
+});
+
 describe('replication collector and pool metrics', () => {
   it('a primary is not a replica and has no lag; the daemon’s pools are visible', async () => {
     const { registry, p } = poller((r) => [new ReplicationCollector(r)]);
-    registerPoolMetrics(registry, [p.pool]);
+    registerPoolMetrics(registry, () => p.pools());
     try {
       await p.pollAll();
       expect(await metricValue(registry, 'pg_replication_is_replica', {})).toBe(0);

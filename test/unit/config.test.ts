@@ -72,6 +72,15 @@ const BAD: Record<FieldName, string[]> = {
   BACKUP_VERIFY_SCHEDULE: ['weekly', '0 4 * * 8'],
   VERIFY_DATABASE_URL: ['mysql://u@h/db', 'nope'],
   METRICS_INTERVAL: ['500ms', '2h', 'often'],
+  METRICS_COLLECTOR_INTERVALS: [
+    'stat_statements',
+    'stat_statement=1m',
+    'locks=500ms',
+    'locks=2d',
+    'locks=sometimes',
+    'locks=1m,,oops',
+  ],
+  METRICS_DATABASES: ['app,bad name', 'app,*x y'],
   METRICS_STATEMENT_TIMEOUT: ['1ms', '1h', 'x'],
   METRICS_LOCK_TIMEOUT: ['1ms', '1h', 'x'],
   METRICS_DATABASE_SIZE_INTERVAL: ['10ms', '2d', 'x'],
@@ -270,6 +279,31 @@ describe('configuration', () => {
     expect(c.db.pool.idleTimeoutMs).toBe(45_000);
     expect(c.db.pool.acquireTimeoutMs).toBe(1500);
     expect(c.shutdown.graceMs).toBe(60_000);
+  });
+
+  it('reads per-collector intervals (off disables) and the metrics databases, from env or a file', () => {
+    const fromEnv = load({
+      env: {
+        METRICS_COLLECTOR_INTERVALS: ' stat_statements=1m, locks = off ,',
+        METRICS_DATABASES: 'app, billing',
+      },
+    }).config.metrics;
+    expect(fromEnv.collectorIntervalsMs).toEqual({ stat_statements: 60_000, locks: 0 });
+    expect(fromEnv.databases).toEqual(['app', 'billing']);
+    const fromFile = load({
+      configFile: tempFile(
+        'c.yaml',
+        'METRICS_COLLECTOR_INTERVALS:\n  stat_user_tables: 5m\n  database: "off"\nMETRICS_DATABASES: "*"\n',
+      ),
+    }).config.metrics;
+    expect(fromFile.collectorIntervalsMs).toEqual({ stat_user_tables: 300_000, database: 0 });
+    expect(fromFile.databases).toBe('*');
+    const unset = load().config.metrics;
+    expect(unset.collectorIntervalsMs).toEqual({});
+    expect(unset.databases).toEqual(['app']); // the database of DATABASE_URL
+    const bad = problemsOf(() => load({ env: { METRICS_COLLECTOR_INTERVALS: 'stat_statement=1m' } }));
+    expect(bad.describe()).toContain('METRICS_COLLECTOR_INTERVALS');
+    expect(bad.describe()).toContain('stat_statements');
   });
 
   it('uses sslmode from DATABASE_URL unless DB_SSL_MODE is set, and refuses a conflict', () => {

@@ -1,5 +1,6 @@
 /** The collectors the daemon runs, in one place (the central map postgres_exporter keeps too). */
 import type { Registry } from 'prom-client';
+import type { CollectorName } from '../../config/fields.js';
 import type { Config } from '../../config/load.js';
 import type { Collector } from '../collector.js';
 import { ActivityCollector } from './activity.js';
@@ -11,8 +12,9 @@ import { StatementsCollector } from './statements.js';
 import { StaticCollector } from './static.js';
 import { TablesCollector } from './tables.js';
 
+/** The collectors the configuration enables (METRICS_COLLECTOR_INTERVALS `name=off` disables one). */
 export function defaultCollectors(registry: Registry, m: Config['metrics']): Collector[] {
-  return [
+  const all: Collector[] = [
     new StaticCollector(registry),
     new ActivityCollector(registry),
     new LocksCollector(registry, { logWaitsOverSeconds: m.lockWaitLogAfterMs / 1000 }),
@@ -27,4 +29,5 @@ export function defaultCollectors(registry: Registry, m: Config['metrics']): Col
       queryTextLength: m.queryTextLength,
     }),
   ];
+  return all.filter((c) => m.collectorIntervalsMs[c.name as CollectorName] !== 0);
 }

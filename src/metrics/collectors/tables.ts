@@ -1,7 +1,9 @@
 /**
  * Table statistics (the seed guide's getTableSizes, and autovacuum health): pg_stat_user_tables_*
  * with postgres_exporter's names and labels {datname, schemaname, relname}, bounded to the largest
- * `limit` tables so the series stay few on a schema with thousands of tables.
+ * `limit` tables of each database so the series stay few on a schema with thousands of tables.
+ * pg_stat_user_tables only shows the database a session is connected to, so this collector is
+ * polled in each database of METRICS_DATABASES.
  */
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
@@ -49,9 +51,14 @@ const SQL = `
    ORDER BY pg_total_relation_size(relid) DESC
    LIMIT $1`;
 
+type Row = Record<string, string>;
+
 export class TablesCollector implements Collector {
   readonly name = 'stat_user_tables';
+  readonly scope = 'database';
   readonly #families: Array<[string, CachedFamily<Label>]>;
+  /** The last rows of each database polled; the families serve their union. */
+  readonly #rows = new Map<string, Row[]>();
 
   constructor(
     registry: Registry,
@@ -72,19 +79,27 @@ export class TablesCollector implements Collector {
     return this.opts.intervalMs;
   }
 
-  async collect({ client }: CollectorContext): Promise<void> {
-    const r = await client.query<Record<string, string>>(SQL, [this.opts.limit]);
+  async collect({ client, database }: CollectorContext): Promise<void> {
+    const r = await client.query<Row>(SQL, [this.opts.limit]);
+    this.#rows.set(database, r.rows);
+    this.#publish();
+  }
+
+  clear(database?: string): void {
+    if (database === undefined) this.#rows.clear();
+    else this.#rows.delete(database);
+    this.#publish();
+  }
+
+  #publish(): void {
+    const rows = [...this.#rows.values()].flat();
     for (const [column, family] of this.#families) {
       family.replace(
-        r.rows.map((row) => ({
+        rows.map((row) => ({
           labels: { datname: row.datname!, schemaname: row.schemaname!, relname: row.relname! },
           value: Number(row[column]),
         })),
       );
     }
-  }
-
-  clear(): void {
-    for (const [, f] of this.#families) f.clear();
   }
 }
