@@ -57,12 +57,13 @@ export const S3_STORAGE_CLASSES = [
 ] as const;
 /** The metrics collectors, by the `collector` label postgres_exporter gives them. */
 export const METRICS_COLLECTORS = [
-  'static',
+  'postmaster',
   'stat_activity',
   'locks',
   'database',
   'stat_database',
   'settings',
+  'bgwriter',
   'stat_user_tables',
   'replication',
   'stat_statements',

@@ -14,13 +14,13 @@ export interface Sample<L extends string = string> {
 export class CachedFamily<L extends string = string> {
   readonly name: string;
   readonly help: string;
-  readonly type: 'gauge' | 'counter';
+  readonly type: 'gauge' | 'counter' | 'untyped';
   readonly aggregator = 'sum' as const;
   #samples: Sample<L>[] = [];
 
   constructor(
     registry: Registry,
-    opts: { name: string; help: string; type: 'gauge' | 'counter'; labelNames?: readonly L[] },
+    opts: { name: string; help: string; type: 'gauge' | 'counter' | 'untyped'; labelNames?: readonly L[] },
   ) {
     this.name = opts.name;
     this.help = opts.help;
@@ -42,7 +42,7 @@ export class CachedFamily<L extends string = string> {
       type: this.type,
       aggregator: this.aggregator,
       values: this.#samples.filter(
-        (s) => Number.isFinite(s.value) && (this.type === 'gauge' || s.value >= 0),
+        (s) => Number.isFinite(s.value) && (this.type !== 'counter' || s.value >= 0),
       ),
     };
   }

@@ -280,6 +280,11 @@ describe('settings collector', () => {
     expect(settingMetric(row('16384', '8kB'))!.value).toBe(16384 * 8192);
     expect(settingMetric(row('-1', 'kB'))!.value).toBe(-1);
     expect(settingMetric(row('5', 'parsecs'))).toBeUndefined();
+    expect(settingMetric(row('2', '64kB'))!.value).toBe(2 * 65536);
+    expect(settingMetric(row('100ms', 'ms'))!.value).toBe(0.1); // a fork that appends the unit
+    expect(settingMetric({ ...row('3', ''), name: 'ext-plugin.max-things' })!.name).toBe(
+      'pg_settings_ext_plugin_max_things',
+    );
     expect(settingMetric({ ...row('on', ''), vartype: 'bool' })).toEqual({
       name: 'pg_settings_x_y',
       help: 'd',
@@ -552,6 +557,64 @@ describe('statements collector', () => {
       }
     } finally {
       await p.stop();
+    }
+  });
+});
+
+describe('statements cardinality', () => {
+  it('with 5,000 distinct statements, exports at most 2N series and keeps the slowest by mean', async () => {
+    // a private cluster: pg_stat_statements is server-wide, and room for all 5,000 (its default max is 5000)
+    const cluster = await startPrivateCluster({ settings: { 'pg_stat_statements.max': 10_000 } });
+    const url = cluster.url('postgres');
+    const registry = new Registry();
+    const limit = 50;
+    const p = new Poller({
+      db: {
+        url,
+        ssl: { mode: 'disable', rejectUnauthorized: true },
+        pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 5000 },
+      },
+      registry,
+      logger: createLogger({ level: 'silent', format: 'json' }),
+      collectors: [new StatementsCollector(registry, { limit, queryText: false, queryTextLength: 40 })],
+      intervalMs: 60_000,
+      statementTimeoutMs: 5000,
+      lockTimeoutMs: 1000,
+    });
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      await c.query('CREATE EXTENSION pg_stat_statements');
+      await c.query('SELECT pg_stat_statements_reset()');
+      // 5,000 statements of distinct shape (100 select-list widths x 50 expression depths), each run 3 times
+      await c.query(`DO $$ BEGIN
+        FOR w IN 1..100 LOOP FOR d IN 1..50 LOOP FOR k IN 1..3 LOOP
+          EXECUTE 'SELECT ' || rtrim(repeat('1,', w), ',') || ' WHERE 1 ' || repeat('+ 1 ', d) || '> 0';
+        END LOOP; END LOOP; END LOOP; END $$`);
+      await c.query('SELECT pg_sleep(0.25)'); // once: the slowest by mean, small by total
+      const { rows } = await c.query<{ n: string; slow: string }>(
+        `SELECT count(*) AS n, (SELECT queryid::text FROM pg_stat_statements ORDER BY mean_exec_time DESC LIMIT 1) AS slow
+           FROM pg_stat_statements`,
+      );
+      expect(Number(rows[0]!.n)).toBeGreaterThan(5000);
+      await p.pollAll();
+      const text = await registry.metrics();
+      for (const family of [
+        'calls_total',
+        'seconds_total',
+        'rows_total',
+        'block_read_seconds_total',
+        'block_write_seconds_total',
+      ]) {
+        const series = text.split('\n').filter((l) => l.startsWith(`pg_stat_statements_${family}{`));
+        expect(series.length, family).toBeGreaterThan(limit - 1);
+        expect(series.length, family).toBeLessThanOrEqual(2 * limit);
+      }
+      expect(text).toContain(`queryid="${rows[0]!.slow}"`);
+    } finally {
+      await c.end();
+      await p.stop();
+      await cluster.stop();
     }
   });
 });

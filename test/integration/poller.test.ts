@@ -4,7 +4,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { createLogger } from '../../src/log/logger.js';
-import { StaticCollector, shortVersion } from '../../src/metrics/collectors/static.js';
+import { PostmasterCollector, shortVersion } from '../../src/metrics/collectors/postmaster.js';
 import { CachedFamily } from '../../src/metrics/family.js';
 import { Poller } from '../../src/metrics/poller.js';
 import { metricValue } from '../support/backup.js';
@@ -31,7 +31,7 @@ function makePoller(intervalMs = 60_000) {
     },
     registry,
     logger,
-    collectors: [new StaticCollector(registry)],
+    collectors: [new PostmasterCollector(registry)],
     intervalMs,
     statementTimeoutMs: 2000,
     lockTimeoutMs: 500,
@@ -50,13 +50,13 @@ describe('metrics poller', () => {
       const started = await metricValue(registry, 'pg_postmaster_start_time_seconds', {});
       expect(started).toBeGreaterThan(Date.now() / 1000 - 3600);
       expect(started).toBeLessThanOrEqual(Date.now() / 1000);
-      expect(await metricValue(registry, 'pg_scrape_collector_success', { collector: 'static' })).toBe(1);
+      expect(await metricValue(registry, 'pg_scrape_collector_success', { collector: 'postmaster' })).toBe(1);
       expect(
-        await metricValue(registry, 'pg_scrape_collector_duration_seconds', { collector: 'static' }),
+        await metricValue(registry, 'pg_scrape_collector_duration_seconds', { collector: 'postmaster' }),
       ).toBeGreaterThan(0);
       expect(
         await metricValue(registry, 'pgmaintd_collector_last_success_timestamp_seconds', {
-          collector: 'static',
+          collector: 'postmaster',
         }),
       ).toBeGreaterThan(Date.now() / 1000 - 60);
       expect(text).toMatch(/^pg_exporter_last_scrape_error 0$/m);
@@ -92,7 +92,7 @@ describe('metrics poller', () => {
         10_000,
         50,
       );
-      expect(down).toMatch(/^pg_scrape_collector_success\{collector="static"\} 0$/m);
+      expect(down).toMatch(/^pg_scrape_collector_success\{collector="postmaster"\} 0$/m);
       expect(down).not.toMatch(/^pg_static\{/m); // never served stale
       expect(down).not.toMatch(/^pg_postmaster_start_time_seconds \d/m);
       expect(down).toMatch(/^pg_exporter_last_scrape_error 1$/m);
@@ -108,7 +108,7 @@ describe('metrics poller', () => {
         15_000,
         50,
       );
-      expect(up).toMatch(/^pg_scrape_collector_success\{collector="static"\} 1$/m);
+      expect(up).toMatch(/^pg_scrape_collector_success\{collector="postmaster"\} 1$/m);
       expect(up).toMatch(/^pg_exporter_last_scrape_error 0$/m);
     } finally {
       await poller.stop();

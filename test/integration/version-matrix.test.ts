@@ -81,6 +81,20 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
       );
       expect(text).toMatch(/^pg_stat_statements_block_read_seconds_total\{/m);
       expect(text).toMatch(/^pg_stat_activity_count\{datname="postgres",state="active"/m);
+      // client sessions only, like the reference: background processes (no database) are not counted,
+      // and every database of pg_database is zero-filled, templates included
+      expect(text).not.toMatch(/^pg_stat_activity_count\{datname="",/m);
+      expect(text).toMatch(/^pg_stat_activity_count\{datname="template0",state="idle",.*\} 0$/m);
+      expect(await metricValue(registry, 'pg_database_size_bytes', { datname: 'template0' })).toBeGreaterThan(
+        0,
+      );
+      // checkpoints under the bgwriter names on every major (pg_stat_checkpointer from 17)
+      expect(text).toMatch(/^pg_stat_bgwriter_checkpoints_timed_total \d+$/m);
+      expect(text).toMatch(/^pg_stat_bgwriter_buffers_alloc_total \d+$/m);
+      expect(/^pg_stat_bgwriter_buffers_backend_total /m.test(text)).toBe(major < 17);
+      expect(/^pg_stat_database_active_time_seconds_total\{/m.test(text)).toBe(major >= 14);
+      expect(text).toMatch(/^pg_stat_database_blk_read_time\{datid="\d+",datname="postgres"\} /m);
+      expect(await metricValue(registry, 'pg_replication_last_replay_seconds', {})).toBe(0);
       await holder.query('ROLLBACK');
       await waiting;
       const inserted = await waitFor(

@@ -38,7 +38,9 @@ const GROUPS_SQL = `
          count(*) AS n,
          coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0) AS max_tx
     FROM pg_stat_activity
-   WHERE ${NOT_OURS}
+   -- like the reference (pg_database x states LEFT JOIN pg_stat_activity): client sessions only, so
+   -- background processes (no database, no state) do not count against max_connections panels
+   WHERE ${NOT_OURS} AND datname IS NOT NULL AND state = ANY($1)
    GROUP BY 1, 2, 3, 4, 5, 6, 7`;
 
 const IDLE_IN_TX_SQL = `
@@ -47,8 +49,7 @@ const IDLE_IN_TX_SQL = `
     FROM pg_database d
     LEFT JOIN pg_stat_activity a
       ON a.datname = d.datname AND a.state LIKE 'idle in transaction%' AND a.pid <> pg_backend_pid() AND a.application_name IS DISTINCT FROM 'pg-maintd'
-   WHERE d.datallowconn AND NOT d.datistemplate
-   GROUP BY 1`;
+   GROUP BY 1`; // every database, as the reference zero-fills every database of pg_database
 
 type Row = Record<Label, string> & { n: string; max_tx: string };
 
@@ -83,7 +84,7 @@ export class ActivityCollector implements Collector {
   }
 
   async collect({ client }: CollectorContext): Promise<void> {
-    const groups = await client.query<Row>(GROUPS_SQL);
+    const groups = await client.query<Row>(GROUPS_SQL, [STATES]);
     const idle = await client.query<{ datname: string; age: string }>(IDLE_IN_TX_SQL);
     const count = groups.rows.map((r) => ({ labels: pick(r), value: Number(r.n) }));
     const maxTx = groups.rows.map((r) => ({ labels: pick(r), value: Number(r.max_tx) }));

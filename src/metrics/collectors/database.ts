@@ -7,9 +7,13 @@ import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
 
+// Every database, as the reference reads them; pg_database_size() needs CONNECT on the database or
+// pg_read_all_stats (in pg_monitor), so a database the role may not size gets no size, not an error.
 const SIZE_SQL = `
-  SELECT datname, datconnlimit AS connlimit, pg_database_size(oid) AS size
-    FROM pg_database WHERE datallowconn AND NOT datistemplate`;
+  SELECT datname, datconnlimit AS connlimit,
+         CASE WHEN has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE')
+              THEN pg_database_size(oid) END AS size
+    FROM pg_database`;
 
 export class DatabaseCollector implements Collector {
   readonly name = 'database';
@@ -35,8 +39,12 @@ export class DatabaseCollector implements Collector {
   }
 
   async collect({ client }: CollectorContext): Promise<void> {
-    const r = await client.query<{ datname: string; connlimit: number; size: string }>(SIZE_SQL);
-    this.#size.replace(r.rows.map((x) => ({ labels: { datname: x.datname }, value: Number(x.size) })));
+    const r = await client.query<{ datname: string; connlimit: number; size: string | null }>(SIZE_SQL);
+    this.#size.replace(
+      r.rows
+        .filter((x) => x.size !== null)
+        .map((x) => ({ labels: { datname: x.datname }, value: Number(x.size) })),
+    );
     this.#limit.replace(r.rows.map((x) => ({ labels: { datname: x.datname }, value: x.connlimit })));
   }
 
@@ -62,11 +70,33 @@ const STAT_COLUMNS: Array<[column: string, type: 'gauge' | 'counter', help: stri
   ['temp_files', 'counter', 'Number of temporary files created by queries in this database.'],
   ['temp_bytes', 'counter', 'Total amount of data written to temporary files by queries in this database.'],
   ['deadlocks', 'counter', 'Number of deadlocks detected in this database'],
+  [
+    'blk_read_time',
+    'counter',
+    'Time spent reading data file blocks by backends in this database, in milliseconds',
+  ],
+  [
+    'blk_write_time',
+    'counter',
+    'Time spent writing data file blocks by backends in this database, in milliseconds',
+  ],
+  ['stats_reset', 'counter', 'Time at which these statistics were last reset'],
+];
+/** From PostgreSQL 14. */
+const ACTIVE_TIME: [string, 'counter', string] = [
+  'active_time_seconds_total',
+  'counter',
+  'Time spent executing SQL statements in this database, in seconds',
 ];
 
-const STAT_SQL = `
-  SELECT datid::text AS datid, datname, ${STAT_COLUMNS.map(([c]) => c).join(', ')}
-    FROM pg_stat_database WHERE datname IS NOT NULL`;
+function statSql(serverVersionNum: number): string {
+  const columns = STAT_COLUMNS.map(([c]) =>
+    c === 'stats_reset' ? 'coalesce(extract(epoch FROM stats_reset), 0) AS stats_reset' : c,
+  );
+  if (serverVersionNum >= 140000) columns.push('active_time / 1000.0 AS active_time_seconds_total');
+  return `SELECT datid::text AS datid, datname, ${columns.join(', ')}
+            FROM pg_stat_database WHERE datname IS NOT NULL`;
+}
 
 export class StatDatabaseCollector implements Collector {
   readonly name = 'stat_database';
@@ -76,7 +106,7 @@ export class StatDatabaseCollector implements Collector {
     registry: Registry,
     readonly intervalMs?: number,
   ) {
-    this.#families = STAT_COLUMNS.map(([column, type, help]) => [
+    this.#families = [...STAT_COLUMNS, ACTIVE_TIME].map(([column, type, help]) => [
       column,
       new CachedFamily(registry, {
         name: `pg_stat_database_${column}`,
@@ -87,14 +117,16 @@ export class StatDatabaseCollector implements Collector {
     ]);
   }
 
-  async collect({ client }: CollectorContext): Promise<void> {
-    const r = await client.query<Record<string, string>>(STAT_SQL);
+  async collect({ client, serverVersionNum }: CollectorContext): Promise<void> {
+    const r = await client.query<Record<string, string>>(statSql(serverVersionNum));
     for (const [column, family] of this.#families) {
       family.replace(
-        r.rows.map((row) => ({
-          labels: { datid: row.datid!, datname: row.datname! },
-          value: Number(row[column]),
-        })),
+        r.rows
+          .filter((row) => row[column] !== undefined)
+          .map((row) => ({
+            labels: { datid: row.datid!, datname: row.datname! },
+            value: Number(row[column]),
+          })),
       );
     }
   }

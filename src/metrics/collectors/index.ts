@@ -4,23 +4,25 @@ import type { CollectorName } from '../../config/fields.js';
 import type { Config } from '../../config/load.js';
 import type { Collector } from '../collector.js';
 import { ActivityCollector } from './activity.js';
+import { BgwriterCollector } from './bgwriter.js';
 import { DatabaseCollector, StatDatabaseCollector } from './database.js';
 import { LocksCollector } from './locks.js';
 import { ReplicationCollector } from './replication.js';
 import { SettingsCollector } from './settings.js';
 import { StatementsCollector } from './statements.js';
-import { StaticCollector } from './static.js';
+import { PostmasterCollector } from './postmaster.js';
 import { TablesCollector } from './tables.js';
 
 /** The collectors the configuration enables (METRICS_COLLECTOR_INTERVALS `name=off` disables one). */
 export function defaultCollectors(registry: Registry, m: Config['metrics']): Collector[] {
   const all: Collector[] = [
-    new StaticCollector(registry),
+    new PostmasterCollector(registry),
     new ActivityCollector(registry),
     new LocksCollector(registry, { logWaitsOverSeconds: m.lockWaitLogAfterMs / 1000 }),
     new DatabaseCollector(registry, m.databaseSizeIntervalMs),
     new StatDatabaseCollector(registry),
     new SettingsCollector(registry),
+    new BgwriterCollector(registry),
     new TablesCollector(registry, { limit: m.tablesLimit }),
     new ReplicationCollector(registry),
     new StatementsCollector(registry, {

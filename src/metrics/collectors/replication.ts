@@ -1,4 +1,9 @@
-/** pg_replication_is_replica and pg_replication_lag_seconds, meaning what they mean in postgres_exporter. */
+/**
+ * pg_replication_is_replica, pg_replication_lag_seconds and pg_replication_last_replay_seconds,
+ * meaning what they mean in postgres_exporter. Lag is 0 while the replica has replayed all it has
+ * received (an idle primary otherwise looks like a growing lag); last_replay is the age of the last
+ * replayed transaction whatever the receive position.
+ */
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
@@ -7,12 +12,15 @@ const SQL = `
   SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
               WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
               ELSE greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp())) END AS lag,
-         CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END AS is_replica`;
+         CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END AS is_replica,
+         CASE WHEN NOT pg_is_in_recovery() THEN 0
+              ELSE greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp())) END AS last_replay`;
 
 export class ReplicationCollector implements Collector {
   readonly name = 'replication';
   readonly #lag: CachedFamily;
   readonly #replica: CachedFamily;
+  readonly #lastReplay: CachedFamily;
 
   constructor(
     registry: Registry,
@@ -28,16 +36,27 @@ export class ReplicationCollector implements Collector {
       help: 'Indicates if the server is a replica',
       type: 'gauge',
     });
+    this.#lastReplay = new CachedFamily(registry, {
+      name: 'pg_replication_last_replay_seconds',
+      help: 'Age of last replay in seconds',
+      type: 'gauge',
+    });
   }
 
   async collect({ client }: CollectorContext): Promise<void> {
-    const row = (await client.query<{ lag: string; is_replica: number }>(SQL)).rows[0]!;
+    const row = (await client.query<{ lag: string; is_replica: number; last_replay: string | null }>(SQL))
+      .rows[0]!;
     this.#lag.replace([{ labels: {}, value: Number(row.lag) }]);
     this.#replica.replace([{ labels: {}, value: Number(row.is_replica) }]);
+    // a replica that has replayed nothing yet has no replay timestamp: no series rather than a 0
+    this.#lastReplay.replace(
+      row.last_replay === null ? [] : [{ labels: {}, value: Number(row.last_replay) }],
+    );
   }
 
   clear(): void {
     this.#lag.clear();
     this.#replica.clear();
+    this.#lastReplay.clear();
   }
 }

@@ -16,12 +16,16 @@ const BYTES: Record<string, number> = {
   MB: 2 ** 20,
   GB: 2 ** 30,
   TB: 2 ** 40,
+  '1kB': 2 ** 10,
+  '2kB': 2 ** 11,
+  '4kB': 2 ** 12,
   '8kB': 2 ** 13,
   '16kB': 2 ** 14,
   '32kB': 2 ** 15,
   '16MB': 2 ** 24,
   '32MB': 2 ** 25,
   '64MB': 2 ** 26,
+  '64kB': 2 ** 16,
 };
 
 export interface SettingMetric {
@@ -38,10 +42,13 @@ export function settingMetric(row: {
   short_desc: string;
   vartype: string;
 }): SettingMetric | undefined {
-  const base = `pg_settings_${row.name.replace(/\./g, '_')}`;
+  // "auto_explain.log_min_duration" -> pg_settings_auto_explain_log_min_duration; extension settings may
+  // hold dashes (the reference replaces . and -), anything else outside a metric name is replaced too
+  const base = `pg_settings_${row.name.replace(/[^a-zA-Z0-9_]/g, '_')}`;
   if (row.vartype === 'bool')
     return { name: base, help: row.short_desc, value: row.setting === 'on' ? 1 : 0 };
-  const raw = Number(row.setting);
+  // some forks (Aurora) append the unit to the value ("100ms"): the number is what counts
+  const raw = Number(/^-?\d+(?:\.\d+)?(?:e[+-]?\d+)?/i.exec(row.setting.trim())?.[0] ?? NaN);
   if (!Number.isFinite(raw)) return undefined;
   if (row.unit === '') return { name: base, help: row.short_desc, value: raw };
   const [suffix, factor] =

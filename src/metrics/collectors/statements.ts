@@ -99,7 +99,7 @@ export class StatementsCollector implements Collector {
     this.#queryText = new CachedFamily(registry, {
       name: 'pg_stat_statements_query_id',
       help: 'SQL query text of a queryid (opt-in, truncated; literals are normalised to $n by PostgreSQL, but check before enabling)',
-      type: 'gauge',
+      type: 'counter', // as the reference types it (value 1)
       labelNames: ['queryid', 'query'],
     });
     this.#available = new CachedFamily(registry, {

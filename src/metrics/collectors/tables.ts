@@ -27,9 +27,12 @@ const COLUMNS: Array<[column: string, type: 'gauge' | 'counter', help: string]> 
   ['analyze_count', 'counter', 'Number of times this table has been manually analyzed'],
   ['autoanalyze_count', 'counter', 'Number of times this table has been analyzed by the autovacuum daemon'],
   ['seq_scan', 'counter', 'Number of sequential scans initiated on this table'],
+  ['seq_tup_read', 'counter', 'Number of live rows fetched by sequential scans'],
   ['idx_scan', 'counter', 'Number of index scans initiated on this table'],
+  ['idx_tup_fetch', 'counter', 'Number of live rows fetched by index scans'],
   ['n_tup_ins', 'counter', 'Number of rows inserted'],
   ['n_tup_upd', 'counter', 'Number of rows updated'],
+  ['n_tup_hot_upd', 'counter', 'Number of rows HOT updated (i.e., with no separate index update required)'],
   ['n_tup_del', 'counter', 'Number of rows deleted'],
   ['table_size_bytes', 'gauge', 'Total disk space used by this table, in bytes'],
   ['index_size_bytes', 'gauge', 'Total disk space used by the indexes of this table, in bytes'],
@@ -41,7 +44,8 @@ const SQL = `
          n_live_tup, n_dead_tup, n_mod_since_analyze,
          ${epoch('last_vacuum')}, ${epoch('last_autovacuum')}, ${epoch('last_analyze')}, ${epoch('last_autoanalyze')},
          vacuum_count, autovacuum_count, analyze_count, autoanalyze_count,
-         seq_scan, coalesce(idx_scan, 0) AS idx_scan, n_tup_ins, n_tup_upd, n_tup_del,
+         seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan, coalesce(idx_tup_fetch, 0) AS idx_tup_fetch,
+         n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del,
          pg_table_size(relid) AS table_size_bytes, pg_indexes_size(relid) AS index_size_bytes
     FROM pg_stat_user_tables t
    -- the size functions wait for a lock on the table: skip tables someone holds exclusively (a migration,

@@ -1,4 +1,7 @@
-/** pg_static{version,short_version} and pg_postmaster_start_time_seconds, as postgres_exporter has them. */
+/**
+ * pg_static{version,short_version} (untyped, as the reference has it) and
+ * pg_postmaster_start_time_seconds, under the reference's collector name "postmaster".
+ */
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
@@ -16,8 +19,8 @@ export function shortVersion(serverVersion: string): string {
   return `${major}.${minor}.${patch}`;
 }
 
-export class StaticCollector implements Collector {
-  readonly name = 'static';
+export class PostmasterCollector implements Collector {
+  readonly name = 'postmaster';
   readonly #static: CachedFamily<'version' | 'short_version'>;
   readonly #started: CachedFamily;
 
@@ -28,7 +31,7 @@ export class StaticCollector implements Collector {
     this.#static = new CachedFamily(registry, {
       name: 'pg_static',
       help: 'Version string as reported by postgres',
-      type: 'gauge',
+      type: 'untyped',
       labelNames: ['version', 'short_version'],
     });
     this.#started = new CachedFamily(registry, {
