@@ -3,6 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log/logger.js';
 import { Service } from '../lifecycle/service.js';
+import { Exposition } from '../metrics/exposition.js';
 import type { LivenessCheck } from '../health/watchdog.js';
 import type { ReadinessState } from '../health/readiness.js';
 
@@ -44,9 +45,10 @@ export class HttpServer extends Service {
 
   #routes() {
     const { registry, liveness, readiness } = this.deps;
+    const exposition = new Exposition(registry);
     this.app.get('/metrics', async (_req, reply) => {
-      const body = await registry.metrics();
-      return reply.header('content-type', registry.contentType).send(body);
+      const body = await exposition.render();
+      return reply.header('content-type', exposition.contentType).send(body);
     });
     this.app.get('/healthz', async (_req, reply) => {
       const checks = Object.fromEntries(Object.entries(liveness).map(([name, check]) => [name, check()]));

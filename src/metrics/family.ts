@@ -17,6 +17,10 @@ export class CachedFamily<L extends string = string> {
   readonly type: 'gauge' | 'counter' | 'untyped';
   readonly aggregator = 'sum' as const;
   #samples: Sample<L>[] = [];
+  /** Grows on every change: the exposition re-renders a family only when this moved. */
+  #version = 0;
+  /** The family rendered in the text format, for the version it was rendered at. */
+  rendered: { version: number; text: string } | undefined;
 
   constructor(
     registry: Registry,
@@ -49,10 +53,17 @@ export class CachedFamily<L extends string = string> {
 
   replace(samples: Sample<L>[]): void {
     this.#samples = samples;
+    this.#version++;
   }
 
   clear(): void {
+    if (this.#samples.length === 0) return;
     this.#samples = [];
+    this.#version++;
+  }
+
+  get version(): number {
+    return this.#version;
   }
 
   reset(): void {
