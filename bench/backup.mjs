@@ -13,7 +13,6 @@
  * under BENCH_DIR and reused by later runs. See bench/README.md.
  */
 import { spawn } from 'node:child_process';
-import console from 'node:console';
 import { randomBytes } from 'node:crypto';
 import {
   chownSync,
@@ -37,6 +36,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { findServerBinaries } from '../dist/embedded/binaries.js';
 import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
+import { fail, killGroup, liveChildren, log, onCleanup, onJsonLines, runBench } from './lib.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'; // s3rver's client runs in this process
@@ -84,70 +84,6 @@ function options() {
     fresh: values.fresh ?? process.env.BENCH_FRESH === '1',
     half: !(values['no-half'] ?? process.env.BENCH_HALF === '0'),
   };
-}
-
-function fail(message) {
-  console.error(`bench: ${message}`);
-  process.exit(2);
-}
-
-const log = (msg) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup, also on Ctrl-C
-// ---------------------------------------------------------------------------------------------
-
-const cleanups = [];
-const liveChildren = new Set();
-let cleaningUp;
-
-function onCleanup(fn) {
-  cleanups.push(fn);
-}
-
-async function cleanup() {
-  cleaningUp ??= (async () => {
-    for (const child of liveChildren) killGroup(child, 'SIGTERM');
-    const until = Date.now() + 5000;
-    while ([...liveChildren].some((c) => c.exitCode === null && c.signalCode === null)) {
-      if (Date.now() > until) {
-        for (const child of liveChildren) killGroup(child, 'SIGKILL');
-        break;
-      }
-      await sleep(100);
-    }
-    while (cleanups.length) {
-      const fn = cleanups.pop();
-      try {
-        await fn();
-      } catch (err) {
-        console.error(`bench: cleanup step failed: ${err.message}`);
-      }
-    }
-  })();
-  return cleaningUp;
-}
-
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    if (cleaningUp) return;
-    console.error(`\nbench: ${sig}: stopping what the benchmark started...`);
-    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
-  });
-}
-
-/** Children run in their own process group, so a pipeline (bash, pg_dump, gzip) stops as one. */
-function killGroup(child, signal) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    try {
-      child.kill(signal);
-    } catch {
-      // already gone
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,24 +170,12 @@ function start(cmd, args, { env, cwd = ROOT, sampleMs = 50 } = {}) {
   const sampler = new TreeSampler(child.pid, sampleMs);
   let stdout = '';
   let stderr = '';
-  let partial = '';
   const lines = [];
   const waiters = [];
-  child.stdout.on('data', (d) => {
-    stdout += d;
-    partial += d;
-    let i;
-    while ((i = partial.indexOf('\n')) >= 0) {
-      const line = partial.slice(0, i);
-      partial = partial.slice(i + 1);
-      if (!line.startsWith('{')) continue;
-      try {
-        lines.push(JSON.parse(line));
-      } catch {
-        continue;
-      }
-      for (const w of waiters.splice(0)) w();
-    }
+  child.stdout.on('data', (d) => (stdout += d));
+  onJsonLines(child.stdout, (line) => {
+    lines.push(line);
+    for (const w of waiters.splice(0)) w();
   });
   child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-20000)));
   const exited = new Promise((resolve) => {
@@ -1364,13 +1288,4 @@ async function ensurePigz() {
   return has();
 }
 
-try {
-  await main();
-} catch (err) {
-  if (!cleaningUp) {
-    console.error(`bench: ${err.stack ?? err}`);
-    process.exitCode = 1;
-  } // else Ctrl-C: the failure is the interruption itself
-} finally {
-  await cleanup();
-}
+await runBench(main);

@@ -78,6 +78,7 @@ export async function runDaemon(
     intervalMs: config.http.readyzIntervalMs,
     timeoutMs: config.http.readyzTimeoutMs,
     logger,
+    onResult: (ok) => poller.reportConnection(ok),
   });
   const http = new HttpServer({
     host: config.http.host,

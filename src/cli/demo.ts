@@ -44,17 +44,29 @@ export async function runDemo(input: LoadInput): Promise<void> {
         ].join('\n'),
       );
       // A first backup right away, so the demo shows one in the store.
-      void scheduler.trigger('backup').then(async () => {
-        const catalog = new Catalog(storage);
-        for (const database of loaded.config.backup.databases) {
-          const latest = await catalog.latest(database);
-          process.stdout.write(
-            latest
-              ? `  backup    ${storage.description}/${latest.key} (${latest.size} bytes, manifest beside it)\n`
-              : `  backup    none yet for ${database}: see the log above\n`,
-          );
-        }
-      });
+      if (!scheduler.has('backup')) {
+        process.stdout.write('  backup    off (BACKUP_SCHEDULE=off)\n');
+        return;
+      }
+      void scheduler
+        .trigger('backup')
+        .then(async () => {
+          const catalog = new Catalog(storage);
+          for (const database of loaded.config.backup.databases) {
+            const latest = await catalog.latest(database);
+            process.stdout.write(
+              latest
+                ? `  backup    ${storage.description}/${latest.key} (${latest.size} bytes, manifest beside it)\n`
+                : `  backup    none yet for ${database}: see the log above\n`,
+            );
+          }
+        })
+        .catch((err: unknown) =>
+          logger.error(
+            { err: { message: (err as Error).message } },
+            'demo: the first backup could not be listed',
+          ),
+        );
     },
   });
 }

@@ -28,7 +28,13 @@ export class ReadinessProbe extends Service {
 
   constructor(
     private readonly pool: DbPool,
-    private readonly opts: { intervalMs: number; timeoutMs: number; logger: Logger },
+    private readonly opts: {
+      intervalMs: number;
+      timeoutMs: number;
+      logger: Logger;
+      /** Told the outcome of every check (the metrics poller's pg_up follows it). */
+      onResult?: (ok: boolean) => void;
+    },
   ) {
     super();
   }
@@ -104,6 +110,7 @@ export class ReadinessProbe extends Service {
         );
       }
     }
+    this.opts.onResult?.(ready);
     this.#state = {
       ready,
       ...(reason ? { reason } : {}),

@@ -1,18 +1,14 @@
 /**
  * Renders /metrics. The polled families (CachedFamily) change only when a collector polls, every 15 s
- * or so, so their text is rendered once per change and kept as one ready buffer. The process and
+ * or so, so their text is rendered once per change, right after the poll, and kept as one ready
+ * buffer; empty families (a failed collector's) are left out. The process and
  * Node runtime metrics (process_*, nodejs_*) are the costliest to collect and are re-collected at most
  * once per `runtimeMaxAgeMs` (1 s). Only pg-maintd's own scrape-time metrics (pools, jobs, backups) are
  * rendered on every request. A scrape therefore costs about the same with 50 series or 5,000, and
  * never touches the database.
  */
 import type { Metric, Registry } from 'prom-client';
-import { CachedFamily } from './family.js';
-
-/** prom-client formats one metric with this (public in its JavaScript, absent from its typings). */
-interface FormattingRegistry {
-  getMetricsAsString(metric: Metric): Promise<string>;
-}
+import { CachedFamily, type FormattingRegistry } from './family.js';
 
 const RUNTIME = /^(process|nodejs)_/;
 
@@ -51,9 +47,8 @@ export class Exposition {
     if (stamp !== this.#stamp) {
       const texts: string[] = [];
       for (const f of families) {
-        if (f.rendered?.version !== f.version)
-          f.rendered = { version: f.version, text: await format.getMetricsAsString(f as unknown as Metric) };
-        texts.push(f.rendered.text);
+        const text = await f.text(); // rendered after its poll already, as a rule
+        if (text) texts.push(text);
       }
       this.#polled = Buffer.from(joined(texts));
       this.#stamp = stamp;

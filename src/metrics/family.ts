@@ -19,8 +19,9 @@ export class CachedFamily<L extends string = string> {
   #samples: Sample<L>[] = [];
   /** Grows on every change: the exposition re-renders a family only when this moved. */
   #version = 0;
-  /** The family rendered in the text format, for the version it was rendered at. */
+  /** The family rendered in the text format, for the version it was rendered at ('' when empty). */
   rendered: { version: number; text: string } | undefined;
+  readonly #registry: Registry;
 
   constructor(
     registry: Registry,
@@ -29,6 +30,7 @@ export class CachedFamily<L extends string = string> {
     this.name = opts.name;
     this.help = opts.help;
     this.type = opts.type;
+    this.#registry = registry;
     registry.registerMetric(this as unknown as Metric);
   }
 
@@ -51,15 +53,37 @@ export class CachedFamily<L extends string = string> {
     };
   }
 
+  /** New samples from a poll; a family whose samples did not change keeps its rendered text. */
   replace(samples: Sample<L>[]): void {
+    if (sameSamples(this.#samples, samples)) return;
     this.#samples = samples;
-    this.#version++;
+    this.#changed();
   }
 
   clear(): void {
     if (this.#samples.length === 0) return;
     this.#samples = [];
+    this.#changed();
+  }
+
+  /** The text of the current samples, rendered now if a change has not been rendered yet. */
+  async text(): Promise<string> {
+    const version = this.#version;
+    if (this.rendered?.version !== version) {
+      const text =
+        this.#samples.length === 0
+          ? '' // an empty family is left out of the exposition, HELP and TYPE too
+          : await (this.#registry as unknown as FormattingRegistry).getMetricsAsString(
+              this as unknown as Metric,
+            );
+      this.rendered = { version, text };
+    }
+    return this.rendered!.text;
+  }
+
+  #changed(): void {
     this.#version++;
+    renderSoon(this); // right after the poll, so a scrape finds it rendered
   }
 
   get version(): number {
@@ -73,4 +97,47 @@ export class CachedFamily<L extends string = string> {
   get samples(): readonly Sample<L>[] {
     return this.#samples;
   }
+}
+
+/** prom-client formats one metric with this (public in its JavaScript, absent from its typings). */
+export interface FormattingRegistry {
+  getMetricsAsString(metric: Metric): Promise<string>;
+}
+
+function sameSamples<L extends string>(a: readonly Sample<L>[], b: readonly Sample<L>[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (!Object.is(x.value, y.value)) return false;
+    const kx = Object.keys(x.labels) as L[];
+    if (kx.length !== Object.keys(y.labels).length) return false;
+    for (const k of kx) if (x.labels[k] !== y.labels[k]) return false;
+  }
+  return true;
+}
+
+/**
+ * Families changed by a poll wait here to be rendered, a slice of about a millisecond at a time, so
+ * that rendering thousands of series after a poll never holds a scrape up for long.
+ */
+const renderQueue = new Set<CachedFamily<string>>();
+let draining = false;
+
+function renderSoon(f: CachedFamily<string>): void {
+  renderQueue.add(f);
+  if (draining) return;
+  draining = true;
+  setImmediate(() => void drainRenderQueue());
+}
+
+async function drainRenderQueue(): Promise<void> {
+  const until = performance.now() + 1;
+  for (const f of renderQueue) {
+    renderQueue.delete(f);
+    await f.text();
+    if (performance.now() > until) break;
+  }
+  if (renderQueue.size > 0) setImmediate(() => void drainRenderQueue());
+  else draining = false;
 }

@@ -47,6 +47,9 @@ export class Poller extends Service {
   #known: readonly string[] = [];
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #inFlight = new Set<Promise<void>>();
+  /** Collectors polling now. */
+  readonly #running = new Set<string>();
+  #upNow = false;
   /** Keys (collector, or collector@database) failing now: each failure is logged once, not per poll. */
   readonly #failing = new Set<string>();
   readonly #lastDuration = new Map<string, number>();
@@ -127,10 +130,32 @@ export class Poller extends Service {
     await Promise.all(this.#o.collectors.map((c) => this.#run(c)));
   }
 
+  /**
+   * The outcome of another connection attempt to the same database (the readiness probe's, every
+   * READYZ_INTERVAL): pg_up follows the latest attempt, so it drops within seconds of an outage rather
+   * than at the next poll; when the database is back, the collectors that failed poll at once.
+   */
+  reportConnection(ok: boolean): void {
+    if (!this.running) return;
+    const wasUp = this.#upNow;
+    this.#upNow = ok;
+    this.#up.set(ok ? 1 : 0);
+    if (!ok || wasUp) return;
+    for (const c of this.#o.collectors) {
+      const failing = [...this.#failing].some((k) => k === c.name || k.startsWith(`${c.name}@`));
+      if (failing && !this.#running.has(c.name)) {
+        clearTimeout(this.#timers.get(c.name));
+        this.#schedule(c, 0);
+      }
+    }
+  }
+
   #schedule(c: Collector, delayMs: number) {
     if (this.stopping) return;
     const timer = setTimeout(() => {
+      this.#running.add(c.name);
       const run = this.#run(c).finally(() => {
+        this.#running.delete(c.name);
         this.#inFlight.delete(run);
         this.#schedule(c, this.intervalOf(c));
       });
@@ -224,9 +249,11 @@ export class Poller extends Service {
     if (database !== this.#main) return this.#poolFor(database).connect();
     try {
       const client = await this.pool.connect();
+      this.#upNow = true;
       this.#up.set(1);
       return client;
     } catch (err) {
+      this.#upNow = false;
       this.#up.set(0);
       throw err;
     }

@@ -63,6 +63,11 @@ export class Scheduler extends Service {
       this.#skipped?.inc({ job: job.name, reason }, 0);
   }
 
+  /** Whether a job of this name is scheduled (a job set to "off" is not). */
+  has(name: string): boolean {
+    return this.#jobs.some((j) => j.name === name);
+  }
+
   recordSkip(job: string, reason: SkipReason): void {
     this.#skipped?.inc({ job, reason });
   }

@@ -116,6 +116,40 @@ describe('metrics poller', () => {
   });
 });
 
+describe('pg_up between polls', () => {
+  it('follows the readiness probe’s connection attempts, and a database that is back is polled at once', async () => {
+    const { registry, poller } = makePoller(600_000); // no poll of its own during the test
+    await poller.start();
+    try {
+      await waitFor(
+        () => metricValue(registry, 'pg_static', {}),
+        (v) => v === 1,
+        10_000,
+        50,
+      );
+      await cluster.stopServer();
+      poller.reportConnection(false); // the probe's SELECT 1 failed
+      expect(await metricValue(registry, 'pg_up', {})).toBe(0);
+      await poller.pollAll(); // the collectors fail and drop their series
+      expect(await metricValue(registry, 'pg_static', {})).toBeUndefined();
+      await cluster.startServer();
+      poller.reportConnection(true);
+      expect(await metricValue(registry, 'pg_up', {})).toBe(1);
+      // back well before the 10-minute interval
+      const back = await waitFor(
+        () => metricValue(registry, 'pg_static', {}),
+        (v) => v === 1,
+        5000,
+        50,
+      );
+      expect(back).toBe(1);
+      expect(await metricValue(registry, 'pg_scrape_collector_success', { collector: 'postmaster' })).toBe(1);
+    } finally {
+      await poller.stop();
+    }
+  });
+});
+
 describe('cached families', () => {
   it('serves absolute counter values from the database, drops series on clear, skips non-numbers', async () => {
     const registry = new Registry();

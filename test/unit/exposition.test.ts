@@ -43,6 +43,8 @@ describe('exposition', () => {
     expect(first).toContain('pg_demo_rows{datname="a\\"b\\\\c\\nd"} 1');
     const quietText = quiet.rendered;
     expect(quietText).toBeDefined();
+    quiet.replace([{ labels: {}, value: 7 }]); // a poll that found the same values
+    expect(quiet.rendered).toBe(quietText);
 
     hits.inc(3); // live: seen on the next scrape without any poll
     polled.replace([{ labels: { datname: 'app' }, value: 9 }]);
@@ -56,7 +58,8 @@ describe('exposition', () => {
     polled.clear(); // a failed collector's series are gone from the very next scrape
     const third = (await exposition.render()).toString();
     expect(third).not.toMatch(/^pg_demo_rows\{/m);
-    expect(third).toMatch(/^# TYPE pg_demo_rows gauge$/m);
+    expect(third).not.toMatch(/^# TYPE pg_demo_rows /m); // an empty family is left out, HELP and TYPE too
+    expect(third.endsWith('\n') && !third.endsWith('\n\n')).toBe(true);
   });
 
   it('renders an empty registry as an empty exposition', async () => {
