@@ -133,17 +133,19 @@ export class Poller extends Service {
   /**
    * The outcome of another connection attempt to the same database (the readiness probe's, every
    * READYZ_INTERVAL): pg_up follows the latest attempt, so it drops within seconds of an outage rather
-   * than at the next poll; when the database is back, the collectors that failed poll at once.
+   * than at the next poll. On a change the collectors poll at once: when the database went away, so
+   * their series are dropped now rather than served until the next poll; when it is back, the ones that
+   * failed, so they recover now.
    */
   reportConnection(ok: boolean): void {
     if (!this.running) return;
     const wasUp = this.#upNow;
     this.#upNow = ok;
     this.#up.set(ok ? 1 : 0);
-    if (!ok || wasUp) return;
+    if (ok === wasUp) return;
     for (const c of this.#o.collectors) {
       const failing = [...this.#failing].some((k) => k === c.name || k.startsWith(`${c.name}@`));
-      if (failing && !this.#running.has(c.name)) {
+      if ((!ok || failing) && !this.#running.has(c.name)) {
         clearTimeout(this.#timers.get(c.name));
         this.#schedule(c, 0);
       }

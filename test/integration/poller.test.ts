@@ -130,7 +130,13 @@ describe('pg_up between polls', () => {
       await cluster.stopServer();
       poller.reportConnection(false); // the probe's SELECT 1 failed
       expect(await metricValue(registry, 'pg_up', {})).toBe(0);
-      await poller.pollAll(); // the collectors fail and drop their series
+      // the collectors poll at once, fail, and drop their series: nothing is served as fresh
+      await waitFor(
+        () => metricValue(registry, 'pg_scrape_collector_success', { collector: 'postmaster' }),
+        (v) => v === 0,
+        5000,
+        50,
+      );
       expect(await metricValue(registry, 'pg_static', {})).toBeUndefined();
       await cluster.startServer();
       poller.reportConnection(true);
