@@ -62,6 +62,7 @@ export async function runDaemon(
   const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };
   scheduler.addJob(backupJob(jobDeps));
   scheduler.addJob(verifyJob(jobDeps));
+  // --- maintenance job (issue 5) ---
   const poller = new Poller({
     db: config.db,
     registry,

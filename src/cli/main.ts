@@ -40,6 +40,9 @@ export function buildProgram(): Command {
   });
 
   addBackupCommands(program);
+  // --- migrate commands (issue 5) ---
+  // --- maintenance commands (issue 5) ---
+  // --- doctor command (issue 5) ---
 
   addConfigOptions(
     program

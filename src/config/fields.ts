@@ -40,7 +40,9 @@ export interface FieldSpec {
     | 'S3'
     | 'Retention'
     | 'Verification'
-    | 'Metrics';
+    | 'Metrics'
+    | 'Migrations'
+    | 'Maintenance';
 }
 
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
@@ -411,6 +413,8 @@ export const FIELDS = {
     allowed: 'an integer from 16 to 10000',
     group: 'Metrics',
   },
+  // --- Migrations fields (issue 5) ---
+  // --- Maintenance fields (issue 5) ---
   HTTP_HOST: {
     schema: text(),
     default: '0.0.0.0',

@@ -238,6 +238,8 @@ function shape(p: Parsed) {
       queryText: p.METRICS_QUERY_TEXT,
       queryTextLength: p.METRICS_QUERY_TEXT_LENGTH,
     },
+    // --- migrations (issue 5) ---
+    // --- maintenance (issue 5) ---
     log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
     shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },
   };

@@ -89,6 +89,8 @@ const BAD: Record<FieldName, string[]> = {
   METRICS_STATEMENTS_LIMIT: ['0', '10001', 'top'],
   METRICS_QUERY_TEXT: ['maybe'],
   METRICS_QUERY_TEXT_LENGTH: ['5', '10001', 'long'],
+  // --- Migrations fields (issue 5) ---
+  // --- Maintenance fields (issue 5) ---
   HTTP_HOST: ['   '],
   HTTP_PORT: ['-1', '65536', 'http', '80.5'],
   READYZ_INTERVAL: ['10ms', '2m', 'often'],
