@@ -35,6 +35,7 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY bin ./bin
 COPY config ./config
+COPY migrations ./migrations
 
 USER 10001:10001
 EXPOSE 9188

@@ -13,6 +13,8 @@ import { Scheduler } from './schedule/scheduler.js';
 import { registerPoolMetrics } from './metrics/pool-metrics.js';
 import { defaultCollectors } from './metrics/collectors/index.js';
 import { Poller } from './metrics/poller.js';
+import { MigrationBootstrap } from './migrate/bootstrap.js';
+import { OperatorError } from './errors.js';
 import { VERSION } from './version.js';
 import { EXIT } from './exit-codes.js';
 import { Catalog } from './backup/catalog.js';
@@ -90,6 +92,19 @@ export async function runDaemon(
     readiness: () => readiness.state(),
   });
 
+  const migrations = config.migrations.onStart
+    ? new MigrationBootstrap(
+        {
+          db: config.db,
+          dir: config.migrations.dir,
+          logger,
+          lockWaitMs: config.migrations.lockWaitMs,
+          lockTimeoutMs: config.migrations.lockTimeoutMs,
+        },
+        logger,
+      )
+    : undefined;
+
   const lifecycle = new Lifecycle(logger);
   lifecycle.defer('storage', () => storage.close());
   const shutdown = new ShutdownController({
@@ -101,12 +116,21 @@ export async function runDaemon(
   shutdown.install(); // before anything starts, so a signal during start-up still drains
 
   try {
-    for (const c of [...(opts.first ?? []), pool, readyPool, watchdog, scheduler, poller, readiness, http]) {
+    // HTTP comes up before the migrations, so probes answer while they wait for the database; the
+    // scheduler comes last: jobs start only on a migrated schema
+    const order = [...(opts.first ?? []), pool, readyPool, watchdog, poller, readiness, http];
+    if (migrations) order.push(migrations);
+    for (const c of [...order, scheduler]) {
       if (shutdown.draining) break;
       await lifecycle.start(c);
     }
   } catch (err) {
     // A daemon that could not start must not linger half-started (timers alive, no HTTP server).
+    if (err instanceof OperatorError) {
+      logger.fatal({ hint: err.hint }, `start-up stopped: ${err.message}`);
+      await shutdown.shutdown('start-up failed', err.exitCode);
+      throw err;
+    }
     const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
     logger.fatal(
       { err: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } },

@@ -8,6 +8,8 @@ export const EXIT = {
   FAILURE: 1,
   /** EX_USAGE: unknown flag or subcommand. */
   USAGE: 64,
+  /** EX_DATAERR: the database's state refuses the work (a changed applied migration, a failed one). */
+  DATAERR: 65,
   /** EX_UNAVAILABLE: a service the command needs (database, bucket) cannot be reached. */
   UNAVAILABLE: 69,
   /** EX_SOFTWARE: an internal error (unhandled rejection, uncaught exception). */

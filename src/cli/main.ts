@@ -10,6 +10,7 @@ import { renderConfig } from './check-config.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { runDemo } from './demo.js';
 import { addBackupCommands } from './backup-commands.js';
+import { addMigrateCommands } from './migrate-commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('pg-maintd')
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
 
   addBackupCommands(program);
   // --- migrate commands (issue 5) ---
+  addMigrateCommands(program);
   // --- maintenance commands (issue 5) ---
   // --- doctor command (issue 5) ---
 

@@ -414,6 +414,33 @@ export const FIELDS = {
     group: 'Metrics',
   },
   // --- Migrations fields (issue 5) ---
+  MIGRATE_ON_START: {
+    schema: bool(),
+    default: true,
+    doc: 'Apply pending schema migrations before the daemon starts its jobs (the bootstrap). A database that holds the tables but no migration history is left alone: see `migrate baseline`.',
+    allowed: 'true or false',
+    group: 'Migrations',
+  },
+  MIGRATIONS_DIR: {
+    schema: optionalText(),
+    doc: 'Folder of the NNNN_name.sql migration files. Unset: the migrations/ folder shipped with pg-maintd (the seed schema).',
+    allowed: 'an existing directory',
+    group: 'Migrations',
+  },
+  MIGRATE_LOCK_WAIT: {
+    schema: duration(1000, 86_400_000),
+    default: '5m',
+    doc: 'How long a runner waits for another runner (another replica) to finish before giving up.',
+    allowed: ms(1000, 86_400_000, '1 day'),
+    group: 'Migrations',
+  },
+  MIGRATE_LOCK_TIMEOUT: {
+    schema: duration(0, 3_600_000),
+    default: '10s',
+    doc: 'lock_timeout of each migration statement, so DDL never queues the application behind it for long (CREATE INDEX CONCURRENTLY also waits for older transactions under it). 0: no limit.',
+    allowed: ms(0, 3_600_000, '1 hour'),
+    group: 'Migrations',
+  },
   // --- Maintenance fields (issue 5) ---
   HTTP_HOST: {
     schema: text(),

@@ -239,6 +239,12 @@ function shape(p: Parsed) {
       queryTextLength: p.METRICS_QUERY_TEXT_LENGTH,
     },
     // --- migrations (issue 5) ---
+    migrations: {
+      onStart: p.MIGRATE_ON_START,
+      dir: p.MIGRATIONS_DIR ?? join(PACKAGE_ROOT, 'migrations'),
+      lockWaitMs: p.MIGRATE_LOCK_WAIT,
+      lockTimeoutMs: p.MIGRATE_LOCK_TIMEOUT,
+    },
     // --- maintenance (issue 5) ---
     log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
     shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },
@@ -283,6 +289,14 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
       origin: origins.S3_SSE_KMS_KEY_ID,
       given: p.S3_SSE_KMS_KEY_ID,
       allowed: 'only together with S3_SSE=aws:kms',
+    });
+  }
+  if (p.MIGRATIONS_DIR !== undefined && !existsSync(p.MIGRATIONS_DIR)) {
+    problems.push({
+      field: 'MIGRATIONS_DIR',
+      origin: origins.MIGRATIONS_DIR,
+      given: p.MIGRATIONS_DIR,
+      allowed: 'an existing directory of NNNN_name.sql files',
     });
   }
   if (p.PG_CLIENT_BIN_DIR !== undefined && !existsSync(p.PG_CLIENT_BIN_DIR)) {

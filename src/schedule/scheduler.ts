@@ -126,8 +126,11 @@ export class Scheduler extends Service {
   }
 
   check(): LivenessCheck {
+    // not started yet is start-up (migrations may take minutes), not a hung process
     if (!this.running)
-      return { ok: false, detail: this.stopping ? 'scheduler stopped' : 'scheduler not started' };
+      return this.stopping
+        ? { ok: false, detail: 'scheduler stopped' }
+        : { ok: true, detail: 'scheduler not started yet (start-up in progress)' };
     const since = performance.now() - this.#lastTick;
     const ok = since <= this.#tickMs + this.#maxStallMs;
     return { ok, detail: `last scheduler tick ${Math.round(since)} ms ago` };

@@ -133,10 +133,10 @@ describe('pg-maintd run (spawned)', () => {
       .filter((l) => l.msg === 'stopped' && typeof l.component === 'string')
       .map((l) => l.component);
     expect(stopped).toEqual([
+      'scheduler', // started last (jobs run only on a migrated schema), stopped first
       'http-server',
       'readiness-probe',
       'metrics-poller',
-      'scheduler',
       'event-loop-watchdog',
       'pool:readyz',
       'pool:main',

@@ -90,6 +90,10 @@ const BAD: Record<FieldName, string[]> = {
   METRICS_QUERY_TEXT: ['maybe'],
   METRICS_QUERY_TEXT_LENGTH: ['5', '10001', 'long'],
   // --- Migrations fields (issue 5) ---
+  MIGRATE_ON_START: ['sometimes'],
+  MIGRATIONS_DIR: ['/nonexistent/migrations'],
+  MIGRATE_LOCK_WAIT: ['10ms', '2d', 'x'],
+  MIGRATE_LOCK_TIMEOUT: ['-1', '2h', 'x'],
   // --- Maintenance fields (issue 5) ---
   HTTP_HOST: ['   '],
   HTTP_PORT: ['-1', '65536', 'http', '80.5'],

@@ -1,0 +1,4 @@
+-- pg-maintd: no-transaction
+-- CREATE INDEX CONCURRENTLY cannot run in a transaction; a failed build leaves an INVALID index,
+-- which the runner drops and builds again on the next run.
+CREATE INDEX CONCURRENTLY idx_users_email_hash ON users USING hash(email);

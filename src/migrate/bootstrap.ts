@@ -1,0 +1,60 @@
+/**
+ * MIGRATE_ON_START: the daemon applies pending migrations before it starts its jobs. A database
+ * that cannot be reached yet is waited for (HTTP is already up, so probes answer meanwhile); a
+ * migration that cannot be applied (a changed file, a schema without history, a failing statement)
+ * stops the start-up with the runner's message and fix.
+ */
+import { classify } from '../db/sqlstate.js';
+import { OperatorError } from '../errors.js';
+import { Service } from '../lifecycle/service.js';
+import type { Logger } from '../log/logger.js';
+import { migrateUp, type MigrateOptions } from './runner.js';
+
+const RETRY_MS = 5000;
+
+export class MigrationBootstrap extends Service {
+  readonly name = 'migrations';
+  readonly #abort = new AbortController();
+
+  constructor(
+    private readonly o: Omit<MigrateOptions, 'signal'>,
+    private readonly logger: Logger,
+  ) {
+    super();
+  }
+
+  protected async onStart(): Promise<void> {
+    let waiting = false;
+    for (;;) {
+      try {
+        const r = await migrateUp({ ...this.o, signal: this.#abort.signal });
+        this.logger.info(
+          { applied: r.applied.map((a) => a.file), repaired: r.repaired },
+          r.applied.length ? 'migrations applied' : 'schema is up to date',
+        );
+        return;
+      } catch (err) {
+        if (this.#abort.signal.aborted) return;
+        if (err instanceof OperatorError) throw err;
+        const { kind, code } = classify(err);
+        if (
+          !kind.startsWith('connection') &&
+          !['host_unknown', 'timeout', 'server_starting', 'too_many_connections'].includes(kind)
+        )
+          throw err;
+        if (!waiting)
+          this.logger.warn(
+            { kind, code, err: { message: (err as Error).message } },
+            `database unreachable: migrations (MIGRATE_ON_START) retry every ${RETRY_MS / 1000} s; jobs start after them`,
+          );
+        waiting = true;
+        await new Promise((r) => setTimeout(r, RETRY_MS).unref());
+        if (this.#abort.signal.aborted) return;
+      }
+    }
+  }
+
+  protected async onStop(): Promise<void> {
+    this.#abort.abort(new Error('pg-maintd is shutting down'));
+  }
+}

@@ -1,0 +1,146 @@
+// `pg-maintd migrate ...` and the daemon's MIGRATE_ON_START through the real CLI: exit codes,
+// concurrent runners, and a bootstrap that never half-applies over someone else's schema.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { EXIT } from '../../src/exit-codes.js';
+import { spawnCli, startDaemon } from '../support/daemon.js';
+import { adminUrl, withDatabase } from '../support/postgres.js';
+import { SEED_SCHEMA } from '../support/seed.js';
+
+async function freshDatabase() {
+  const name = `t_mige2e_${Math.random().toString(16).slice(2, 10)}`;
+  const admin = new pg.Client({ connectionString: adminUrl() });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = withDatabase(adminUrl(), name);
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  const u = new URL(url);
+  const password = decodeURIComponent(u.password);
+  u.password = '';
+  return {
+    pool,
+    env: {
+      DATABASE_URL: u.toString(),
+      PGPASSWORD: password,
+      DB_SSL_MODE: 'disable',
+      BACKUP_DIR: mkdtempSync(join(tmpdir(), 'mige2e-')),
+      BACKUP_SCHEDULE: 'off',
+      BACKUP_VERIFY_SCHEDULE: 'off',
+      LOG_LEVEL: 'info',
+    },
+    drop: async () => {
+      await pool.end();
+      const a = new pg.Client({ connectionString: adminUrl() });
+      await a.connect();
+      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.end();
+    },
+  };
+}
+
+async function run(args: string[], env: Record<string, string>) {
+  const cli = spawnCli(args, env);
+  const { code } = await cli.exited;
+  return { code, out: cli.output() };
+}
+
+describe('migrate commands', () => {
+  it('status says pending (exit 1); two `migrate up` at once both exit 0 and apply once; then status and verify exit 0', async () => {
+    const db = await freshDatabase();
+    try {
+      const before = await run(['migrate', 'status'], db.env);
+      expect(before.code).toBe(EXIT.FAILURE);
+      expect(before.out).toMatch(/0001\s+initial_schema\s+pending/);
+      const [a, b] = await Promise.all([run(['migrate', 'up'], db.env), run(['migrate', 'up'], db.env)]);
+      expect([a.code, b.code]).toEqual([0, 0]);
+      const applied = `${a.out}${b.out}`.match(/^applied 0\d{3}_/gm) ?? [];
+      expect(applied).toHaveLength(7);
+      const n = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM pgmaintd_migrations');
+      expect(Number(n.rows[0]!.n)).toBe(7);
+      const status = await run(['migrate', 'status', '--json'], db.env);
+      expect(status.code).toBe(0);
+      const rows = JSON.parse(status.out.split('\n').find((l) => l.startsWith('['))!) as Array<{
+        state: string;
+      }>;
+      expect(rows.map((r) => r.state)).toEqual(Array(7).fill('applied'));
+      const verify = await run(['migrate', 'verify'], db.env);
+      expect(verify.code).toBe(0);
+      expect(verify.out).toContain('applied migrations are intact');
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('an unreachable database: exit 69 with what to check', async () => {
+    const db = await freshDatabase();
+    try {
+      const u = new URL(db.env.DATABASE_URL);
+      u.port = '1'; // nothing listens there
+      const r = await run(['migrate', 'up'], { ...db.env, DATABASE_URL: u.toString() });
+      expect(r.code).toBe(EXIT.UNAVAILABLE);
+      expect(r.out).toMatch(/cannot use the database at .*fix: is PostgreSQL running/s);
+    } finally {
+      await db.drop();
+    }
+  });
+});
+
+describe('MIGRATE_ON_START', () => {
+  it('the daemon applies the migrations before its jobs start', async () => {
+    const db = await freshDatabase();
+    try {
+      const d = await startDaemon({ ...db.env, MIGRATE_ON_START: 'true' });
+      try {
+        const lines = d.lines().map((l) => l.msg);
+        expect(lines.indexOf('migrations applied')).toBeGreaterThanOrEqual(0);
+        expect(lines.indexOf('migrations applied')).toBeLessThan(lines.indexOf('pg-maintd started'));
+        const t = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM pgmaintd_migrations');
+        expect(Number(t.rows[0]!.n)).toBe(7);
+      } finally {
+        d.child.kill('SIGTERM');
+        await d.exited;
+      }
+      // a restart finds nothing to do
+      const again = await startDaemon({ ...db.env, MIGRATE_ON_START: 'true' });
+      try {
+        expect(again.lines().some((l) => l.msg === 'schema is up to date')).toBe(true);
+      } finally {
+        again.child.kill('SIGTERM');
+        await again.exited;
+      }
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('a database with the tables but no history: the daemon changes nothing and stops, pointing to `migrate baseline`', async () => {
+    const db = await freshDatabase();
+    try {
+      await db.pool.query(SEED_SCHEMA);
+      const cli = spawnCli(['run'], {
+        ...db.env,
+        MIGRATE_ON_START: 'true',
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+      });
+      const { code } = await cli.exited;
+      expect(code).toBe(EXIT.DATAERR);
+      const fatal = cli.lines().find((l) => l.msg.startsWith('start-up stopped'));
+      expect(fatal?.msg).toContain('has no migration history: nothing was changed');
+      expect(String(fatal?.hint)).toContain('pg-maintd migrate baseline');
+      const h = await db.pool.query<{ h: string | null }>(
+        "SELECT to_regclass('pgmaintd_migrations')::text AS h",
+      );
+      expect(h.rows[0]!.h).toBeNull();
+      const baseline = await run(['migrate', 'baseline'], db.env);
+      expect(baseline.code).toBe(0);
+      expect(baseline.out).toContain('baselined 7 migrations');
+    } finally {
+      await db.drop();
+    }
+  });
+});
