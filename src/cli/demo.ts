@@ -1,12 +1,21 @@
 /**
- * `pg-maintd demo`: a throwaway local PostgreSQL cluster (the test harness's code) and the daemon
- * running against it. Ctrl-C stops both and removes the cluster.
+ * `pg-maintd demo`: a throwaway local PostgreSQL cluster (the test harness's code) with the app's
+ * database `app`: the migrations applied, sample users, projects and tasks, and some traffic with a
+ * lock wait now and then. The daemon runs against it with backups in the local BACKUP_DIR, takes a
+ * first backup and a restore drill at once, and prints where everything is. Ctrl-C stops it all and
+ * removes the cluster.
  */
+import pg from 'pg';
+import { Catalog } from '../backup/catalog.js';
 import { loadConfig, type LoadInput } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
+import { DemoActivity } from '../embedded/activity.js';
 import { LocalCluster } from '../embedded/local-cluster.js';
+import { insertSampleData } from '../embedded/sample-data.js';
 import { createLogger } from '../log/logger.js';
-import { Catalog } from '../backup/catalog.js';
+import { migrateUp } from '../migrate/runner.js';
+
+const DATABASE = 'app';
 
 export async function runDemo(input: LoadInput): Promise<void> {
   const cluster = new LocalCluster();
@@ -16,19 +25,60 @@ export async function runDemo(input: LoadInput): Promise<void> {
   const loaded = loadConfig({
     ...input,
     env: {
+      METRICS_LOCK_WAIT_LOG_AFTER: '5s', // the demo's lock waits last 15 s: show the log line
       ...process.env,
-      DATABASE_URL: cluster.url('postgres', cluster.user, null),
+      DATABASE_URL: cluster.url(DATABASE, cluster.user, null),
       DB_SSL_MODE: 'disable', // the throwaway cluster listens on loopback without TLS
       HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
+      MIGRATE_ON_START: 'true',
     },
   });
-  const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
+  const { config } = loaded;
+  const logger = createLogger({ ...config.log, secrets: loaded.secrets });
   logger.info(
     { binaries: cluster.binaries, dataDir: cluster.dataDir },
     'demo: throwaway PostgreSQL cluster started',
   );
+
+  try {
+    const admin = new pg.Client({ connectionString: cluster.url('postgres') });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${DATABASE}`);
+    await admin.end();
+    const migrated = await migrateUp({
+      db: config.db,
+      dir: config.migrations.dir,
+      logger,
+      lockWaitMs: config.migrations.lockWaitMs,
+      lockTimeoutMs: config.migrations.lockTimeoutMs,
+    });
+    const session = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
+      const c = new pg.Client({ connectionString: cluster.url(DATABASE) });
+      await c.connect();
+      return fn(c).finally(() => c.end());
+    };
+    const rows = await session((c) =>
+      insertSampleData(c, { users: 500, projectsPerUser: 4, tasksPerProject: 6 }),
+    );
+    // statement metrics (the cluster preloads pg_stat_statements), and fresh planner statistics
+    await session((c) =>
+      c.query('CREATE EXTENSION pg_stat_statements; ANALYZE users; ANALYZE projects; ANALYZE tasks'),
+    );
+    logger.info(
+      { migrations: migrated.applied.length, ...rows },
+      'demo: schema migrated and sample data loaded',
+    );
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+  const activity = new DemoActivity(cluster.url(DATABASE), logger, {
+    lockHoldMs: 15_000,
+    lockEveryMs: 30_000,
+  });
+
   await runDaemon(loaded, logger, {
-    first: [cluster],
+    first: [cluster, activity],
     onReady: ({ http, pool, scheduler, storage }) => {
       const base = `http://${http.address.host.includes(':') ? `[${http.address.host}]` : http.address.host}:${http.address.port}`;
       process.stdout.write(
@@ -36,6 +86,7 @@ export async function runDemo(input: LoadInput): Promise<void> {
           '',
           'pg-maintd demo is running.',
           `  database  postgresql://${pool.description}  (password in PGPASSWORD of this process)`,
+          `            users, projects and tasks migrated and filled; demo traffic with a lock wait every 30 s`,
           `  metrics   ${base}/metrics`,
           `  liveness  ${base}/healthz`,
           `  readiness ${base}/readyz`,
@@ -43,30 +94,38 @@ export async function runDemo(input: LoadInput): Promise<void> {
           '',
         ].join('\n'),
       );
-      // A first backup right away, so the demo shows one in the store.
+      // A first backup right away, then a restore drill of it, so the demo shows both.
       if (!scheduler.has('backup')) {
         process.stdout.write('  backup    off (BACKUP_SCHEDULE=off)\n');
         return;
       }
-      void scheduler
-        .trigger('backup')
-        .then(async () => {
-          const catalog = new Catalog(storage);
-          for (const database of loaded.config.backup.databases) {
-            const latest = await catalog.latest(database);
-            process.stdout.write(
-              latest
-                ? `  backup    ${storage.description}/${latest.key} (${latest.size} bytes, manifest beside it)\n`
-                : `  backup    none yet for ${database}: see the log above\n`,
-            );
-          }
-        })
-        .catch((err: unknown) =>
-          logger.error(
-            { err: { message: (err as Error).message } },
-            'demo: the first backup could not be listed',
-          ),
-        );
+      void (async () => {
+        await scheduler.trigger('backup');
+        const catalog = new Catalog(storage);
+        for (const database of config.backup.databases) {
+          const latest = await catalog.latest(database);
+          process.stdout.write(
+            latest
+              ? `  backup    ${storage.description}/${latest.key} (${latest.size} bytes, manifest beside it)\n`
+              : `  backup    none yet for ${database}: see the log above\n`,
+          );
+        }
+        if (!scheduler.has('verify')) return;
+        await scheduler.trigger('verify');
+        for (const database of config.backup.databases) {
+          const latest = await catalog.latest(database);
+          process.stdout.write(
+            latest?.verify?.ok
+              ? `  verified  ${latest.key}: restored into a scratch database, ${latest.verify.tablesCompared} tables' row counts match\n`
+              : `  verified  no: the restore drill of ${database} failed, see the log above\n`,
+          );
+        }
+      })().catch((err: unknown) =>
+        logger.error(
+          { err: { message: (err as Error).message } },
+          'demo: the first backup or drill could not be listed',
+        ),
+      );
     },
   });
 }

@@ -7,14 +7,20 @@ import { describe, expect, it } from 'vitest';
 import { spawnCli, waitFor } from '../support/daemon.js';
 
 describe('pg-maintd demo', () => {
-  it('runs the daemon on a throwaway cluster, takes a first backup, and stops cleanly on SIGINT', async () => {
+  it('migrates and fills a throwaway cluster, runs traffic with a lock wait, backs up and drills at once, and stops cleanly on SIGINT', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-demo-'));
-    const demo = spawnCli(['demo'], { HTTP_PORT: '0', BACKUP_DIR: dir, LOG_LEVEL: 'info' });
+    // polls every second so the test sees the demo's lock wait quickly
+    const demo = spawnCli(['demo'], {
+      HTTP_PORT: '0',
+      BACKUP_DIR: dir,
+      LOG_LEVEL: 'info',
+      METRICS_INTERVAL: '1s',
+    });
     try {
       const out = await waitFor(
         async () => demo.output(),
-        (o) => /^ {2}backup {4}\S+/m.test(o),
-        60_000,
+        (o) => /^ {2}verified {2}\S+/m.test(o),
+        90_000,
         100,
       );
       const metricsUrl = /metrics {3}(http:\/\/\S+\/metrics)/.exec(out)![1]!;
@@ -22,7 +28,28 @@ describe('pg-maintd demo', () => {
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
       expect((await fetch(`${base}/readyz`)).status).toBe(200);
       const metrics = await (await fetch(metricsUrl)).text();
-      expect(metrics).toMatch(/^pgmaintd_backup_stored\{database="postgres"\} 1$/m);
+      expect(metrics).toMatch(/^pgmaintd_backup_stored\{database="app"\} 1$/m);
+      expect(out).toMatch(
+        /^ {2}verified {2}app\/\S+: restored into a scratch database, \d+ tables' row counts match$/m,
+      );
+      expect(metrics).toMatch(
+        /^pg_stat_user_tables_n_live_tup\{datname="app",schemaname="public",relname="users"\} 500$/m,
+      );
+      // the demo traffic's lock wait shows in the metrics and in one log line naming the blocker
+      await waitFor(
+        async () => (await fetch(metricsUrl)).text(),
+        (t) => /^pgmaintd_blocked_sessions\{datname="app"\} 1$/m.test(t),
+        40_000,
+        500,
+      );
+      const blocked = await waitFor(
+        async () => demo.lines().find((l) => l.msg === 'session blocked on a lock'),
+        (l) => l !== undefined,
+        40_000,
+        500,
+      );
+      expect(metrics).toMatch(/^pgmaintd_pg_stat_statements_available 1$/m);
+      expect(blocked).toMatchObject({ datname: 'app', blocking: { application: 'demo-app' } });
       const backupPath = /^ {2}backup {4}(\S+)/m.exec(out)![1]!;
       expect(backupPath.startsWith(dir)).toBe(true);
       expect(existsSync(backupPath)).toBe(true);
@@ -33,7 +60,7 @@ describe('pg-maintd demo', () => {
       demo.child.kill('SIGINT');
       expect((await demo.exited).code).toBe(0);
       expect(existsSync(dataDir)).toBe(false); // the cluster is removed
-      expect(readdirSync(join(dir, 'postgres')).filter((f) => f.includes('.partial-'))).toEqual([]);
+      expect(readdirSync(join(dir, 'app')).filter((f) => f.includes('.partial-'))).toEqual([]);
     } finally {
       demo.child.kill('SIGKILL');
     }
