@@ -21,6 +21,8 @@ import { Catalog } from './backup/catalog.js';
 import { backupJob, verifyJob } from './backup/jobs.js';
 import { BackupMetrics } from './backup/metrics.js';
 import { createStorage, type Storage } from './backup/storage/index.js';
+import { maintenanceJob } from './maintenance/job.js';
+import { MaintenanceMetrics } from './maintenance/metrics.js';
 
 export interface Daemon {
   http: HttpServer;
@@ -65,6 +67,10 @@ export async function runDaemon(
   scheduler.addJob(backupJob(jobDeps));
   scheduler.addJob(verifyJob(jobDeps));
   // --- maintenance job (issue 5) ---
+  const maintenanceMetrics = new MaintenanceMetrics(registry, config.maintenance.databases);
+  scheduler.addJob(
+    maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool, scheduler }),
+  );
   const poller = new Poller({
     db: config.db,
     registry,

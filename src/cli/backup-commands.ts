@@ -13,6 +13,7 @@ import { urlPassword } from '../config/mask.js';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
+import { humanBytes } from '../config/units.js';
 import { addConfigOptions, configInput } from './config-options.js';
 
 interface Context {
@@ -242,15 +243,4 @@ export function addBackupCommands(program: Command): void {
       if (failed) process.exitCode = EXIT.FAILURE;
     });
   });
-}
-
-function humanBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
 }

@@ -1,4 +1,4 @@
-/** The pg-maintd command line: run (default), check-config, demo. */
+/** The pg-maintd command line: run (default), check-config, backup commands, migrate, maintenance, doctor, demo. */
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
@@ -9,8 +9,10 @@ import { VERSION } from '../version.js';
 import { renderConfig } from './check-config.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { runDemo } from './demo.js';
+import { addDoctorCommand } from './doctor-command.js';
 import { addBackupCommands } from './backup-commands.js';
 import { addMigrateCommands } from './migrate-commands.js';
+import { addMaintenanceCommands } from './maintenance-commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('pg-maintd')
@@ -44,7 +46,9 @@ export function buildProgram(): Command {
   // --- migrate commands (issue 5) ---
   addMigrateCommands(program);
   // --- maintenance commands (issue 5) ---
+  addMaintenanceCommands(program);
   // --- doctor command (issue 5) ---
+  addDoctorCommand(program);
 
   addConfigOptions(
     program

@@ -246,6 +246,18 @@ function shape(p: Parsed) {
       lockTimeoutMs: p.MIGRATE_LOCK_TIMEOUT,
     },
     // --- maintenance (issue 5) ---
+    maintenance: {
+      schedule: p.MAINTENANCE_SCHEDULE,
+      databases: p.MAINTENANCE_DATABASES ?? [parseDatabaseUrl(p.DATABASE_URL as string).database],
+      vacuumDeadRatio: p.MAINTENANCE_VACUUM_DEAD_RATIO,
+      vacuumMinDeadTuples: p.MAINTENANCE_VACUUM_MIN_DEAD_TUPLES,
+      vacuumStaleAfterMs: p.MAINTENANCE_VACUUM_STALE_AFTER,
+      analyzeStaleAfterMs: p.MAINTENANCE_ANALYZE_STALE_AFTER,
+      reindexBloatRatio: p.MAINTENANCE_REINDEX_BLOAT_RATIO,
+      reindexMinSizeBytes: p.MAINTENANCE_REINDEX_MIN_SIZE,
+      lockTimeoutMs: p.MAINTENANCE_LOCK_TIMEOUT,
+      statementTimeoutMs: p.MAINTENANCE_STATEMENT_TIMEOUT,
+    },
     log: { level: p.LOG_LEVEL, format: p.LOG_FORMAT },
     shutdown: { graceMs: p.SHUTDOWN_GRACE_PERIOD },
   };

@@ -52,3 +52,15 @@ export function parseSize(input: unknown): number | undefined {
   const bytes = Number(m[1]) * (SIZE_UNITS[(m[2] ?? 'b').toLowerCase()] ?? 1);
   return Number.isFinite(bytes) ? Math.round(bytes) : undefined;
 }
+
+/** 1536 -> "1.5 KiB", for people (logs, reports). */
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+}

@@ -39,7 +39,10 @@ export class DemoActivity extends Service {
       const id = row.rows[0]!.id;
       await holder!.query('BEGIN');
       await holder!.query("UPDATE projects SET status = 'active' WHERE id = $1", [id]);
-      const blocked = waiter!.query("UPDATE projects SET description = 'edited' WHERE id = $1", [id]);
+      // handled at once: the wait may still be pending when the demo stops and ends the connection
+      const blocked = waiter!
+        .query("UPDATE projects SET description = 'edited' WHERE id = $1", [id])
+        .catch(() => undefined);
       await new Promise((r) => setTimeout(r, this.opts.lockHoldMs));
       await holder!.query('COMMIT');
       await blocked;

@@ -59,6 +59,7 @@ describe('pg-maintd demo', () => {
 
       demo.child.kill('SIGINT');
       expect((await demo.exited).code).toBe(0);
+      expect(demo.output()).not.toContain('unhandled promise rejection');
       expect(existsSync(dataDir)).toBe(false); // the cluster is removed
       expect(readdirSync(join(dir, 'app')).filter((f) => f.includes('.partial-'))).toEqual([]);
     } finally {

@@ -480,6 +480,45 @@ describe('replication collector and pool metrics', () => {
 describe('statements collector', () => {
   const opts = { limit: 20, queryText: false, queryTextLength: 40 };
 
+  it('works for a role without pg_monitor (shared_preload_libraries is not readable to it)', async () => {
+    await db.pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    const role = `plain_${db.name}`;
+    const admin = new pg.Client({ connectionString: adminUrl() });
+    await admin.connect();
+    await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD 'plain-pw'`);
+    try {
+      const u = new URL(db.url);
+      u.username = role;
+      u.password = 'plain-pw';
+      const registry = new Registry();
+      const p = new Poller({
+        db: {
+          url: u.toString(),
+          ssl: { mode: 'disable', rejectUnauthorized: true },
+          pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 5000 },
+        },
+        registry,
+        logger: createLogger({ level: 'silent', format: 'json' }),
+        collectors: [new StatementsCollector(registry, { limit: 5, queryText: false, queryTextLength: 40 })],
+        intervalMs: 60_000,
+        statementTimeoutMs: 5000,
+        lockTimeoutMs: 1000,
+      });
+      try {
+        await p.pollAll();
+        expect(
+          await metricValue(registry, 'pg_scrape_collector_success', { collector: 'stat_statements' }),
+        ).toBe(1);
+        expect(await metricValue(registry, 'pgmaintd_pg_stat_statements_available', {})).toBe(1);
+      } finally {
+        await p.stop();
+      }
+    } finally {
+      await admin.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`).catch(() => undefined);
+      await admin.end();
+    }
+  });
+
   it('says once that pg_stat_statements is missing, exports nothing, and does not fail', async () => {
     await db.pool.query('DROP EXTENSION IF EXISTS pg_stat_statements');
     const { logger, lines } = capture();

@@ -22,7 +22,13 @@ export interface SpawnedCli {
 export function spawnCli(args: string[], env: Record<string, string | undefined>): SpawnedCli {
   const child = spawn(process.execPath, [CLI, ...args], {
     // the daemon migrates on start by default; tests that want it set MIGRATE_ON_START=true
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_FORMAT: 'json', MIGRATE_ON_START: 'false', ...env },
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      LOG_FORMAT: 'json',
+      MIGRATE_ON_START: 'false',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -33,9 +33,13 @@ export function statementsSql(serverVersionNum: number): string {
       FROM picked p JOIN pg_roles r ON r.oid = p.userid JOIN pg_database d ON d.oid = p.dbid`;
 }
 
+// shared_preload_libraries is readable only with pg_read_all_settings (in pg_monitor); a role without
+// it falls back to the library's own setting, which exists only where the library is loaded
 const AVAILABLE_SQL = `
   SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS installed,
-         'pg_stat_statements' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AS preloaded`;
+         CASE WHEN pg_has_role('pg_read_all_settings', 'USAGE')
+              THEN 'pg_stat_statements' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
+              ELSE EXISTS (SELECT 1 FROM pg_settings WHERE name = 'pg_stat_statements.max') END AS preloaded`;
 
 interface Row {
   user: string;

@@ -1,0 +1,23 @@
+/**
+ * Whether the daemon's role may vacuum or reindex a table, as SQL over pg_class `c`. Without the
+ * right, VACUUM only warns ("skipping ... only table or database owner can vacuum it") and REINDEX
+ * fails, so such tables are left out of the plan and listed as not permitted.
+ * PostgreSQL 17 added the MAINTAIN privilege (and the pg_maintain role); before it, the owner
+ * (or, for VACUUM, the database owner) or a superuser.
+ */
+const MAINTAIN_SINCE = 170000;
+
+export function canVacuum(serverVersion: number, c = 'c'): string {
+  if (serverVersion >= MAINTAIN_SINCE) return `has_table_privilege(${c}.oid, 'MAINTAIN')`;
+  return `(pg_has_role(${c}.relowner, 'USAGE') OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE'))`;
+}
+
+export function canReindex(serverVersion: number, c = 'c'): string {
+  if (serverVersion >= MAINTAIN_SINCE) return `has_table_privilege(${c}.oid, 'MAINTAIN')`;
+  return `pg_has_role(${c}.relowner, 'USAGE')`;
+}
+
+/** Schemas maintenance never touches: the catalogs, TOAST, and other sessions' temporary schemas. */
+export function userSchema(nspname: string): string {
+  return `${nspname} NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND ${nspname} !~ '^pg_(toast_)?temp_'`;
+}
