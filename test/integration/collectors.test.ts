@@ -480,6 +480,48 @@ describe('replication collector and pool metrics', () => {
 describe('statements collector', () => {
   const opts = { limit: 20, queryText: false, queryTextLength: 40 };
 
+  it('exports one query text series per queryid, though two roles ran the statement', async () => {
+    await db.pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    await db.pool.query('CREATE TABLE IF NOT EXISTS shared_q (id int)');
+    const role = `second_${db.name}`;
+    const admin = new pg.Client({ connectionString: adminUrl() });
+    await admin.connect();
+    await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD 'second-pw'`);
+    await db.pool.query(`GRANT SELECT ON shared_q TO ${role}`);
+    try {
+      const u = new URL(db.url);
+      u.username = role;
+      u.password = 'second-pw';
+      await once('SELECT count(*) FROM shared_q');
+      await once('SELECT count(*) FROM shared_q', u.toString());
+      const { registry, p } = poller((r) => [
+        new StatementsCollector(r, { limit: 5000, queryText: true, queryTextLength: 60 }),
+      ]);
+      try {
+        await p.pollAll();
+        const text = await registry.metrics();
+        const id =
+          /^pg_stat_statements_query_id\{queryid="(-?\d+)",query="SELECT count\(\*\) FROM shared_q"\} 1$/m.exec(
+            text,
+          )?.[1];
+        expect(id).toBeDefined();
+        const calls = text
+          .split('\n')
+          .filter((l) => l.startsWith('pg_stat_statements_calls_total{') && l.includes(`queryid="${id}"`));
+        expect(calls).toHaveLength(2); // one per role
+        expect(
+          text.split('\n').filter((l) => l.startsWith(`pg_stat_statements_query_id{queryid="${id}"`)),
+        ).toHaveLength(1);
+      } finally {
+        await p.stop();
+      }
+    } finally {
+      await db.pool.query(`REVOKE ALL ON shared_q FROM ${role}`);
+      await admin.query(`DROP ROLE ${role}`).catch(() => undefined);
+      await admin.end();
+    }
+  });
+
   it('works for a role without pg_monitor (shared_preload_libraries is not readable to it)', async () => {
     await db.pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
     const role = `plain_${db.name}`;

@@ -145,11 +145,11 @@ export class StatementsCollector implements Collector {
         })),
       );
     }
-    this.#queryText.replace(
-      this.opts.queryText
-        ? r.rows.map((row) => ({ labels: { queryid: row.queryid, query: row.query }, value: 1 }))
-        : [],
-    );
+    // one series per queryid: the same statement run by two roles (or in two databases) shares it
+    const texts = new Map<string, string>();
+    if (this.opts.queryText)
+      for (const row of r.rows) if (!texts.has(row.queryid)) texts.set(row.queryid, row.query);
+    this.#queryText.replace([...texts].map(([queryid, query]) => ({ labels: { queryid, query }, value: 1 })));
     this.#available.replace([{ labels: {}, value: 1 }]);
   }
 
