@@ -20,6 +20,7 @@ export abstract class Service implements Component {
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
       if (!this.#started) return;
+      this.interruptStart(); // a start still waiting (for a database, a lock) gives up now
       await this.#started.catch(() => undefined); // a failed start still gets its cleanup
       await this.onStop();
     })();
@@ -33,6 +34,9 @@ export abstract class Service implements Component {
   get stopping(): boolean {
     return this.#stopped !== undefined;
   }
+
+  /** Called when stop() comes while start() may still be running; a long start should end soon after. */
+  protected interruptStart(): void {}
 
   protected abstract onStart(): Promise<void>;
   protected abstract onStop(): Promise<void>;

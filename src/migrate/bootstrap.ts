@@ -48,13 +48,22 @@ export class MigrationBootstrap extends Service {
             `database unreachable: migrations (MIGRATE_ON_START) retry every ${RETRY_MS / 1000} s; jobs start after them`,
           );
         waiting = true;
-        await new Promise((r) => setTimeout(r, RETRY_MS).unref());
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, RETRY_MS);
+          this.#abort.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), {
+            once: true,
+          });
+        });
         if (this.#abort.signal.aborted) return;
       }
     }
   }
 
-  protected async onStop(): Promise<void> {
+  protected override interruptStart(): void {
     this.#abort.abort(new Error('pg-maintd is shutting down'));
+  }
+
+  protected async onStop(): Promise<void> {
+    this.interruptStart();
   }
 }

@@ -76,7 +76,14 @@ async function withRunnerSession<T>(
   o: MigrateOptions,
   fn: (c: pg.PoolClient, waited: boolean) => Promise<T>,
 ): Promise<T> {
-  const pool = new DbPool(o.db, { name: 'migrate', logger: o.logger, max: 1, min: 0 });
+  // a bounded connect: an unreachable server is reported (and retried by the bootstrap) in seconds
+  const pool = new DbPool(o.db, {
+    name: 'migrate',
+    logger: o.logger,
+    max: 1,
+    min: 0,
+    acquireTimeoutMs: 10_000,
+  });
   try {
     const client = await pool.connect();
     let locked = false;

@@ -117,6 +117,29 @@ describe('MIGRATE_ON_START', () => {
     }
   });
 
+  it('SIGTERM while the start-up migrations wait for an unreachable database: a prompt, clean exit', async () => {
+    const db = await freshDatabase();
+    try {
+      const u = new URL(db.env.DATABASE_URL);
+      u.port = '1'; // nothing listens there
+      const cli = spawnCli(['run'], {
+        ...db.env,
+        DATABASE_URL: u.toString(),
+        MIGRATE_ON_START: 'true',
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+      });
+      await cli.waitForLog((l) => l.msg.startsWith('database unreachable: migrations'));
+      const t0 = Date.now();
+      cli.child.kill('SIGTERM');
+      const { code } = await cli.exited;
+      expect(code).toBe(EXIT.OK);
+      expect(Date.now() - t0).toBeLessThan(5000); // not the 25 s grace period
+    } finally {
+      await db.drop();
+    }
+  });
+
   it('a database with the tables but no history: the daemon changes nothing and stops, pointing to `migrate baseline`', async () => {
     const db = await freshDatabase();
     try {
