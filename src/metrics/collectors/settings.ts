@@ -6,8 +6,16 @@ import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
 
-const SQL = `SELECT name, setting, coalesce(unit, '') AS unit, short_desc, vartype
+export const SETTINGS_SQL = `SELECT name, setting, coalesce(unit, '') AS unit, short_desc, vartype
                FROM pg_settings WHERE vartype IN ('bool', 'integer', 'real')`;
+
+export interface SettingRow {
+  name: string;
+  setting: string;
+  unit: string;
+  short_desc: string;
+  vartype: string;
+}
 
 const SECONDS: Record<string, number> = { ms: 1 / 1000, s: 1, min: 60, h: 3600, d: 86400 };
 const BYTES: Record<string, number> = {
@@ -35,13 +43,7 @@ export interface SettingMetric {
 }
 
 /** One pg_settings row as the metric postgres_exporter makes of it; undefined for an unknown unit. */
-export function settingMetric(row: {
-  name: string;
-  setting: string;
-  unit: string;
-  short_desc: string;
-  vartype: string;
-}): SettingMetric | undefined {
+export function settingMetric(row: SettingRow): SettingMetric | undefined {
   // "auto_explain.log_min_duration" -> pg_settings_auto_explain_log_min_duration; extension settings may
   // hold dashes (the reference replaces . and -), anything else outside a metric name is replaced too
   const base = `pg_settings_${row.name.replace(/[^a-zA-Z0-9_]/g, '_')}`;
@@ -75,13 +77,7 @@ export class SettingsCollector implements Collector {
   ) {}
 
   async collect({ client }: CollectorContext): Promise<void> {
-    const r = await client.query<{
-      name: string;
-      setting: string;
-      unit: string;
-      short_desc: string;
-      vartype: string;
-    }>(SQL);
+    const r = await client.query<SettingRow>(SETTINGS_SQL);
     const seen = new Set<string>();
     for (const row of r.rows) {
       const m = settingMetric(row);
