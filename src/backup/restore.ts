@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { ExtensionFilter } from './extension-filter.js';
 import type { TlsSettings } from '../db/tls.js';
 import { DbPool } from '../db/pool.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
@@ -27,6 +28,8 @@ export interface RestoreOptions {
   database?: string;
   targetUrl: string;
   clean?: boolean;
+  /** Plain format only: leave out these extensions' statements (the drill: pg_stat_statements). */
+  skipExtensions?: string[];
   signal?: AbortSignal;
   progressEveryMs?: number;
 }
@@ -235,7 +238,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           ),
         (err: Error) => fail(err),
       );
-      pipeline(source, verifier, gunzip, intoClient, (err) => {
+      const stages: NodeJS.ReadWriteStream[] = [verifier, gunzip];
+      if (format === 'plain' && o.skipExtensions?.length) stages.push(new ExtensionFilter(o.skipExtensions));
+      pipeline([source, ...stages, intoClient], (err) => {
         if (!err) {
           if (!settled) {
             settled = true;

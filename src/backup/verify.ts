@@ -64,6 +64,8 @@ export async function runVerification(
       clientBinDir: config.backup.clientBinDir,
       key: backup.key,
       targetUrl: scratchUrl.toString(),
+      // only a superuser may create it, and it holds no data: a drill need not restore it
+      skipExtensions: ['pg_stat_statements'],
       signal: opts.signal,
     });
     const counted = new DbPool(

@@ -1,0 +1,47 @@
+/**
+ * Drops the statements of chosen extensions from a plain-format dump on its way into psql: used by
+ * the restore drill for pg_stat_statements, which only a superuser may create (it is not a trusted
+ * extension) and which holds no data, so a least-privilege role can still drill a backup of a
+ * database that has it. pg_dump writes extensions, one statement per line, before any data: the
+ * filter looks at lines only until the first COPY, then passes the stream through untouched.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+
+export class ExtensionFilter extends Transform {
+  readonly #drop: RegExp;
+  #pending: Buffer = Buffer.alloc(0);
+  #passThrough = false;
+  dropped = 0;
+
+  constructor(extensions: string[]) {
+    super();
+    const names = extensions.map((e) => e.replace(/[^a-z0-9_]/gi, '')).join('|');
+    this.#drop = new RegExp(`^(CREATE EXTENSION IF NOT EXISTS|COMMENT ON EXTENSION) "?(${names})"?( |;)`);
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    if (this.#passThrough) return cb(null, chunk);
+    let buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
+    const out: Buffer[] = [];
+    let nl: number;
+    while ((nl = buf.indexOf(0x0a)) >= 0) {
+      const line = buf.subarray(0, nl + 1);
+      buf = buf.subarray(nl + 1);
+      const head = line.subarray(0, 80).toString('latin1');
+      if (head.startsWith('COPY ')) {
+        this.#passThrough = true;
+        out.push(line, buf);
+        this.#pending = Buffer.alloc(0);
+        return cb(null, Buffer.concat(out));
+      }
+      if (this.#drop.test(head)) this.dropped++;
+      else out.push(line);
+    }
+    this.#pending = Buffer.from(buf);
+    cb(null, out.length ? Buffer.concat(out) : undefined);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    cb(null, this.#pending.length ? this.#pending : undefined);
+  }
+}
