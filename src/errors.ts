@@ -1,3 +1,4 @@
+import { classify, explainConnectionError, type ErrorKind } from './db/sqlstate.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 
 /**
@@ -23,4 +24,27 @@ export class OperatorError extends Error {
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Kinds of database error that mean it cannot be reached, or refuses the session. */
+const UNAVAILABLE = new Set<ErrorKind>([
+  'connection_lost',
+  'connection_refused',
+  'host_unknown',
+  'timeout',
+  'auth_failed',
+  'database_missing',
+  'too_many_connections',
+  'server_starting',
+  'tls',
+]);
+
+/**
+ * A database that cannot be reached, as a one-shot command reports it: what is wrong at `target`,
+ * what to check, and exit 69. Undefined for any other error.
+ */
+export function unavailableError(err: unknown, target: string): OperatorError | undefined {
+  if (!UNAVAILABLE.has(classify(err).kind)) return undefined;
+  const { message, hint } = explainConnectionError(err, target);
+  return new OperatorError(message, { hint, exitCode: EXIT.UNAVAILABLE, cause: err });
 }

@@ -3,8 +3,7 @@ import { Option, type Command } from 'commander';
 import { Registry } from 'prom-client';
 import { loadConfig, type Config } from '../config/load.js';
 import { DbPool } from '../db/pool.js';
-import { classify, explainConnectionError, type ErrorKind } from '../db/sqlstate.js';
-import { errorMessage, OperatorError } from '../errors.js';
+import { errorMessage, OperatorError, unavailableError } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { maintainAsLeader } from '../maintenance/job.js';
@@ -104,23 +103,8 @@ async function maintain(
 /** A database that cannot be reached (for the lock, or the maintenance session) is exit 69. */
 function asOperatorError(err: unknown, target: string): OperatorError {
   if (err instanceof OperatorError) return err;
-  const { kind } = classify(err);
-  if (!CONNECTION_KINDS.has(kind)) return new OperatorError(errorMessage(err), { cause: err });
-  const { message, hint } = explainConnectionError(err, target);
-  return new OperatorError(message, { hint, exitCode: EXIT.UNAVAILABLE, cause: err });
+  return unavailableError(err, target) ?? new OperatorError(errorMessage(err), { cause: err });
 }
-
-const CONNECTION_KINDS = new Set<ErrorKind>([
-  'connection_lost',
-  'connection_refused',
-  'host_unknown',
-  'timeout',
-  'auth_failed',
-  'database_missing',
-  'too_many_connections',
-  'server_starting',
-  'tls',
-]);
 
 /** SIGINT/SIGTERM abort the run (the statement in flight is cancelled); a second one exits at once. */
 async function withAbort<T>(logger: Logger, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {

@@ -2,8 +2,7 @@
 import { Command, Option } from 'commander';
 import { loadConfig, type Config } from '../config/load.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
-import { classify, explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../errors.js';
+import { OperatorError, unavailableError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { createLogger } from '../log/logger.js';
 import {
@@ -14,18 +13,6 @@ import {
   type MigrateOptions,
 } from '../migrate/runner.js';
 import { addConfigOptions, configInput } from './config-options.js';
-
-const CONNECTION_KINDS = new Set([
-  'connection_refused',
-  'host_unknown',
-  'timeout',
-  'auth_failed',
-  'database_missing',
-  'tls',
-  'too_many_connections',
-  'server_starting',
-  'connection_lost',
-]);
 
 /** The runner's options from the configuration; a database that cannot be reached becomes exit 69 with the fix. */
 async function withMigrate<T>(
@@ -46,11 +33,7 @@ async function withMigrate<T>(
     return await fn(o, config);
   } catch (err) {
     if (err instanceof OperatorError) throw err;
-    if (CONNECTION_KINDS.has(classify(err).kind)) {
-      const { message, hint } = explainConnectionError(err, describeTarget(parseDatabaseUrl(config.db.url)));
-      throw new OperatorError(message, { hint, exitCode: EXIT.UNAVAILABLE, cause: err });
-    }
-    throw err;
+    throw unavailableError(err, describeTarget(parseDatabaseUrl(config.db.url))) ?? err;
   }
 }
 

@@ -36,12 +36,8 @@ export class MigrationBootstrap extends Service {
       } catch (err) {
         if (this.#abort.signal.aborted) return;
         if (err instanceof OperatorError) throw err;
-        const { kind, code } = classify(err);
-        if (
-          !kind.startsWith('connection') &&
-          !['host_unknown', 'timeout', 'server_starting', 'too_many_connections'].includes(kind)
-        )
-          throw err;
+        const { kind, code, retryable } = classify(err);
+        if (!retryable) throw err; // the project's retry policy (db/sqlstate.ts): an outage is waited for
         if (!waiting)
           this.logger.warn(
             { kind, code, err: { message: (err as Error).message } },
