@@ -3,26 +3,21 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exit-codes.js';
 import { spawnCli, startDaemon } from '../support/daemon.js';
-import { adminUrl, withDatabase } from '../support/postgres.js';
+import { createTestDatabase } from '../support/postgres.js';
 import { SEED_SCHEMA } from '../support/seed.js';
 
+/** A database of its own, and the daemon's env for it (the password in PGPASSWORD, not the URL). */
 async function freshDatabase() {
-  const name = `t_mige2e_${Math.random().toString(16).slice(2, 10)}`;
-  const admin = new pg.Client({ connectionString: adminUrl() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = withDatabase(adminUrl(), name);
-  const pool = new pg.Pool({ connectionString: url, max: 2 });
-  const u = new URL(url);
+  const db = await createTestDatabase('t_mige2e');
+  const u = new URL(db.url);
   const password = decodeURIComponent(u.password);
   u.password = '';
   return {
-    pool,
+    pool: db.pool,
+    drop: db.drop,
     env: {
       DATABASE_URL: u.toString(),
       PGPASSWORD: password,
@@ -31,13 +26,6 @@ async function freshDatabase() {
       BACKUP_SCHEDULE: 'off',
       BACKUP_VERIFY_SCHEDULE: 'off',
       LOG_LEVEL: 'info',
-    },
-    drop: async () => {
-      await pool.end();
-      const a = new pg.Client({ connectionString: adminUrl() });
-      await a.connect();
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await a.end();
     },
   };
 }

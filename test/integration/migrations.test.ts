@@ -17,38 +17,13 @@ import {
   type MigrateOptions,
 } from '../../src/migrate/runner.js';
 import { SEED_SCHEMA } from '../support/seed.js';
-import { adminUrl, withDatabase } from '../support/postgres.js';
+import { adminUrl, createTestDatabase } from '../support/postgres.js';
 
 const logger = createLogger({ level: 'silent', format: 'json' });
 const SHIPPED = join(PACKAGE_ROOT, 'migrations');
 
 /** A fresh database of its own for each test. */
-async function freshDatabase(): Promise<{
-  url: string;
-  name: string;
-  pool: pg.Pool;
-  drop: () => Promise<void>;
-}> {
-  const name = `t_migr_${Math.random().toString(16).slice(2, 10)}`;
-  const admin = new pg.Client({ connectionString: adminUrl() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = withDatabase(adminUrl(), name);
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
-  return {
-    url,
-    name,
-    pool,
-    drop: async () => {
-      await pool.end();
-      const a = new pg.Client({ connectionString: adminUrl() });
-      await a.connect();
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await a.end();
-    },
-  };
-}
+const freshDatabase = () => createTestDatabase('t_migr');
 
 function options(url: string, dir = SHIPPED): MigrateOptions {
   return {

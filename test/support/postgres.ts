@@ -38,33 +38,47 @@ export interface TestDatabase {
  * Creates a database for this test file before its tests and drops it after them.
  * Use the returned object's fields inside tests (they are set by beforeAll).
  */
+/** Creates a database of its own on the harness's server; drop() removes it (sessions and all). */
+export async function createTestDatabase(
+  prefix: string,
+): Promise<TestDatabase & { drop: () => Promise<void> }> {
+  const name = `${prefix}_${randomBytes(3).toString('hex')}`.toLowerCase();
+  const admin = async (sql: string) => {
+    const c = new pg.Client({ connectionString: adminUrl() });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  await admin(`CREATE DATABASE ${name}`);
+  const url = withDatabase(adminUrl(), name);
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  return {
+    name,
+    url,
+    pool,
+    drop: async () => {
+      await pool.end();
+      await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    },
+  };
+}
+
 export function useTestDatabase(label = 'db'): TestDatabase {
   const db = {} as TestDatabase;
+  let drop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: adminUrl() });
-    await admin.connect();
     const file = basename(expect.getState().testPath ?? label)
       .replace(/\W+/g, '_')
       .slice(0, 30);
-    db.name = `t_${file}_${randomBytes(3).toString('hex')}`.toLowerCase();
-    try {
-      await admin.query(`CREATE DATABASE ${db.name}`);
-    } finally {
-      await admin.end();
-    }
-    db.url = withDatabase(adminUrl(), db.name);
-    db.pool = new pg.Pool({ connectionString: db.url, max: 4 });
+    const created = await createTestDatabase(`t_${file}`);
+    Object.assign(db, { name: created.name, url: created.url, pool: created.pool });
+    drop = created.drop;
   });
   afterAll(async () => {
-    await db.pool?.end();
-    if (!db.name) return;
-    const admin = new pg.Client({ connectionString: adminUrl() });
-    await admin.connect();
-    try {
-      await admin.query(`DROP DATABASE IF EXISTS ${db.name} WITH (FORCE)`);
-    } finally {
-      await admin.end();
-    }
+    await drop?.();
   });
   return db;
 }
