@@ -30,7 +30,7 @@ export async function runDemo(input: LoadInput): Promise<void> {
       DATABASE_URL: cluster.url(DATABASE, cluster.user, null),
       DB_SSL_MODE: 'disable', // the throwaway cluster listens on loopback without TLS
       HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
-      MIGRATE_ON_START: 'true',
+      MIGRATE_ON_START: 'false', // the demo migrates below, before it loads the sample data
     },
   });
   const { config } = loaded;
