@@ -74,7 +74,7 @@ export type CollectorName = (typeof METRICS_COLLECTORS)[number];
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 const ms = (lo: number, hi: number, what: string) =>
-  `a duration from ${lo} ms to ${what} ("500ms", "30s", "5m", or bare milliseconds)`;
+  `a duration from ${lo} ms to ${what} (e.g. "30s", "5m", or bare milliseconds)`;
 
 export const FIELDS = {
   DATABASE_URL: {
