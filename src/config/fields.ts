@@ -85,6 +85,8 @@ export const FIELDS = {
     secret: 'url',
     group: 'Database',
   },
+  // --- Database URL file (issue 7, failover) ---
+  // --- end database URL file ---
   DB_POOL_MIN: {
     schema: int(0, 1000),
     default: 2,
@@ -531,6 +533,8 @@ export const FIELDS = {
     allowed: 'an integer from 0 to 65535',
     group: 'HTTP',
   },
+  // --- Web endpoint protection fields (issue 7, http) ---
+  // --- end web fields ---
   READYZ_INTERVAL: {
     schema: duration(100, 60_000),
     default: '2s',

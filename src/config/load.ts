@@ -191,6 +191,7 @@ function shape(p: Parsed) {
       readyzIntervalMs: p.READYZ_INTERVAL,
       readyzTimeoutMs: p.READYZ_TIMEOUT,
       livenessMaxLagMs: p.LIVENESS_MAX_LAG,
+      // --- web endpoint protection (issue 7) ---
     },
     backup: {
       schedule: p.BACKUP_SCHEDULE,
