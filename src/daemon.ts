@@ -96,6 +96,7 @@ export async function runDaemon(
     logger,
     liveness: { eventLoop: () => watchdog.check(), scheduler: () => scheduler.check() },
     readiness: () => readiness.state(),
+    web: config.http.web,
   });
 
   const migrations = config.migrations.onStart

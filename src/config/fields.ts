@@ -10,6 +10,7 @@ import {
   cronOrOff,
   databaseList,
   duration,
+  host,
   int,
   intervalMap,
   oneOf,
@@ -81,11 +82,18 @@ export const FIELDS = {
     schema: url(['postgres:', 'postgresql:']),
     required: true,
     doc: 'Connection URL of the database pg-maintd looks after. Prefer PGPASSWORD or a passfile to a password in the URL.',
-    allowed: 'a postgres:// or postgresql:// URL, e.g. postgresql://pgmaintd@db.internal:5432/app',
+    allowed:
+      'a postgres:// or postgresql:// URL, e.g. postgresql://pgmaintd@db.internal:5432/app (or DATABASE_URL_FILE)',
     secret: 'url',
     group: 'Database',
   },
   // --- Database URL file (issue 7, failover) ---
+  DATABASE_URL_FILE: {
+    schema: optionalText(),
+    doc: 'A file holding the connection URL, instead of DATABASE_URL (a mounted Kubernetes Secret, or a file your failover tooling rewrites). Checked at most once a second and re-read when it changes: a failover to another host or port, or a rotated password, applies to new connections without a restart. A file that turns invalid keeps the last good URL and logs an error. TLS settings are read once, at start.',
+    allowed: 'a path to a readable file holding one postgres:// URL',
+    group: 'Database',
+  },
   // --- end database URL file ---
   DB_POOL_MIN: {
     schema: int(0, 1000),
@@ -282,6 +290,13 @@ export const FIELDS = {
     default: 6,
     doc: 'Attempts per S3 request; throttling and 5xx answers are retried with exponential backoff.',
     allowed: 'an integer from 1 to 20',
+    group: 'S3',
+  },
+  S3_REQUEST_TIMEOUT: {
+    schema: duration(1000, 3_600_000),
+    default: '2m',
+    doc: 'Time limit of one S3 request (and of a socket that stops moving data); a request that times out is retried like a 5xx answer, up to S3_MAX_ATTEMPTS.',
+    allowed: ms(1000, 3_600_000, '1 hour'),
     group: 'S3',
   },
   BACKUP_RETENTION_DAYS: {
@@ -520,7 +535,7 @@ export const FIELDS = {
     group: 'Maintenance',
   },
   HTTP_HOST: {
-    schema: text(),
+    schema: host(),
     default: '0.0.0.0',
     doc: 'Address the HTTP server (/metrics, /healthz, /readyz) listens on.',
     allowed: 'an IP address or host name, e.g. 0.0.0.0, 127.0.0.1, ::',
@@ -534,6 +549,19 @@ export const FIELDS = {
     group: 'HTTP',
   },
   // --- Web endpoint protection fields (issue 7, http) ---
+  WEB_CONFIG_FILE: {
+    schema: optionalText(),
+    doc: 'Web config file in the format of Prometheus exporter-toolkit (what postgres_exporter’s `--web.config.file` reads): TLS (`tls_server_config`), extra response headers (`http_server_config`) and basic-auth users with bcrypt hashes (`basic_auth_users`). Relative paths inside it are resolved against its folder. Checked at start, re-read when it or a file it names changes. /healthz and /readyz stay open.',
+    allowed:
+      'a path to a readable exporter-toolkit web config YAML file (see "Protecting the endpoints" in the README)',
+    group: 'HTTP',
+  },
+  WEB_BEARER_TOKEN_FILE: {
+    schema: optionalText(),
+    doc: 'File holding a token that /metrics also accepts as `Authorization: Bearer <token>` (Prometheus `authorization.credentials_file`); surrounding whitespace is ignored. Re-read when it changes.',
+    allowed: 'a path to a readable file holding one token',
+    group: 'HTTP',
+  },
   // --- end web fields ---
   READYZ_INTERVAL: {
     schema: duration(100, 60_000),

@@ -1,4 +1,5 @@
 /** Field kinds: a zod schema that accepts a string (env, flag) or a typed value (YAML/JSON file). */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { validate as validCron } from 'node-cron';
 import { parseDuration, parseSize } from './units.js';
@@ -36,6 +37,20 @@ export function duration(minMs: number, maxMs: number) {
 
 export function text() {
   return z.preprocess((v) => (typeof v === 'string' ? v.trim() : v), z.string().min(1));
+}
+
+/** An IP address (v4 or v6) or a host name (RFC 1123 labels). */
+export function host() {
+  const label = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
+  return text().refine(
+    (v) =>
+      isIP(v) !== 0 ||
+      (v.length <= 253 &&
+        v
+          .replace(/\.$/, '')
+          .split('.')
+          .every((l) => label.test(l))),
+  );
 }
 
 export function optionalText() {

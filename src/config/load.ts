@@ -13,7 +13,9 @@ import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec, type SslMode } from './fields.js';
 import { parseDatabaseUrl } from '../db/url.js';
+import { readUrlFile } from '../db/url-file.js';
 import { maskValue, urlPassword } from './mask.js';
+import { checkWebFiles } from '../http/web-config.js';
 
 export type SourceKind = 'flag' | 'env' | 'file' | 'defaults-file' | 'built-in';
 export interface Origin {
@@ -118,6 +120,7 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     if (v !== undefined) set(name as FieldName, v, { kind: 'flag', where: flagFor(name) });
   }
 
+  readDatabaseUrlFile(raw, origins, problems);
   applyUrlSslMode(raw, origins, problems);
 
   const parsed = {} as Record<FieldName, unknown>;
@@ -151,9 +154,17 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     }
   }
   crossChecks(parsed as Partial<Parsed>, origins, problems);
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw new ConfigError(withOrigins(problems, origins));
 
-  const config = deepFreeze(shape(parsed as Parsed));
+  let shaped: Config;
+  try {
+    shaped = shape(parsed as Parsed);
+  } catch (err) {
+    // checks made while shaping (files a setting names) say where the setting came from, too
+    if (err instanceof ConfigError) throw new ConfigError(withOrigins(err.problems, origins));
+    throw err;
+  }
+  const config = deepFreeze(shaped);
   const secrets = [
     urlPassword(config.db.url),
     config.verify.url ? urlPassword(config.verify.url) : undefined,
@@ -171,6 +182,7 @@ function shape(p: Parsed) {
   return {
     db: {
       url: p.DATABASE_URL as string,
+      urlFile: p.DATABASE_URL_FILE ? resolve(p.DATABASE_URL_FILE) : undefined,
       pool: {
         min: p.DB_POOL_MIN,
         max: p.DB_POOL_MAX,
@@ -192,6 +204,12 @@ function shape(p: Parsed) {
       readyzTimeoutMs: p.READYZ_TIMEOUT,
       livenessMaxLagMs: p.LIVENESS_MAX_LAG,
       // --- web endpoint protection (issue 7) ---
+      // Paths only: check-config shows them, never the contents. The files are checked here, once
+      // the settings themselves are valid, and the HTTP server re-reads them when they change.
+      web: checkWebFiles(
+        { configFile: p.WEB_CONFIG_FILE, bearerTokenFile: p.WEB_BEARER_TOKEN_FILE },
+        (problems) => new ConfigError(problems),
+      ),
     },
     backup: {
       schedule: p.BACKUP_SCHEDULE,
@@ -216,6 +234,7 @@ function shape(p: Parsed) {
       storageClass: p.S3_STORAGE_CLASS,
       partSize: p.S3_PART_SIZE,
       maxAttempts: p.S3_MAX_ATTEMPTS,
+      requestTimeoutMs: p.S3_REQUEST_TIMEOUT,
     },
     retention: {
       days: p.BACKUP_RETENTION_DAYS,
@@ -333,6 +352,36 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
   }
 }
 
+/** DATABASE_URL_FILE fills DATABASE_URL from the file (checked like DATABASE_URL itself). */
+function readDatabaseUrlFile(
+  raw: Record<FieldName, unknown>,
+  origins: Record<FieldName, Origin>,
+  problems: Problem[],
+) {
+  const file = typeof raw.DATABASE_URL_FILE === 'string' ? raw.DATABASE_URL_FILE.trim() : '';
+  if (!file) return;
+  if (raw.DATABASE_URL !== undefined) {
+    problems.push({
+      field: 'DATABASE_URL_FILE',
+      origin: origins.DATABASE_URL_FILE,
+      given: file,
+      allowed: `one source of the URL: DATABASE_URL is set too (from ${describeOrigin(origins.DATABASE_URL)}); remove one of the two`,
+    });
+    return;
+  }
+  try {
+    raw.DATABASE_URL = readUrlFile(resolve(file));
+    origins.DATABASE_URL = { kind: 'file', where: resolve(file) };
+  } catch (err) {
+    problems.push({
+      field: 'DATABASE_URL_FILE',
+      origin: origins.DATABASE_URL_FILE,
+      given: file,
+      allowed: `${FIELDS.DATABASE_URL_FILE.allowed} (${(err as Error).message})`,
+    });
+  }
+}
+
 /** A sslmode in DATABASE_URL stands in for DB_SSL_MODE when that is not set explicitly. */
 function applyUrlSslMode(
   raw: Record<FieldName, unknown>,
@@ -402,10 +451,33 @@ function readFileSource(
   }
 }
 
+/** Every problem names where its setting came from, when it was set at all. */
+function withOrigins(problems: Problem[], origins: Record<FieldName, Origin>): Problem[] {
+  return problems.map((p) =>
+    p.origin || p.given === undefined || !(p.field in origins)
+      ? p
+      : { ...p, origin: origins[p.field as FieldName] },
+  );
+}
+
 function suggest(key: string): string | undefined {
   const k = key.toUpperCase().replace(/-/g, '_');
   if (k in FIELDS) return k;
+  const near = FIELD_NAMES.map((n) => [n, editDistance(n, k)] as const).sort((a, b) => a[1] - b[1])[0];
+  if (near && near[1] <= Math.min(3, Math.floor(k.length / 4))) return near[0];
   return FIELD_NAMES.find((n) => n.includes(k) || k.includes(n));
+}
+
+/** Levenshtein distance: a typo (S3_BUKET) finds its setting. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
 }
 
 function findDefaultsFile(dir: string): string | undefined {

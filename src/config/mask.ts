@@ -2,8 +2,11 @@
 
 export const MASK = '****';
 
-// scheme://user:password@  — the password is everything up to the last '@' before the host.
-const URL_PASSWORD_RE = /\b([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s"']*):([^@\s"']*)@/gi;
+// scheme://user:password@host — the password runs to the '@' after which only the host follows (no
+// further '@' before the path), as WHATWG URL parses `postgresql://app:p@ss@db/app` (password
+// "p@ss"); the user may hold an '@' too (Azure's `user@server`). Unsure cases mask too much, not too little.
+const URL_PASSWORD_RE =
+  /\b([a-z][a-z0-9+.-]*:\/\/[^:/?#\s"']*):([^\s"']*?)@(?=[^@\s"'/?#]*(?:[/?#\s"']|$))/gi;
 // key=value pairs in libpq keyword strings and query strings: password=..., sslpassword=...
 const KV_PASSWORD_RE = /\b((?:ssl)?password=)([^&\s"']+)/gi;
 

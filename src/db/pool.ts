@@ -14,9 +14,12 @@ import {
   type Transport,
 } from './tls.js';
 import { describeTarget, parseDatabaseUrl, type ConnectionTarget } from './url.js';
+import { currentUrl } from './url-file.js';
 
 export interface PoolSettings {
   url: string;
+  /** DATABASE_URL_FILE: re-read when it changes; new connections go to the URL it holds then. */
+  urlFile?: string | undefined;
   ssl: TlsSettings;
   pool: { min: number; max: number; idleTimeoutMs: number; acquireTimeoutMs: number };
 }
@@ -46,14 +49,15 @@ export interface PoolStats {
 
 export class DbPool extends Service {
   readonly name: string;
-  readonly target: ConnectionTarget;
-  readonly verified: boolean;
+  #target: ConnectionTarget;
+  #verified: boolean;
+  #url: string;
   #pool: pg.Pool;
   #transport: Transport;
   #fallback: Transport | undefined;
   readonly #settings: PoolSettings;
   readonly #opts: PoolOptions;
-  readonly #log: Logger;
+  #log: Logger;
   #retired: pg.Pool[] = [];
 
   constructor(settings: PoolSettings, opts: PoolOptions) {
@@ -61,24 +65,33 @@ export class DbPool extends Service {
     this.name = `pool:${opts.name}`;
     this.#settings = settings;
     this.#opts = opts;
-    this.target = {
-      ...parseDatabaseUrl(settings.url),
-      ...(opts.database ? { database: opts.database } : {}),
-    };
-    const plan = planTransport(settings.ssl, this.target.host);
-    this.verified = plan.verified;
+    this.#url = currentUrl(settings).url;
+    this.#target = this.#targetOf(this.#url);
+    const plan = planTransport(settings.ssl, this.#target.host);
+    this.#verified = plan.verified;
     this.#transport = plan.first;
     this.#fallback = plan.fallback;
-    this.#log = opts.logger.child({ pool: opts.name, db: describeTarget(this.target) });
+    this.#log = this.#loggerFor(this.#target);
     this.#pool = this.#build();
     // The pool exists from construction (connections open lazily), so it counts as started:
     // stop() must end it even when nobody called start().
     void this.start();
   }
 
+  /** Where connections go now (DATABASE_URL_FILE can move it). */
+  get target(): ConnectionTarget {
+    this.#followUrlFile();
+    return this.#target;
+  }
+
+  /** Whether the server's certificate is verified (chain, and host name in verify-full). */
+  get verified(): boolean {
+    return this.#verified;
+  }
+
   /** user@host:port/db, for messages. */
   get description(): string {
-    return describeTarget(this.target);
+    return describeTarget(this.#target);
   }
 
   stats(): PoolStats {
@@ -89,11 +102,13 @@ export class DbPool extends Service {
     text: string | pg.QueryConfig,
     values?: unknown[],
   ): Promise<pg.QueryResult<R>> {
+    this.#followUrlFile();
     return this.#withFallback(() => this.#pool.query<R>(text as string, values));
   }
 
   /** A client for a session of several statements; the caller must release() it. */
   async connect(): Promise<pg.PoolClient> {
+    this.#followUrlFile();
     const client = await this.#withFallback(() => this.#pool.connect());
     // pg-pool stops listening for errors on a client while it is checked out; a connection that
     // dies then (server restart, failover) must not become an uncaught 'error' event.
@@ -116,6 +131,49 @@ export class DbPool extends Service {
 
   protected async onStop(): Promise<void> {
     await Promise.allSettled([this.#pool.end(), ...this.#retired.map((p) => p.end())]);
+  }
+
+  #targetOf(url: string): ConnectionTarget {
+    const database = this.#opts.database;
+    return { ...parseDatabaseUrl(url), ...(database ? { database } : {}) };
+  }
+
+  #loggerFor(t: ConnectionTarget): Logger {
+    return this.#opts.logger.child({ pool: this.#opts.name, db: describeTarget(t) });
+  }
+
+  /**
+   * DATABASE_URL_FILE changed: new connections go to the new target; the old pool ends once the
+   * connections in use come back (a failed-over primary's connections fail on their own).
+   */
+  #followUrlFile() {
+    if (!this.#settings.urlFile || this.stopping) return;
+    const { url, problem } = currentUrl(this.#settings);
+    if (problem)
+      this.#log.error(
+        { file: this.#settings.urlFile },
+        `DATABASE_URL_FILE changed but cannot be used (${problem}); connections keep going to ${this.description}: fix the file`,
+      );
+    if (url === this.#url) return;
+    const from = this.description;
+    this.#url = url;
+    this.#target = this.#targetOf(url);
+    const plan = planTransport(this.#settings.ssl, this.#target.host);
+    this.#verified = plan.verified;
+    this.#transport = plan.first;
+    this.#fallback = plan.fallback;
+    this.#log = this.#loggerFor(this.#target);
+    this.#log.info(
+      { from, to: this.description },
+      'DATABASE_URL_FILE changed: new connections go to the new target',
+    );
+    const old = this.#pool;
+    this.#retired.push(old);
+    this.#pool = this.#build();
+    void old.end().then(
+      () => (this.#retired = this.#retired.filter((p) => p !== old)),
+      () => undefined,
+    );
   }
 
   async #withFallback<T>(op: () => Promise<T>): Promise<T> {
@@ -148,11 +206,11 @@ export class DbPool extends Service {
     const { pool } = this.#settings;
     const o = this.#opts;
     const p = new pg.Pool({
-      host: this.target.host,
-      port: this.target.port,
-      user: this.target.user,
-      password: this.target.password,
-      database: this.target.database,
+      host: this.#target.host,
+      port: this.#target.port,
+      user: this.#target.user,
+      password: this.#target.password,
+      database: this.#target.database,
       ssl: this.#transport,
       application_name: o.applicationName ?? 'pg-maintd',
       max: o.max ?? pool.max,

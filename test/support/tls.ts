@@ -1,6 +1,10 @@
-/** Test certificates made with the real openssl: a CA, a server certificate for localhost, and a stranger CA. */
+/**
+ * Test certificates made with the real openssl: a CA, a server certificate for localhost, and a
+ * stranger CA; issueCert() makes more (server certificates for 127.0.0.1, client certificates).
+ */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -71,4 +75,60 @@ export function makeTestPki(): TestPki {
     serverCert: readFileSync(join(dir, 'server.pem'), 'utf8'),
     serverKey: readFileSync(join(dir, 'server.key'), 'utf8'),
   };
+}
+
+export interface IssuedCert {
+  certFile: string;
+  keyFile: string;
+}
+
+/**
+ * Issues a certificate (EC P-256) signed by the test CA, or by the stranger CA: by default a server
+ * certificate for localhost and 127.0.0.1; `client: true` makes a client certificate.
+ */
+export function issueCert(
+  pki: TestPki,
+  name: string,
+  opts: { san?: string; client?: boolean; signer?: 'ca' | 'wrong-ca' } = {},
+): IssuedCert {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: pki.dir, stdio: 'pipe' });
+  const signer = opts.signer ?? 'ca';
+  const ext = join(pki.dir, `${name}.ext`);
+  writeFileSync(
+    ext,
+    `subjectAltName=${opts.san ?? 'DNS:localhost,IP:127.0.0.1'}\nextendedKeyUsage=${opts.client ? 'clientAuth' : 'serverAuth'}\n`,
+  );
+  ssl(
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-subj',
+    `/CN=${name}`,
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+  );
+  ssl(
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${signer}.pem`,
+    '-CAkey',
+    `${signer}.key`,
+    '-set_serial',
+    `0x${randomBytes(8).toString('hex')}`,
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+    '-out',
+    `${name}.pem`,
+  );
+  return { certFile: join(pki.dir, `${name}.pem`), keyFile: join(pki.dir, `${name}.key`) };
 }

@@ -34,6 +34,7 @@ function tempFile(name: string, content: string): string {
 // Invalid values for every field: wrong type, out of range, malformed.
 const BAD: Record<FieldName, string[]> = {
   DATABASE_URL: ['not a url', 'mysql://u@h/db', 'http://h/db'],
+  DATABASE_URL_FILE: ['/nonexistent/database-url'],
   DB_POOL_MIN: ['-1', 'two', '1.5', '1001'],
   DB_POOL_MAX: ['0', 'x', '1e3', '100000'],
   DB_POOL_IDLE_TIMEOUT: ['-5', 'soon', '5x', '2d'],
@@ -63,6 +64,7 @@ const BAD: Record<FieldName, string[]> = {
   S3_STORAGE_CLASS: ['COLD', 'standard'],
   S3_PART_SIZE: ['1MiB', '6GiB', 'big'],
   S3_MAX_ATTEMPTS: ['0', '21', 'many'],
+  S3_REQUEST_TIMEOUT: ['0', '500ms', '2h', 'soon'],
   BACKUP_RETENTION_DAYS: ['0', '-3', 'forever'],
   BACKUP_RETENTION_MIN_COUNT: ['0', 'few'],
   BACKUP_KEEP_DAILY: ['-1', 'x'],
@@ -105,8 +107,10 @@ const BAD: Record<FieldName, string[]> = {
   MAINTENANCE_REINDEX_MIN_SIZE: ['-1', 'big', '2PiB'],
   MAINTENANCE_LOCK_TIMEOUT: ['1ms', '11m', 'x'],
   MAINTENANCE_STATEMENT_TIMEOUT: ['-1s', '8d', 'forever'],
-  HTTP_HOST: ['   '],
+  HTTP_HOST: ['   ', 'http://0.0.0.0', '0.0.0.0:9188', 'my_host', '-bad.example'],
   HTTP_PORT: ['-1', '65536', 'http', '80.5'],
+  WEB_CONFIG_FILE: ['/nonexistent/web-config.yml'],
+  WEB_BEARER_TOKEN_FILE: ['/nonexistent/token'],
   READYZ_INTERVAL: ['10ms', '2m', 'often'],
   READYZ_TIMEOUT: ['1ms', '2m', 'x'],
   LIVENESS_MAX_LAG: ['1ms', '1h', 'x'],

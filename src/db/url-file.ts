@@ -1,0 +1,84 @@
+/**
+ * DATABASE_URL_FILE: the connection URL read from a file (a mounted Kubernetes Secret, a file a
+ * failover tool rewrites). Pools ask for the current URL before they hand out a connection; the file
+ * is checked at most once a second and re-read when its modification time, size or inode changes,
+ * so a failover to another host or port, or a rotated password, applies without a restart.
+ * A file that turns unreadable or invalid keeps the last good URL, and says why once per change.
+ */
+import { readFileSync, statSync } from 'node:fs';
+
+export const URL_FILE_CHECK_MS = 1000;
+const PROTOCOLS = ['postgres:', 'postgresql:'];
+
+export interface UrlSettings {
+  url: string;
+  /** When set, the URL comes from this file and `url` is its content at start-up. */
+  urlFile?: string | undefined;
+}
+
+export interface CurrentUrl {
+  url: string;
+  /** Set once per change of the file when the new content cannot be used. */
+  problem?: string;
+}
+
+interface Entry {
+  url: string;
+  stamp: string;
+  checkedAt: number;
+}
+
+const entries = new Map<string, Entry>();
+
+/** Reads and checks the file: the URL, or an Error whose message says what is wrong (never the URL). */
+export function readUrlFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(
+      code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message,
+    );
+  }
+  if (!text) throw new Error('the file is empty');
+  let protocol: string;
+  try {
+    protocol = new URL(text).protocol;
+  } catch {
+    throw new Error('the file does not hold a URL');
+  }
+  if (!PROTOCOLS.includes(protocol)) throw new Error('the file does not hold a postgres:// URL');
+  return text;
+}
+
+function stampOf(path: string): string {
+  try {
+    const s = statSync(path);
+    return `${s.ino}:${s.size}:${s.mtimeMs}`;
+  } catch {
+    return 'missing';
+  }
+}
+
+/** The URL to connect with now. */
+export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
+  if (!s.urlFile) return { url: s.url };
+  let entry = entries.get(s.urlFile);
+  if (!entry) {
+    entry = { url: s.url, stamp: stampOf(s.urlFile), checkedAt: now };
+    entries.set(s.urlFile, entry);
+    return { url: entry.url };
+  }
+  if (now - entry.checkedAt < URL_FILE_CHECK_MS) return { url: entry.url };
+  entry.checkedAt = now;
+  const stamp = stampOf(s.urlFile);
+  if (stamp === entry.stamp) return { url: entry.url };
+  entry.stamp = stamp;
+  try {
+    entry.url = readUrlFile(s.urlFile);
+    return { url: entry.url };
+  } catch (err) {
+    return { url: entry.url, problem: (err as Error).message };
+  }
+}

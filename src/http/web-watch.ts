@@ -1,0 +1,90 @@
+/**
+ * Keeps the web settings current: every second it looks at the files (web config, the certificate,
+ * key and CA files it names, the bearer token file) and, when one changed, reads them all again.
+ * A change that does not validate is logged and the last good settings stay: never a crash, never
+ * a fall back to no authentication.
+ */
+import { statSync } from 'node:fs';
+import type { Logger } from '../log/logger.js';
+import { readWebSettings, WebConfigError, type WebFiles, type WebSettings } from './web-config.js';
+
+export class WebSettingsWatcher {
+  #current: WebSettings;
+  #watched: string[];
+  #signature: string;
+  #timer: NodeJS.Timeout | undefined;
+
+  /** Reads the files now; throws WebConfigError (exit 78) when they are invalid. */
+  constructor(
+    private readonly files: WebFiles,
+    private readonly logger: Logger,
+    private readonly onChange: (next: WebSettings, previous: WebSettings) => void,
+    private readonly intervalMs = 1000,
+  ) {
+    const first = readWebSettings(files);
+    if (!first.settings) throw new WebConfigError(first.problems);
+    this.#current = first.settings;
+    this.#watched = first.files;
+    this.#signature = signature(this.#watched);
+  }
+
+  get current(): WebSettings {
+    return this.#current;
+  }
+
+  start(): void {
+    this.#timer ??= setInterval(() => this.check(), this.intervalMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Re-reads the files when any of them changed since the last look. */
+  check(): void {
+    const before = signature(this.#watched);
+    if (before === this.#signature) return;
+    const read = readWebSettings(this.files);
+    const settled = signature(this.#watched) === before; // else a file changed while being read
+    // on failure, files of both versions are watched: fixing either one is seen
+    this.#watched = read.settings ? read.files : [...new Set([...this.#watched, ...read.files])];
+    this.#signature = settled ? signature(this.#watched) : '';
+    if (!read.settings) {
+      this.logger.error(
+        { problems: read.problems.map((p) => `${p.field} ${p.given}: expected ${p.allowed}`) },
+        'web config change rejected: the last good settings stay in force',
+      );
+      return;
+    }
+    const next = read.settings;
+    const previous = this.#current;
+    if (!!next.tls !== !!previous.tls) {
+      this.logger.error(
+        { tls: !!previous.tls },
+        'web config change turns TLS on or off, which needs a restart: TLS stays as it was',
+      );
+      next.tls = previous.tls;
+    }
+    this.#current = next;
+    this.onChange(next, previous);
+    this.logger.info(
+      { tls: !!next.tls, users: next.users.size, bearerToken: !!next.tokenDigest },
+      'web config reloaded',
+    );
+  }
+}
+
+function signature(files: string[]): string {
+  return files
+    .map((f) => {
+      try {
+        const s = statSync(f);
+        return `${f}:${s.ino}:${s.size}:${s.mtimeMs}`;
+      } catch {
+        return `${f}:missing`;
+      }
+    })
+    .join('|');
+}

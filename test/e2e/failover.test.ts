@@ -1,0 +1,164 @@
+// PostgreSQL failing over to a new port: the daemon follows DATABASE_URL_FILE (a mounted Secret that
+// failover tooling rewrites) without a restart. Two real clusters on two ports; the "primary" is
+// stopped, the file is swapped the way Kubernetes swaps a Secret (write elsewhere, rename over).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/embedded/local-cluster.js';
+import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { startPrivateCluster } from '../support/postgres.js';
+import { getJson, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
+
+const DB = 'app';
+let a: LocalCluster;
+let b: LocalCluster;
+let dir: string;
+
+async function prepare(c: LocalCluster, marker: string) {
+  const admin = new pg.Client({ connectionString: c.url('postgres') });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${DB}`);
+  await admin.end();
+  const app = new pg.Client({ connectionString: c.url(DB) });
+  await app.connect();
+  await app.query(`CREATE TABLE whoami (name text); INSERT INTO whoami VALUES ('${marker}')`);
+  await app.end();
+}
+
+/** As a Secret update: a new file renamed over the old one (a new inode). */
+function writeUrlFile(path: string, content: string) {
+  const tmp = `${path}.new`;
+  writeFileSync(tmp, `${content}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+beforeAll(async () => {
+  [a, b] = await Promise.all([startPrivateCluster(), startPrivateCluster()]);
+  await Promise.all([prepare(a, 'cluster-A-marker'), prepare(b, 'cluster-B-marker')]);
+  dir = mkdtempSync(join(tmpdir(), 'pgmaintd-failover-'));
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.allSettled([a?.stop(), b?.stop()]);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('failover to a new port through DATABASE_URL_FILE', () => {
+  it('the pools follow the file without a restart: readyz, pg_up and the next backup go to the new server', async () => {
+    const urlFile = join(dir, 'database-url');
+    writeUrlFile(urlFile, a.url(DB));
+    const backups = join(dir, 'backups');
+    const d = await startDaemon({
+      DATABASE_URL_FILE: urlFile,
+      DB_SSL_MODE: 'disable', // local clusters without TLS
+      BACKUP_DIR: backups,
+      BACKUP_SCHEDULE: '*/2 * * * * *',
+      BACKUP_VERIFY_SCHEDULE: 'off',
+      MAINTENANCE_SCHEDULE: 'off',
+      READYZ_INTERVAL: '200ms',
+      METRICS_INTERVAL: '1s',
+    });
+    const metrics = async () => (await fetch(`${d.base}/metrics`)).text();
+    const dumps = () => readdirSync(join(backups, DB)).filter((f) => f.endsWith('.sql.gz'));
+    const holds = (file: string, marker: string) =>
+      execFileSync('gzip', ['-dc', join(backups, DB, file)])
+        .toString()
+        .includes(marker);
+    try {
+      await waitFor(
+        () => getJson(`${d.base}/readyz`),
+        (r) => r.status === 200,
+      );
+      await waitFor(metrics, (t) => /^pg_up 1$/m.test(t));
+      await d.waitForLog((l) => l.msg === 'backup complete');
+      expect(holds(dumps().sort().at(-1)!, 'cluster-A-marker')).toBe(true);
+
+      await a.stopServer(); // the primary is gone
+      await waitFor(
+        () => getJson(`${d.base}/readyz`),
+        (r) => r.status === 503,
+        10_000,
+      );
+      await waitFor(metrics, (t) => /^pg_up 0$/m.test(t), 10_000);
+      expect((await getJson(`${d.base}/healthz`)).status).toBe(200); // a restart would not help
+
+      const switchedAt = d.lines().length;
+      writeUrlFile(urlFile, b.url(DB)); // failover tooling points the Secret at the new primary
+      const ready = await waitFor(
+        () => getJson(`${d.base}/readyz`),
+        (r) => r.status === 200,
+        10_000,
+      );
+      expect(ready.status).toBe(200);
+      await waitFor(metrics, (t) => /^pg_up 1$/m.test(t), 10_000);
+      const changed = d.lines().find((l) => l.msg.startsWith('DATABASE_URL_FILE changed'));
+      expect(changed).toMatchObject({ to: expect.stringContaining(`:${new URL(b.url()).port}/${DB}`) });
+      expect(JSON.stringify(d.lines())).not.toContain(new URL(b.url()).password || 'no-password-in-url');
+
+      const after = (l: LogLine, i: number) => i >= switchedAt && l.msg === 'backup complete';
+      await waitFor(
+        async () => d.lines().filter(after).length,
+        (n) => n >= 1,
+        20_000,
+      );
+      expect(holds(dumps().sort().at(-1)!, 'cluster-B-marker')).toBe(true);
+      expect(d.child.exitCode).toBeNull(); // the same process throughout
+
+      // a file that turns invalid keeps the last good URL and says so once
+      writeUrlFile(urlFile, 'not a url at all');
+      await d.waitForLog((l) => /DATABASE_URL_FILE changed but cannot be used/.test(l.msg), 10_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await getJson(`${d.base}/readyz`)).status).toBe(200);
+      expect(d.output()).not.toContain('not a url at all');
+    } finally {
+      d.child.kill('SIGTERM');
+      await d.exited;
+    }
+  }, 90_000);
+});
+
+describe('DATABASE_URL_FILE at start-up', () => {
+  const load = (env: Record<string, string>) =>
+    loadConfig({ env, defaultsDir: mkdtempSync(join(tmpdir(), 'pgmaintd-nodefaults-')) });
+  const problems = (env: Record<string, string>) => {
+    try {
+      load(env);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      return (err as ConfigError).describe();
+    }
+    throw new Error('expected a ConfigError');
+  };
+
+  it('reads the URL from the file, masks its password, and derives the databases from it', () => {
+    const file = join(dir, 'url-ok');
+    writeUrlFile(file, 'postgresql://svc:s3cret-in-file@db.internal:6432/orders?sslmode=require');
+    const { config, secrets } = load({ DATABASE_URL_FILE: file });
+    expect(config.db.urlFile).toBe(file);
+    expect(config.db.url).toContain('db.internal:6432/orders');
+    expect(config.backup.databases).toEqual(['orders']);
+    expect(config.db.ssl.mode).toBe('require');
+    expect(secrets).toContain('s3cret-in-file');
+  });
+
+  it('refuses both DATABASE_URL and DATABASE_URL_FILE, a missing file, an empty one, and one without a URL (never echoing it)', () => {
+    const file = join(dir, 'url-both');
+    writeUrlFile(file, 'postgresql://u@h/db');
+    expect(problems({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_URL_FILE: file })).toMatch(
+      /DATABASE_URL_FILE .*one source of the URL: DATABASE_URL is set too/,
+    );
+    expect(problems({ DATABASE_URL_FILE: join(dir, 'nope') })).toMatch(/DATABASE_URL_FILE.*no such file/);
+    const empty = join(dir, 'url-empty');
+    writeUrlFile(empty, '  ');
+    expect(problems({ DATABASE_URL_FILE: empty })).toMatch(/the file is empty/);
+    const junk = join(dir, 'url-junk');
+    writeUrlFile(junk, 'hunter2-password-typed-here');
+    const text = problems({ DATABASE_URL_FILE: junk });
+    expect(text).toMatch(/does not hold a URL/);
+    expect(text).not.toContain('hunter2');
+    expect(problems({})).toMatch(/DATABASE_URL: not set; expected .*or DATABASE_URL_FILE/);
+  });
+});
