@@ -41,10 +41,33 @@ const UNAVAILABLE = new Set<ErrorKind>([
 
 /**
  * A database that cannot be reached, as a one-shot command reports it: what is wrong at `target`,
- * what to check, and exit 69. Undefined for any other error.
+ * what to check (in `setting`, the setting or flag that names that database), and exit 69.
+ * Undefined for any other error.
  */
-export function unavailableError(err: unknown, target: string): OperatorError | undefined {
+export function unavailableError(
+  err: unknown,
+  target: string,
+  setting = 'DATABASE_URL',
+): OperatorError | undefined {
   if (!UNAVAILABLE.has(classify(err).kind)) return undefined;
   const { message, hint } = explainConnectionError(err, target);
-  return new OperatorError(message, { hint, exitCode: EXIT.UNAVAILABLE, cause: err });
+  return new OperatorError(message, {
+    hint: hint.replaceAll('DATABASE_URL', setting),
+    exitCode: EXIT.UNAVAILABLE,
+    cause: err,
+  });
 }
+
+/**
+ * A one-shot command stopped by SIGINT/SIGTERM after rolling its work back: exit 130 or 143, as a
+ * shell reports a process the signal ended, so a script never takes it for success or for a fault
+ * of the data.
+ */
+export function interruptedError(what: string, signal: NodeJS.Signals, cause?: unknown): OperatorError {
+  return new OperatorError(`${what} interrupted by ${signal}: ${INTERRUPTED_OUTCOME}`, {
+    hint: 'run the command again; it starts from a clean state',
+    exitCode: signal === 'SIGINT' ? EXIT.FORCED_SIGINT : EXIT.FORCED_SIGTERM,
+    cause,
+  });
+}
+const INTERRUPTED_OUTCOME = 'the work in flight was rolled back and nothing was recorded';

@@ -5,18 +5,19 @@
  * transaction never commits and the target is left as it was.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { ExtensionFilter } from './extension-filter.js';
 import type { TlsSettings } from '../db/tls.js';
 import { DbPool } from '../db/pool.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
-import { OperatorError } from '../errors.js';
+import { OperatorError, unavailableError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog, GoodBackup } from './catalog.js';
 import { libpqEnv, toolMajor, toolPath } from './client-tools.js';
+import { parseDataKey } from './naming.js';
 
 export interface RestoreOptions {
   catalog: Catalog;
@@ -32,6 +33,8 @@ export interface RestoreOptions {
   skipExtensions?: string[];
   signal?: AbortSignal;
   progressEveryMs?: number;
+  /** The setting or flag that names the target, for messages (default --target-url). */
+  targetSetting?: string;
 }
 
 export interface RestoreResult {
@@ -50,6 +53,8 @@ export async function resolveBackup(
     if (typeof found === 'string') {
       throw new OperatorError(`cannot restore ${key}: ${found}`, {
         hint: 'pick a good backup from `pg-maintd backups list`; objects without a manifest are incomplete and never restored',
+        // a malformed --key is a usage error; an object that is not a good backup is bad data
+        exitCode: parseDataKey(key) ? EXIT.DATAERR : EXIT.USAGE,
       });
     }
     return found;
@@ -89,6 +94,7 @@ class ChecksumVerifier extends Transform {
         `checksum mismatch for ${this.key}: the stored object hashes to ${actual}, the manifest says ${this.expected}`,
         {
           hint: 'the object was altered or corrupted in storage; restore another backup (`pg-maintd backups list`)',
+          exitCode: EXIT.DATAERR,
         },
       ),
     );
@@ -105,6 +111,27 @@ async function userRelationCount(pool: DbPool): Promise<number> {
   return Number(r.rows[0]!.n);
 }
 
+/**
+ * A backend whose client was killed goes on with the statement it is running (a long CREATE INDEX)
+ * and only then rolls back; end it now, so nothing of the restore holds locks on the target.
+ */
+async function endSession(o: RestoreOptions, appName: string, log: Logger): Promise<void> {
+  const pool = new DbPool(
+    { url: o.targetUrl, ssl: o.ssl, pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 5000 } },
+    { name: 'restore-cleanup', logger: o.logger },
+  );
+  try {
+    await pool.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
+      [appName],
+    );
+  } catch (err) {
+    log.debug({ err: { message: (err as Error).message } }, 'could not end the restore session');
+  } finally {
+    await pool.stop();
+  }
+}
+
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const backup = await resolveBackup(o.catalog, o.key, o.database);
   const target = parseDatabaseUrl(o.targetUrl);
@@ -114,12 +141,15 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     { name: 'restore-target', logger: o.logger },
   );
   try {
-    const existing = await userRelationCount(pool);
+    const existing = await userRelationCount(pool).catch((err: unknown) => {
+      throw unavailableError(err, describeTarget(target), o.targetSetting ?? '--target-url') ?? err;
+    });
     if (existing > 0 && !o.clean) {
       throw new OperatorError(
-        `the target database ${describeTarget(target)} is not empty (${existing} tables, views or sequences)`,
+        `the target database ${describeTarget(target)} is not empty (${existing} tables, views or sequences): nothing was restored`,
         {
           hint: 'restore into an empty database, or pass --clean to drop and replace the objects the backup contains',
+          exitCode: EXIT.DATAERR,
         },
       );
     }
@@ -154,8 +184,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   // Open the backup before starting the client: a store that fails here leaves no child behind.
   const source = await o.catalog.storage.getStream(backup.key, o.signal);
   const { major } = await toolMajor(tool, o.clientBinDir);
+  // A name of its own, so the session can be found and ended if the client is killed mid-statement.
+  const appName = `pg-maintd-restore-${randomBytes(4).toString('hex')}`;
   const child = spawn(toolPath(tool, o.clientBinDir), args, {
-    env: libpqEnv(target, o.ssl, { clientMajor: major }),
+    env: { ...libpqEnv(target, o.ssl, { clientMajor: major }), PGAPPNAME: appName },
     stdio: ['pipe', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -252,9 +284,12 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           err instanceof OperatorError
             ? err
             : new OperatorError(`reading ${backup.key} failed: ${err.message}`, {
-                hint: /incorrect header|invalid|unexpected end/i.test(err.message)
-                  ? 'the object is not valid gzip data; restore another backup'
-                  : undefined,
+                ...(/incorrect header|invalid|unexpected end/i.test(err.message)
+                  ? {
+                      hint: 'the object is not valid gzip data; restore another backup',
+                      exitCode: EXIT.DATAERR,
+                    }
+                  : {}),
                 cause: err,
               }),
         );
@@ -264,6 +299,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await exited;
   } catch (err) {
     kill();
+    await endSession(o, appName, log);
     log.error(
       { err: { message: (err as Error).message } },
       'restore failed; the target transaction was rolled back',

@@ -6,14 +6,19 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Config } from '../config/load.js';
+import { currentUrl } from '../db/url-file.js';
 import { DbPool } from '../db/pool.js';
-import { OperatorError } from '../errors.js';
+import { errorMessage, OperatorError, unavailableError } from '../errors.js';
+import { LOCK_NAMESPACE } from '../schedule/leader.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog } from './catalog.js';
 import type { VerifyRecord } from './manifest.js';
 import type { BackupMetrics } from './metrics.js';
 import { VERIFY_SUFFIX } from './naming.js';
 import { resolveBackup, restoreBackup } from './restore.js';
+
+/** Scratch databases of drills are named so; the clean-up of leftovers looks for them. */
+export const SCRATCH_PREFIX = 'pgmaintd_verify_';
 
 export interface VerifyDeps {
   config: Config;
@@ -30,8 +35,10 @@ export async function runVerification(
   const { config, catalog } = deps;
   const log = deps.logger.child({ job: 'verify', database, runId: randomBytes(4).toString('hex') });
   const backup = await resolveBackup(catalog, opts.key, database);
-  const serverUrl = config.verify.url ?? config.db.url;
-  const scratch = `pgmaintd_verify_${randomBytes(5).toString('hex')}`;
+  // the drill follows DATABASE_URL_FILE as the other pools do (a failover moves the server)
+  const serverUrl = config.verify.url ?? currentUrl(config.db).url;
+  const setting = config.verify.url ? 'VERIFY_DATABASE_URL' : 'DATABASE_URL';
+  const scratch = `${SCRATCH_PREFIX}${randomBytes(5).toString('hex')}`;
   const admin = new DbPool(
     {
       url: serverUrl,
@@ -42,16 +49,28 @@ export async function runVerification(
   );
   const started = performance.now();
   let record: VerifyRecord;
+  let session: pg.PoolClient | undefined;
+  let created = false;
   try {
+    // A drill that cannot start says nothing about the backup: it is reported, not recorded.
     try {
-      await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(scratch)}`);
+      session = await admin.connect();
+      await dropLeftovers(session, log);
+      // held for the whole drill: a later drill's clean-up leaves this scratch database alone
+      await session.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NAMESPACE, scratch]);
+      await session.query(`CREATE DATABASE ${pg.escapeIdentifier(scratch)}`);
+      created = true;
     } catch (err) {
-      throw new OperatorError(
-        `cannot create the scratch database for the drill on ${admin.description}: ${(err as Error).message}`,
-        {
-          hint: 'grant CREATEDB to the pg-maintd role, or set VERIFY_DATABASE_URL to a server where it may create databases',
-          cause: err,
-        },
+      deps.metrics?.verifyRuns.inc({ database, result: 'failure' });
+      throw (
+        unavailableError(err, admin.description, setting) ??
+        new OperatorError(
+          `cannot create the scratch database for the drill on ${admin.description}: ${errorMessage(err)}`,
+          {
+            hint: 'grant CREATEDB to the pg-maintd role, or set VERIFY_DATABASE_URL to a server where it may create databases',
+            cause: err,
+          },
+        )
       );
     }
     log.info({ key: backup.key, scratch }, 'restore drill started');
@@ -100,6 +119,7 @@ export async function runVerification(
       mismatches,
     };
   } catch (err) {
+    if (opts.signal?.aborted || !created) throw err; // a shutdown is not a verdict on the backup
     record = {
       key: backup.key,
       ok: false,
@@ -107,15 +127,19 @@ export async function runVerification(
       durationSeconds: (performance.now() - started) / 1000,
       tablesCompared: 0,
       mismatches: [],
-      error: (err as Error).message,
+      error: errorMessage(err),
     };
-    if (opts.signal?.aborted) throw err; // a shutdown is not a verdict on the backup
   } finally {
-    await admin
-      .query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(scratch)} WITH (FORCE)`)
-      .catch((e: unknown) =>
-        log.warn({ err: e, scratch }, 'dropping the scratch database failed; drop it by hand'),
-      );
+    if (created && session)
+      await session
+        .query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(scratch)} WITH (FORCE)`)
+        .catch((e: unknown) =>
+          log.warn(
+            { err: { message: errorMessage(e) }, scratch },
+            'dropping the scratch database failed; the next drill drops it',
+          ),
+        );
+    session?.release(true); // ends the session and its lock
     await admin.stop();
   }
   await catalog.storage.putSmall(backup.key + VERIFY_SUFFIX, JSON.stringify(record, null, 2));
@@ -132,4 +156,34 @@ export async function runVerification(
       'restore drill FAILED',
     );
   return record;
+}
+
+/**
+ * Scratch databases of drills that could not drop theirs (the server went away, the process was
+ * killed). A drill holds an advisory lock named after its scratch database while it runs, so one
+ * whose lock is free is a leftover; a drill running elsewhere keeps its database.
+ */
+async function dropLeftovers(session: pg.PoolClient, log: Logger): Promise<void> {
+  const r = await session.query<{ name: string }>(
+    `SELECT datname AS name FROM pg_database WHERE datname LIKE $1 ORDER BY 1`,
+    [`${SCRATCH_PREFIX.replace(/_/g, '\\_')}%`],
+  );
+  for (const { name } of r.rows) {
+    const free = await session.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
+      LOCK_NAMESPACE,
+      name,
+    ]);
+    if (!free.rows[0]!.ok) continue;
+    try {
+      await session.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+      log.warn({ scratch: name }, 'dropped the scratch database an earlier drill left behind');
+    } catch (err) {
+      log.warn(
+        { scratch: name, err: { message: errorMessage(err) } },
+        'could not drop a leftover scratch database',
+      );
+    } finally {
+      await session.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_NAMESPACE, name]);
+    }
+  }
 }

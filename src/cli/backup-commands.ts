@@ -10,7 +10,7 @@ import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
 import { loadConfig, type Config } from '../config/load.js';
 import { urlPassword } from '../config/mask.js';
-import { OperatorError } from '../errors.js';
+import { interruptedError, OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { humanBytes } from '../config/units.js';
@@ -25,15 +25,24 @@ interface Context {
   signal: AbortSignal;
 }
 
-/** Loads config, builds the storage, and turns SIGINT/SIGTERM into an abort (a second one exits at once). */
-async function withContext<T>(opts: Record<string, unknown>, fn: (ctx: Context) => Promise<T>): Promise<T> {
+/**
+ * Loads config, builds the storage, and turns SIGINT/SIGTERM into an abort (a second one exits at
+ * once). A command the signal stopped exits 130/143 once its work is rolled back.
+ */
+async function withContext<T>(
+  command: string,
+  opts: Record<string, unknown>,
+  fn: (ctx: Context) => Promise<T>,
+): Promise<T> {
   const loaded = loadConfig(configInput(opts));
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   const storage = await createStorage(loaded.config);
   const abort = new AbortController();
+  let received: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (abort.signal.aborted) process.exit(sig === 'SIGINT' ? EXIT.FORCED_SIGINT : EXIT.FORCED_SIGTERM);
+    if (received) process.exit(sig === 'SIGINT' ? EXIT.FORCED_SIGINT : EXIT.FORCED_SIGTERM);
+    received = sig;
     logger.warn({ signal: sig }, 'aborting; the work in flight is rolled back (send again to exit at once)');
     abort.abort(new Error(`received ${sig}`));
   };
@@ -43,6 +52,9 @@ async function withContext<T>(opts: Record<string, unknown>, fn: (ctx: Context) 
     const catalog = new Catalog(storage);
     const metrics = new BackupMetrics(new Registry(), loaded.config.backup.databases);
     return await fn({ config: loaded.config, storage, logger, catalog, metrics, signal: abort.signal });
+  } catch (err) {
+    if (received) throw interruptedError(`pg-maintd ${command}`, received, err);
+    throw err;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -66,7 +78,8 @@ export function addBackupCommands(program: Command): void {
       )
       .addOption(databaseOption()),
   ).action(async (opts: Record<string, unknown>) => {
-    await withContext(opts, async (ctx) => {
+    await withContext('backup', opts, async (ctx) => {
+      await ctx.storage.check(); // a store that cannot be used fails once, with exit 69, before any dump
       let failed = 0;
       for (const database of databasesOf(ctx.config, opts)) {
         try {
@@ -76,6 +89,7 @@ export function addBackupCommands(program: Command): void {
           );
           await applyRetention(ctx, database, ctx.config.retention);
         } catch (err) {
+          if (ctx.signal.aborted) throw err; // nothing was kept; reported as interrupted
           failed++;
           const e = err as OperatorError;
           process.stderr.write(
@@ -95,7 +109,7 @@ export function addBackupCommands(program: Command): void {
       .addOption(databaseOption())
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
-    await withContext(opts, async (ctx) => {
+    await withContext('backups list', opts, async (ctx) => {
       const all = [];
       for (const database of databasesOf(ctx.config, opts))
         all.push({ database, ...(await ctx.catalog.list(database)) });
@@ -181,7 +195,7 @@ export function addBackupCommands(program: Command): void {
     }
     if (!opts.latest === !opts.key)
       throw new OperatorError('give exactly one of --latest and --key', { exitCode: EXIT.USAGE });
-    await withContext(opts, async (ctx) => {
+    await withContext('restore', opts, async (ctx) => {
       const database = typeof opts.database === 'string' ? opts.database : ctx.config.backup.databases[0];
       const r = await restoreBackup({
         catalog: ctx.catalog,
@@ -207,7 +221,7 @@ export function addBackupCommands(program: Command): void {
       .addOption(databaseOption())
       .option('--dry-run', 'show what would be deleted, delete nothing'),
   ).action(async (opts: Record<string, unknown>) => {
-    await withContext(opts, async (ctx) => {
+    await withContext('retention', opts, async (ctx) => {
       for (const database of databasesOf(ctx.config, opts)) {
         const plan = await applyRetention(ctx, database, ctx.config.retention, {
           dryRun: opts.dryRun === true,
@@ -228,7 +242,7 @@ export function addBackupCommands(program: Command): void {
       .addOption(databaseOption())
       .option('--key <key>', 'drill this backup instead of the newest'),
   ).action(async (opts: Record<string, unknown>) => {
-    await withContext(opts, async (ctx) => {
+    await withContext('verify', opts, async (ctx) => {
       let failed = 0;
       for (const database of databasesOf(ctx.config, opts)) {
         const rec = await runVerification(ctx, database, {

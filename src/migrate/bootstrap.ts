@@ -5,7 +5,8 @@
  * stops the start-up with the runner's message and fix.
  */
 import { classify } from '../db/sqlstate.js';
-import { OperatorError } from '../errors.js';
+import { describeTarget, parseDatabaseUrl } from '../db/url.js';
+import { OperatorError, unavailableError } from '../errors.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import { migrateUp, type MigrateOptions } from './runner.js';
@@ -34,10 +35,19 @@ export class MigrationBootstrap extends Service {
         );
         return;
       } catch (err) {
-        if (this.#abort.signal.aborted) return;
+        if (this.#abort.signal.aborted) {
+          if (!waiting)
+            this.logger.warn(
+              { err: { message: (err as Error).message } },
+              'start-up migrations stopped by the shutdown: a migration in flight was rolled back and not recorded; the next start applies it',
+            );
+          return;
+        }
         if (err instanceof OperatorError) throw err;
         const { kind, code, retryable } = classify(err);
-        if (!retryable) throw err; // the project's retry policy (db/sqlstate.ts): an outage is waited for
+        // the project's retry policy (db/sqlstate.ts): an outage is waited for; a wrong password or
+        // database name is not, and stops the start with what to fix (exit 69)
+        if (!retryable) throw unavailableError(err, describeTarget(parseDatabaseUrl(this.o.db.url))) ?? err;
         if (!waiting)
           this.logger.warn(
             { kind, code, err: { message: (err as Error).message } },

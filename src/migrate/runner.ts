@@ -76,22 +76,25 @@ async function withRunnerSession<T>(
   o: MigrateOptions,
   fn: (c: pg.PoolClient, waited: boolean) => Promise<T>,
 ): Promise<T> {
-  // a bounded connect: an unreachable server is reported (and retried by the bootstrap) in seconds
+  // a bounded connect: an unreachable server is reported (and retried by the bootstrap) in seconds;
+  // the second connection is only ever used to cancel the runner's statement on shutdown
   const pool = new DbPool(o.db, {
     name: 'migrate',
     logger: o.logger,
-    max: 1,
+    max: 2,
     min: 0,
     acquireTimeoutMs: 10_000,
   });
   try {
     const client = await pool.connect();
+    const stopCancelling = cancelOnAbort(pool, client, o);
     let locked = false;
     try {
       const waited = await acquire(client, o);
       locked = true;
       return await fn(client, waited);
     } finally {
+      stopCancelling();
       if (locked)
         await client
           .query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_NAMESPACE, LOCK_NAME])
@@ -101,6 +104,32 @@ async function withRunnerSession<T>(
   } finally {
     await pool.stop();
   }
+}
+
+/**
+ * On abort (shutdown), cancels the runner's running statement so its transaction rolls back now
+ * rather than after the statement ends: a backend does not notice a vanished client while it works.
+ * Repeated each second, since a cancel that lands between two statements does nothing.
+ */
+function cancelOnAbort(pool: DbPool, client: pg.PoolClient, o: MigrateOptions): () => void {
+  const pid = (client as unknown as { processID?: number }).processID;
+  let timer: NodeJS.Timeout | undefined;
+  const cancel = () => {
+    pool.query('SELECT pg_cancel_backend($1)', [pid]).catch(() => undefined);
+  };
+  const onAbort = () => {
+    o.logger.warn('shutting down: cancelling the running migration statement; it is rolled back');
+    cancel();
+    timer = setInterval(cancel, 1000);
+    timer.unref();
+  };
+  if (pid === undefined || !o.signal) return () => undefined;
+  if (o.signal.aborted) onAbort();
+  else o.signal.addEventListener('abort', onAbort, { once: true });
+  return () => {
+    o.signal?.removeEventListener('abort', onAbort);
+    clearInterval(timer);
+  };
 }
 
 async function acquire(client: pg.PoolClient, o: MigrateOptions): Promise<boolean> {
@@ -226,9 +255,12 @@ async function runInTransaction(
     await client.query(`SET LOCAL lock_timeout = ${Math.round(o.lockTimeoutMs)}`);
     await client.query(f.sql);
     await record(client, f, Math.round(performance.now() - t0));
+    // a shutdown that came while the statement ran (and a cancel missed it) still rolls back
+    if (o.signal?.aborted) throw o.signal.reason as Error;
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
+    if (o.signal?.aborted) throw interrupted(f, err);
     throw failed(f, err, 'rolled back: nothing of it was applied or recorded');
   }
   return undefined;
@@ -265,6 +297,7 @@ async function runAlone(
     try {
       await client.query(f.sql);
     } catch (err) {
+      if (o.signal?.aborted) throw interrupted(f, err);
       throw failed(
         f,
         err,
@@ -277,6 +310,14 @@ async function runAlone(
   } finally {
     await client.query('RESET lock_timeout').catch(() => undefined);
   }
+}
+
+/** A migration stopped by a shutdown: not a fault of the file, and nothing of it was recorded. */
+function interrupted(f: MigrationFile, err: unknown): OperatorError {
+  return new OperatorError(
+    `migration ${f.file} was interrupted by the shutdown: ${f.transactional ? 'rolled back, nothing of it was applied or recorded' : 'not recorded; an INVALID index it left is rebuilt by the next run'}`,
+    { hint: 'run it again', cause: err },
+  );
 }
 
 function failed(f: MigrationFile, err: unknown, what: string): OperatorError {
