@@ -210,7 +210,12 @@ export async function runBackup(
     await pool.stop();
     await deps.metrics
       .refresh(deps.catalog, database)
-      .catch((e: unknown) => log.warn({ err: e }, 'reading the store for metrics failed'));
+      .catch((e: unknown) =>
+        log.warn(
+          { err: { message: (e as Error).message }, hint: (e as OperatorError).hint },
+          'reading the store for metrics failed',
+        ),
+      );
   }
 }
 
@@ -247,7 +252,9 @@ function classifyFailure(
         hint:
           code === 'ENOSPC' || code === 'EDQUOT'
             ? 'free space in BACKUP_DIR or lower the retention'
-            : 'check the permissions of BACKUP_DIR',
+            : code === 'EROFS'
+              ? 'the file system of BACKUP_DIR is mounted read-only: remount it read-write'
+              : 'check the permissions of BACKUP_DIR',
         cause: err,
       }),
     };

@@ -74,6 +74,10 @@ const TABLES_SQL = `
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
    ORDER BY 1`;
 
+/** libpq's and the server's words (pg_dump runs with LANG=C.UTF-8) for a server that went away. */
+const DATABASE_GONE =
+  /terminating connection due to administrator command|server closed the connection unexpectedly|no connection to the server|could not connect to server|connection to server at .* failed|Connection refused|the database system is (shutting down|starting up|in recovery mode)|SSL SYSCALL error: EOF detected/i;
+
 export async function startDump(o: DumpOptions): Promise<RunningDump> {
   let tool: { major: number; version: string };
   try {
@@ -144,11 +148,18 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
       child.on('close', (code, signal) => {
         if (code === 0) return resolve();
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        // pg_dump failing because the server went away is the database's failure, not pg_dump's
+        const gone = !signal && DATABASE_GONE.test(stderrTail);
         reject(
           Object.assign(
             new BackupError(
-              'pg_dump',
+              gone ? 'database' : 'pg_dump',
               `pg_dump ${how}: ${stderrTail.trim().split('\n').slice(-5).join(' | ') || '(no stderr)'}`,
+              gone
+                ? {
+                    hint: 'the database server went away during the dump (stopped, restarted or unreachable); the next scheduled run tries again once it is back',
+                  }
+                : {},
             ),
             {
               stderrTail,

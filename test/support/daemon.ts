@@ -45,9 +45,11 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
       resolve({ code, signal });
     }),
   );
+  // complete lines only: the last one may still be arriving
   const lines = () =>
     out
       .split('\n')
+      .slice(0, -1)
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as LogLine);
   return {

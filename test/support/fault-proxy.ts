@@ -4,7 +4,9 @@
  *   status(code, { ... })        answer with an S3-style XML error (500 InternalError, 503 SlowDown,
  *                                403 AccessDenied...) for the next `times` matching requests, or forever;
  *   reset({ afterBytes })        read that much of the request body, then destroy the client socket;
- *   delay(ms)                    hold the request that long before forwarding it (a stalled store).
+ *   delay(ms)                    hold the request that long before forwarding it (a stalled store);
+ *   down() / up()                close the port (connections refused, as a store that is down) and
+ *                                listen again on the same port.
  * A `match` predicate limits a fault to a kind of request (UploadPart, CreateMultipartUpload, ...);
  * requests that do not match, and those after `times` ran out, pass. Every request is counted and
  * logged by kind, so a test can see the retries.
@@ -207,6 +209,10 @@ export interface FaultProxy {
   faultsLeft(): number;
   /** Forgets the request log and counters. */
   clearLog(): void;
+  /** Stops listening and drops every open connection: the port refuses connections (ECONNREFUSED). */
+  down(): Promise<void>;
+  /** Listens again on the same port after down(). */
+  up(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -350,10 +356,23 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   });
   server.on('clientError', (_err, socket) => socket.destroy());
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
+  const listen = (p: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(p, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  /** Stops accepting and drops every open connection; resolves when the listener is closed. */
+  const shut = () => {
+    const closed = new Promise<void>((resolve) =>
+      server.listening ? server.close(() => resolve()) : resolve(),
+    );
+    for (const s of sockets) s.destroy();
+    return closed;
+  };
+  await listen(0);
   const { port } = server.address() as AddressInfo;
 
   const times = (t: number | undefined) => (t === undefined ? Infinity : t);
@@ -388,12 +407,15 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     clearLog() {
       records.length = 0;
     },
+    down: shut,
+    async up() {
+      if (!server.listening) await listen(port);
+    },
     async close() {
       fault = undefined;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
+      const closed = shut();
       agent.destroy();
       await closed;
     },

@@ -39,9 +39,13 @@ export class FsStorage implements Storage {
       await mkdir(this.root, { recursive: true });
       await access(this.root, constants.W_OK | constants.R_OK);
     } catch (err) {
+      // root passes every permission check, so a read-only mount is the likely cause there: say so
+      const readOnly = (err as NodeJS.ErrnoException).code === 'EROFS';
       throw new OperatorError(`backup directory ${this.root} is not writable: ${(err as Error).message}`, {
         exitCode: EXIT.UNAVAILABLE,
-        hint: 'create it and give the pg-maintd user write access, or set BACKUP_DIR (or S3_BUCKET)',
+        hint: readOnly
+          ? 'its file system is mounted read-only: remount it read-write, or set BACKUP_DIR (or S3_BUCKET)'
+          : 'create it and give the pg-maintd user write access, or set BACKUP_DIR (or S3_BUCKET)',
         cause: err,
       });
     }

@@ -285,6 +285,19 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'the store is unavailable or throttling',
 };
 
+// Network failures, named by their errno code: the SDK calls a reset connection a "TimeoutError",
+// and a refused one a plain "Error", neither of which says what happened. (ETIMEDOUT keeps the
+// SDK's "TimeoutError", which is true, and its message, which names the request timeout.)
+const NETWORK_TEXT: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  EPIPE: 'connection closed by the store',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+};
+
 /** An S3 failure as an operator reads it: what failed, and what to check. */
 export function explainS3Error(err: unknown, bucket: string, what: string): OperatorError {
   const e = err as {
@@ -294,7 +307,8 @@ export function explainS3Error(err: unknown, bucket: string, what: string): Oper
     $metadata?: { httpStatusCode?: number };
   };
   const status = e.$metadata?.httpStatusCode;
-  const name = e.name ?? e.code ?? 'Error';
+  const network = e.code ? NETWORK_TEXT[e.code] : undefined;
+  const name = network ? `${network} (${e.code})` : (e.name ?? e.code ?? 'Error');
   let hint = 'check S3_ENDPOINT, network access to the store, and its status';
   if (
     name === 'NoSuchBucket' ||
