@@ -63,7 +63,10 @@ export function optionalText() {
 export function url(protocols: readonly string[]) {
   return text().refine((v) => {
     try {
-      return protocols.includes(new URL(v).protocol);
+      const u = new URL(v);
+      // what the connection code decodes must decode (a stray % in a password)
+      for (const part of [u.username, u.password, u.pathname, u.hostname]) decodeURIComponent(part);
+      return protocols.includes(u.protocol);
     } catch {
       return false;
     }

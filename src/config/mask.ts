@@ -19,9 +19,41 @@ export function maskUrlPasswords(text: string): string {
 export function maskValue(value: unknown, secret: boolean | 'url'): string {
   if (value === undefined || value === null || value === '') return String(value ?? '');
   const text = typeof value === 'string' ? value : JSON.stringify(value);
-  if (secret === 'url') return maskUrlPasswords(text);
+  if (secret === 'url') return maskUrl(text);
   if (secret) return MASK;
   return text;
+}
+
+/**
+ * A whole value that is one URL: masked through the URL parser, whatever characters the password
+ * holds (quotes, spaces); anything else (a malformed value) through the patterns, and whatever
+ * remains after the last ':' before an '@' is masked too.
+ */
+function maskUrl(text: string): string {
+  let password: string | undefined;
+  try {
+    password = new URL(text.trim()).password || undefined;
+  } catch {
+    password = undefined;
+  }
+  if (password) {
+    for (const p of new Set([password, safeDecode(password)])) {
+      const masked = text.replace(`:${p}@`, `:${MASK}@`);
+      if (masked !== text) return masked;
+    }
+  }
+  const masked = maskUrlPasswords(text);
+  if (masked !== text) return masked;
+  // no pattern matched (a quote or a space in it): from the first ':' after '//' to the last '@'
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*):.*@/i, `$1:${MASK}@`);
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }
 
 /** The password part of a connection URL, if any, so it can be scrubbed wherever it appears. */

@@ -58,7 +58,7 @@ export class DbPool extends Service {
   readonly #settings: PoolSettings;
   readonly #opts: PoolOptions;
   #log: Logger;
-  #retired: pg.Pool[] = [];
+  readonly #retiring = new Set<Promise<void>>();
 
   constructor(settings: PoolSettings, opts: PoolOptions) {
     super();
@@ -130,7 +130,7 @@ export class DbPool extends Service {
   }
 
   protected async onStop(): Promise<void> {
-    await Promise.allSettled([this.#pool.end(), ...this.#retired.map((p) => p.end())]);
+    await Promise.allSettled([this.#pool.end(), ...this.#retiring]);
   }
 
   #targetOf(url: string): ConnectionTarget {
@@ -155,9 +155,20 @@ export class DbPool extends Service {
         `DATABASE_URL_FILE changed but cannot be used (${problem}); connections keep going to ${this.description}: fix the file`,
       );
     if (url === this.#url) return;
+    let target: ConnectionTarget;
+    try {
+      target = this.#targetOf(url);
+    } catch (err) {
+      this.#url = url; // reported once; the file must change again to be looked at
+      this.#log.error(
+        { file: this.#settings.urlFile },
+        `DATABASE_URL_FILE changed but cannot be used (${(err as Error).message}); connections keep going to ${this.description}: fix the file`,
+      );
+      return;
+    }
     const from = this.description;
     this.#url = url;
-    this.#target = this.#targetOf(url);
+    this.#target = target;
     const plan = planTransport(this.#settings.ssl, this.#target.host);
     this.#verified = plan.verified;
     this.#transport = plan.first;
@@ -168,12 +179,8 @@ export class DbPool extends Service {
       'DATABASE_URL_FILE changed: new connections go to the new target',
     );
     const old = this.#pool;
-    this.#retired.push(old);
     this.#pool = this.#build();
-    void old.end().then(
-      () => (this.#retired = this.#retired.filter((p) => p !== old)),
-      () => undefined,
-    );
+    this.#retire(old);
   }
 
   async #withFallback<T>(op: () => Promise<T>): Promise<T> {
@@ -198,8 +205,21 @@ export class DbPool extends Service {
     const current = this.#transport;
     this.#transport = this.#fallback as Transport;
     this.#fallback = current; // a later refusal (say, after a failover) can swap back
-    this.#retired.push(this.#pool);
+    this.#retire(this.#pool);
     this.#pool = this.#build();
+  }
+
+  /**
+   * Ends a pool that new requests no longer reach, once the requests queued on it are served
+   * (pg-pool serves no queue once ending) and its connections in use come back.
+   */
+  #retire(old: pg.Pool) {
+    const done = (async () => {
+      while (old.waitingCount > 0 && !this.stopping) await new Promise((r) => setTimeout(r, 50).unref());
+      await old.end().catch(() => undefined);
+    })();
+    this.#retiring.add(done);
+    void done.finally(() => this.#retiring.delete(done));
   }
 
   #build(): pg.Pool {

@@ -6,6 +6,7 @@
  * A file that turns unreadable or invalid keeps the last good URL, and says why once per change.
  */
 import { readFileSync, statSync } from 'node:fs';
+import { parseDatabaseUrl } from './url.js';
 
 export const URL_FILE_CHECK_MS = 1000;
 const PROTOCOLS = ['postgres:', 'postgresql:'];
@@ -49,6 +50,11 @@ export function readUrlFile(path: string): string {
     throw new Error('the file does not hold a URL');
   }
   if (!PROTOCOLS.includes(protocol)) throw new Error('the file does not hold a postgres:// URL');
+  try {
+    parseDatabaseUrl(text);
+  } catch {
+    throw new Error('the URL in the file is malformed (a stray % in the password? encode it as %25)');
+  }
   return text;
 }
 
@@ -66,7 +72,14 @@ export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
   if (!s.urlFile) return { url: s.url };
   let entry = entries.get(s.urlFile);
   if (!entry) {
-    entry = { url: s.url, stamp: stampOf(s.urlFile), checkedAt: now };
+    const stamp = stampOf(s.urlFile);
+    let url = s.url;
+    try {
+      url = readUrlFile(s.urlFile); // it may have changed since the configuration was loaded
+    } catch {
+      // keep the URL the configuration was loaded with; the next change of the file is read
+    }
+    entry = { url, stamp, checkedAt: now };
     entries.set(s.urlFile, entry);
     return { url: entry.url };
   }

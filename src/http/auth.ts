@@ -21,6 +21,7 @@ export class Authenticator {
   #verified = new Set<string>();
   /** One bcrypt at a time (as exporter-toolkit): many at once would stall the event loop, /healthz too. */
   #bcryptQueue: Promise<unknown> = Promise.resolve();
+  #pending = 0;
 
   update(s: Pick<WebSettings, 'users' | 'tokenDigest'>): void {
     this.#users = new Map(s.users);
@@ -74,7 +75,14 @@ export class Authenticator {
   }
 
   #compare(password: string, hash: string): Promise<boolean> {
-    const run = this.#bcryptQueue.then(() => bcrypt.compare(password, hash)).catch(() => false);
+    // a flood of wrong credentials must not queue a scrape behind seconds of bcrypt: beyond a few
+    // waiting, more are refused at once (a known user's verified password skips bcrypt anyway)
+    if (this.#pending >= MAX_PENDING_COMPARES) return Promise.resolve(false);
+    this.#pending++;
+    const run = this.#bcryptQueue
+      .then(() => bcrypt.compare(password, hash))
+      .catch(() => false)
+      .finally(() => this.#pending--);
     this.#bcryptQueue = run;
     return run;
   }
@@ -84,6 +92,9 @@ export class Authenticator {
     return timingSafeEqual(sha256(token), this.#tokenDigest!) ? 'ok' : 'denied';
   }
 }
+
+/** bcrypt compares waiting at most (about 70 ms each at cost 10). */
+const MAX_PENDING_COMPARES = 8;
 
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();

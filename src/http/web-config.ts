@@ -11,7 +11,7 @@ import { createSecureContext, type SecureVersion } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import { CIPHER_SUITES, CURVES, TLS13_SUITES } from './web-tls.js';
+import { CIPHER_SUITES, CURVES, secureContextOptions, TLS13_SUITES } from './web-tls.js';
 
 export const CLIENT_AUTH_TYPES = [
   'NoClientCert',
@@ -276,7 +276,7 @@ function readTls(t: Record<string, unknown> | undefined, ctx: Ctx): TlsSettings 
   const named = (name: string, table: Record<string, string | null>) => {
     if (!set(name)) return undefined;
     const list = strings(t[name], k(name), ctx) ?? [];
-    const unknown = list.filter((n) => !(n in table));
+    const unknown = list.filter((n) => !Object.hasOwn(table, n));
     if (unknown.length)
       ctx.problem(
         `${k(name)} to hold names Go knows, such as ${Object.keys(table)[0]} (unknown: ${unknown.join(', ')})`,
@@ -288,7 +288,7 @@ function readTls(t: Record<string, unknown> | undefined, ctx: Ctx): TlsSettings 
   const honor = t.prefer_server_cipher_suites ?? true;
   if (typeof honor !== 'boolean') ctx.problem(`${k('prefer_server_cipher_suites')} to be true or false`);
   if (cert === undefined || key === undefined) return undefined;
-  return {
+  const settings: TlsSettings = {
     cert,
     key,
     ca,
@@ -301,6 +301,15 @@ function readTls(t: Record<string, unknown> | undefined, ctx: Ctx): TlsSettings 
     ecdhCurve: curves?.length ? curves.join(':') : undefined,
     honorCipherOrder: honor !== false,
   };
+  // what OpenSSL refuses (a key that does not match its certificate, ciphers or curves it lacks) is
+  // a configuration problem now, not a failed start or a failed reload later
+  try {
+    createSecureContext(secureContextOptions(settings));
+  } catch (err) {
+    ctx.problem(`tls_server_config to be usable by OpenSSL (${(err as Error).message})`);
+    return undefined;
+  }
+  return settings;
 }
 
 function validCaBundle(pem: string): boolean {

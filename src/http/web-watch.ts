@@ -67,8 +67,22 @@ export class WebSettingsWatcher {
       );
       next.tls = previous.tls;
     }
+    try {
+      this.onChange(next, previous);
+    } catch (err) {
+      // never a crash, never a half-applied change: the last good settings stay
+      try {
+        this.onChange(previous, next);
+      } catch {
+        // the previous settings were applied once; what stays is what they left
+      }
+      this.logger.error(
+        { err: { message: (err as Error).message } },
+        'web config change could not be applied: the last good settings stay in force',
+      );
+      return;
+    }
     this.#current = next;
-    this.onChange(next, previous);
     this.logger.info(
       { tls: !!next.tls, users: next.users.size, bearerToken: !!next.tokenDigest },
       'web config reloaded',

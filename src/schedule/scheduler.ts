@@ -96,7 +96,8 @@ export class Scheduler extends Service {
     this.#timer = setInterval(() => this.#heartbeat(), this.#tickMs);
     this.#timer.unref();
     for (const job of this.#jobs) {
-      const task = createTask(job.cron, () => this.trigger(job.name), {
+      // the slot itself, not the time node-cron got round to it (up to 2 s later): replicas must agree
+      const task = createTask(job.cron, (ctx) => this.trigger(job.name, ctx.date), {
         timezone: job.timezone,
         name: job.name,
       });

@@ -9,6 +9,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { DbPool } from '../../src/db/pool.js';
+import { createLogger } from '../../src/log/logger.js';
 import { startPrivateCluster } from '../support/postgres.js';
 import { getJson, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
 
@@ -160,5 +162,38 @@ describe('DATABASE_URL_FILE at start-up', () => {
     expect(text).toMatch(/does not hold a URL/);
     expect(text).not.toContain('hunter2');
     expect(problems({})).toMatch(/DATABASE_URL: not set; expected .*or DATABASE_URL_FILE/);
+  });
+});
+
+describe('a pool following DATABASE_URL_FILE', () => {
+  it('serves the requests queued on the old pool, sends new ones to the new URL, and keeps its target over a malformed file', async () => {
+    const file = join(dir, 'pool-url');
+    writeUrlFile(file, b.url(DB));
+    const logger = createLogger({ level: 'silent', format: 'json' });
+    const pool = new DbPool(
+      {
+        url: b.url(DB),
+        urlFile: file,
+        ssl: { mode: 'disable', rejectUnauthorized: true },
+        pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 10_000 },
+      },
+      { name: 'follow', logger },
+    );
+    const current = async () =>
+      (await pool.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
+    try {
+      const held = await pool.connect(); // the one connection of the old pool, in use
+      const queued = pool.query<{ one: number }>('SELECT 1 AS one'); // waits for it
+      writeUrlFile(file, b.url('postgres')); // another database: another URL
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(await current()).toBe('postgres'); // new requests: the new URL
+      held.release();
+      expect((await queued).rows[0]!.one).toBe(1); // the queued one was served, not dropped
+      writeUrlFile(file, 'postgres://u:p%zz@elsewhere/db'); // a stray % in the password
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(await current()).toBe('postgres');
+    } finally {
+      await pool.stop();
+    }
   });
 });

@@ -343,6 +343,11 @@ describe('HTTP endpoint protection', () => {
       'basic_auth_users: [oops\n',
       toYaml({ ...doc, tls_server_config: { cert_file: 'gone.crt', key_file: 'tls.key' } }),
       toYaml({ ...doc, basic_auth_users: { grafana: 'plain-text-password' } }),
+      // names that pass a naive `in` lookup and make OpenSSL throw when applied
+      toYaml({
+        ...doc,
+        tls_server_config: { ...(doc.tls_server_config as object), cipher_suites: ['constructor'] },
+      }),
     ]) {
       const before = logs().split('web config change rejected').length;
       writeFileSync(web.configFile!, broken);
@@ -459,6 +464,18 @@ describe('web config checked at configuration load', () => {
         },
       },
       ['tls_server_config.cipher_suites', 'TLS_RSA_WITH_RC4_128_SHA'],
+    ],
+    [
+      'cipher and curve names that are Object properties (constructor, toString)',
+      {
+        tls_server_config: {
+          cert_file: 'tls.crt',
+          key_file: 'tls.key',
+          cipher_suites: ['constructor'],
+          curve_preferences: ['toString'],
+        },
+      },
+      ['tls_server_config.cipher_suites', 'constructor', 'tls_server_config.curve_preferences', 'toString'],
     ],
     [
       'a header exporter-toolkit does not allow',
