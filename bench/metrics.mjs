@@ -15,7 +15,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -25,14 +25,18 @@ import { clearTimeout, setTimeout as timer } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, URL } from 'node:url';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import pg from 'pg';
 import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
 import {
+  cpuSeconds,
   fail,
+  httpGet,
   killGroup,
+  latencyStats,
+  machineCpu as cpuSnapshot,
+  othersCpu as otherCpu,
+  cannon,
   liveChildren,
-  liveLoads,
   log,
   onCleanup,
   onJsonLines,
@@ -182,144 +186,9 @@ function start(label, cmd, args, env) {
   return proc;
 }
 
-/** utime + stime (and, with `reaped`, cutime + cstime) of a process in seconds (USER_HZ 100), or NaN. */
-function cpuSeconds(pid, reaped = false) {
-  try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const v = st
-      .slice(st.lastIndexOf(')') + 2)
-      .split(' ')
-      .map(Number);
-    return (v[11] + v[12] + (reaped ? v[13] + v[14] : 0)) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
-function childPids(pid) {
-  const out = [];
-  try {
-    for (const t of readdirSync(`/proc/${pid}/task`))
-      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' '))
-        if (c.trim()) out.push(Number(c));
-  } catch {
-    // gone
-  }
-  return out;
-}
-
-/** CPU seconds of a process tree: every live process, plus what the root's reaped children used. */
-function treeCpu(root) {
-  if (!root) return 0;
-  let total = cpuSeconds(root, true) || 0;
-  const queue = childPids(root);
-  while (queue.length) {
-    const pid = queue.shift();
-    total += cpuSeconds(pid) || 0;
-    queue.push(...childPids(pid));
-  }
-  return total;
-}
-
-/**
- * What the machine spent, and what this benchmark's own processes spent (this script, the exporters,
- * the PostgreSQL cluster), so a phase disturbed by other work on the machine can be flagged.
- */
-function cpuSnapshot(roots) {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, , , irq, softirq, steal] = f;
-  return {
-    at: performance.now(),
-    busy: (user + nice + system + irq + softirq + steal) / 100,
-    ours: cpuSeconds('self', true) + roots().reduce((sum, pid) => sum + treeCpu(pid), 0),
-  };
-}
-
-/** CPU seconds others used between two snapshots, and their share of all cores. */
-function otherCpu(a, b) {
-  const cpuS = Math.max(0, b.busy - a.busy - (b.ours - a.ours));
-  return { cpuS, share: cpuS / (((b.at - a.at) / 1000) * availableParallelism()) };
-}
-
 // ---------------------------------------------------------------------------------------------
 // HTTP: one request with a time limit; autocannon runs
 // ---------------------------------------------------------------------------------------------
-
-/**
- * GET with a time limit (no Accept-Encoding, like autocannon: both exporters answer plain text).
- * Never throws: { ok, status, body, ms } or { ok: false, error, ms }.
- */
-function get(url, agent, timeoutMs) {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    let settled = false;
-    const done = (r) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(limit);
-      resolve({ ...r, ms: performance.now() - t0 });
-    };
-    const req = http.get(url, { agent }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () =>
-        done({ ok: res.statusCode === 200, status: res.statusCode, body: Buffer.concat(chunks) }),
-      );
-      res.on('error', (err) => done({ ok: false, error: err.message }));
-    });
-    const limit = timer(() => {
-      done({ ok: false, error: 'timeout', timeout: true });
-      req.destroy();
-    }, timeoutMs);
-    req.on('error', (err) => done({ ok: false, error: err.code ?? err.message }));
-  });
-}
-
-function percentile(sorted, p) {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-}
-
-function latencyStats(ms) {
-  const s = Float64Array.from(ms).sort();
-  return {
-    n: s.length,
-    p50: percentile(s, 50),
-    p90: percentile(s, 90),
-    p99: percentile(s, 99),
-    max: s.length ? s[s.length - 1] : NaN,
-  };
-}
-
-/**
- * One autocannon run. Latency percentiles come from the per-response times autocannon reports
- * (fractions of a millisecond; its own histogram rounds to whole milliseconds). `anyStatus`: count
- * every answer (the outage, where a 5xx is an answer too); otherwise only 2xx, as autocannon does.
- */
-async function cannon(url, { duration, connections, timeoutS, anyStatus = false }) {
-  const ms = [];
-  const load = autocannon({ url, connections, duration, timeout: timeoutS });
-  liveLoads.add(load);
-  load.on('response', (_client, status, _bytes, responseTime) => {
-    if (anyStatus || (status >= 200 && status < 300)) ms.push(responseTime);
-  });
-  let res;
-  try {
-    res = await load;
-  } finally {
-    liveLoads.delete(load);
-  }
-  return {
-    ...latencyStats(ms),
-    seconds: res.duration,
-    requests: res.requests.total,
-    rps: res.requests.total / res.duration,
-    non2xx: res.non2xx,
-    errors: res.errors,
-    timeouts: res.timeouts,
-    statuses: Object.fromEntries(Object.entries(res.statusCodeStats).map(([k, v]) => [k, v.count])),
-  };
-}
 
 /** `n` sequential scrapes (stopping early after `budgetMs`); failures count with the time they took. */
 async function sequential(url, agent, n, timeoutMs, budgetMs) {
@@ -330,7 +199,7 @@ async function sequential(url, agent, n, timeoutMs, budgetMs) {
   let body;
   const t0 = performance.now();
   for (let i = 0; i < n && performance.now() - t0 < budgetMs; i++) {
-    const r = await get(url, agent, timeoutMs);
+    const r = await httpGet(url, agent, timeoutMs);
     ms.push(r.ms);
     if (r.status) statuses[r.status] = (statuses[r.status] ?? 0) + 1;
     else errors++;
@@ -398,6 +267,8 @@ async function startDaemon(cluster, password, work) {
     HTTP_PORT: '0',
     BACKUP_SCHEDULE: 'off',
     BACKUP_VERIFY_SCHEDULE: 'off',
+    // a monitoring role (pg_monitor) may not create the migration tables; an exporter does not migrate
+    MIGRATE_ON_START: 'false',
     BACKUP_DIR: join(work, 'backups'),
   });
   const listening = await proc.waitForLog((l) => l.msg === 'http server listening');
@@ -434,7 +305,7 @@ async function waitUp(x, timeoutMs = 60_000) {
     `${x.name} reporting pg_up 1`,
     async () => {
       if (!x.proc.alive()) throw new Error(`${x.name} exited:\n${x.proc.tail}`);
-      const r = await get(x.url, x.agent, 5000);
+      const r = await httpGet(x.url, x.agent, 5000);
       if (!r.ok) return undefined;
       const text = r.body.toString('utf8');
       if (sampleOf(text, 'pg_up') !== 1) return undefined;
@@ -451,7 +322,7 @@ async function waitDown(x, timeoutMs) {
   return waitFor(
     `${x.name} reporting pg_up 0`,
     async () => {
-      const r = await get(x.url, x.agent, 5000);
+      const r = await httpGet(x.url, x.agent, 5000);
       return r.ok && sampleOf(r.body.toString('utf8'), 'pg_up') === 0;
     },
     timeoutMs,
@@ -464,7 +335,7 @@ async function waitDown(x, timeoutMs) {
  * pgmaintd_collector_last_success_timestamp_seconds. Returns the seconds waited.
  */
 async function alignToPolls(daemon) {
-  const r = await get(daemon.url, daemon.agent, 5000);
+  const r = await httpGet(daemon.url, daemon.agent, 5000);
   if (!r.ok) return 0;
   const last = Math.max(
     ...[
@@ -554,7 +425,7 @@ async function costWindow(admin, cluster, x, role, everyMs, windowS, timeoutMs) 
     const at = t0 + slot * everyMs;
     if (at >= end) break;
     if (at > performance.now()) await sleep(at - performance.now());
-    const r = await get(x.url, x.agent, timeoutMs);
+    const r = await httpGet(x.url, x.agent, timeoutMs);
     ms.push(r.ms);
     if (!r.ok) failed++;
     slot = Math.max(slot + 1, Math.ceil((performance.now() - t0) / everyMs));
