@@ -6,6 +6,7 @@
  */
 import { classify } from '../db/sqlstate.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
+import { EXIT } from '../exit-codes.js';
 import { OperatorError, unavailableError } from '../errors.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
@@ -45,6 +46,15 @@ export class MigrationBootstrap extends Service {
         }
         if (err instanceof OperatorError) throw err;
         const { kind, code, retryable } = classify(err);
+        if (kind === 'permission_denied')
+          throw new OperatorError(
+            `the role of DATABASE_URL may not apply the schema migrations (MIGRATE_ON_START): ${(err as Error).message}`,
+            {
+              exitCode: EXIT.DATAERR,
+              hint: 'apply them as the schema owner (`pg-maintd migrate up` with its URL) and set MIGRATE_ON_START=false for a monitoring-only role, or grant this role CREATE on the schema',
+              cause: err,
+            },
+          );
         // the project's retry policy (db/sqlstate.ts): an outage is waited for; a wrong password or
         // database name is not, and stops the start with what to fix (exit 69)
         if (!retryable) throw unavailableError(err, describeTarget(parseDatabaseUrl(this.o.db.url))) ?? err;

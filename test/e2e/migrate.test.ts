@@ -154,4 +154,38 @@ describe('MIGRATE_ON_START', () => {
       await db.drop();
     }
   });
+
+  it('a monitoring-only role (pg_monitor, no CREATE): the daemon stops with exit 65 and says how to migrate instead', async () => {
+    const db = await createTestDatabase('t_migmon');
+    const role = `mon_${Math.random().toString(36).slice(2, 8)}`;
+    const password = `pw-${Math.random().toString(36).slice(2)}`;
+    try {
+      await db.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}' IN ROLE pg_monitor`);
+      await db.pool.query(`REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
+      const u = new URL(db.url);
+      u.username = role;
+      u.password = '';
+      const cli = spawnCli(['run'], {
+        DATABASE_URL: u.toString(),
+        PGPASSWORD: password,
+        DB_SSL_MODE: 'disable',
+        BACKUP_DIR: mkdtempSync(join(tmpdir(), 'migmon-')),
+        MIGRATE_ON_START: 'true',
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+      });
+      const { code } = await cli.exited;
+      expect(code, cli.output()).toBe(EXIT.DATAERR);
+      const fatal = cli.lines().find((l) => l.msg.startsWith('start-up stopped'));
+      expect(fatal?.msg).toMatch(
+        /may not apply the schema migrations \(MIGRATE_ON_START\): permission denied/,
+      );
+      expect(String(fatal?.hint)).toContain('MIGRATE_ON_START=false');
+      expect(cli.output()).not.toContain(password);
+      expect(cli.output()).not.toMatch(/\n\s+at /);
+    } finally {
+      await db.pool.query(`DROP ROLE IF EXISTS ${role}`);
+      await db.drop();
+    }
+  });
 });
