@@ -13,7 +13,7 @@ import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec } from '..
 import { EXIT } from '../../src/exit-codes.js';
 import { noDefaults } from '../support/backup.js';
 import { writeBackup } from '../support/crafted-backup.js';
-import { getJson, spawnCli, waitFor } from '../support/daemon.js';
+import { getJson, spawnCli, waitFor, cliEnv } from '../support/daemon.js';
 import { createTestDatabase, useTestDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
@@ -24,20 +24,7 @@ const WRONG_PASSWORD = 'Wr0ng-pa55word-7f3a';
 
 /** The CLI's env for `url` (its password moved to PGPASSWORD), backups in `dir`, no schedules. */
 function envFor(url: string, extra: Record<string, string> = {}): Record<string, string> {
-  const u = new URL(url);
-  const password = decodeURIComponent(u.password);
-  u.password = '';
-  return {
-    DATABASE_URL: u.toString(),
-    PGPASSWORD: password,
-    DB_SSL_MODE: 'disable',
-    BACKUP_DIR: dir,
-    BACKUP_SCHEDULE: 'off',
-    BACKUP_VERIFY_SCHEDULE: 'off',
-    MAINTENANCE_SCHEDULE: 'off',
-    LOG_LEVEL: 'warn',
-    ...extra,
-  };
+  return cliEnv(url, dir, { LOG_LEVEL: 'warn', ...extra });
 }
 
 async function run(args: string[], env: Record<string, string>) {

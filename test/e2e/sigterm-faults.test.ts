@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exit-codes.js';
 import { LOCK_NAMESPACE } from '../../src/schedule/leader.js';
 import { alive, childProcesses, slowRestoreSql, writeBackup } from '../support/crafted-backup.js';
-import { spawnCli, waitFor, type SpawnedCli } from '../support/daemon.js';
+import { spawnCli, waitFor, type SpawnedCli, cliEnv } from '../support/daemon.js';
 import { createTestDatabase, useTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
 
@@ -21,20 +21,7 @@ let goodKey = '';
 
 /** The CLI's env: the password in PGPASSWORD, never in the URL. */
 function envFor(url: string, extra: Record<string, string> = {}): Record<string, string> {
-  const u = new URL(url);
-  const password = decodeURIComponent(u.password);
-  u.password = '';
-  return {
-    DATABASE_URL: u.toString(),
-    PGPASSWORD: password,
-    DB_SSL_MODE: 'disable',
-    BACKUP_DIR: dir,
-    BACKUP_SCHEDULE: 'off',
-    BACKUP_VERIFY_SCHEDULE: 'off',
-    MAINTENANCE_SCHEDULE: 'off',
-    LOG_LEVEL: 'info',
-    ...extra,
-  };
+  return cliEnv(url, dir, extra);
 }
 
 function noPassword(url: string): string {

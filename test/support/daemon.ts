@@ -112,3 +112,24 @@ export async function waitFor<T>(
   }
   throw new Error(`condition not met within ${timeoutMs} ms; last value: ${JSON.stringify(last)}`);
 }
+
+/**
+ * The CLI's env for a database URL: its password moved to PGPASSWORD (never in the URL or argv),
+ * TLS off for the local clusters, backups in `dir`, every schedule off unless `extra` sets one.
+ */
+export function cliEnv(url: string, dir: string, extra: Record<string, string> = {}): Record<string, string> {
+  const u = new URL(url);
+  const password = decodeURIComponent(u.password);
+  u.password = '';
+  return {
+    DATABASE_URL: u.toString(),
+    PGPASSWORD: password,
+    DB_SSL_MODE: 'disable',
+    BACKUP_DIR: dir,
+    BACKUP_SCHEDULE: 'off',
+    BACKUP_VERIFY_SCHEDULE: 'off',
+    MAINTENANCE_SCHEDULE: 'off',
+    LOG_LEVEL: 'info',
+    ...extra,
+  };
+}
