@@ -40,6 +40,7 @@ import {
   median,
   onCleanup,
   otherCpu,
+  reportText,
   runBench,
   runMeasured,
   sh,
@@ -475,20 +476,16 @@ async function main() {
     `machine: ${facts.nproc} cores (${facts.cpu}), ${facts.memGiB} GiB RAM, node ${facts.node}, ${pgVersion}; databases ${fullDb} ${fullSize}${r.half ? `, ${halfDb} ${halfSize}` : ''}; generation/reuse ${genS.toFixed(0)} s; code ${code}; total ${((performance.now() - t0) / 1000).toFixed(0)} s`,
   ];
 
-  const text = [
-    '',
+  const text = reportText(
     `## pg-maintd backup benchmark (${new Date().toISOString().slice(0, 16)}Z)`,
-    '',
-    ...table,
-    '',
-    ...details.map((d) => `- ${d}`),
-    '',
-    'Targets:',
-    ...targets,
-    '',
-    'MB = 10^6 bytes for output, MiB for RSS. Peak RSS: VmHWM of the pg-maintd node process (not pg_dump), or of gzip/pigz for the shell pipelines.',
-    '',
-  ].join('\n');
+    table,
+    details,
+    targets,
+    [
+      'MB = 10^6 bytes for output, MiB for RSS. Peak RSS: VmHWM of the pg-maintd node process (not pg_dump), or of gzip/pigz for the shell pipelines.',
+      '',
+    ],
+  );
   process.stdout.write(text);
   if (!opts.fresh) {
     const file = join(opts.dir, 'last-results.md');

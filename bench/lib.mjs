@@ -1,24 +1,27 @@
 /**
- * What the benchmarks share: failing with a usage error, timestamped log lines, and a cleanup that
- * also runs on Ctrl-C: running loads are stopped, child process groups signalled (SIGKILL after
- * `killWaitMs`), then the registered cleanup steps run, last registered first.
+ * What the benchmarks share: the command line (parsing, --help, number options) and failing with a
+ * usage error, timestamped log lines, and a cleanup that also runs on Ctrl-C: running loads are
+ * stopped, child process groups signalled (SIGKILL after `killWaitMs`), then the registered cleanup
+ * steps run, last registered first.
  *
  * Also: child processes with peak-RSS sampling, the reusable benchmark cluster (PersistentCluster,
  * under BENCH_DIR) and the generator of the users/projects/tasks database (bench:backup, bench:load
- * and bench:soak use the same data), and the report's helpers (percentiles, machine facts, CPU time).
+ * and bench:soak use the same data), and the report's helpers (its
+ * Markdown frame, percentiles, machine facts, CPU time).
  */
 import { spawn } from 'node:child_process';
 import console from 'node:console';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, totalmem, userInfo } from 'node:os';
+import { availableParallelism, cpus, loadavg, totalmem, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { clearInterval, clearTimeout, setInterval, setTimeout as sleepCb } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, URL } from 'node:url';
+import { fileURLToPath, pathToFileURL, URL } from 'node:url';
+import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { findServerBinaries } from '../dist/embedded/binaries.js';
@@ -26,6 +29,8 @@ import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CLI = join(ROOT, 'bin', 'pg-maintd.js');
+/** bench/daemon-probe.mjs as a URL for `node --import` (the daemon's event-loop lag and forced GCs). */
+export const PROBE = pathToFileURL(join(ROOT, 'bench', 'daemon-probe.mjs')).href;
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;
 const GEN_VERSION = 'pgmaintd-bench v1';
@@ -33,6 +38,49 @@ const GEN_VERSION = 'pgmaintd-bench v1';
 export function fail(message) {
   console.error(`bench: ${message}`);
   process.exit(2);
+}
+
+/**
+ * The command line: node:util's parseArgs with `options` (plus -h/--help, which prints `help` and
+ * exits 0); an unknown or malformed option fails with its message and the usage. Returns the values.
+ */
+export function parseOptions(help, options) {
+  let values;
+  try {
+    ({ values } = parseArgs({ options: { ...options, help: { type: 'boolean', short: 'h' } } }));
+  } catch (err) {
+    fail(`${err.message}\n\n${help}`);
+  }
+  if (values.help) {
+    process.stdout.write(help);
+    process.exit(0);
+  }
+  return values;
+}
+
+/** Option `--name` as a number from `lo` to `hi` (a whole one when `integer`), `def` when `raw` is unset. */
+export function num(name, raw, def, lo, hi, integer = false) {
+  const v = Number(raw ?? def);
+  if (!(Number.isFinite(v) && v >= lo && v <= hi && (!integer || Number.isInteger(v))))
+    fail(`--${name} must be ${integer ? 'an integer' : 'a number'} from ${lo} to ${hi}, got ${raw}`);
+  return v;
+}
+
+/** A benchmark's Markdown report: heading, table, details as a list, the targets, then any `notes` lines. */
+export function reportText(heading, table, details, targets, notes = []) {
+  return [
+    '',
+    heading,
+    '',
+    ...table,
+    '',
+    ...details.map((d) => `- ${d}`),
+    '',
+    'Targets:',
+    ...targets,
+    '',
+    ...notes,
+  ].join('\n');
 }
 
 export const log = (msg) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
@@ -896,6 +944,16 @@ export function machineFacts() {
   };
 }
 
+/** Logs the machine and its load average at the start of a run; returns both for the report. */
+export function logMachine() {
+  const facts = machineFacts();
+  const loadAtStart = loadavg();
+  log(
+    `machine: ${facts.nproc} cores, ${facts.cpu}, ${facts.memGiB} GiB RAM, node ${facts.node}; load average ${loadAtStart.map((v) => v.toFixed(2)).join(' ')}`,
+  );
+  return { facts, loadAtStart };
+}
+
 /** The commit measured, and whether src/ had uncommitted changes when dist/ was built. */
 export async function codeVersion() {
   try {
@@ -1014,6 +1072,29 @@ export function httpGet(url, agent, timeoutMs) {
     }, timeoutMs);
     req.on('error', (err) => done({ ok: false, error: err.code ?? err.message }));
   });
+}
+
+/**
+ * GETs `url` on one keep-alive connection every `everyMs` (a request still running when the next is
+ * due delays it), passing each httpGet result to `onResult`, until stop() (which waits for the last).
+ */
+export function pollUrl(url, everyMs, timeoutMs, onResult) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  let stopped = false;
+  const done = (async () => {
+    while (!stopped) {
+      const t = performance.now();
+      onResult(await httpGet(url, agent, timeoutMs));
+      await sleep(Math.max(0, everyMs - (performance.now() - t)));
+    }
+    agent.destroy();
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await done;
+    },
+  };
 }
 
 export function percentile(sorted, p) {

@@ -9,19 +9,15 @@
  * See bench/README.md.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import {
   CLI,
   GiB,
   MiB,
-  ROOT,
+  PROBE,
   backupRuns,
   cannon,
   chunkShape,
@@ -31,19 +27,21 @@ import {
   cpuSeconds,
   dumpedWithin,
   ensureDatabase,
-  fail,
   fmt,
   fmtGiB,
-  httpGet,
   lateSummary,
   log,
+  logMachine,
   machineCpu,
-  machineFacts,
   metricSum,
+  num,
   onCleanup,
   othersCpu,
   parseMetrics,
+  parseOptions,
   percentile,
+  pollUrl,
+  reportText,
   runBench,
   setKillWait,
   sh,
@@ -55,7 +53,6 @@ import {
 
 setKillWait(30_000); // the daemon drains within SHUTDOWN_GRACE_PERIOD (25 s)
 
-const PROBE = pathToFileURL(join(ROOT, 'bench', 'daemon-probe.mjs')).href;
 const TARGET_P99_MS = 20;
 const TARGET_LAG_P99_MS = 50;
 const MIN_COVERAGE = 0.95; // share of the window a backup must be running for the busy phase to count
@@ -75,35 +72,17 @@ const HELP = `usage: node bench/load.mjs [options]     (npm run bench:load -- [o
 `;
 
 function options() {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      options: {
-        gb: { type: 'string' },
-        dir: { type: 'string' },
-        duration: { type: 'string' },
-        connections: { type: 'string' },
-        warmup: { type: 'string' },
-        timeout: { type: 'string' },
-        'finish-timeout': { type: 'string' },
-        'compression-threads': { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    fail(`${err.message}\n\n${HELP}`);
-  }
-  if (values.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
-  const num = (name, raw, def, lo, hi, integer = false) => {
-    const v = Number(raw ?? def);
-    if (!(Number.isFinite(v) && v >= lo && v <= hi && (!integer || Number.isInteger(v))))
-      fail(`--${name} must be ${integer ? 'an integer' : 'a number'} from ${lo} to ${hi}, got ${raw}`);
-    return v;
-  };
+  const values = parseOptions(HELP, {
+    gb: { type: 'string' },
+    dir: { type: 'string' },
+    duration: { type: 'string' },
+    connections: { type: 'string' },
+    warmup: { type: 'string' },
+    timeout: { type: 'string' },
+    'finish-timeout': { type: 'string' },
+    'compression-threads': { type: 'string' },
+    out: { type: 'string' },
+  });
   return {
     gb: num('gb', values.gb ?? process.env.BENCH_DB_GB, 2, 0.01, 1024),
     dir: values.dir ?? process.env.BENCH_DIR ?? '/tmp/pgmaintd-bench',
@@ -167,31 +146,22 @@ function probeLag(file, from, to) {
 
 /** Scrapes /metrics once a second on its own connection: prom-client's own event-loop gauges. */
 function gaugeScraper(url, timeoutMs) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const seen = { p99: [], max: [], errors: 0, n: 0 };
-  let stopped = false;
-  const done = (async () => {
-    while (!stopped) {
-      const t = performance.now();
-      const r = await httpGet(url, agent, timeoutMs);
-      seen.n++;
-      if (!r.ok) seen.errors++;
-      else {
-        const p = parseMetrics(r.body.toString('utf8'), [
-          'nodejs_eventloop_lag_p99_seconds',
-          'nodejs_eventloop_lag_max_seconds',
-        ]);
-        seen.p99.push(metricSum(p, 'nodejs_eventloop_lag_p99_seconds') * 1000);
-        seen.max.push(metricSum(p, 'nodejs_eventloop_lag_max_seconds') * 1000);
-      }
-      await sleep(Math.max(0, 1000 - (performance.now() - t)));
+  const poll = pollUrl(url, 1000, timeoutMs, (r) => {
+    seen.n++;
+    if (!r.ok) seen.errors++;
+    else {
+      const p = parseMetrics(r.body.toString('utf8'), [
+        'nodejs_eventloop_lag_p99_seconds',
+        'nodejs_eventloop_lag_max_seconds',
+      ]);
+      seen.p99.push(metricSum(p, 'nodejs_eventloop_lag_p99_seconds') * 1000);
+      seen.max.push(metricSum(p, 'nodejs_eventloop_lag_max_seconds') * 1000);
     }
-    agent.destroy();
-  })();
+  });
   return {
     async stop() {
-      stopped = true;
-      await done;
+      await poll.stop();
       return seen;
     },
   };
@@ -259,11 +229,7 @@ async function measure(daemon, opts, postmaster, label) {
 async function main() {
   const opts = options();
   const t0 = performance.now();
-  const facts = machineFacts();
-  const loadAtStart = loadavg();
-  log(
-    `machine: ${facts.nproc} cores, ${facts.cpu}, ${facts.memGiB} GiB RAM, node ${facts.node}; load average ${loadAtStart.map((v) => v.toFixed(2)).join(' ')}`,
-  );
+  const { facts, loadAtStart } = logMachine();
   const work = mkdtempSync(join(tmpdir(), 'pgmaintd-bench-load-'));
   onCleanup(() => rmSync(work, { recursive: true, force: true }));
 
@@ -359,18 +325,12 @@ async function main() {
     `- ${mark(busy.p99 < TARGET_P99_MS)} — /metrics p99 under ${TARGET_P99_MS} ms during backups: ${ms(busy.p99)} ms (idle ${ms(idle.p99)} ms)`,
     `- ${mark(busy.lag.p99 < TARGET_LAG_P99_MS)} — event-loop lag p99 under ${TARGET_LAG_P99_MS} ms during backups: ${ms(busy.lag.p99)} ms (max ${ms(busy.lag.max)} ms; idle p99 ${ms(idle.lag.p99)} ms)`,
   ];
-  const text = [
-    '',
+  const text = reportText(
     `## pg-maintd /metrics under load during a backup (${new Date().toISOString().slice(0, 16)}Z)`,
-    '',
-    ...table,
-    '',
-    ...details.map((d) => `- ${d}`),
-    '',
-    'Targets:',
-    ...targets,
-    '',
-  ].join('\n');
+    table,
+    details,
+    targets,
+  );
   process.stdout.write(text);
   if (opts.out) {
     const strip = (x) => Object.fromEntries(Object.entries(x).filter(([k]) => k !== 'runs'));

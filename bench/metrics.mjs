@@ -24,14 +24,12 @@ import process from 'node:process';
 import { clearTimeout, setTimeout as timer } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, URL } from 'node:url';
-import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
 import {
   cpuSeconds,
   fail,
   httpGet,
-  killGroup,
   latencyStats,
   machineCpu as cpuSnapshot,
   othersCpu as otherCpu,
@@ -42,6 +40,9 @@ import {
   onJsonLines,
   runBench,
   setKillWait,
+  num,
+  parseOptions,
+  stopProcess,
 } from './lib.mjs';
 
 setKillWait(30_000); // the daemon drains within SHUTDOWN_GRACE_PERIOD (25 s)
@@ -80,36 +81,18 @@ const HELP = `usage: node bench/metrics.mjs [options]     (npm run bench:metrics
 `;
 
 function options() {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      options: {
-        duration: { type: 'string' },
-        warmup: { type: 'string' },
-        connections: { type: 'string' },
-        'slow-window': { type: 'string' },
-        'fast-window': { type: 'string' },
-        'outage-scrapes': { type: 'string' },
-        'outage-duration': { type: 'string' },
-        timeout: { type: 'string' },
-        exporter: { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    fail(`${err.message}\n\n${HELP}`);
-  }
-  if (values.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
-  const num = (name, raw, def, lo, hi, integer = false) => {
-    const v = Number(raw ?? def);
-    if (!(Number.isFinite(v) && v >= lo && v <= hi && (!integer || Number.isInteger(v))))
-      fail(`--${name} must be ${integer ? 'an integer' : 'a number'} from ${lo} to ${hi}, got ${raw}`);
-    return v;
-  };
+  const values = parseOptions(HELP, {
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    connections: { type: 'string' },
+    'slow-window': { type: 'string' },
+    'fast-window': { type: 'string' },
+    'outage-scrapes': { type: 'string' },
+    'outage-duration': { type: 'string' },
+    timeout: { type: 'string' },
+    exporter: { type: 'string' },
+    out: { type: 'string' },
+  });
   return {
     duration: num('duration', values.duration ?? process.env.BENCH_DURATION, 10, 1, 3600),
     warmup: num('warmup', values.warmup, 2, 0, 600),
@@ -170,18 +153,8 @@ function start(label, cmd, args, env) {
   /** SIGTERM, then SIGKILL after `graceMs`. */
   proc.stop = async (graceMs = 30_000) => {
     const t0 = performance.now();
-    killGroup(child, 'SIGTERM');
-    let t;
-    const gone = await Promise.race([
-      proc.exited.then(() => true),
-      new Promise((resolve) => (t = timer(() => resolve(false), graceMs))),
-    ]);
-    clearTimeout(t);
-    if (!gone) {
-      killGroup(child, 'SIGKILL');
-      await proc.exited;
-    }
-    return { seconds: (performance.now() - t0) / 1000, killed: !gone };
+    const killed = await stopProcess(proc, graceMs);
+    return { seconds: (performance.now() - t0) / 1000, killed };
   };
   return proc;
 }

@@ -15,12 +15,12 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { METRICS_COLLECTORS as COLLECTORS } from '../dist/config/fields.js';
 import { LocalCluster } from '../dist/embedded/local-cluster.js';
 import {
   CLI,
   MiB,
+  PROBE,
   ROOT,
   backupRuns,
   chunkShape,
@@ -28,17 +28,20 @@ import {
   codeVersion,
   connect,
   ensureDatabase,
-  fail,
   fmt,
   httpGet,
   lateSummary,
   log,
-  machineFacts,
+  logMachine,
   median,
   metricSum,
+  num,
   onCleanup,
   parseMetrics,
+  parseOptions,
   percentile,
+  pollUrl,
+  reportText,
   runBench,
   setKillWait,
   sh,
@@ -48,19 +51,6 @@ import {
 
 setKillWait(30_000); // the daemon drains within SHUTDOWN_GRACE_PERIOD (25 s)
 
-const PROBE = pathToFileURL(join(ROOT, 'bench', 'daemon-probe.mjs')).href;
-const COLLECTORS = [
-  'postmaster',
-  'stat_activity',
-  'locks',
-  'database',
-  'stat_database',
-  'settings',
-  'bgwriter',
-  'stat_user_tables',
-  'replication',
-  'stat_statements',
-];
 const POOL_IDLE_S = 30; // DB_POOL_IDLE_TIMEOUT's default: connections a backup added close after it
 const HEAP_GROWTH_LIMIT = 0.1;
 const EDGE = 5; // samples at each end that make "start" and "end"
@@ -82,34 +72,16 @@ const HELP = `usage: node bench/soak.mjs [options]     (npm run bench:soak -- [o
 `;
 
 function options() {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      options: {
-        minutes: { type: 'string' },
-        'warmup-minutes': { type: 'string' },
-        'backup-every': { type: 'string' },
-        'db-mb': { type: 'string' },
-        'sample-every': { type: 'string' },
-        'scrape-every': { type: 'string' },
-        'gc-every': { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    fail(`${err.message}\n\n${HELP}`);
-  }
-  if (values.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
-  const num = (name, raw, def, lo, hi, integer = false) => {
-    const v = Number(raw ?? def);
-    if (!(Number.isFinite(v) && v >= lo && v <= hi && (!integer || Number.isInteger(v))))
-      fail(`--${name} must be ${integer ? 'an integer' : 'a number'} from ${lo} to ${hi}, got ${raw}`);
-    return v;
-  };
+  const values = parseOptions(HELP, {
+    minutes: { type: 'string' },
+    'warmup-minutes': { type: 'string' },
+    'backup-every': { type: 'string' },
+    'db-mb': { type: 'string' },
+    'sample-every': { type: 'string' },
+    'scrape-every': { type: 'string' },
+    'gc-every': { type: 'string' },
+    out: { type: 'string' },
+  });
   const minutes = num('minutes', values.minutes ?? process.env.SOAK_MINUTES, 20, 1, 24 * 60);
   const warmup = num(
     'warmup-minutes',
@@ -158,24 +130,15 @@ function fdCount(pid) {
 
 /** Scrapes /metrics every `everyS` seconds (the scrape is skipped when the previous one still runs). */
 function scraper(url, everyS) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const ms = [];
   let errors = 0;
-  let stopped = false;
-  const done = (async () => {
-    while (!stopped) {
-      const t = performance.now();
-      const r = await httpGet(url, agent, 10_000);
-      ms.push(r.ms);
-      if (!r.ok) errors++;
-      await sleep(Math.max(0, everyS * 1000 - (performance.now() - t)));
-    }
-    agent.destroy();
-  })();
+  const poll = pollUrl(url, everyS * 1000, 10_000, (r) => {
+    ms.push(r.ms);
+    if (!r.ok) errors++;
+  });
   return {
     async stop() {
-      stopped = true;
-      await done;
+      await poll.stop();
       return { n: ms.length, errors, ms };
     },
   };
@@ -184,11 +147,7 @@ function scraper(url, everyS) {
 async function main() {
   const opts = options();
   const t0 = performance.now();
-  const facts = machineFacts();
-  const loadAtStart = loadavg();
-  log(
-    `machine: ${facts.nproc} cores, ${facts.cpu}, ${facts.memGiB} GiB RAM, node ${facts.node}; load average ${loadAtStart.map((v) => v.toFixed(2)).join(' ')}`,
-  );
+  const { facts, loadAtStart } = logMachine();
   log(
     `soak: ${opts.minutes} min (warm-up ${fmt(opts.warmupMinutes, 1)} min), every collector every 1 s, a backup every ${opts.backupEvery} min, a scrape every ${opts.scrapeEvery} s, samples every ${opts.sampleEvery} s`,
   );
@@ -421,18 +380,12 @@ async function main() {
     `- ${mark(connRow.end <= connRow.start && poolRow.end <= poolRow.start, connRow.k)} — no connection growth: pg_stat_activity ${fmt(connRow.start, 0)} → ${fmt(connRow.end, 0)}, pool clients ${fmt(poolRow.start, 0)} → ${fmt(poolRow.end, 0)}`,
     `- ${failedRuns.length === 0 && complete.length > 0 ? 'PASS' : 'FAIL'} — every backup succeeded: ${complete.length} complete, ${failedRuns.length} failed`,
   ];
-  const text = [
-    '',
+  const text = reportText(
     `## pg-maintd soak (${new Date(started).toISOString().slice(0, 16)}Z, ${fmt(opts.minutes, 0)} min)`,
-    '',
-    ...table,
-    '',
-    ...details.map((d) => `- ${d}`),
-    '',
-    'Targets:',
-    ...targets,
-    '',
-  ].join('\n');
+    table,
+    details,
+    targets,
+  );
 
   mkdirSync(opts.out, { recursive: true });
   const stamp = new Date(started).toISOString().slice(0, 19).replace(/[:]/g, '');
