@@ -4,7 +4,7 @@ import { loadConfig } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import { createLogger } from '../log/logger.js';
+import { createLogger, makeScrubber } from '../log/logger.js';
 import { VERSION } from '../version.js';
 import { renderConfig } from './check-config.js';
 import { addConfigOptions, configInput } from './config-options.js';
@@ -89,13 +89,15 @@ export function reportError(err: unknown): number {
       return EXIT.OK;
     return EXIT.USAGE;
   }
+  // written without the logger: scrubbed the same way (URL passwords, the configuration's secrets)
+  const scrub = makeScrubber([]);
   if (err instanceof OperatorError) {
-    const text = err.describe();
+    const text = scrub(err.describe());
     process.stderr.write(`${text.startsWith('pg-maintd:') ? text : `pg-maintd: ${text}`}\n`);
     return err.exitCode;
   }
   process.stderr.write(
-    `pg-maintd: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    scrub(`pg-maintd: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`),
   );
   return EXIT.SOFTWARE;
 }

@@ -6,6 +6,8 @@
  * A file that turns unreadable or invalid keeps the last good URL, and says why once per change.
  */
 import { readFileSync, statSync } from 'node:fs';
+import { urlPassword } from '../config/mask.js';
+import { registerSecret } from '../log/logger.js';
 import { parseDatabaseUrl } from './url.js';
 
 export const URL_FILE_CHECK_MS = 1000;
@@ -76,6 +78,7 @@ export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
     let url = s.url;
     try {
       url = readUrlFile(s.urlFile); // it may have changed since the configuration was loaded
+      registerSecret(urlPassword(url));
     } catch {
       // keep the URL the configuration was loaded with; the next change of the file is read
     }
@@ -90,6 +93,7 @@ export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
   entry.stamp = stamp;
   try {
     entry.url = readUrlFile(s.urlFile);
+    registerSecret(urlPassword(entry.url)); // a rotated password is scrubbed from logs as the first was
     return { url: entry.url };
   } catch (err) {
     return { url: entry.url, problem: (err as Error).message };

@@ -45,6 +45,8 @@ export interface LoggerSettings {
 }
 
 export function createLogger(s: LoggerSettings): Logger {
+  // registered for every scrubber, the CLI's last error line (written without a logger) included
+  for (const secret of s.secrets ?? []) registerSecret(secret);
   const scrub = makeScrubber(s.secrets ?? []);
   const options: LoggerOptions = {
     level: s.level,
@@ -62,8 +64,20 @@ export function createLogger(s: LoggerSettings): Logger {
   return pino(options, s.destination ?? pino.destination({ dest: 1, sync: true }));
 }
 
-/** A function that removes URL passwords and the given secret values from a written line. */
-export function makeScrubber(secrets: readonly string[]): (line: string) => string {
+/**
+ * Secret values learned after start-up (a password DATABASE_URL_FILE rotated to): every scrubber,
+ * and the CLI's last error line, scrub them too.
+ */
+const learned = new Set<string>();
+let learnedVersion = 0;
+
+export function registerSecret(secret: string | undefined): void {
+  if (!secret || secret.length < 4 || learned.has(secret)) return;
+  learned.add(secret);
+  learnedVersion++;
+}
+
+function needlesOf(secrets: Iterable<string>): string[] {
   const needles = new Set<string>();
   for (const secret of secrets) {
     if (secret.length < 4) continue; // too short to scrub without mangling ordinary text
@@ -71,8 +85,18 @@ export function makeScrubber(secrets: readonly string[]): (line: string) => stri
     needles.add(JSON.stringify(secret).slice(1, -1)); // as it appears inside a JSON string
     needles.add(encodeURIComponent(secret));
   }
-  const list = [...needles].sort((a, b) => b.length - a.length);
+  return [...needles].sort((a, b) => b.length - a.length);
+}
+
+/** A function that removes URL passwords and the given (and learned) secret values from a line. */
+export function makeScrubber(secrets: readonly string[]): (line: string) => string {
+  let version = -1;
+  let list: string[] = [];
   return (line: string) => {
+    if (version !== learnedVersion) {
+      list = needlesOf([...secrets, ...learned]);
+      version = learnedVersion;
+    }
     let out = maskUrlPasswords(line);
     for (const n of list) if (out.includes(n)) out = out.split(n).join(MASK);
     return out;

@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger, makeScrubber } from '../../src/log/logger.js';
+import { createLogger, makeScrubber, registerSecret } from '../../src/log/logger.js';
 
 function capture(secrets: string[] = []) {
   const stream = new PassThrough();
@@ -63,5 +63,15 @@ describe('logger redaction', () => {
     expect(scrub('abc def')).toBe('abc def');
     expect(makeScrubber([])('postgres://u@h/db and key=value')).toBe('postgres://u@h/db and key=value');
     expect(makeScrubber([])('host=h password=kv-secret user=u')).toBe('host=h password=**** user=u');
+  });
+});
+
+describe('secrets learned after start-up', () => {
+  it('a registered secret (a password DATABASE_URL_FILE rotated to) is scrubbed by every scrubber, old ones too', () => {
+    const scrub = makeScrubber(['first-password-1234']);
+    expect(scrub('rotated-pw-5678 and first-password-1234')).toBe('rotated-pw-5678 and ****');
+    registerSecret('rotated-pw-5678');
+    expect(scrub('rotated-pw-5678 and first-password-1234')).toBe('**** and ****');
+    expect(makeScrubber([])('"rotated-pw-5678"')).toBe('"****"');
   });
 });
