@@ -5,6 +5,9 @@
  * transaction never commits and the target is left as it was.
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -29,7 +32,10 @@ export interface RestoreOptions {
   database?: string;
   targetUrl: string;
   clean?: boolean;
-  /** Plain format only: leave out these extensions' statements (the drill: pg_stat_statements). */
+  /**
+   * Leave out these extensions (the drill: pg_stat_statements, which only a superuser may create):
+   * their statements from a plain script, their entries from pg_restore's list.
+   */
   skipExtensions?: string[];
   signal?: AbortSignal;
   progressEveryMs?: number;
@@ -181,9 +187,19 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           `--dbname=${target.database}`,
         ];
   const tool = format === 'plain' ? 'psql' : 'pg_restore';
-  // Open the backup before starting the client: a store that fails here leaves no child behind.
-  const source = await o.catalog.storage.getStream(backup.key, o.signal);
   const { major } = await toolMajor(tool, o.clientBinDir);
+  let listDir: string | undefined;
+  if (format === 'custom' && o.skipExtensions?.length) {
+    listDir = mkdtempSync(join(tmpdir(), 'pgmaintd-restore-'));
+    const list = join(listDir, 'toc.list');
+    writeFileSync(list, await listWithout(o, backup, o.skipExtensions), { mode: 0o600 });
+    args.push(`--use-list=${list}`);
+  }
+  // Open the backup before starting the client: a store that fails here leaves no child behind.
+  const source = await o.catalog.storage.getStream(backup.key, o.signal).catch((err: unknown) => {
+    if (listDir) rmSync(listDir, { recursive: true, force: true });
+    throw err;
+  });
   // A name of its own, so the session can be found and ended if the client is killed mid-statement.
   const appName = `pg-maintd-restore-${randomBytes(4).toString('hex')}`;
   const child = spawn(toolPath(tool, o.clientBinDir), args, {
@@ -308,8 +324,42 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   } finally {
     clearInterval(progress);
     o.signal?.removeEventListener('abort', onAbort);
+    if (listDir) rmSync(listDir, { recursive: true, force: true });
   }
   const durationSeconds = (performance.now() - started) / 1000;
   log.info({ bytes: verifier.bytes, durationSeconds }, 'restore complete');
   return { backup, bytes: verifier.bytes, durationSeconds };
+}
+
+/**
+ * pg_restore's list of a custom-format backup without the given extensions and their comments, for
+ * --use-list. pg_restore reads only the archive's table of contents, at its start, then exits.
+ */
+async function listWithout(o: RestoreOptions, backup: GoodBackup, extensions: string[]): Promise<string> {
+  const source = await o.catalog.storage.getStream(backup.key, o.signal);
+  // no connection, so no credentials: an environment of its own, not ours
+  const child = spawn(toolPath('pg_restore', o.clientBinDir), ['--list'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  // pg_restore stops reading after the table of contents: the broken pipe that follows is expected
+  pipeline(source, createGunzip(), child.stdin!, () => undefined);
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  }).finally(() => source.destroy());
+  if (code !== 0)
+    throw new OperatorError(
+      `pg_restore --list of ${backup.key} failed: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
+    );
+  const names = extensions.map((e) => e.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+  const entry = new RegExp(`\\b(?:EXTENSION - |COMMENT - EXTENSION )(?:${names})(?:\\s|$)`);
+  return out
+    .split('\n')
+    .filter((line) => !entry.test(line))
+    .join('\n');
 }
