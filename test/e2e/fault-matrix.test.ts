@@ -649,6 +649,7 @@ describe('fault matrix: S3 (s3rver behind the fault proxy)', () => {
         S3_REGION: s3.region,
         S3_PART_SIZE: '5MiB',
         S3_MAX_ATTEMPTS: '2',
+        S3_REQUEST_TIMEOUT: '2s',
         BACKUP_COMPRESSION_LEVEL: '1',
         BACKUP_TIMEOUT: '8s',
         BACKUP_SCHEDULE: '*/3 * * * * *',
@@ -726,14 +727,13 @@ describe('fault matrix: S3 (s3rver behind the fault proxy)', () => {
       },
     ],
     [
-      'S3 stalls every part past BACKUP_TIMEOUT',
+      'S3 stalls every part past S3_REQUEST_TIMEOUT',
       {
-        // The SDK's per-request timeout (120 s) is not a setting, so at the daemon level a stalled
-        // store is bounded by BACKUP_TIMEOUT (8 s here); the request timeout itself is exercised
-        // in test/integration/backup-s3-faults.test.ts.
-        reasons: ['timeout'],
-        message: /BACKUP_TIMEOUT/,
-        hint: /BACKUP_TIMEOUT/,
+        // each UploadPart attempt gives up after S3_REQUEST_TIMEOUT (2 s here), twice
+        // (S3_MAX_ATTEMPTS), well before BACKUP_TIMEOUT (8 s) or the store's answer (600 s)
+        reasons: ['storage'],
+        message: /TimeoutError/,
+        hint: /did not answer within S3_REQUEST_TIMEOUT/,
         inject: async () => proxy.delay(600_000, { match: on.kind('UploadPart') }),
       },
     ],

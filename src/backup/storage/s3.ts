@@ -318,6 +318,9 @@ export function explainS3Error(err: unknown, bucket: string, what: string): Oper
     hint = `the bucket "${bucket}" does not exist: create it, or fix S3_BUCKET (and S3_REGION / S3_ENDPOINT)`;
   } else if (status === 403 || /AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden/.test(name)) {
     hint = `access denied: check the credentials (AWS_* env, shared config, IRSA role) and that they may use s3://${bucket}`;
+  } else if (name === 'TimeoutError' && !network) {
+    hint =
+      'the store did not answer within S3_REQUEST_TIMEOUT, on each of S3_MAX_ATTEMPTS attempts: check its status and the network path, or raise S3_REQUEST_TIMEOUT';
   } else if (status === 503 || /SlowDown|Throttl/.test(name)) {
     hint = 'the store is throttling or unavailable; retried with backoff until S3_MAX_ATTEMPTS ran out';
   }
