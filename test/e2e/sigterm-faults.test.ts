@@ -129,6 +129,53 @@ describe('SIGTERM during `restore`', () => {
   });
 });
 
+describe('SIGTERM during a custom-format `restore` (pg_restore)', () => {
+  let source: TestDatabase & { drop: () => Promise<void> };
+  let target: TestDatabase & { drop: () => Promise<void> };
+  let key = '';
+  beforeAll(async () => {
+    [source, target] = await Promise.all([
+      createTestDatabase('t_sigterm_csrc'),
+      createTestDatabase('t_sigterm_ctgt'),
+    ]);
+    // a CHECK that sleeps only where pgmaintd_test.sleep is set: in the target, so its COPY crawls
+    await source.pool.query(`
+      CREATE FUNCTION slow_ok(i int) RETURNS boolean LANGUAGE sql AS
+        $$ SELECT pg_sleep(coalesce(nullif(current_setting('pgmaintd_test.sleep', true), '')::float8, 0)) IS NOT NULL $$;
+      CREATE TABLE slow_rows (id int CHECK (slow_ok(id)));
+      INSERT INTO slow_rows SELECT generate_series(1, 50);`);
+    await target.pool.query(`ALTER DATABASE ${target.name} SET pgmaintd_test.sleep = '1'`);
+    const r = await run(['backup'], envFor(source.url, { BACKUP_FORMAT: 'custom' }));
+    expect(r.code, r.out).toBe(0);
+    key = new RegExp(`(${source.name}/${source.name}_\\d{8}_\\d{6}\\.dump\\.gz)`).exec(r.out)![1]!;
+  });
+  afterAll(async () => {
+    await Promise.all([source?.drop(), target?.drop()]);
+  });
+
+  it('exits 143 at once; the target is left empty, no pg_restore or session remains', async () => {
+    const cli = spawnCli(
+      ['restore', '--key', key, '--target-url', noPassword(target.url)],
+      envFor(source.url),
+    );
+    await statementRunning(target.pool, 'COPY %slow_rows%');
+    const { code, ms, children } = await terminate(cli);
+    expect(code, cli.output()).toBe(EXIT.FORCED_SIGTERM);
+    expect(ms).toBeLessThan(5000);
+    expect(children.map((c) => c.comm)).toContain('pg_restore');
+    expect(cli.output()).toMatch(/restore interrupted by SIGTERM: the work in flight was rolled back/);
+    expect(cli.output()).not.toMatch(/\n\s+at /);
+    for (const c of children) expect(alive(c.pid), `${c.comm} (${c.pid}) still running`).toBe(false);
+    await waitFor(
+      () => sessionsNamed(target.pool, 'pg-maintd-restore-%'),
+      (n) => n === 0,
+      5000,
+    );
+    const t = await target.pool.query<{ t: string | null }>(`SELECT to_regclass('slow_rows')::text AS t`);
+    expect(t.rows[0]!.t).toBeNull(); // one transaction: nothing of it stayed
+  });
+});
+
 describe('SIGTERM during a migration', () => {
   const migrations = mkdtempSync(join(tmpdir(), 'pgmaintd-slow-migrations-'));
   writeFileSync(
