@@ -16,7 +16,6 @@
 // Real parts only: private PostgreSQL clusters (15, and 17 for the version row), the PG 15 pg_dump,
 // s3rver behind the loopback fault proxy, tmpfs mounts. Rows share a daemon where one fault cannot
 // leak into the next (each row clears its fault and waits for a good run before it ends).
-import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import {
   existsSync,
@@ -35,7 +34,6 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createGunzip } from 'node:zlib';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog, type GoodBackup } from '../../src/backup/catalog.js';
@@ -50,6 +48,7 @@ import { on, startFaultProxy, type FaultProxy, type ProxiedRequest } from '../su
 import { startPrivateCluster } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
+import { readStored } from '../support/backup.js';
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
@@ -199,29 +198,13 @@ function watchFolder(dir: string): { names: string[]; close(): void } {
 
 /** The stored backup's object matches its manifest (size, SHA-256) and gunzips to a whole dump. */
 async function expectIntact(catalog: Catalog, g: GoodBackup): Promise<void> {
-  const hash = createHash('sha256');
-  let size = 0;
-  let tail = '';
-  const gunzip = createGunzip();
-  gunzip.on('data', (c: Buffer) => (tail = (tail + c.toString('latin1')).slice(-300)));
-  const ended = new Promise<void>((resolve, reject) => {
-    gunzip.on('end', resolve);
-    gunzip.on('error', reject);
-  });
-  for await (const chunk of await catalog.storage.getStream(g.key)) {
-    const b = chunk as Buffer;
-    hash.update(b);
-    size += b.length;
-    if (!gunzip.write(b)) await new Promise((r) => gunzip.once('drain', r));
-  }
-  gunzip.end();
-  await ended;
-  expect({ key: g.key, size, sha256: hash.digest('hex') }).toEqual({
+  const { size, sha256, text } = await readStored(await catalog.storage.getStream(g.key), { tail: true });
+  expect({ key: g.key, size, sha256 }).toEqual({
     key: g.key,
     size: g.manifest.size,
     sha256: g.manifest.sha256,
   });
-  expect(tail).toMatch(/PostgreSQL database dump complete/);
+  expect(text).toMatch(/PostgreSQL database dump complete/);
 }
 
 // ---------------------------------------------------------------------------------------------

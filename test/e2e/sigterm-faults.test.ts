@@ -69,6 +69,27 @@ async function sessionsNamed(pool: pg.Pool, like: string): Promise<number> {
   return r.rows[0]!.n;
 }
 
+/** SIGTERM mid-restore: exit 143 at once, the client program and its session gone, `table` not there. */
+async function expectRestoreInterrupted(cli: SpawnedCli, tool: string, target: pg.Pool, table: string) {
+  const { code, ms, children } = await terminate(cli);
+  expect(code, cli.output()).toBe(EXIT.FORCED_SIGTERM);
+  expect(ms).toBeLessThan(5000);
+  expect(children.map((c) => c.comm)).toContain(tool);
+  expect(cli.output()).toMatch(
+    /pg-maintd: pg-maintd restore interrupted by SIGTERM: the work in flight was rolled back and nothing was recorded\n {2}fix: run the command again/,
+  );
+  expect(cli.output()).not.toMatch(/\n\s+at /);
+  for (const c of children) expect(alive(c.pid), `${c.comm} (${c.pid}) still running`).toBe(false);
+  // the backend is ended too, not left running its statement until it notices
+  await waitFor(
+    () => sessionsNamed(target, 'pg-maintd-restore-%'),
+    (n) => n === 0,
+    5000,
+  );
+  const t = await target.query<{ t: string | null }>(`SELECT to_regclass($1)::text AS t`, [table]);
+  expect(t.rows[0]!.t).toBeNull(); // one transaction: nothing of it stayed
+}
+
 async function scratchDatabases(pool: pg.Pool): Promise<string[]> {
   const r = await pool.query<{ datname: string }>(
     `SELECT datname FROM pg_database WHERE datname LIKE 'pgmaintd\\_verify\\_%' ORDER BY 1`,
@@ -101,23 +122,7 @@ describe('SIGTERM during `restore`', () => {
       envFor(db.url),
     );
     await statementRunning(target.pool, 'SELECT pg_sleep(60)%');
-    const { code, ms, children } = await terminate(cli);
-    expect(code, cli.output()).toBe(EXIT.FORCED_SIGTERM);
-    expect(ms).toBeLessThan(5000);
-    expect(children.map((c) => c.comm)).toContain('psql');
-    expect(cli.output()).toMatch(
-      /pg-maintd: pg-maintd restore interrupted by SIGTERM: the work in flight was rolled back and nothing was recorded\n {2}fix: run the command again/,
-    );
-    expect(cli.output()).not.toMatch(/\n\s+at /);
-    for (const c of children) expect(alive(c.pid), `${c.comm} (${c.pid}) still running`).toBe(false);
-    // the backend is ended too, not left running its statement until it notices
-    await waitFor(
-      () => sessionsNamed(target.pool, 'pg-maintd-restore-%'),
-      (n) => n === 0,
-      5000,
-    );
-    const t = await target.pool.query<{ t: string | null }>(`SELECT to_regclass('half_restored')::text AS t`);
-    expect(t.rows[0]!.t).toBeNull();
+    await expectRestoreInterrupted(cli, 'psql', target.pool, 'half_restored');
 
     const again = await run(
       ['restore', '--key', goodKey, '--target-url', noPassword(target.url)],
@@ -159,20 +164,7 @@ describe('SIGTERM during a custom-format `restore` (pg_restore)', () => {
       envFor(source.url),
     );
     await statementRunning(target.pool, 'COPY %slow_rows%');
-    const { code, ms, children } = await terminate(cli);
-    expect(code, cli.output()).toBe(EXIT.FORCED_SIGTERM);
-    expect(ms).toBeLessThan(5000);
-    expect(children.map((c) => c.comm)).toContain('pg_restore');
-    expect(cli.output()).toMatch(/restore interrupted by SIGTERM: the work in flight was rolled back/);
-    expect(cli.output()).not.toMatch(/\n\s+at /);
-    for (const c of children) expect(alive(c.pid), `${c.comm} (${c.pid}) still running`).toBe(false);
-    await waitFor(
-      () => sessionsNamed(target.pool, 'pg-maintd-restore-%'),
-      (n) => n === 0,
-      5000,
-    );
-    const t = await target.pool.query<{ t: string | null }>(`SELECT to_regclass('slow_rows')::text AS t`);
-    expect(t.rows[0]!.t).toBeNull(); // one transaction: nothing of it stayed
+    await expectRestoreInterrupted(cli, 'pg_restore', target.pool, 'slow_rows');
   });
 });
 

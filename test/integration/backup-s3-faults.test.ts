@@ -9,7 +9,6 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import {
   CreateBucketCommand,
   GetObjectCommand,
@@ -34,6 +33,7 @@ import { waitFor } from '../support/daemon.js';
 import { on, startFaultProxy, type FaultProxy, type RequestRecord } from '../support/fault-proxy.js';
 import { useTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
+import { readStored } from '../support/backup.js';
 
 const db = useTestDatabase();
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -158,27 +158,9 @@ async function storedKeys(bucket: string, database = db.name): Promise<string[]>
 /** Reads the data object straight from the store: its size and SHA-256, and that it gunzips to our dump. */
 async function expectRestorable(bucket: string, manifest: Manifest): Promise<void> {
   const r = await direct.send(new GetObjectCommand({ Bucket: bucket, Key: manifest.key }));
-  const body = r.Body as Readable;
-  const hash = createHash('sha256');
-  let size = 0;
-  const gunzip = createGunzip();
-  const text: Buffer[] = [];
-  gunzip.on('data', (c: Buffer) => text.push(c));
-  const gunzipped = new Promise<void>((resolve, reject) => {
-    gunzip.on('end', resolve);
-    gunzip.on('error', reject);
-  });
-  for await (const chunk of body) {
-    const b = chunk as Buffer;
-    hash.update(b);
-    size += b.length;
-    if (!gunzip.write(b)) await new Promise((res) => gunzip.once('drain', res));
-  }
-  gunzip.end();
-  await gunzipped;
+  const { size, sha256, text: sql } = await readStored(r.Body as Readable);
   expect(size).toBe(manifest.size);
-  expect(hash.digest('hex')).toBe(manifest.sha256);
-  const sql = Buffer.concat(text).toString('utf8');
+  expect(sha256).toBe(manifest.sha256);
   // Booleans, not the 17 MB text, in a failure message.
   expect({
     createTable: sql.includes('CREATE TABLE public.blobs'),

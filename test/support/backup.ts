@@ -1,7 +1,9 @@
 /** Builds the backup dependencies the way the daemon does, from a config made of test settings. */
+import { createHash } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createGunzip } from 'node:zlib';
 import { Registry } from 'prom-client';
 import type { BackupDeps } from '../../src/backup/backup.js';
 import { Catalog } from '../../src/backup/catalog.js';
@@ -47,4 +49,35 @@ export async function metricValue(
   const { values } = await m.get();
   const hit = values.find((v) => Object.entries(labels).every(([k, val]) => String(v.labels[k]) === val));
   return hit?.value;
+}
+
+/**
+ * Reads a stored object as the store serves it: its size and SHA-256, and what it gunzips to (all of
+ * it, or its last 300 characters with `tail`, for big dumps). Fails when it does not gunzip.
+ */
+export async function readStored(
+  body: AsyncIterable<unknown>,
+  opts: { tail?: boolean } = {},
+): Promise<{ size: number; sha256: string; text: string }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  let tail = '';
+  const parts: Buffer[] = [];
+  const gunzip = createGunzip();
+  gunzip.on('data', (c: Buffer) =>
+    opts.tail ? (tail = (tail + c.toString('latin1')).slice(-300)) : parts.push(c),
+  );
+  const ended = new Promise<void>((resolve, reject) => {
+    gunzip.on('end', resolve);
+    gunzip.on('error', reject);
+  });
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    hash.update(b);
+    size += b.length;
+    if (!gunzip.write(b)) await new Promise((r) => gunzip.once('drain', r));
+  }
+  gunzip.end();
+  await ended;
+  return { size, sha256: hash.digest('hex'), text: opts.tail ? tail : Buffer.concat(parts).toString('utf8') };
 }
