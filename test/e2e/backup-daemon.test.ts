@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exit-codes.js';
-import { spawnCli, startDaemon, waitFor } from '../support/daemon.js';
+import { spawnCli, startDaemon, waitFor, cliEnv } from '../support/daemon.js';
 import { useTestDatabase, withDatabase, adminUrl } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
 
@@ -16,20 +16,9 @@ beforeAll(async () => {
   await seed(db.pool, 100, 3);
 });
 
-/** The daemon's env: password in PGPASSWORD, not in the URL. */
+/** The daemon's env: password in PGPASSWORD, not in the URL; each test sets its schedule. */
 function envFor(dir: string, extra: Record<string, string> = {}) {
-  const u = new URL(db.url);
-  const password = decodeURIComponent(u.password);
-  u.password = '';
-  return {
-    DATABASE_URL: u.toString(),
-    PGPASSWORD: password,
-    DB_SSL_MODE: 'disable',
-    BACKUP_DIR: dir,
-    BACKUP_VERIFY_SCHEDULE: 'off',
-    LOG_LEVEL: 'info',
-    ...extra,
-  };
+  return cliEnv(db.url, dir, extra);
 }
 
 function manifests(dir: string): Array<{ key: string; tick?: string; finishedAt: string }> {
@@ -174,7 +163,7 @@ describe('one-shot commands', () => {
     const env = envFor(dir);
     const cli = spawnCli(['backup'], {
       ...env,
-      DATABASE_URL: withDatabase(env.DATABASE_URL, 'no_such_database'),
+      DATABASE_URL: withDatabase(env.DATABASE_URL!, 'no_such_database'),
       LOG_LEVEL: 'fatal',
     });
     expect((await cli.exited).code).toBe(EXIT.FAILURE);

@@ -39,14 +39,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog, type GoodBackup } from '../../src/backup/catalog.js';
 import type { FailureReason } from '../../src/backup/dump.js';
 import { PARTIAL_MARK, FsStorage } from '../../src/backup/storage/fs.js';
-import { S3Storage } from '../../src/backup/storage/s3.js';
 import type { Storage } from '../../src/backup/storage/storage.js';
 import { findServerBinaries } from '../../src/embedded/binaries.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { getJson, spawnCli, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
 import { on, startFaultProxy, type FaultProxy, type ProxiedRequest } from '../support/fault-proxy.js';
 import { startPrivateCluster } from '../support/postgres.js';
-import { startTestS3, type TestS3 } from '../support/s3.js';
+import { directStorage, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 import { readStored } from '../support/backup.js';
 
@@ -638,14 +637,7 @@ describe('fault matrix: S3 (s3rver behind the fault proxy)', () => {
         BACKUP_SCHEDULE: '*/3 * * * * *',
       }),
     );
-    const direct: Storage = new S3Storage({
-      bucket,
-      prefix: '',
-      region: s3.region,
-      endpoint: s3.endpoint,
-      forcePathStyle: true,
-      maxAttempts: 1,
-    });
+    const direct: Storage = directStorage(s3, bucket);
     rig = {
       d,
       database: 'media',

@@ -32,7 +32,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { waitFor } from '../support/daemon.js';
 import { on, startFaultProxy, type FaultProxy, type RequestRecord } from '../support/fault-proxy.js';
 import { useTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { startTestS3, type TestS3 } from '../support/s3.js';
+import { directStorage, startTestS3, type TestS3 } from '../support/s3.js';
 import { readStored } from '../support/backup.js';
 
 const db = useTestDatabase();
@@ -203,7 +203,7 @@ async function backupFails(r: Rig): Promise<BackupError> {
 async function expectNothingLeft(r: Rig): Promise<void> {
   expect(await storedKeys(r.bucket, r.database.name)).toEqual([]);
   // Listed through the store directly, since the proxy may still be failing requests.
-  expect((await new Catalog(directStorage(r.bucket)).list(r.database.name)).good).toEqual([]);
+  expect((await new Catalog(closedAfterAll(r.bucket)).list(r.database.name)).good).toEqual([]);
   expect(await failures(r)).toEqual({
     pg_dump: 0,
     version_mismatch: 0,
@@ -217,15 +217,9 @@ async function expectNothingLeft(r: Rig): Promise<void> {
   expect(text).toContain(`pgmaintd_backup_failures_total{database="${r.database.name}",reason="storage"} 1`);
 }
 
-function directStorage(bucket: string): Storage {
-  const s = new S3Storage({
-    bucket,
-    prefix: '',
-    region: s3.region,
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    maxAttempts: 1,
-  });
+/** Storage straight on the store, closed after the file's tests. */
+function closedAfterAll(bucket: string): Storage {
+  const s = directStorage(s3, bucket);
   storages.push(s);
   return s;
 }

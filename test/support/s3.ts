@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { S3Storage } from '../../src/backup/storage/s3.js';
 import { dockerEngineAnswers } from './docker.js';
 
 export interface TestS3 {
@@ -22,6 +23,18 @@ export interface TestS3 {
   /** Creates a bucket with a unique name and returns the name. */
   createBucket(prefix?: string): Promise<string>;
   stop(): Promise<void>;
+}
+
+/** Storage straight on the test store (never through a fault proxy), one attempt per request. */
+export function directStorage(s3: TestS3, bucket: string): S3Storage {
+  return new S3Storage({
+    bucket,
+    prefix: '',
+    region: s3.region,
+    endpoint: s3.endpoint,
+    forcePathStyle: true,
+    maxAttempts: 1,
+  });
 }
 
 export async function startTestS3(): Promise<TestS3> {
