@@ -50,10 +50,8 @@ export function addDoctorCommand(program: Command): void {
       });
     const loaded = loadConfig(configInput(opts));
     // stdout carries the report (and --json must stay parseable): logs go to stderr.
-    const { level, format } = loaded.config.log;
     const logger = createLogger({
-      level,
-      format: format === 'auto' ? (process.stderr.isTTY ? 'pretty' : 'json') : format,
+      ...loaded.config.log,
       secrets: loaded.secrets,
       destination: process.stderr,
     });

@@ -33,7 +33,6 @@ export function addMaintenanceCommands(program: Command): void {
     // stdout carries the report; log lines go to stderr
     const logger = createLogger({
       ...config.log,
-      format: config.log.format === 'auto' && process.stderr.isTTY ? 'pretty' : config.log.format,
       secrets: loaded.secrets,
       destination: process.stderr,
     });
@@ -134,7 +133,7 @@ const STATUS: Record<Outcome['status'], string> = {
   failed: 'FAILED',
 };
 
-export function renderReport(r: MaintenanceReport): string {
+function renderReport(r: MaintenanceReport): string {
   const lines: string[] = [];
   for (const step of r.steps) {
     const head = r.dryRun

@@ -14,6 +14,7 @@ import {
   int,
   intervalMap,
   oneOf,
+  ratio,
   optionalText,
   size,
   text,
@@ -473,10 +474,7 @@ export const FIELDS = {
     group: 'Maintenance',
   },
   MAINTENANCE_VACUUM_DEAD_RATIO: {
-    schema: z.preprocess(
-      (v) => (typeof v === 'string' && /^\d*\.?\d+$/.test(v.trim()) ? Number(v.trim()) : v),
-      z.number().gt(0).lte(1),
-    ),
+    schema: ratio(),
     default: 0.2,
     doc: 'A table is vacuumed when its dead rows are at least this share of its rows (n_dead_tup / (n_live_tup + n_dead_tup)) and number at least MAINTENANCE_VACUUM_MIN_DEAD_TUPLES.',
     allowed: 'a number above 0 and at most 1, e.g. 0.2',
@@ -504,10 +502,7 @@ export const FIELDS = {
     group: 'Maintenance',
   },
   MAINTENANCE_REINDEX_BLOAT_RATIO: {
-    schema: z.preprocess(
-      (v) => (typeof v === 'string' && /^\d*\.?\d+$/.test(v.trim()) ? Number(v.trim()) : v),
-      z.number().gt(0).lte(1),
-    ),
+    schema: ratio(),
     default: 0.5,
     doc: 'A valid btree index is rebuilt (REINDEX INDEX CONCURRENTLY) when its bloat, the share of its pages beyond what its rows need at its fillfactor, is at least this. Estimated from statistics; measured with pgstatindex when the pgstattuple extension is installed. 1 turns bloat rebuilds off (invalid indexes are still rebuilt).',
     allowed: 'a number above 0 and at most 1 (1: off), e.g. 0.5',

@@ -13,6 +13,14 @@ export function int(min: number, max: number) {
   );
 }
 
+/** A share: a number above 0 and at most 1, written "0.2" or ".5". */
+export function ratio() {
+  return z.preprocess(
+    (v) => (typeof v === 'string' && /^\d*\.?\d+$/.test(v.trim()) ? Number(v.trim()) : v),
+    z.number().gt(0).lte(1),
+  );
+}
+
 const TRUE = new Set(['true', '1', 'yes', 'on']);
 const FALSE = new Set(['false', '0', 'no', 'off']);
 

@@ -14,6 +14,7 @@ import { EXIT } from '../exit-codes.js';
 import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec, type SslMode } from './fields.js';
 import { parseDatabaseUrl } from '../db/url.js';
 import { readUrlFile } from '../db/url-file.js';
+import { editDistance } from './edit-distance.js';
 import { maskValue, urlPassword } from './mask.js';
 import { checkWebFiles } from '../http/web-config.js';
 
@@ -466,18 +467,6 @@ function suggest(key: string): string | undefined {
   const near = FIELD_NAMES.map((n) => [n, editDistance(n, k)] as const).sort((a, b) => a[1] - b[1])[0];
   if (near && near[1] <= Math.min(3, Math.floor(k.length / 4))) return near[0];
   return FIELD_NAMES.find((n) => n.includes(k) || k.includes(n));
-}
-
-/** Levenshtein distance: a typo (S3_BUKET) finds its setting. */
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++)
-      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length]!;
 }
 
 function findDefaultsFile(dir: string): string | undefined {

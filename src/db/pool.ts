@@ -49,15 +49,16 @@ export interface PoolStats {
 
 export class DbPool extends Service {
   readonly name: string;
-  #target: ConnectionTarget;
-  #verified: boolean;
-  #url: string;
+  // where connections go and how: set by #useUrl (from the constructor, and on a URL file change)
+  #target!: ConnectionTarget;
+  #verified!: boolean;
+  #url!: string;
   #pool: pg.Pool;
-  #transport: Transport;
+  #transport!: Transport;
   #fallback: Transport | undefined;
   readonly #settings: PoolSettings;
   readonly #opts: PoolOptions;
-  #log: Logger;
+  #log!: Logger;
   readonly #retiring = new Set<Promise<void>>();
 
   constructor(settings: PoolSettings, opts: PoolOptions) {
@@ -65,13 +66,7 @@ export class DbPool extends Service {
     this.name = `pool:${opts.name}`;
     this.#settings = settings;
     this.#opts = opts;
-    this.#url = currentUrl(settings).url;
-    this.#target = this.#targetOf(this.#url);
-    const plan = planTransport(settings.ssl, this.#target.host);
-    this.#verified = plan.verified;
-    this.#transport = plan.first;
-    this.#fallback = plan.fallback;
-    this.#log = this.#loggerFor(this.#target);
+    this.#useUrl(currentUrl(settings).url);
     this.#pool = this.#build();
     // The pool exists from construction (connections open lazily), so it counts as started:
     // stop() must end it even when nobody called start().
@@ -133,13 +128,16 @@ export class DbPool extends Service {
     await Promise.allSettled([this.#pool.end(), ...this.#retiring]);
   }
 
-  #targetOf(url: string): ConnectionTarget {
+  /** Where connections go, and how: the target, its transport plan, a logger that names it. */
+  #useUrl(url: string) {
     const database = this.#opts.database;
-    return { ...parseDatabaseUrl(url), ...(database ? { database } : {}) };
-  }
-
-  #loggerFor(t: ConnectionTarget): Logger {
-    return this.#opts.logger.child({ pool: this.#opts.name, db: describeTarget(t) });
+    this.#url = url;
+    this.#target = { ...parseDatabaseUrl(url), ...(database ? { database } : {}) };
+    const plan = planTransport(this.#settings.ssl, this.#target.host);
+    this.#verified = plan.verified;
+    this.#transport = plan.first;
+    this.#fallback = plan.fallback;
+    this.#log = this.#opts.logger.child({ pool: this.#opts.name, db: describeTarget(this.#target) });
   }
 
   /**
@@ -155,25 +153,8 @@ export class DbPool extends Service {
         `DATABASE_URL_FILE changed but cannot be used (${problem}); connections keep going to ${this.description}: fix the file`,
       );
     if (url === this.#url) return;
-    let target: ConnectionTarget;
-    try {
-      target = this.#targetOf(url);
-    } catch (err) {
-      this.#url = url; // reported once; the file must change again to be looked at
-      this.#log.error(
-        { file: this.#settings.urlFile },
-        `DATABASE_URL_FILE changed but cannot be used (${(err as Error).message}); connections keep going to ${this.description}: fix the file`,
-      );
-      return;
-    }
     const from = this.description;
-    this.#url = url;
-    this.#target = target;
-    const plan = planTransport(this.#settings.ssl, this.#target.host);
-    this.#verified = plan.verified;
-    this.#transport = plan.first;
-    this.#fallback = plan.fallback;
-    this.#log = this.#loggerFor(this.#target);
+    this.#useUrl(url); // readUrlFile parsed it already: it cannot throw
     this.#log.info(
       { from, to: this.description },
       'DATABASE_URL_FILE changed: new connections go to the new target',

@@ -5,12 +5,13 @@
  * so a failover to another host or port, or a rotated password, applies without a restart.
  * A file that turns unreadable or invalid keeps the last good URL, and says why once per change.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { fileStamp } from '../config/file-stamp.js';
 import { urlPassword } from '../config/mask.js';
 import { registerSecret } from '../log/logger.js';
 import { parseDatabaseUrl } from './url.js';
 
-export const URL_FILE_CHECK_MS = 1000;
+const URL_FILE_CHECK_MS = 1000;
 const PROTOCOLS = ['postgres:', 'postgresql:'];
 
 export interface UrlSettings {
@@ -60,21 +61,12 @@ export function readUrlFile(path: string): string {
   return text;
 }
 
-function stampOf(path: string): string {
-  try {
-    const s = statSync(path);
-    return `${s.ino}:${s.size}:${s.mtimeMs}`;
-  } catch {
-    return 'missing';
-  }
-}
-
 /** The URL to connect with now. */
 export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
   if (!s.urlFile) return { url: s.url };
   let entry = entries.get(s.urlFile);
   if (!entry) {
-    const stamp = stampOf(s.urlFile);
+    const stamp = fileStamp(s.urlFile);
     let url = s.url;
     try {
       url = readUrlFile(s.urlFile); // it may have changed since the configuration was loaded
@@ -88,7 +80,7 @@ export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
   }
   if (now - entry.checkedAt < URL_FILE_CHECK_MS) return { url: entry.url };
   entry.checkedAt = now;
-  const stamp = stampOf(s.urlFile);
+  const stamp = fileStamp(s.urlFile);
   if (stamp === entry.stamp) return { url: entry.url };
   entry.stamp = stamp;
   try {

@@ -9,11 +9,12 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { createSecureContext, type SecureVersion } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
+import { editDistance } from '../config/edit-distance.js';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { CIPHER_SUITES, CURVES, secureContextOptions, TLS13_SUITES } from './web-tls.js';
 
-export const CLIENT_AUTH_TYPES = [
+const CLIENT_AUTH_TYPES = [
   'NoClientCert',
   'RequestClientCert',
   'RequireAnyClientCert',
@@ -199,24 +200,12 @@ function strictKeys(obj: Record<string, unknown>, at: keyof typeof KEYS, ctx: Ct
   const known: readonly string[] = KEYS[at];
   for (const key of Object.keys(obj)) {
     if (known.includes(key) || (at === '' && key === 'rate_limit')) continue;
-    const near = known.find((k) => distance(k, key.toLowerCase().replace(/-/g, '_')) <= 2);
+    const near = known.find((k) => editDistance(k, key.toLowerCase().replace(/-/g, '_')) <= 2);
     const where = at ? ` in ${at}` : ' at the top level';
     ctx.problem(
       `no key "${key}"${where}: it is unknown${near ? ` (did you mean ${near}?)` : ''}; known keys: ${known.join(', ')}`,
     );
   }
-}
-
-/** Levenshtein distance, for "did you mean". */
-function distance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++)
-      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    row = next;
-  }
-  return row[b.length]!;
 }
 
 function readTls(t: Record<string, unknown> | undefined, ctx: Ctx): TlsSettings | undefined {
@@ -239,10 +228,12 @@ function readTls(t: Record<string, unknown> | undefined, ctx: Ctx): TlsSettings 
   const cert = pem('cert_file', 'cert', 'a PEM certificate file', true);
   const key = pem('key_file', 'key', 'a PEM private key file', true);
   const ca = pem('client_ca_file', 'client_ca', 'a PEM file of client CA certificates', false);
+  let pairOk = true; // a key that does not fit its certificate is reported here, once
   if (cert !== undefined && key !== undefined) {
     try {
       createSecureContext({ cert, key });
     } catch (err) {
+      pairOk = false;
       ctx.problem(
         `${k('cert_file')} and ${k('key_file')} to hold a PEM certificate and its private key (${(err as Error).message.split('\n')[0]})`,
       );
@@ -287,7 +278,7 @@ function readTls(t: Record<string, unknown> | undefined, ctx: Ctx): TlsSettings 
   const curves = named('curve_preferences', CURVES);
   const honor = t.prefer_server_cipher_suites ?? true;
   if (typeof honor !== 'boolean') ctx.problem(`${k('prefer_server_cipher_suites')} to be true or false`);
-  if (cert === undefined || key === undefined) return undefined;
+  if (cert === undefined || key === undefined || !pairOk) return undefined;
   const settings: TlsSettings = {
     cert,
     key,

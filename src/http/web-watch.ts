@@ -4,7 +4,7 @@
  * A change that does not validate is logged and the last good settings stay: never a crash, never
  * a fall back to no authentication.
  */
-import { statSync } from 'node:fs';
+import { fileStamp } from '../config/file-stamp.js';
 import type { Logger } from '../log/logger.js';
 import { readWebSettings, WebConfigError, type WebFiles, type WebSettings } from './web-config.js';
 
@@ -91,14 +91,5 @@ export class WebSettingsWatcher {
 }
 
 function signature(files: string[]): string {
-  return files
-    .map((f) => {
-      try {
-        const s = statSync(f);
-        return `${f}:${s.ino}:${s.size}:${s.mtimeMs}`;
-      } catch {
-        return `${f}:missing`;
-      }
-    })
-    .join('|');
+  return files.map((f) => `${f}:${fileStamp(f)}`).join('|');
 }

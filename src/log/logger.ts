@@ -56,8 +56,10 @@ export function createLogger(s: LoggerSettings): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
     hooks: { streamWrite: scrub },
   };
-  const usePretty =
-    s.format === 'pretty' || (s.format === 'auto' && !s.destination && process.stdout.isTTY === true);
+  // auto: pretty for a person at a terminal, whichever stream the lines go to (stdout, or stderr
+  // when stdout carries a report); JSON otherwise
+  const terminal = ((s.destination ?? process.stdout) as Partial<NodeJS.WriteStream>).isTTY === true;
+  const usePretty = s.format === 'pretty' || (s.format === 'auto' && terminal);
   if (usePretty) {
     return pino(options, pretty({ colorize: true, sync: true, destination: s.destination ?? 1 }));
   }
