@@ -39,8 +39,6 @@ export interface RestoreOptions {
   skipExtensions?: string[];
   signal?: AbortSignal;
   progressEveryMs?: number;
-  /** The setting or flag that names the target, for messages (default --target-url). */
-  targetSetting?: string;
 }
 
 export interface RestoreResult {
@@ -148,7 +146,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   );
   try {
     const existing = await userRelationCount(pool).catch((err: unknown) => {
-      throw unavailableError(err, describeTarget(target), o.targetSetting ?? '--target-url') ?? err;
+      throw unavailableError(err, describeTarget(target), '--target-url') ?? err;
     });
     if (existing > 0 && !o.clean) {
       throw new OperatorError(
@@ -190,9 +188,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const { major } = await toolMajor(tool, o.clientBinDir);
   let listDir: string | undefined;
   if (format === 'custom' && o.skipExtensions?.length) {
+    const toc = await listWithout(o, backup, o.skipExtensions); // before the folder: a failure leaves none
     listDir = mkdtempSync(join(tmpdir(), 'pgmaintd-restore-'));
     const list = join(listDir, 'toc.list');
-    writeFileSync(list, await listWithout(o, backup, o.skipExtensions), { mode: 0o600 });
+    writeFileSync(list, toc, { mode: 0o600 });
     args.push(`--use-list=${list}`);
   }
   // Open the backup before starting the client: a store that fails here leaves no child behind.

@@ -18,7 +18,7 @@ import { VERIFY_SUFFIX } from './naming.js';
 import { resolveBackup, restoreBackup } from './restore.js';
 
 /** Scratch databases of drills are named so; the clean-up of leftovers looks for them. */
-export const SCRATCH_PREFIX = 'pgmaintd_verify_';
+const SCRATCH_PREFIX = 'pgmaintd_verify_';
 
 export interface VerifyDeps {
   config: Config;

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import type { Config } from '../config/load.js';
 import { DbPool } from '../db/pool.js';
 import { classify, explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError, errorMessage } from '../errors.js';
+import { OperatorError, errorMessage, unavailableError } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import { applyFixes, type ApplyOutcome } from './apply.js';
@@ -97,7 +97,7 @@ async function sessionFacts(client: pg.ClientBase): Promise<SessionFacts> {
 }
 
 /** Runs every check; a check that errors becomes a warning that says so, never a silent gap. */
-export async function runChecks(ctx: CheckContext): Promise<Finding[]> {
+async function runChecks(ctx: CheckContext): Promise<Finding[]> {
   const findings: Finding[] = [];
   for (const check of allChecks()) {
     try {
@@ -117,7 +117,7 @@ export async function runChecks(ctx: CheckContext): Promise<Finding[]> {
   return findings;
 }
 
-export function summarize(findings: Finding[]): Record<Status, number> {
+function summarize(findings: Finding[]): Record<Status, number> {
   const s: Record<Status, number> = { ok: 0, warn: 0, fail: 0, info: 0 };
   for (const f of findings) s[f.status]++;
   return s;
@@ -159,8 +159,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
       return await diagnose(client, pool, o);
     } catch (err) {
       if (classify(err).kind !== 'connection_lost') throw err;
-      const { message, hint } = explainConnectionError(err, pool.description);
-      throw new OperatorError(message, { hint, exitCode: EXIT.UNAVAILABLE, cause: err });
+      throw unavailableError(err, pool.description)!;
     } finally {
       client.release();
     }

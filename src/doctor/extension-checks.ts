@@ -4,8 +4,9 @@ import { quoteLiteral, type Check } from './finding.js';
 // The library defines its settings only when loaded by shared_preload_libraries (placeholders are not
 // in pg_settings), so this works for any role; shared_preload_libraries itself is readable only with
 // pg_read_all_settings.
+const LOADED_SQL = `EXISTS (SELECT 1 FROM pg_settings WHERE name = 'pg_stat_statements.max')`;
 const PRELOAD_SQL = `
-  SELECT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'pg_stat_statements.max') AS loaded,
+  SELECT ${LOADED_SQL} AS loaded,
          CASE WHEN pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')
               THEN current_setting('shared_preload_libraries') END AS preload`;
 
@@ -50,7 +51,7 @@ const statementsPreloaded: Check = {
 };
 
 const INSTALLED_SQL = `
-  SELECT e.extversion AS installed, a.default_version AS available
+  SELECT e.extversion AS installed, a.default_version AS available, ${LOADED_SQL} AS loaded
     FROM (SELECT 1) one
     LEFT JOIN pg_extension e ON e.extname = 'pg_stat_statements'
     LEFT JOIN pg_available_extensions a ON a.name = 'pg_stat_statements'`;
@@ -58,9 +59,12 @@ const INSTALLED_SQL = `
 const statementsInstalled: Check = {
   ids: ['pg_stat_statements.installed'],
   async run({ client, facts }) {
-    const r = (await client.query<{ installed: string | null; available: string | null }>(INSTALLED_SQL))
-      .rows[0]!;
-    const loaded = (await client.query<{ loaded: boolean }>(PRELOAD_SQL)).rows[0]!.loaded;
+    const r = (
+      await client.query<{ installed: string | null; available: string | null; loaded: boolean }>(
+        INSTALLED_SQL,
+      )
+    ).rows[0]!;
+
     const base = {
       id: 'pg_stat_statements.installed',
       title: `pg_stat_statements is installed in ${facts.database}`,
@@ -85,7 +89,7 @@ const statementsInstalled: Check = {
         found: `not installed (version ${r.available} available)`,
         fix: {
           sql: ['CREATE EXTENSION IF NOT EXISTS pg_stat_statements;'],
-          ...(loaded
+          ...(r.loaded
             ? { remedies: [{ kind: 'create_extension', extension: 'pg_stat_statements' }] }
             : { steps: ['preload it first (see pg_stat_statements.preloaded); the view errors until then'] }),
         },

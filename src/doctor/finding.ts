@@ -63,7 +63,6 @@ export interface Check {
   run(ctx: CheckContext): Promise<Finding | Finding[]>;
 }
 
-export const STATUS_ORDER: Record<Status, number> = { fail: 0, warn: 1, info: 2, ok: 3 };
 
 /** A SQL identifier, quoted when it has to be. */
 export function quoteIdent(name: string): string {

@@ -16,7 +16,6 @@ export const RUN_RESULTS = ['success', 'partial', 'failure', 'aborted'] as const
 export type RunResult = (typeof RUN_RESULTS)[number];
 
 export const REBUILD_REASONS = ['invalid', 'bloat'] as const;
-export type RebuildReason = (typeof REBUILD_REASONS)[number];
 
 export class MaintenanceMetrics {
   readonly runs: Counter<'job' | 'result'>;

@@ -8,7 +8,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { MaintenanceMetrics, MaintenanceStep, RunResult } from './metrics.js';
 import type { PlannedIndex, PlannedTable, Skipped } from './plan.js';
-import type { MaintenanceSession } from './session.js';
+import { isConnectionLoss, type MaintenanceSession } from './session.js';
 
 export type Outcome =
   | { status: 'done'; seconds: number }
@@ -56,7 +56,7 @@ export async function runStatement(ctx: StepContext, statement: string): Promise
     const { kind, code } = classify(err);
     if (kind === 'lock_timeout') return { status: 'lock_timeout', seconds: seconds() };
     if (code === UNDEFINED_TABLE) return { status: 'gone' };
-    if (kind === 'connection_lost' || kind === 'connection_refused' || kind === 'timeout') throw err;
+    if (isConnectionLoss(err)) throw err;
     return { status: 'failed', error: errorMessage(err), code };
   }
 }

@@ -19,7 +19,7 @@ import type { Logger } from '../log/logger.js';
 import { LOCK_NAMESPACE } from '../schedule/leader.js';
 import { concurrentIndexName, createdTables, loadMigrations, type MigrationFile } from './files.js';
 
-export const HISTORY_TABLE = 'public.pgmaintd_migrations';
+const HISTORY_TABLE = 'public.pgmaintd_migrations';
 
 const HISTORY_DDL = `
   CREATE TABLE IF NOT EXISTS ${HISTORY_TABLE} (
