@@ -11,8 +11,8 @@ import type { Logger } from '../log/logger.js';
 export class DemoActivity extends Service {
   readonly name = 'demo-activity';
   readonly #clients: pg.Client[] = [];
-  readonly #timers: NodeJS.Timeout[] = [];
-  #stopped = false;
+  /** The pending timer of each loop, replaced at every tick (one per loop, not one per tick). */
+  readonly #timers = new Map<() => Promise<void>, NodeJS.Timeout>();
 
   constructor(
     private readonly url: string,
@@ -51,8 +51,7 @@ export class DemoActivity extends Service {
   }
 
   protected async onStop(): Promise<void> {
-    this.#stopped = true;
-    for (const t of this.#timers) clearTimeout(t);
+    for (const t of this.#timers.values()) clearTimeout(t);
     await Promise.allSettled(this.#clients.map((c) => c.end()));
   }
 
@@ -66,16 +65,16 @@ export class DemoActivity extends Service {
 
   #every(ms: number, fn: () => Promise<void>, firstMs = ms) {
     const tick = () => {
-      if (this.#stopped) return;
+      if (this.stopping) return;
       fn()
         .catch((err: unknown) => {
-          if (!this.#stopped)
+          if (!this.stopping)
             this.logger.debug({ err: { message: (err as Error).message } }, 'demo activity');
         })
         .finally(() => {
-          if (!this.#stopped) this.#timers.push(setTimeout(tick, ms));
+          if (!this.stopping) this.#timers.set(fn, setTimeout(tick, ms));
         });
     };
-    this.#timers.push(setTimeout(tick, firstMs));
+    this.#timers.set(fn, setTimeout(tick, firstMs));
   }
 }

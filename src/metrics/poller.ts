@@ -140,8 +140,7 @@ export class Poller extends Service {
   reportConnection(ok: boolean): void {
     if (!this.running) return;
     const wasUp = this.#upNow;
-    this.#upNow = ok;
-    this.#up.set(ok ? 1 : 0);
+    this.#setUp(ok);
     if (ok === wasUp) return;
     for (const c of this.#o.collectors) {
       const failing = [...this.#failing].some((k) => k === c.name || k.startsWith(`${c.name}@`));
@@ -251,14 +250,18 @@ export class Poller extends Service {
     if (database !== this.#main) return this.#poolFor(database).connect();
     try {
       const client = await this.pool.connect();
-      this.#upNow = true;
-      this.#up.set(1);
+      this.#setUp(true);
       return client;
     } catch (err) {
-      this.#upNow = false;
-      this.#up.set(0);
+      this.#setUp(false);
       throw err;
     }
+  }
+
+  /** pg_up: whether the last connection attempt (a poll's or the readiness probe's) succeeded. */
+  #setUp(ok: boolean) {
+    this.#upNow = ok;
+    this.#up.set(ok ? 1 : 0);
   }
 
   /** The databases the per-database collectors poll now; with '*', discovered on each round. */

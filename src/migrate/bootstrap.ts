@@ -80,6 +80,6 @@ export class MigrationBootstrap extends Service {
   }
 
   protected async onStop(): Promise<void> {
-    this.interruptStart();
+    // nothing held once start() has ended: Service.stop() has already interrupted a pending start
   }
 }
