@@ -10,11 +10,12 @@ import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
 import { loadConfig, type Config } from '../config/load.js';
 import { urlPassword } from '../config/mask.js';
-import { interruptedError, OperatorError } from '../errors.js';
+import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { humanBytes } from '../config/units.js';
 import { addConfigOptions, configInput } from './config-options.js';
+import { withSignalAbort } from './signal-abort.js';
 
 interface Context {
   config: Config;
@@ -38,26 +39,16 @@ async function withContext<T>(
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   const storage = await createStorage(loaded.config);
-  const abort = new AbortController();
-  let received: NodeJS.Signals | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (received) process.exit(sig === 'SIGINT' ? EXIT.FORCED_SIGINT : EXIT.FORCED_SIGTERM);
-    received = sig;
-    logger.warn({ signal: sig }, 'aborting; the work in flight is rolled back (send again to exit at once)');
-    abort.abort(new Error(`received ${sig}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   try {
     const catalog = new Catalog(storage);
     const metrics = new BackupMetrics(new Registry(), loaded.config.backup.databases);
-    return await fn({ config: loaded.config, storage, logger, catalog, metrics, signal: abort.signal });
-  } catch (err) {
-    if (received) throw interruptedError(`pg-maintd ${command}`, received, err);
-    throw err;
+    return await withSignalAbort(
+      logger,
+      'aborting; the work in flight is rolled back',
+      (signal) => fn({ config: loaded.config, storage, logger, catalog, metrics, signal }),
+      `pg-maintd ${command}`,
+    );
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     storage.close();
   }
 }

@@ -12,6 +12,7 @@ import { statementFor } from '../maintenance/plan.js';
 import { runMaintenance, type MaintenanceReport } from '../maintenance/run.js';
 import type { Outcome } from '../maintenance/step.js';
 import { addConfigOptions, configInput } from './config-options.js';
+import { withSignalAbort } from './signal-abort.js';
 
 export function addMaintenanceCommands(program: Command): void {
   const maintenance = program
@@ -39,7 +40,7 @@ export function addMaintenanceCommands(program: Command): void {
     for (const w of loaded.warnings) logger.warn({ setting: true }, w);
     const databases = typeof opts.database === 'string' ? [opts.database] : config.maintenance.databases;
     const steps = typeof opts.job === 'string' ? [opts.job as MaintenanceStep] : MAINTENANCE_STEPS;
-    const exit = await withAbort(logger, (signal) =>
+    const exit = await withSignalAbort(logger, 'aborting: the statement in flight is cancelled', (signal) =>
       maintain(config, logger, databases, {
         steps,
         signal,
@@ -103,27 +104,6 @@ async function maintain(
 function asOperatorError(err: unknown, target: string): OperatorError {
   if (err instanceof OperatorError) return err;
   return unavailableError(err, target) ?? new OperatorError(errorMessage(err), { cause: err });
-}
-
-/** SIGINT/SIGTERM abort the run (the statement in flight is cancelled); a second one exits at once. */
-async function withAbort<T>(logger: Logger, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const abort = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (abort.signal.aborted) process.exit(sig === 'SIGINT' ? EXIT.FORCED_SIGINT : EXIT.FORCED_SIGTERM);
-    logger.warn(
-      { signal: sig },
-      'aborting: the statement in flight is cancelled (send again to exit at once)',
-    );
-    abort.abort(new Error(`received ${sig}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
-    return await fn(abort.signal);
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
 }
 
 const STATUS: Record<Outcome['status'], string> = {

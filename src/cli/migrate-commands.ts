@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { loadConfig, type Config } from '../config/load.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
-import { interruptedError, OperatorError, unavailableError } from '../errors.js';
+import { OperatorError, unavailableError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { createLogger } from '../log/logger.js';
 import {
@@ -13,6 +13,7 @@ import {
   type MigrateOptions,
 } from '../migrate/runner.js';
 import { addConfigOptions, configInput } from './config-options.js';
+import { withSignalAbort } from './signal-abort.js';
 
 /** The runner's options from the configuration; a database that cannot be reached becomes exit 69 with the fix. */
 async function withMigrate<T>(
@@ -22,39 +23,28 @@ async function withMigrate<T>(
   const loaded = loadConfig(configInput(opts));
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
   const { config } = loaded;
-  // SIGINT/SIGTERM: the running migration is cancelled and rolled back, then the exit is 130/143;
-  // a second signal exits at once
-  const abort = new AbortController();
-  let received: NodeJS.Signals | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (received) process.exit(sig === 'SIGINT' ? EXIT.FORCED_SIGINT : EXIT.FORCED_SIGTERM);
-    received = sig;
-    logger.warn(
-      { signal: sig },
-      'stopping; the migration in flight is rolled back (send again to exit at once)',
-    );
-    abort.abort(new Error(`received ${sig}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const o: MigrateOptions = {
-    db: config.db,
-    dir: config.migrations.dir,
+  // SIGINT/SIGTERM: the running migration is cancelled and rolled back, then the exit is 130/143
+  return withSignalAbort(
     logger,
-    lockWaitMs: config.migrations.lockWaitMs,
-    lockTimeoutMs: config.migrations.lockTimeoutMs,
-    signal: abort.signal,
-  };
-  try {
-    return await fn(o, config);
-  } catch (err) {
-    if (received) throw interruptedError(`pg-maintd migrate`, received, err);
-    if (err instanceof OperatorError) throw err;
-    throw unavailableError(err, describeTarget(parseDatabaseUrl(config.db.url))) ?? err;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+    'stopping; the migration in flight is rolled back',
+    async (signal) => {
+      const o: MigrateOptions = {
+        db: config.db,
+        dir: config.migrations.dir,
+        logger,
+        lockWaitMs: config.migrations.lockWaitMs,
+        lockTimeoutMs: config.migrations.lockTimeoutMs,
+        signal,
+      };
+      try {
+        return await fn(o, config);
+      } catch (err) {
+        if (err instanceof OperatorError) throw err;
+        throw unavailableError(err, describeTarget(parseDatabaseUrl(config.db.url))) ?? err;
+      }
+    },
+    'pg-maintd migrate',
+  );
 }
 
 const jsonOption = () => new Option('--json', 'print JSON');
