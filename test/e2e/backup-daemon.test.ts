@@ -163,7 +163,7 @@ describe('one-shot commands', () => {
     const env = envFor(dir);
     const cli = spawnCli(['backup'], {
       ...env,
-      DATABASE_URL: withDatabase(env.DATABASE_URL!, 'no_such_database'),
+      DATABASE_URL: withDatabase(env.DATABASE_URL, 'no_such_database'),
       LOG_LEVEL: 'fatal',
     });
     expect((await cli.exited).code).toBe(EXIT.FAILURE);

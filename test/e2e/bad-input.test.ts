@@ -2,7 +2,7 @@
 // must give one clear message saying what is wrong, where (the setting, flag, file or key) and how
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
 // sweep runs in-process (loadConfig, what check-config runs) and a handful through the CLI.
-import { createServer } from 'node:net';
+import { freePort } from '../../src/embedded/local-cluster.js';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,14 +42,6 @@ function expectNoStackTrace(out: string) {
 }
 
 /** A loopback port where nothing listens. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Configuration: every field gets a wrong value derived from its kind (the `allowed` text says the
 // kind); a field no candidate breaks fails the test, so a new field is covered or noticed.
@@ -227,7 +219,7 @@ function faulty(fault: DbFault, url = db.url): { env: Record<string, string>; ta
 }
 
 beforeAll(async () => {
-  port = await closedPort();
+  port = await freePort(); // nothing listens there once it is handed out
   await seed(db.pool, 10, 1);
   goodEnv = envFor(db.url);
   const r = await run(['backup'], goodEnv);

@@ -21,7 +21,6 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readFileSync,
   readdirSync,
   rmSync,
   statSync,
@@ -48,6 +47,7 @@ import { startPrivateCluster } from '../support/postgres.js';
 import { directStorage, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 import { readStored } from '../support/backup.js';
+import { pgDumpPids } from '../support/crafted-backup.js';
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
@@ -115,25 +115,12 @@ function daemonEnv(c: LocalCluster, database: string, extra: Record<string, stri
 // Reading the daemon: log lines, /metrics, /healthz.
 
 /** Parsed JSON log lines; a line still being written is left for the next look. */
-function logLines(d: Daemon): LogLine[] {
-  const out: LogLine[] = [];
-  for (const l of d.output().split('\n')) {
-    if (!l.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(l) as LogLine);
-    } catch {
-      // incomplete
-    }
-  }
-  return out;
-}
-
 /** The first log line at or after index `from` that matches. */
 function waitLog(d: Daemon, from: number, pred: (l: LogLine) => boolean, timeoutMs = 45_000) {
   return waitFor(
     async () => {
       if (d.child.exitCode !== null) throw new Error(`daemon exited (${d.child.exitCode}):\n${d.output()}`);
-      return logLines(d).slice(from).find(pred);
+      return d.lines().slice(from).find(pred);
     },
     (l) => l !== undefined,
     timeoutMs,
@@ -269,7 +256,7 @@ async function runRow(rig: Rig, row: FaultRow): Promise<void> {
   let cleared = false;
   try {
     // --- the fault ---
-    const mark = logLines(d).length;
+    const mark = d.lines().length;
     injected = true;
     await row.inject(rig); // may first wait for its moment (mid-stream, between runs)
     const armedAt = Date.now();
@@ -277,7 +264,7 @@ async function runRow(rig: Rig, row: FaultRow): Promise<void> {
     expect(row.reasons).toContain(failure.reason);
     expect(String((failure.err as { message: string }).message)).toMatch(row.message);
     if (row.hint) expect(String(failure.hint)).toMatch(row.hint);
-    const started = logLines(d).find((l) => l.msg === 'backup started' && l.runId === failure.runId);
+    const started = d.lines().find((l) => l.msg === 'backup started' && l.runId === failure.runId);
     const failedKey = started?.key as string | undefined; // none when the tick failed before its run
 
     // 1. Nothing partial looks good.
@@ -321,7 +308,7 @@ async function runRow(rig: Rig, row: FaultRow): Promise<void> {
 
     // 4. Once the fault clears, the next scheduled run makes a good backup.
     if (!row.clear) return;
-    const mark2 = logLines(d).length;
+    const mark2 = d.lines().length;
     cleared = true;
     await row.clear(rig);
     const success = await waitLog(d, mark2, isSuccess, 60_000);
@@ -354,21 +341,6 @@ async function runRow(rig: Rig, row: FaultRow): Promise<void> {
 // pg_dump and PostgreSQL faults: one daemon on the large database, local directory.
 
 /** pg_dump processes on a server's port and database (other test files run their own). */
-function pgDumpPids(port: number, database: string): number[] {
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((pid) => {
-      try {
-        if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'pg_dump') return false;
-        const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
-        return env.includes(`PGPORT=${port}`) && env.includes(`PGDATABASE=${database}`);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
-
 /** Waits until a scheduled dump is streaming: pg_dump runs and compressed bytes reached the temp file. */
 async function midStream(dir: string, port: number, database: string): Promise<number> {
   return waitFor(
@@ -377,7 +349,7 @@ async function midStream(dir: string, port: number, database: string): Promise<n
       const writing =
         existsSync(sub) &&
         readdirSync(sub).some((f) => f.includes(PARTIAL_MARK) && statSize(join(sub, f)) > 0);
-      return writing ? pgDumpPids(port, database)[0] : undefined;
+      return writing ? pgDumpPids({ PGPORT: port, PGDATABASE: database })[0] : undefined;
     },
     (pid) => pid !== undefined,
     30_000,
@@ -454,7 +426,7 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
         },
         async whileFaulty(_rig, failure) {
           // reported before any data moved: no temporary file was ever created for the failed key
-          const key = logLines(rig.d).find((l) => l.msg === 'backup started' && l.runId === failure.runId)!
+          const key = rig.d.lines().find((l) => l.msg === 'backup started' && l.runId === failure.runId)!
             .key as string;
           const name = key.slice(key.indexOf('/') + 1);
           expect(folder.names.slice(seen).filter((n) => n.startsWith(name))).toEqual([]);
@@ -483,7 +455,7 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
         },
         async whileFaulty(r) {
           // the ticks during the outage fail too, counted with reason database (the lock's connection)
-          const from = logLines(r.d).length;
+          const from = r.d.lines().length;
           const tick = await waitLog(r.d, from, (l) => isFailure(l) && l.reason === 'database');
           expect(String((tick.err as { message: string }).message)).toMatch(/ECONNREFUSED/);
           expect(String(tick.hint)).toMatch(/is PostgreSQL running/);
@@ -506,7 +478,7 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
         dbUp: false,
         async inject(r) {
           // between backups, while the poller polls every second
-          await waitLog(r.d, logLines(r.d).length, isSuccess);
+          await waitLog(r.d, r.d.lines().length, isSuccess);
           await cluster.stopServer();
         },
         async whileFaulty(r) {
@@ -579,7 +551,7 @@ describe('fault matrix: pg_dump older than the server', () => {
         async whileFaulty(r) {
           // before any data moved: no temporary file, and no pg_dump ever ran against this server
           expect(folder.names.slice(seen).filter((n) => n.includes(PARTIAL_MARK))).toEqual([]);
-          expect(pgDumpPids(cluster17.port, 'app')).toEqual([]);
+          expect(pgDumpPids({ PGPORT: cluster17.port, PGDATABASE: 'app' })).toEqual([]);
           // a second tick fails the same way: the daemon keeps trying, and keeps counting
           const m = await metricsOf(r);
           await waitFor(

@@ -5,29 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exit-codes.js';
-import { spawnCli, startDaemon } from '../support/daemon.js';
+import { spawnCli, startDaemon, cliEnv } from '../support/daemon.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { SEED_SCHEMA } from '../support/seed.js';
 
 /** A database of its own, and the daemon's env for it (the password in PGPASSWORD, not the URL). */
 async function freshDatabase() {
   const db = await createTestDatabase('t_mige2e');
-  const u = new URL(db.url);
-  const password = decodeURIComponent(u.password);
-  u.password = '';
-  return {
-    pool: db.pool,
-    drop: db.drop,
-    env: {
-      DATABASE_URL: u.toString(),
-      PGPASSWORD: password,
-      DB_SSL_MODE: 'disable',
-      BACKUP_DIR: mkdtempSync(join(tmpdir(), 'mige2e-')),
-      BACKUP_SCHEDULE: 'off',
-      BACKUP_VERIFY_SCHEDULE: 'off',
-      LOG_LEVEL: 'info',
-    },
-  };
+  return { pool: db.pool, drop: db.drop, env: cliEnv(db.url, mkdtempSync(join(tmpdir(), 'mige2e-'))) };
 }
 
 async function run(args: string[], env: Record<string, string>) {

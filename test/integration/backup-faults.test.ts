@@ -12,6 +12,7 @@ import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, metricValue, type TestDeps } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
 import { startPrivateCluster, useTestDatabase } from '../support/postgres.js';
+import { pgDumpPids } from '../support/crafted-backup.js';
 
 const db = useTestDatabase();
 
@@ -49,26 +50,10 @@ async function failure(p: Promise<unknown>): Promise<BackupError> {
 }
 
 /** pg_dump processes dumping `database` (other test files may run their own pg_dump meanwhile). */
-function pgDumpPids(database: string): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((pid) => {
-      try {
-        return (
-          readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'pg_dump' &&
-          readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`PGDATABASE=${database}`)
-        );
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
-
 /** Waits until no pg_dump of `database` is running: a failed backup leaves no orphan. */
 async function noPgDumpLeft(database: string): Promise<void> {
   await waitFor(
-    async () => pgDumpPids(database).length,
+    async () => pgDumpPids({ PGDATABASE: database }).length,
     (n) => n === 0,
     5000,
     50,
@@ -103,7 +88,7 @@ describe('backup faults', () => {
       20_000,
       10,
     );
-    const [pid] = pgDumpPids(db.name);
+    const [pid] = pgDumpPids({ PGDATABASE: db.name });
     expect(pid).toBeDefined();
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     expect(cmdline[0]).toMatch(/pg_dump$/);
@@ -229,7 +214,7 @@ describe('pg_dump older than the server', () => {
     expect(err.hint).toMatch(/install postgresql-client-17 or newer \(the Docker image ships 17\)/);
     expectNothingStored(deps);
     expect(
-      pgDumpPids('postgres').filter((pid) =>
+      pgDumpPids({ PGDATABASE: 'postgres' }).filter((pid) =>
         readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`PGPORT=${cluster.port}`),
       ),
     ).toEqual([]);

@@ -66,6 +66,23 @@ export function slowRestoreSql(table: string, seconds: number): string {
   ].join('\n');
 }
 
+/** pg_dump processes on this machine whose environment holds every one of `env` (PGDATABASE, PGPORT...). */
+export function pgDumpPids(env: Record<string, string | number>): number[] {
+  const wanted = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((pid) => {
+      try {
+        if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'pg_dump') return false;
+        const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+        return wanted.every((w) => environ.includes(w));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
 /** Processes whose parent is `pid` (from /proc), with their command names. */
 export function childProcesses(pid: number): Array<{ pid: number; comm: string }> {
   const out: Array<{ pid: number; comm: string }> = [];

@@ -117,7 +117,11 @@ export async function waitFor<T>(
  * The CLI's env for a database URL: its password moved to PGPASSWORD (never in the URL or argv),
  * TLS off for the local clusters, backups in `dir`, every schedule off unless `extra` sets one.
  */
-export function cliEnv(url: string, dir: string, extra: Record<string, string> = {}): Record<string, string> {
+export function cliEnv(
+  url: string,
+  dir: string,
+  extra: Record<string, string> = {},
+): Record<string, string> & { DATABASE_URL: string; PGPASSWORD: string } {
   const u = new URL(url);
   const password = decodeURIComponent(u.password);
   u.password = '';
