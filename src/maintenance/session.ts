@@ -29,7 +29,6 @@ export class MaintenanceSession {
     readonly pid: number,
     private readonly pool: DbPool,
     private readonly client: pg.PoolClient,
-    private readonly limits: SessionLimits,
   ) {}
 
   static async open(
@@ -44,8 +43,6 @@ export class MaintenanceSession {
       applicationName: MAINTENANCE_APPLICATION_NAME,
       max: 2, // the session, and a connection for pg_cancel_backend on abort
       min: 0,
-      lockTimeoutMs: limits.lockTimeoutMs,
-      statementTimeoutMs: limits.statementTimeoutMs || undefined,
       logger,
     });
     try {
@@ -54,7 +51,12 @@ export class MaintenanceSession {
         const r = await client.query<{ v: string; pid: number }>(
           "SELECT current_setting('server_version_num') AS v, pg_backend_pid() AS pid",
         );
-        return new MaintenanceSession(database, Number(r.rows[0]!.v), r.rows[0]!.pid, pool, client, limits);
+        // once, for the session's life: after role and database settings, so they cannot lift them
+        // (0, no limit, is sent too, which a connection option would leave out)
+        await client.query(
+          `SET lock_timeout = ${Math.trunc(limits.lockTimeoutMs)}; SET statement_timeout = ${Math.trunc(limits.statementTimeoutMs)}`,
+        );
+        return new MaintenanceSession(database, Number(r.rows[0]!.v), r.rows[0]!.pid, pool, client);
       } catch (err) {
         client.release(true);
         throw err;
@@ -75,14 +77,12 @@ export class MaintenanceSession {
 
   /** A read (the plan's catalog queries). */
   async query<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]> {
-    await this.#setLimits();
     return (await this.client.query<R>(text, values)).rows;
   }
 
   /** A maintenance statement, cancelled on the server when `signal` aborts. */
   async run(statement: string, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
-    await this.#setLimits();
     const cancel = () => {
       this.pool
         .query('SELECT pg_cancel_backend($1)', [this.pid])
@@ -94,12 +94,6 @@ export class MaintenanceSession {
     } finally {
       signal.removeEventListener('abort', cancel);
     }
-  }
-
-  async #setLimits(): Promise<void> {
-    await this.client.query(
-      `SET lock_timeout = ${Math.trunc(this.limits.lockTimeoutMs)}; SET statement_timeout = ${Math.trunc(this.limits.statementTimeoutMs)}`,
-    );
   }
 
   async close(): Promise<void> {
