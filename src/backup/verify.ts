@@ -9,7 +9,7 @@ import type { Config } from '../config/load.js';
 import { currentUrl } from '../db/url-file.js';
 import { DbPool } from '../db/pool.js';
 import { errorMessage, OperatorError, unavailableError } from '../errors.js';
-import { LOCK_NAMESPACE } from '../schedule/leader.js';
+import { advisoryLock, advisoryUnlock, tryAdvisoryLock } from '../schedule/leader.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog } from './catalog.js';
 import type { VerifyRecord } from './manifest.js';
@@ -57,7 +57,7 @@ export async function runVerification(
       session = await admin.connect();
       await dropLeftovers(session, log);
       // held for the whole drill: a later drill's clean-up leaves this scratch database alone
-      await session.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NAMESPACE, scratch]);
+      await advisoryLock(session, scratch);
       await session.query(`CREATE DATABASE ${pg.escapeIdentifier(scratch)}`);
       created = true;
     } catch (err) {
@@ -169,11 +169,7 @@ async function dropLeftovers(session: pg.PoolClient, log: Logger): Promise<void>
     [`${SCRATCH_PREFIX.replace(/_/g, '\\_')}%`],
   );
   for (const { name } of r.rows) {
-    const free = await session.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
-      LOCK_NAMESPACE,
-      name,
-    ]);
-    if (!free.rows[0]!.ok) continue;
+    if (!(await tryAdvisoryLock(session, name))) continue;
     try {
       await session.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
       log.warn({ scratch: name }, 'dropped the scratch database an earlier drill left behind');
@@ -183,7 +179,7 @@ async function dropLeftovers(session: pg.PoolClient, log: Logger): Promise<void>
         'could not drop a leftover scratch database',
       );
     } finally {
-      await session.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_NAMESPACE, name]);
+      await advisoryUnlock(session, name);
     }
   }
 }

@@ -16,7 +16,7 @@ import { classify } from '../db/sqlstate.js';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import type { Logger } from '../log/logger.js';
-import { LOCK_NAMESPACE } from '../schedule/leader.js';
+import { advisoryUnlock, tryAdvisoryLock } from '../schedule/leader.js';
 import { concurrentIndexName, createdTables, loadMigrations, type MigrationFile } from './files.js';
 
 const HISTORY_TABLE = 'public.pgmaintd_migrations';
@@ -95,10 +95,7 @@ async function withRunnerSession<T>(
       return await fn(client, waited);
     } finally {
       stopCancelling();
-      if (locked)
-        await client
-          .query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_NAMESPACE, LOCK_NAME])
-          .catch(() => undefined);
+      if (locked) await advisoryUnlock(client, LOCK_NAME).catch(() => undefined);
       client.release();
     }
   } finally {
@@ -136,11 +133,7 @@ async function acquire(client: pg.PoolClient, o: MigrateOptions): Promise<boolea
   const until = Date.now() + o.lockWaitMs;
   let waited = false;
   for (;;) {
-    const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
-      LOCK_NAMESPACE,
-      LOCK_NAME,
-    ]);
-    if (r.rows[0]!.ok) return waited;
+    if (await tryAdvisoryLock(client, LOCK_NAME)) return waited;
     if (!waited) o.logger.info('another runner is migrating this database; waiting for it to finish');
     waited = true;
     if (o.signal?.aborted) throw o.signal.reason as Error;
