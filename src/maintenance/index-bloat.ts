@@ -82,16 +82,18 @@ WITH idx AS (
          4 + ceil(((CASE WHEN w.nullable THEN 12 ELSE 8 END) + w.data_width) / idx.maxalign) * idx.maxalign
            AS tuple_bytes
     FROM idx JOIN widths w ON w.indexrelid = idx.indexrelid
+), rated AS (
+  SELECT est.*,
+         -- metapage + leaf pages at fillfactor (page header 24, btree special space 16)
+         greatest(0, 1 - (1 + ceil(reltuples / greatest(1, floor((bs - 24 - 16) * fillfactor / 100 / tuple_bytes))))
+                         / relpages) AS ratio
+    FROM est
+   WHERE nstats = ncols AND NOT has_name
 )
 SELECT indexrelid::bigint AS oid, nspname AS schema, tblname AS "table", idxname AS name,
-       (relpages * bs)::bigint AS size_bytes, fillfactor, permitted,
-       -- metapage + leaf pages at fillfactor (page header 24, btree special space 16)
-       greatest(0, 1 - (1 + ceil(reltuples / greatest(1, floor((bs - 24 - 16) * fillfactor / 100 / tuple_bytes))))
-                       / relpages) AS ratio
-  FROM est
- WHERE nstats = ncols AND NOT has_name
-   AND greatest(0, 1 - (1 + ceil(reltuples / greatest(1, floor((bs - 24 - 16) * fillfactor / 100 / tuple_bytes))))
-                       / relpages) >= $2::float8
+       (relpages * bs)::bigint AS size_bytes, fillfactor, permitted, ratio
+  FROM rated
+ WHERE ratio >= $2::float8
  ORDER BY relpages DESC`;
 }
 
