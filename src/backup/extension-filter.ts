@@ -7,6 +7,11 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 
+/** Extension names as a regex alternation (identifier characters only), for the plain and custom filters. */
+export function extensionAlternation(extensions: string[]): string {
+  return extensions.map((e) => e.replace(/[^a-z0-9_]/gi, '')).join('|');
+}
+
 export class ExtensionFilter extends Transform {
   readonly #drop: RegExp;
   #pending: Buffer = Buffer.alloc(0);
@@ -15,8 +20,9 @@ export class ExtensionFilter extends Transform {
 
   constructor(extensions: string[]) {
     super();
-    const names = extensions.map((e) => e.replace(/[^a-z0-9_]/gi, '')).join('|');
-    this.#drop = new RegExp(`^(CREATE EXTENSION IF NOT EXISTS|COMMENT ON EXTENSION) "?(${names})"?( |;)`);
+    this.#drop = new RegExp(
+      `^(CREATE EXTENSION IF NOT EXISTS|COMMENT ON EXTENSION) "?(${extensionAlternation(extensions)})"?( |;)`,
+    );
   }
 
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { ExtensionFilter } from './extension-filter.js';
+import { ExtensionFilter, extensionAlternation } from './extension-filter.js';
 import type { TlsSettings } from '../db/tls.js';
 import { DbPool } from '../db/pool.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
@@ -355,8 +355,9 @@ async function listWithout(o: RestoreOptions, backup: GoodBackup, extensions: st
     throw new OperatorError(
       `pg_restore --list of ${backup.key} failed: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
     );
-  const names = extensions.map((e) => e.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
-  const entry = new RegExp(`\\b(?:EXTENSION - |COMMENT - EXTENSION )(?:${names})(?:\\s|$)`);
+  const entry = new RegExp(
+    `\\b(?:EXTENSION - |COMMENT - EXTENSION )(?:${extensionAlternation(extensions)})(?:\\s|$)`,
+  );
   return out
     .split('\n')
     .filter((line) => !entry.test(line))
