@@ -16,7 +16,7 @@ import { parseDatabaseUrl } from '../db/url.js';
 import { readUrlFile } from '../db/url-file.js';
 import { editDistance } from './edit-distance.js';
 import { maskValue, urlPassword } from './mask.js';
-import { checkWebFiles } from '../http/web-config.js';
+import { readWebSettings, resolveWebFiles } from '../http/web-config.js';
 
 export type SourceKind = 'flag' | 'env' | 'file' | 'defaults-file' | 'built-in';
 export interface Origin {
@@ -155,17 +155,11 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     }
   }
   crossChecks(parsed as Partial<Parsed>, origins, problems);
+  // the files the web settings name are read once the settings themselves are valid
+  if (problems.length === 0) problems.push(...readWebSettings(webFiles(parsed as Parsed)).problems);
   if (problems.length > 0) throw new ConfigError(withOrigins(problems, origins));
 
-  let shaped: Config;
-  try {
-    shaped = shape(parsed as Parsed);
-  } catch (err) {
-    // checks made while shaping (files a setting names) say where the setting came from, too
-    if (err instanceof ConfigError) throw new ConfigError(withOrigins(err.problems, origins));
-    throw err;
-  }
-  const config = deepFreeze(shaped);
+  const config = deepFreeze(shape(parsed as Parsed));
   const secrets = [
     urlPassword(config.db.url),
     config.verify.url ? urlPassword(config.verify.url) : undefined,
@@ -174,6 +168,10 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     nonEmpty(env.AWS_SESSION_TOKEN),
   ].filter((s): s is string => !!s);
   return { config, raw, origins, warnings: warningsFor(config), secrets };
+}
+
+function webFiles(p: Parsed) {
+  return resolveWebFiles({ configFile: p.WEB_CONFIG_FILE, bearerTokenFile: p.WEB_BEARER_TOKEN_FILE });
 }
 
 type Parsed = { [K in FieldName]: z.output<(typeof FIELDS)[K]['schema']> };
@@ -205,12 +203,9 @@ function shape(p: Parsed) {
       readyzTimeoutMs: p.READYZ_TIMEOUT,
       livenessMaxLagMs: p.LIVENESS_MAX_LAG,
       // --- web endpoint protection (issue 7) ---
-      // Paths only: check-config shows them, never the contents. The files are checked here, once
-      // the settings themselves are valid, and the HTTP server re-reads them when they change.
-      web: checkWebFiles(
-        { configFile: p.WEB_CONFIG_FILE, bearerTokenFile: p.WEB_BEARER_TOKEN_FILE },
-        (problems) => new ConfigError(problems),
-      ),
+      // Paths only: check-config shows them, never the contents. loadConfig checked the files; the
+      // HTTP server reads them itself, and again when they change.
+      web: webFiles(p),
     },
     backup: {
       schedule: p.BACKUP_SCHEDULE,

@@ -111,15 +111,12 @@ export class WebConfigError extends OperatorError {
   }
 }
 
-/** Checks the files at config load; returns absolute paths, or throws what `toError` makes. */
-export function checkWebFiles(files: WebFiles, toError: (problems: WebProblem[]) => Error): WebFiles {
-  const abs = {
+/** The files as absolute paths (the server re-reads them from wherever it runs). */
+export function resolveWebFiles(files: WebFiles): WebFiles {
+  return {
     configFile: files.configFile === undefined ? undefined : resolve(files.configFile),
     bearerTokenFile: files.bearerTokenFile === undefined ? undefined : resolve(files.bearerTokenFile),
   };
-  const { problems } = readWebSettings(abs);
-  if (problems.length > 0) throw toError(problems);
-  return abs;
 }
 
 export function readWebSettings(files: WebFiles): WebRead {
