@@ -26,6 +26,17 @@ export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * Why a file could not be read or parsed, for a message: no such file, permission denied, another
+ * errno code, or a parser's first line (never the rest, which may quote the file: a key, a hash).
+ */
+export function fileReadProblem(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES') return 'permission denied';
+  return code ?? errorMessage(err).split('\n')[0]!;
+}
+
 /** Kinds of database error that mean it cannot be reached, or refuses the session. */
 const UNAVAILABLE = new Set<ErrorKind>([
   'connection_lost',

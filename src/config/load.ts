@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { OperatorError } from '../errors.js';
+import { fileReadProblem, OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec, type SslMode } from './fields.js';
 import { parseDatabaseUrl } from '../db/url.js';
@@ -420,11 +420,7 @@ function readFileSource(
   try {
     doc = parseYaml(readFileSync(path, 'utf8'));
   } catch (err) {
-    const why =
-      (err as NodeJS.ErrnoException).code === 'ENOENT'
-        ? 'no such file'
-        : (err as Error).message.split('\n')[0];
-    problems.push({ field, given: path, allowed: `a readable YAML or JSON file (${why})` });
+    problems.push({ field, given: path, allowed: `a readable YAML or JSON file (${fileReadProblem(err)})` });
     return;
   }
   if (doc === null || doc === undefined) return;

@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileStamp } from '../config/file-stamp.js';
+import { fileReadProblem } from '../errors.js';
 import { urlPassword } from '../config/mask.js';
 import { registerSecret } from '../log/logger.js';
 import { parseDatabaseUrl } from './url.js';
@@ -40,10 +41,7 @@ export function readUrlFile(path: string): string {
   try {
     text = readFileSync(path, 'utf8').trim();
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(
-      code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message,
-    );
+    throw new Error(fileReadProblem(err));
   }
   if (!text) throw new Error('the file is empty');
   let protocol: string;

@@ -10,7 +10,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { createSecureContext, type SecureVersion } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { editDistance } from '../config/edit-distance.js';
-import { OperatorError } from '../errors.js';
+import { fileReadProblem, OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import { CIPHER_SUITES, CURVES, secureContextOptions, TLS13_SUITES } from './web-tls.js';
 
@@ -155,10 +155,8 @@ class Ctx {
     try {
       return readFileSync(abs, 'utf8');
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code;
       return this.problem(
-        `${key} to name ${what} (${abs}: ${why}; a relative path is resolved against the web config file's folder)`,
+        `${key} to name ${what} (${abs}: ${fileReadProblem(err)}; a relative path is resolved against the web config file's folder)`,
       );
     }
   }
@@ -169,10 +167,7 @@ function readConfigFile(ctx: Ctx): Partial<WebSettings> {
   try {
     doc = parseYaml(readFileSync(ctx.file, 'utf8'));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // only the first line: the rest quotes the file, which may hold a key or a hash
-    const why = code === 'ENOENT' ? 'no such file' : (code ?? (err as Error).message.split('\n')[0]);
-    return ctx.problem(`a readable web config YAML file (${why})`) ?? {};
+    return ctx.problem(`a readable web config YAML file (${fileReadProblem(err)})`) ?? {};
   }
   if (doc === null || doc === undefined) return {}; // an empty file: no TLS, no users
   const root = mapping(doc, '', ctx);
@@ -363,8 +358,7 @@ function readToken(path: string, problems: WebProblem[]): Buffer | undefined {
   try {
     token = readFileSync(path, 'utf8').trim();
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return problem(`a readable file holding the token (${code === 'ENOENT' ? 'no such file' : code})`);
+    return problem(`a readable file holding the token (${fileReadProblem(err)})`);
   }
   if (token === '') return problem('a file holding the token (it is empty)');
   if (!/^[\x21-\x7e]+$/.test(token))
