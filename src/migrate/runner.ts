@@ -329,11 +329,16 @@ function failed(f: MigrationFile, err: unknown, what: string): OperatorError {
 
 export async function migrationStatus(o: MigrateOptions): Promise<StatusRow[]> {
   const files = loadMigrations(o.dir);
+  return withReadSession(o, async (client) => statusRows(files, (await readHistory(client)) ?? []));
+}
+
+/** A one-connection session for the read-only commands (status, verify); no lock taken. */
+async function withReadSession<T>(o: MigrateOptions, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const pool = new DbPool(o.db, { name: 'migrate', logger: o.logger, max: 1, min: 0 });
   try {
     const client = await pool.connect();
     try {
-      return statusRows(files, (await readHistory(client)) ?? []);
+      return await fn(client);
     } finally {
       client.release();
     }
@@ -375,36 +380,28 @@ export interface VerifyResult {
 /** Applied migrations match their files, and no index a migration builds is left INVALID. */
 export async function verifyMigrations(o: MigrateOptions): Promise<VerifyResult> {
   const files = loadMigrations(o.dir);
-  const pool = new DbPool(o.db, { name: 'migrate', logger: o.logger, max: 1, min: 0 });
-  try {
-    const client = await pool.connect();
-    try {
-      const applied = (await readHistory(client)) ?? [];
-      const problems = integrityProblems(files, applied, o.dir);
-      const indexes = files.flatMap((f) => {
-        const i = concurrentIndexName(f.sql);
-        return i && applied.some((a) => a.version === f.version) ? [i.name] : [];
-      });
-      if (indexes.length) {
-        const r = await client.query<{ name: string; valid: boolean }>(
-          `SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  return withReadSession(o, async (client) => {
+    const applied = (await readHistory(client)) ?? [];
+    const problems = integrityProblems(files, applied, o.dir);
+    const indexes = files.flatMap((f) => {
+      const i = concurrentIndexName(f.sql);
+      return i && applied.some((a) => a.version === f.version) ? [i.name] : [];
+    });
+    if (indexes.length) {
+      const r = await client.query<{ name: string; valid: boolean }>(
+        `SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
             WHERE c.relname = ANY($1)`,
-          [indexes],
-        );
-        for (const name of indexes) {
-          const row = r.rows.find((x) => x.name === name);
-          if (!row) problems.push(`index ${name} was recorded as built but does not exist`);
-          else if (!row.valid) problems.push(`index ${name} is INVALID`);
-        }
+        [indexes],
+      );
+      for (const name of indexes) {
+        const row = r.rows.find((x) => x.name === name);
+        if (!row) problems.push(`index ${name} was recorded as built but does not exist`);
+        else if (!row.valid) problems.push(`index ${name} is INVALID`);
       }
-      const pending = files.filter((f) => !applied.some((a) => a.version === f.version)).map((f) => f.file);
-      return { ok: problems.length === 0, problems, pending };
-    } finally {
-      client.release();
     }
-  } finally {
-    await pool.stop();
-  }
+    const pending = files.filter((f) => !applied.some((a) => a.version === f.version)).map((f) => f.file);
+    return { ok: problems.length === 0, problems, pending };
+  });
 }
 
 /** Adopts a database that already holds the schema: records the migrations up to `to` as applied, running none. */
