@@ -129,7 +129,9 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     const spec: FieldSpec = FIELDS[name];
     const origin = origins[name];
     if (raw[name] === undefined) {
-      if (spec.required) problems.push({ field: name, allowed: spec.allowed });
+      // DATABASE_URL_FILE given but unusable: its own problem says why; "DATABASE_URL: not set" would mislead
+      const fromFile = name === 'DATABASE_URL' && raw.DATABASE_URL_FILE !== undefined;
+      if (spec.required && !fromFile) problems.push({ field: name, allowed: spec.allowed });
       continue;
     }
     const result = spec.schema.safeParse(raw[name]);

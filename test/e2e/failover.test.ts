@@ -152,7 +152,9 @@ describe('DATABASE_URL_FILE at start-up', () => {
     expect(problems({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_URL_FILE: file })).toMatch(
       /DATABASE_URL_FILE .*one source of the URL: DATABASE_URL is set too/,
     );
-    expect(problems({ DATABASE_URL_FILE: join(dir, 'nope') })).toMatch(/DATABASE_URL_FILE.*no such file/);
+    const missing = problems({ DATABASE_URL_FILE: join(dir, 'nope') });
+    expect(missing).toMatch(/DATABASE_URL_FILE.*no such file/);
+    expect(missing).not.toMatch(/DATABASE_URL: not set/); // one problem, the file's
     const empty = join(dir, 'url-empty');
     writeUrlFile(empty, '  ');
     expect(problems({ DATABASE_URL_FILE: empty })).toMatch(/the file is empty/);
