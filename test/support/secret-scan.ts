@@ -15,7 +15,7 @@ export interface Leak {
 }
 
 /** The forms a secret can take in output: as is, URL-encoded (both hex cases), JSON-escaped, base64. */
-export function secretForms(value: string): Array<{ form: string; text: string }> {
+function secretForms(value: string): Array<{ form: string; text: string }> {
   const forms = new Map<string, string>();
   const add = (form: string, text: string) => {
     if (!forms.has(text)) forms.set(text, form);

@@ -26,7 +26,7 @@ const escapeUri = (s: string) =>
   encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 
 /** The v4 signature of a request, computed with `secret` over the headers the client said it signed. */
-export function sigV4Signature(
+function sigV4Signature(
   req: Pick<IncomingMessage, 'method' | 'url' | 'headers'>,
   secret: string,
 ): { accessKeyId: string; provided: string; expected: string } | undefined {
