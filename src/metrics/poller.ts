@@ -47,8 +47,6 @@ export class Poller extends Service {
   #known: readonly string[] = [];
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #inFlight = new Set<Promise<void>>();
-  /** Collectors polling now. */
-  readonly #running = new Set<string>();
   #upNow = false;
   /** Keys (collector, or collector@database) failing now: each failure is logged once, not per poll. */
   readonly #failing = new Set<string>();
@@ -144,7 +142,7 @@ export class Poller extends Service {
     if (ok === wasUp) return;
     for (const c of this.#o.collectors) {
       const failing = [...this.#failing].some((k) => k === c.name || k.startsWith(`${c.name}@`));
-      if ((!ok || failing) && !this.#running.has(c.name)) {
+      if ((!ok || failing) && this.#timers.has(c.name)) {
         clearTimeout(this.#timers.get(c.name));
         this.#schedule(c, 0);
       }
@@ -154,9 +152,8 @@ export class Poller extends Service {
   #schedule(c: Collector, delayMs: number) {
     if (this.stopping) return;
     const timer = setTimeout(() => {
-      this.#running.add(c.name);
+      this.#timers.delete(c.name); // a collector without a pending timer is polling now
       const run = this.#run(c).finally(() => {
-        this.#running.delete(c.name);
         this.#inFlight.delete(run);
         this.#schedule(c, this.intervalOf(c));
       });
