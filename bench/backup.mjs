@@ -12,13 +12,12 @@
  * The database (users/projects/tasks, the seed's shape) is generated once into a persistent cluster
  * under BENCH_DIR and reused by later runs. See bench/README.md.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import {
   CLI,
   GiB,
@@ -26,26 +25,28 @@ import {
   chunkShape,
   cliEnv,
   codeVersion,
-  cpuSnapshot,
   cronAt,
   ensureDatabase,
-  fail,
   fmt,
   fmtGiB,
   fmtMB,
-  killGroup,
   latencyStats,
   log,
-  machineFacts,
+  logMachine,
+  machineCpu,
   median,
+  num,
   onCleanup,
-  otherCpu,
+  othersCpu,
+  parseOptions,
+  postmasterPid,
   reportText,
   runBench,
   runMeasured,
   sh,
   startCluster,
   startProcess,
+  stopProcess,
   tableCounts,
   warmCache,
 } from './lib.mjs';
@@ -63,30 +64,20 @@ const HELP = `usage: node bench/backup.mjs [--gb N] [--dir PATH] [--fresh] [--no
   --fresh     throwaway cluster (LocalCluster, temp folder), nothing reused (env BENCH_FRESH=1)
   --no-half   skip the half-size database (the peak-RSS flatness point) (env BENCH_HALF=0)
   --runs N    repeat each measured case N times, report the median time (env BENCH_RUNS), default 1
+  -h, --help  this text
 `;
 
 function options() {
-  const { values } = parseArgs({
-    options: {
-      gb: { type: 'string' },
-      dir: { type: 'string' },
-      fresh: { type: 'boolean' },
-      'no-half': { type: 'boolean' },
-      runs: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
+  const values = parseOptions(HELP, {
+    gb: { type: 'string' },
+    dir: { type: 'string' },
+    fresh: { type: 'boolean' },
+    'no-half': { type: 'boolean' },
+    runs: { type: 'string' },
   });
-  if (values.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
-  const gb = Number(values.gb ?? process.env.BENCH_DB_GB ?? 2);
-  const runs = Number(values.runs ?? process.env.BENCH_RUNS ?? 1);
-  if (!(gb > 0 && gb <= 1024)) fail(`--gb / BENCH_DB_GB must be a number of GiB above 0, got ${gb}`);
-  if (!(Number.isInteger(runs) && runs >= 1 && runs <= 20)) fail(`--runs must be 1..20, got ${runs}`);
   return {
-    gb,
-    runs,
+    gb: num('gb', values.gb ?? process.env.BENCH_DB_GB, 2, 0.01, 1024),
+    runs: num('runs', values.runs ?? process.env.BENCH_RUNS, 1, 1, 20, true),
     dir: values.dir ?? process.env.BENCH_DIR ?? '/tmp/pgmaintd-bench',
     fresh: values.fresh ?? process.env.BENCH_FRESH === '1',
     half: !(values['no-half'] ?? process.env.BENCH_HALF === '0'),
@@ -288,9 +279,7 @@ async function caseDaemonRun(cluster, db, work, label) {
     };
     return res;
   } finally {
-    killGroup(proc.child, 'SIGTERM');
-    const gone = await Promise.race([proc.exited.then(() => true), sleep(30_000).then(() => false)]);
-    if (!gone) killGroup(proc.child, 'SIGKILL');
+    await stopProcess(proc, 30_000);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -313,8 +302,7 @@ function combine(results) {
 async function main() {
   const opts = options();
   const t0 = performance.now();
-  const facts = machineFacts();
-  log(`machine: ${facts.nproc} cores, ${facts.cpu}, ${facts.memGiB} GiB RAM, node ${facts.node}`);
+  const { facts } = logMachine();
 
   const pigz = await ensurePigz();
   const work = mkdtempSync(join(tmpdir(), 'pgmaintd-bench-run-'));
@@ -348,15 +336,18 @@ async function main() {
     halfS3: [],
     run: [],
   };
-  const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const postmaster = postmasterPid(cluster);
+  if (!postmaster) throw new Error(`no postmaster.pid in ${cluster.dataDir}: is the cluster running?`);
+  // this script (with the children it reaped) and the cluster's process tree
+  const roots = () => [postmaster];
   /** Runs one case, notes how much CPU other processes on the machine took meanwhile, logs it. */
   const measure = async (name, title, fn) => {
     log(title);
-    const before = cpuSnapshot(postmaster);
+    const before = machineCpu(roots);
     const x = await fn();
-    const after = cpuSnapshot(postmaster);
-    x.cpuS = (after.ours - before.ours) / 100;
-    x.other = otherCpu(before, after, facts.nproc);
+    const after = machineCpu(roots);
+    x.cpuS = after.ours - before.ours; // CPU-s (machineCpu is in seconds, not USER_HZ ticks)
+    x.other = othersCpu(before, after, { steal: false }); // as before: stolen time is not "other processes"
     await x.after?.();
     cases[name].push(x);
     report(name, x);

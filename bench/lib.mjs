@@ -547,6 +547,15 @@ export async function startCluster(opts) {
 /** A URL without the password (it travels in PGPASSWORD), as an operator would configure it. */
 export const dbUrl = (cluster, db) => `postgresql://${cluster.user}@127.0.0.1:${cluster.port}/${db}`;
 
+/** The postmaster's pid, from postmaster.pid in the data folder; undefined while the server is stopped. */
+export function postmasterPid(cluster) {
+  try {
+    return Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function connect(cluster, database = 'postgres') {
   const client = new pg.Client({
     host: '127.0.0.1',
@@ -935,10 +944,10 @@ export const median = (xs) => {
 
 export function machineFacts() {
   const model =
-    /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model;
+    /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? '?';
   return {
     nproc: availableParallelism(),
-    cpu: model,
+    cpu: model.trim(),
     memGiB: +(totalmem() / GiB).toFixed(1),
     node: process.version,
   };
@@ -963,34 +972,6 @@ export async function codeVersion() {
   } catch {
     return 'unknown (no git)';
   }
-}
-
-/** CPU time (USER_HZ ticks) of the machine, and of this process, its reaped children and the cluster. */
-export function cpuSnapshot(postmasterPid) {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, , , irq, softirq, steal] = f;
-  const proc = (pid) => {
-    try {
-      const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const v = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      return Number(v[11]) + Number(v[12]) + Number(v[13]) + Number(v[14]); // utime stime cutime cstime
-    } catch {
-      return 0;
-    }
-  };
-  return {
-    at: performance.now(),
-    busy: user + nice + system + irq + softirq,
-    steal,
-    ours: proc('self') + proc(postmasterPid),
-  };
-}
-
-/** CPU seconds other processes (not the benchmark, its children, or the cluster) used between a and b. */
-export function otherCpu(a, b, nproc) {
-  const cpuS = Math.max(0, b.busy - a.busy - (b.ours - a.ours)) / 100;
-  const wallS = (b.at - a.at) / 1000;
-  return { cpuS, share: cpuS / (wallS * nproc), stealS: (b.steal - a.steal) / 100 };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1034,13 +1015,18 @@ export function machineCpu(roots) {
   return {
     at: performance.now(),
     busy: (user + nice + system + irq + softirq + steal) / 100,
+    steal: steal / 100,
     ours: cpuSeconds('self', true) + roots().reduce((sum, pid) => sum + treeCpu(pid), 0),
   };
 }
 
-/** CPU seconds others used between two snapshots, and their share of all cores. */
-export function othersCpu(a, b) {
-  const cpuS = Math.max(0, b.busy - a.busy - (b.ours - a.ours));
+/**
+ * CPU seconds others used between two snapshots, and their share of all cores. Time the hypervisor
+ * stole from this machine counts as others' unless `steal` is false.
+ */
+export function othersCpu(a, b, { steal = true } = {}) {
+  const busy = b.busy - a.busy - (steal ? 0 : b.steal - a.steal);
+  const cpuS = Math.max(0, busy - (b.ours - a.ours));
   return { cpuS, share: cpuS / (((b.at - a.at) / 1000) * availableParallelism()) };
 }
 

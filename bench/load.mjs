@@ -41,6 +41,7 @@ import {
   parseOptions,
   percentile,
   pollUrl,
+  postmasterPid,
   reportText,
   runBench,
   setKillWait,
@@ -240,7 +241,8 @@ async function main() {
   // a half-size database left by bench:backup is the quickest start, as there
   const dbBytes = await ensureDatabase(cluster, db, full, chunkShape(full), `bench_${mb(full / 2)}`);
   await warmCache(cluster, db);
-  const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const postmaster = postmasterPid(cluster);
+  if (!postmaster) throw new Error(`no postmaster.pid in ${cluster.dataDir}: is the cluster running?`);
   const pgVersion = (await sh('pg_dump', ['--version'])).trim();
   const code = await codeVersion();
 

@@ -13,42 +13,43 @@
  * A throwaway cluster (LocalCluster) in a temp folder; everything the benchmark starts is stopped and
  * removed at the end, on failure, and on Ctrl-C. See bench/README.md.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { clearTimeout, setTimeout as timer } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, URL } from 'node:url';
-import pg from 'pg';
 import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
 import {
+  CLI,
+  cannon,
+  cliEnv,
+  codeVersion,
+  connect,
   cpuSeconds,
   fail,
+  fmt,
   httpGet,
   latencyStats,
-  machineCpu as cpuSnapshot,
-  othersCpu as otherCpu,
-  cannon,
-  liveChildren,
   log,
+  machineCpu,
+  machineFacts,
+  num,
   onCleanup,
-  onJsonLines,
+  othersCpu,
+  parseOptions,
+  postmasterPid,
   runBench,
   setKillWait,
-  num,
-  parseOptions,
+  startProcess,
   stopProcess,
 } from './lib.mjs';
 
 setKillWait(30_000); // the daemon drains within SHUTDOWN_GRACE_PERIOD (25 s)
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'bin', 'pg-maintd.js');
 const DB = 'bench';
 const TABLES = 20; // small tables in the database, so the table statistics have something to say
 const DAEMON_ROLE = 'pgmaintd_bench';
@@ -108,56 +109,12 @@ function options() {
 }
 
 /**
- * Starts a long-running process in its own process group. Keeps the tail of its output and parses
- * JSON log lines (pg-maintd with LOG_FORMAT=json) so the caller can wait for one.
+ * Starts a long-running process (lib's startProcess: its own process group, JSON log lines to wait
+ * for). Its peak-RSS sampler polls /proc only once, at the start: no polling CPU in the measurements.
  */
-function start(label, cmd, args, env) {
-  const child = spawn(cmd, args, { env, cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  liveChildren.add(child);
-  const proc = { label, child, lines: [], tail: '', waiters: [] };
-  const keep = (d) => (proc.tail = (proc.tail + d).slice(-8000));
-  child.stdout.on('data', keep);
-  onJsonLines(child.stdout, (line) => {
-    proc.lines.push(line);
-    for (const w of proc.waiters.splice(0)) w();
-  });
-  child.stderr.on('data', keep);
-  proc.exited = new Promise((resolve) => {
-    child.on('error', (err) => keep(`\n${err.message}\n`));
-    child.on('close', (code, signal) => {
-      liveChildren.delete(child);
-      for (const w of proc.waiters.splice(0)) w();
-      resolve({ code, signal });
-    });
-  });
-  proc.alive = () => child.exitCode === null && child.signalCode === null;
-  /** Resolves with the first JSON log line matching `pred`. */
-  proc.waitForLog = (pred, timeoutMs = 60_000) =>
-    new Promise((resolve, reject) => {
-      const t = timer(
-        () => reject(new Error(`${label}: log line not seen in ${timeoutMs} ms\n${proc.tail}`)),
-        timeoutMs,
-      );
-      const check = () => {
-        const hit = proc.lines.find(pred);
-        if (hit) {
-          clearTimeout(t);
-          resolve(hit);
-        } else if (!proc.alive()) {
-          clearTimeout(t);
-          reject(new Error(`${label} exited before the log line:\n${proc.tail}`));
-        } else proc.waiters.push(check);
-      };
-      check();
-    });
-  /** SIGTERM, then SIGKILL after `graceMs`. */
-  proc.stop = async (graceMs = 30_000) => {
-    const t0 = performance.now();
-    const killed = await stopProcess(proc, graceMs);
-    return { seconds: (performance.now() - t0) / 1000, killed };
-  };
-  return proc;
-}
+const start = (cmd, args, env) => startProcess(cmd, args, { env, sampleMs: 3_600_000 });
+const alive = (proc) => proc.child.exitCode === null && proc.child.signalCode === null;
+const outputTail = (proc) => `${proc.stdout.slice(-4000)}${proc.stderr.slice(-4000)}`;
 
 // ---------------------------------------------------------------------------------------------
 // HTTP: one request with a time limit; autocannon runs
@@ -227,26 +184,25 @@ function exporterVersion(bin) {
 
 /** pg-maintd run, as an operator runs it: the password in PGPASSWORD, METRICS_INTERVAL at its default. */
 async function startDaemon(cluster, password, work) {
-  const proc = start('pg-maintd', process.execPath, [CLI, 'run'], {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME ?? '/root',
-    LANG: 'C.UTF-8',
-    LOG_FORMAT: 'json',
-    LOG_LEVEL: 'info',
-    DATABASE_URL: cluster.url(DB, DAEMON_ROLE, null),
-    PGPASSWORD: password,
-    DB_SSL_MODE: 'disable',
-    HTTP_HOST: '127.0.0.1',
-    HTTP_PORT: '0',
-    BACKUP_SCHEDULE: 'off',
-    BACKUP_VERIFY_SCHEDULE: 'off',
-    // a monitoring role (pg_monitor) may not create the migration tables; an exporter does not migrate
-    MIGRATE_ON_START: 'false',
-    BACKUP_DIR: join(work, 'backups'),
-  });
+  const proc = start(
+    process.execPath,
+    [CLI, 'run'],
+    cliEnv(cluster, DB, {
+      LOG_LEVEL: 'info',
+      DATABASE_URL: cluster.url(DB, DAEMON_ROLE, null),
+      PGPASSWORD: password,
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      BACKUP_SCHEDULE: 'off',
+      BACKUP_VERIFY_SCHEDULE: 'off',
+      // a monitoring role (pg_monitor) may not create the migration tables; an exporter does not migrate
+      MIGRATE_ON_START: 'false',
+      BACKUP_DIR: join(work, 'backups'),
+    }),
+  );
   const listening = await proc.waitForLog((l) => l.msg === 'http server listening');
   await proc.waitForLog((l) => l.msg === 'pg-maintd started');
-  const url = `http://127.0.0.1:${listening.address.port}/metrics`;
+  const url = `http://127.0.0.1:${listening.line.address.port}/metrics`;
   return { name: 'pg-maintd', proc, url, agent: new http.Agent({ keepAlive: true, maxSockets: 1 }) };
 }
 
@@ -254,16 +210,11 @@ async function startDaemon(cluster, password, work) {
 async function startExporter(bin, cluster, password) {
   const port = await freePort();
   const dsn = `postgresql://${EXPORTER_ROLE}:${encodeURIComponent(password)}@127.0.0.1:${cluster.port}/${DB}?sslmode=disable`;
-  const proc = start(
-    'postgres_exporter',
-    bin,
-    [`--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
-    {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME ?? '/root',
-      DATA_SOURCE_NAME: dsn,
-    },
-  );
+  const proc = start(bin, [`--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME ?? '/root',
+    DATA_SOURCE_NAME: dsn,
+  });
   return {
     name: 'postgres_exporter',
     proc,
@@ -277,7 +228,7 @@ async function waitUp(x, timeoutMs = 60_000) {
   return waitFor(
     `${x.name} reporting pg_up 1`,
     async () => {
-      if (!x.proc.alive()) throw new Error(`${x.name} exited:\n${x.proc.tail}`);
+      if (!alive(x.proc)) throw new Error(`${x.name} exited:\n${outputTail(x.proc)}`);
       const r = await httpGet(x.url, x.agent, 5000);
       if (!r.ok) return undefined;
       const text = r.body.toString('utf8');
@@ -328,13 +279,6 @@ async function alignToPolls(daemon) {
 // ---------------------------------------------------------------------------------------------
 // Database
 // ---------------------------------------------------------------------------------------------
-
-async function connect(cluster, database = 'postgres') {
-  const client = new pg.Client({ connectionString: cluster.url(database) });
-  client.on('error', () => undefined); // the server stopped under an idle client; the next query says so
-  await client.connect();
-  return client;
-}
 
 /** The roles, the database with a few small tables, pg_stat_statements. */
 async function prepare(cluster) {
@@ -446,7 +390,6 @@ async function costWindow(admin, cluster, x, role, everyMs, windowS, timeoutMs) 
 // Report
 // ---------------------------------------------------------------------------------------------
 
-const fmt = (x, d = 2) => (x === undefined || Number.isNaN(x) ? '–' : x.toFixed(d));
 const int = (x) => (x === undefined || Number.isNaN(x) ? '–' : Math.round(x).toLocaleString('en-US'));
 const ms = (x) =>
   x === undefined || Number.isNaN(x) ? '–' : x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : x.toFixed(0);
@@ -455,26 +398,6 @@ const statusText = (s) =>
   Object.entries(s ?? {})
     .map(([k, v]) => `HTTP ${k}: ${v}`)
     .join(' ') || '–';
-
-function machineFacts() {
-  const model =
-    /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? '?';
-  return {
-    cpu: model.trim(),
-    cores: availableParallelism(),
-    memGiB: +(totalmem() / 1024 ** 3).toFixed(1),
-    node: process.version,
-  };
-}
-
-/** The commit measured, and whether src/ had uncommitted changes (dist/ is built from the working tree). */
-function codeVersion() {
-  const git = (args) => spawnSync('git', ['-C', ROOT, ...args], { encoding: 'utf8' });
-  const head = git(['rev-parse', '--short', 'HEAD']);
-  if (head.status !== 0) return 'unknown (no git)';
-  const dirty = git(['status', '--porcelain', '--', 'src']).stdout.trim();
-  return dirty ? `${head.stdout.trim()} + uncommitted changes in src/` : head.stdout.trim();
-}
 
 function render(r, opts) {
   const m = r.machine;
@@ -608,7 +531,8 @@ function render(r, opts) {
 async function main() {
   const opts = options();
   const t0 = performance.now();
-  const machine = machineFacts();
+  const { nproc, cpu, memGiB, node } = machineFacts();
+  const machine = { cpu, cores: nproc, memGiB, node };
   const exporterBin = findExporter(opts.exporter);
   for (const [name, w] of [
     ['--slow-window', opts.slowWindow],
@@ -620,7 +544,7 @@ async function main() {
       );
   const versions = {
     daemon: (await import('../dist/version.js')).VERSION,
-    code: codeVersion(),
+    code: await codeVersion(),
     exporter: exporterBin ? exporterVersion(exporterBin) : undefined,
     exporterBin,
   };
@@ -655,20 +579,14 @@ async function main() {
     onCleanup(() => reference.agent.destroy());
   } else log(NOT_INSTALLED);
   const exporters = [daemon, reference].filter(Boolean);
-  const postmasterPid = () => {
-    try {
-      return Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-    } catch {
-      return undefined; // stopped
-    }
-  };
-  const roots = () => [...exporters.map((x) => x.proc.child.pid), postmasterPid()].filter(Boolean);
+  // postmasterPid is undefined while the database is stopped
+  const roots = () => [...exporters.map((x) => x.proc.child.pid), postmasterPid(cluster)].filter(Boolean);
   const disturbance = {};
   /** Runs one phase, noting the CPU other processes on the machine used meanwhile. */
   const phase = async (name, fn) => {
-    const a = cpuSnapshot(roots);
+    const a = machineCpu(roots);
     const res = await fn();
-    const other = otherCpu(a, cpuSnapshot(roots));
+    const other = othersCpu(a, machineCpu(roots));
     disturbance[name] = other;
     if (other.share > 0.05)
       log(
@@ -815,11 +733,11 @@ async function main() {
     writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
     log(`results also in ${opts.out}`);
   }
-  const stopped = await daemon.proc.stop();
-  if (stopped.killed || stopped.seconds > 5)
-    log(
-      `note: pg-maintd took ${fmt(stopped.seconds, 1)} s to stop${stopped.killed ? ' and was killed' : ''}`,
-    );
+  const tDaemonStop = performance.now();
+  const killed = await stopProcess(daemon.proc);
+  const stopS = (performance.now() - tDaemonStop) / 1000;
+  if (killed || stopS > 5)
+    log(`note: pg-maintd took ${fmt(stopS, 1)} s to stop${killed ? ' and was killed' : ''}`);
 }
 
 await runBench(main);
