@@ -63,7 +63,6 @@ export interface Check {
   run(ctx: CheckContext): Promise<Finding | Finding[]>;
 }
 
-
 /** A SQL identifier, quoted when it has to be. */
 export function quoteIdent(name: string): string {
   return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
