@@ -39,6 +39,7 @@ import {
   onCleanup,
   othersCpu,
   parseOptions,
+  pgEnv,
   postmasterPid,
   reportText,
   runBench,
@@ -46,12 +47,11 @@ import {
   sh,
   startCluster,
   startProcess,
+  startS3rver,
   stopProcess,
   tableCounts,
   warmCache,
 } from './lib.mjs';
-
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'; // s3rver's client runs in this process
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -132,17 +132,7 @@ async function caseDaemonDir(cluster, db, work, label) {
 /** The seed guide's pipeline, with gzip or pigz. */
 async function caseShell(cluster, db, work, compressor, label) {
   const out = join(work, `${compressor}.sql.gz`);
-  const env = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME ?? '/root',
-    LANG: 'C.UTF-8',
-    PGHOST: '127.0.0.1',
-    PGPORT: String(cluster.port),
-    PGUSER: cluster.user,
-    PGPASSWORD: cluster.password,
-    PGDATABASE: db,
-    OUT: out,
-  };
+  const env = pgEnv(cluster, db, { OUT: out });
   const script = `set -o pipefail; pg_dump --clean --no-owner --no-privileges | ${compressor} -6 > "$OUT"`;
   const r = await runMeasured(label, 'bash', ['-c', script], { env });
   const bytes = statSync(out).size;
@@ -158,50 +148,22 @@ async function caseShell(cluster, db, work, compressor, label) {
 
 /** pg-maintd backup to s3rver on loopback (s3rver runs in this process). */
 async function caseDaemonS3(cluster, db, work, label) {
-  const { default: S3rver } = await import('s3rver');
-  const { S3Client, CreateBucketCommand, HeadObjectCommand } = await import('@aws-sdk/client-s3');
-  const directory = mkdtempSync(join(work, 's3rver-'));
-  const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory });
-  const { port } = await server.run();
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    await server.close();
-    rmSync(directory, { recursive: true, force: true });
-  };
-  onCleanup(close);
-  const endpoint = `http://127.0.0.1:${port}`;
-  const s3 = new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-  });
+  const { HeadObjectCommand } = await import('@aws-sdk/client-s3');
+  const store = await startS3rver(work);
   try {
-    const bucket = 'pgmaintd-bench';
-    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const r = await runMeasured(label, process.execPath, [CLI, 'backup'], {
-      env: cliEnv(cluster, db, {
-        S3_BUCKET: bucket,
-        S3_ENDPOINT: endpoint,
-        S3_FORCE_PATH_STYLE: 'true',
-        AWS_ACCESS_KEY_ID: 'S3RVER',
-        AWS_SECRET_ACCESS_KEY: 'S3RVER',
-        AWS_REGION: 'us-east-1',
-      }),
+      env: cliEnv(cluster, db, store.env),
     });
     const res = backupResult(label, r);
-    const key = res.where.replace(`s3://${bucket}/`, '');
-    const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    const key = res.where.replace(`s3://${store.bucket}/`, '');
+    const head = await store.s3.send(new HeadObjectCommand({ Bucket: store.bucket, Key: key }));
     res.check =
       head.ContentLength === res.bytes
         ? 'object size ok'
         : `MISMATCH: object ${head.ContentLength} bytes, manifest ${res.bytes}`;
     return res;
   } finally {
-    s3.destroy();
-    await close();
+    await store.close();
   }
 }
 

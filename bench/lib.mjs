@@ -13,7 +13,16 @@ import { spawn } from 'node:child_process';
 import console from 'node:console';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { availableParallelism, cpus, loadavg, totalmem, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -217,11 +226,11 @@ export function childPids(pid) {
 }
 
 /**
- * Polls VmHWM (the kernel's peak RSS of a process) of a process and all its descendants. VmHWM only
- * grows, so the last sample before exit is the peak up to the last interval.
+ * Polls VmHWM (the kernel's peak RSS of a process) and the CPU time of a process and all its
+ * descendants. Both only grow, so the last sample before exit is the value up to the last interval.
  */
 export class TreeSampler {
-  peaks = new Map(); // `${pid}:${name}` -> { pid, name, kb }
+  peaks = new Map(); // `${pid}:${name}` -> { pid, name, kb, cpuS }
   #timer;
   constructor(rootPid, everyMs = 50) {
     this.rootPid = rootPid;
@@ -239,7 +248,8 @@ export class TreeSampler {
       if (!st) continue;
       const key = `${pid}:${st.name}`;
       const prev = this.peaks.get(key);
-      if (!prev || st.kb > prev.kb) this.peaks.set(key, { pid, name: st.name, kb: st.kb });
+      const cpuS = Math.max(prev?.cpuS ?? 0, cpuSeconds(pid) || 0);
+      this.peaks.set(key, { pid, name: st.name, kb: Math.max(prev?.kb ?? 0, st.kb), cpuS });
       queue.push(...childPids(pid));
     }
   }
@@ -251,6 +261,14 @@ export class TreeSampler {
     return (
       Math.max(0, ...[...this.peaks.values()].filter((p) => p.pid === this.rootPid).map((p) => p.kb)) / 1024
     );
+  }
+  /**
+   * CPU seconds of the processes with this name, as last sampled (up to one interval short of what
+   * each used by its exit), or undefined when none ran.
+   */
+  cpuByName(name) {
+    const xs = [...this.peaks.values()].filter((p) => p.name === name);
+    return xs.length ? xs.reduce((a, p) => a + p.cpuS, 0) : undefined;
   }
   /** Largest peak RSS in MiB among processes with this name. */
   byName(name) {
@@ -927,6 +945,61 @@ export function cliEnv(cluster, db, extra) {
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     ...extra,
   };
+}
+
+/** The libpq environment a shell pipeline (pg_dump, psql, pg_restore) gets: the password never in its arguments. */
+export function pgEnv(cluster, db, extra) {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME ?? '/root',
+    LANG: 'C.UTF-8',
+    PGHOST: '127.0.0.1',
+    PGPORT: String(cluster.port),
+    PGUSER: cluster.user,
+    PGPASSWORD: cluster.password,
+    PGDATABASE: db,
+    ...extra,
+  };
+}
+
+/**
+ * s3rver (the npm package) on a free loopback port in this process, with an empty bucket: `s3` is a
+ * client for the benchmark itself, `env` what pg-maintd needs to use the bucket. close() (also run at
+ * cleanup) stops it and removes its folder under `work`.
+ */
+export async function startS3rver(work, bucket = 'pgmaintd-bench') {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'; // the client runs in this process
+  const { default: S3rver } = await import('s3rver');
+  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const directory = mkdtempSync(join(work, 's3rver-'));
+  const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory });
+  const { port } = await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const s3 = new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+  });
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    s3.destroy();
+    await server.close();
+    rmSync(directory, { recursive: true, force: true });
+  };
+  onCleanup(close);
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  const env = {
+    S3_BUCKET: bucket,
+    S3_ENDPOINT: endpoint,
+    S3_FORCE_PATH_STYLE: 'true',
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    AWS_REGION: 'us-east-1',
+  };
+  return { s3, bucket, endpoint, env, close };
 }
 
 /** Cron (with seconds, UTC) for the single second `at`. */

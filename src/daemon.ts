@@ -1,4 +1,8 @@
-/** `pg-maintd run`: assembles the components, starts them in order, and drains them on a signal. */
+/**
+ * `pg-maintd run`: assembles the components, starts them in order, and drains them on a signal.
+ * Nothing waits for the start-up migrations: they run in the background, so a lock someone holds or
+ * a failing migration never keeps HTTP, metrics, backups or drills from starting.
+ */
 import type { LoadedConfig } from './config/load.js';
 import { DbPool } from './db/pool.js';
 import { ReadinessProbe } from './health/readiness.js';
@@ -14,15 +18,17 @@ import { registerPoolMetrics } from './metrics/pool-metrics.js';
 import { defaultCollectors } from './metrics/collectors/index.js';
 import { Poller } from './metrics/poller.js';
 import { MigrationBootstrap } from './migrate/bootstrap.js';
+import { MigrationMetrics } from './migrate/metrics.js';
 import { OperatorError } from './errors.js';
 import { VERSION } from './version.js';
 import { EXIT } from './exit-codes.js';
-import { Catalog } from './backup/catalog.js';
+import { catalogFor } from './backup/catalog-for.js';
 import { backupJob, verifyJob } from './backup/jobs.js';
 import { BackupMetrics } from './backup/metrics.js';
 import { createStorage, type Storage } from './backup/storage/index.js';
 import { maintenanceJob } from './maintenance/job.js';
 import { MaintenanceMetrics } from './maintenance/metrics.js';
+import { LEASE_SESSION } from './db/lease.js';
 
 export interface Daemon {
   http: HttpServer;
@@ -49,7 +55,8 @@ export async function runDaemon(
 
   // Construct everything first (nothing connects or listens yet), then start in order.
   const registry = createRegistry();
-  const pool = new DbPool(config.db, { name: 'main', logger });
+  // the leases' pool: a lock another role holds on the table, or a slow server, must not wedge a job
+  const pool = new DbPool(config.db, { name: 'main', logger, ...LEASE_SESSION });
   const readyPool = new DbPool(config.db, {
     name: 'readyz',
     logger,
@@ -61,7 +68,7 @@ export async function runDaemon(
   const watchdog = new EventLoopWatchdog({ maxLagMs: config.http.livenessMaxLagMs });
   const scheduler = new Scheduler({ maxStallMs: config.http.livenessMaxLagMs, registry, logger });
   const storage = await createStorage(config);
-  const catalog = new Catalog(storage);
+  const catalog = catalogFor(config, storage);
   const backupMetrics = new BackupMetrics(registry, config.backup.databases);
   const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };
   scheduler.addJob(backupJob(jobDeps));
@@ -99,16 +106,20 @@ export async function runDaemon(
     web: config.http.web,
   });
 
+  // a wrong password or database name, found before the database was ever reached, is a
+  // configuration fault as at any start-up; set once the shutdown controller exists
+  let onFatal: (err: OperatorError) => void = () => undefined;
   const migrations = config.migrations.onStart
     ? new MigrationBootstrap(
         {
           db: config.db,
           dir: config.migrations.dir,
           logger,
-          lockWaitMs: config.migrations.lockWaitMs,
           lockTimeoutMs: config.migrations.lockTimeoutMs,
         },
         logger,
+        new MigrationMetrics(registry),
+        { onFatal: (err) => onFatal(err) },
       )
     : undefined;
 
@@ -121,10 +132,14 @@ export async function runDaemon(
     onDrain: () => readiness.markDraining(),
   });
   shutdown.install(); // before anything starts, so a signal during start-up still drains
+  onFatal = (err) => {
+    logger.fatal({ hint: err.hint }, `start-up stopped: ${err.message}`);
+    void shutdown.shutdown('start-up failed', err.exitCode);
+  };
 
   try {
-    // HTTP comes up before the migrations, so probes answer while they wait for the database; the
-    // scheduler comes last: jobs start only on a migrated schema
+    // HTTP comes up first, so probes answer whatever the database does; the migrations' start()
+    // returns at once (they run in the background) and the scheduler does not wait for them
     const order = [...(opts.first ?? []), pool, readyPool, watchdog, poller, readiness, http];
     if (migrations) order.push(migrations);
     for (const c of [...order, scheduler]) {

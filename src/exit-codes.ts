@@ -6,6 +6,8 @@ export const EXIT = {
   OK: 0,
   /** A one-shot command ran and reported failure (for example a failed backup). */
   FAILURE: 1,
+  /** `backup`: every backup succeeded and is good, but retention after it failed (nothing more was deleted). */
+  RETENTION_FAILED: 3,
   /** EX_USAGE: unknown flag or subcommand. */
   USAGE: 64,
   /** EX_DATAERR: the database's state refuses the work (a changed applied migration, a failed one). */
@@ -14,6 +16,8 @@ export const EXIT = {
   UNAVAILABLE: 69,
   /** EX_SOFTWARE: an internal error (unhandled rejection, uncaught exception). */
   SOFTWARE: 70,
+  /** EX_TEMPFAIL: another pg-maintd holds the lease for this work (a scheduled run); try again later. */
+  TEMPFAIL: 75,
   /** EX_CONFIG: configuration is invalid. */
   CONFIG: 78,
   /** The drain did not finish within the shutdown grace period; the exit was forced. */

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream';
 import type { Config } from '../config/load.js';
+import { LeaseLostError } from '../db/lease.js';
 import { DbPool } from '../db/pool.js';
 import { OperatorError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -15,7 +16,7 @@ import type { Catalog } from './catalog.js';
 import { BackupError, startDump, type FailureReason, type RunningDump } from './dump.js';
 import { ParallelGzip } from './gzip-parallel.js';
 import { ByteCounter, EndGate, HashCounter } from './hash.js';
-import type { Manifest } from './manifest.js';
+import { parseManifest, type ManifestV2 } from './manifest.js';
 import type { BackupMetrics } from './metrics.js';
 import { MANIFEST_SUFFIX, dataKey } from './naming.js';
 import type { Storage } from './storage/storage.js';
@@ -39,7 +40,7 @@ export async function runBackup(
   deps: BackupDeps,
   database: string,
   opts: BackupOptions = {},
-): Promise<Manifest> {
+): Promise<ManifestV2> {
   const { config, storage, metrics } = deps;
   const runId = randomBytes(4).toString('hex');
   const log = deps.logger.child({ job: 'backup', database, runId });
@@ -50,6 +51,8 @@ export async function runBackup(
   let progress: NodeJS.Timeout | undefined;
   metrics.inProgress.inc();
   const startedAt = new Date();
+  // the duration on the monotonic clock: a wall clock stepped meanwhile must not make it negative
+  const startedMono = performance.now();
   try {
     try {
       await storage.check();
@@ -59,7 +62,8 @@ export async function runBackup(
         cause: err,
       });
     }
-    const key = await freeKey(storage, database, startedAt, config.backup.format);
+    // the run's id makes the key unique; the store refuses to replace an object all the same
+    const key = dataKey(database, startedAt, config.backup.format, runId);
     log.info({ key, storage: storage.description, format: config.backup.format }, 'backup started');
 
     dump = await startDump({
@@ -68,6 +72,7 @@ export async function runBackup(
       format: config.backup.format,
       clientBinDir: config.backup.clientBinDir,
       rowCountMaxTableBytes: config.backup.rowCountMaxTableBytes,
+      lockWaitTimeoutMs: config.backup.lockWaitTimeoutMs,
     });
     const running = dump;
     const expectedBytes = await databaseSize(pool);
@@ -115,6 +120,11 @@ export async function runBackup(
     };
     const onAbort = () => stopAll(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
+    // counting runs in the snapshot's own session: its failure is the database's, and it ends the
+    // exported snapshot, so pg_dump's failure that follows is only a symptom
+    running.rowCounts.catch((err: unknown) => {
+      if (!signal.aborted) stopAll(countFailure(err));
+    });
     try {
       // Wait for all three to settle, so a failed write has removed its temporary file (or aborted
       // its multipart upload) before anything is reported.
@@ -128,29 +138,26 @@ export async function runBackup(
       );
       // Report the storage's verdict first when it has one: it already names the stream's own failure
       // (pg_dump's) when that came first, while pg_dump dying of a pipe the store closed is a symptom.
-      if (rootCause) throw putError ?? rootCause.error;
+      // A failed count is the root cause whatever followed it.
+      if (rootCause)
+        throw rootCause.error instanceof CountError ? rootCause.error : (putError ?? rootCause.error);
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
     // The data object is complete; a backup is good once its manifest is written. If that cannot be
     // done, the data object goes too: data without a manifest is never good.
-    let manifest: Manifest;
+    let manifest: ManifestV2;
     try {
       // Counting can queue behind a lock; BACKUP_TIMEOUT and shutdown still apply.
       const rowCounts = await untilAborted(running.rowCounts, signal).catch((err: unknown) => {
         if (signal.aborted) throw err;
-        throw new BackupError(
-          'database',
-          `counting rows in the dump's snapshot failed: ${(err as Error).message}`,
-          {
-            cause: err,
-          },
-        );
+        throw countFailure(err);
       });
       await running.release();
-      const finishedAt = new Date();
+      const elapsedMs = performance.now() - startedMono;
+      const finishedAt = new Date(startedAt.getTime() + elapsedMs);
       manifest = {
-        manifestVersion: 1,
+        manifestVersion: 2,
         key,
         database,
         format: config.backup.format,
@@ -160,14 +167,32 @@ export async function runBackup(
         pgDumpVersion: running.pgDumpVersion,
         serverVersion: running.serverVersion,
         serverVersionNum: running.serverVersionNum,
+        systemIdentifier: running.systemIdentifier,
+        databaseTime: running.databaseTime.toISOString(),
         startedAt: startedAt.toISOString(),
         finishedAt: finishedAt.toISOString(),
-        durationSeconds: (finishedAt.getTime() - startedAt.getTime()) / 1000,
+        durationSeconds: elapsedMs / 1000,
         ...(opts.tick ? { tick: opts.tick.toISOString() } : {}),
         rowCounts,
+        warnings: [...running.warnings],
         tool: `pg-maintd ${VERSION}`,
       };
-      await storage.putSmall(key + MANIFEST_SUFFIX, JSON.stringify(manifest, null, 2));
+      if (deps.catalog.signer) manifest = deps.catalog.signer.sign(manifest);
+      const text = JSON.stringify(manifest, null, 2);
+      // what the catalog would refuse to read must not be written and reported as a good backup
+      try {
+        parseManifest(text, key + MANIFEST_SUFFIX);
+      } catch (err) {
+        throw new BackupError(
+          'internal',
+          `the manifest made for ${key} does not pass its own checks: ${(err as Error).message}`,
+          {
+            hint: 'report this; nothing was kept',
+            cause: err,
+          },
+        );
+      }
+      await storage.putSmall(key + MANIFEST_SUFFIX, text);
     } catch (err) {
       await storage.delete([key]).catch(() => undefined);
       if (err instanceof BackupError) throw err;
@@ -176,6 +201,14 @@ export async function runBackup(
       });
     }
     metrics.runs.inc({ database, result: 'success' });
+    if (manifest.warnings.length) {
+      metrics.warnings.inc({ database }, manifest.warnings.length);
+      log.warn(
+        { key, warnings: manifest.warnings },
+        'pg_dump succeeded with warnings (kept in the manifest): check that the backup holds what you need',
+      );
+    }
+    skewWarning(manifest, deps.catalog.options.clockToleranceMs, log);
     log.info(
       {
         key,
@@ -224,6 +257,14 @@ function classifyFailure(
   signal: AbortSignal,
   external?: AbortSignal,
 ): { reason: FailureReason; error: BackupError } {
+  if (external?.reason instanceof LeaseLostError)
+    return {
+      reason: 'lease_lost',
+      error: new BackupError('lease_lost', `backup stopped: ${external.reason.message}`, {
+        hint: 'another replica may run it now; if this repeats, check the database of DATABASE_URL is reachable and raise LEASE_TTL',
+        cause: err,
+      }),
+    };
   if (external?.aborted)
     return {
       reason: 'aborted',
@@ -275,17 +316,29 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-/** The seed's name for this second; a suffix only if a backup already took that name. */
-async function freeKey(
-  storage: Storage,
-  database: string,
-  at: Date,
-  format: 'plain' | 'custom',
-): Promise<string> {
-  for (let seq = 0; ; seq++) {
-    const key = dataKey(database, at, format, seq);
-    if ((await storage.list(key)).length === 0) return key;
-  }
+/** A failed row count: the database's failure, named as such. */
+class CountError extends BackupError {}
+
+function countFailure(err: unknown): BackupError {
+  if (err instanceof BackupError) return err;
+  return new CountError(
+    'database',
+    `counting rows in the dump's snapshot failed: ${(err as Error).message}`,
+    {
+      hint: 'check that the role of DATABASE_URL may read every table (pg_dump must too), and the server log',
+      cause: err,
+    },
+  );
+}
+
+/** The backup is kept, but a host clock that disagrees with the database's makes it misdated: say so now. */
+function skewWarning(m: ManifestV2, toleranceMs: number, log: Logger): void {
+  const aheadMs = Date.parse(m.startedAt) - Date.parse(m.databaseTime);
+  if (Math.abs(aheadMs) > toleranceMs)
+    log.warn(
+      { key: m.key, skewSeconds: Math.round(aheadMs / 1000) },
+      `this host's clock is ${aheadMs > 0 ? 'ahead of' : 'behind'} the database server's: the backup is kept but flagged misdated (never the latest, not counted for retention, never deleted by it) until the clocks agree; fix NTP`,
+    );
 }
 
 async function databaseSize(pool: DbPool): Promise<number | undefined> {

@@ -1,14 +1,39 @@
 /**
  * What is stored for a database, sorted into good backups (data object plus a manifest that matches
- * it) and incomplete leftovers. Listing, retention, restore and the metrics all read it from here,
- * so an object without a manifest is never good and never the "latest".
+ * it) and leftovers. Listing, retention, restore and the metrics all read it from here, so an object
+ * without a manifest is never good and never the "latest".
+ *
+ * Nothing read from the store is trusted as it is: a manifest is parsed strictly, must name its own
+ * object and size, must carry a valid signature when BACKUP_SIGNING_KEY_FILE is set, and a backup
+ * dated ahead of the store's clock, of the time the store wrote it, or of the database server's clock
+ * is flagged "future-dated": listed, never deleted, but never the latest nor counted toward the
+ * retention minimum.
  */
-import { parseManifest, VerifyRecordSchema, type Manifest, type VerifyRecord } from './manifest.js';
-import { MANIFEST_SUFFIX, VERIFY_SUFFIX, databasePrefix, parseDataKey } from './naming.js';
-import { PARTIAL_MARK } from './storage/fs.js';
+import {
+  MAX_RECORD_BYTES,
+  parseManifest,
+  parseVerifyRecord,
+  v2,
+  type Manifest,
+  type VerifyRecord,
+} from './manifest.js';
+import { MANIFEST_SUFFIX, VERIFY_SUFFIX, databaseFolders, parseDataKey } from './naming.js';
+import { describeSignatureCheck, type SignatureCheck, type Signer } from './signing.js';
+import { isTemporaryKey } from './storage/fs.js';
 import type { Storage, StoredObject } from './storage/storage.js';
 
 const NO_MANIFEST = 'no manifest: the backup did not complete';
+
+/** Why an object that looks like a backup is not trusted (a metric label). */
+export const SUSPECT_REASONS = [
+  'future_dated',
+  'past_dated',
+  'signature_missing',
+  'signature_invalid',
+  'unknown_key',
+  'malformed',
+] as const;
+export type SuspectReason = (typeof SUSPECT_REASONS)[number];
 
 export interface GoodBackup {
   key: string;
@@ -18,6 +43,11 @@ export interface GoodBackup {
   at: Date;
   size: number;
   verify: VerifyRecord | undefined;
+  /**
+   * Set when the backup is intact but its dates cannot be trusted (ahead of a clock pg-maintd does not
+   * control, or a writer's clock behind the database's): never the latest, never counted, never deleted.
+   */
+  suspect?: { reason: 'future_dated' | 'past_dated'; detail: string };
 }
 
 export interface Leftover {
@@ -26,30 +56,59 @@ export interface Leftover {
   lastModified: Date;
   /**
    * Retention may delete it after the grace period: an unfinished write, data that never got a
-   * manifest, or a manifest whose data is gone. A manifest this version cannot read, or one that
-   * disagrees with its object, is kept for a person to look at: it may be a good backup written by
-   * another version of pg-maintd.
+   * manifest, or a manifest whose data is gone. A manifest this version cannot read, one that
+   * disagrees with its object, or one whose signature fails is kept for a person to look at: it may
+   * be a good backup written by another version or before signing was turned on.
    */
   deletable: boolean;
+  reason?: SuspectReason;
 }
 
 export interface CatalogListing {
-  good: GoodBackup[]; // newest first
+  good: GoodBackup[]; // newest first, suspects included (flagged)
   incomplete: Leftover[];
 }
 
-export class Catalog {
-  readonly #manifests = new Map<string, Manifest>(); // manifests never change: cache them
+export interface CatalogOptions {
+  signer?: Signer | undefined;
+  /** How far a backup's dates may run ahead of a reference clock before they count as the future. */
+  clockToleranceMs: number;
+}
 
-  constructor(readonly storage: Storage) {}
+type Entry =
+  | { kind: 'good'; backup: GoodBackup }
+  | { kind: 'leftover'; why: string; deletable: boolean; reason?: SuspectReason }
+  | { kind: 'foreign' };
+type Leftovers = Extract<Entry, { kind: 'leftover' }>;
+type ReadManifest = { manifest: Manifest; signature: SignatureCheck } | Leftovers;
+
+/** The good backups to rely on: not future-dated. */
+export function trusted(listing: CatalogListing): GoodBackup[] {
+  return listing.good.filter((g) => !g.suspect);
+}
+
+export class Catalog {
+  // keyed by key, size and time written: a manifest replaced in the store is read again
+  readonly #manifests = new Map<string, ReadManifest>();
+
+  constructor(
+    readonly storage: Storage,
+    readonly options: CatalogOptions = { clockToleranceMs: 5 * 60_000 },
+  ) {}
+
+  get signer(): Signer | undefined {
+    return this.options.signer;
+  }
 
   async list(database: string): Promise<CatalogListing> {
-    const objects = await this.storage.list(databasePrefix(database));
-    const byKey = new Map(objects.map((o) => [o.key, o]));
+    const byKey = new Map<string, StoredObject>();
+    for (const folder of databaseFolders(database))
+      for (const o of await this.storage.list(`${folder}/`)) byKey.set(o.key, o);
+    const storeNow = await this.storage.now();
     const good: GoodBackup[] = [];
     const incomplete: Leftover[] = [];
-    for (const o of objects) {
-      if (o.key.includes(PARTIAL_MARK)) {
+    for (const o of byKey.values()) {
+      if (isTemporaryKey(o.key)) {
         incomplete.push({
           key: o.key,
           why: 'unfinished write',
@@ -58,82 +117,222 @@ export class Catalog {
         });
         continue;
       }
+      if (o.key.endsWith(VERIFY_SUFFIX)) continue;
       if (o.key.endsWith(MANIFEST_SUFFIX)) {
-        if (!byKey.has(o.key.slice(0, -MANIFEST_SUFFIX.length))) {
+        const dataKey = o.key.slice(0, -MANIFEST_SUFFIX.length);
+        if (!byKey.has(dataKey) && parseDataKey(dataKey)?.databases.includes(database))
           incomplete.push({
             key: o.key,
             why: 'manifest without data',
             lastModified: o.lastModified,
             deletable: true,
           });
-        }
         continue;
       }
       const parsed = parseDataKey(o.key);
-      if (!parsed || parsed.database !== database) continue; // not ours: never touched
-      const entry = await this.#entry(o, byKey);
-      if (typeof entry === 'string') {
+      if (!parsed?.databases.includes(database)) continue; // not ours: never touched
+      const entry = await this.#entry(o, byKey, database, storeNow);
+      if (entry.kind === 'good') good.push(entry.backup);
+      else if (entry.kind === 'leftover')
         incomplete.push({
           key: o.key,
-          why: entry,
+          why: entry.why,
           lastModified: o.lastModified,
-          deletable: entry === NO_MANIFEST,
+          deletable: entry.deletable,
+          ...(entry.reason ? { reason: entry.reason } : {}),
         });
-      } else good.push(entry);
     }
-    good.sort((a, b) => b.at.getTime() - a.at.getTime());
+    good.sort((a, b) => b.at.getTime() - a.at.getTime() || (a.key < b.key ? 1 : -1));
     return { good, incomplete };
   }
 
+  /** The newest good backup that is not future-dated. */
   async latest(database: string): Promise<GoodBackup | undefined> {
-    return (await this.list(database)).good[0];
+    return trusted(await this.list(database))[0];
   }
 
-  /** A good backup by key, or a reason it is not one. */
-  async find(key: string): Promise<GoodBackup | string> {
+  /**
+   * A good backup by key, or a reason it is not one. `acceptUnsigned`: one whose signature is missing
+   * or wrong is returned all the same, with `unsigned` saying what is wrong (an operator's explicit choice).
+   */
+  async find(
+    key: string,
+    opts: { acceptUnsigned?: boolean } = {},
+  ): Promise<(GoodBackup & { unsigned?: string }) | string> {
     const parsed = parseDataKey(key);
     if (!parsed)
-      return `"${key}" is not a backup key (expected <database>/<database>_<YYYYMMDD_HHMMSS>.sql.gz)`;
+      return `"${key}" is not a backup key (expected <database>/<database>_<YYYYMMDD_HHMMSS>-<run>.sql.gz, as \`pg-maintd backups list\` prints it)`;
     const objects = await this.storage.list(key);
     const byKey = new Map(objects.map((o) => [o.key, o]));
     const data = byKey.get(key);
     if (!data) return `no backup stored under "${key}"`;
-    return this.#entry(data, byKey);
+    const entry = await this.#entry(data, byKey, undefined, await this.storage.now(), opts.acceptUnsigned);
+    if (entry.kind === 'good') return entry.backup;
+    return entry.kind === 'leftover' ? entry.why : 'its manifest names another database';
   }
 
-  async #entry(data: StoredObject, byKey: Map<string, StoredObject>): Promise<GoodBackup | string> {
+  async #entry(
+    data: StoredObject,
+    byKey: Map<string, StoredObject>,
+    database: string | undefined,
+    storeNow: Date | undefined,
+    acceptUnsigned = false,
+  ): Promise<Entry> {
     const manifestKey = data.key + MANIFEST_SUFFIX;
-    if (!byKey.has(manifestKey)) return NO_MANIFEST;
-    let manifest = this.#manifests.get(manifestKey);
-    if (!manifest) {
-      const raw = await this.storage.getSmall(manifestKey);
-      if (!raw) return NO_MANIFEST;
-      try {
-        manifest = parseManifest(raw, manifestKey);
-      } catch (err) {
-        return (err as Error).message;
-      }
-      this.#manifests.set(manifestKey, manifest);
+    const mo = byKey.get(manifestKey);
+    if (!mo) return { kind: 'leftover', why: NO_MANIFEST, deletable: true };
+    const read = await this.#manifest(mo);
+    if ('kind' in read) return read;
+    const { manifest, signature } = read;
+    if (signature !== 'ok' && !acceptUnsigned)
+      return {
+        kind: 'leftover',
+        why: describeSignatureCheck(signature),
+        deletable: false,
+        reason:
+          signature === 'missing'
+            ? 'signature_missing'
+            : signature === 'unknown_key'
+              ? 'unknown_key'
+              : 'signature_invalid',
+      };
+    const candidates = parseDataKey(data.key)?.databases ?? [];
+    if (manifest.database !== (database ?? manifest.database) || !candidates.includes(manifest.database)) {
+      // an older raw folder name can be another database's encoded one: that database lists it
+      if (database !== undefined && databaseFolders(manifest.database).includes(data.key.split('/')[0]!))
+        return { kind: 'foreign' };
+      return {
+        kind: 'leftover',
+        why: `manifest names database "${manifest.database}", which does not match its key`,
+        deletable: false,
+        reason: 'malformed',
+      };
     }
-    if (manifest.key !== data.key) return `manifest names another object (${manifest.key})`;
-    if (manifest.size !== data.size) return `size ${data.size} differs from the manifest's ${manifest.size}`;
-    let verify: VerifyRecord | undefined;
-    if (byKey.has(data.key + VERIFY_SUFFIX)) {
-      const raw = await this.storage.getSmall(data.key + VERIFY_SUFFIX);
-      try {
-        const r = raw ? VerifyRecordSchema.safeParse(JSON.parse(raw.toString())) : undefined;
-        verify = r?.success ? r.data : undefined;
-      } catch {
-        verify = undefined; // an unreadable drill record is no record, not a broken backup
-      }
-    }
-    return {
+    if (manifest.key !== data.key)
+      return {
+        kind: 'leftover',
+        why: `manifest names another object (${manifest.key})`,
+        deletable: false,
+        reason: 'malformed',
+      };
+    if (manifest.size !== data.size)
+      return {
+        kind: 'leftover',
+        why: `size ${data.size} differs from the manifest's ${manifest.size}`,
+        deletable: false,
+        reason: 'malformed',
+      };
+    const backup: GoodBackup & { unsigned?: string } = {
       key: data.key,
       database: manifest.database,
       manifest,
       at: new Date(manifest.startedAt),
       size: data.size,
-      verify,
+      verify: await this.#verifyRecord(data.key, byKey, manifest, storeNow),
+      ...(signature === 'ok' ? {} : { unsigned: describeSignatureCheck(signature) }),
     };
+    const misdated = this.#misdated(manifest, mo, storeNow);
+    if (misdated) backup.suspect = misdated;
+    return { kind: 'good', backup };
+  }
+
+  /** The manifest and its signature's check, or why it is not usable (cached: manifests do not change). */
+  async #manifest(mo: StoredObject): Promise<ReadManifest> {
+    const cacheKey = `${mo.key}\0${mo.size}\0${mo.lastModified.getTime()}`;
+    const cached = this.#manifests.get(cacheKey);
+    if (cached) return cached;
+    let result: ReadManifest;
+    if (mo.size > MAX_RECORD_BYTES) {
+      result = {
+        kind: 'leftover',
+        why: `manifest larger than ${MAX_RECORD_BYTES} bytes`,
+        deletable: false,
+        reason: 'malformed',
+      };
+    } else {
+      const raw = await this.storage.getSmall(mo.key);
+      if (!raw) return { kind: 'leftover', why: NO_MANIFEST, deletable: true };
+      try {
+        const manifest = parseManifest(raw, mo.key);
+        result = { manifest, signature: this.options.signer?.check(manifest) ?? 'ok' };
+      } catch (err) {
+        result = { kind: 'leftover', why: (err as Error).message, deletable: false, reason: 'malformed' };
+      }
+    }
+    if (this.#manifests.size > 10_000) this.#manifests.clear();
+    this.#manifests.set(cacheKey, result);
+    return result;
+  }
+
+  /**
+   * Why the manifest's dates cannot be trusted, if so: ahead of the store's clock, of the time the
+   * store recorded writing the manifest, or of the database server's clock at the dump (a fast
+   * writer, or a forgery); a tick after the run's own start; or a start behind the database's clock
+   * (a slow writer, whose backup would pass for an old one). Earlier dates alone are not suspect: a
+   * copy of an old backup written today is still that old backup.
+   */
+  #misdated(m: Manifest, manifestObject: StoredObject, storeNow: Date | undefined): GoodBackup['suspect'] {
+    const tol = this.options.clockToleranceMs;
+    const started = Date.parse(m.startedAt);
+    const tick = m.tick ? Date.parse(m.tick) : undefined;
+    const claimed = Math.max(started, Date.parse(m.finishedAt), tick ?? 0);
+    const s = (ms: number) => `${Math.round(ms / 1000)} s`;
+    const future = (detail: string) => ({ reason: 'future_dated' as const, detail });
+    if (storeNow && claimed > storeNow.getTime() + tol)
+      return future(
+        `dated ${new Date(claimed).toISOString()}, ${s(claimed - storeNow.getTime())} ahead of the store's clock`,
+      );
+    const written = manifestObject.lastModified.getTime();
+    if (written > 0 && claimed > written + tol)
+      return future(
+        `dated ${new Date(claimed).toISOString()}, ${s(claimed - written)} after the store recorded writing it`,
+      );
+    if (tick !== undefined && tick > started + tol)
+      return future(
+        `its tick ${m.tick} lies ${s(tick - started)} after its own start: a run never starts before its slot`,
+      );
+    const dbTime = v2(m)?.databaseTime;
+    if (dbTime === undefined) return undefined;
+    const skew = started - Date.parse(dbTime);
+    if (skew > tol)
+      return future(
+        `started ${m.startedAt} by its writer's clock, ${s(skew)} ahead of the database server's clock`,
+      );
+    if (skew < -tol)
+      return {
+        reason: 'past_dated',
+        detail: `started ${m.startedAt} by its writer's clock, ${s(-skew)} behind the database server's clock`,
+      };
+    return undefined;
+  }
+
+  /**
+   * The drill record of a backup, when it can be trusted: it parses, names the backup, checks (with a
+   * signing key), and its date is neither ahead of the store's clock or of when the store wrote it
+   * nor before the backup itself (a drill under a fast clock would otherwise silence the alerts).
+   */
+  async #verifyRecord(
+    key: string,
+    byKey: Map<string, StoredObject>,
+    backup: Manifest,
+    storeNow: Date | undefined,
+  ): Promise<VerifyRecord | undefined> {
+    const o = byKey.get(key + VERIFY_SUFFIX);
+    if (!o || o.size > MAX_RECORD_BYTES) return undefined;
+    try {
+      const raw = await this.storage.getSmall(o.key);
+      if (!raw) return undefined;
+      const record = parseVerifyRecord(raw, o.key);
+      if (record.key !== key) return undefined;
+      if (this.options.signer && this.options.signer.check(record) !== 'ok') return undefined;
+      const at = Date.parse(record.verifiedAt);
+      const tol = this.options.clockToleranceMs;
+      if (storeNow && at > storeNow.getTime() + tol) return undefined;
+      if (o.lastModified.getTime() > 0 && at > o.lastModified.getTime() + tol) return undefined;
+      if (at < Date.parse(backup.finishedAt) - tol) return undefined;
+      return record;
+    } catch {
+      return undefined; // an unreadable drill record is no record, not a broken backup
+    }
   }
 }

@@ -23,7 +23,7 @@ export function toolPath(tool: ClientTool, binDir: string | undefined): string {
 export async function toolMajor(
   tool: ClientTool,
   binDir: string | undefined,
-): Promise<{ major: number; version: string }> {
+): Promise<{ major: number; minor: number; version: string }> {
   const path = toolPath(tool, binDir);
   let stdout: string;
   try {
@@ -46,7 +46,31 @@ export async function toolMajor(
     throw new OperatorError(`cannot read the version of ${path}: ${stdout.trim()}`, {
       exitCode: EXIT.UNAVAILABLE,
     });
-  return { major: Number(m[1]), version: stdout.trim().replace(/^.*\(PostgreSQL\)\s+/, '') };
+  return {
+    major: Number(m[1]),
+    minor: Number(m[2] ?? 0),
+    version: stdout.trim().replace(/^.*\(PostgreSQL\)\s+/, ''),
+  };
+}
+
+/**
+ * Settings a client program's session takes for itself whatever the role or database sets (as pg_dump
+ * does): an inherited statement_timeout or lock_timeout must not break a backup or a restore. Only
+ * settings the server knows may be named at connection, hence the version.
+ */
+export function sessionOptions(serverVersionNum: number): string {
+  const names = ['statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout'];
+  if (serverVersionNum >= 140000) names.push('idle_session_timeout');
+  if (serverVersionNum >= 170000) names.push('transaction_timeout');
+  return names.map((n) => `-c ${n}=0`).join(' ');
+}
+
+/**
+ * A database name as a libpq connection string. A program that takes a database as an argument
+ * reads one holding "=" as a connection string: a database named "dbname=other" would be "other".
+ */
+export function dbnameConninfo(database: string): string {
+  return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
 /** libpq environment for a child: host, port, user, database, password, TLS. */

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import type pg from 'pg';
+import { LEASE_SCHEMA } from '../db/lease-table.js';
 import type { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
 import type { TlsSettings } from '../db/tls.js';
@@ -32,6 +33,7 @@ export const FAILURE_REASONS = [
   'storage',
   'timeout',
   'aborted',
+  'lease_lost',
   'internal',
 ] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];
@@ -43,6 +45,8 @@ export interface DumpOptions {
   format: BackupFormat;
   clientBinDir: string | undefined;
   rowCountMaxTableBytes: number;
+  /** What pg_dump and the counts wait for a table's lock (BACKUP_LOCK_WAIT_TIMEOUT). */
+  lockWaitTimeoutMs: number;
 }
 
 export interface RowCount {
@@ -56,8 +60,14 @@ export interface RunningDump {
   pgDumpVersion: string;
   serverVersion: string;
   serverVersionNum: number;
+  /** pg_control_system().system_identifier: which cluster this is. */
+  systemIdentifier: string;
+  /** The database server's clock when the snapshot was taken. */
+  databaseTime: Date;
   /** Resolves when pg_dump exited 0; rejects with its stderr tail otherwise. */
   exited: Promise<void>;
+  /** What pg_dump warned about (complete once it exited). */
+  warnings: string[];
   /** Row counts taken in the dump's snapshot. */
   rowCounts: Promise<Record<string, RowCount>>;
   /** Ends the snapshot transaction and frees its connection; safe to call twice. */
@@ -71,7 +81,7 @@ const TABLES_SQL = `
          GREATEST(c.reltuples, 0)::bigint AS estimate
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relkind = 'r' AND c.relpersistence = 'p'
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEASE_SCHEMA}') AND n.nspname NOT LIKE 'pg\\_%'
    ORDER BY 1`;
 
 /** libpq's and the server's words (pg_dump runs with LANG=C.UTF-8) for a server that went away. */
@@ -108,11 +118,27 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
     client.release();
   };
   try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const info = await client.query<{ snapshot: string; num: string; version: string; pid: number }>(
-      "SELECT pg_export_snapshot() AS snapshot, current_setting('server_version_num') AS num, current_setting('server_version') AS version, pg_backend_pid() AS pid",
+    // the snapshot session holds a transaction open for the whole dump and counts rows: timeouts a
+    // role or database sets (statement, lock, idle in transaction, transaction) must not end it
+    await client.query(SESSION_SETTINGS_SQL);
+    // as pg_dump does: a table whose row-level security would apply is an error, never a policy
+    // (another role's code) run with pg-maintd's privileges while it counts
+    await client.query('SET row_security = off');
+    await client.query(
+      `SELECT pg_catalog.set_config('lock_timeout', '${Math.round(o.lockWaitTimeoutMs)}', false)`,
     );
-    const { snapshot, num, version, pid } = info.rows[0]!;
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const info = await client.query<{
+      snapshot: string;
+      num: string;
+      version: string;
+      pid: number;
+      system: string;
+      now: Date;
+    }>(
+      "SELECT pg_export_snapshot() AS snapshot, current_setting('server_version_num') AS num, current_setting('server_version') AS version, pg_backend_pid() AS pid, (SELECT system_identifier::text FROM pg_control_system()) AS system, now() AS now",
+    );
+    const { snapshot, num, version, pid, system, now } = info.rows[0]!;
     backendPid = pid;
     const serverMajor = Math.floor(Number(num) / 10000);
     if (tool.major < serverMajor) {
@@ -130,6 +156,9 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
       '--no-owner',
       '--no-privileges',
       '--no-password',
+      `--lock-wait-timeout=${Math.round(o.lockWaitTimeoutMs)}`,
+      // pg-maintd's own leases are its running state, not the application's data
+      `--exclude-schema=${LEASE_SCHEMA}`,
     ];
     if (o.format === 'plain') args.push('--clean', '--if-exists');
     else args.push('--compress=0'); // gzip compresses the stream; compressing twice only burns CPU
@@ -138,9 +167,15 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderrTail = '';
+    const warnings: string[] = [];
+    let partial = '';
     child.stderr!.on('data', (d: Buffer) => {
       stderrTail = (stderrTail + d.toString()).slice(-4000);
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!.slice(-2000);
+      for (const l of lines) keepWarning(warnings, l);
     });
+    child.stderr!.on('end', () => keepWarning(warnings, partial));
     const exited = new Promise<void>((resolve, reject) => {
       child.on('error', (err) =>
         reject(new BackupError('pg_dump', `cannot run pg_dump: ${err.message}`, { cause: err })),
@@ -177,7 +212,10 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
       pgDumpVersion: tool.version,
       serverVersion: version,
       serverVersionNum: Number(num),
+      systemIdentifier: system,
+      databaseTime: now,
       exited,
+      warnings,
       rowCounts,
       release,
       kill: () => {
@@ -193,6 +231,18 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
       { cause: err },
     );
   }
+}
+
+/** Settings the snapshot session takes for itself; only those the server knows (by version). */
+const SESSION_SETTINGS_SQL = `SELECT pg_catalog.set_config(name, '0', false) FROM pg_catalog.pg_settings
+  WHERE name IN ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'idle_session_timeout', 'transaction_timeout')`;
+
+/** pg_dump's warning lines ("pg_dump: warning: ...", with their detail and hint lines), at most 100. */
+function keepWarning(warnings: string[], line: string): void {
+  // eslint-disable-next-line no-control-regex
+  const text = line.replace(/[\x00-\x1f\x7f]/g, ' ').trim();
+  if (!/^pg_dump: (warning|detail|hint): /.test(text) || warnings.length >= 100) return;
+  warnings.push(text.slice(0, 2000));
 }
 
 /** Exact counts for tables up to the size limit, planner estimates above it; in the dump's snapshot. */

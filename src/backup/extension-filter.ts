@@ -12,10 +12,14 @@ export function extensionAlternation(extensions: string[]): string {
   return extensions.map((e) => e.replace(/[^a-z0-9_]/gi, '')).join('|');
 }
 
+/** A statement creating or commenting an extension is one short line; longer ones are not held. */
+const MAX_HELD = 64 * 1024;
+
 export class ExtensionFilter extends Transform {
   readonly #drop: RegExp;
   #pending: Buffer = Buffer.alloc(0);
   #passThrough = false;
+  #passLine = false;
   dropped = 0;
 
   constructor(extensions: string[]) {
@@ -27,6 +31,14 @@ export class ExtensionFilter extends Transform {
 
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     if (this.#passThrough) return cb(null, chunk);
+    if (this.#passLine) {
+      // the rest of a line too long to be an extension's statement
+      const nl = chunk.indexOf(0x0a);
+      if (nl < 0) return cb(null, chunk);
+      this.#passLine = false;
+      this.push(chunk.subarray(0, nl + 1));
+      chunk = chunk.subarray(nl + 1);
+    }
     let buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
     const out: Buffer[] = [];
     let nl: number;
@@ -42,6 +54,12 @@ export class ExtensionFilter extends Transform {
       }
       if (this.#drop.test(head)) this.dropped++;
       else out.push(line);
+    }
+    if (buf.length > MAX_HELD) {
+      // held no longer (joining ever longer pieces would cost time squared): passed on as it comes
+      out.push(buf);
+      this.#passLine = true;
+      buf = Buffer.alloc(0);
     }
     this.#pending = Buffer.from(buf);
     cb(null, out.length ? Buffer.concat(out) : undefined);

@@ -4,8 +4,11 @@
  * restart, on a replica that is not the leader, and after a one-shot `pg-maintd backup`.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { Catalog } from './catalog.js';
+import { SUSPECT_REASONS, trusted, type Catalog } from './catalog.js';
 import { FAILURE_REASONS, type FailureReason } from './dump.js';
+import { verifyResult, type VerifyResult } from './manifest.js';
+
+const VERIFY_RESULTS: VerifyResult[] = ['ok', 'failed', 'inconclusive'];
 
 export class BackupMetrics {
   readonly lastSuccess: Gauge<'database'>;
@@ -19,6 +22,12 @@ export class BackupMetrics {
   readonly retentionDeleted: Counter<'database'>;
   readonly verifyLastSuccess: Gauge<'database'>;
   readonly verifyRuns: Counter<'database' | 'result'>;
+  readonly verifyLastResult: Gauge<'database' | 'result'>;
+  readonly suspicious: Gauge<'database' | 'reason'>;
+  readonly warnings: Counter<'database'>;
+  readonly lastWarnings: Gauge<'database'>;
+  readonly retentionSkipped: Counter<'database' | 'reason'>;
+  readonly clockSkew: Gauge<'reference'>;
 
   constructor(registry: Registry, databases: readonly string[]) {
     const r = [registry];
@@ -83,17 +92,56 @@ export class BackupMetrics {
     });
     this.verifyRuns = new Counter({
       name: 'pgmaintd_backup_verify_runs_total',
-      help: 'Restore drills by this process, by result (success, failure).',
+      help: 'Restore drills by this process, by result (success, failure, inconclusive: nothing could be compared).',
       labelNames: ['database', 'result'],
       registers: r,
     });
+    this.verifyLastResult = new Gauge({
+      name: 'pgmaintd_backup_verify_last_result',
+      help: 'Result of the newest restore drill recorded in the store: 1 on its result (ok, failed, inconclusive), 0 on the others.',
+      labelNames: ['database', 'result'],
+      registers: r,
+    });
+    this.suspicious = new Gauge({
+      name: 'pgmaintd_backup_suspicious',
+      help: `Objects in the store that look like backups but are not trusted, by reason (${SUSPECT_REASONS.join(', ')}).`,
+      labelNames: ['database', 'reason'],
+      registers: r,
+    });
+    this.warnings = new Counter({
+      name: 'pgmaintd_backup_warnings_total',
+      help: 'Warnings pg_dump printed during backups that succeeded, by this process.',
+      labelNames: ['database'],
+      registers: r,
+    });
+    this.lastWarnings = new Gauge({
+      name: 'pgmaintd_backup_last_warnings',
+      help: 'Warnings pg_dump printed for the newest good backup in the store (its manifest keeps them).',
+      labelNames: ['database'],
+      registers: r,
+    });
+    this.retentionSkipped = new Counter({
+      name: 'pgmaintd_retention_skipped_total',
+      help: "Retention runs that deleted nothing they would have, by reason (clock_skew: the local clock disagrees with the store or the database; clock_unchecked: no clock but this host's own could be read).",
+      labelNames: ['database', 'reason'],
+      registers: r,
+    });
+    this.clockSkew = new Gauge({
+      name: 'pgmaintd_clock_skew_seconds',
+      help: 'The local clock minus a reference clock (store, database), as last measured before retention.',
+      labelNames: ['reference'],
+      registers: r,
+    });
     for (const database of databases) {
-      for (const result of ['success', 'failure']) {
-        this.runs.inc({ database, result }, 0);
+      for (const result of ['success', 'failure', 'inconclusive'])
         this.verifyRuns.inc({ database, result }, 0);
-      }
+      for (const result of ['success', 'failure']) this.runs.inc({ database, result }, 0);
       for (const reason of FAILURE_REASONS) this.failures.inc({ database, reason }, 0);
       this.retentionDeleted.inc({ database }, 0);
+      for (const reason of ['clock_skew', 'clock_unchecked'])
+        this.retentionSkipped.inc({ database, reason }, 0);
+      this.warnings.inc({ database }, 0);
+      for (const reason of SUSPECT_REASONS) this.suspicious.set({ database, reason }, 0);
     }
   }
 
@@ -104,22 +152,34 @@ export class BackupMetrics {
 
   /** Reads the store and sets the stored-truth gauges for one database. */
   async refresh(catalog: Catalog, database: string): Promise<void> {
-    const { good } = await catalog.list(database);
+    const listing = await catalog.list(database);
+    const good = trusted(listing);
     this.stored.set({ database }, good.length);
     const newest = good[0];
     if (newest) {
       this.lastSuccess.set({ database }, Date.parse(newest.manifest.finishedAt) / 1000);
       this.lastDuration.set({ database }, newest.manifest.durationSeconds);
       this.lastSize.set({ database }, newest.size);
+      this.lastWarnings.set(
+        { database },
+        'warnings' in newest.manifest ? newest.manifest.warnings.length : 0,
+      );
       this.oldest.set({ database }, good.at(-1)!.at.getTime() / 1000);
     } else {
-      for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.oldest])
+      for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.oldest, this.lastWarnings])
         g.remove({ database });
     }
-    const verified = good
-      .map((g) => g.verify)
-      .filter((v) => v?.ok)
-      .map((v) => Date.parse(v!.verifiedAt));
+    const counts = new Map<string, number>(SUSPECT_REASONS.map((r) => [r, 0]));
+    for (const g of listing.good)
+      if (g.suspect) counts.set(g.suspect.reason, counts.get(g.suspect.reason)! + 1);
+    for (const l of listing.incomplete) if (l.reason) counts.set(l.reason, counts.get(l.reason)! + 1);
+    for (const [reason, n] of counts) this.suspicious.set({ database, reason }, n);
+    const drills = good.map((g) => g.verify).filter((v) => v !== undefined);
+    const verified = drills.filter((v) => verifyResult(v) === 'ok').map((v) => Date.parse(v.verifiedAt));
     if (verified.length) this.verifyLastSuccess.set({ database }, Math.max(...verified) / 1000);
+    const last = drills.sort((a, b) => Date.parse(b.verifiedAt) - Date.parse(a.verifiedAt))[0];
+    for (const result of VERIFY_RESULTS)
+      if (last) this.verifyLastResult.set({ database, result }, verifyResult(last) === result ? 1 : 0);
+      else this.verifyLastResult.remove({ database, result });
   }
 }

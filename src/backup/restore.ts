@@ -1,5 +1,6 @@
 /**
- * Restore: download -> SHA-256 check while reading -> gunzip -> psql (ON_ERROR_STOP, one
+ * Restore: the object is pinned and its SHA-256 checked before anything of it runs; then it is read
+ * again -> SHA-256 check while reading -> gunzip -> psql in restricted mode (ON_ERROR_STOP, one
  * transaction) or pg_restore for the custom format. The end of the stream is held back until the
  * checksum matches; on any failure the client program is killed before its input closes, so the
  * transaction never commits and the target is left as it was.
@@ -8,19 +9,26 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
-import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { Writable, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { ExtensionFilter, extensionAlternation } from './extension-filter.js';
+import { ExtensionFilter } from './extension-filter.js';
 import type { TlsSettings } from '../db/tls.js';
+import { LEASE_SCHEMA } from '../db/lease-table.js';
 import { DbPool } from '../db/pool.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
 import { OperatorError, unavailableError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog, GoodBackup } from './catalog.js';
-import { libpqEnv, toolMajor, toolPath } from './client-tools.js';
-import { parseDataKey } from './naming.js';
+import { ChecksumVerifier } from './checksum.js';
+import { resolveBackup, type ChoiceOptions } from './choose.js';
+import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from './client-tools.js';
+import { psqlRestrictProblem, RestrictGuard } from './psql-guard.js';
+import { listWithout } from './restore-list.js';
+import { checkedCopy, type CheckedCopy } from './spool.js';
+
+export { resolveBackup, type ChoiceOptions } from './choose.js';
 
 export interface RestoreOptions {
   catalog: Catalog;
@@ -39,6 +47,10 @@ export interface RestoreOptions {
   skipExtensions?: string[];
   signal?: AbortSignal;
   progressEveryMs?: number;
+  /** How the backup is chosen and what it must be (signature, cluster). */
+  choice?: ChoiceOptions;
+  /** Where the checked copy of the backup is kept while it is restored (RESTORE_SPOOL_DIR). */
+  spoolDir?: string | undefined;
 }
 
 export interface RestoreResult {
@@ -47,72 +59,21 @@ export interface RestoreResult {
   durationSeconds: number;
 }
 
-export async function resolveBackup(
-  catalog: Catalog,
-  key: string | undefined,
-  database: string | undefined,
-): Promise<GoodBackup> {
-  if (key) {
-    const found = await catalog.find(key);
-    if (typeof found === 'string') {
-      throw new OperatorError(`cannot restore ${key}: ${found}`, {
-        hint: 'pick a good backup from `pg-maintd backups list`; objects without a manifest are incomplete and never restored',
-        // a malformed --key is a usage error; an object that is not a good backup is bad data
-        exitCode: parseDataKey(key) ? EXIT.DATAERR : EXIT.USAGE,
-      });
-    }
-    return found;
-  }
-  if (!database)
-    throw new OperatorError('restore needs --key KEY, or --latest with --database DB', {
-      exitCode: EXIT.USAGE,
-    });
-  const latest = await catalog.latest(database);
-  if (!latest)
-    throw new OperatorError(`no good backup of database "${database}" in ${catalog.storage.description}`, {
-      hint: 'run `pg-maintd backup` first',
-    });
-  return latest;
-}
+/** Output chunk of the decompressor: measured in bench/restore.mjs. */
+const GUNZIP_CHUNK = 256 * 1024;
 
-/** Fails at the end of the stream when the bytes do not hash to the expected SHA-256. */
-class ChecksumVerifier extends Transform {
-  readonly #hash = createHash('sha256');
-  bytes = 0;
-  constructor(
-    private readonly expected: string,
-    private readonly key: string,
-  ) {
-    super();
-  }
-  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
-    this.#hash.update(chunk);
-    this.bytes += chunk.length;
-    cb(null, chunk);
-  }
-  override _flush(cb: TransformCallback): void {
-    const actual = this.#hash.digest('hex');
-    if (actual === this.expected) return cb();
-    cb(
-      new OperatorError(
-        `checksum mismatch for ${this.key}: the stored object hashes to ${actual}, the manifest says ${this.expected}`,
-        {
-          hint: 'the object was altered or corrupted in storage; restore another backup (`pg-maintd backups list`)',
-          exitCode: EXIT.DATAERR,
-        },
-      ),
-    );
-  }
-}
+/** What psql says when restricted mode refused a meta-command, or a guessed key to leave it. */
+const RESTRICTED = /backslash commands are restricted|\\unrestrict: wrong key/;
 
-/** Tables, views, sequences and foreign tables of the target that no extension owns. */
-async function userRelationCount(pool: DbPool): Promise<number> {
-  const r = await pool.query<{ n: string }>(`
-    SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+/** Tables, views, sequences and foreign tables of the target that no extension owns; its version. */
+async function inspectTarget(pool: DbPool): Promise<{ relations: number; versionNum: number }> {
+  const r = await pool.query<{ n: string; v: string }>(`
+    SELECT count(*) AS n, current_setting('server_version_num') AS v
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEASE_SCHEMA}') AND n.nspname NOT LIKE 'pg\\_%'
        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')`);
-  return Number(r.rows[0]!.n);
+  return { relations: Number(r.rows[0]!.n), versionNum: Number(r.rows[0]!.v) };
 }
 
 /**
@@ -137,17 +98,19 @@ async function endSession(o: RestoreOptions, appName: string, log: Logger): Prom
 }
 
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
-  const backup = await resolveBackup(o.catalog, o.key, o.database);
   const target = parseDatabaseUrl(o.targetUrl);
-  const log = o.logger.child({ job: 'restore', key: backup.key, target: describeTarget(target) });
+  const log = o.logger.child({ job: 'restore', target: describeTarget(target) });
+  const backup = await resolveBackup(o.catalog, o.key, o.database, o.choice, log);
   const pool = new DbPool(
     { url: o.targetUrl, ssl: o.ssl, pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 30_000 } },
     { name: 'restore-target', logger: o.logger },
   );
+  let versionNum: number;
   try {
-    const existing = await userRelationCount(pool).catch((err: unknown) => {
+    const { relations: existing, versionNum: v } = await inspectTarget(pool).catch((err: unknown) => {
       throw unavailableError(err, describeTarget(target), '--target-url') ?? err;
     });
+    versionNum = v;
     if (existing > 0 && !o.clean) {
       throw new OperatorError(
         `the target database ${describeTarget(target)} is not empty (${existing} tables, views or sequences): nothing was restored`,
@@ -182,27 +145,65 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           '--no-privileges',
           '--no-password',
           ...(o.clean ? ['--clean', '--if-exists'] : []),
-          `--dbname=${target.database}`,
+          // the database the check above looked at, never one a name holding "=" points to
+          `--dbname=${dbnameConninfo(target.database)}`,
         ];
   const tool = format === 'plain' ? 'psql' : 'pg_restore';
-  const { major } = await toolMajor(tool, o.clientBinDir);
+  const { major, minor } = await toolMajor(tool, o.clientBinDir);
+  const unsafe = format === 'plain' ? psqlRestrictProblem(major, minor) : undefined;
+  if (unsafe)
+    throw new OperatorError(`${unsafe}: nothing was restored`, {
+      exitCode: EXIT.UNAVAILABLE,
+      hint: 'install a current PostgreSQL client (a minor release from August 2025 on) or point PG_CLIENT_BIN_DIR at one',
+    });
+  // whoever can write to the store could have replaced the data under a good manifest: nothing of
+  // it may run before it is known to be the object the manifest describes, and what runs is that copy
+  log.info(
+    { key: backup.key, sizeBytes: backup.size },
+    "checking the backup's checksum before anything of it runs",
+  );
+  const copy = await checkedCopy(o.catalog.storage, backup, { dir: o.spoolDir, signal: o.signal });
+  try {
+    return await runClient(o, { backup, copy, args, tool, major, versionNum, started, log });
+  } finally {
+    await copy.remove();
+  }
+}
+
+interface ClientRun {
+  backup: GoodBackup;
+  copy: CheckedCopy;
+  args: string[];
+  tool: 'psql' | 'pg_restore';
+  major: number;
+  versionNum: number;
+  started: number;
+  log: Logger;
+}
+
+/** Feeds the checked backup to psql or pg_restore; the transaction commits only once the bytes hashed right again. */
+async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult> {
+  const { backup, copy, args, tool, major, versionNum, started, log } = r;
+  const format = backup.manifest.format;
+  const target = parseDatabaseUrl(o.targetUrl);
   let listDir: string | undefined;
   if (format === 'custom' && o.skipExtensions?.length) {
-    const toc = await listWithout(o, backup, o.skipExtensions); // before the folder: a failure leaves none
+    // before the folder: a failure leaves none
+    const toc = await listWithout(copy.read(), backup.key, o.clientBinDir, o.skipExtensions);
     listDir = mkdtempSync(join(tmpdir(), 'pgmaintd-restore-'));
     const list = join(listDir, 'toc.list');
     writeFileSync(list, toc, { mode: 0o600 });
     args.push(`--use-list=${list}`);
   }
-  // Open the backup before starting the client: a store that fails here leaves no child behind.
-  const source = await o.catalog.storage.getStream(backup.key, o.signal).catch((err: unknown) => {
-    if (listDir) rmSync(listDir, { recursive: true, force: true });
-    throw err;
-  });
+  const source = copy.read();
   // A name of its own, so the session can be found and ended if the client is killed mid-statement.
   const appName = `pg-maintd-restore-${randomBytes(4).toString('hex')}`;
   const child = spawn(toolPath(tool, o.clientBinDir), args, {
-    env: { ...libpqEnv(target, o.ssl, { clientMajor: major }), PGAPPNAME: appName },
+    env: {
+      ...libpqEnv(target, o.ssl, { clientMajor: major }),
+      PGAPPNAME: appName,
+      PGOPTIONS: sessionOptions(versionNum),
+    },
     stdio: ['pipe', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -217,20 +218,30 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         }),
       ),
     );
-    child.on('close', (code, signal) =>
-      code === 0
-        ? resolve()
-        : reject(
-            new OperatorError(
-              `${tool} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
-            ),
+    child.on('close', (code, signal) => {
+      if (code === 0) return resolve();
+      if (RESTRICTED.test(stderr))
+        return reject(
+          new OperatorError(
+            `the backup's script holds a psql meta-command, which a restore never runs (psql is in restricted mode): nothing was restored`,
+            {
+              exitCode: EXIT.DATAERR,
+              hint: 'pg_dump writes none but \\restrict: someone who can write to the store altered it. Restore another backup, find out who can write there, and set BACKUP_SIGNING_KEY_FILE',
+            },
           ),
-    );
+        );
+      reject(
+        new OperatorError(
+          `${tool} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
+        ),
+      );
+    });
   });
   exited.catch(() => undefined);
 
   const verifier = new ChecksumVerifier(backup.manifest.sha256, backup.key);
-  const gunzip = createGunzip();
+  // zlib's 16 KiB default output chunks cost twice the CPU here and hand psql small writes
+  const gunzip = createGunzip({ chunkSize: GUNZIP_CHUNK });
   const progress = setInterval(() => {
     const pct = ((verifier.bytes / Math.max(1, backup.size)) * 100).toFixed(1);
     log.info(
@@ -239,7 +250,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     );
   }, o.progressEveryMs ?? 5000);
   progress.unref();
-  log.info({ format, tool, sizeBytes: backup.size }, 'restore started');
+  log.info({ key: backup.key, format, tool, sizeBytes: backup.size }, 'restore started');
 
   const kill = () => {
     // Kill before the input closes: psql would take EOF as the end of the script and COMMIT.
@@ -287,6 +298,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       );
       const stages: NodeJS.ReadWriteStream[] = [verifier, gunzip];
       if (format === 'plain' && o.skipExtensions?.length) stages.push(new ExtensionFilter(o.skipExtensions));
+      if (format === 'plain') stages.push(new RestrictGuard());
       pipeline([source, ...stages, intoClient], (err) => {
         if (!err) {
           if (!settled) {
@@ -326,40 +338,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     if (listDir) rmSync(listDir, { recursive: true, force: true });
   }
   const durationSeconds = (performance.now() - started) / 1000;
-  log.info({ bytes: verifier.bytes, durationSeconds }, 'restore complete');
+  log.info({ key: backup.key, bytes: verifier.bytes, durationSeconds }, 'restore complete');
   return { backup, bytes: verifier.bytes, durationSeconds };
-}
-
-/**
- * pg_restore's list of a custom-format backup without the given extensions and their comments, for
- * --use-list. pg_restore reads only the archive's table of contents, at its start, then exits.
- */
-async function listWithout(o: RestoreOptions, backup: GoodBackup, extensions: string[]): Promise<string> {
-  const source = await o.catalog.storage.getStream(backup.key, o.signal);
-  // no connection, so no credentials: an environment of its own, not ours
-  const child = spawn(toolPath('pg_restore', o.clientBinDir), ['--list'], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
-  // pg_restore stops reading after the table of contents: the broken pipe that follows is expected
-  pipeline(source, createGunzip(), child.stdin!, () => undefined);
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', resolve);
-  }).finally(() => source.destroy());
-  if (code !== 0)
-    throw new OperatorError(
-      `pg_restore --list of ${backup.key} failed: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
-    );
-  const entry = new RegExp(
-    `\\b(?:EXTENSION - |COMMENT - EXTENSION )(?:${extensionAlternation(extensions)})(?:\\s|$)`,
-  );
-  return out
-    .split('\n')
-    .filter((line) => !entry.test(line))
-    .join('\n');
 }

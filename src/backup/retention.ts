@@ -1,11 +1,13 @@
 /**
  * Retention: deletes good backups older than BACKUP_RETENTION_DAYS (by their manifest), never
  * leaving fewer than BACKUP_RETENTION_MIN_COUNT, keeping GFS picks, and removing incomplete
- * leftovers past a grace period. It only reads and deletes under its own database's prefix, and a
- * failed listing deletes nothing.
+ * leftovers past a grace period. It only reads and deletes under its own database's prefix, a failed
+ * listing deletes nothing, a misdated backup is neither deleted nor counted toward the minimum,
+ * and nothing is deleted while the local clock disagrees with the store's or the database's.
  */
 import type { Logger } from '../log/logger.js';
 import type { Catalog, CatalogListing } from './catalog.js';
+import { measureSkews, untrustedClock } from './clock-check.js';
 import type { BackupMetrics } from './metrics.js';
 import { MANIFEST_SUFFIX, VERIFY_SUFFIX } from './naming.js';
 
@@ -23,20 +25,25 @@ export interface RetentionPlan {
   remove: Array<{ key: string; why: string }>;
   /** Every object key to delete (data, manifest and verify record of each removed backup). */
   objectKeys: string[];
+  /** Set when nothing was deleted although the plan says so, and why. */
+  skipped?: string;
 }
 
 const DAY = 86_400_000;
 
 export function planRetention(listing: CatalogListing, p: RetentionPolicy, now: Date): RetentionPlan {
-  const reasons = new Map<string, string[]>(listing.good.map((g) => [g.key, []]));
+  // a misdated backup proves nothing about recent backups, and its age cannot be told: it is kept,
+  // outside the count
+  const good = listing.good.filter((g) => !g.suspect);
+  const reasons = new Map<string, string[]>(good.map((g) => [g.key, []]));
   const cutoff = now.getTime() - p.days * DAY;
-  listing.good.forEach((g, i) => {
+  good.forEach((g, i) => {
     if (i < p.minCount) reasons.get(g.key)!.push('min-count');
     if (g.at.getTime() >= cutoff) reasons.get(g.key)!.push(`younger than ${p.days}d`);
   });
   const gfs = (n: number, label: string, bucket: (d: Date) => string) => {
     const seen = new Set<string>();
-    for (const g of listing.good) {
+    for (const g of good) {
       // newest first: the first backup of each bucket is that bucket's newest
       const b = bucket(g.at);
       if (seen.has(b)) continue;
@@ -51,6 +58,10 @@ export function planRetention(listing: CatalogListing, p: RetentionPolicy, now: 
 
   const plan: RetentionPlan = { keep: [], remove: [], objectKeys: [] };
   for (const g of listing.good) {
+    if (g.suspect) {
+      plan.keep.push({ key: g.key, why: [`misdated (${g.suspect.detail})`] });
+      continue;
+    }
     const why = reasons.get(g.key)!;
     if (why.length) plan.keep.push({ key: g.key, why });
     else {
@@ -76,15 +87,42 @@ function isoWeek(d: Date): string {
   return `${t.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
 }
 
+export interface RetentionDeps {
+  catalog: Catalog;
+  metrics?: BackupMetrics;
+  logger: Logger;
+  /** Local clock against store and database: beyond this nothing is deleted. */
+  clockToleranceMs: number;
+  /** The database server's clock, a second reference besides the store's, where it can be read. */
+  databaseClock?: (() => Promise<Date | undefined>) | undefined;
+}
+
 export async function applyRetention(
-  deps: { catalog: Catalog; metrics?: BackupMetrics; logger: Logger },
+  deps: RetentionDeps,
   database: string,
   policy: RetentionPolicy,
+  /** `now`: plan as of this time (what-if and tests); the clock check always uses the real clock. */
   opts: { dryRun?: boolean; now?: Date } = {},
 ): Promise<RetentionPlan> {
   const log = deps.logger.child({ job: 'retention', database });
   const listing = await deps.catalog.list(database); // throws on a failed listing: nothing is deleted
   const plan = planRetention(listing, policy, opts.now ?? new Date());
+  if (plan.objectKeys.length > 0) {
+    const skews = await measureSkews({ storage: deps.catalog.storage, databaseClock: deps.databaseClock });
+    for (const s of skews) deps.metrics?.clockSkew.set({ reference: s.reference }, s.skewMs / 1000);
+    const distrust = untrustedClock(skews, deps.clockToleranceMs, deps.catalog.storage.clockMayBeLocal);
+    if (distrust) {
+      plan.skipped = `${distrust.text}: nothing was deleted (CLOCK_SKEW_TOLERANCE is ${deps.clockToleranceMs / 1000} s)`;
+      deps.metrics?.retentionSkipped.inc({ database, reason: distrust.reason });
+      log.error(
+        { skews, wouldRemove: plan.remove.map((r) => r.key) },
+        distrust.reason === 'clock_skew'
+          ? `retention skipped: ${plan.skipped}; fix the clock (NTP) of this host or of the other side`
+          : `retention skipped: ${plan.skipped}; it runs again once the database answers`,
+      );
+      return plan;
+    }
+  }
   if (opts.dryRun || plan.objectKeys.length === 0) {
     log.info(
       { dryRun: !!opts.dryRun, keep: plan.keep.length, remove: plan.remove.map((r) => r.key) },

@@ -6,16 +6,19 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Config } from '../config/load.js';
+import { systemIdentifier, withClusterFact } from '../db/cluster.js';
 import { currentUrl } from '../db/url-file.js';
 import { DbPool } from '../db/pool.js';
 import { errorMessage, OperatorError, unavailableError } from '../errors.js';
-import { advisoryLock, advisoryUnlock, tryAdvisoryLock } from '../schedule/leader.js';
+import { advisoryLock, advisoryUnlock, tryAdvisoryLock } from '../db/advisory-lock.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog } from './catalog.js';
 import type { VerifyRecord } from './manifest.js';
 import type { BackupMetrics } from './metrics.js';
 import { VERIFY_SUFFIX } from './naming.js';
+import { RESTORE_SESSION_SQL } from './psql-guard.js';
 import { resolveBackup, restoreBackup } from './restore.js';
+import { parseTableName, quotedTableName } from './table-name.js';
 
 /** Scratch databases of drills are named so; the clean-up of leftovers looks for them. */
 const SCRATCH_PREFIX = 'pgmaintd_verify_';
@@ -30,11 +33,23 @@ export interface VerifyDeps {
 export async function runVerification(
   deps: VerifyDeps,
   database: string,
-  opts: { signal?: AbortSignal; key?: string } = {},
+  opts: { signal?: AbortSignal; key?: string; allowOtherCluster?: boolean } = {},
 ): Promise<VerifyRecord> {
   const { config, catalog } = deps;
   const log = deps.logger.child({ job: 'verify', database, runId: randomBytes(4).toString('hex') });
-  const backup = await resolveBackup(catalog, opts.key, database);
+  const backup = await resolveBackup(
+    catalog,
+    opts.key,
+    database,
+    {
+      allowOtherCluster: opts.allowOtherCluster === true,
+      sourceCluster: opts.key ? undefined : await withClusterFact(config.db, deps.logger, systemIdentifier),
+    },
+    log,
+  ).catch((err: unknown) => {
+    deps.metrics?.verifyRuns.inc({ database, result: 'failure' });
+    throw err;
+  });
   // the drill follows DATABASE_URL_FILE as the other pools do (a failover moves the server)
   const serverUrl = config.verify.url ?? currentUrl(config.db).url;
   const setting = config.verify.url ? 'VERIFY_DATABASE_URL' : 'DATABASE_URL';
@@ -55,6 +70,8 @@ export async function runVerification(
     // A drill that cannot start says nothing about the backup: it is reported, not recorded.
     try {
       session = await admin.connect();
+      // idle while the restore runs, and holding the drill's lock: no inherited timeout may end it
+      await session.query(RESTORE_SESSION_SQL);
       await dropLeftovers(session, log);
       // held for the whole drill: a later drill's clean-up leaves this scratch database alone
       await advisoryLock(session, scratch);
@@ -81,6 +98,7 @@ export async function runVerification(
       logger: deps.logger,
       ssl: config.db.ssl,
       clientBinDir: config.backup.clientBinDir,
+      spoolDir: config.backup.spoolDir,
       key: backup.key,
       targetUrl: scratchUrl.toString(),
       // only a superuser may create it, and it holds no data: a drill need not restore it
@@ -93,16 +111,20 @@ export async function runVerification(
         ssl: config.db.ssl,
         pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 30_000 },
       },
-      { name: 'verify-count', logger: deps.logger },
+      // a count of a big table must not die of a statement_timeout the role or database sets
+      { name: 'verify-count', logger: deps.logger, statementTimeoutMs: 0, lockTimeoutMs: 0 },
     );
     const mismatches: VerifyRecord['mismatches'] = [];
     let compared = 0;
     try {
       for (const [table, expected] of Object.entries(backup.manifest.rowCounts)) {
         if (!expected.exact) continue;
+        // the manifest's schema admits only qualified names; each reaches SQL quoted, never as written
+        const name = parseTableName(table);
+        if (!name) throw new Error(`the manifest names a table "${table}" that is not a qualified name`);
         compared++;
         const actual = await counted
-          .query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${table}`)
+          .query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${quotedTableName(name)}`)
           .then((r) => Number(r.rows[0]!.n))
           .catch(() => null);
         if (actual !== expected.rows) mismatches.push({ table, expected: expected.rows, actual });
@@ -110,9 +132,18 @@ export async function runVerification(
     } finally {
       await counted.stop();
     }
+    const tables = Object.keys(backup.manifest.rowCounts).length;
+    const inconclusive =
+      compared === 0
+        ? tables === 0
+          ? 'the backup holds no table to compare'
+          : `none of its ${tables} table(s) has an exact row count in the manifest (each is over BACKUP_ROW_COUNT_MAX_TABLE_SIZE): the restore ran, but nothing was compared`
+        : undefined;
     record = {
       key: backup.key,
-      ok: mismatches.length === 0,
+      ok: mismatches.length === 0 && !inconclusive,
+      result: mismatches.length ? 'failed' : inconclusive ? 'inconclusive' : 'ok',
+      ...(inconclusive ? { reason: inconclusive } : {}),
       verifiedAt: new Date().toISOString(),
       durationSeconds: (performance.now() - started) / 1000,
       tablesCompared: compared,
@@ -123,6 +154,7 @@ export async function runVerification(
     record = {
       key: backup.key,
       ok: false,
+      result: 'failed',
       verifiedAt: new Date().toISOString(),
       durationSeconds: (performance.now() - started) / 1000,
       tablesCompared: 0,
@@ -142,13 +174,24 @@ export async function runVerification(
     session?.release(true); // ends the session and its lock
     await admin.stop();
   }
-  await catalog.storage.putSmall(backup.key + VERIFY_SUFFIX, JSON.stringify(record, null, 2));
-  deps.metrics?.verifyRuns.inc({ database, result: record.ok ? 'success' : 'failure' });
+  if (catalog.signer) record = catalog.signer.sign(record);
+  await catalog.storage.putSmall(backup.key + VERIFY_SUFFIX, JSON.stringify(record, null, 2), {
+    replace: true,
+  });
+  deps.metrics?.verifyRuns.inc({
+    database,
+    result: record.ok ? 'success' : record.result === 'inconclusive' ? 'inconclusive' : 'failure',
+  });
   await deps.metrics?.refresh(catalog, database);
   if (record.ok)
     log.info(
       { key: backup.key, tablesCompared: record.tablesCompared, durationSeconds: record.durationSeconds },
       'restore drill passed',
+    );
+  else if (record.result === 'inconclusive')
+    log.warn(
+      { key: backup.key, reason: record.reason },
+      'restore drill INCONCLUSIVE: the backup restored, but nothing was compared',
     );
   else
     log.error(

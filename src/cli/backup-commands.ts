@@ -2,20 +2,30 @@
 import { Command, Option } from 'commander';
 import { Registry } from 'prom-client';
 import { runBackup } from '../backup/backup.js';
-import { Catalog } from '../backup/catalog.js';
+import type { Catalog } from '../backup/catalog.js';
+import { catalogFor } from '../backup/catalog-for.js';
+import { verifyResult } from '../backup/manifest.js';
 import { BackupMetrics } from '../backup/metrics.js';
+import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
-import { applyRetention } from '../backup/retention.js';
+import { applyRetention, type RetentionDeps } from '../backup/retention.js';
 import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
+import { serverClock, systemIdentifier, withClusterFact } from '../db/cluster.js';
 import { loadConfig, type Config } from '../config/load.js';
+import { url } from '../config/kinds.js';
 import { urlPassword } from '../config/mask.js';
+import { DbPool } from '../db/pool.js';
+import { explainConnectionError } from '../db/sqlstate.js';
 import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { EXIT, type ExitCode } from '../exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { humanBytes } from '../config/units.js';
+import { asLeader } from '../schedule/leader.js';
 import { addConfigOptions, configInput } from './config-options.js';
+import { leaseRefusal } from './lease-refusal.js';
 import { withSignalAbort } from './signal-abort.js';
+import { LEASE_SESSION } from '../db/lease.js';
 
 interface Context {
   config: Config;
@@ -40,7 +50,7 @@ async function withContext<T>(
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   const storage = await createStorage(loaded.config);
   try {
-    const catalog = new Catalog(storage);
+    const catalog = catalogFor(loaded.config, storage);
     const metrics = new BackupMetrics(new Registry(), loaded.config.backup.databases);
     return await withSignalAbort(
       logger,
@@ -53,12 +63,86 @@ async function withContext<T>(
   }
 }
 
+/** A failure on the way to the lease: which database, what is wrong, what to check. */
+function leaseError(err: unknown, target: string): { message: string; hint?: string | undefined } {
+  if (err instanceof OperatorError) return err;
+  const { message, hint } = explainConnectionError(err, target);
+  return { message: `cannot take the backup's lease: ${message}`, hint };
+}
+
 function databasesOf(config: Config, opts: Record<string, unknown>): string[] {
-  return typeof opts.database === 'string' ? [opts.database] : config.backup.databases;
+  if (typeof opts.database !== 'string') return config.backup.databases;
+  // Node turns bytes of an argument that are not UTF-8 into U+FFFD: that name was not what was typed
+  const problem = opts.database.includes('\uFFFD')
+    ? 'it is not valid UTF-8 (database names are UTF-8 text here)'
+    : databaseNameProblem(opts.database);
+  if (problem)
+    throw new OperatorError(`--database ${JSON.stringify(opts.database)}: ${problem}`, {
+      exitCode: EXIT.USAGE,
+      hint: 'give the name of a database, as `\\l` in psql lists it',
+    });
+  return [opts.database];
+}
+
+/** Retention as a one-shot command runs it: the database's clock is a second reference where it answers. */
+function retentionDeps(ctx: Context): RetentionDeps {
+  return {
+    ...ctx,
+    clockToleranceMs: ctx.config.backup.clockSkewToleranceMs,
+    databaseClock: () => withClusterFact(ctx.config.db, ctx.logger, serverClock),
+  };
 }
 
 const databaseOption = () =>
   new Option('--database <name>', 'only this database (default: BACKUP_DATABASES)');
+
+type Outcome = 'ok' | 'failed' | 'retention_failed' | { refused: ExitCode };
+
+/**
+ * One database under the daemon's lease (a backup by hand and a scheduled one never run at once):
+ * the backup, then retention, whose failure is its own (the backup stays good).
+ */
+async function backupOne(
+  ctx: Context,
+  database: string,
+  lockPool: DbPool,
+  lease: { ttlMs: number; logger: Logger },
+): Promise<Outcome> {
+  const name = printable(database);
+  const report = (what: string, e: { message: string; hint?: string | undefined }) =>
+    process.stderr.write(`pg-maintd: ${what}: ${e.message}${e.hint ? `\n  fix: ${e.hint}` : ''}\n`);
+  let started = false;
+  let retention: 'ok' | 'failed' = 'ok';
+  try {
+    const r = await asLeader(lockPool, `backup:${database}`, lease, async (leaseSignal) => {
+      started = true;
+      const m = await runBackup(ctx, database, { signal: AbortSignal.any([ctx.signal, leaseSignal]) });
+      process.stdout.write(
+        `backup of ${name}: ${ctx.catalog.storage.description}${ctx.catalog.storage.description.endsWith('/') ? '' : '/'}${m.key} (${m.size} bytes, sha256 ${m.sha256})${m.warnings.length ? `, ${m.warnings.length} pg_dump warning(s) in the log and manifest` : ''}\n`,
+      );
+      try {
+        const plan = await applyRetention(retentionDeps(ctx), database, ctx.config.retention);
+        if (plan.skipped)
+          throw new OperatorError(`retention skipped: ${plan.skipped}`, { hint: 'fix the clock (NTP)' });
+      } catch (err) {
+        if (ctx.signal.aborted) throw err;
+        retention = 'failed';
+        report(`the backup of ${name} is good, but retention after it failed`, err as OperatorError);
+      }
+    });
+    if (r.led) return retention === 'ok' ? 'ok' : 'retention_failed';
+    const { text, exitCode } = leaseRefusal('backup', database, r);
+    process.stderr.write(text);
+    return exitCode === EXIT.FAILURE ? 'failed' : { refused: exitCode };
+  } catch (err) {
+    if (ctx.signal.aborted) throw err; // nothing was kept; reported as interrupted
+    report(
+      `backup of ${name} failed`,
+      started ? (err as OperatorError) : leaseError(err, lockPool.description),
+    );
+    return 'failed';
+  }
+}
 
 export function addBackupCommands(program: Command): void {
   addConfigOptions(
@@ -70,25 +154,30 @@ export function addBackupCommands(program: Command): void {
       .addOption(databaseOption()),
   ).action(async (opts: Record<string, unknown>) => {
     await withContext('backup', opts, async (ctx) => {
+      const databases = databasesOf(ctx.config, opts);
       await ctx.storage.check(); // a store that cannot be used fails once, with exit 69, before any dump
-      let failed = 0;
-      for (const database of databasesOf(ctx.config, opts)) {
-        try {
-          const m = await runBackup(ctx, database, { signal: ctx.signal });
-          process.stdout.write(
-            `backup of ${database}: ${ctx.catalog.storage.description}${ctx.catalog.storage.description.endsWith('/') ? '' : '/'}${m.key} (${m.size} bytes, sha256 ${m.sha256})\n`,
-          );
-          await applyRetention(ctx, database, ctx.config.retention);
-        } catch (err) {
-          if (ctx.signal.aborted) throw err; // nothing was kept; reported as interrupted
-          failed++;
-          const e = err as OperatorError;
-          process.stderr.write(
-            `pg-maintd: backup of ${database} failed: ${e.message}${e.hint ? `\n  fix: ${e.hint}` : ''}\n`,
-          );
-        }
+      // the daemon's lease per database: a backup by hand and a scheduled one never run at once
+      const lockPool = new DbPool(ctx.config.db, {
+        name: 'lease',
+        max: 2,
+        min: 0,
+        logger: ctx.logger,
+        ...LEASE_SESSION,
+      });
+      const lease = { ttlMs: ctx.config.leases.ttlMs, logger: ctx.logger };
+      const outcomes: Outcome[] = [];
+      try {
+        for (const database of databases) outcomes.push(await backupOne(ctx, database, lockPool, lease));
+      } finally {
+        await lockPool.stop();
       }
-      if (failed) process.exitCode = EXIT.FAILURE;
+      // a failure outranks a failed retention, which outranks "try again later"
+      if (outcomes.includes('failed')) process.exitCode = EXIT.FAILURE;
+      else if (outcomes.includes('retention_failed')) process.exitCode = EXIT.RETENTION_FAILED;
+      else {
+        const refused = outcomes.find((o): o is { refused: ExitCode } => typeof o === 'object');
+        if (refused) process.exitCode = refused.refused;
+      }
     });
   });
 
@@ -115,7 +204,13 @@ export function addBackupCommands(program: Command): void {
                 sizeBytes: g.size,
                 durationSeconds: g.manifest.durationSeconds,
                 sha256: g.manifest.sha256,
-                verified: g.verify ? { ok: g.verify.ok, at: g.verify.verifiedAt } : null,
+                systemIdentifier: 'systemIdentifier' in g.manifest ? g.manifest.systemIdentifier : null,
+                signed: 'signature' in g.manifest && g.manifest.signature !== undefined,
+                warnings: 'warnings' in g.manifest ? g.manifest.warnings : [],
+                suspicious: g.suspect ? { reason: g.suspect.reason, detail: g.suspect.detail } : null,
+                verified: g.verify
+                  ? { ok: g.verify.ok, result: verifyResult(g.verify), at: g.verify.verifiedAt }
+                  : null,
               })),
               incomplete: d.incomplete,
             })),
@@ -125,24 +220,32 @@ export function addBackupCommands(program: Command): void {
         );
         return;
       }
-      const rows = [['KEY', 'TIME (UTC)', 'SIZE', 'DURATION', 'VERIFIED']];
+      const rows = [['KEY', 'TIME (UTC)', 'SIZE', 'DURATION', 'STATUS']];
       for (const d of all) {
         for (const g of d.good) {
+          const warnings = 'warnings' in g.manifest ? g.manifest.warnings.length : 0;
+          const status = [
+            g.suspect ? `SUSPICIOUS: ${g.suspect.detail}` : undefined,
+            g.verify
+              ? `verified ${verifyResult(g.verify)} ${g.verify.verifiedAt.slice(0, 10)}`
+              : 'not verified',
+            warnings ? `${warnings} pg_dump warning(s)` : undefined,
+          ].filter(Boolean);
           rows.push([
-            g.key,
+            printable(g.key),
             g.manifest.startedAt.replace('T', ' ').slice(0, 19),
             humanBytes(g.size),
             `${g.manifest.durationSeconds.toFixed(1)}s`,
-            g.verify ? `${g.verify.ok ? 'ok' : 'FAILED'} ${g.verify.verifiedAt.slice(0, 10)}` : '-',
+            status.join('; '),
           ]);
         }
         for (const l of d.incomplete)
           rows.push([
-            l.key,
+            printable(l.key),
             l.lastModified.toISOString().replace('T', ' ').slice(0, 19),
             '-',
             '-',
-            `incomplete: ${l.why}`,
+            `${l.deletable ? 'incomplete' : 'NOT TRUSTED'}: ${printable(l.why)}`,
           ]);
       }
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -156,6 +259,13 @@ export function addBackupCommands(program: Command): void {
           )
           .join('\n')}\n`,
       );
+      const warned = all
+        .flatMap((d) => d.good)
+        .filter((g) => 'warnings' in g.manifest && g.manifest.warnings.length);
+      for (const g of warned.slice(0, 1))
+        process.stdout.write(
+          `\npg_dump warnings of ${printable(g.key)}:\n${('warnings' in g.manifest ? g.manifest.warnings : []).map((w) => `  ${w}`).join('\n')}\n`,
+        );
     });
   });
 
@@ -172,9 +282,22 @@ export function addBackupCommands(program: Command): void {
         '--target-url <url>',
         'database to restore into (password via PGPASSWORD or ~/.pgpass, not here)',
       )
-      .option('--clean', 'drop and replace the objects the backup contains'),
+      .option('--clean', 'drop and replace the objects the backup contains')
+      .option(
+        '--allow-unsigned',
+        'with BACKUP_SIGNING_KEY_FILE set: restore a backup whose signature is missing or wrong (it may have been altered)',
+      )
+      .option(
+        '--allow-other-cluster',
+        'with --latest: take the newest backup even when another cluster than that of DATABASE_URL wrote it',
+      ),
   ).action(async (opts: Record<string, unknown>) => {
     const targetUrl = String(opts.targetUrl);
+    if (!url(['postgres:', 'postgresql:']).safeParse(targetUrl).success)
+      throw new OperatorError(`--target-url is not a usable postgres:// URL`, {
+        exitCode: EXIT.USAGE,
+        hint: 'give one such as postgresql://admin@db.internal:5432/app_restored (percent-encode odd characters in the name)',
+      });
     if (urlPassword(targetUrl)) {
       throw new OperatorError(
         '--target-url carries a password, which every local user can read in the process list',
@@ -187,12 +310,21 @@ export function addBackupCommands(program: Command): void {
     if (!opts.latest === !opts.key)
       throw new OperatorError('give exactly one of --latest and --key', { exitCode: EXIT.USAGE });
     await withContext('restore', opts, async (ctx) => {
-      const database = typeof opts.database === 'string' ? opts.database : ctx.config.backup.databases[0];
+      const database = databasesOf(ctx.config, opts)[0];
       const r = await restoreBackup({
+        choice: {
+          allowUnsigned: opts.allowUnsigned === true,
+          allowOtherCluster: opts.allowOtherCluster === true,
+          // --latest means the newest of the cluster backed up; unreachable, the store must be unambiguous
+          sourceCluster: opts.latest
+            ? await withClusterFact(ctx.config.db, ctx.logger, systemIdentifier)
+            : undefined,
+        },
         catalog: ctx.catalog,
         logger: ctx.logger,
         ssl: ctx.config.db.ssl,
         clientBinDir: ctx.config.backup.clientBinDir,
+        spoolDir: ctx.config.backup.spoolDir,
         key: typeof opts.key === 'string' ? opts.key : undefined,
         database,
         targetUrl,
@@ -213,14 +345,23 @@ export function addBackupCommands(program: Command): void {
       .option('--dry-run', 'show what would be deleted, delete nothing'),
   ).action(async (opts: Record<string, unknown>) => {
     await withContext('retention', opts, async (ctx) => {
+      let skipped = 0;
       for (const database of databasesOf(ctx.config, opts)) {
-        const plan = await applyRetention(ctx, database, ctx.config.retention, {
+        const plan = await applyRetention(retentionDeps(ctx), database, ctx.config.retention, {
           dryRun: opts.dryRun === true,
         });
-        const verb = opts.dryRun ? 'would delete' : 'deleted';
-        for (const r of plan.remove) process.stdout.write(`${verb} ${r.key}  (${r.why})\n`);
-        for (const k of plan.keep) process.stdout.write(`keep   ${k.key}  (${k.why.join(', ')})\n`);
+        const verb = plan.skipped ? 'would delete, but did not' : opts.dryRun ? 'would delete' : 'deleted';
+        for (const r of plan.remove) process.stdout.write(`${verb} ${printable(r.key)}  (${r.why})\n`);
+        for (const k of plan.keep)
+          process.stdout.write(`keep   ${printable(k.key)}  (${k.why.join(', ')})\n`);
+        if (plan.skipped) {
+          skipped++;
+          process.stderr.write(
+            `pg-maintd: retention of ${printable(database)} skipped: ${plan.skipped}\n  fix: correct the clock (NTP) of this host, the store or the database server, then run again\n`,
+          );
+        }
       }
+      if (skipped) process.exitCode = EXIT.FAILURE;
     });
   });
 
@@ -231,17 +372,28 @@ export function addBackupCommands(program: Command): void {
         'restore drill: restore the newest good backup into a scratch database and compare row counts',
       )
       .addOption(databaseOption())
-      .option('--key <key>', 'drill this backup instead of the newest'),
+      .option('--key <key>', 'drill this backup instead of the newest')
+      .option(
+        '--allow-other-cluster',
+        'drill the newest backup even when another cluster than that of DATABASE_URL wrote it',
+      ),
   ).action(async (opts: Record<string, unknown>) => {
+    if (opts.key === '')
+      throw new OperatorError('--key is empty', {
+        exitCode: EXIT.USAGE,
+        hint: 'give a key as `pg-maintd backups list` prints it, or leave --key out for the newest',
+      });
     await withContext('verify', opts, async (ctx) => {
       let failed = 0;
       for (const database of databasesOf(ctx.config, opts)) {
         const rec = await runVerification(ctx, database, {
           signal: ctx.signal,
           key: typeof opts.key === 'string' ? opts.key : undefined,
+          allowOtherCluster: opts.allowOtherCluster === true,
         });
+        const result = verifyResult(rec);
         process.stdout.write(
-          `${rec.ok ? 'ok' : 'FAILED'}: ${rec.key}: ${rec.tablesCompared} tables compared${rec.mismatches.length ? `, ${rec.mismatches.length} mismatched` : ''}${rec.error ? `: ${rec.error}` : ''}\n`,
+          `${result === 'ok' ? 'ok' : result.toUpperCase()}: ${printable(rec.key)}: ${rec.tablesCompared} tables compared${rec.mismatches.length ? `, ${rec.mismatches.length} mismatched` : ''}${rec.reason ? `: ${rec.reason}` : ''}${rec.error ? `: ${rec.error}` : ''}\n`,
         );
         if (!rec.ok) failed++;
       }

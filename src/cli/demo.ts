@@ -6,7 +6,7 @@
  * removes the cluster.
  */
 import pg from 'pg';
-import { Catalog } from '../backup/catalog.js';
+import { catalogFor } from '../backup/catalog-for.js';
 import { loadConfig, type LoadInput } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
 import { DemoActivity } from '../embedded/activity.js';
@@ -101,7 +101,7 @@ export async function runDemo(input: LoadInput): Promise<void> {
       }
       void (async () => {
         await scheduler.trigger('backup');
-        const catalog = new Catalog(storage);
+        const catalog = catalogFor(config, storage);
         for (const database of config.backup.databases) {
           const latest = await catalog.latest(database);
           process.stdout.write(

@@ -12,7 +12,9 @@ import { statementFor } from '../maintenance/plan.js';
 import { runMaintenance, type MaintenanceReport } from '../maintenance/run.js';
 import type { Outcome } from '../maintenance/step.js';
 import { addConfigOptions, configInput } from './config-options.js';
+import { leaseRefusal } from './lease-refusal.js';
 import { withSignalAbort } from './signal-abort.js';
+import { LEASE_SESSION } from '../db/lease.js';
 
 export function addMaintenanceCommands(program: Command): void {
   const maintenance = program
@@ -59,27 +61,28 @@ async function maintain(
   opts: { steps: readonly MaintenanceStep[]; signal: AbortSignal; dryRun: boolean; json: boolean },
 ): Promise<ExitCode> {
   const deps = { config, logger, metrics: new MaintenanceMetrics(new Registry(), databases) };
-  const lockPool = new DbPool(config.db, { name: 'maintenance-lock', max: 1, min: 0, logger });
+  const lockPool = new DbPool(config.db, { name: 'lease', max: 2, min: 0, logger, ...LEASE_SESSION });
   const reports: MaintenanceReport[] = [];
   let exit: ExitCode = EXIT.OK;
-  // the first specific code wins over the generic failure
+  // the first specific code wins over the generic failure; any failure over "try again later" (75)
   const fail = (code: ExitCode) => {
-    if (exit === EXIT.OK || exit === EXIT.FAILURE) exit = code;
+    if (code === EXIT.TEMPFAIL) {
+      if (exit === EXIT.OK) exit = code;
+    } else if (exit === EXIT.OK || exit === EXIT.FAILURE || exit === EXIT.TEMPFAIL) exit = code;
   };
   try {
     for (const database of databases) {
       if (opts.signal.aborted) break;
       try {
         const run = { signal: opts.signal, steps: opts.steps, dryRun: opts.dryRun };
-        // A dry run only reads; a real one takes the daemon's lock, so the two never overlap.
+        // A dry run only reads; a real one takes the daemon's lease, so the two never overlap.
         const r = opts.dryRun
           ? { led: true as const, value: await runMaintenance(deps, database, run) }
           : await maintainAsLeader({ ...deps, lockPool }, database, run);
         if (!r.led) {
-          process.stderr.write(
-            `pg-maintd: maintenance of ${database} is running in another pg-maintd; nothing done\n  fix: wait for it to finish (its log names the run), then run again\n`,
-          );
-          fail(EXIT.FAILURE);
+          const { text, exitCode } = leaseRefusal('maintenance', database, r);
+          process.stderr.write(text);
+          fail(exitCode);
           continue;
         }
         reports.push(r.value);
@@ -100,7 +103,7 @@ async function maintain(
   return exit;
 }
 
-/** A database that cannot be reached (for the lock, or the maintenance session) is exit 69. */
+/** A database that cannot be reached (for the lease, or the maintenance session) is exit 69. */
 function asOperatorError(err: unknown, target: string): OperatorError {
   if (err instanceof OperatorError) return err;
   return unavailableError(err, target) ?? new OperatorError(errorMessage(err), { cause: err });

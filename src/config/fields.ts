@@ -75,6 +75,9 @@ export const METRICS_COLLECTORS = [
 export type CollectorName = (typeof METRICS_COLLECTORS)[number];
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
+/** The longest LEASE_TTL: a lease that expires later than this from now is void (db/lease.ts). */
+export const LEASE_TTL_MAX_MS = 3_600_000;
+
 const ms = (lo: number, hi: number, what: string) =>
   `a duration from ${lo} ms to ${what} (e.g. "30s", "5m", or bare milliseconds)`;
 
@@ -166,14 +169,21 @@ export const FIELDS = {
   SCHEDULE_TZ: {
     schema: timezone(),
     default: 'UTC',
-    doc: 'Time zone of the cron schedules.',
+    doc: 'Time zone of the cron schedules, which run in its wall-clock time: on a daylight-saving change a slot in the skipped hour runs once right after the jump, and one in the repeated hour runs once, the first time.',
     allowed: 'an IANA time zone such as UTC or Europe/Berlin',
+    group: 'Backups',
+  },
+  LEASE_TTL: {
+    schema: duration(2000, LEASE_TTL_MAX_MS),
+    default: '1m',
+    doc: 'Lifetime of the lease (a row in pgmaintd.leases, in the database of DATABASE_URL) that elects the one replica running each backup, drill or maintenance run; renewed every third of it. A replica that cannot renew it within this time stops the run (a backup fails with reason lease_lost), and another may take over after it.',
+    allowed: ms(2000, LEASE_TTL_MAX_MS, '1 hour'),
     group: 'Backups',
   },
   BACKUP_DATABASES: {
     schema: databaseList(),
-    doc: 'Comma-separated databases to back up. Unset: the database of DATABASE_URL.',
-    allowed: 'database names separated by commas, e.g. app,billing',
+    doc: 'Comma-separated databases to back up (in a config file also a list, for names holding commas). Any name PostgreSQL allows works: its folder in the store is percent-encoded. Unset: the database of DATABASE_URL.',
+    allowed: 'distinct database names of 1 to 63 bytes separated by commas, e.g. app,billing',
     group: 'Backups',
   },
   BACKUP_FORMAT: {
@@ -211,11 +221,30 @@ export const FIELDS = {
     allowed: 'a duration from 1s to 7d',
     group: 'Backups',
   },
+  BACKUP_LOCK_WAIT_TIMEOUT: {
+    schema: duration(1000, 86_400_000),
+    default: '5m',
+    doc: 'How long a backup waits for the share lock it takes on each table (pg_dump --lock-wait-timeout, and the row counts). A session that holds a table locked exclusively for longer (a long ALTER TABLE, or a hostile LOCK TABLE) fails the backup with the table named, instead of holding it until BACKUP_TIMEOUT; the next scheduled run tries again.',
+    allowed: ms(1000, 86_400_000, '1 day'),
+    group: 'Backups',
+  },
   BACKUP_ROW_COUNT_MAX_TABLE_SIZE: {
     schema: size(0, 2 ** 50),
     default: '1GiB',
     doc: 'Tables up to this size get exact row counts in the manifest (in the dump’s snapshot); larger ones get the planner estimate.',
     allowed: 'a size such as 512MiB, 1GiB, or bytes; 0 disables exact counts',
+    group: 'Backups',
+  },
+  BACKUP_SIGNING_KEY_FILE: {
+    schema: optionalText(),
+    doc: 'A file holding the secret key(s) that sign every manifest and drill record (HMAC-SHA-256 over its content, which holds the backup’s SHA-256). Once set, restores, drills and retention refuse or ignore a backup whose signature is missing or wrong, so whoever can write to the store but lacks the key cannot plant a backup. One key per line, at least 32 bytes each (`openssl rand -base64 48`); the first signs, each verifies (rotation). The key never goes to the store, logs or metrics.',
+    allowed: 'a path to a readable file holding one or more keys of at least 32 bytes, one per line',
+    group: 'Backups',
+  },
+  RESTORE_SPOOL_DIR: {
+    schema: optionalText(),
+    doc: 'Folder where a restore or a drill keeps its checked copy of the backup: the object is read from the store once, its SHA-256 checked on the way into a private file, and only that copy is restored, so nothing a writer of the store does meanwhile can run. Needs room for the largest backup (compressed). Unset: the system temporary folder.',
+    allowed: 'an existing directory with room for the largest backup',
     group: 'Backups',
   },
   PG_CLIENT_BIN_DIR: {
@@ -342,6 +371,13 @@ export const FIELDS = {
     allowed: 'a duration from 1m',
     group: 'Retention',
   },
+  CLOCK_SKEW_TOLERANCE: {
+    schema: duration(1000, 86_400_000),
+    default: '5m',
+    doc: 'How far the local clock may differ from the store’s (S3’s Date header, or a file just written in BACKUP_DIR) and the database server’s before retention deletes nothing; also how far a backup’s dates may run ahead of them, or its writer’s clock behind the database’s, before it is flagged misdated (never the latest, not counted toward BACKUP_RETENTION_MIN_COUNT, never deleted by retention).',
+    allowed: ms(1000, 86_400_000, '1 day'),
+    group: 'Retention',
+  },
   BACKUP_VERIFY_SCHEDULE: {
     schema: cronOrOff(),
     default: '0 4 * * 0',
@@ -420,7 +456,7 @@ export const FIELDS = {
   METRICS_QUERY_TEXT: {
     schema: bool(),
     default: false,
-    doc: 'Export query text (pg_stat_statements_query_id{queryid,query}), truncated. Off by default: check that your statements carry no literals worth hiding first.',
+    doc: 'Export query text (pg_stat_statements_query_id{queryid,query}), truncated, every literal masked as `?` (utility statements such as ALTER ROLE ... PASSWORD keep theirs in pg_stat_statements) and comments removed. Off by default.',
     allowed: 'true or false',
     group: 'Metrics',
   },
@@ -435,7 +471,7 @@ export const FIELDS = {
   MIGRATE_ON_START: {
     schema: bool(),
     default: true,
-    doc: 'Apply pending schema migrations before the daemon starts its jobs (the bootstrap). A database that holds the tables but no migration history is left alone: see `migrate baseline`.',
+    doc: 'Apply pending schema migrations when the daemon starts (the bootstrap), in the background: backups, drills and metrics do not wait for them. A lock held by another session is waited for and retried; a migration that fails is reported, never a reason to exit. A database that holds the tables but no migration history is left alone: see `migrate baseline`.',
     allowed: 'true or false',
     group: 'Migrations',
   },
@@ -448,7 +484,7 @@ export const FIELDS = {
   MIGRATE_LOCK_WAIT: {
     schema: duration(1000, 86_400_000),
     default: '5m',
-    doc: 'How long a runner waits for another runner (another replica) to finish before giving up.',
+    doc: 'How long `migrate up` and `migrate baseline` wait for the migration lock (another runner, or any session holding it) before giving up with exit 69, naming the holder. The daemon waits as long as it takes.',
     allowed: ms(1000, 86_400_000, '1 day'),
     group: 'Migrations',
   },
@@ -470,7 +506,7 @@ export const FIELDS = {
   MAINTENANCE_DATABASES: {
     schema: databaseList(),
     doc: 'Comma-separated databases to maintain. Unset: the database of DATABASE_URL.',
-    allowed: 'database names separated by commas, e.g. app,billing',
+    allowed: 'distinct database names of 1 to 63 bytes separated by commas, e.g. app,billing',
     group: 'Maintenance',
   },
   MAINTENANCE_VACUUM_DEAD_RATIO: {

@@ -1,7 +1,7 @@
 /** Field kinds: a zod schema that accepts a string (env, flag) or a typed value (YAML/JSON file). */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { validate as validCron } from 'node-cron';
+import { CronError, parseCron } from '../schedule/cron.js';
 import { parseDuration, parseSize } from './units.js';
 
 const INT_RE = /^[+-]?\d+$/;
@@ -86,9 +86,30 @@ export function size(minBytes: number, maxBytes: number) {
   return z.preprocess((v) => parseSize(v) ?? v, z.number().int().min(minBytes).max(maxBytes));
 }
 
-/** A cron expression (5 fields, or 6 with seconds), or "off". */
+/**
+ * A cron expression (5 fields, or 6 with seconds), or "off", checked by the parser the scheduler
+ * runs, so what is accepted here is what runs; what is wrong in one is said (see problemDetail).
+ */
 export function cronOrOff() {
-  return text().refine((v) => v === 'off' || validCron(v));
+  return text().superRefine((v, ctx) => {
+    if (v === 'off') return;
+    try {
+      parseCron(v);
+    } catch (err) {
+      if (!(err instanceof CronError)) throw err;
+      ctx.addIssue({ code: 'custom', message: err.message, params: { detail: err.message } });
+    }
+  });
+}
+
+/** What a kind said is wrong in a value, beyond what the field allows (a cron field, say). */
+export function problemDetail(error: z.ZodError): string | undefined {
+  for (const issue of error.issues) {
+    const detail =
+      issue.code === 'custom' ? (issue.params as { detail?: unknown } | undefined)?.detail : undefined;
+    if (typeof detail === 'string') return detail;
+  }
+  return undefined;
 }
 
 export function timezone() {
@@ -102,13 +123,19 @@ export function timezone() {
   });
 }
 
-const DB_NAME_RE = /^[^\s,]{1,63}$/;
+/** Any name PostgreSQL allows: 1 to 63 bytes, no NUL (the folder a name's backups go to is encoded). */
+function validDatabaseName(v: string): boolean {
+  return v.length > 0 && !v.includes('\0') && Buffer.byteLength(v, 'utf8') <= 63;
+}
 
-/** A comma-separated list of database names; empty means unset. */
+/**
+ * A comma-separated list of database names (each trimmed), or in a file a list whose names are
+ * taken as written (spaces, commas and all); empty means unset.
+ */
 export function databaseList() {
   return z.preprocess(
     (v) => {
-      if (Array.isArray(v)) return v.map((x) => String(x).trim()).filter(Boolean);
+      if (Array.isArray(v)) return v.map((x) => (typeof x === 'string' ? x : String(x)));
       if (typeof v !== 'string') return v;
       const items = v
         .split(',')
@@ -116,7 +143,11 @@ export function databaseList() {
         .filter(Boolean);
       return items.length ? items : undefined;
     },
-    z.array(z.string().regex(DB_NAME_RE)).min(1).optional(),
+    z
+      .array(z.string().refine(validDatabaseName))
+      .min(1)
+      .refine((a) => new Set(a).size === a.length)
+      .optional(),
   );
 }
 

@@ -15,8 +15,10 @@ import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec, type SslM
 import { parseDatabaseUrl } from '../db/url.js';
 import { readUrlFile } from '../db/url-file.js';
 import { editDistance } from './edit-distance.js';
+import { problemDetail } from './kinds.js';
 import { maskValue, urlPassword } from './mask.js';
 import { readWebSettings, resolveWebFiles } from '../http/web-config.js';
+import { readSigningKeys } from './key-file.js';
 
 export type SourceKind = 'flag' | 'env' | 'file' | 'defaults-file' | 'built-in';
 export interface Origin {
@@ -136,13 +138,16 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     }
     const result = spec.schema.safeParse(raw[name]);
     if (result.success) parsed[name] = result.data;
-    else
+    else {
+      // a detail may quote the value, so never for a secret
+      const detail = spec.secret ? undefined : problemDetail(result.error);
       problems.push({
         field: name,
         origin,
         given: maskValue(raw[name], spec.secret ?? false),
-        allowed: spec.allowed,
+        allowed: detail ? `${spec.allowed} (${detail})` : spec.allowed,
       });
+    }
   }
 
   for (const field of ['DATABASE_URL', 'VERIFY_DATABASE_URL'] as const) {
@@ -157,6 +162,7 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     }
   }
   crossChecks(parsed as Partial<Parsed>, origins, problems);
+  const signingKeys = readKeyFile(parsed as Partial<Parsed>, origins, problems);
   // the files the web settings name are read once the settings themselves are valid
   if (problems.length === 0) problems.push(...readWebSettings(webFiles(parsed as Parsed)).problems);
   if (problems.length > 0) throw new ConfigError(withOrigins(problems, origins));
@@ -168,6 +174,7 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     nonEmpty(env.PGPASSWORD),
     nonEmpty(env.AWS_SECRET_ACCESS_KEY),
     nonEmpty(env.AWS_SESSION_TOKEN),
+    ...signingKeys.map((k) => k.toString('utf8')),
   ].filter((s): s is string => !!s);
   return { config, raw, origins, warnings: warningsFor(config), secrets };
 }
@@ -219,7 +226,12 @@ function shape(p: Parsed) {
       dir: p.BACKUP_DIR,
       timeoutMs: p.BACKUP_TIMEOUT,
       rowCountMaxTableBytes: p.BACKUP_ROW_COUNT_MAX_TABLE_SIZE,
+      lockWaitTimeoutMs: p.BACKUP_LOCK_WAIT_TIMEOUT,
       clientBinDir: p.PG_CLIENT_BIN_DIR,
+      // the path only: the keys are read where the catalog is built, and never kept in the config
+      signingKeyFile: p.BACKUP_SIGNING_KEY_FILE ? resolve(p.BACKUP_SIGNING_KEY_FILE) : undefined,
+      clockSkewToleranceMs: p.CLOCK_SKEW_TOLERANCE,
+      spoolDir: p.RESTORE_SPOOL_DIR ? resolve(p.RESTORE_SPOOL_DIR) : undefined,
     },
     s3: {
       bucket: p.S3_BUCKET,
@@ -243,6 +255,7 @@ function shape(p: Parsed) {
       incompleteGraceMs: p.BACKUP_INCOMPLETE_GRACE,
     },
     verify: { schedule: p.BACKUP_VERIFY_SCHEDULE, url: p.VERIFY_DATABASE_URL },
+    leases: { ttlMs: p.LEASE_TTL },
     metrics: {
       intervalMs: p.METRICS_INTERVAL,
       statementTimeoutMs: p.METRICS_STATEMENT_TIMEOUT,
@@ -329,6 +342,14 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
       allowed: 'an existing directory of NNNN_name.sql files',
     });
   }
+  if (p.RESTORE_SPOOL_DIR !== undefined && !existsSync(p.RESTORE_SPOOL_DIR)) {
+    problems.push({
+      field: 'RESTORE_SPOOL_DIR',
+      origin: origins.RESTORE_SPOOL_DIR,
+      given: p.RESTORE_SPOOL_DIR,
+      allowed: 'an existing directory',
+    });
+  }
   if (p.PG_CLIENT_BIN_DIR !== undefined && !existsSync(p.PG_CLIENT_BIN_DIR)) {
     problems.push({
       field: 'PG_CLIENT_BIN_DIR',
@@ -347,6 +368,23 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
         allowed: `${FIELDS[field].allowed} (no such file)`,
       });
     }
+  }
+}
+
+/** BACKUP_SIGNING_KEY_FILE must hold usable keys; they join the secrets the log is scrubbed of. */
+function readKeyFile(p: Partial<Parsed>, origins: Record<FieldName, Origin>, problems: Problem[]): Buffer[] {
+  const file = p.BACKUP_SIGNING_KEY_FILE;
+  if (file === undefined) return [];
+  try {
+    return readSigningKeys(resolve(file));
+  } catch (err) {
+    problems.push({
+      field: 'BACKUP_SIGNING_KEY_FILE',
+      origin: origins.BACKUP_SIGNING_KEY_FILE,
+      given: file,
+      allowed: `${FIELDS.BACKUP_SIGNING_KEY_FILE.allowed} (${(err as Error).message})`,
+    });
+    return [];
   }
 }
 

@@ -34,10 +34,14 @@ export interface PoolOptions {
   max?: number;
   min?: number;
   acquireTimeoutMs?: number;
+  /** statement_timeout of every session (0: none, whatever the role or database sets). */
   statementTimeoutMs?: number;
+  /** lock_timeout of every session (0: none, whatever the role or database sets). */
   lockTimeoutMs?: number;
   /** Client-side limit per query: also ends a query whose server has gone silent (no RST, no answer). */
   queryTimeoutMs?: number;
+  /** libpq-style startup options (`-c name=value ...`): settings no role or database default overrides. */
+  options?: string;
   logger: Logger;
 }
 
@@ -218,9 +222,10 @@ export class DbPool extends Service {
       min: Math.min(o.min ?? pool.min, o.max ?? pool.max),
       idleTimeoutMillis: pool.idleTimeoutMs,
       connectionTimeoutMillis: o.acquireTimeoutMs ?? pool.acquireTimeoutMs,
-      statement_timeout: o.statementTimeoutMs,
-      lock_timeout: o.lockTimeoutMs,
       query_timeout: o.queryTimeoutMs,
+      // set at connection, before any query: no role or database default, and nothing another role
+      // puts on the search_path, changes what pg-maintd's own SQL does
+      options: [sessionOptions(o), o.options].filter(Boolean).join(' '),
       keepAlive: true,
     });
     // An idle client's socket error must never crash the process: log it; the pool drops the client.
@@ -230,4 +235,24 @@ export class DbPool extends Service {
     });
     return p;
   }
+}
+
+/**
+ * The settings of every session pg-maintd opens, as startup options. search_path is pg_catalog alone:
+ * PostgreSQL picks the best-matching function or operator among every schema on the path, so a
+ * `format(text, name, name)` another role put in public would win over pg_catalog's and run with
+ * pg-maintd's privileges; with pg_catalog alone, pg-maintd's own SQL names other schemas explicitly.
+ * Timeouts and read-only defaults of the role or database do not apply: each pool states its own
+ * (settings every supported server knows; a long-lived session sets the newer ones itself).
+ */
+export function sessionOptions(o: { statementTimeoutMs?: number; lockTimeoutMs?: number }): string {
+  const settings: Array<[string, string]> = [
+    ['search_path', 'pg_catalog'],
+    ['default_transaction_read_only', 'off'],
+    ['idle_in_transaction_session_timeout', '0'],
+  ];
+  if (o.statementTimeoutMs !== undefined)
+    settings.push(['statement_timeout', String(Math.round(o.statementTimeoutMs))]);
+  if (o.lockTimeoutMs !== undefined) settings.push(['lock_timeout', String(Math.round(o.lockTimeoutMs))]);
+  return settings.map(([n, v]) => `-c ${n}=${v}`).join(' ');
 }

@@ -63,6 +63,7 @@ const BY_CLASS: Record<string, ErrorKind> = {
 
 const BY_NODE_CODE: Record<string, ErrorKind> = {
   ECONNREFUSED: 'connection_refused',
+  ENOENT: 'connection_refused', // a Unix socket path (?host=/dir) where no server listens
   ECONNRESET: 'connection_lost',
   EPIPE: 'connection_lost',
   ECONNABORTED: 'connection_lost',

@@ -43,7 +43,8 @@ export interface ApplyOutcome {
 const remedySql = (r: Remedy): string =>
   r.kind === 'alter_system'
     ? alterSystemSql(r.parameter, r.value)
-    : `CREATE EXTENSION IF NOT EXISTS ${quoteIdent(r.extension)};`;
+    : // named: pg-maintd's sessions search pg_catalog alone, which CREATE EXTENSION would pick otherwise
+      `CREATE EXTENSION IF NOT EXISTS ${quoteIdent(r.extension)} SCHEMA public;`;
 
 // allow_alter_system exists from PostgreSQL 17; has_parameter_privilege from 15.
 const ALTER_SYSTEM_SQL = `

@@ -88,7 +88,7 @@ const statementsInstalled: Check = {
         status: 'warn',
         found: `not installed (version ${r.available} available)`,
         fix: {
-          sql: ['CREATE EXTENSION IF NOT EXISTS pg_stat_statements;'],
+          sql: ['CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public;'],
           ...(r.loaded
             ? { remedies: [{ kind: 'create_extension', extension: 'pg_stat_statements' }] }
             : { steps: ['preload it first (see pg_stat_statements.preloaded); the view errors until then'] }),

@@ -147,6 +147,41 @@ const createdb: Check = {
   },
 };
 
+/**
+ * A drill restores the backup, and the code in it (CHECK constraints, index expressions, materialized
+ * views, with the functions they call) runs as the role that restores it. By default that is the
+ * role of DATABASE_URL, which owns the application's database: any role that may create a function
+ * and a table there (or whose tables pg-maintd may read) could have its code run as pg-maintd's
+ * role, for instance to change that role's password. A role that can only create databases
+ * contains it.
+ */
+const drillIsolation: Check = {
+  ids: ['role.drill_isolation'],
+  async run({ config, facts }) {
+    const base = {
+      id: 'role.drill_isolation',
+      title: 'restore drills run as a role of their own',
+      why: "a drill runs the code in the backup (check constraints, index expressions, materialized views and the functions they call) as the role that restores it; as DATABASE_URL's role, another role's code in the database could act as pg-maintd's role, e.g. change its password",
+    };
+    if (config.verify.schedule === 'off')
+      return { ...base, status: 'info', found: 'scheduled drills are off (BACKUP_VERIFY_SCHEDULE=off)' };
+    if (!drillsOnThisServer(config))
+      return { ...base, status: 'ok', found: 'drills run as the role of VERIFY_DATABASE_URL' };
+    return {
+      ...base,
+      status: 'warn',
+      found: `drills restore as ${facts.role}, the role of DATABASE_URL`,
+      fix: {
+        sql: ['CREATE ROLE pgmaintd_drill LOGIN CREATEDB;'],
+        steps: [
+          'give it a password (psql: \\password pgmaintd_drill), and nothing else: no membership, no grants',
+          'set VERIFY_DATABASE_URL=postgresql://pgmaintd_drill:<password>@<this host>/postgres (or its password in ~/.pgpass)',
+        ],
+      },
+    };
+  },
+};
+
 // What pg_dump reads: tables and sequences (not extension members). It runs with row_security off, so
 // a table whose policies apply to the role (not its owner, or FORCE ROW LEVEL SECURITY) makes it fail.
 const READ_SQL = `
@@ -248,5 +283,5 @@ const roleStatementTimeout: Check = {
 };
 
 export function roleChecks(): Check[] {
-  return [superuser, monitoring, connect, createdb, backupRead, roleStatementTimeout];
+  return [superuser, monitoring, connect, createdb, drillIsolation, backupRead, roleStatementTimeout];
 }

@@ -36,6 +36,8 @@ export interface LocalClusterOptions {
   hba?: string[];
   /** Keep the data folder on stop (for debugging). */
   keep?: boolean;
+  /** Extra environment of the server's processes (tests run one under libfaketime, a clock of its own). */
+  env?: Record<string, string>;
 }
 
 const live = new Set<LocalCluster>();
@@ -160,7 +162,11 @@ export class LocalCluster extends Service {
   }
 
   #spawnOpts(): SpawnOptions {
-    return { cwd: this.dir || tmpdir(), ...(this.#owner ?? {}), env: { ...process.env, LC_ALL: 'C' } };
+    return {
+      cwd: this.dir || tmpdir(),
+      ...(this.#owner ?? {}),
+      env: { ...process.env, LC_ALL: 'C', ...this.opts.env },
+    };
   }
 
   #run(bin: string, args: string[]): Promise<void> {

@@ -2,31 +2,59 @@
  * Credentials for /metrics: basic auth against bcrypt hashes (exporter-toolkit's basic_auth_users)
  * and a bearer token. Neither the time taken nor the answer tells an unknown user from a wrong
  * password: an unknown user is checked against a dummy hash of the same cost.
+ *
+ * A flood of wrong passwords must not lock out the right one, nor take the CPU: a password that
+ * verified is cached (a scrape skips bcrypt); bcrypt runs on a worker thread, one check at a time,
+ * at most half the time, taken in turn from each client address, and a client with more than a
+ * few checks waiting is told to come back later ('busy').
  */
 import { createHash, randomInt, timingSafeEqual } from 'node:crypto';
-import bcrypt from 'bcryptjs';
+import { BcryptWorker } from './bcrypt-worker.js';
+import { FairQueue, QueueAborted, QueueFull } from './fair-queue.js';
 import type { WebSettings } from './web-config.js';
 
-export type AuthResult = 'ok' | 'missing' | 'malformed' | 'denied';
+export type AuthResult = 'ok' | 'missing' | 'malformed' | 'denied' | 'busy';
+
+/** Who asks: the client address (its own turn in the queue), and whether it still waits. */
+export interface AuthClient {
+  address: string;
+  signal?: AbortSignal;
+}
 
 const REALM = 'pg-maintd';
 const CACHE_MAX = 256;
+/** A Prometheus pair and a person: a few checks at once; a client with more is flooding. */
+const MAX_WAITING_PER_CLIENT = 4;
+/** Many clients at once (a spread flood): at ~100 ms a check, this is seconds of waiting already. */
+const MAX_WAITING = 64;
+/** bcrypt may take half of one core, whatever comes in. */
+const BCRYPT_SHARE = 0.5;
 const B64 = './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
 export class Authenticator {
   #users = new Map<string, string>();
   #tokenDigest: Buffer | undefined;
   #dummy = dummyHash(10);
-  /** Digests of (user, hash, password) that verified: a scrape every few seconds skips bcrypt. */
+  /**
+   * Digests of (user, hash, password) that verified: a scrape every few seconds skips bcrypt. Kept
+   * across reloads: an entry names the hash it matched, so a changed hash never matches it.
+   */
   #verified = new Set<string>();
-  /** One bcrypt at a time (as exporter-toolkit): many at once would stall the event loop, /healthz too. */
-  #bcryptQueue: Promise<unknown> = Promise.resolve();
-  #pending = 0;
+  #queue = new FairQueue({ perClient: MAX_WAITING_PER_CLIENT, total: MAX_WAITING, share: BCRYPT_SHARE });
+  #bcrypt: BcryptWorker;
+
+  constructor(onWorkerFailure?: (err: Error) => void) {
+    this.#bcrypt = new BcryptWorker(onWorkerFailure);
+  }
+
+  /** Time bcrypt has taken so far, in ms. */
+  get bcryptMs(): number {
+    return this.#queue.busyMs;
+  }
 
   update(s: Pick<WebSettings, 'users' | 'tokenDigest'>): void {
     this.#users = new Map(s.users);
     this.#tokenDigest = s.tokenDigest;
-    this.#verified.clear();
     const costs = [...s.users.values()].map((h) => Number(h.split('$')[2]));
     this.#dummy = dummyHash(costs.length ? Math.max(...costs) : 10);
   }
@@ -45,18 +73,24 @@ export class Authenticator {
     return this.schemes.map((s) => `${s === 'basic' ? 'Basic' : 'Bearer'} realm="${REALM}"`);
   }
 
-  async verify(header: string | undefined): Promise<AuthResult> {
+  async verify(header: string | undefined, client: AuthClient): Promise<AuthResult> {
     if (!this.enabled) return 'ok';
     if (!header) return 'missing';
     const m = /^([A-Za-z]+) +(\S+) *$/.exec(header);
     if (!m) return 'malformed';
     const scheme = m[1]!.toLowerCase();
-    if (scheme === 'basic' && this.#users.size) return this.#basic(m[2]!);
+    if (scheme === 'basic' && this.#users.size) return this.#basic(m[2]!, client);
     if (scheme === 'bearer' && this.#tokenDigest) return this.#bearer(m[2]!);
     return 'denied';
   }
 
-  async #basic(encoded: string): Promise<AuthResult> {
+  /** Refuses checks still waiting and stops the worker. */
+  async close(): Promise<void> {
+    this.#queue.close();
+    await this.#bcrypt.close();
+  }
+
+  async #basic(encoded: string, client: AuthClient): Promise<AuthResult> {
     if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded)) return 'malformed';
     const decoded = Buffer.from(encoded, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
@@ -67,24 +101,22 @@ export class Authenticator {
     const hash = stored ?? this.#dummy;
     const key = sha256(JSON.stringify([user, hash, password])).toString('hex');
     if (stored !== undefined && this.#verified.has(key)) return 'ok';
-    const match = await this.#compare(password, hash);
+    let match: boolean;
+    try {
+      match = await this.#queue.run(
+        client.address,
+        () => this.#bcrypt.compare(password, hash),
+        client.signal,
+      );
+    } catch (err) {
+      if (err instanceof QueueFull) return 'busy';
+      if (err instanceof QueueAborted) return 'denied'; // nobody is left to answer
+      throw err;
+    }
     if (!match || stored === undefined || this.#users.get(user) !== stored) return 'denied';
     if (this.#verified.size >= CACHE_MAX) this.#verified.delete(this.#verified.values().next().value!);
     this.#verified.add(key); // only successes: a wrong password costs bcrypt every time
     return 'ok';
-  }
-
-  #compare(password: string, hash: string): Promise<boolean> {
-    // a flood of wrong credentials must not queue a scrape behind seconds of bcrypt: beyond a few
-    // waiting, more are refused at once (a known user's verified password skips bcrypt anyway)
-    if (this.#pending >= MAX_PENDING_COMPARES) return Promise.resolve(false);
-    this.#pending++;
-    const run = this.#bcryptQueue
-      .then(() => bcrypt.compare(password, hash))
-      .catch(() => false)
-      .finally(() => this.#pending--);
-    this.#bcryptQueue = run;
-    return run;
   }
 
   #bearer(token: string): AuthResult {
@@ -92,9 +124,6 @@ export class Authenticator {
     return timingSafeEqual(sha256(token), this.#tokenDigest!) ? 'ok' : 'denied';
   }
 }
-
-/** bcrypt compares waiting at most (about 70 ms each at cost 10). */
-const MAX_PENDING_COMPARES = 8;
 
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();

@@ -1,8 +1,10 @@
 /** The HTTP server: /metrics (Prometheus text), /healthz (liveness), /readyz (readiness). */
+import { STATUS_CODES } from 'node:http';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
+  type FastifyError,
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
@@ -14,14 +16,32 @@ import { Exposition } from '../metrics/exposition.js';
 import type { LivenessCheck } from '../health/watchdog.js';
 import type { ReadinessState } from '../health/readiness.js';
 import { Authenticator, type AuthResult } from './auth.js';
+import { limitConnectionsPerClient } from './connection-limit.js';
+import { LogThrottle } from './log-throttle.js';
 import type { WebFiles, WebSettings } from './web-config.js';
 import { clientCertOptions, clientCertRejection, secureContextOptions } from './web-tls.js';
 import { WebSettingsWatcher } from './web-watch.js';
 
-const QUIET_ROUTES = new Set(['/metrics', '/healthz', '/readyz']);
 /** Kubernetes probes: open whatever authentication is configured. */
 const OPEN_ROUTES = new Set(['/healthz', '/readyz']);
-const DENIAL_WARN_EVERY_MS = 60_000;
+/**
+ * A client has this long to send its request headers (and to finish a TLS handshake), and the
+ * whole request: a slowloris holds a socket for seconds, not Node's minutes. The probes and a
+ * scrape send a few hundred bytes at once.
+ */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+/** How often Node looks for connections past those limits (its default, 30 s, would let them run on). */
+const TIMEOUT_CHECK_MS = 1000;
+/**
+ * A connection that sends nothing at all (Node's headers timeout starts at the first byte), or a
+ * client that stops reading its answer, is closed after this long idle. Between requests of a
+ * keep-alive connection, Fastify's keepAliveTimeout (72 s) applies instead.
+ */
+const IDLE_TIMEOUT_MS = 10_000;
+const MAX_CONNECTIONS_PER_CLIENT = 32;
+/** No route takes a body. */
+const BODY_LIMIT = 4096;
 
 export interface HttpDeps {
   host: string;
@@ -37,35 +57,61 @@ export interface HttpDeps {
 export class HttpServer extends Service {
   readonly name = 'http-server';
   readonly app: FastifyInstance;
+  readonly #log: Logger;
   #address: { host: string; port: number } | undefined;
   #web: WebSettingsWatcher | undefined;
-  #auth = new Authenticator();
-  #denials = { count: 0, lastWarn: 0 };
+  #auth: Authenticator;
+  #denials = new LogThrottle();
+  #notFound = new LogThrottle();
+  #refused = new LogThrottle();
 
   /** Throws WebConfigError (exit 78) when the web config or token file is invalid. */
   constructor(private readonly deps: HttpDeps) {
     super();
-    const log = deps.logger.child({ component: 'http' });
+    const log = (this.#log = deps.logger.child({ component: 'http' }));
+    this.#auth = new Authenticator((err) =>
+      log.error({ err: { message: err.message } }, 'bcrypt worker failed: its checks were denied'),
+    );
     if (deps.web?.configFile || deps.web?.bearerTokenFile) {
       this.#web = new WebSettingsWatcher(deps.web, log, (next) => this.#apply(next));
     }
     const tls = this.#web?.current.tls;
-    // request logging never includes headers, so credentials stay out of the log
+    const timeouts = { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS };
     this.app = Fastify({
       loggerInstance: log as FastifyBaseLogger,
-      // probes and scrapes every few seconds would drown the log; other requests are logged
-      logController: new LogController({
-        disableRequestLogging: (req) => QUIET_ROUTES.has(req.url.split('?')[0] ?? ''),
-      }),
+      // one line per request would let any client write the log; what is worth saying is said below
+      logController: new LogController({ disableRequestLogging: true }),
       forceCloseConnections: true,
       return503OnClosing: true,
-      ...(tls ? { https: { ...secureContextOptions(tls), ...clientCertOptions(tls) } } : {}),
+      bodyLimit: BODY_LIMIT,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      connectionTimeout: IDLE_TIMEOUT_MS,
+      ...(tls
+        ? {
+            https: {
+              ...secureContextOptions(tls),
+              ...clientCertOptions(tls),
+              ...timeouts,
+              handshakeTimeout: HEADERS_TIMEOUT_MS,
+            },
+          }
+        : { http: timeouts }),
     }) as unknown as FastifyInstance;
+    limitConnectionsPerClient(this.app.server, MAX_CONNECTIONS_PER_CLIENT, (remoteAddress) => {
+      log.debug({ remoteAddress }, 'connection refused: too many open from this client');
+      const count = this.#refused.hit();
+      if (count !== undefined)
+        log.warn(
+          { remoteAddress, count, limit: MAX_CONNECTIONS_PER_CLIENT },
+          'connections refused: too many open from one client; this warning repeats at most once a minute',
+        );
+    });
     if (this.#web) {
       this.#auth.update(this.#web.current);
       if (tls) this.#enforceClientCerts(log);
       this.app.addHook('onRequest', (req, reply) => this.#guard(req, reply));
     }
+    this.#errors();
     this.#routes();
   }
 
@@ -73,6 +119,11 @@ export class HttpServer extends Service {
   get address(): { host: string; port: number } {
     if (!this.#address) throw new Error('http server not listening');
     return this.#address;
+  }
+
+  /** Time spent checking passwords with bcrypt so far, in ms (what a flood of wrong ones costs). */
+  get bcryptMs(): number {
+    return this.#auth.bcryptMs;
   }
 
   #routes() {
@@ -90,6 +141,34 @@ export class HttpServer extends Service {
     this.app.get('/readyz', async (_req, reply) => {
       const s = readiness();
       return reply.code(s.ready ? 200 : 503).send({ status: s.ready ? 'ready' : 'not ready', ...s });
+    });
+  }
+
+  /** Answers that say what went wrong in a word: never an internal message, never the path echoed. */
+  #errors() {
+    this.app.setNotFoundHandler((req, reply) => {
+      const fields = { method: req.method, path: pathOf(req), remoteAddress: req.ip };
+      req.log.debug(fields, 'not found');
+      const count = this.#notFound.hit();
+      if (count !== undefined)
+        req.log.warn(
+          { ...fields, count },
+          'requests for unknown paths; this warning repeats at most once a minute',
+        );
+      return plain(reply, 404);
+    });
+    this.app.setErrorHandler((err: FastifyError, req, reply) => {
+      const status =
+        err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+      const fields = {
+        method: req.method,
+        path: pathOf(req),
+        status,
+        err: { message: err.message, code: err.code },
+      };
+      if (status >= 500) req.log.error(fields, 'request failed');
+      else req.log.debug(fields, 'bad request');
+      return plain(reply, status);
     });
   }
 
@@ -121,30 +200,33 @@ export class HttpServer extends Service {
     for (const [name, value] of Object.entries(headers)) void reply.header(name, value);
     // by route, not by path text: everything but the probes (404s included) needs credentials
     if (OPEN_ROUTES.has(req.routeOptions.url ?? '')) return;
-    const result = await this.#auth.verify(req.headers.authorization);
+    // a client that hangs up while its password waits for bcrypt gives its place up
+    const gone = new AbortController();
+    const socket = req.raw.socket;
+    const onClose = () => gone.abort();
+    socket.once('close', onClose);
+    let result: AuthResult;
+    try {
+      result = await this.#auth.verify(req.headers.authorization, { address: req.ip, signal: gone.signal });
+    } finally {
+      socket.off('close', onClose);
+    }
     if (result === 'ok') return;
     this.#denied(req, result);
-    return reply
-      .code(401)
-      .header('www-authenticate', this.#auth.challenges)
-      .type('text/plain; charset=utf-8')
-      .send('Unauthorized\n');
+    if (result === 'busy') return plain(reply.header('retry-after', '1'), 429);
+    return plain(reply.header('www-authenticate', this.#auth.challenges), 401);
   }
 
   /** A failed authentication: debug each, warn at most once a minute. Never the credentials. */
   #denied(req: FastifyRequest, reason: Exclude<AuthResult, 'ok'>) {
-    const d = this.#denials;
-    d.count++;
-    const fields = { reason, remoteAddress: req.ip, path: req.url.split('?')[0] };
+    const fields = { reason, remoteAddress: req.ip, path: pathOf(req) };
     req.log.debug(fields, 'unauthorized request');
-    const now = Date.now();
-    if (now - d.lastWarn < DENIAL_WARN_EVERY_MS) return;
+    const count = this.#denials.hit();
+    if (count === undefined) return;
     req.log.warn(
-      { ...fields, count: d.count },
-      'unauthorized requests (missing or wrong credentials); this warning repeats at most once a minute',
+      { ...fields, count },
+      'unauthorized requests (missing or wrong credentials, or too many checks waiting); this warning repeats at most once a minute',
     );
-    d.count = 0;
-    d.lastWarn = now;
   }
 
   protected async onStart(): Promise<void> {
@@ -156,10 +238,26 @@ export class HttpServer extends Service {
       { address: this.#address, tls: !!this.#web?.current.tls, auth: this.#auth.schemes },
       'http server listening',
     );
+    if (this.#web && !this.#auth.enabled)
+      this.#log.warn(
+        { file: this.deps.web?.configFile },
+        'authentication is off on purpose (basic_auth_users: {}): /metrics answers without credentials',
+      );
   }
 
   protected async onStop(): Promise<void> {
     this.#web?.stop();
     await this.app.close();
+    await this.#auth.close();
   }
+}
+
+/** The path alone (a query string may carry a token), cut short: a client chooses what it is. */
+function pathOf(req: FastifyRequest): string {
+  const path = req.url.split('?')[0] ?? '';
+  return path.length > 200 ? `${path.slice(0, 200)}…` : path;
+}
+
+function plain(reply: FastifyReply, status: number, text = STATUS_CODES[status] ?? 'Error') {
+  return reply.code(status).type('text/plain; charset=utf-8').send(`${text}\n`);
 }

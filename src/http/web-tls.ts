@@ -3,8 +3,31 @@
  * client-certificate policies Node does not enforce by itself (exporter-toolkit's client_auth_type
  * values are Go's tls.ClientAuthType).
  */
-import type { SecureContextOptions, TLSSocket } from 'node:tls';
-import type { TlsSettings } from './web-config.js';
+import type { SecureContextOptions, SecureVersion, TLSSocket } from 'node:tls';
+
+export const CLIENT_AUTH_TYPES = [
+  'NoClientCert',
+  'RequestClientCert',
+  'RequireAnyClientCert',
+  'VerifyClientCertIfGiven',
+  'RequireAndVerifyClientCert',
+] as const;
+export type ClientAuthType = (typeof CLIENT_AUTH_TYPES)[number];
+
+/** The TLS of the HTTP server, read from tls_server_config. */
+export interface TlsSettings {
+  /** PEM text; the key is secret and never logged. */
+  cert: string;
+  key: string;
+  ca?: string;
+  clientAuth: ClientAuthType;
+  allowedSans?: string[];
+  minVersion: SecureVersion;
+  maxVersion: SecureVersion;
+  ciphers: string;
+  ecdhCurve?: string;
+  honorCipherOrder: boolean;
+}
 
 /** Go's cipher suite names (tls.CipherSuites()) as OpenSSL names; TLS 1.3 suites are not configurable in Go. */
 export const CIPHER_SUITES: Record<string, string | null> = {
@@ -22,6 +45,25 @@ export const CIPHER_SUITES: Record<string, string | null> = {
   TLS_AES_256_GCM_SHA384: null,
   TLS_CHACHA20_POLY1305_SHA256: null,
 };
+/**
+ * The TLS 1.2 suites offered when cipher_suites is not set: what exporter-toolkit offers then. Its
+ * web/tls_config.go (ConfigToTLSConfig) leaves tls.Config.CipherSuites nil, so Go's default applies:
+ * crypto/tls defaults.go defaultCipherSuites(), cipherSuitesPreferenceOrder without the RSA key
+ * exchange (tlsrsakex), 3DES, RC4 and CBC-SHA256 suites. All are ECDHE: forward secret. Node's own
+ * default would also offer RSA key exchange (AES128-GCM-SHA256, ...), which is not.
+ */
+export const DEFAULT_TLS12_SUITES = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'ECDHE-ECDSA-AES128-SHA',
+  'ECDHE-RSA-AES128-SHA',
+  'ECDHE-ECDSA-AES256-SHA',
+  'ECDHE-RSA-AES256-SHA',
+];
 export const TLS13_SUITES = [
   'TLS_AES_256_GCM_SHA384',
   'TLS_CHACHA20_POLY1305_SHA256',

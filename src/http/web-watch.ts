@@ -60,6 +60,16 @@ export class WebSettingsWatcher {
     }
     const next = read.settings;
     const previous = this.#current;
+    const dropped = droppedUsers(previous, next);
+    if (dropped) {
+      // a file being rewritten in place is empty or cut short for a moment: that must never open
+      // /metrics, nor lock Prometheus out; only `basic_auth_users: {}` removes every user
+      this.logger.error(
+        { file: this.files.configFile, usersBefore: previous.users.size },
+        `web config change rejected: ${dropped}; the last good settings stay in force (write \`basic_auth_users: {}\` to remove every user on purpose)`,
+      );
+      return;
+    }
     if (!!next.tls !== !!previous.tls) {
       this.logger.error(
         { tls: !!previous.tls },
@@ -83,11 +93,22 @@ export class WebSettingsWatcher {
       return;
     }
     this.#current = next;
-    this.logger.info(
-      { tls: !!next.tls, users: next.users.size, bearerToken: !!next.tokenDigest },
-      'web config reloaded',
-    );
+    const fields = { tls: !!next.tls, users: next.users.size, bearerToken: !!next.tokenDigest };
+    if (previous.users.size && next.basicAuth === 'off')
+      this.logger.warn(
+        fields,
+        next.tokenDigest
+          ? 'web config reloaded: basic auth turned off on purpose (basic_auth_users: {}); the bearer token is still required'
+          : 'web config reloaded: authentication turned off on purpose (basic_auth_users: {}); /metrics answers without credentials',
+      );
+    else this.logger.info(fields, 'web config reloaded');
   }
+}
+
+/** Why a change loses every basic-auth user without saying so, or undefined when it does not. */
+function droppedUsers(previous: WebSettings, next: WebSettings): string | undefined {
+  if (!previous.users.size || next.basicAuth !== 'absent') return undefined;
+  return `basic_auth_users is gone from the file (${previous.users.size} user(s) before): half-written or cut short?`;
 }
 
 function signature(files: string[]): string {

@@ -1,20 +1,21 @@
 /**
  * The scheduled maintenance job (MAINTENANCE_SCHEDULE). For each database the replica holding the
- * advisory lock `maintenance:<database>` runs it (the CLI's `maintenance run` takes the same lock);
- * the others skip. A replica that arrives after the leader finished re-plans from the statistics
- * the leader just refreshed and finds little or nothing to do.
+ * lease `maintenance:<database>` (schedule/leader.ts) runs it (the CLI's `maintenance run` takes
+ * the same lease); the others skip. A replica that arrives after the leader finished re-plans from
+ * the statistics the leader just refreshed and finds little or nothing to do. A run whose lease is
+ * lost midway is aborted: its statement in flight is cancelled.
  */
 import { randomBytes } from 'node:crypto';
 import type { DbPool } from '../db/pool.js';
 import { errorMessage } from '../errors.js';
-import { asLeader, type LeaderResult } from '../schedule/leader.js';
+import { asLeader, holderText, type LeaderResult } from '../schedule/leader.js';
 import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
 import { runMaintenance, type MaintenanceDeps, type MaintenanceReport, type RunOptions } from './run.js';
 
 export const MAINTENANCE_JOB = 'maintenance';
 
 export interface MaintenanceJobDeps extends MaintenanceDeps {
-  /** Pool on the main database, where the advisory locks live. */
+  /** Pool on the main database, where the lease table lives. */
   lockPool: DbPool;
   scheduler: Scheduler;
 }
@@ -25,8 +26,12 @@ export function maintainAsLeader(
   database: string,
   opts: RunOptions,
 ): Promise<LeaderResult<MaintenanceReport>> {
-  return asLeader(deps.lockPool, `${MAINTENANCE_JOB}:${database}`, () =>
-    runMaintenance(deps, database, opts),
+  const lease = {
+    ttlMs: deps.config.leases.ttlMs,
+    logger: deps.logger.child({ job: MAINTENANCE_JOB, database }),
+  };
+  return asLeader(deps.lockPool, `${MAINTENANCE_JOB}:${database}`, lease, (leaseSignal) =>
+    runMaintenance(deps, database, { ...opts, signal: AbortSignal.any([opts.signal, leaseSignal]) }),
   );
 }
 
@@ -45,9 +50,19 @@ export function maintenanceJob(deps: MaintenanceJobDeps): JobSpec {
           log.error({ err: { message: errorMessage(err) } }, 'scheduled maintenance failed');
           return { led: true as const, value: undefined };
         });
-        if (!r.led) {
+        if (r.led) continue;
+        if (r.reason === 'lease_unusable') {
+          deps.scheduler.recordSkip(MAINTENANCE_JOB, 'lease_unusable');
+          log.warn(
+            { reason: 'lease_unusable', hint: r.problem.fix },
+            `${r.problem.problem}: this tick is skipped, and no replica runs maintenance until it is fixed`,
+          );
+        } else {
           deps.scheduler.recordSkip(MAINTENANCE_JOB, 'not_leader');
-          log.info('another replica holds the maintenance lock for this database; skipped');
+          log.info(
+            { holder: holderText(r.holder) },
+            'another pg-maintd holds the maintenance lease for this database; skipped',
+          );
         }
       }
     },

@@ -105,14 +105,20 @@ export function countStatements(sql: string): number {
 }
 
 /** The index a single CREATE INDEX CONCURRENTLY statement builds, for the repair of an invalid one. */
-export function concurrentIndexName(sql: string): { schema: string | undefined; name: string } | undefined {
+export function concurrentIndexName(
+  sql: string,
+): { schema: string | undefined; name: string; table: string | undefined } | undefined {
   const m =
-    /create\s+(?:unique\s+)?index\s+concurrently\s+(?:if\s+not\s+exists\s+)?(?:("?)([a-z_][a-z0-9_$]*)\1\.)?("?)([a-z_][a-z0-9_$]*)\3\s+on\b/i.exec(
+    /create\s+(?:unique\s+)?index\s+concurrently\s+(?:if\s+not\s+exists\s+)?(?:("?)([a-z_][a-z0-9_$]*)\1\.)?("?)([a-z_][a-z0-9_$]*)\3\s+on\s+(?:only\s+)?(?:("?)[a-z_][a-z0-9_$]*\5\.)?(?:("?)([a-z_][a-z0-9_$]*)\6)?/i.exec(
       sql,
     );
   if (!m) return undefined;
-  const fold = (quoted: string, id: string) => (quoted ? id : id.toLowerCase());
-  return { schema: m[2] ? fold(m[1]!, m[2]) : undefined, name: fold(m[3]!, m[4]!) };
+  const fold = (quoted: string | undefined, id: string) => (quoted ? id : id.toLowerCase());
+  return {
+    schema: m[2] ? fold(m[1], m[2]) : undefined,
+    name: fold(m[3], m[4]!),
+    table: m[7] ? fold(m[6], m[7]) : undefined,
+  };
 }
 
 /** Tables a migration creates (CREATE TABLE name), to recognise a schema someone else already built. */

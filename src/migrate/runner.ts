@@ -1,9 +1,9 @@
 /**
  * The migration runner: `up`, `status`, `verify` and `baseline` over the files of MIGRATIONS_DIR.
  *
- * - One runner at a time: a session-level advisory lock, taken by polling pg_try_advisory_lock (a
- *   blocked pg_advisory_lock would deadlock against CREATE INDEX CONCURRENTLY, which waits for every
- *   older transaction, the waiting runner's included).
+ * - One runner at a time: an advisory lock whose holder is named (runner-session.ts). The sessions
+ *   a migration statement waits for (pg_blocking_pids) are named too, in the error when it gives
+ *   up at MIGRATE_LOCK_TIMEOUT and through `onWait` while it waits.
  * - Each migration in its own transaction, recorded in the same transaction; a no-transaction one
  *   (a single CREATE INDEX CONCURRENTLY) runs alone and is recorded after it succeeds.
  * - An INVALID index left by a failed concurrent build is dropped and built again; a valid one is kept.
@@ -11,15 +11,28 @@
  * - A database that holds the tables but no history is not touched: `migrate baseline` adopts it.
  */
 import type pg from 'pg';
-import { DbPool, type PoolSettings } from '../db/pool.js';
+import { sessionsText, type SessionInfo } from '../db/sessions.js';
+import { loginRolesReaching } from '../db/role-reach.js';
 import { classify } from '../db/sqlstate.js';
-import { OperatorError } from '../errors.js';
+import { errorMessage, OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import type { Logger } from '../log/logger.js';
-import { advisoryUnlock, tryAdvisoryLock } from '../schedule/leader.js';
+import { MigrationError, type BlockedReason, type FailedReason } from './migration-error.js';
+import {
+  watched,
+  withReadSession,
+  withRunnerSession,
+  type MigrateOptions,
+  type RunnerSession,
+} from './runner-session.js';
+import { checkSchemaTrust } from './schema-trust.js';
 import { concurrentIndexName, createdTables, loadMigrations, type MigrationFile } from './files.js';
 
+export type { MigrateOptions, MigrationWait } from './runner-session.js';
+
 const HISTORY_TABLE = 'public.pgmaintd_migrations';
+/** The schema the migration files build in: named, never the role's search_path (whose "$user" may
+ * be a schema of pg-maintd's own, such as its leases'). */
+const APP_SCHEMA = 'public';
 
 const HISTORY_DDL = `
   CREATE TABLE IF NOT EXISTS ${HISTORY_TABLE} (
@@ -30,17 +43,6 @@ const HISTORY_DDL = `
     duration_ms integer NOT NULL,
     baselined   boolean NOT NULL DEFAULT false
   )`;
-
-export interface MigrateOptions {
-  db: PoolSettings;
-  dir: string;
-  logger: Logger;
-  /** How long to wait for another runner's lock. */
-  lockWaitMs: number;
-  /** lock_timeout of every migration statement, so DDL never queues the application behind it for long. */
-  lockTimeoutMs: number;
-  signal?: AbortSignal;
-}
 
 export interface AppliedRow {
   version: number;
@@ -69,88 +71,50 @@ export interface UpResult {
   waitedForLock: boolean;
 }
 
-const LOCK_NAME = 'migrate';
-
-/** Runs `fn` on one session holding the migration lock. */
-async function withRunnerSession<T>(
-  o: MigrateOptions,
-  fn: (c: pg.PoolClient, waited: boolean) => Promise<T>,
-): Promise<T> {
-  // a bounded connect: an unreachable server is reported (and retried by the bootstrap) in seconds;
-  // the second connection is only ever used to cancel the runner's statement on shutdown
-  const pool = new DbPool(o.db, {
-    name: 'migrate',
-    logger: o.logger,
-    max: 2,
-    min: 0,
-    acquireTimeoutMs: 10_000,
-  });
-  try {
-    const client = await pool.connect();
-    const stopCancelling = cancelOnAbort(pool, client, o);
-    let locked = false;
-    try {
-      const waited = await acquire(client, o);
-      locked = true;
-      return await fn(client, waited);
-    } finally {
-      stopCancelling();
-      if (locked) await advisoryUnlock(client, LOCK_NAME).catch(() => undefined);
-      client.release();
-    }
-  } finally {
-    await pool.stop();
-  }
-}
-
-/**
- * On abort (shutdown), cancels the runner's running statement so its transaction rolls back now
- * rather than after the statement ends: a backend does not notice a vanished client while it works.
- * Repeated each second, since a cancel that lands between two statements does nothing.
- */
-function cancelOnAbort(pool: DbPool, client: pg.PoolClient, o: MigrateOptions): () => void {
-  const pid = (client as unknown as { processID?: number }).processID;
-  let timer: NodeJS.Timeout | undefined;
-  const cancel = () => {
-    pool.query('SELECT pg_cancel_backend($1)', [pid]).catch(() => undefined);
-  };
-  const onAbort = () => {
-    o.logger.warn('shutting down: cancelling the running migration statement; it is rolled back');
-    cancel();
-    timer = setInterval(cancel, 1000);
-    timer.unref();
-  };
-  if (pid === undefined || !o.signal) return () => undefined;
-  if (o.signal.aborted) onAbort();
-  else o.signal.addEventListener('abort', onAbort, { once: true });
-  return () => {
-    o.signal?.removeEventListener('abort', onAbort);
-    clearInterval(timer);
-  };
-}
-
-async function acquire(client: pg.PoolClient, o: MigrateOptions): Promise<boolean> {
-  const until = Date.now() + o.lockWaitMs;
-  let waited = false;
-  for (;;) {
-    if (await tryAdvisoryLock(client, LOCK_NAME)) return waited;
-    if (!waited) o.logger.info('another runner is migrating this database; waiting for it to finish');
-    waited = true;
-    if (o.signal?.aborted) throw o.signal.reason as Error;
-    if (Date.now() > until)
-      throw new OperatorError(`another migration runner held the lock for over ${o.lockWaitMs} ms`, {
-        hint: 'wait for it to finish (see pg_locks for the advisory lock holder), or raise MIGRATE_LOCK_WAIT',
-        exitCode: EXIT.UNAVAILABLE,
-      });
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+// who owns the history and who else may change it: a history another role can write (or made)
+// could claim migrations applied that never were, or run its policies or triggers as pg-maintd's
+// role. Roles that log in count, with what they inherit or can SET ROLE to (a member of
+// pg_write_all_data, say); the owner's members act as the owner.
+const HISTORY_TRUST_SQL = `
+  SELECT c.relkind::text AS kind, pg_catalog.pg_get_userbyid(c.relowner) AS owner,
+         pg_catalog.pg_has_role(c.relowner, 'MEMBER') OR r.rolsuper AS owner_ok,
+         c.relforcerowsecurity AS forced,
+         ${loginRolesReaching(
+           (g) => `pg_catalog.has_table_privilege(${g}, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER')`,
+           (o) => `${o} = c.relowner OR pg_catalog.pg_has_role(${o}, c.relowner, 'MEMBER')`,
+         )} AS writers
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+   WHERE c.oid = pg_catalog.to_regclass($1)`;
 
 async function readHistory(client: pg.PoolClient): Promise<AppliedRow[] | undefined> {
-  const exists = await client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [
-    HISTORY_TABLE,
-  ]);
-  if (!exists.rows[0]!.t) return undefined;
+  const t = await client.query<{
+    kind: string;
+    owner: string;
+    owner_ok: boolean;
+    forced: boolean;
+    writers: string[];
+  }>(HISTORY_TRUST_SQL, [HISTORY_TABLE]);
+  const trust = t.rows[0];
+  if (!trust) return undefined;
+  const problem =
+    trust.kind !== 'r'
+      ? `is not a plain table (relkind ${trust.kind})`
+      : !trust.owner_ok
+        ? `belongs to ${trust.owner}, a role pg-maintd's role is not`
+        : trust.forced
+          ? 'forces row-level security on its owner'
+          : trust.writers.length
+            ? `may be changed by ${trust.writers.join(', ')}`
+            : undefined;
+  if (problem)
+    throw new MigrationError(
+      'history_untrusted',
+      `the migration history ${HISTORY_TABLE} ${problem}: it is not trusted, and nothing was applied`,
+      {
+        hint: `only the role that applies the migrations may own and write it: ALTER TABLE ${HISTORY_TABLE} OWNER TO <that role>; REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ${HISTORY_TABLE} FROM <the others> (or drop a table someone else made)`,
+        exitCode: EXIT.DATAERR,
+      },
+    );
   const r = await client.query<AppliedRow>(
     `SELECT version, name, checksum, applied_at, duration_ms, baselined FROM ${HISTORY_TABLE} ORDER BY version`,
   );
@@ -173,10 +137,14 @@ function integrityProblems(files: MigrationFile[], applied: AppliedRow[], dir: s
 }
 
 function refuseChanged(problems: string[]): never {
-  throw new OperatorError(`applied migrations do not match their files:\n  ${problems.join('\n  ')}`, {
-    hint: 'restore the file as it was applied (git history); to change the schema, add a new migration',
-    exitCode: EXIT.DATAERR,
-  });
+  throw new MigrationError(
+    'changed_file',
+    `applied migrations do not match their files:\n  ${problems.join('\n  ')}`,
+    {
+      hint: 'restore the file as it was applied (git history); to change the schema, add a new migration',
+      exitCode: EXIT.DATAERR,
+    },
+  );
 }
 
 /** Existing tables among those the pending migrations would create. */
@@ -185,7 +153,7 @@ async function existingTables(client: pg.PoolClient, pending: MigrationFile[]): 
   if (names.length === 0) return [];
   const r = await client.query<{ name: string }>(
     `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname = ANY($1) ORDER BY 1`,
+      WHERE n.nspname = '${APP_SCHEMA}' AND c.relkind IN ('r', 'p') AND c.relname = ANY($1) ORDER BY 1`,
     [names],
   );
   return r.rows.map((x) => x.name);
@@ -193,7 +161,8 @@ async function existingTables(client: pg.PoolClient, pending: MigrationFile[]): 
 
 export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
   const files = loadMigrations(o.dir);
-  return withRunnerSession(o, async (client, waitedForLock) => {
+  return withRunnerSession(o, async (session, waitedForLock) => {
+    const { client } = session;
     const history = await readHistory(client);
     const applied = history ?? [];
     const problems = integrityProblems(files, applied, o.dir);
@@ -201,11 +170,13 @@ export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
     const pending = files.filter((f) => !applied.some((a) => a.version === f.version));
     const result: UpResult = { applied: [], repaired: [], waitedForLock };
     if (pending.length === 0) return result;
+    await checkSchemaTrust(client, APP_SCHEMA);
 
     if (applied.length === 0) {
       const found = await existingTables(client, pending);
       if (found.length)
-        throw new OperatorError(
+        throw new MigrationError(
+          'no_history',
           `the database already holds ${found.join(', ')} but has no migration history: nothing was changed`,
           {
             hint: 'if this schema is the one the migrations build, adopt it with `pg-maintd migrate baseline`; otherwise point DATABASE_URL at another database',
@@ -213,14 +184,14 @@ export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
           },
         );
     }
-    await client.query(HISTORY_DDL);
+    await createHistory(client);
     for (const f of pending) {
       if (o.signal?.aborted) throw o.signal.reason as Error;
       const t0 = performance.now();
       o.logger.info({ migration: f.file, transactional: f.transactional }, 'applying migration');
       const note = f.transactional
-        ? await runInTransaction(client, f, o)
-        : await runAlone(client, f, o, result);
+        ? await runInTransaction(session, f, o)
+        : await runAlone(session, f, o, result);
       const durationMs = Math.round(performance.now() - t0);
       if (!f.transactional) await record(client, f, durationMs);
       result.applied.push({ file: f.file, durationMs, ...(note ? { note } : {}) });
@@ -238,15 +209,17 @@ async function record(client: pg.PoolClient, f: MigrationFile, durationMs: numbe
 }
 
 async function runInTransaction(
-  client: pg.PoolClient,
+  session: RunnerSession,
   f: MigrationFile,
   o: MigrateOptions,
 ): Promise<undefined> {
+  const { client } = session;
   const t0 = performance.now();
   await client.query('BEGIN');
   try {
     await client.query(`SET LOCAL lock_timeout = ${Math.round(o.lockTimeoutMs)}`);
-    await client.query(f.sql);
+    await client.query(`SELECT pg_catalog.set_config('search_path', '${APP_SCHEMA}', true)`);
+    await watched(session, o, () => client.query(f.sql));
     await record(client, f, Math.round(performance.now() - t0));
     // a shutdown that came while the statement ran (and a cancel missed it) still rolls back
     if (o.signal?.aborted) throw o.signal.reason as Error;
@@ -261,34 +234,48 @@ async function runInTransaction(
 
 /** A no-transaction migration: one statement; an invalid index from an earlier failed build is rebuilt. */
 async function runAlone(
-  client: pg.PoolClient,
+  session: RunnerSession,
   f: MigrationFile,
   o: MigrateOptions,
   result: UpResult,
 ): Promise<string | undefined> {
+  const { client } = session;
   await client.query(`SET lock_timeout = ${Math.round(o.lockTimeoutMs)}`);
   try {
     const index = concurrentIndexName(f.sql);
     if (index) {
-      const r = await client.query<{ valid: boolean; qualified: string }>(
-        `SELECT i.indisvalid AS valid, format('%I.%I', n.nspname, c.relname) AS qualified
-           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relname = $1 AND n.nspname = coalesce($2, current_schema())`,
+      const r = await client.query<{ valid: boolean; qualified: string; table: string; owner_ok: boolean }>(
+        `SELECT i.indisvalid AS valid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified,
+                t.relname AS table, pg_catalog.pg_has_role(c.relowner, 'MEMBER') AS owner_ok
+           FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+          WHERE c.relname = $1 AND n.nspname = coalesce($2, '${APP_SCHEMA}')`,
         [index.name, index.schema ?? null],
       );
       const found = r.rows[0];
+      // an index of that name that another role made, or on another table, is not this migration's
+      if (found && (!found.owner_ok || (index.table !== undefined && found.table !== index.table)))
+        throw new MigrationError(
+          'statement',
+          `migration ${f.file} builds index ${index.name}, but ${found.qualified} exists already on table ${found.table}${found.owner_ok ? '' : ', made by another role'}: nothing was done`,
+          {
+            hint: `drop or rename that index (it is not this migration's), then run again`,
+            exitCode: EXIT.DATAERR,
+          },
+        );
       if (found?.valid) return `index ${found.qualified} already exists and is valid: kept`;
       if (found) {
         o.logger.warn(
           { migration: f.file, index: found.qualified },
           'dropping the INVALID index a failed concurrent build left, to build it again',
         );
-        await client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${found.qualified}`);
+        await watched(session, o, () => client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${found.qualified}`));
         result.repaired.push(found.qualified);
       }
     }
     try {
-      await client.query(f.sql);
+      await client.query(`SELECT pg_catalog.set_config('search_path', '${APP_SCHEMA}', false)`);
+      await watched(session, o, () => client.query(f.sql));
     } catch (err) {
       if (o.signal?.aborted) throw interrupted(f, err);
       throw failed(
@@ -301,7 +288,11 @@ async function runAlone(
     }
     return undefined;
   } finally {
-    await client.query('RESET lock_timeout').catch(() => undefined);
+    await client
+      .query(
+        `SELECT pg_catalog.set_config('search_path', 'pg_catalog', false), pg_catalog.set_config('lock_timeout', '${Math.round(o.lockTimeoutMs)}', false)`,
+      )
+      .catch(() => undefined);
   }
 }
 
@@ -313,38 +304,61 @@ function interrupted(f: MigrationFile, err: unknown): OperatorError {
   );
 }
 
-function failed(f: MigrationFile, err: unknown, what: string): OperatorError {
-  const { code, kind } = classify(err);
-  const e = err as { message?: string; position?: string };
+/** The history table, made on first use: a role that may not create it is told so, with the way out. */
+async function createHistory(client: pg.PoolClient): Promise<void> {
+  try {
+    await client.query(HISTORY_DDL);
+  } catch (err) {
+    const { kind } = classify(err);
+    if (kind === 'permission_denied' || kind === 'read_only')
+      throw new MigrationError(
+        kind,
+        `cannot create the migration history ${HISTORY_TABLE}: ${errorMessage(err)}`,
+        {
+          hint:
+            kind === 'read_only'
+              ? 'the database is read-only (a standby?): migrate the primary'
+              : 'apply the migrations as the role that owns the schema (`pg-maintd migrate up` with its URL), or grant this role CREATE on it',
+          exitCode: kind === 'read_only' ? EXIT.UNAVAILABLE : EXIT.DATAERR,
+          cause: err,
+        },
+      );
+    throw err;
+  }
+}
+
+function failed(f: MigrationFile, err: unknown, what: string): MigrationError {
+  const { code, kind, retryable } = classify(err);
+  const e = err as { message?: string; position?: string; blockers?: SessionInfo[] };
   const line = e.position ? f.sql.slice(0, Number(e.position)).split('\n').length : undefined;
+  const waitedFor = ['lock_timeout', 'deadlock', 'serialization_failure'].includes(kind);
+  const blockers = e.blockers ?? [];
+  const behind = waitedFor && blockers.length ? `, waiting behind ${sessionsText(blockers)}` : '';
+  const reason: BlockedReason | FailedReason = waitedFor
+    ? 'lock_wait'
+    : kind === 'permission_denied'
+      ? 'permission_denied'
+      : kind === 'read_only'
+        ? 'read_only'
+        : retryable
+          ? 'unreachable'
+          : 'statement';
   const hint =
     kind === 'lock_timeout'
-      ? 'another session held a lock for longer than MIGRATE_LOCK_TIMEOUT; run again later, or raise MIGRATE_LOCK_TIMEOUT'
-      : `fix ${f.file} (or the data it trips over) and run again`;
-  return new OperatorError(
-    `migration ${f.file} failed${line ? ` at line ${line}` : ''}: ${e.message ?? String(err)}${code ? ` (SQLSTATE ${code})` : ''}; ${what}`,
-    { hint, exitCode: EXIT.DATAERR, cause: err },
+      ? 'another session held a lock (or, for CREATE INDEX CONCURRENTLY, an open transaction) for longer than MIGRATE_LOCK_TIMEOUT; end it or wait for it, then run again, or raise MIGRATE_LOCK_TIMEOUT'
+      : waitedFor || retryable
+        ? 'run again'
+        : `fix ${f.file} (or the data it trips over) and run again`;
+  return new MigrationError(
+    reason,
+    `migration ${f.file} failed${line ? ` at line ${line}` : ''}: ${e.message ?? String(err)}${code ? ` (SQLSTATE ${code})` : ''}${behind}; ${what}`,
+    { hint, exitCode: EXIT.DATAERR, cause: err, sessions: blockers },
   );
 }
 
 export async function migrationStatus(o: MigrateOptions): Promise<StatusRow[]> {
   const files = loadMigrations(o.dir);
   return withReadSession(o, async (client) => statusRows(files, (await readHistory(client)) ?? []));
-}
-
-/** A one-connection session for the read-only commands (status, verify); no lock taken. */
-async function withReadSession<T>(o: MigrateOptions, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const pool = new DbPool(o.db, { name: 'migrate', logger: o.logger, max: 1, min: 0 });
-  try {
-    const client = await pool.connect();
-    try {
-      return await fn(client);
-    } finally {
-      client.release();
-    }
-  } finally {
-    await pool.stop();
-  }
 }
 
 function statusRows(files: MigrationFile[], applied: AppliedRow[]): StatusRow[] {
@@ -407,7 +421,7 @@ export async function verifyMigrations(o: MigrateOptions): Promise<VerifyResult>
 /** Adopts a database that already holds the schema: records the migrations up to `to` as applied, running none. */
 export async function baselineMigrations(o: MigrateOptions, to?: number): Promise<string[]> {
   const files = loadMigrations(o.dir).filter((f) => to === undefined || f.version <= to);
-  return withRunnerSession(o, async (client) => {
+  return withRunnerSession(o, async ({ client }) => {
     const history = await readHistory(client);
     if (history?.length)
       throw new OperatorError(`the database already has a migration history (${history.length} applied)`, {
@@ -424,7 +438,7 @@ export async function baselineMigrations(o: MigrateOptions, to?: number): Promis
       });
     await client.query('BEGIN');
     try {
-      await client.query(HISTORY_DDL);
+      await createHistory(client);
       for (const f of files) await record(client, f, 0, true);
       await client.query('COMMIT');
     } catch (err) {

@@ -1,47 +1,52 @@
 /**
- * Leader election per job and tick: the replica that takes `pg_try_advisory_lock` on a dedicated
- * session runs the job; the others skip. The lock lives as long as the session, so a crashed leader
- * frees it at once.
+ * Leader election per job and tick, on leases (db/lease.ts) in a table only pg-maintd's role can
+ * write (db/lease-table.ts): the replica (or one-shot command) that takes the lease `<job>:<database>`
+ * runs the work, and the work's signal is aborted if the lease is lost meanwhile; the others stand
+ * aside. Advisory locks are not used for this: any role that may log in could take them and
+ * silently stop every backup.
  */
-import type pg from 'pg';
 import type { DbPool } from '../db/pool.js';
+import { acquireLease, type Lease, type LeaseHolder } from '../db/lease.js';
+import { ensureLeaseTable, type LeaseProblem } from '../db/lease-table.js';
+import type { Logger } from '../log/logger.js';
 
-/** Namespace of pg-maintd's advisory locks (the first key of the two-key form): "pgmd". */
-export const LOCK_NAMESPACE = 0x70676d64;
+export type LeaderResult<T> =
+  | { led: true; value: T }
+  /** Another pg-maintd (replica or one-shot command) holds the lease: only pg-maintd's role can write it. */
+  | { led: false; reason: 'not_leader'; holder: LeaseHolder }
+  /** The lease table cannot be trusted or made: the work is not done until a DBA fixes it. */
+  | { led: false; reason: 'lease_unusable'; problem: LeaseProblem };
 
-/** Takes the session-level lock `name` in pg-maintd's namespace if free: whether this session holds it now. */
-export async function tryAdvisoryLock(client: pg.ClientBase, name: string): Promise<boolean> {
-  const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
-    LOCK_NAMESPACE,
-    name,
-  ]);
-  return r.rows[0]!.ok;
+export interface LeaderOptions {
+  ttlMs: number;
+  logger: Logger;
 }
 
-/** Waits for the session-level lock `name` in pg-maintd's namespace. */
-export async function advisoryLock(client: pg.ClientBase, name: string): Promise<void> {
-  await client.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NAMESPACE, name]);
-}
+/** What the work under a lease may ask of it: which slot was done last, and record one done. */
+export type HeldLease = Pick<Lease, 'lastDone' | 'recordDone'>;
 
-export async function advisoryUnlock(client: pg.ClientBase, name: string): Promise<void> {
-  await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_NAMESPACE, name]);
-}
-
-export type LeaderResult<T> = { led: true; value: T } | { led: false };
-
+/**
+ * Runs `fn` if this process takes the lease `name`; `fn`'s signal aborts (with a LeaseLostError)
+ * if the lease is lost before it ends. Database errors on the way to the lease throw.
+ */
 export async function asLeader<T>(
   pool: DbPool,
-  lockName: string,
-  fn: () => Promise<T>,
+  name: string,
+  o: LeaderOptions,
+  fn: (signal: AbortSignal, lease: HeldLease) => Promise<T>,
 ): Promise<LeaderResult<T>> {
-  const client = await pool.connect();
-  let locked = false;
+  const problem = await ensureLeaseTable(pool);
+  if (problem) return { led: false, reason: 'lease_unusable', problem };
+  const got = await acquireLease(pool, name, o);
+  if ('heldBy' in got) return { led: false, reason: 'not_leader', holder: got.heldBy };
   try {
-    locked = await tryAdvisoryLock(client, lockName);
-    if (!locked) return { led: false };
-    return { led: true, value: await fn() };
+    return { led: true, value: await fn(got.lease.signal, got.lease) };
   } finally {
-    if (locked) await advisoryUnlock(client, lockName).catch(() => undefined);
-    client.release();
+    await got.lease.release();
   }
+}
+
+/** "host pid 42, since 2024-05-01T02:00:00.000Z, expires 2024-05-01T02:01:00.000Z", for messages. */
+export function holderText(h: LeaseHolder): string {
+  return `${h.holder}, since ${h.acquiredAt.toISOString()}, expires ${h.expiresAt.toISOString()}`;
 }

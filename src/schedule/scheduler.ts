@@ -1,51 +1,69 @@
 /**
- * The scheduler: owns the cron tasks of the scheduled jobs (node-cron, in SCHEDULE_TZ) and a
- * one-second heartbeat that /healthz watches. Runs of the same job never overlap: a tick that finds
- * the previous run still going is skipped with a warning and a counter. stop() stops the ticks,
- * aborts the runs in flight and waits for them.
+ * The scheduler: evaluates the cron schedules of the scheduled jobs (cron.ts, in SCHEDULE_TZ's
+ * wall-clock time) on a one-second heartbeat, which /healthz also watches. Runs of the same job
+ * never overlap: a slot that finds the previous run still going is skipped with a warning and a
+ * counter. stop() stops the heartbeat, aborts the runs in flight and waits for them.
  *
- * Clock jumps and stalls. Each cron slot fires at most once, in wall-clock time (SCHEDULE_TZ):
+ * Each job keeps its next slot, an instant. The heartbeat runs a job whose slot has come and
+ * computes the job's next slot after the later of that slot and now. So:
  * - a slot that passes without a run (the wall clock jumped forward over it, the host was
  *   suspended, or the event loop was blocked when it came) runs once as soon as the heartbeat
- *   notices, within about CATCH_UP_AFTER_MS; several such slots of one job make one run;
+ *   notices; several such slots of one job make one run, with the first of them as its tick;
  * - after the wall clock jumps back, slots already run are not run again: the job resumes at its
  *   first slot after the last one it ran (a daily job loses nothing; a job every few minutes pauses
- *   for the length of the jump).
- * The heartbeat uses the monotonic clock, so a jump never makes /healthz fail.
+ *   for the length of the jump);
+ * - daylight-saving changes are not jumps (the instants go on): cron.ts maps the skipped and the
+ *   repeated wall-clock hour to instants, each slot once.
+ * The heartbeat uses the monotonic clock for liveness, so a jump never makes /healthz fail.
  */
-import { createTask, type ScheduledTask } from 'node-cron';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { LivenessCheck } from '../health/watchdog.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
+import { parseCron, type Cron } from './cron.js';
 
 export interface JobSpec {
   name: string;
   /** A cron expression, or "off". */
   cron: string;
   timezone: string;
+  /** `tick` is the slot: the same instant on every replica. */
   run(tick: Date, signal: AbortSignal): Promise<void>;
 }
 
-export type SkipReason = 'overlap' | 'not_leader' | 'already_done';
+/**
+ * Why a tick was skipped: `overlap` (the previous run still going), `not_leader` (another pg-maintd
+ * holds the job's lease), `already_done` (the store shows the tick done), `lease_unusable` (the
+ * lease table cannot be trusted or made: no pg-maintd runs the job until a DBA fixes it).
+ */
+export const SKIP_REASONS = ['overlap', 'not_leader', 'already_done', 'lease_unusable'] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
 
-/** A slot this late without a run is run by the heartbeat (node-cron runs slots up to 1 s late). */
+/** A slot run this late is reported as a catch-up (the heartbeat itself is up to a second late). */
 export const CATCH_UP_AFTER_MS = 2000;
+/**
+ * A jump back beyond this means the clock was wrong, not adjusted: the schedule restarts from now
+ * rather than waiting for the slot after the last one run (within it, slots run are not run again).
+ */
+const RESCHEDULE_AFTER_BACK_JUMP_MS = 2 * 3_600_000;
 /** Wall-clock drift against the monotonic clock, per heartbeat, reported as a clock jump. */
 const CLOCK_JUMP_MS = 2000;
+
+interface Scheduled {
+  job: JobSpec;
+  cron: Cron;
+  /** The next slot to run (ms), or undefined when the schedule has none left. */
+  due: number | undefined;
+}
 
 export class Scheduler extends Service {
   readonly name = 'scheduler';
   #timer: NodeJS.Timeout | undefined;
   #lastTick = 0;
   #lastWall = 0;
-  /** Per job: the first slot after the last one run or skipped, and that last slot. */
-  readonly #due = new Map<string, Date>();
-  readonly #lastSlot = new Map<string, number>();
   readonly #tickMs: number;
   readonly #maxStallMs: number;
-  readonly #jobs: JobSpec[] = [];
-  readonly #tasks: ScheduledTask[] = [];
+  readonly #jobs: Scheduled[] = [];
   readonly #running = new Map<string, { promise: Promise<void>; abort: AbortController }>();
   readonly #skipped: Counter<'job' | 'reason'> | undefined;
   readonly #nextRun: Gauge<'job'> | undefined;
@@ -59,7 +77,7 @@ export class Scheduler extends Service {
     if (opts.registry) {
       this.#skipped = new Counter({
         name: 'pgmaintd_job_skipped_total',
-        help: 'Scheduled ticks a job skipped, by reason (overlap, not_leader, already_done).',
+        help: `Scheduled ticks a job skipped, by reason (${SKIP_REASONS.join(', ')}).`,
         labelNames: ['job', 'reason'],
         registers: [opts.registry],
       });
@@ -73,17 +91,21 @@ export class Scheduler extends Service {
     }
   }
 
-  /** Registers a job; call before start(). A job whose cron is "off" is not scheduled. */
+  /**
+   * Registers a job; call before start(). A job whose cron is "off" is not scheduled. Throws for
+   * an expression or a zone that is not valid (the configuration has checked both).
+   */
   addJob(job: JobSpec): void {
     if (job.cron === 'off') return;
-    this.#jobs.push(job);
-    for (const reason of ['overlap', 'not_leader', 'already_done'] as const)
-      this.#skipped?.inc({ job: job.name, reason }, 0);
+    const cron = parseCron(job.cron);
+    cron.next(Date.now(), job.timezone); // a zone Intl does not know throws here, not in the heartbeat
+    this.#jobs.push({ job, cron, due: undefined });
+    for (const reason of SKIP_REASONS) this.#skipped?.inc({ job: job.name, reason }, 0);
   }
 
   /** Whether a job of this name is scheduled (a job set to "off" is not). */
   has(name: string): boolean {
-    return this.#jobs.some((j) => j.name === name);
+    return this.#jobs.some((s) => s.job.name === name);
   }
 
   recordSkip(job: string, reason: SkipReason): void {
@@ -93,50 +115,42 @@ export class Scheduler extends Service {
   protected async onStart(): Promise<void> {
     this.#lastTick = performance.now();
     this.#lastWall = Date.now();
-    this.#timer = setInterval(() => this.#heartbeat(), this.#tickMs);
-    this.#timer.unref();
-    for (const job of this.#jobs) {
-      // the slot itself, not the time node-cron got round to it (up to 2 s later): replicas must agree
-      const task = createTask(job.cron, (ctx) => this.trigger(job.name, ctx.date), {
-        timezone: job.timezone,
-        name: job.name,
-      });
-      // the heartbeat runs missed slots; without a listener node-cron prints a warning to the console
-      task.on('execution:missed', () => undefined);
-      await task.start();
-      this.#tasks.push(task);
-      const next = task.getNextRun();
-      if (next) this.#due.set(job.name, next);
+    for (const s of this.#jobs) {
+      s.due = s.cron.next(this.#lastWall, s.job.timezone);
       this.#log?.info(
-        { job: job.name, cron: job.cron, timezone: job.timezone, nextRun: task.getNextRun() },
+        {
+          job: s.job.name,
+          cron: s.job.cron,
+          timezone: s.job.timezone,
+          nextRun: s.due === undefined ? null : new Date(s.due),
+        },
         'job scheduled',
       );
     }
+    this.#timer = setInterval(() => this.#heartbeat(), this.#tickMs);
+    this.#timer.unref();
   }
 
   protected async onStop(): Promise<void> {
     clearInterval(this.#timer);
-    for (const t of this.#tasks) await t.stop();
     for (const r of this.#running.values()) r.abort.abort(new Error('pg-maintd is shutting down'));
     await Promise.allSettled([...this.#running.values()].map((r) => r.promise));
   }
 
-  /** Runs a job now, as a tick would (tests and the cron tasks use it). */
+  /** Runs a job now, as its slot would (tests, the demo and the heartbeat use it). */
   trigger(name: string, tick = new Date(Math.floor(Date.now() / 1000) * 1000)): Promise<void> {
-    const job = this.#jobs.find((j) => j.name === name);
-    if (!job) return Promise.reject(new Error(`no job named ${name}`));
+    const s = this.#jobs.find((j) => j.job.name === name);
+    if (!s) return Promise.reject(new Error(`no job named ${name}`));
     if (this.stopping) return Promise.resolve();
-    this.#lastSlot.set(name, Math.max(tick.getTime(), this.#lastSlot.get(name) ?? 0));
-    // the slot after this one (after a jump back, the wall clock has to reach it first)
-    const next = this.#tasks.find((t) => t.name === name)?.getNextRun();
-    if (next && next.getTime() > tick.getTime()) this.#due.set(name, next);
+    // the slot after this one, and after now: slots passed meanwhile are covered by this run
+    s.due = s.cron.next(Math.max(tick.getTime(), Date.now()), s.job.timezone);
     if (this.#running.has(name)) {
       this.#skipped?.inc({ job: name, reason: 'overlap' });
       this.#log?.warn({ job: name, tick }, 'previous run still going; this tick is skipped');
       return Promise.resolve();
     }
     const abort = new AbortController();
-    const promise = job
+    const promise = s.job
       .run(tick, abort.signal)
       .catch((err: unknown) =>
         this.#log?.error({ job: name, err: { message: (err as Error).message } }, 'job failed'),
@@ -152,7 +166,15 @@ export class Scheduler extends Service {
     const drift = wall - this.#lastWall - (mono - this.#lastTick);
     this.#lastTick = mono;
     this.#lastWall = wall;
-    if (Math.abs(drift) > CLOCK_JUMP_MS) {
+    if (drift < -RESCHEDULE_AFTER_BACK_JUMP_MS) {
+      // the clock was wrong (fast) when the slots up to now were run: waiting for the slot after the
+      // last of them would stop every job for as long as the clock was ahead
+      for (const j of this.#jobs) j.due = j.cron.next(wall, j.job.timezone);
+      this.#log?.warn(
+        { jumpSeconds: Math.round(drift / 1000) },
+        'the wall clock jumped back by more than two hours: the slots run before were run on a wrong clock, and the schedule resumes from now',
+      );
+    } else if (Math.abs(drift) > CLOCK_JUMP_MS) {
       this.#log?.warn(
         { jumpSeconds: Math.round(drift / 1000) },
         drift > 0
@@ -160,29 +182,22 @@ export class Scheduler extends Service {
           : 'the wall clock jumped back; slots already run are not run again',
       );
     }
-    for (const task of this.#tasks) {
-      const name = task.name!;
-      const due = this.#due.get(name);
-      const last = this.#lastSlot.get(name) ?? 0;
-      // A passed slot not yet run: node-cron may still run it (up to 1 s late); later, we do.
-      // After a jump back, the next slots may be ones already run: they count as handled.
-      if (due && due.getTime() <= wall && due.getTime() > last) {
-        if (wall - due.getTime() < CATCH_UP_AFTER_MS) continue;
-        this.#log?.warn({ job: name, slot: due }, 'a scheduled slot passed without a run; running it now');
-        void this.trigger(name, due);
-      }
+    for (const s of this.#jobs) {
+      if (s.due === undefined || s.due > wall) continue;
+      const slot = new Date(s.due);
+      if (wall - s.due >= CATCH_UP_AFTER_MS)
+        this.#log?.warn({ job: s.job.name, slot }, 'a scheduled slot passed without a run; running it now');
+      void this.trigger(s.job.name, slot);
     }
   }
 
   #collectNextRuns() {
-    for (const t of this.#tasks) {
-      const next = t.getNextRun();
-      if (next && t.name) this.#nextRun?.set({ job: t.name }, next.getTime() / 1000);
-    }
+    for (const s of this.#jobs)
+      if (s.due !== undefined) this.#nextRun?.set({ job: s.job.name }, s.due / 1000);
   }
 
   check(): LivenessCheck {
-    // not started yet is start-up (migrations may take minutes), not a hung process
+    // not started yet is start-up, not a hung process
     if (!this.running)
       return this.stopping
         ? { ok: false, detail: 'scheduler stopped' }

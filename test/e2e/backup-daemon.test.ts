@@ -45,7 +45,7 @@ describe('scheduled backups', () => {
   const dirs = new Map<number, string>();
 
   // Two replicas (the usual Deployment) race head to head; three add a late arriver that must find
-  // the tick done in the store.
+  // the tick recorded as done on the lease's row.
   it.each([
     [3, 'three'],
     [2, 'two'],
@@ -71,9 +71,11 @@ describe('scheduled backups', () => {
     expect(new Set(ticks).size).toBe(ticks.length); // never two backups for one tick
     // at each tick the other replicas stood aside: the lock was taken, or the tick was already done
     const skipped = replicas.flatMap((r) => r.lines()).filter((l) => /skipped$/.test(l.msg));
-    // (a replica may miss a tick on a loaded machine, so this counts skips overall, not per tick;
-    // each tick has n - 1 replicas standing aside, at least one)
-    expect(skipped.length).toBeGreaterThanOrEqual(ticks.length);
+    // (a replica whose event loop a loaded machine holds up for a few seconds may fold ticks it
+    // missed into one run, so skips are not counted per tick: the invariant is the one above, one
+    // backup per tick; standing aside must have happened, with a reason)
+    expect(skipped.length).toBeGreaterThan(0);
+    for (const l of skipped) expect(String(l.msg)).toMatch(/lease for this tick|already done|still going/);
     expect(readdirSync(join(dir, db.name)).filter((f) => f.includes('.partial-'))).toEqual([]);
   });
 
@@ -145,7 +147,7 @@ describe('one-shot commands', () => {
     expect((await cli.exited).code).toBe(0);
     expect(cli.output()).toMatch(
       new RegExp(
-        `backup of ${db.name}: ${dir}/${db.name}/${db.name}_\\d{8}_\\d{6}\\.sql\\.gz \\(\\d+ bytes, sha256 [0-9a-f]{64}\\)`,
+        `backup of ${db.name}: ${dir}/${db.name}/${db.name}_\\d{8}_\\d{6}-[0-9a-f]{8}\\.sql\\.gz \\(\\d+ bytes, sha256 [0-9a-f]{64}\\)`,
       ),
     );
     const list = spawnCli(['backups', 'list', '--json'], envFor(dir));
@@ -156,7 +158,7 @@ describe('one-shot commands', () => {
     expect(parsed[0]!.backups).toHaveLength(1);
     const table = spawnCli(['backups', 'list'], envFor(dir));
     await table.exited;
-    expect(table.output()).toMatch(/KEY\s+TIME \(UTC\)\s+SIZE\s+DURATION\s+VERIFIED/);
+    expect(table.output()).toMatch(/KEY\s+TIME \(UTC\)\s+SIZE\s+DURATION\s+STATUS/);
   });
 
   it('`backup` exits 1 with the cause when the database does not exist', async () => {

@@ -384,6 +384,7 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
         BACKUP_SCHEDULE: '*/3 * * * * *',
         BACKUP_COMPRESSION_LEVEL: '9',
         BACKUP_COMPRESSION_THREADS: '1',
+        LEASE_TTL: '3s', // renewed every second: a lease lost mid-stream is noticed mid-stream
       }),
     );
     rig = { d, database: 'app', catalog: new Catalog(new FsStorage(dir)) };
@@ -405,6 +406,29 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
         async inject() {
           const pid = await midStream(dir, cluster.port, 'app');
           process.kill(pid, 'SIGKILL');
+        },
+        async clear() {},
+      });
+    },
+    ROW_TIMEOUT,
+  );
+
+  it(
+    'the lease deleted mid-backup (another replica may take over)',
+    async () => {
+      await runRow(rig, {
+        reasons: ['lease_lost'],
+        message:
+          /^backup stopped: lost the lease backup:app: the row was taken over, deleted or had expired when it was renewed$/,
+        hint: /LEASE_TTL/,
+        dbUp: true,
+        oneShot: true, // the next tick takes a fresh lease
+        async inject() {
+          await midStream(dir, cluster.port, 'app');
+          // as a superuser clearing the table would (no other role may write it)
+          await fill('app', async (p) => {
+            await p.query("DELETE FROM pgmaintd.leases WHERE name = 'backup:app'");
+          });
         },
         async clear() {},
       });
@@ -473,7 +497,7 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
     async () => {
       await runRow(rig, {
         reasons: ['database'],
-        message: /^cannot take the job's lock: cannot use the database at .*ECONNREFUSED/,
+        message: /^cannot take the job's lease: cannot use the database at .*ECONNREFUSED/,
         hint: /is PostgreSQL running/,
         dbUp: false,
         async inject(r) {
@@ -641,8 +665,7 @@ describe('fault matrix: S3 (s3rver behind the fault proxy)', () => {
       'S3 unreachable (port closed)',
       {
         reasons: ['storage'],
-        message:
-          /^cannot read the stored backups: listing backups failed .*: connection refused \(ECONNREFUSED\)/,
+        message: /^cannot use the bucket \(s3:\/\/\S+\): connection refused \(ECONNREFUSED\)/,
         hint: /S3_ENDPOINT/,
         inject: () => proxy.down(),
       },
@@ -688,7 +711,7 @@ describe('fault matrix: S3 (s3rver behind the fault proxy)', () => {
       'S3 rejects the credentials (403 AccessDenied)',
       {
         reasons: ['storage'],
-        message: /AccessDenied \(HTTP 403\)/,
+        message: /\(HTTP 403\)/,
         hint: /access denied: check the credentials/,
         inject: async () => proxy.status(403, { code: 'AccessDenied' }),
       },

@@ -1,9 +1,12 @@
 // `pg-maintd migrate ...` and the daemon's MIGRATE_ON_START through the real CLI: exit codes,
-// concurrent runners, and a bootstrap that never half-applies over someone else's schema.
+// concurrent runners, and a bootstrap that never half-applies over someone else's schema and never
+// takes the daemon down with it (locks and blocking sessions: migrate-blocked.test.ts).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
 import { EXIT } from '../../src/exit-codes.js';
 import { spawnCli, startDaemon, cliEnv } from '../support/daemon.js';
 import { createTestDatabase } from '../support/postgres.js';
@@ -12,7 +15,12 @@ import { SEED_SCHEMA } from '../support/seed.js';
 /** A database of its own, and the daemon's env for it (the password in PGPASSWORD, not the URL). */
 async function freshDatabase() {
   const db = await createTestDatabase('t_mige2e');
-  return { pool: db.pool, drop: db.drop, env: cliEnv(db.url, mkdtempSync(join(tmpdir(), 'mige2e-'))) };
+  return {
+    pool: db.pool,
+    url: db.url,
+    drop: db.drop,
+    env: cliEnv(db.url, mkdtempSync(join(tmpdir(), 'mige2e-'))),
+  };
 }
 
 async function run(args: string[], env: Record<string, string>) {
@@ -60,19 +68,41 @@ describe('migrate commands', () => {
       await db.drop();
     }
   });
+  it('`migrate up` while another session holds the migration lock: exit 69 after MIGRATE_LOCK_WAIT, naming that session', async () => {
+    const db = await freshDatabase();
+    const holder = new pg.Client({ connectionString: db.url, application_name: 'a-dba-console' });
+    await holder.connect();
+    try {
+      const { pid } = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!;
+      await holder.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NAMESPACE, 'migrate']);
+      const r = await run(['migrate', 'up'], { ...db.env, MIGRATE_LOCK_WAIT: '1s' });
+      expect(r.code, r.out).toBe(EXIT.UNAVAILABLE);
+      expect(r.out).toMatch(
+        new RegExp(
+          `pg-maintd: another session held the migration lock for over 1000 ms: pid ${pid} \\(role postgres, application_name "a-dba-console", client 127\\.0\\.0\\.1\\)\\n  fix: .*pg_terminate_backend`,
+        ),
+      );
+    } finally {
+      await holder.end();
+      await db.drop();
+    }
+  });
 });
 
 describe('MIGRATE_ON_START', () => {
-  it('the daemon applies the migrations before its jobs start', async () => {
+  it('the daemon applies the migrations in the background, its metrics say so; a restart finds nothing to do', async () => {
     const db = await freshDatabase();
     try {
       const d = await startDaemon({ ...db.env, MIGRATE_ON_START: 'true' });
       try {
-        const lines = d.lines().map((l) => l.msg);
-        expect(lines.indexOf('migrations applied')).toBeGreaterThanOrEqual(0);
-        expect(lines.indexOf('migrations applied')).toBeLessThan(lines.indexOf('pg-maintd started'));
+        await d.waitForLog((l) => l.msg === 'migrations applied', 30_000);
         const t = await db.pool.query<{ n: string }>('SELECT count(*) AS n FROM pgmaintd_migrations');
         expect(Number(t.rows[0]!.n)).toBe(7);
+        const text = await (await fetch(`${d.base}/metrics`)).text();
+        expect(text).toMatch(/^pgmaintd_migrations_pending 0$/m);
+        expect(text).not.toMatch(/^pgmaintd_migrations_(blocked|failed)\{reason="\w+"\} 1$/m);
+        expect(text).toMatch(/^pgmaintd_migrations_blocked\{reason="lock_held"\} 0$/m);
+        expect(text).toMatch(/^pgmaintd_migrations_failed\{reason="no_history"\} 0$/m);
       } finally {
         d.child.kill('SIGTERM');
         await d.exited;
@@ -80,7 +110,7 @@ describe('MIGRATE_ON_START', () => {
       // a restart finds nothing to do
       const again = await startDaemon({ ...db.env, MIGRATE_ON_START: 'true' });
       try {
-        expect(again.lines().some((l) => l.msg === 'schema is up to date')).toBe(true);
+        await again.waitForLog((l) => l.msg === 'schema is up to date', 30_000);
       } finally {
         again.child.kill('SIGTERM');
         await again.exited;
@@ -113,25 +143,30 @@ describe('MIGRATE_ON_START', () => {
     }
   });
 
-  it('a database with the tables but no history: the daemon changes nothing and stops, pointing to `migrate baseline`', async () => {
+  it('a database with the tables but no history: the daemon changes nothing, keeps running and says to `migrate baseline`', async () => {
     const db = await freshDatabase();
     try {
       await db.pool.query(SEED_SCHEMA);
-      const cli = spawnCli(['run'], {
-        ...db.env,
-        MIGRATE_ON_START: 'true',
-        HTTP_HOST: '127.0.0.1',
-        HTTP_PORT: '0',
-      });
-      const { code } = await cli.exited;
-      expect(code).toBe(EXIT.DATAERR);
-      const fatal = cli.lines().find((l) => l.msg.startsWith('start-up stopped'));
-      expect(fatal?.msg).toContain('has no migration history: nothing was changed');
-      expect(String(fatal?.hint)).toContain('pg-maintd migrate baseline');
-      const h = await db.pool.query<{ h: string | null }>(
-        "SELECT to_regclass('pgmaintd_migrations')::text AS h",
-      );
-      expect(h.rows[0]!.h).toBeNull();
+      const d = await startDaemon({ ...db.env, MIGRATE_ON_START: 'true' });
+      try {
+        const error = await d.waitForLog((l) => l.msg.startsWith('start-up migrations stopped'), 30_000);
+        expect(error.level).toBe(50);
+        expect(error.reason).toBe('no_history');
+        expect(error.msg).toContain('has no migration history: nothing was changed');
+        expect(String(error.hint)).toContain('pg-maintd migrate baseline');
+        const text = await (await fetch(`${d.base}/metrics`)).text();
+        expect(text).toMatch(/^pgmaintd_migrations_failed\{reason="no_history"\} 1$/m);
+        expect(text).toMatch(/^pgmaintd_migrations_pending 7$/m);
+        expect((await fetch(`${d.base}/healthz`)).status).toBe(200);
+        const h = await db.pool.query<{ h: string | null }>(
+          "SELECT to_regclass('pgmaintd_migrations')::text AS h",
+        );
+        expect(h.rows[0]!.h).toBeNull();
+        expect(d.child.exitCode).toBeNull();
+      } finally {
+        d.child.kill('SIGTERM');
+        expect((await d.exited).code).toBe(EXIT.OK);
+      }
       const baseline = await run(['migrate', 'baseline'], db.env);
       expect(baseline.code).toBe(0);
       expect(baseline.out).toContain('baselined 7 migrations');
@@ -140,7 +175,7 @@ describe('MIGRATE_ON_START', () => {
     }
   });
 
-  it('a monitoring-only role (pg_monitor, no CREATE): the daemon stops with exit 65 and says how to migrate instead', async () => {
+  it('a monitoring-only role (pg_monitor, no CREATE): the daemon keeps running and says how to migrate instead', async () => {
     const db = await createTestDatabase('t_migmon');
     const role = `mon_${Math.random().toString(36).slice(2, 8)}`;
     const password = `pw-${Math.random().toString(36).slice(2)}`;
@@ -150,24 +185,30 @@ describe('MIGRATE_ON_START', () => {
       const u = new URL(db.url);
       u.username = role;
       u.password = '';
-      const cli = spawnCli(['run'], {
+      const d = await startDaemon({
         DATABASE_URL: u.toString(),
         PGPASSWORD: password,
         DB_SSL_MODE: 'disable',
         BACKUP_DIR: mkdtempSync(join(tmpdir(), 'migmon-')),
+        BACKUP_SCHEDULE: 'off',
         MIGRATE_ON_START: 'true',
-        HTTP_HOST: '127.0.0.1',
-        HTTP_PORT: '0',
       });
-      const { code } = await cli.exited;
-      expect(code, cli.output()).toBe(EXIT.DATAERR);
-      const fatal = cli.lines().find((l) => l.msg.startsWith('start-up stopped'));
-      expect(fatal?.msg).toMatch(
-        /may not apply the schema migrations \(MIGRATE_ON_START\): permission denied/,
-      );
-      expect(String(fatal?.hint)).toContain('MIGRATE_ON_START=false');
-      expect(cli.output()).not.toContain(password);
-      expect(cli.output()).not.toMatch(/\n\s+at /);
+      try {
+        const error = await d.waitForLog((l) => l.msg.startsWith('start-up migrations stopped'), 30_000);
+        expect(error.reason).toBe('permission_denied');
+        expect(error.msg).toMatch(
+          /may not apply the schema migrations \(MIGRATE_ON_START\): .*permission denied/,
+        );
+        expect(String(error.hint)).toContain('MIGRATE_ON_START=false');
+        const text = await (await fetch(`${d.base}/metrics`)).text();
+        expect(text).toMatch(/^pgmaintd_migrations_failed\{reason="permission_denied"\} 1$/m);
+        expect(text).toMatch(/^pg_up 1$/m); // monitoring goes on
+        expect(d.output()).not.toContain(password);
+        expect(d.output()).not.toMatch(/\n\s+at /);
+      } finally {
+        d.child.kill('SIGTERM');
+        expect((await d.exited).code).toBe(EXIT.OK);
+      }
     } finally {
       await db.pool.query(`DROP ROLE IF EXISTS ${role}`);
       await db.drop();

@@ -105,6 +105,8 @@ describe('dashboards and alert rules against a real Prometheus', () => {
       BACKUP_VERIFY_SCHEDULE: '*/6 * * * * *',
       MAINTENANCE_SCHEDULE: '*/5 * * * * *',
     });
+    // the migrations run in the background: the schema is there once they are applied
+    await daemon.waitForLog((l) => l.msg === 'migrations applied', 30_000);
     // traffic: some rows, an idle-in-transaction session and a lock wait
     const [a, b, c] = await Promise.all(
       [0, 1, 2].map(async () => {

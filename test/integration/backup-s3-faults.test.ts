@@ -211,6 +211,7 @@ async function expectNothingLeft(r: Rig): Promise<void> {
     storage: 1,
     timeout: 0,
     aborted: 0,
+    lease_lost: 0,
     internal: 0,
   });
   const text = await r.registry.getSingleMetricAsString('pgmaintd_backup_failures_total');

@@ -57,11 +57,11 @@ function walk(dir: string): string[] {
 }
 
 describe('backup to a local directory', () => {
-  it('streams a plain dump into <db>/<db>_<YYYYMMDD_HHMMSS>.sql.gz with a manifest, and restores the same rows', async () => {
+  it('streams a plain dump into <db>/<db>_<YYYYMMDD_HHMMSS>-<run>.sql.gz with a manifest, and restores the same rows', async () => {
     const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
     const manifest = await runBackup(deps, db.name);
 
-    expect(manifest.key).toMatch(new RegExp(`^${db.name}/${db.name}_\\d{8}_\\d{6}\\.sql\\.gz$`));
+    expect(manifest.key).toMatch(new RegExp(`^${db.name}/${db.name}_\\d{8}_\\d{6}-[0-9a-f]{8}\\.sql\\.gz$`));
     const file = join(deps.dir, manifest.key);
     const bytes = readFileSync(file);
     expect(manifest.size).toBe(bytes.length);

@@ -1,12 +1,17 @@
 // Collectors against real conditions on a real server: each condition is created for real and the
 // exported values are read back from the registry the way a scrape would.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log/logger.js';
 import type { Collector } from '../../src/metrics/collector.js';
 import { ActivityCollector, STATES } from '../../src/metrics/collectors/activity.js';
+import { defaultCollectors } from '../../src/metrics/collectors/index.js';
 import { DatabaseCollector, StatDatabaseCollector } from '../../src/metrics/collectors/database.js';
 import { LocksCollector } from '../../src/metrics/collectors/locks.js';
 import { ReplicationCollector } from '../../src/metrics/collectors/replication.js';
@@ -21,14 +26,14 @@ import { adminUrl, startPrivateCluster, useTestDatabase, withDatabase } from '..
 
 const db = useTestDatabase();
 
-function capture() {
+function capture(level = 'info') {
   const stream = new PassThrough();
   const lines: Array<Record<string, unknown>> = [];
   stream.on('data', (d: Buffer) => {
     for (const l of d.toString().split('\n').filter(Boolean))
       lines.push(JSON.parse(l) as Record<string, unknown>);
   });
-  return { logger: createLogger({ level: 'info', format: 'json', destination: stream }), lines };
+  return { logger: createLogger({ level, format: 'json', destination: stream }), lines };
 }
 
 function poller(
@@ -638,6 +643,91 @@ describe('statements collector', () => {
       }
     } finally {
       await p.stop();
+    }
+  });
+});
+
+describe('query text with secrets in it (METRICS_QUERY_TEXT on)', () => {
+  it('a password in ALTER/CREATE ROLE (any quoting, cut short or not) reaches neither /metrics nor the log', async () => {
+    const suffix = Math.random().toString(16).slice(2, 8);
+    const role = `mask_${suffix}`;
+    const secrets = Array.from({ length: 7 }, (_, i) => `pw${i}-${suffix}-s3cr3t`);
+    const long = `${secrets[6]}-${'x'.repeat(300)}`; // longer than the text kept: cut inside the literal
+    const admin = new pg.Client({ connectionString: adminUrl() });
+    await admin.connect();
+    const holder = new pg.Client({ connectionString: adminUrl() });
+    const waiter = new pg.Client({ connectionString: adminUrl() });
+    await holder.connect();
+    await waiter.connect();
+    let waiting: Promise<unknown> | undefined;
+    try {
+      await db.pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements'); // where the poller reads it
+      // utility statements keep their literals in pg_stat_statements (track_utility is on by default)
+      await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${secrets[0]}'`);
+      await admin.query(`ALTER ROLE ${role} PASSWORD $$${secrets[1]}$$`);
+      await admin.query(`ALTER ROLE ${role} PASSWORD $pw$${secrets[2]}$pw$`);
+      await admin.query(`ALTER ROLE ${role} PASSWORD E'${secrets[3]}'`);
+      await admin.query(`ALTER ROLE ${role} PASSWORD U&'${secrets[4]}'`);
+      await admin.query(`ALTER ROLE ${role} PASSWORD '${long}'`);
+      // and a session blocked on a lock while changing a password: pg_stat_activity has its text
+      await holder.query(`BEGIN; ALTER ROLE ${role} PASSWORD 'holder-${secrets[5]}'`);
+      const waiterPid = (await waiter.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      waiting = waiter.query(`ALTER ROLE ${role} PASSWORD 'waiter-${secrets[5]}'`).catch(() => undefined);
+      await waitFor(
+        async () =>
+          (await admin.query(`SELECT wait_event_type FROM pg_stat_activity WHERE pid = ${waiterPid}`))
+            .rows[0],
+        (r) => r?.wait_event_type === 'Lock',
+        10_000,
+        20,
+      );
+
+      const { config } = loadConfig({
+        defaultsDir: mkdtempSync(join(tmpdir(), 'cfg-none-')),
+        env: {
+          DATABASE_URL: adminUrl(),
+          METRICS_QUERY_TEXT: 'true',
+          METRICS_QUERY_TEXT_LENGTH: '60',
+          METRICS_STATEMENTS_LIMIT: '10000',
+          METRICS_LOCK_WAIT_LOG_AFTER: '0s',
+        },
+      });
+      const { logger, lines } = capture('debug');
+      const { registry, p } = poller((r) => defaultCollectors(r, config.metrics), logger, '*');
+      try {
+        await p.pollAll();
+        const text = await registry.metrics();
+        const logText = JSON.stringify(lines);
+        for (const secret of [...secrets, 'x'.repeat(40)]) {
+          expect(text).not.toContain(secret);
+          expect(logText).not.toContain(secret);
+        }
+        // the statements are exported, masked, and the lock wait is logged, masked
+        const exported = [
+          ...text.matchAll(/^pg_stat_statements_query_id\{queryid="-?\d+",query="([^"]*)"\} 1$/gm),
+        ]
+          .map((m) => m[1]!)
+          .filter((q) => q.includes(role));
+        expect(exported).toEqual(
+          expect.arrayContaining([`ALTER ROLE ${role} PASSWORD ?`, `CREATE ROLE ${role} LOGIN PASSWORD ?`]),
+        );
+        for (const q of exported) expect(q.length).toBeLessThanOrEqual(60);
+        const blocked = lines.find(
+          (l) => l.msg === 'session blocked on a lock' && JSON.stringify(l).includes(role),
+        );
+        expect(blocked).toMatchObject({
+          blocked: { query: `ALTER ROLE ${role} PASSWORD ?` },
+          blocking: { query: `BEGIN; ALTER ROLE ${role} PASSWORD ?` },
+        });
+      } finally {
+        await p.stop();
+      }
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await waiting;
+      await Promise.all([holder.end(), waiter.end()]);
+      await admin.query(`DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
+      await admin.end();
     }
   });
 });

@@ -362,7 +362,7 @@ describe('a healthy cluster', () => {
     expect(r.apply!.notAllowed).toEqual([
       {
         id: 'pg_stat_statements.installed',
-        sql: ['CREATE EXTENSION IF NOT EXISTS pg_stat_statements;'],
+        sql: ['CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public;'],
         missing:
           'superuser: pg_stat_statements is not a trusted extension, so only a superuser can create it',
         grants: [],
@@ -376,7 +376,10 @@ describe('a healthy cluster', () => {
   it('--apply as a superuser creates pg_stat_statements once it is preloaded', async () => {
     const r = await doctor(cluster.url(), { apply: true });
     expect(r.apply!.applied).toEqual([
-      { id: 'pg_stat_statements.installed', sql: 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements;' },
+      {
+        id: 'pg_stat_statements.installed',
+        sql: 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public;',
+      },
     ]);
     expect(r.apply!.changes.find((c) => c.id === 'pg_stat_statements.installed')).toMatchObject({
       before: { status: 'warn' },
@@ -414,6 +417,19 @@ describe('a healthy cluster', () => {
     expect(finding(r, 'pg_stat_statements.preloaded').found).toContain("'pg_stat_statements'");
     expect(finding(r, 'role.monitoring').found).toBe('member of pg_monitor');
     expect(r.exitCode).toBe(EXIT.OK);
+  });
+
+  it('warns while drills restore as the role of DATABASE_URL, and names a role of their own as the fix', async () => {
+    const r = await doctor(cluster.url('postgres', LOW, LOW_PASSWORD));
+    expect(finding(r, 'role.drill_isolation')).toMatchObject({
+      status: 'warn',
+      found: `drills restore as ${LOW}, the role of DATABASE_URL`,
+      fix: { sql: ['CREATE ROLE pgmaintd_drill LOGIN CREATEDB;'] },
+    });
+    const isolated = await doctor(cluster.url('postgres', LOW, LOW_PASSWORD), {
+      env: { VERIFY_DATABASE_URL: cluster.url('postgres', 'pgmaintd_drill', null) },
+    });
+    expect(finding(isolated, 'role.drill_isolation').status).toBe('ok');
   });
 
   it('sees the preload without pg_read_all_settings, and reports a role statement_timeout', async () => {

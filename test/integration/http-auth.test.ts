@@ -71,7 +71,8 @@ function writeFiles(s: Setup, into = mkdtempSync(join(dir, 'case-'))): WebFiles 
       ...(s.clientAuth ? { client_auth_type: s.clientAuth, client_ca_file: 'ca.crt' } : {}),
     };
   }
-  if (s.basic) doc.basic_auth_users = { [USER]: hash };
+  // a web config without users must say so (a file cut short would not)
+  doc.basic_auth_users = s.basic ? { [USER]: hash } : {};
   const files: WebFiles = {};
   if (s.tls || s.basic || s.extra) {
     files.configFile = join(into, 'web-config.yml');
@@ -268,6 +269,7 @@ describe('HTTP endpoint protection', () => {
           client_auth_type: clientAuth,
           ...extra,
         },
+        basic_auth_users: {},
       };
       writeFileSync(f.configFile!, toYaml(doc));
       return f;

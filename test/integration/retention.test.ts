@@ -41,7 +41,7 @@ describe('retention on a local directory', () => {
     touch(join(deps.dir, 'unrelated.txt'), 'x', 400);
     touch(join(deps.dir, db.name, 'README.txt'), 'notes', 400); // inside our prefix, but not a backup name
     const oldLeftover = `${db.name}/${db.name}_20200101_000000.sql.gz`;
-    const newLeftover = `${db.name}/${db.name}_20991231_000000.sql.gz.partial-abcd`;
+    const newLeftover = `${db.name}/${db.name}_20991231_000000.sql.gz.partial-abcd1234`;
     touch(join(deps.dir, oldLeftover), 'partial', 3);
     touch(join(deps.dir, newLeftover), 'partial', 0);
 

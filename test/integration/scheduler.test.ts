@@ -1,13 +1,9 @@
-// The overlap guard and leader election that every scheduled job goes through.
+// The overlap guard every scheduled job goes through (leader election: lease.test.ts).
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { DbPool } from '../../src/db/pool.js';
 import { createLogger } from '../../src/log/logger.js';
-import { asLeader } from '../../src/schedule/leader.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
-import { useTestDatabase } from '../support/postgres.js';
 
-const db = useTestDatabase();
 const logger = createLogger({ level: 'silent', format: 'json' });
 
 async function skipped(registry: Registry, job: string, reason: string): Promise<number | undefined> {
@@ -85,46 +81,6 @@ describe('scheduler', () => {
       expect(next.getTime()).toBeGreaterThan(Date.now());
     } finally {
       await s.stop();
-    }
-  });
-});
-
-describe('leader election', () => {
-  it('exactly one of several contenders runs; the lock is free again afterwards', async () => {
-    const pools = [0, 1, 2].map(
-      () =>
-        new DbPool(
-          {
-            url: db.url,
-            ssl: { mode: 'disable', rejectUnauthorized: true },
-            pool: { min: 0, max: 2, idleTimeoutMs: 1000, acquireTimeoutMs: 5000 },
-          },
-          { name: 'leader', logger },
-        ),
-    );
-    try {
-      let running = 0;
-      const results = await Promise.all(
-        pools.map((p) =>
-          asLeader(p, 'backup:app', async () => {
-            running++;
-            await new Promise((r) => setTimeout(r, 300));
-            return 'done';
-          }),
-        ),
-      );
-      expect(results.filter((r) => r.led)).toHaveLength(1);
-      expect(running).toBe(1);
-      const after = await asLeader(pools[1]!, 'backup:app', async () => 'again');
-      expect(after).toEqual({ led: true, value: 'again' });
-      // a different job name is a different lock
-      const [a, b] = await Promise.all([
-        asLeader(pools[0]!, 'backup:app', () => new Promise((r) => setTimeout(() => r(1), 100))),
-        asLeader(pools[1]!, 'verify:app', async () => 2),
-      ]);
-      expect(a.led && b.led).toBe(true);
-    } finally {
-      for (const p of pools) await p.stop();
     }
   });
 });

@@ -6,15 +6,19 @@ import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { Registry } from 'prom-client';
 import type { BackupDeps } from '../../src/backup/backup.js';
-import { Catalog } from '../../src/backup/catalog.js';
+import { catalogFor } from '../../src/backup/catalog-for.js';
 import { BackupMetrics } from '../../src/backup/metrics.js';
 import { createStorage } from '../../src/backup/storage/index.js';
 import { loadConfig } from '../../src/config/load.js';
+import { serverClock, withClusterFact } from '../../src/db/cluster.js';
 import { createLogger } from '../../src/log/logger.js';
 
 export interface TestDeps extends BackupDeps {
   registry: Registry;
   dir: string;
+  /** What retention needs besides: the clock tolerance and the database server's clock. */
+  clockToleranceMs: number;
+  databaseClock: () => Promise<Date | undefined>;
 }
 
 export const noDefaults = () => mkdtempSync(join(tmpdir(), 'pgmaintd-nodefaults-'));
@@ -27,14 +31,17 @@ export async function backupDeps(env: Record<string, string>): Promise<TestDeps>
   });
   const storage = await createStorage(config);
   const registry = new Registry();
+  const logger = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', format: 'json' });
   return {
     config,
     storage,
-    catalog: new Catalog(storage),
+    catalog: catalogFor(config, storage),
     metrics: new BackupMetrics(registry, config.backup.databases),
-    logger: createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', format: 'json' }),
+    logger,
     registry,
     dir,
+    clockToleranceMs: config.backup.clockSkewToleranceMs,
+    databaseClock: () => withClusterFact(config.db, logger, serverClock),
   };
 }
 

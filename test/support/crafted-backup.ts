@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { stamp } from '../../src/backup/naming.js';
 import type { Manifest } from '../../src/backup/manifest.js';
@@ -16,25 +16,32 @@ export interface CraftedBackup {
   manifest: Manifest;
 }
 
+export interface CraftOptions {
+  at?: Date;
+  manifest?: boolean;
+  manifestOf?: Buffer;
+  rowCounts?: Manifest['rowCounts'];
+  /** Fields of the manifest to replace or add (a crafted manifest may be anything). */
+  manifestPatch?: Record<string, unknown>;
+  /** The run part of the key; unset, the key has the form of earlier releases (no run). */
+  run?: string;
+}
+
 /**
- * Writes `<dir>/<database>/<database>_<stamp>.sql.gz` holding `data` (SQL text is gzipped; a Buffer
- * is written as it is) and, unless `manifest` is false, its manifest with the size and SHA-256 of
- * `manifestOf` (default: the bytes written).
+ * A backup made by hand: the key `<database>/<database>_<stamp>.sql.gz` (the raw name, as earlier
+ * releases wrote it), the bytes (SQL text is gzipped; a Buffer is taken as it is), and a version 1
+ * manifest with the size and SHA-256 of `manifestOf` (default: the bytes).
  */
-export function writeBackup(
-  dir: string,
+export function craftBackup(
   database: string,
   data: string | Buffer,
-  opts: { at?: Date; manifest?: boolean; manifestOf?: Buffer; rowCounts?: Manifest['rowCounts'] } = {},
-): CraftedBackup {
+  opts: CraftOptions = {},
+): { key: string; bytes: Buffer; manifest: Manifest; manifestText: string } {
   const at = opts.at ?? new Date();
-  const key = `${database}/${database}_${stamp(at)}.sql.gz`;
+  const key = `${database}/${database}_${stamp(at)}${opts.run ? `-${opts.run}` : ''}.sql.gz`;
   const bytes = typeof data === 'string' ? gzipSync(data) : data;
-  const path = join(dir, key);
-  mkdirSync(join(dir, database), { recursive: true });
-  writeFileSync(path, bytes);
   const described = opts.manifestOf ?? bytes;
-  const manifest: Manifest = {
+  const manifest = {
     manifestVersion: 1,
     key,
     database,
@@ -50,8 +57,23 @@ export function writeBackup(
     durationSeconds: 0.1,
     rowCounts: opts.rowCounts ?? {},
     tool: 'test',
-  };
-  if (opts.manifest !== false) writeFileSync(`${path}.manifest.json`, JSON.stringify(manifest, null, 2));
+    ...opts.manifestPatch,
+  } as Manifest;
+  return { key, bytes, manifest, manifestText: JSON.stringify(manifest, null, 2) };
+}
+
+/** Writes a crafted backup (see craftBackup) into a BACKUP_DIR, its manifest too unless `manifest` is false. */
+export function writeBackup(
+  dir: string,
+  database: string,
+  data: string | Buffer,
+  opts: CraftOptions = {},
+): CraftedBackup {
+  const { key, bytes, manifest, manifestText } = craftBackup(database, data, opts);
+  const path = join(dir, key);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, bytes);
+  if (opts.manifest !== false) writeFileSync(`${path}.manifest.json`, manifestText);
   return { key, path, manifest };
 }
 

@@ -19,6 +19,21 @@ export interface SpawnedCli {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Every CLI process a test started that has not exited yet. */
+const live = new Set<ChildProcess>();
+
+/**
+ * Kills what a test file left running: a test that failed before its `finally` must not leave a
+ * daemon behind to poll a dropped database for the rest of the run (or forever, after it).
+ */
+export function reapClis(): number {
+  const left = [...live];
+  for (const child of left) child.kill('SIGKILL');
+  live.clear();
+  return left.length;
+}
+process.on('exit', reapClis);
+
 export function spawnCli(args: string[], env: Record<string, string | undefined>): SpawnedCli {
   const child = spawn(process.execPath, [CLI, ...args], {
     // the daemon migrates on start by default; tests that want it set MIGRATE_ON_START=true
@@ -39,8 +54,10 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
+  live.add(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => {
+      live.delete(child);
       for (const w of waiters.splice(0)) w();
       resolve({ code, signal });
     }),
@@ -77,6 +94,16 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
       });
     },
   };
+}
+
+/** Runs a one-shot command to its end: its exit code and everything it printed. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<{ code: number | null; out: string }> {
+  const cli = spawnCli(args, env);
+  const { code } = await cli.exited;
+  return { code, out: cli.output() };
 }
 
 /** Starts `pg-maintd run` on a free port and waits until it serves. */

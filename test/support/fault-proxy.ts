@@ -76,6 +76,8 @@ export interface RequestRecord {
   fault: string | undefined;
   /** The status code sent to the client (undefined: no answer, e.g. the socket was reset). */
   status: number | undefined;
+  /** The If-None-Match header the request carried, if any. */
+  ifNoneMatch: string | undefined;
 }
 
 interface FaultOptions {
@@ -209,6 +211,11 @@ export interface FaultProxy {
   faultsLeft(): number;
   /** Forgets the request log and counters. */
   clearLog(): void;
+  /**
+   * Enforce `If-None-Match: *` on PutObject and CompleteMultipartUpload, as AWS S3 and MinIO do (the
+   * test store, s3rver, ignores the header): a write to a key that exists gets 412 PreconditionFailed.
+   */
+  enforceIfNoneMatch(on: boolean): void;
   /** Stops listening and drops every open connection: the port refuses connections (ECONNREFUSED). */
   down(): Promise<void>;
   /** Listens again on the same port after down(). */
@@ -231,6 +238,27 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const timers = new Set<NodeJS.Timeout>();
   const records: RequestRecord[] = [];
   let fault: Fault | undefined;
+  let enforceIfNoneMatch = false;
+
+  /** Whether the upstream store holds `key` (a HEAD of it). */
+  const exists = (bucket: string, key: string) =>
+    new Promise<boolean>((resolve) => {
+      const head = httpRequest(
+        {
+          hostname: target.hostname,
+          port: target.port,
+          method: 'HEAD',
+          path: `/${encodeURIComponent(bucket)}/${key.split('/').map(encodeURIComponent).join('/')}`,
+          agent,
+        },
+        (r) => {
+          r.resume();
+          resolve(r.statusCode === 200);
+        },
+      );
+      head.on('error', () => resolve(false));
+      head.end();
+    });
 
   /** The fault for this request, if any, consuming one of its `times`. */
   const take = (r: ProxiedRequest): Fault | undefined => {
@@ -301,9 +329,38 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       at: performance.now(),
       fault: undefined,
       status: undefined,
+      ifNoneMatch: req.headers['if-none-match'],
     };
     records.push(rec);
     const f = take(info);
+    const conditional =
+      enforceIfNoneMatch &&
+      rec.ifNoneMatch === '*' &&
+      (info.kind === 'PutObject' || info.kind === 'CompleteMultipartUpload') &&
+      info.bucket !== undefined &&
+      info.key !== undefined;
+    if (!f && conditional) {
+      req.pause();
+      void exists(info.bucket!, info.key!).then((taken) => {
+        if (!taken) return forward(req, res, rec);
+        rec.fault = 'precondition';
+        void drain(req).then(() => {
+          if (res.destroyed) return;
+          rec.status = 412;
+          const body = s3ErrorXml(
+            'PreconditionFailed',
+            'At least one of the pre-conditions you specified did not hold',
+            `/${info.key}`,
+          );
+          res.writeHead(412, {
+            'content-type': 'application/xml',
+            'content-length': Buffer.byteLength(body),
+          });
+          res.end(body);
+        });
+      });
+      return;
+    }
     if (!f) return forward(req, res, rec);
 
     if (f.type === 'status') {
@@ -406,6 +463,9 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     faultsLeft: () => fault?.left ?? 0,
     clearLog() {
       records.length = 0;
+    },
+    enforceIfNoneMatch(on) {
+      enforceIfNoneMatch = on;
     },
     down: shut,
     async up() {

@@ -82,3 +82,51 @@ export function useTestDatabase(label = 'db'): TestDatabase {
   });
   return db;
 }
+
+export interface OwnedDatabase {
+  name: string;
+  role: string;
+  password: string;
+  /** postgresql://role:password@.../name */
+  url: string;
+  /** A client on it as the superuser, for arranging (subscriptions, settings). */
+  admin(sql: string): Promise<void>;
+  drop(): Promise<void>;
+}
+
+/**
+ * A database owned by a role of its own (not a superuser, CREATEDB for drills), as the README's
+ * least-privilege deployment has it; `roleSql` runs as the superuser after the role exists (e.g.
+ * ALTER ROLE ... SET statement_timeout).
+ */
+export async function createOwnedDatabase(prefix: string): Promise<OwnedDatabase> {
+  const suffix = randomBytes(3).toString('hex');
+  const role = `${prefix}_r_${suffix}`;
+  const name = `${prefix}_${suffix}`;
+  const password = `pw-${randomBytes(9).toString('base64url')}`;
+  const on = async (database: string | undefined, sql: string) => {
+    const c = new pg.Client({ connectionString: database ? withDatabase(adminUrl(), database) : adminUrl() });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  await on(undefined, `CREATE ROLE ${role} LOGIN CREATEDB PASSWORD '${password}'`);
+  await on(undefined, `CREATE DATABASE ${name} OWNER ${role}`);
+  const u = new URL(withDatabase(adminUrl(), name));
+  u.username = role;
+  u.password = password;
+  return {
+    name,
+    role,
+    password,
+    url: u.toString(),
+    admin: (sql) => on(name, sql),
+    async drop() {
+      await on(undefined, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await on(undefined, `DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
+    },
+  };
+}

@@ -19,7 +19,7 @@ function backupsAt(...ages: number[]): GoodBackup[] {
   return ages
     .map((days) => {
       const at = new Date(NOW.getTime() - days * DAY);
-      const key = dataKey('app', at, 'plain');
+      const key = dataKey('app', at, 'plain', 'a1b2c3d4');
       return { key, database: 'app', at, size: 1, verify: undefined, manifest: {} as GoodBackup['manifest'] };
     })
     .sort((a, b) => b.at.getTime() - a.at.getTime());

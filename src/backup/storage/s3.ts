@@ -19,7 +19,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
 import { OperatorError } from '../../errors.js';
 import { EXIT } from '../../exit-codes.js';
-import type { Storage, StoredObject } from './storage.js';
+import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';
 
 export interface S3Settings {
   bucket: string;
@@ -62,6 +62,12 @@ export class S3Storage implements Storage {
   readonly description: string;
   readonly client: S3Client;
   #partSizeUsed = 0;
+  readonly #clock = new ClockReading();
+  readonly clockMayBeLocal = false;
+  /** Whether to send If-None-Match: * (cleared when a store refuses the header itself). */
+  #conditional = true;
+  /** Told once when the store turns out to refuse conditional writes. */
+  onNotice: ((message: string) => void) | undefined;
 
   constructor(private readonly s: S3Settings) {
     this.description = `s3://${s.bucket}/${s.prefix}`;
@@ -80,6 +86,16 @@ export class S3Storage implements Storage {
         throwOnRequestTimeout: true,
       },
     });
+    // every answer's Date header is the store's clock: retention and the catalog compare against it
+    this.client.middlewareStack.add(
+      (next) => async (args) => {
+        const out = await next(args);
+        const date = (out.response as { headers?: Record<string, string> } | undefined)?.headers?.date;
+        if (date) this.#clock.set(Date.parse(date));
+        return out;
+      },
+      { step: 'deserialize', name: 'pgmaintdStoreClock' },
+    );
   }
 
   /** The part size of the last upload, for the log. */
@@ -124,6 +140,7 @@ export class S3Storage implements Storage {
         Body: body,
         ContentType: 'application/gzip',
         ...this.#objectParams(),
+        ...this.#ifAbsent(),
       },
     });
     if (opts.progress) {
@@ -138,6 +155,7 @@ export class S3Storage implements Storage {
       await this.#abortMultipart(key, upload.uploadId);
       // The stream's own failure (pg_dump died, timeout) is the cause, not the abort that followed it.
       const cause = streamError ?? (opts.signal.aborted ? opts.signal.reason : undefined) ?? err;
+      if (cause === err) this.#refusedCondition(err, key);
       if (cause instanceof OperatorError) throw cause;
       if (cause === err) throw explainS3Error(err, this.s.bucket, `upload of ${this.#key(key)} failed`);
       throw cause;
@@ -174,21 +192,57 @@ export class S3Storage implements Storage {
     };
   }
 
-  async putSmall(key: string, content: string): Promise<void> {
-    try {
-      await this.client.send(
+  async putSmall(key: string, content: string, opts: { replace?: boolean } = {}): Promise<void> {
+    const put = () =>
+      this.client.send(
         new PutObjectCommand({
           Bucket: this.s.bucket,
           Key: this.#key(key),
           Body: content,
           ContentType: 'application/json',
           ...this.#objectParams(),
+          ...(opts.replace ? {} : this.#ifAbsent()),
           StorageClass: undefined, // manifests stay in STANDARD: they are read on every listing
         }),
       );
+    try {
+      await put();
     } catch (err) {
-      throw explainS3Error(err, this.s.bucket, `writing ${this.#key(key)} failed`);
+      try {
+        // a store that refuses the condition itself gets the write again, without it
+        if (opts.replace || !this.#refusedCondition(err, key)) throw err;
+        await put();
+      } catch (again) {
+        if (again instanceof OperatorError) throw again;
+        throw explainS3Error(again, this.s.bucket, `writing ${this.#key(key)} failed`);
+      }
     }
+  }
+
+  #ifAbsent(): { IfNoneMatch?: string } {
+    return this.#conditional ? { IfNoneMatch: '*' } : {};
+  }
+
+  /**
+   * A failed conditional write: the key exists (412, or 409 for a race of two writers) throws
+   * ObjectExistsError; a store that does not implement If-None-Match (501) is written to without it
+   * from now on (keys are unique by construction; the condition is a second line). Returns whether
+   * the store refused the condition.
+   */
+  #refusedCondition(err: unknown, key: string): boolean {
+    const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+    const status = e.$metadata?.httpStatusCode;
+    if (!this.#conditional) return false;
+    if (status === 412 || e.name === 'PreconditionFailed' || e.name === 'ConditionalRequestConflict')
+      throw new ObjectExistsError(this.#key(key), `s3://${this.s.bucket}`);
+    if (status === 501 || e.name === 'NotImplemented') {
+      this.#conditional = false;
+      this.onNotice?.(
+        `the store does not implement conditional writes (If-None-Match: *); pg-maintd writes without them from now on, relying on keys being unique`,
+      );
+      return true;
+    }
+    return false;
   }
 
   async getStream(key: string, signal?: AbortSignal): Promise<Readable> {
@@ -236,12 +290,28 @@ export class S3Storage implements Storage {
             lastModified: o.LastModified ?? new Date(0),
           });
         }
+        if (r.IsTruncated && (!r.NextContinuationToken || r.NextContinuationToken === token))
+          throw new OperatorError(
+            `listing s3://${this.s.bucket}/${this.#key(prefix)} failed: the store said the list was truncated but gave no way to the rest (${r.NextContinuationToken ? 'the same continuation token again' : 'no continuation token'}), so nothing was decided from it`,
+            {
+              exitCode: EXIT.UNAVAILABLE,
+              hint: 'the store answered ListObjectsV2 wrongly: check its version and S3 compatibility (or the proxy in front of it)',
+            },
+          );
         token = r.IsTruncated ? r.NextContinuationToken : undefined;
       } while (token);
     } catch (err) {
+      if (err instanceof OperatorError) throw err;
       throw explainS3Error(err, this.s.bucket, 'listing backups failed');
     }
     return out;
+  }
+
+  async now(): Promise<Date | undefined> {
+    const cached = this.#clock.now();
+    if (cached) return cached;
+    await this.client.send(new HeadBucketCommand({ Bucket: this.s.bucket })).catch(() => undefined);
+    return this.#clock.now();
   }
 
   async delete(keys: string[]): Promise<void> {

@@ -1,9 +1,12 @@
 /** Where backups live: a local directory or an S3 bucket. Keys are relative to the storage root. */
 import type { Readable } from 'node:stream';
+import { OperatorError } from '../../errors.js';
+import { EXIT } from '../../exit-codes.js';
 
 export interface StoredObject {
   key: string;
   size: number;
+  /** When the store says the object was written, by its own clock. */
   lastModified: Date;
 }
 
@@ -20,18 +23,66 @@ export interface Storage {
   /**
    * Stores a stream under `key` atomically: when this resolves the object is complete; when it
    * rejects (the stream failed, the signal fired, the backend failed) nothing is left under `key`.
+   * It never replaces an object: a key already taken fails with ObjectExistsError.
    */
   putStream(
     key: string,
     body: Readable,
     opts: { signal: AbortSignal; expectedBytes?: number; progress?: (bytes: number) => void },
   ): Promise<void>;
-  putSmall(key: string, content: string): Promise<void>;
+  /** Stores a small object; without `replace`, a key already taken fails with ObjectExistsError. */
+  putSmall(key: string, content: string, opts?: { replace?: boolean }): Promise<void>;
   getStream(key: string, signal?: AbortSignal): Promise<Readable>;
+
   getSmall(key: string): Promise<Buffer | undefined>;
-  /** Every object whose key starts with `prefix`. Throws when the listing fails (never a partial list). */
+  /**
+   * Every object whose key starts with `prefix`. Throws when the listing fails or cannot be complete
+   * (an entry that cannot be read, a truncated answer without a way on): never a partial list.
+   */
   list(prefix: string): Promise<StoredObject[]>;
   /** Deletes keys (in batches where the backend allows); throws if any deletion failed. */
   delete(keys: string[]): Promise<void>;
+  /**
+   * The store's own clock now (S3: the Date of its answers; a directory: the modification time of a
+   * file just written there), or undefined when it cannot be read. Never the local clock.
+   */
+  now(): Promise<Date | undefined>;
+  /**
+   * Whether that clock may be this host's own (a directory on a local disk): it then cannot tell
+   * when this host's clock is wrong, and another reference (the database server's) is needed.
+   */
+  readonly clockMayBeLocal: boolean;
   close(): void;
+}
+
+/** A write that would have replaced an object already stored. */
+export class ObjectExistsError extends OperatorError {
+  constructor(key: string, where: string) {
+    super(`an object already exists under ${key} in ${where}: pg-maintd never replaces one`, {
+      exitCode: EXIT.DATAERR,
+      hint: 'nothing was overwritten; run again (a new run gets a new key), and check who else writes under this prefix',
+    });
+    this.name = 'ObjectExistsError';
+  }
+}
+
+/** How long a reading of the store's clock is trusted, carried forward on the monotonic clock. */
+export const STORE_CLOCK_TTL_MS = 60_000;
+
+/** A reading of a remote clock, carried forward on the monotonic clock (which no wall-clock step moves). */
+export class ClockReading {
+  #time = 0;
+  #at = -Infinity;
+
+  set(time: number): void {
+    if (!Number.isFinite(time)) return;
+    this.#time = time;
+    this.#at = performance.now();
+  }
+
+  /** The remote time now, if the reading is recent enough. */
+  now(maxAgeMs = STORE_CLOCK_TTL_MS): Date | undefined {
+    const age = performance.now() - this.#at;
+    return age <= maxAgeMs ? new Date(this.#time + age) : undefined;
+  }
 }

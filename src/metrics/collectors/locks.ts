@@ -8,6 +8,7 @@
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
+import { maskQueryText } from '../query-text.js';
 
 const MODES = [
   'accesssharelock',
@@ -118,13 +119,14 @@ export class LocksCollector implements Collector {
             collector: 'locks',
             datname: r.datname,
             waitSeconds: Math.round(wait * 10) / 10,
-            blocked: { pid: r.pid, user: r.usename, application: r.application_name, query: r.query },
+            // as written, literals and all (pg_stat_activity): a password in ALTER ROLE must not reach the log
+            blocked: { pid: r.pid, user: r.usename, application: r.application_name, query: masked(r.query) },
             blocking: {
               pid: r.blocking_pid,
               user: r.blocking_user,
               application: r.blocking_app,
               state: r.blocking_state,
-              query: r.blocking_query,
+              query: masked(r.blocking_query),
             },
           },
           'session blocked on a lock',
@@ -145,4 +147,8 @@ export class LocksCollector implements Collector {
     this.#blocked.clear();
     this.#waitMax.clear();
   }
+}
+
+function masked(query: string | null): string | null {
+  return query === null ? null : maskQueryText(query);
 }

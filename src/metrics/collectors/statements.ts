@@ -3,15 +3,19 @@
  * set is the union of the top N by total time and the top N by mean time (the seed guide's slow-query
  * view), so a rare slow statement is not lost and the series stay bounded. Column names follow the
  * server: total_time before 13, total_exec_time from 13, shared_blk_read_time from 17. Query text is
- * opt-in and truncated. A missing or unloaded extension is said once, not on every poll.
+ * opt-in, its literals masked (utility statements keep theirs in pg_stat_statements: a password in
+ * ALTER ROLE), and truncated. A missing or unloaded extension is said once, not on every poll.
  */
+import pg from 'pg';
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
+import { maskQueryText } from '../query-text.js';
 
 type Label = 'user' | 'datname' | 'queryid';
 
-export function statementsSql(serverVersionNum: number): string {
+/** The view in the schema the extension lives in, quoted: sessions search pg_catalog alone. */
+export function statementsSql(serverVersionNum: number, schema = 'public'): string {
   const total = serverVersionNum >= 130000 ? 'total_exec_time' : 'total_time';
   const [read, write] =
     serverVersionNum >= 170000
@@ -21,7 +25,7 @@ export function statementsSql(serverVersionNum: number): string {
     WITH s AS (
       SELECT userid, dbid, queryid, sum(calls) AS calls, sum(${total}) AS total_ms, sum(rows) AS rows,
              sum(${read}) AS read_ms, sum(${write}) AS write_ms, min(query) AS query
-        FROM pg_stat_statements WHERE queryid IS NOT NULL
+        FROM ${pg.escapeIdentifier(schema)}.pg_stat_statements WHERE queryid IS NOT NULL
        GROUP BY userid, dbid, queryid
     ), picked AS (
       (SELECT * FROM s ORDER BY total_ms DESC LIMIT $1)
@@ -37,6 +41,8 @@ export function statementsSql(serverVersionNum: number): string {
 // it falls back to the library's own setting, which exists only where the library is loaded
 const AVAILABLE_SQL = `
   SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS installed,
+         (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+           WHERE e.extname = 'pg_stat_statements') AS schema,
          CASE WHEN pg_has_role('pg_read_all_settings', 'USAGE')
               THEN 'pg_stat_statements' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
               ELSE EXISTS (SELECT 1 FROM pg_settings WHERE name = 'pg_stat_statements.max') END AS preloaded`;
@@ -102,7 +108,7 @@ export class StatementsCollector implements Collector {
     ];
     this.#queryText = new CachedFamily(registry, {
       name: 'pg_stat_statements_query_id',
-      help: 'SQL query text of a queryid (opt-in, truncated; literals are normalised to $n by PostgreSQL, but check before enabling)',
+      help: 'SQL query text of a queryid (opt-in, truncated; every literal masked as ?, comments removed)',
       type: 'counter', // as the reference types it (value 1)
       labelNames: ['queryid', 'query'],
     });
@@ -118,7 +124,9 @@ export class StatementsCollector implements Collector {
   }
 
   async collect({ client, serverVersionNum, logger }: CollectorContext): Promise<void> {
-    const a = (await client.query<{ installed: boolean; preloaded: boolean }>(AVAILABLE_SQL)).rows[0]!;
+    const a = (
+      await client.query<{ installed: boolean; schema: string | null; preloaded: boolean }>(AVAILABLE_SQL)
+    ).rows[0]!;
     if (!a.installed || !a.preloaded) {
       if (!this.#saidUnavailable) {
         this.#saidUnavailable = true;
@@ -133,9 +141,10 @@ export class StatementsCollector implements Collector {
       return;
     }
     this.#saidUnavailable = false;
-    const r = await client.query<Row>(statementsSql(serverVersionNum), [
+    // twice the length kept: masking shortens literals, and a literal the cut runs into is masked
+    const r = await client.query<Row>(statementsSql(serverVersionNum, a.schema ?? 'public'), [
       this.opts.limit,
-      this.opts.queryTextLength,
+      this.opts.queryTextLength * 2,
     ]);
     for (const [column, family] of this.#families) {
       family.replace(
@@ -148,7 +157,9 @@ export class StatementsCollector implements Collector {
     // one series per queryid: the same statement run by two roles (or in two databases) shares it
     const texts = new Map<string, string>();
     if (this.opts.queryText)
-      for (const row of r.rows) if (!texts.has(row.queryid)) texts.set(row.queryid, row.query);
+      for (const row of r.rows)
+        if (!texts.has(row.queryid))
+          texts.set(row.queryid, maskQueryText(row.query, this.opts.queryTextLength));
     this.#queryText.replace([...texts].map(([queryid, query]) => ({ labels: { queryid, query }, value: 1 })));
     this.#available.replace([{ labels: {}, value: 1 }]);
   }

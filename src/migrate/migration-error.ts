@@ -1,0 +1,42 @@
+/**
+ * Why a migration run stopped, for the start-up bootstrap to decide between waiting and retrying
+ * (the database, a lock, another session's transaction) and reporting a fault that retrying cannot
+ * fix (a changed file, a failing statement, tables without history, a missing privilege).
+ */
+import type { SessionInfo } from '../db/sessions.js';
+import { OperatorError } from '../errors.js';
+import type { ExitCode } from '../exit-codes.js';
+
+/**
+ * Transient: another session holds the migration lock, a statement waited behind another session,
+ * the database cannot be reached, or it is read-only for now (a standby, a failover under way).
+ */
+export const BLOCKED_REASONS = ['lock_held', 'lock_wait', 'unreachable', 'read_only'] as const;
+export type BlockedReason = (typeof BLOCKED_REASONS)[number];
+
+/** Permanent until someone acts: retrying unchanged would fail the same way. */
+export const FAILED_REASONS = [
+  'changed_file',
+  'no_history',
+  'statement',
+  'permission_denied',
+  'files',
+  'history_untrusted',
+  'schema_untrusted',
+] as const;
+export type FailedReason = (typeof FAILED_REASONS)[number];
+
+export class MigrationError extends OperatorError {
+  constructor(
+    readonly reason: BlockedReason | FailedReason,
+    message: string,
+    opts: { hint: string; exitCode: ExitCode; cause?: unknown; sessions?: SessionInfo[] },
+  ) {
+    super(message, opts);
+    this.name = 'MigrationError';
+    this.sessions = opts.sessions ?? [];
+  }
+
+  /** The sessions that held the lock or blocked the statement, when that was the cause. */
+  readonly sessions: SessionInfo[];
+}

@@ -1,0 +1,228 @@
+// The migration runner naming who it waits for, and the start-up bootstrap (MIGRATE_ON_START) as a
+// background service: blocked runs retried, failed ones reported and retried once the history
+// changes, and the metrics that say which. Against a real server; other sessions are real sessions.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import pg from 'pg';
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { PACKAGE_ROOT } from '../../src/config/load.js';
+import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
+import { EXIT } from '../../src/exit-codes.js';
+import { createLogger } from '../../src/log/logger.js';
+import { MigrationBootstrap } from '../../src/migrate/bootstrap.js';
+import { MigrationMetrics } from '../../src/migrate/metrics.js';
+import { MigrationError } from '../../src/migrate/migration-error.js';
+import { baselineMigrations, migrateUp, type MigrateOptions } from '../../src/migrate/runner.js';
+import { metricValue } from '../support/backup.js';
+import { waitFor } from '../support/daemon.js';
+import { createTestDatabase } from '../support/postgres.js';
+import { SEED_SCHEMA } from '../support/seed.js';
+
+const logger = createLogger({ level: 'silent', format: 'json' });
+const SHIPPED = join(PACKAGE_ROOT, 'migrations');
+
+function options(url: string, dir = SHIPPED, extra: Partial<MigrateOptions> = {}): MigrateOptions {
+  return {
+    db: {
+      url,
+      ssl: { mode: 'disable', rejectUnauthorized: true },
+      pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 5000 },
+    },
+    dir,
+    logger,
+    lockWaitMs: 60_000,
+    lockTimeoutMs: 10_000,
+    ...extra,
+  };
+}
+
+function tempMigrations(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'migr-boot-'));
+  for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), sql);
+  return dir;
+}
+
+/** Another session, named, with its backend pid. */
+async function session(url: string, applicationName: string) {
+  const c = new pg.Client({ connectionString: url, application_name: applicationName });
+  await c.connect();
+  const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  return { c, pid };
+}
+
+async function rejection(p: Promise<unknown>): Promise<MigrationError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(MigrationError);
+  return err as MigrationError;
+}
+
+const gauge = (registry: Registry, name: string, labels: Record<string, string> = {}) =>
+  metricValue(registry, name, labels);
+
+describe('the runner names who it waits for', () => {
+  it('gives up after MIGRATE_LOCK_WAIT when another session holds the lock, naming it (exit 69)', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const holder = await session(db.url, 'holding-the-lock');
+    try {
+      await holder.c.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NAMESPACE, 'migrate']);
+      const err = await rejection(migrateUp(options(db.url, SHIPPED, { lockWaitMs: 1000 })));
+      expect(err.reason).toBe('lock_held');
+      expect(err.exitCode).toBe(EXIT.UNAVAILABLE);
+      expect(err.message).toMatch(
+        new RegExp(
+          `held the migration lock for over 1000 ms: pid ${holder.pid} \\(role postgres, application_name "holding-the-lock", client 127\\.0\\.0\\.1\\)$`,
+        ),
+      );
+      expect(err.hint).toMatch(/pg_terminate_backend/);
+      expect(err.sessions.map((s) => s.pid)).toEqual([holder.pid]);
+    } finally {
+      await holder.c.end();
+      await db.drop();
+    }
+  });
+
+  it('a CREATE INDEX CONCURRENTLY that gives up at MIGRATE_LOCK_TIMEOUT names the open transaction it waited for', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const dir = tempMigrations({
+      '0001_t.sql': 'CREATE TABLE t (id int);',
+      '0002_t_id.sql': '-- pg-maintd: no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n',
+    });
+    const report = await session(db.url, 'long-report');
+    try {
+      await report.c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await report.c.query('SELECT 1');
+      const waits: string[] = [];
+      const err = await rejection(
+        migrateUp(
+          options(db.url, dir, {
+            lockTimeoutMs: 3000,
+            onWait: (w) => waits.push(w ? `${w.reason}:${w.sessions.map((s) => s.pid).join()}` : 'over'),
+          }),
+        ),
+      );
+      expect(err.reason).toBe('lock_wait');
+      expect(err.message).toMatch(
+        new RegExp(
+          `0002_t_id\\.sql failed: canceling statement due to lock timeout \\(SQLSTATE 55P03\\), waiting behind pid ${report.pid} \\(role postgres, application_name "long-report", client 127\\.0\\.0\\.1, transaction open \\d+ s\\)`,
+        ),
+      );
+      expect(err.sessions.map((s) => s.pid)).toContain(report.pid);
+      // a wait that went on was reported while it lasted (past 2 s), and not as over: it failed
+      expect(waits).toContain(`lock_wait:${report.pid}`);
+      expect(waits).not.toContain('over');
+    } finally {
+      await report.c.end();
+      await db.drop();
+    }
+  });
+});
+
+describe('the start-up bootstrap', () => {
+  const fast = { firstRetryMs: 100, maxRetryMs: 400, recheckMs: 200, warnEveryMs: 60_000 };
+
+  it('waits for a held lock with the metric up, then migrates; start() returns at once', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const holder = await session(db.url, 'holding-the-lock');
+    const registry = new Registry();
+    const dir = tempMigrations({ '0001_t.sql': 'CREATE TABLE t (id int);' });
+    const boot = new MigrationBootstrap(options(db.url, dir), logger, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await holder.c.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NAMESPACE, 'migrate']);
+      await boot.start(); // does not wait for the lock
+      await waitFor(
+        () => gauge(registry, 'pgmaintd_migrations_blocked', { reason: 'lock_held' }),
+        (v) => v === 1,
+        10_000,
+        50,
+      );
+      expect(await gauge(registry, 'pgmaintd_migrations_pending')).toBe(1);
+      await holder.c.query('SELECT pg_advisory_unlock_all()');
+      await boot.settled;
+      expect(await gauge(registry, 'pgmaintd_migrations_blocked', { reason: 'lock_held' })).toBe(0);
+      expect(await gauge(registry, 'pgmaintd_migrations_pending')).toBe(0);
+    } finally {
+      await boot.stop();
+      await holder.c.end();
+      await db.drop();
+    }
+  });
+
+  it('a failure retrying cannot fix (tables without history) is reported, not retried, until the history changes; then it runs', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const registry = new Registry();
+    const runs: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n').filter(Boolean))
+          runs.push((JSON.parse(l) as { msg: string }).msg);
+        done();
+      },
+    });
+    const captured = createLogger({ level: 'debug', format: 'json', destination });
+    const boot = new MigrationBootstrap(options(db.url), captured, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await db.pool.query(SEED_SCHEMA);
+      await boot.start();
+      await waitFor(
+        () => gauge(registry, 'pgmaintd_migrations_failed', { reason: 'no_history' }),
+        (v) => v === 1,
+        10_000,
+        50,
+      );
+      expect(await gauge(registry, 'pgmaintd_migrations_pending')).toBe(7);
+      // several re-reads pass without a change: no retry (one error line, not one per re-read)
+      const unchanged = 'migration history unchanged since the failure: not retried';
+      await waitFor(
+        async () => runs.filter((m) => m === unchanged).length,
+        (n) => n >= 3,
+        10_000,
+        50,
+      );
+      expect(runs.filter((m) => m.startsWith('start-up migrations stopped'))).toHaveLength(1);
+      await baselineMigrations(options(db.url));
+      await boot.settled;
+      expect(runs).toContain('schema is up to date');
+      expect(runs.filter((m) => m.startsWith('start-up migrations stopped'))).toHaveLength(1);
+      expect(await gauge(registry, 'pgmaintd_migrations_failed', { reason: 'no_history' })).toBe(0);
+      expect(await gauge(registry, 'pgmaintd_migrations_pending')).toBe(0);
+    } finally {
+      await boot.stop();
+      await db.drop();
+    }
+  });
+
+  it('stop() during a wait returns at once', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const holder = await session(db.url, 'holding-the-lock');
+    const registry = new Registry();
+    const boot = new MigrationBootstrap(options(db.url), logger, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await holder.c.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NAMESPACE, 'migrate']);
+      await boot.start();
+      await waitFor(
+        () => gauge(registry, 'pgmaintd_migrations_blocked', { reason: 'lock_held' }),
+        (v) => v === 1,
+        10_000,
+        50,
+      );
+      const t0 = performance.now();
+      await boot.stop();
+      expect(performance.now() - t0).toBeLessThan(2000);
+    } finally {
+      await holder.c.end();
+      await db.drop();
+    }
+  });
+});
