@@ -9,6 +9,8 @@
  * - An INVALID index left by a failed concurrent build is dropped and built again; a valid one is kept.
  * - An applied migration whose file changed stops the run, naming the file: never re-run or ignored.
  * - A database that holds the tables but no history is not touched: `migrate baseline` adopts it.
+ * - The files run only in a schema no other login role could plant a function, operator or trigger
+ *   in (schema-trust.ts): PostgreSQL would pick a better-matching one there over pg_catalog's.
  */
 import type pg from 'pg';
 import { sessionsText, type SessionInfo } from '../db/sessions.js';
