@@ -6,13 +6,15 @@
  * - the schema `pgmaintd` and the table are owned by the current role or a superuser;
  * - no other role may CREATE in the schema, or hold any privilege but SELECT on the table or its
  *   columns (REFERENCES could make our DELETE fail, TRIGGER run code in our sessions);
- * - no other role is a member of the current role (it could act as it).
+ * - no other role is a member of the current role (it could act as it);
+ * - nothing on the table (a trigger left from a privilege since revoked, say) runs another role's code.
  * pg-maintd creates the schema and the table when missing (the role needs CREATE on the database,
  * or a DBA creates the schema for it). A squatted or shared schema is never written to: the
  * problem and the SQL that fixes it are returned instead.
  * Every name is schema-qualified and every operand typed, so objects another role puts on the
  * search_path cannot stand in for pg_catalog's.
  */
+import { foreignCodeOn } from './foreign-code.js';
 import { loginRolesReaching } from './role-reach.js';
 import { classify } from './sqlstate.js';
 import type { DbPool } from './pool.js';
@@ -74,7 +76,8 @@ const INSPECT_SQL = `
          ARRAY(SELECT pg_catalog.quote_ident(r.rolname) FROM pg_catalog.pg_roles r
                 WHERE r.oid NOT IN (SELECT oid FROM trusted)
                   AND pg_catalog.pg_has_role(r.oid, (SELECT oid FROM me), 'MEMBER')
-                ORDER BY 1) AS members`;
+                ORDER BY 1) AS members,
+         ${foreignCodeOn((rel) => `${rel} = (SELECT oid FROM tbl)`)} AS table_foreign_code`;
 
 interface Inspection {
   me: string;
@@ -88,6 +91,7 @@ interface Inspection {
   table_owner_ok: boolean | null;
   table_writers: string[];
   members: string[];
+  table_foreign_code: string[];
 }
 
 const CREATE_SCHEMA_SQL = `CREATE SCHEMA IF NOT EXISTS ${LEASE_SCHEMA}`;
@@ -190,6 +194,12 @@ function tableProblem(s: Inspection): LeaseProblem | undefined {
     return {
       problem: `other roles hold privileges to change ${LEASE_TABLE}: ${s.table_writers.join(', ')}`,
       fix: `a DBA runs: REVOKE ALL ON ${LEASE_TABLE} FROM ${s.table_writers.join(', ')}; (and any column privileges: REVOKE ALL (name, holder, token, acquired_at, expires_at) ON ${LEASE_TABLE} FROM ...)`,
+    };
+  // made while someone held a privilege since taken back: a REVOKE leaves it in place
+  if (s.table_foreign_code.length)
+    return {
+      problem: `${LEASE_TABLE} runs code of other roles: ${s.table_foreign_code.join(', ')}`,
+      fix: `a DBA checks what it is, then runs: DROP TABLE ${LEASE_TABLE} CASCADE; (pg-maintd creates it again; leases hold nothing worth keeping)`,
     };
   return undefined;
 }

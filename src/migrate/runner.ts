@@ -26,7 +26,7 @@ import {
   type MigrateOptions,
   type RunnerSession,
 } from './runner-session.js';
-import { checkSchemaTrust } from './schema-trust.js';
+import { checkReadSchemaOwner, checkSchemaTrust } from './schema-trust.js';
 import { concurrentIndexName, createdTables, loadMigrations, type MigrationFile } from './files.js';
 
 export type { MigrateOptions, MigrationWait } from './runner-session.js';
@@ -35,6 +35,8 @@ const HISTORY_TABLE = 'public.pgmaintd_migrations';
 /** The schema the migration files build in: named, never the role's search_path (whose "$user" may
  * be a schema of pg-maintd's own, such as its leases'). */
 const APP_SCHEMA = 'public';
+/** Schemas the files call into when they exist: 0007 uses Supabase's auth.uid(). */
+const READ_SCHEMAS = ['auth'];
 
 const HISTORY_DDL = `
   CREATE TABLE IF NOT EXISTS ${HISTORY_TABLE} (
@@ -82,7 +84,9 @@ const HISTORY_TRUST_SQL = `
          pg_catalog.pg_has_role(c.relowner, 'MEMBER') OR r.rolsuper AS owner_ok,
          c.relforcerowsecurity AS forced,
          ${loginRolesReaching(
-           (g) => `pg_catalog.has_table_privilege(${g}, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER')`,
+           (g) =>
+             `pg_catalog.has_table_privilege(${g}, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER')
+              OR pg_catalog.has_any_column_privilege(${g}, c.oid, 'INSERT, UPDATE')`,
            (o) => `${o} = c.relowner OR pg_catalog.pg_has_role(${o}, c.relowner, 'MEMBER')`,
          )} AS writers
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
@@ -173,6 +177,7 @@ export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
     const result: UpResult = { applied: [], repaired: [], waitedForLock };
     if (pending.length === 0) return result;
     await checkSchemaTrust(client, APP_SCHEMA);
+    for (const schema of READ_SCHEMAS) await checkReadSchemaOwner(client, schema);
 
     if (applied.length === 0) {
       const found = await existingTables(client, pending);
@@ -187,6 +192,8 @@ export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
         );
     }
     await createHistory(client);
+    // made just now, it may have come with privileges for others (ALTER DEFAULT PRIVILEGES)
+    await readHistory(client);
     for (const f of pending) {
       if (o.signal?.aborted) throw o.signal.reason as Error;
       const t0 = performance.now();
@@ -225,10 +232,20 @@ async function runInTransaction(
     await record(client, f, Math.round(performance.now() - t0));
     // a shutdown that came while the statement ran (and a cancel missed it) still rolls back
     if (o.signal?.aborted) throw o.signal.reason as Error;
+    // a way in that opened while the file ran (a function planted by a session that kept a role
+    // taken away since) undoes it, with whatever that code did as pg-maintd's role
+    await client.query(`SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)`);
+    await checkSchemaTrust(
+      client,
+      APP_SCHEMA,
+      `Migration ${f.file} was rolled back: nothing of it was applied`,
+    );
+    await readHistory(client);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     if (o.signal?.aborted) throw interrupted(f, err);
+    if (err instanceof MigrationError) throw err;
     throw failed(f, err, 'rolled back: nothing of it was applied or recorded');
   }
   return undefined;
@@ -276,9 +293,22 @@ async function runAlone(
       }
     }
     try {
+      await checkSchemaTrust(client, APP_SCHEMA);
       await client.query(`SELECT pg_catalog.set_config('search_path', '${APP_SCHEMA}', false)`);
       await watched(session, o, () => client.query(f.sql));
+      await client.query(`SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)`);
+      // outside a transaction nothing can be undone: the index is dropped, and the alarm raised
+      await checkSchemaTrust(client, APP_SCHEMA, afterAlone(f, index?.name)).catch(async (err: unknown) => {
+        if (index)
+          await client
+            .query(
+              `DROP INDEX CONCURRENTLY IF EXISTS ${client.escapeIdentifier(index.schema ?? APP_SCHEMA)}.${client.escapeIdentifier(index.name)}`,
+            )
+            .catch(() => undefined);
+        throw err;
+      });
     } catch (err) {
+      if (err instanceof MigrationError) throw err;
       if (o.signal?.aborted) throw interrupted(f, err);
       throw failed(
         f,
@@ -296,6 +326,11 @@ async function runAlone(
       )
       .catch(() => undefined);
   }
+}
+
+/** What became of a no-transaction migration after which a way in was found. */
+function afterAlone(f: MigrationFile, index: string | undefined): string {
+  return `Migration ${f.file} ran outside a transaction meanwhile${index ? `: its index ${index} was dropped again` : ''}, and was not recorded; code of those roles may have run as pg-maintd's role during it: check what they were granted`;
 }
 
 /** A migration stopped by a shutdown: not a fault of the file, and nothing of it was recorded. */

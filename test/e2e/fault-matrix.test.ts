@@ -424,11 +424,20 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
         dbUp: true,
         oneShot: true, // the next tick takes a fresh lease
         async inject() {
-          await midStream(dir, cluster.port, 'app');
-          // as a superuser clearing the table would (no other role may write it)
-          await fill('app', async (p) => {
-            await p.query("DELETE FROM pgmaintd.leases WHERE name = 'backup:app'");
-          });
+          const mark = rig.d.lines().length;
+          const pid = await midStream(dir, cluster.port, 'app');
+          // pg_dump held still until the renewal has seen the row gone: on a busy machine the dump
+          // could otherwise end first, and nothing would be lost
+          process.kill(pid, 'SIGSTOP');
+          try {
+            // as a superuser clearing the table would (no other role may write it)
+            await fill('app', async (p) => {
+              await p.query("DELETE FROM pgmaintd.leases WHERE name = 'backup:app'");
+            });
+            await waitLog(rig.d, mark, (l) => l.msg === 'lease lost: stopping the work it covered');
+          } finally {
+            process.kill(pid, 'SIGCONT');
+          }
         },
         async clear() {},
       });

@@ -2,12 +2,12 @@
 // puts there runs as pg-maintd, fakes the migration history, or passes for a migration's index; and
 // a schema named like pg-maintd's role (first on its default search_path) never receives the app.
 import pg from 'pg';
-import { cpSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exit-codes.js';
-import { cliEnv, runCli } from '../support/daemon.js';
+import { cliEnv, runCli, waitFor } from '../support/daemon.js';
 import { adminUrl, createOwnedDatabase, withDatabase, type OwnedDatabase } from '../support/postgres.js';
 
 let owned: OwnedDatabase;
@@ -174,6 +174,123 @@ describe('another role with CREATE on public', () => {
     expect(r.out).toMatch(
       /builds index idx_users_email_hash, but public\.idx_users_email_hash exists already on table decoy, made by another role: nothing was done/,
     );
+  });
+});
+
+describe('what another role left behind, or slips in while the migrations run', () => {
+  const login = () => `${attacker}_l`;
+  afterEach(async () => {
+    await owned.admin(`DROP OWNED BY ${login()}; DROP ROLE IF EXISTS ${login()}`).catch(() => undefined);
+    const c = new pg.Client({ connectionString: adminUrl() });
+    await c.connect();
+    await c.query(`DROP ROLE IF EXISTS ${login()}`).catch(() => undefined);
+    await c.end();
+  });
+
+  function firstOnly(): string {
+    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-hostile-mig-'));
+    cpSync(join('migrations', '0001_initial_schema.sql'), join(dir, '0001_initial_schema.sql'));
+    return dir;
+  }
+
+  it('default privileges that would give it TRIGGER on the tables pg-maintd makes: nothing is made (exit 65)', async () => {
+    await owned.admin(`CREATE ROLE ${login()} LOGIN;
+      ALTER DEFAULT PRIVILEGES FOR ROLE ${owned.role} IN SCHEMA public GRANT ALL ON TABLES TO ${login()}`);
+    const r = await runCli(['migrate', 'up'], env());
+    expect(r.code, r.out).toBe(EXIT.DATAERR);
+    expect(r.out).toContain(`${login()} can create, replace or trigger objects in the schema public`);
+    // refused before the history table (which would have come with TRIGGER for it) was made
+    expect(await rows(`SELECT pg_catalog.to_regclass('public.pgmaintd_migrations') IS NULL AS none`)).toEqual(
+      [{ none: true }],
+    );
+  });
+
+  it('a trigger it hung on a table while it could, whose privilege was taken back since, stops the migrations', async () => {
+    const e = env();
+    expect((await runCli(['migrate', 'up'], { ...e, MIGRATIONS_DIR: firstOnly() })).code).toBe(0);
+    await owned.admin(`CREATE ROLE ${login()} LOGIN; GRANT TRIGGER ON public.users TO ${login()};
+      CREATE SCHEMA ${login()} AUTHORIZATION ${login()}`);
+    await owned.admin(`SET ROLE ${login()};
+      CREATE FUNCTION ${login()}.f() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN EXECUTE format('GRANT ALL ON public.users TO %I', '${login()}'); RETURN NEW; END$$;
+      CREATE TRIGGER t AFTER UPDATE ON public.users FOR EACH STATEMENT EXECUTE FUNCTION ${login()}.f()`);
+    // the DBA takes the privilege back, as the first refusal would have said: the trigger stays
+    await owned.admin(`REVOKE TRIGGER ON public.users FROM ${login()}`);
+    const r = await runCli(['migrate', 'up'], e);
+    expect(r.code, r.out).toBe(EXIT.DATAERR);
+    expect(r.out).toContain(`trigger t on public.users calls function ${login()}.f() of ${login()}`);
+    expect(r.out).toMatch(/fix: .*drop those triggers/);
+    expect(await rows(`SELECT count(*)::int AS n FROM public.pgmaintd_migrations`)).toEqual([{ n: 1 }]);
+  });
+
+  it('a column grant on the migration history is a way to write it: not trusted (exit 65)', async () => {
+    const e = env();
+    expect((await runCli(['migrate', 'up'], { ...e, MIGRATIONS_DIR: firstOnly() })).code).toBe(0);
+    await owned.admin(`CREATE ROLE ${login()} LOGIN;
+      GRANT INSERT (version, name, checksum, duration_ms) ON public.pgmaintd_migrations TO ${login()}`);
+    const r = await runCli(['migrate', 'up'], e);
+    expect(r.code, r.out).toBe(EXIT.DATAERR);
+    expect(r.out).toContain(`the migration history public.pgmaintd_migrations may be changed by ${login()}`);
+  });
+
+  it('a schema auth made by a role with CREATE on the database never decides the row-level security', async () => {
+    await owned.admin(`CREATE ROLE ${login()} LOGIN; GRANT CREATE ON DATABASE ${owned.name} TO ${login()}`);
+    await owned.admin(`SET ROLE ${login()}; CREATE SCHEMA auth;
+      CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql AS $$SELECT NULL::uuid$$`);
+    const r = await runCli(['migrate', 'up'], env());
+    expect(r.code, r.out).toBe(EXIT.DATAERR);
+    expect(r.out).toContain(`the schema auth when it exists, and it belongs to ${login()}`);
+    await owned.admin(`DROP SCHEMA auth CASCADE`);
+    const again = await runCli(['migrate', 'up'], env());
+    expect(again.code, again.out).toBe(0);
+    expect(
+      await rows(`SELECT count(*)::int AS n FROM pg_catalog.pg_policies WHERE qual LIKE '%auth.uid%'`),
+    ).toEqual([{ n: 0 }]);
+  });
+
+  it('a function planted while a migration runs, by a session that kept a role taken back since, rolls that migration back', async () => {
+    // a stand-in for a long migration over real data: it waits on a lock the test holds
+    const dir = firstOnly();
+    writeFileSync(join(dir, '0002_slow.sql'), 'SELECT pg_catalog.pg_advisory_xact_lock(424242);\n');
+    await owned.admin(`CREATE ROLE ${login()} LOGIN PASSWORD 'x-${owned.password}' IN ROLE ${attacker};
+      GRANT CONNECT ON DATABASE ${owned.name} TO ${login()}`);
+    const url = new URL(owned.url);
+    url.username = login();
+    url.password = `x-${owned.password}`;
+    const mal = new pg.Client({ connectionString: url.toString() });
+    const holder = new pg.Client({ connectionString: withDatabase(adminUrl(), owned.name) });
+    await Promise.all([mal.connect(), holder.connect()]);
+    try {
+      await mal.query(`SET ROLE ${attacker}`);
+      await owned.admin(`REVOKE ${attacker} FROM ${login()}`); // its open session keeps acting as it
+      await holder.query('SELECT pg_catalog.pg_advisory_lock(424242)');
+      const run = runCli(['migrate', 'up'], { ...env(), MIGRATIONS_DIR: dir, MIGRATE_LOCK_TIMEOUT: '10m' });
+      let ended: { code: number | null; out: string } | undefined;
+      void run.then((r) => (ended = r));
+      await waitFor(
+        async () =>
+          ended ??
+          (await rows(`SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND NOT granted`))
+            .length,
+        (x) => x !== 0,
+        50_000,
+      );
+      expect(ended?.out).toBeUndefined(); // still waiting in 0002
+      await mal.query(
+        `CREATE FUNCTION public.lower(character varying) RETURNS text LANGUAGE sql AS $$SELECT 'x'$$`,
+      );
+      await holder.query('SELECT pg_catalog.pg_advisory_unlock(424242)');
+      const r = await run;
+      expect(r.code, r.out).toBe(EXIT.DATAERR);
+      expect(r.out).toContain(`${attacker} owns objects in public`);
+      expect(r.out).toContain('Migration 0002_slow.sql was rolled back: nothing of it was applied');
+      expect(r.out).toMatch(/pg_terminate_backend/);
+      expect(await rows(`SELECT version FROM public.pgmaintd_migrations ORDER BY 1`)).toEqual([
+        { version: 1 },
+      ]);
+    } finally {
+      await Promise.all([mal.end(), holder.end()]);
+    }
   });
 });
 

@@ -368,6 +368,33 @@ describe('a lease table another role could write is never trusted', () => {
     }
   });
 
+  it('a trigger another role hung on the table while it held TRIGGER, revoked since: still not trusted', async () => {
+    const tbl = `CREATE TABLE pgmaintd.leases (name text PRIMARY KEY, holder text NOT NULL, token text NOT NULL,
+      acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, done_slot timestamptz)`;
+    const { r, ran, d } = await attempt(
+      `GRANT CREATE ON DATABASE $DB TO ${owner}, ${attacker};
+       SET ROLE ${owner}; CREATE SCHEMA pgmaintd; ${tbl};
+       GRANT USAGE ON SCHEMA pgmaintd TO ${attacker}; GRANT TRIGGER ON pgmaintd.leases TO ${attacker};
+       SET ROLE ${attacker}; CREATE SCHEMA ${attacker};
+       CREATE FUNCTION ${attacker}.f() RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN RETURN NULL; END$f$;
+       CREATE TRIGGER swallow BEFORE INSERT OR UPDATE ON pgmaintd.leases FOR EACH ROW EXECUTE FUNCTION ${attacker}.f();
+       SET ROLE ${owner}; REVOKE TRIGGER ON pgmaintd.leases FROM ${attacker}; RESET ROLE`,
+      owner,
+    );
+    try {
+      expect(ran).toBe(false);
+      const p = (r as Extract<LeaderResult<unknown>, { reason: 'lease_unusable' }>).problem;
+      expect(p.problem).toBe(
+        `pgmaintd.leases runs code of other roles: trigger swallow on pgmaintd.leases calls function ${attacker}.f() of ${attacker}`,
+      );
+      expect(p.fix).toMatch(/DROP TABLE pgmaintd\.leases CASCADE;/);
+      await applyFix(d, p.fix, owner);
+    } finally {
+      await admin(`DROP OWNED BY ${attacker}`, d.name).catch(() => undefined);
+      await d.drop();
+    }
+  });
+
   it('another role that is a member of pg-maintd’s role (it could act as it)', async () => {
     const { r, ran, d } = await attempt(
       `GRANT CREATE ON DATABASE $DB TO ${owner}; GRANT ${owner} TO ${attacker}`,

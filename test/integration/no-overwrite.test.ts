@@ -114,6 +114,9 @@ describe('a directory whose entries were swapped for links or FIFOs', () => {
     await expect(fs.list('app/')).rejects.toThrow(/through a symbolic link/);
     await expect(fs.delete(['app/app_20250101_020000.sql.gz'])).rejects.toThrow(/through a symbolic link/);
     expect(readdirSync(outside).sort()).toEqual(['app_20250101_020000.sql.gz', 'y.manifest.json']);
+    // nor is a folder made through it (mkdir follows links in the path, as every call does)
+    await expect(fs.putSmall('app/sub/z.manifest.json', '{}')).rejects.toThrow(/through a symbolic link/);
+    expect(readdirSync(outside).sort()).toEqual(['app_20250101_020000.sql.gz', 'y.manifest.json']);
     // a link to another database's folder, inside the directory, is no better
     mkdirSync(join(dir, 'other'));
     writeFileSync(join(dir, 'other', 'other_20250101_020000.sql.gz'), 'not app2');

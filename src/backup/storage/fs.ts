@@ -94,6 +94,21 @@ export class FsStorage implements Storage {
     await this.#plainFolder(dirname(path));
   }
 
+  /** The nearest of `folder` and the folders above it (up to the root) that exists, a link or not. */
+  async #existingAncestor(folder: string): Promise<string> {
+    let f = folder;
+    while (f !== this.root && f !== dirname(f)) {
+      try {
+        await lstat(f);
+        return f;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        f = dirname(f);
+      }
+    }
+    return f;
+  }
+
   async #plainFolder(folder: string): Promise<void> {
     const root = await realpath(this.root);
     const expected = join(root, relative(this.root, folder));
@@ -132,6 +147,8 @@ export class FsStorage implements Storage {
   /** Writes to a temporary name, fsyncs, puts it in place; on failure removes the temporary file. */
   async #atomicWrite(key: string, replace: boolean, write: (temp: string) => Promise<void>): Promise<void> {
     const final = this.#path(key);
+    // mkdir follows a link too: the part that exists already is checked before anything is made
+    await this.#plainFolder(await this.#existingAncestor(dirname(final)));
     await mkdir(dirname(final), { recursive: true });
     await this.#confined(final);
     const temp = `${final}${PARTIAL_MARK}${randomBytes(4).toString('hex')}`;
