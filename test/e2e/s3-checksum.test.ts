@@ -185,7 +185,10 @@ describe('a store that refuses the SDK’s checksums (emulated)', () => {
       const kept = await storedKeys(bucket);
       expect(kept).toHaveLength(2); // the backup and its manifest
 
-      const failed = await runCli(['backup'], envFor(refusing.url, bucket, { S3_CHECKSUM: 'when_supported' }));
+      const failed = await runCli(
+        ['backup'],
+        envFor(refusing.url, bucket, { S3_CHECKSUM: 'when_supported' }),
+      );
       expect(failed.code, failed.out).toBe(EXIT.FAILURE); // a failed backup, whatever the reason
       expect(refusing.faulted()).toBeGreaterThan(0);
       expect(failed.out).toMatch(/NotImplemented \(HTTP 501\): Header 'x-amz-checksum-crc32'/);
@@ -221,7 +224,9 @@ describe('a store that refuses the SDK’s checksums (emulated)', () => {
       expect(err).toBeInstanceOf(OperatorError);
       expect((err as OperatorError).hint).toMatch(/S3_CHECKSUM=when_required/);
       expect(notices).toEqual([]);
-      expect(refusing.requests.filter((r) => r.kind === 'PutObject').map((r) => r.ifNoneMatch)).toEqual(['*']);
+      expect(refusing.requests.filter((r) => r.kind === 'PutObject').map((r) => r.ifNoneMatch)).toEqual([
+        '*',
+      ]);
     } finally {
       refusing.pass();
       storage.close();

@@ -172,7 +172,10 @@ export function createS3Emulation(target: URL, agent: Agent): S3Emulation {
           return 204;
         });
       }
-      if ((info.kind === 'UploadPart' || info.kind === 'CompleteMultipartUpload') && aborted.has(info.uploadId!))
+      if (
+        (info.kind === 'UploadPart' || info.kind === 'CompleteMultipartUpload') &&
+        aborted.has(info.uploadId!)
+      )
         return drained(req).then(() => noSuchUpload(res));
       return undefined;
     },
