@@ -195,9 +195,13 @@ describe('configuration', () => {
     );
     for (const mode of ['when_supported', 'when_required'] as const)
       for (const env of [{}, { S3_ENDPOINT: endpoint }])
-        expect(load({ env: { ...env, S3_BUCKET: 'backups', S3_CHECKSUM: mode } }).config.s3.checksum).toBe(mode);
+        expect(load({ env: { ...env, S3_BUCKET: 'backups', S3_CHECKSUM: mode } }).config.s3.checksum).toBe(
+          mode,
+        );
     const err = problemsOf(() => load({ env: { S3_CHECKSUM: 'WHEN_REQUIRED' } }));
-    expect(err.describe()).toMatch(/S3_CHECKSUM \(from .*\): got "WHEN_REQUIRED"; expected when_supported \| when_required/);
+    expect(err.describe()).toMatch(
+      /S3_CHECKSUM \(from .*\): got "WHEN_REQUIRED"; expected when_supported \| when_required/,
+    );
   });
 
   it('masks secrets in error output', () => {
