@@ -68,6 +68,7 @@ export async function runDaemon(
   const watchdog = new EventLoopWatchdog({ maxLagMs: config.http.livenessMaxLagMs });
   const scheduler = new Scheduler({ maxStallMs: config.http.livenessMaxLagMs, registry, logger });
   const storage = await createStorage(config);
+  if (config.s3.bucket) logS3Checksum(loaded, logger);
   const catalog = catalogFor(config, storage);
   const backupMetrics = new BackupMetrics(registry, config.backup.databases);
   const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };
@@ -198,4 +199,15 @@ export async function runDaemon(
   void readStoredState(); // the backup gauges tell the stored truth from the start
   opts.onReady?.(daemon);
   return daemon;
+}
+
+/** Which S3_CHECKSUM mode is in effect, and why: a store that refuses it fails every upload. */
+function logS3Checksum({ config, origins }: LoadedConfig, logger: Logger): void {
+  const mode = config.s3.checksum;
+  const why = origins.S3_CHECKSUM
+    ? 'set'
+    : config.s3.endpoint
+      ? 'the default with S3_ENDPOINT'
+      : 'the default for AWS S3';
+  logger.info({ s3Checksum: mode }, `S3 integrity checksums: ${mode} (${why})`);
 }

@@ -73,6 +73,18 @@ export const METRICS_COLLECTORS = [
   'stat_statements',
 ] as const;
 export type CollectorName = (typeof METRICS_COLLECTORS)[number];
+/**
+ * When the AWS SDK adds integrity checksums (CRC32) to requests and checks those of answers: on every
+ * upload where S3 supports them (the SDK's default since 3.729), or only where an operation requires
+ * one (DeleteObjects). Several S3-compatible stores refuse the checksum headers of the former.
+ */
+export const S3_CHECKSUM_MODES = ['when_supported', 'when_required'] as const;
+export type S3ChecksumMode = (typeof S3_CHECKSUM_MODES)[number];
+
+/** S3_CHECKSUM when unset: AWS gets the SDK's default; a store at a custom S3_ENDPOINT the safe one. */
+export function defaultS3Checksum(endpoint: string | undefined): S3ChecksumMode {
+  return endpoint ? 'when_required' : 'when_supported';
+}
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 /** The longest LEASE_TTL: a lease that expires later than this from now is void (db/lease.ts). */
@@ -289,6 +301,12 @@ export const FIELDS = {
     default: false,
     doc: 'Path-style addressing (bucket in the path), which most S3-compatible stores need.',
     allowed: 'true or false',
+    group: 'S3',
+  },
+  S3_CHECKSUM: {
+    schema: oneOf(S3_CHECKSUM_MODES).optional(),
+    doc: 'Integrity checksums the AWS SDK adds to uploads and checks on downloads. when_supported: a CRC32 on every upload (the SDK’s default, which AWS S3 verifies); when_required: only where the S3 API demands one. Several S3-compatible stores refuse the checksum headers (see "S3-compatible stores"). pg-maintd checks every backup’s SHA-256 itself in either mode. Unset: when_required with S3_ENDPOINT, when_supported without (AWS).',
+    allowed: S3_CHECKSUM_MODES.join(' | '),
     group: 'S3',
   },
   S3_SSE: {

@@ -11,7 +11,15 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { fileReadProblem, OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec, type SslMode } from './fields.js';
+import {
+  defaultS3Checksum,
+  FIELDS,
+  FIELD_NAMES,
+  flagFor,
+  type FieldName,
+  type FieldSpec,
+  type SslMode,
+} from './fields.js';
 import { parseDatabaseUrl } from '../db/url.js';
 import { readUrlFile } from '../db/url-file.js';
 import { editDistance } from './edit-distance.js';
@@ -239,6 +247,7 @@ function shape(p: Parsed) {
       region: p.S3_REGION,
       endpoint: p.S3_ENDPOINT,
       forcePathStyle: p.S3_FORCE_PATH_STYLE,
+      checksum: p.S3_CHECKSUM ?? defaultS3Checksum(p.S3_ENDPOINT),
       sse: p.S3_SSE,
       kmsKeyId: p.S3_SSE_KMS_KEY_ID,
       storageClass: p.S3_STORAGE_CLASS,

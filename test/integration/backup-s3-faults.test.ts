@@ -398,9 +398,10 @@ describe('runBackup against a faulty S3 store', () => {
     expect(parts.every((q) => q.status === 500)).toBe(true);
     expect(Math.max(...parts.map((q) => q.attempt ?? 0))).toBe(2);
     expect(proxy.count('CompleteMultipartUpload')).toBe(0);
-    // The multipart upload is aborted (leavePartsOnError=false). s3rver implements neither
-    // ListMultipartUploads (NotImplemented) nor AbortMultipartUpload (405), so "no upload left open"
-    // is checked as: the client asked to abort exactly the upload its parts went to.
+    // The multipart upload is aborted. s3rver implements neither ListMultipartUploads (NotImplemented)
+    // nor AbortMultipartUpload (405), so here it is checked as: the client asked to abort exactly the
+    // upload its parts went to. That the store then no longer lists it is in
+    // e2e/s3-paging-and-aborts.test.ts, where the proxy emulates both.
     const uploadIds = new Set(parts.map((q) => q.uploadId));
     await waitFor(
       async () => proxy.count('AbortMultipartUpload'),

@@ -11,6 +11,9 @@
  * requests that do not match, and those after `times` ran out, pass. Every request is counted and
  * logged by kind, so a test can see the retries.
  *
+ * It can also serve what s3rver lacks (s3-emulation.ts): paged ListObjectsV2 past 1,000 keys
+ * (pageListings), and ListMultipartUploads with AbortMultipartUpload (trackUploads).
+ *
  * The Host header is forwarded unchanged: SigV4 signs it, so a store that checks signatures (MinIO,
  * AWS) accepts the proxied request only if it sees the Host the client signed. s3rver does not check
  * signatures and serves path-style requests whatever the Host; backup-s3-faults.test.ts checks both
@@ -25,6 +28,7 @@ import {
 } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { createS3Emulation, type OpenUpload } from './s3-emulation.js';
 
 export type RequestKind =
   | 'ListBuckets'
@@ -78,6 +82,8 @@ export interface RequestRecord {
   status: number | undefined;
   /** The If-None-Match header the request carried, if any. */
   ifNoneMatch: string | undefined;
+  /** Answered by the proxy's emulation of what s3rver lacks, not by the store. */
+  emulated: boolean;
 }
 
 interface FaultOptions {
@@ -174,6 +180,23 @@ function attemptOf(header: string | string[] | undefined): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/**
+ * Whether a request carries the AWS SDK's integrity checksums: x-amz-sdk-checksum-algorithm,
+ * x-amz-checksum-algorithm or an x-amz-checksum-* value, or an aws-chunked body with an x-amz-trailer
+ * (x-amz-checksum-mode, a download asking for the stored checksum, is not one).
+ */
+export function carriesChecksum(headers: IncomingMessage['headers']): boolean {
+  return (
+    /aws-chunked/i.test(String(headers['content-encoding'] ?? '')) ||
+    Object.keys(headers).some(
+      (h) =>
+        h === 'x-amz-sdk-checksum-algorithm' ||
+        h === 'x-amz-trailer' ||
+        (h.startsWith('x-amz-checksum-') && h !== 'x-amz-checksum-mode'),
+    )
+  );
+}
+
 /** Ready-made predicates for `match`. */
 export const on = {
   kind:
@@ -184,6 +207,8 @@ export const on = {
     (...methods: string[]): Match =>
     (r) =>
       methods.includes(r.method),
+  /** Requests carrying the AWS SDK's integrity checksums (carriesChecksum). */
+  checksummed: (): Match => (r) => carriesChecksum(r.headers),
   /** Everything except the given kinds. */
   not:
     (m: Match): Match =>
@@ -216,6 +241,18 @@ export interface FaultProxy {
    * test store, s3rver, ignores the header): a write to a key that exists gets 412 PreconditionFailed.
    */
   enforceIfNoneMatch(on: boolean): void;
+  /**
+   * Serve ListObjectsV2 in pages of `pageSize` keys (default 1,000, as S3) from the store's v1
+   * listing, for s3rver, which fails past 1,000 keys; 0 passes listings to the store again.
+   */
+  pageListings(pageSize?: number): void;
+  /**
+   * Track multipart uploads and answer ListMultipartUploads and AbortMultipartUpload (s3rver
+   * implements neither); parts sent to an aborted upload get 404 NoSuchUpload.
+   */
+  trackUploads(on: boolean): void;
+  /** The multipart uploads created and neither completed nor aborted, while tracking. */
+  openUploads(): OpenUpload[];
   /** Stops listening and drops every open connection: the port refuses connections (ECONNREFUSED). */
   down(): Promise<void>;
   /** Listens again on the same port after down(). */
@@ -239,6 +276,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const records: RequestRecord[] = [];
   let fault: Fault | undefined;
   let enforceIfNoneMatch = false;
+  const emulation = createS3Emulation(target, agent);
 
   /** Whether the upstream store holds `key` (a HEAD of it). */
   const exists = (bucket: string, key: string) =>
@@ -270,7 +308,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     return f;
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, rec: RequestRecord) => {
+  const forward = (req: IncomingMessage, res: ServerResponse, rec: RequestRecord, info: ProxiedRequest) => {
     const headers = { ...req.headers };
     if (opts.rewriteHost) headers.host = target.host;
     const up = httpRequest(
@@ -285,6 +323,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       },
       (upRes) => {
         rec.status = upRes.statusCode;
+        emulation.observe(info, upRes);
         res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders);
         upRes.pipe(res);
         upRes.on('error', () => res.destroy());
@@ -330,9 +369,19 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       fault: undefined,
       status: undefined,
       ifNoneMatch: req.headers['if-none-match'],
+      emulated: false,
     };
     records.push(rec);
     const f = take(info);
+    const emulated = f ? undefined : emulation.answer(info, req, res);
+    if (emulated) {
+      rec.emulated = true;
+      emulated.then(
+        (status) => (rec.status = status),
+        () => res.destroy(),
+      );
+      return;
+    }
     const conditional =
       enforceIfNoneMatch &&
       rec.ifNoneMatch === '*' &&
@@ -342,7 +391,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     if (!f && conditional) {
       req.pause();
       void exists(info.bucket!, info.key!).then((taken) => {
-        if (!taken) return forward(req, res, rec);
+        if (!taken) return forward(req, res, rec, info);
         rec.fault = 'precondition';
         void drain(req).then(() => {
           if (res.destroyed) return;
@@ -361,7 +410,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       });
       return;
     }
-    if (!f) return forward(req, res, rec);
+    if (!f) return forward(req, res, rec, info);
 
     if (f.type === 'status') {
       rec.fault = `status ${f.status}`;
@@ -399,7 +448,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     const timer = setTimeout(() => {
       timers.delete(timer);
       if (req.destroyed || res.destroyed) return;
-      forward(req, res, rec);
+      forward(req, res, rec, info);
     }, f.ms);
     timers.add(timer);
     res.on('close', () => {
@@ -467,6 +516,13 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     enforceIfNoneMatch(on) {
       enforceIfNoneMatch = on;
     },
+    pageListings(pageSize = 1000) {
+      emulation.pageListings(pageSize);
+    },
+    trackUploads(on) {
+      emulation.trackUploads(on);
+    },
+    openUploads: () => emulation.openUploads(),
     down: shut,
     async up() {
       if (!server.listening) await listen(port);

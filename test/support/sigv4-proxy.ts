@@ -4,18 +4,36 @@
  * this a test could not tell whether the secret access key was used at all: here a request signed
  * with any other secret gets 403 SignatureDoesNotMatch, and an unknown key 403 InvalidAccessKeyId.
  * Header-signed requests only (what the SDK sends); the payload hash is taken from
- * x-amz-content-sha256, as the signer put it there.
+ * x-amz-content-sha256, as the signer put it there (or the STREAMING-... marker of an aws-chunked body).
+ * Every request that passed is kept with its headers, so a test can see what the SDK sent.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { Agent, createServer, request as httpRequest, type IncomingMessage } from 'node:http';
+import {
+  Agent,
+  createServer,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+} from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { s3ErrorXml } from './fault-proxy.js';
+import { classify, s3ErrorXml, type RequestKind } from './fault-proxy.js';
+
+export interface SeenRequest {
+  method: string;
+  url: string;
+  kind: RequestKind;
+  headers: IncomingHttpHeaders;
+}
 
 export interface SigV4Proxy {
   /** http://127.0.0.1:<port>, to use as the S3 endpoint. */
   readonly url: string;
   /** Requests that passed the check, and those refused (by error code). */
   readonly stats: { accepted: number; refused: Record<string, number> };
+  /** The requests that passed the check, in arrival order. */
+  readonly requests: readonly SeenRequest[];
+  /** Forgets the requests seen. */
+  clearLog(): void;
   close(): Promise<void>;
 }
 
@@ -78,6 +96,7 @@ export async function startSigV4Proxy(opts: {
   const agent = new Agent({ keepAlive: true });
   const sockets = new Set<Socket>();
   const stats = { accepted: 0, refused: {} as Record<string, number> };
+  const requests: SeenRequest[] = [];
   const refuse = (res: import('node:http').ServerResponse, code: string, message: string) => {
     stats.refused[code] = (stats.refused[code] ?? 0) + 1;
     res.writeHead(403, { 'content-type': 'application/xml' });
@@ -108,6 +127,9 @@ export async function startSigV4Proxy(opts: {
       );
     }
     stats.accepted++;
+    const method = req.method ?? 'GET';
+    const url = req.url ?? '/';
+    requests.push({ method, url, kind: classify(method, url).kind, headers: { ...req.headers } });
     const up = httpRequest(
       {
         hostname: target.hostname,
@@ -134,6 +156,8 @@ export async function startSigV4Proxy(opts: {
   return {
     url: `http://127.0.0.1:${port}`,
     stats,
+    requests,
+    clearLog: () => void (requests.length = 0),
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -64,6 +64,7 @@ const BAD: Record<FieldName, string[]> = {
   S3_REGION: ['EU WEST', 'x'],
   S3_ENDPOINT: ['minio:9000', 'ftp://minio/'],
   S3_FORCE_PATH_STYLE: ['sometimes'],
+  S3_CHECKSUM: ['WHEN_REQUIRED', 'off', 'crc32'],
   S3_SSE: ['aes256', 'kms'],
   S3_SSE_KMS_KEY_ID: ['key-without-sse'],
   S3_STORAGE_CLASS: ['COLD', 'standard'],
@@ -184,6 +185,23 @@ describe('configuration', () => {
     const cert = tempFile('client.pem', 'x');
     const err2 = problemsOf(() => load({ env: { DB_SSL_CERT: cert } }));
     expect(err2.problems[0]!.field).toBe('DB_SSL_KEY');
+  });
+
+  it('takes S3_CHECKSUM as set, else when_required for a custom S3_ENDPOINT and when_supported for AWS', () => {
+    const endpoint = 'https://minio.internal:9000';
+    expect(load({ env: { S3_BUCKET: 'backups' } }).config.s3.checksum).toBe('when_supported');
+    expect(load({ env: { S3_BUCKET: 'backups', S3_ENDPOINT: endpoint } }).config.s3.checksum).toBe(
+      'when_required',
+    );
+    for (const mode of ['when_supported', 'when_required'] as const)
+      for (const env of [{}, { S3_ENDPOINT: endpoint }])
+        expect(load({ env: { ...env, S3_BUCKET: 'backups', S3_CHECKSUM: mode } }).config.s3.checksum).toBe(
+          mode,
+        );
+    const err = problemsOf(() => load({ env: { S3_CHECKSUM: 'WHEN_REQUIRED' } }));
+    expect(err.describe()).toMatch(
+      /S3_CHECKSUM \(from .*\): got "WHEN_REQUIRED"; expected when_supported \| when_required/,
+    );
   });
 
   it('masks secrets in error output', () => {

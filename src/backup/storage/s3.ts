@@ -19,6 +19,8 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
 import { OperatorError } from '../../errors.js';
 import { EXIT } from '../../exit-codes.js';
+import { defaultS3Checksum } from '../../config/fields.js';
+import { checksumHint, namesChecksum, sdkChecksumOptions, type S3ChecksumMode } from './s3-checksum.js';
 import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';
 
 export interface S3Settings {
@@ -27,6 +29,8 @@ export interface S3Settings {
   region?: string | undefined;
   endpoint?: string | undefined;
   forcePathStyle: boolean;
+  /** S3_CHECKSUM; unset: when_required with an endpoint, when_supported without. */
+  checksum?: S3ChecksumMode | undefined;
   sse?: 'AES256' | 'aws:kms' | undefined;
   kmsKeyId?: string | undefined;
   storageClass?: string | undefined;
@@ -61,6 +65,7 @@ export function chooseQueueSize(partSize: number): number {
 export class S3Storage implements Storage {
   readonly description: string;
   readonly client: S3Client;
+  readonly checksum: S3ChecksumMode;
   #partSizeUsed = 0;
   readonly #clock = new ClockReading();
   readonly clockMayBeLocal = false;
@@ -71,12 +76,14 @@ export class S3Storage implements Storage {
 
   constructor(private readonly s: S3Settings) {
     this.description = `s3://${s.bucket}/${s.prefix}`;
+    this.checksum = s.checksum ?? defaultS3Checksum(s.endpoint);
     this.client = new S3Client({
       region: s.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
       ...(s.endpoint ? { endpoint: s.endpoint } : {}),
       forcePathStyle: s.forcePathStyle,
       maxAttempts: s.maxAttempts,
       retryMode: 'standard', // exponential backoff with jitter for throttling, 5xx and network errors
+      ...sdkChecksumOptions(this.checksum),
       // A stalled store must fail the request (then retried), not hang it: without
       // throwOnRequestTimeout the SDK only logs a warning when requestTimeout passes.
       requestHandler: {
@@ -157,7 +164,7 @@ export class S3Storage implements Storage {
       const cause = streamError ?? (opts.signal.aborted ? opts.signal.reason : undefined) ?? err;
       if (cause === err) this.#refusedCondition(err, key);
       if (cause instanceof OperatorError) throw cause;
-      if (cause === err) throw explainS3Error(err, this.s.bucket, `upload of ${this.#key(key)} failed`);
+      if (cause === err) throw this.#explainWrite(err, `upload of ${this.#key(key)} failed`);
       throw cause;
     } finally {
       opts.signal.removeEventListener('abort', onAbort);
@@ -214,9 +221,17 @@ export class S3Storage implements Storage {
         await put();
       } catch (again) {
         if (again instanceof OperatorError) throw again;
-        throw explainS3Error(again, this.s.bucket, `writing ${this.#key(key)} failed`);
+        throw this.#explainWrite(again, `writing ${this.#key(key)} failed`);
       }
     }
+  }
+
+  /** A failed write explained, with S3_CHECKSUM as the fix when the store refused the checksums. */
+  #explainWrite(err: unknown, what: string): OperatorError {
+    const explained = explainS3Error(err, this.s.bucket, what);
+    const hint = checksumHint(err, this.checksum);
+    if (!hint) return explained;
+    return new OperatorError(explained.message, { exitCode: explained.exitCode, hint, cause: err });
   }
 
   #ifAbsent(): { IfNoneMatch?: string } {
@@ -235,7 +250,8 @@ export class S3Storage implements Storage {
     if (!this.#conditional) return false;
     if (status === 412 || e.name === 'PreconditionFailed' || e.name === 'ConditionalRequestConflict')
       throw new ObjectExistsError(this.#key(key), `s3://${this.s.bucket}`);
-    if (status === 501 || e.name === 'NotImplemented') {
+    // a 501 that names the checksum headers is about them, not about the condition
+    if ((status === 501 || e.name === 'NotImplemented') && !namesChecksum(err)) {
       this.#conditional = false;
       this.onNotice?.(
         `the store does not implement conditional writes (If-None-Match: *); pg-maintd writes without them from now on, relying on keys being unique`,
