@@ -1,17 +1,29 @@
 /**
- * The scheduled backup and verification jobs. For each database, the replica holding the lease
- * `<job>:<database>` (schedule/leader.ts) runs the job; a replica that arrives after the leader
- * finished finds the tick recorded as done on the lease's row and skips, so each tick yields exactly one run
- * however many replicas there are. A run whose lease is lost midway is stopped (a backup fails with
- * reason lease_lost, nothing kept).
+ * The scheduled backup and verification jobs. Each run first asks the server's role
+ * (pg_is_in_recovery(), afresh each time: a promotion or a failover changes it under a running
+ * pg-maintd) and skips when the job does not run there: backups by BACKUP_FROM, drills on a primary
+ * only (they need a writable server for their scratch database and the lease table).
+ *
+ * On a primary, for each database, the replica holding the lease `<job>:<database>`
+ * (schedule/leader.ts) runs the job; a replica that arrives after the leader finished finds the tick
+ * recorded as done on the lease's row and skips, so each tick yields exactly one run however many
+ * replicas there are. A run whose lease is lost midway is stopped (a backup fails with reason
+ * lease_lost, nothing kept). A backup also claims its slot in the store (claim.ts) before it starts,
+ * which is all a daemon on a standby has (the lease table is read-only there): daemons that watch
+ * different servers of one cluster and share a store take one backup per slot between them.
  */
-import { serverClock } from '../db/cluster.js';
+import { randomBytes } from 'node:crypto';
+import { serverClock, systemIdentifier } from '../db/cluster.js';
 import type { DbPool } from '../db/pool.js';
+import { serverRole, type ServerRole } from '../db/server-role.js';
 import { explainConnectionError } from '../db/sqlstate.js';
+import type { LeaseHolder } from '../db/lease.js';
+import type { LeaseProblem } from '../db/lease-table.js';
 import type { Logger } from '../log/logger.js';
-import { asLeader, holderText, type LeaderResult } from '../schedule/leader.js';
+import { asLeader, holderText } from '../schedule/leader.js';
 import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
 import { runBackup, type BackupDeps } from './backup.js';
+import { claimSlot, type SlotClaim } from './claim.js';
 import { applyRetention } from './retention.js';
 import { runVerification } from './verify.js';
 
@@ -24,6 +36,10 @@ export interface JobDeps extends BackupDeps {
 interface PerDatabaseJob {
   name: 'backup' | 'verify';
   cron: string;
+  /** The server roles the job runs on. */
+  runsOn: readonly ServerRole[];
+  /** Whether a run first claims its slot in the store (backups: the one thing servers share). */
+  claims: boolean;
   run(database: string, tick: Date, signal: AbortSignal): Promise<void>;
   /** Counts and logs a tick that failed before the run began (the run counts its own failures). */
   failedToStart(database: string, failure: StartFailure, log: Logger): void;
@@ -41,6 +57,23 @@ function startFailure(err: unknown, lockPool: DbPool): StartFailure {
   return { reason: 'database', message: `cannot take the job's lease: ${message}`, hint };
 }
 
+type Outcome =
+  | { kind: 'ran' | 'failed' | 'already_done' }
+  | { kind: 'not_leader'; holder: LeaseHolder }
+  | { kind: 'lease_unusable'; problem: LeaseProblem }
+  | { kind: 'claimed'; claim: SlotClaim };
+
+const ROLE_SKIP: Record<PerDatabaseJob['name'], Record<ServerRole, string>> = {
+  backup: {
+    standby: 'the server is a standby: backups are taken from the primary (BACKUP_FROM=primary)',
+    primary: 'the server is a primary: backups are taken from a standby (BACKUP_FROM=standby)',
+  },
+  verify: {
+    standby: 'the server is a standby: restore drills run from the pg-maintd on the primary',
+    primary: '',
+  },
+};
+
 /** Runs a job for each database under leader election; a replica that skips re-reads the store's truth. */
 function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
   const { config, logger, scheduler } = deps;
@@ -49,49 +82,54 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
     cron: job.cron,
     timezone: config.backup.timezone,
     async run(tick, signal) {
+      const tickLog = logger.child({ job: job.name, tick: tick.toISOString() });
+      // unreadable (the database is down): the lease below fails and counts it
+      const role = await serverRole(deps.lockPool).catch(() => undefined);
+      if (role && !job.runsOn.includes(role)) {
+        scheduler.recordStateSkip(job.name, role, tickLog, `${ROLE_SKIP[job.name][role]}: skipped`);
+        for (const database of config.backup.databases)
+          await deps.metrics.refresh(deps.catalog, database).catch(() => undefined);
+        return;
+      }
+      if (role)
+        scheduler.clearStateSkip(job.name, tickLog, `the server is a ${role} now: ${job.name} runs again`);
       for (const database of config.backup.databases) {
         if (signal.aborted) return;
-        const log = logger.child({ job: job.name, database, tick: tick.toISOString() });
-        // A tick that cannot reach the lease's database fails before its run begins; it is counted
-        // here, so the failure metrics show an outage that starts between runs.
-        let stage: 'lease' | 'run' = 'lease';
-        const lease = { ttlMs: config.leases.ttlMs, logger: log };
-        const r: LeaderResult<'ran' | 'already_done' | 'failed'> = await asLeader(
-          deps.lockPool,
-          `${job.name}:${database}`,
-          lease,
-          async (leaseSignal, held) => {
-            // the slot done last is the database's record, written by the leader that did it: what
-            // the store holds (anyone who can write there could plant a manifest) never skips a run
-            const done = await held.lastDone();
-            if (done && done.getTime() >= tick.getTime()) return 'already_done' as const;
-            stage = 'run';
-            await job.run(database, tick, AbortSignal.any([signal, leaseSignal]));
-            await held.recordDone(tick);
-            return 'ran' as const;
-          },
-        ).catch((err: unknown) => {
-          if (stage === 'run')
-            log.error({ err: { message: (err as Error).message } }, `scheduled ${job.name} failed`);
-          else job.failedToStart(database, startFailure(err, deps.lockPool), log);
-          return { led: true as const, value: 'failed' as const };
-        });
-        if (r.led && r.value !== 'already_done') continue;
-        if (!r.led && r.reason === 'lease_unusable') {
-          scheduler.recordSkip(job.name, 'lease_unusable');
-          log.warn(
-            { reason: 'lease_unusable', hint: r.problem.fix },
-            `${r.problem.problem}: this tick is skipped, and no replica runs ${job.name} until it is fixed`,
-          );
-        } else if (!r.led) {
-          scheduler.recordSkip(job.name, 'not_leader');
-          log.info(
-            { holder: holderText(r.holder) },
-            'another pg-maintd holds the lease for this tick; skipped',
-          );
-        } else {
-          scheduler.recordSkip(job.name, 'already_done');
-          log.info('this tick was already done by another replica; skipped');
+        const log = tickLog.child({ database });
+        const r = await runOnce(deps, job, database, tick, role ?? 'primary', signal, log);
+        switch (r.kind) {
+          case 'lease_unusable':
+            scheduler.recordSkip(job.name, 'lease_unusable');
+            log.warn(
+              { reason: 'lease_unusable', hint: r.problem.fix },
+              `${r.problem.problem}: this tick is skipped, and no replica runs ${job.name} until it is fixed`,
+            );
+            break;
+          case 'not_leader':
+            scheduler.recordSkip(job.name, 'not_leader');
+            log.info(
+              { holder: holderText(r.holder) },
+              'another pg-maintd holds the lease for this tick; skipped',
+            );
+            break;
+          case 'already_done':
+            scheduler.recordSkip(job.name, 'already_done');
+            log.info('this tick was already done by another replica; skipped');
+            break;
+          case 'claimed':
+            scheduler.recordSkip(job.name, 'claimed');
+            log.info(
+              {
+                reason: 'claimed',
+                claimant: r.claim.holder,
+                role: r.claim.role,
+                claimedAt: r.claim.claimedAt,
+              },
+              `another pg-maintd sharing the store (on the ${r.claim.role}) claimed this slot; skipped`,
+            );
+            break;
+          default:
+            continue;
         }
         await deps.metrics.refresh(deps.catalog, database).catch(() => undefined);
       }
@@ -99,10 +137,102 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
   };
 }
 
+/**
+ * One database's run: under its lease on a primary, with none on a standby (its lease table is
+ * read-only); a backup claims the slot in the store before it starts, either way.
+ */
+async function runOnce(
+  deps: JobDeps,
+  job: PerDatabaseJob,
+  database: string,
+  tick: Date,
+  role: ServerRole,
+  signal: AbortSignal,
+  log: Logger,
+): Promise<Outcome> {
+  // a failure before the run began is the lease's database's, counted apart from the run's own
+  const at: { stage: 'lease' | 'run' } = { stage: 'lease' };
+  const work = async (runSignal: AbortSignal): Promise<Outcome> => {
+    if (job.claims) {
+      const claim = await takeSlot(deps, database, tick, role, log);
+      if (claim) return { kind: 'claimed', claim };
+    }
+    at.stage = 'run';
+    await job.run(database, tick, runSignal);
+    return { kind: 'ran' };
+  };
+  try {
+    if (role === 'standby') return await work(signal);
+    const lease = { ttlMs: deps.config.leases.ttlMs, logger: log };
+    const r = await asLeader(deps.lockPool, `${job.name}:${database}`, lease, async (leaseSignal, held) => {
+      // the slot done last is the database's record, written by the leader that did it: what
+      // the store holds (anyone who can write there could plant a manifest) never skips a run
+      const done = await held.lastDone();
+      if (done && done.getTime() >= tick.getTime()) return { kind: 'already_done' } as const;
+      const outcome = await work(AbortSignal.any([signal, leaseSignal]));
+      if (outcome.kind === 'ran') await held.recordDone(tick);
+      return outcome;
+    });
+    if (r.led) return r.value;
+    return r.reason === 'lease_unusable'
+      ? { kind: 'lease_unusable', problem: r.problem }
+      : { kind: 'not_leader', holder: r.holder };
+  } catch (err) {
+    if (at.stage === 'run')
+      log.error({ err: { message: (err as Error).message } }, `scheduled ${job.name} failed`);
+    else job.failedToStart(database, startFailure(err, deps.lockPool), log);
+    return { kind: 'failed' };
+  }
+}
+
+/**
+ * Claims the slot in the store: undefined when this process has it (or the claim found there is
+ * not one to obey: logged at warn, counted), the claim of the pg-maintd that has it otherwise.
+ */
+async function takeSlot(
+  deps: JobDeps,
+  database: string,
+  tick: Date,
+  role: ServerRole,
+  log: Logger,
+): Promise<SlotClaim | undefined> {
+  const outcome = await claimSlot(
+    {
+      storage: deps.storage,
+      signer: deps.catalog.signer,
+      clockToleranceMs: deps.config.backup.clockSkewToleranceMs,
+    },
+    {
+      database,
+      slot: tick,
+      role,
+      systemIdentifier: await systemIdentifier(deps.lockPool),
+      runId: randomBytes(4).toString('hex'),
+    },
+  );
+  if (!outcome.won) return outcome.claim;
+  if ('ignored' in outcome) {
+    deps.metrics.claimsIgnored.inc({ database, reason: outcome.ignored });
+    log.warn(
+      { reason: outcome.ignored, claim: outcome.detail },
+      'a claim on this slot in the store is not one pg-maintd obeys (planted by someone who can write to the store?): backing up all the same',
+    );
+  }
+  return undefined;
+}
+
+const BACKUP_ROLES: Record<JobDeps['config']['backup']['from'], readonly ServerRole[]> = {
+  primary: ['primary'],
+  standby: ['standby'],
+  any: ['primary', 'standby'],
+};
+
 export function backupJob(deps: JobDeps): JobSpec {
   return perDatabase(deps, {
     name: 'backup',
     cron: deps.config.backup.schedule,
+    runsOn: BACKUP_ROLES[deps.config.backup.from],
+    claims: true,
     async run(database, tick, signal) {
       await runBackup(deps, database, { signal, tick });
       // The backup is good whatever retention does next: its failure is retention's, not the backup's.
@@ -134,6 +264,8 @@ export function verifyJob(deps: JobDeps): JobSpec {
   return perDatabase(deps, {
     name: 'verify',
     cron: deps.config.verify.schedule,
+    runsOn: ['primary'],
+    claims: false,
     async run(database, _tick, signal) {
       await runVerification(deps, database, { signal });
     },

@@ -4,6 +4,7 @@
  * restart, on a replica that is not the leader, and after a one-shot `pg-maintd backup`.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { IGNORED_CLAIM_REASONS } from './claim.js';
 import { SUSPECT_REASONS, trusted, type Catalog } from './catalog.js';
 import { FAILURE_REASONS, type FailureReason } from './dump.js';
 import { verifyResult, type VerifyResult } from './manifest.js';
@@ -28,6 +29,7 @@ export class BackupMetrics {
   readonly lastWarnings: Gauge<'database'>;
   readonly retentionSkipped: Counter<'database' | 'reason'>;
   readonly clockSkew: Gauge<'reference'>;
+  readonly claimsIgnored: Counter<'database' | 'reason'>;
 
   constructor(registry: Registry, databases: readonly string[]) {
     const r = [registry];
@@ -132,7 +134,14 @@ export class BackupMetrics {
       labelNames: ['reference'],
       registers: r,
     });
+    this.claimsIgnored = new Counter({
+      name: 'pgmaintd_backup_claims_ignored_total',
+      help: `Slot claims found in the store and not obeyed (the backup ran all the same), by reason (${IGNORED_CLAIM_REASONS.join(', ')}): planted by a writer of the store, or from another cluster.`,
+      labelNames: ['database', 'reason'],
+      registers: r,
+    });
     for (const database of databases) {
+      for (const reason of IGNORED_CLAIM_REASONS) this.claimsIgnored.inc({ database, reason }, 0);
       for (const result of ['success', 'failure', 'inconclusive'])
         this.verifyRuns.inc({ database, result }, 0);
       for (const result of ['success', 'failure']) this.runs.inc({ database, result }, 0);

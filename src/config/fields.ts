@@ -233,6 +233,13 @@ export const FIELDS = {
     allowed: 'a duration from 1s to 7d',
     group: 'Backups',
   },
+  BACKUP_FROM: {
+    schema: oneOf(['primary', 'standby', 'any'] as const),
+    default: 'primary',
+    doc: 'Which server a scheduled backup is taken from, judged at each run (pg_is_in_recovery()): primary, standby (a hot standby; see Standbys and failover for the settings it needs, which `doctor` checks), or any. A pg-maintd on the other kind skips the run (pgmaintd_job_skipped_total{reason="standby"|"primary"}). pg-maintd processes that share a store claim each slot in it, so one backup is taken per slot whichever server they watch.',
+    allowed: 'primary | standby | any',
+    group: 'Backups',
+  },
   BACKUP_LOCK_WAIT_TIMEOUT: {
     schema: duration(1000, 86_400_000),
     default: '5m',

@@ -9,6 +9,7 @@ import { extensionChecks } from './extension-checks.js';
 import { RELOAD_SQL, alterSystemSql, type Check, type CheckContext, type Finding } from './finding.js';
 import { alterSystemCanChange, describeSource, humanMs, settingMs } from './format.js';
 import { roleChecks } from './role-checks.js';
+import { standbyBackupCheck } from './standby-checks.js';
 import { pgDumpCheck, serverVersionCheck } from './version-checks.js';
 
 const SETTING_SQL = `SELECT setting, unit, source FROM pg_settings WHERE name = $1`;
@@ -167,6 +168,7 @@ export function allChecks(): Check[] {
     }),
     idleInTransaction,
     pendingRestart,
+    standbyBackupCheck,
     ...connectionChecks(),
     ...roleChecks(),
     pgDumpCheck,

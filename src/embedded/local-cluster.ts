@@ -38,6 +38,11 @@ export interface LocalClusterOptions {
   keep?: boolean;
   /** Extra environment of the server's processes (tests run one under libfaketime, a clock of its own). */
   env?: Record<string, string>;
+  /**
+   * Make this cluster a streaming hot standby of a running one (pg_basebackup -R) instead of a new
+   * one: same roles and password, its own port and folder. `settings` still apply.
+   */
+  replicaOf?: LocalCluster;
 }
 
 const live = new Set<LocalCluster>();
@@ -47,7 +52,7 @@ process.once('exit', () => {
 
 export class LocalCluster extends Service {
   readonly name = 'local-cluster';
-  readonly password = randomBytes(12).toString('base64url');
+  readonly password: string;
   readonly user = 'postgres';
   readonly binaries: ServerBinaries;
   port = 0;
@@ -56,7 +61,8 @@ export class LocalCluster extends Service {
 
   constructor(private readonly opts: LocalClusterOptions = {}) {
     super();
-    this.binaries = opts.binaries ?? findServerBinaries(opts.major);
+    this.binaries = opts.binaries ?? opts.replicaOf?.binaries ?? findServerBinaries(opts.major);
+    this.password = opts.replicaOf?.password ?? randomBytes(12).toString('base64url');
   }
 
   get dataDir(): string {
@@ -78,6 +84,7 @@ export class LocalCluster extends Service {
     this.port = this.opts.port ?? (await freePort());
     this.dir = mkdtempSync(join(tmpdir(), 'pgmaintd-pg-'));
     this.#chown(this.dir);
+    if (this.opts.replicaOf) return this.#startReplica(this.opts.replicaOf);
     const pwfile = join(this.dir, 'pwfile');
     writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
     this.#chown(pwfile);
@@ -118,6 +125,37 @@ export class LocalCluster extends Service {
       this.#chown(path);
     }
     if (this.opts.hba) writeFileSync(join(this.dataDir, 'pg_hba.conf'), `${this.opts.hba.join('\n')}\n`);
+    live.add(this);
+    await this.startServer();
+  }
+
+  /** A copy of the primary's data folder that follows it (standby.signal, primary_conninfo). */
+  async #startReplica(primary: LocalCluster): Promise<void> {
+    await this.#run(
+      'pg_basebackup',
+      ['-D', this.dataDir, '-R', '-X', 'stream', '-c', 'fast', '--no-sync'].concat([
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(primary.port),
+        '-U',
+        primary.user,
+      ]),
+      { PGPASSWORD: primary.password },
+    );
+    // the primary's postgresql.conf came along: the later lines win
+    const settings: Record<string, string | number> = {
+      port: this.port,
+      unix_socket_directories: `'${this.dir}'`,
+      hot_standby: 'on',
+      ...this.opts.settings,
+    };
+    appendFileSync(
+      join(this.dataDir, 'postgresql.conf'),
+      `\n# pg-maintd local standby\n${Object.entries(settings)
+        .map(([k, v]) => `${k} = ${v}`)
+        .join('\n')}\n`,
+    );
     live.add(this);
     await this.startServer();
   }
@@ -169,10 +207,12 @@ export class LocalCluster extends Service {
     };
   }
 
-  #run(bin: string, args: string[]): Promise<void> {
+  #run(bin: string, args: string[], env: Record<string, string> = {}): Promise<void> {
     return new Promise((resolve, reject) => {
+      const opts = this.#spawnOpts();
       const child = spawn(join(this.binaries.binDir, bin), args, {
-        ...this.#spawnOpts(),
+        ...opts,
+        env: { ...opts.env, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let output = '';

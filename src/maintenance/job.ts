@@ -3,10 +3,13 @@
  * lease `maintenance:<database>` (schedule/leader.ts) runs it (the CLI's `maintenance run` takes
  * the same lease); the others skip. A replica that arrives after the leader finished re-plans from
  * the statistics the leader just refreshed and finds little or nothing to do. A run whose lease is
- * lost midway is aborted: its statement in flight is cancelled.
+ * lost midway is aborted: its statement in flight is cancelled. On a standby (asked at each run:
+ * a promotion changes it) nothing is attempted: VACUUM, ANALYZE and REINDEX are refused there, and
+ * the primary's maintenance reaches the standby through replication.
  */
 import { randomBytes } from 'node:crypto';
 import type { DbPool } from '../db/pool.js';
+import { serverRole } from '../db/server-role.js';
 import { errorMessage } from '../errors.js';
 import { asLeader, holderText, type LeaderResult } from '../schedule/leader.js';
 import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
@@ -42,6 +45,24 @@ export function maintenanceJob(deps: MaintenanceJobDeps): JobSpec {
     cron: config.maintenance.schedule,
     timezone: config.backup.timezone,
     async run(tick, signal) {
+      const tickLog = deps.logger.child({ job: MAINTENANCE_JOB, tick: tick.toISOString() });
+      // unreadable (the database is down): the lease below fails and says so
+      const role = await serverRole(deps.lockPool).catch(() => undefined);
+      if (role === 'standby') {
+        deps.scheduler.recordStateSkip(
+          MAINTENANCE_JOB,
+          'standby',
+          tickLog,
+          'the server is a standby: maintenance runs on the primary (its effects replicate); skipped',
+        );
+        return;
+      }
+      if (role)
+        deps.scheduler.clearStateSkip(
+          MAINTENANCE_JOB,
+          tickLog,
+          'the server is a primary now: maintenance runs again',
+        );
       for (const database of config.maintenance.databases) {
         if (signal.aborted) return;
         const runId = randomBytes(4).toString('hex');

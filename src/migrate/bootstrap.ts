@@ -14,9 +14,14 @@
  *   concurrent index build would rebuild the index each time), so the history is re-read every few
  *   minutes instead: once it changed (`migrate baseline`, or `migrate up` by hand), the run is tried
  *   again.
+ * - On a standby (pg_is_in_recovery(), asked before each attempt) nothing is attempted: the wait is
+ *   logged once, pgmaintd_migrations_blocked{reason="standby"} is 1, and the role is asked again
+ *   every few seconds, so the migrations run soon after a promotion.
  * - A wrong password or database name found before the database was ever reached is what it was at
  *   start-up before: a configuration fault, reported through onFatal (the daemon stops, exit 69).
  */
+import { withClusterFact } from '../db/cluster.js';
+import { serverRole } from '../db/server-role.js';
 import { classify, explainConnectionError } from '../db/sqlstate.js';
 import { sessionsText, type SessionInfo } from '../db/sessions.js';
 import { describeTarget, parseDatabaseUrl } from '../db/url.js';
@@ -36,6 +41,8 @@ export interface BootstrapTiming {
   recheckMs: number;
   /** Least time between two warnings of one kind. */
   warnEveryMs: number;
+  /** How often a standby is asked whether it was promoted. */
+  standbyPollMs: number;
 }
 
 const TIMING: BootstrapTiming = {
@@ -43,6 +50,7 @@ const TIMING: BootstrapTiming = {
   maxRetryMs: 60_000,
   recheckMs: 300_000,
   warnEveryMs: 60_000,
+  standbyPollMs: 5000,
 };
 
 /** Longest wait for a read of the migration history (the pending count, the re-reads after a failure). */
@@ -100,6 +108,8 @@ export class MigrationBootstrap extends Service {
     await this.#status().catch(() => undefined); // the pending count from the start, when readable
     if (this.#signal.aborted) return;
     while (!this.#signal.aborted) {
+      await this.#waitWhileStandby();
+      if (this.#signal.aborted) return;
       let failure: Failure;
       try {
         const r = await migrateUp({
@@ -151,6 +161,34 @@ export class MigrationBootstrap extends Service {
       );
       await this.#waitForChange();
       delay = this.#t.firstRetryMs;
+    }
+  }
+
+  /**
+   * Returns once the server is not a standby (or cannot be asked: the attempt that follows says
+   * why), or on shutdown. A standby refuses every write, so nothing is tried there; the wait is said
+   * once, and its end.
+   */
+  async #waitWhileStandby(): Promise<void> {
+    let waited = false;
+    while (!this.#signal.aborted) {
+      const role = await withClusterFact(this.o.db, this.logger, serverRole);
+      if (role !== 'standby') break;
+      this.#contacted = true;
+      if (!waited) {
+        waited = true;
+        this.metrics.setFailed(undefined);
+        this.metrics.setBlocked('standby');
+        this.logger.info(
+          { reason: 'standby', checkEverySeconds: this.#t.standbyPollMs / 1000 },
+          'the server is a standby: the start-up migrations wait for its promotion, and run then; backups, drills and metrics go on meanwhile',
+        );
+      }
+      await this.#sleep(this.#t.standbyPollMs);
+    }
+    if (waited && !this.#signal.aborted) {
+      this.metrics.setBlocked(undefined);
+      this.logger.info('the server is no longer a standby (promoted): the start-up migrations run now');
     }
   }
 

@@ -9,9 +9,10 @@ import type { ExitCode } from '../exit-codes.js';
 
 /**
  * Transient: another session holds the migration lock, a statement waited behind another session,
- * the database cannot be reached, or it is read-only for now (a standby, a failover under way).
+ * the database cannot be reached, it is read-only for now (a failover under way), or the server is a
+ * standby (nothing is attempted until it is promoted: an expected state, not an alert).
  */
-export const BLOCKED_REASONS = ['lock_held', 'lock_wait', 'unreachable', 'read_only'] as const;
+export const BLOCKED_REASONS = ['lock_held', 'lock_wait', 'unreachable', 'read_only', 'standby'] as const;
 export type BlockedReason = (typeof BLOCKED_REASONS)[number];
 
 /** Permanent until someone acts: retrying unchanged would fail the same way. */

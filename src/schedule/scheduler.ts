@@ -33,10 +33,20 @@ export interface JobSpec {
 
 /**
  * Why a tick was skipped: `overlap` (the previous run still going), `not_leader` (another pg-maintd
- * holds the job's lease), `already_done` (the store shows the tick done), `lease_unusable` (the
- * lease table cannot be trusted or made: no pg-maintd runs the job until a DBA fixes it).
+ * holds the job's lease), `already_done` (the lease's row shows the tick done), `lease_unusable` (the
+ * lease table cannot be trusted or made: no pg-maintd runs the job until a DBA fixes it),
+ * `standby` / `primary` (the server's role is not the one the job runs on), `claimed` (another
+ * pg-maintd sharing the store claimed the slot).
  */
-export const SKIP_REASONS = ['overlap', 'not_leader', 'already_done', 'lease_unusable'] as const;
+export const SKIP_REASONS = [
+  'overlap',
+  'not_leader',
+  'already_done',
+  'lease_unusable',
+  'standby',
+  'primary',
+  'claimed',
+] as const;
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
 /** A slot run this late is reported as a catch-up (the heartbeat itself is up to a second late). */
@@ -68,6 +78,8 @@ export class Scheduler extends Service {
   readonly #skipped: Counter<'job' | 'reason'> | undefined;
   readonly #nextRun: Gauge<'job'> | undefined;
   readonly #log: Logger | undefined;
+  /** The state each job is skipped for at every tick (a standby), logged when it begins. */
+  readonly #stateSkips = new Map<string, SkipReason>();
 
   constructor(opts: { maxStallMs: number; tickMs?: number; registry?: Registry; logger?: Logger }) {
     super();
@@ -110,6 +122,25 @@ export class Scheduler extends Service {
 
   recordSkip(job: string, reason: SkipReason): void {
     this.#skipped?.inc({ job, reason });
+  }
+
+  /**
+   * Counts a skip that repeats at every tick while a state lasts (the server is a standby): logged
+   * at info when the state begins, not at each tick.
+   */
+  recordStateSkip(job: string, reason: SkipReason, log: Logger, message: string): void {
+    this.recordSkip(job, reason);
+    if (this.#stateSkips.get(job) === reason) return;
+    this.#stateSkips.set(job, reason);
+    log.info({ job, reason }, `${message}; said once, until it changes`);
+  }
+
+  /** The job runs again: the state it was skipped for has ended (said once, if there was one). */
+  clearStateSkip(job: string, log: Logger, message: string): void {
+    const was = this.#stateSkips.get(job);
+    if (was === undefined) return;
+    this.#stateSkips.delete(job);
+    log.info({ job, was }, message);
   }
 
   protected async onStart(): Promise<void> {

@@ -16,7 +16,7 @@ import { EXIT } from '../../src/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
 import { asLeader } from '../../src/schedule/leader.js';
 import { readStored } from '../support/backup.js';
-import { cliEnv, spawnCli, startDaemon, waitFor, type SpawnedCli } from '../support/daemon.js';
+import { cliEnv, sample, spawnCli, startDaemon, waitFor, type SpawnedCli } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
 
@@ -56,15 +56,6 @@ async function attackerSession(database = DATABASE, applicationName = 'not-pg-ma
 
 function envFor(dir: string, extra: Record<string, string> = {}, database = DATABASE) {
   return cliEnv(urlAs(ROLE, database), dir, { LEASE_TTL: '3s', ...extra });
-}
-
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
 }
 
 const metrics = async (d: Daemon) => (await fetch(`${d.base}/metrics`)).text();

@@ -124,6 +124,16 @@ export async function getJson(
   return { status: res.status, body, ms: performance.now() - t0 };
 }
 
+/** The value of the first sample of `name` whose labels include `labels`, in exposition text. */
+export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)))
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return undefined;
+}
+
 export async function waitFor<T>(
   fn: () => Promise<T>,
   pred: (v: T) => boolean,

@@ -2,7 +2,9 @@
  * pg_replication_is_replica, pg_replication_lag_seconds and pg_replication_last_replay_seconds,
  * meaning what they mean in postgres_exporter. Lag is 0 while the replica has replayed all it has
  * received (an idle primary otherwise looks like a growing lag); last_replay is the age of the last
- * replayed transaction whatever the receive position.
+ * replayed transaction whatever the receive position. pgmaintd_server_in_recovery says the same as
+ * is_replica under pg-maintd's own name, for the rules about what pg-maintd does on a standby (its
+ * migrations wait, its maintenance and, by BACKUP_FROM, backups are skipped).
  */
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
@@ -21,6 +23,7 @@ export class ReplicationCollector implements Collector {
   readonly #lag: CachedFamily;
   readonly #replica: CachedFamily;
   readonly #lastReplay: CachedFamily;
+  readonly #inRecovery: CachedFamily;
 
   constructor(
     registry: Registry,
@@ -41,6 +44,11 @@ export class ReplicationCollector implements Collector {
       help: 'Age of last replay in seconds',
       type: 'gauge',
     });
+    this.#inRecovery = new CachedFamily(registry, {
+      name: 'pgmaintd_server_in_recovery',
+      help: '1 while the server of DATABASE_URL is a standby (pg_is_in_recovery()): migrations wait, maintenance and drills are skipped, backups follow BACKUP_FROM.',
+      type: 'gauge',
+    });
   }
 
   async collect({ client }: CollectorContext): Promise<void> {
@@ -48,6 +56,7 @@ export class ReplicationCollector implements Collector {
       .rows[0]!;
     this.#lag.replace([{ labels: {}, value: Number(row.lag) }]);
     this.#replica.replace([{ labels: {}, value: Number(row.is_replica) }]);
+    this.#inRecovery.replace([{ labels: {}, value: Number(row.is_replica) }]);
     // a replica that has replayed nothing yet has no replay timestamp: no series rather than a 0
     this.#lastReplay.replace(
       row.last_replay === null ? [] : [{ labels: {}, value: Number(row.last_replay) }],
@@ -58,5 +67,6 @@ export class ReplicationCollector implements Collector {
     this.#lag.clear();
     this.#replica.clear();
     this.#lastReplay.clear();
+    this.#inRecovery.clear();
   }
 }
