@@ -436,7 +436,12 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
             });
             await waitLog(rig.d, mark, (l) => l.msg === 'lease lost: stopping the work it covered');
           } finally {
-            process.kill(pid, 'SIGCONT');
+            // gone already when the lost lease's abort killed it (SIGKILL ends a stopped process)
+            try {
+              process.kill(pid, 'SIGCONT');
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+            }
           }
         },
         async clear() {},
