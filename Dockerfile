@@ -1,16 +1,17 @@
 # syntax=docker/dockerfile:1
-# pg-maintd runtime image: Node 20 on Debian slim, the PostgreSQL 17 client (pg_dump must be at least
-# the server's major version), tini as PID 1 for signal handling, and a non-root user.
+# pg-maintd runtime image: Node 24 LTS on Debian slim, the newest PostgreSQL client (18: pg_dump must
+# be at least the server's major version, and backs up every older server), tini as PID 1 for signal
+# handling, and a non-root user.
 
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 RUN npm ci --ignore-scripts
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
-FROM node:20-bookworm-slim AS runtime
-ARG PG_CLIENT_MAJOR=17
+FROM node:24-bookworm-slim AS runtime
+ARG PG_CLIENT_MAJOR=18
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends ca-certificates curl gnupg tini; \

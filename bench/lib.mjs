@@ -24,19 +24,19 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { availableParallelism, cpus, loadavg, totalmem, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { clearInterval, clearTimeout, setInterval, setTimeout as sleepCb } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL, URL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { findServerBinaries } from '../dist/embedded/binaries.js';
 import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
 
-export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const ROOT = resolve(import.meta.dirname, '..');
 export const CLI = join(ROOT, 'bin', 'pg-maintd.js');
 /** bench/daemon-probe.mjs as a URL for `node --import` (the daemon's event-loop lag and forced GCs). */
 export const PROBE = pathToFileURL(join(ROOT, 'bench', 'daemon-probe.mjs')).href;

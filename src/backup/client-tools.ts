@@ -9,6 +9,11 @@ import { promisify } from 'node:util';
 import type { TlsSettings } from '../db/tls.js';
 import type { ConnectionTarget } from '../db/url.js';
 import { OperatorError } from '../errors.js';
+
+/** The client major the Docker image ships: the newest PostgreSQL release, which backs up every
+ * older server (pg_dump refuses only newer ones). The Dockerfile's PG_CLIENT_MAJOR is checked
+ * against it. */
+export const IMAGE_CLIENT_MAJOR = 18;
 import { EXIT } from '../exit-codes.js';
 
 const run = promisify(execFile);
@@ -36,7 +41,7 @@ export async function toolMajor(
         : `${tool} --version failed: ${(err as Error).message}`,
       {
         exitCode: EXIT.UNAVAILABLE,
-        hint: `install the PostgreSQL client (apt-get install postgresql-client-17; the Docker image ships it) or set PG_CLIENT_BIN_DIR`,
+        hint: `install the PostgreSQL client (apt-get install postgresql-client-${IMAGE_CLIENT_MAJOR}; the Docker image ships it) or set PG_CLIENT_BIN_DIR`,
         cause: err,
       },
     );

@@ -11,7 +11,7 @@ import { explainConnectionError } from '../db/sqlstate.js';
 import type { TlsSettings } from '../db/tls.js';
 import { OperatorError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import { libpqEnv, toolMajor, toolPath } from './client-tools.js';
+import { IMAGE_CLIENT_MAJOR, libpqEnv, toolMajor, toolPath } from './client-tools.js';
 import type { BackupFormat } from './naming.js';
 
 export class BackupError extends OperatorError {
@@ -146,7 +146,7 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
         'version_mismatch',
         `pg_dump ${tool.major} (${tool.version}) is older than the server, PostgreSQL ${serverMajor} (${version}); pg_dump cannot dump a newer server`,
         {
-          hint: `install postgresql-client-${serverMajor} or newer (the Docker image ships 17), or point PG_CLIENT_BIN_DIR at it`,
+          hint: `install postgresql-client-${serverMajor} or newer (the Docker image ships ${IMAGE_CLIENT_MAJOR}), or point PG_CLIENT_BIN_DIR at it`,
         },
       );
     }

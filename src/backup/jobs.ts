@@ -8,9 +8,10 @@
  * (schedule/leader.ts) runs the job; a replica that arrives after the leader finished finds the tick
  * recorded as done on the lease's row and skips, so each tick yields exactly one run however many
  * replicas there are. A run whose lease is lost midway is stopped (a backup fails with reason
- * lease_lost, nothing kept). A backup also claims its slot in the store (claim.ts) before it starts,
- * which is all a daemon on a standby has (the lease table is read-only there): daemons that watch
- * different servers of one cluster and share a store take one backup per slot between them.
+ * lease_lost, nothing kept). With BACKUP_FROM standby or any, a backup also claims its slot in the
+ * store (claim.ts) before it starts, which is all a daemon on a standby has (the lease table is
+ * read-only there): daemons that watch different servers of one cluster and share a store take one
+ * backup per slot between them.
  */
 import { randomBytes } from 'node:crypto';
 import { serverClock, systemIdentifier } from '../db/cluster.js';
@@ -139,7 +140,8 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
 
 /**
  * One database's run: under its lease on a primary, with none on a standby (its lease table is
- * read-only); a backup claims the slot in the store before it starts, either way.
+ * read-only); with BACKUP_FROM standby or any, a backup claims the slot in the store before it
+ * starts, either way.
  */
 async function runOnce(
   deps: JobDeps,
@@ -232,7 +234,9 @@ export function backupJob(deps: JobDeps): JobSpec {
     name: 'backup',
     cron: deps.config.backup.schedule,
     runsOn: BACKUP_ROLES[deps.config.backup.from],
-    claims: true,
+    // only primaries back up by default, and they share the lease table: the store, which others
+    // may write, then has no say in whether a backup runs
+    claims: deps.config.backup.from !== 'primary',
     async run(database, tick, signal) {
       await runBackup(deps, database, { signal, tick });
       // The backup is good whatever retention does next: its failure is retention's, not the backup's.

@@ -236,7 +236,7 @@ export const FIELDS = {
   BACKUP_FROM: {
     schema: oneOf(['primary', 'standby', 'any'] as const),
     default: 'primary',
-    doc: 'Which server a scheduled backup is taken from, judged at each run (pg_is_in_recovery()): primary, standby (a hot standby; see Standbys and failover for the settings it needs, which `doctor` checks), or any. A pg-maintd on the other kind skips the run (pgmaintd_job_skipped_total{reason="standby"|"primary"}). pg-maintd processes that share a store claim each slot in it, so one backup is taken per slot whichever server they watch.',
+    doc: 'Which server a scheduled backup is taken from, judged at each run (pg_is_in_recovery()): primary, standby (a hot standby; see Standbys and failover for the settings it needs, which `doctor` checks), or any. A pg-maintd on the other kind skips the run (pgmaintd_job_skipped_total{reason="standby"|"primary"}). With standby or any, pg-maintd processes that share a store claim each slot in it, so one backup is taken per slot whichever server they watch; with primary, the lease alone elects, and the store has no say.',
     allowed: 'primary | standby | any',
     group: 'Backups',
   },

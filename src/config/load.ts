@@ -5,8 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { fileReadProblem, OperatorError } from '../errors.js';
@@ -100,7 +99,7 @@ export interface LoadedConfig {
   secrets: string[];
 }
 
-export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const PACKAGE_ROOT = resolve(import.meta.dirname, '..', '..');
 
 export function loadConfig(input: LoadInput = {}): LoadedConfig {
   const env = input.env ?? process.env;

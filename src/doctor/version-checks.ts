@@ -1,5 +1,5 @@
 /** The server version pg-maintd supports, and a pg_dump that can dump it. */
-import { toolMajor } from '../backup/client-tools.js';
+import { IMAGE_CLIENT_MAJOR, toolMajor } from '../backup/client-tools.js';
 import { OperatorError } from '../errors.js';
 import type { Check } from './finding.js';
 
@@ -64,7 +64,7 @@ export const pgDumpCheck: Check = {
       found,
       fix: {
         steps: [
-          `install postgresql-client-${serverMajor} or newer (the Docker image ships 17) and point PG_CLIENT_BIN_DIR at its bin folder`,
+          `install postgresql-client-${serverMajor} or newer (the Docker image ships ${IMAGE_CLIENT_MAJOR}) and point PG_CLIENT_BIN_DIR at its bin folder`,
         ],
       },
     };

@@ -2,7 +2,7 @@
 // and serves metrics with its defaults, leaves everything a standby refuses alone, backs up from the
 // standby when told to (one backup per slot however many daemons share the store), and picks up its
 // waiting work when the standby is promoted under it. The promotion comes last: it ends the pair.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -250,6 +250,8 @@ describe('pg-maintd on a hot standby', () => {
       expect(Number(applied[0]!.n)).toBeGreaterThan(0);
       expect(said(d, (l) => /runs again/.test(l.msg) && l.job === 'backup')).toBe(1);
       expect(manifests(store).length).toBeGreaterThanOrEqual(1);
+      // BACKUP_FROM=primary (the default): no claim written, none read; the lease alone elects
+      expect(existsSync(join(store, CLAIMS_FOLDER))).toBe(false);
     } finally {
       d.child.kill('SIGTERM');
       await d.exited;

@@ -152,7 +152,7 @@ describe('backup faults', () => {
     const err = await failure(runBackup(deps, db.name));
     expect(err.reason).toBe('pg_dump');
     expect(err.message).toBe(`pg_dump not found (looked for ${empty}/pg_dump)`);
-    expect(err.hint).toMatch(/postgresql-client-17.*PG_CLIENT_BIN_DIR/);
+    expect(err.hint).toMatch(/postgresql-client-18.*PG_CLIENT_BIN_DIR/);
     expectNothingStored(deps);
   });
 
@@ -211,7 +211,7 @@ describe('pg_dump older than the server', () => {
     expect(err.message).toMatch(
       /^pg_dump 15 \(15\.\d+.*\) is older than the server, PostgreSQL 17 \(17\.\d+/,
     );
-    expect(err.hint).toMatch(/install postgresql-client-17 or newer \(the Docker image ships 17\)/);
+    expect(err.hint).toMatch(/install postgresql-client-17 or newer \(the Docker image ships 18\)/);
     expectNothingStored(deps);
     expect(
       pgDumpPids({ PGDATABASE: 'postgres' }).filter((pid) =>

