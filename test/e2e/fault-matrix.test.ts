@@ -357,6 +357,15 @@ async function midStream(dir: string, port: number, database: string): Promise<n
   ) as Promise<number>;
 }
 
+/** SIGCONT, unless it is gone already (the lost lease's abort kills a stopped pg_dump with SIGKILL). */
+function resume(pid: number): void {
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
 function statSize(path: string): number {
   try {
     return statSync(path).size;
@@ -436,12 +445,7 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
             });
             await waitLog(rig.d, mark, (l) => l.msg === 'lease lost: stopping the work it covered');
           } finally {
-            // gone already when the lost lease's abort killed it (SIGKILL ends a stopped process)
-            try {
-              process.kill(pid, 'SIGCONT');
-            } catch (err) {
-              if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-            }
+            resume(pid);
           }
         },
         async clear() {},
