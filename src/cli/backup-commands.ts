@@ -26,6 +26,7 @@ import { addConfigOptions, configInput } from './config-options.js';
 import { leaseRefusal } from './lease-refusal.js';
 import { withSignalAbort } from './signal-abort.js';
 import { LEASE_SESSION } from '../db/lease.js';
+import { serverRole } from '../db/server-role.js';
 
 interface Context {
   config: Config;
@@ -99,8 +100,9 @@ const databaseOption = () =>
 type Outcome = 'ok' | 'failed' | 'retention_failed' | { refused: ExitCode };
 
 /**
- * One database under the daemon's lease (a backup by hand and a scheduled one never run at once):
- * the backup, then retention, whose failure is its own (the backup stays good).
+ * One database under the daemon's lease (a backup by hand and a scheduled one never run at once),
+ * or on a hot standby under none: the backup, then retention, whose failure is its own (the backup
+ * stays good).
  */
 async function backupOne(
   ctx: Context,
@@ -113,23 +115,33 @@ async function backupOne(
     process.stderr.write(`pg-maintd: ${what}: ${e.message}${e.hint ? `\n  fix: ${e.hint}` : ''}\n`);
   let started = false;
   let retention: 'ok' | 'failed' = 'ok';
-  try {
-    const r = await asLeader(lockPool, `backup:${database}`, lease, async (leaseSignal) => {
-      started = true;
-      const m = await runBackup(ctx, database, { signal: AbortSignal.any([ctx.signal, leaseSignal]) });
-      process.stdout.write(
-        `backup of ${name}: ${ctx.catalog.storage.description}${ctx.catalog.storage.description.endsWith('/') ? '' : '/'}${m.key} (${m.size} bytes, sha256 ${m.sha256})${m.warnings.length ? `, ${m.warnings.length} pg_dump warning(s) in the log and manifest` : ''}\n`,
-      );
-      try {
-        const plan = await applyRetention(retentionDeps(ctx), database, ctx.config.retention);
-        if (plan.skipped)
-          throw new OperatorError(`retention skipped: ${plan.skipped}`, { hint: 'fix the clock (NTP)' });
-      } catch (err) {
-        if (ctx.signal.aborted) throw err;
-        retention = 'failed';
-        report(`the backup of ${name} is good, but retention after it failed`, err as OperatorError);
-      }
+  const work = async (leaseSignal?: AbortSignal) => {
+    started = true;
+    const m = await runBackup(ctx, database, {
+      signal: leaseSignal ? AbortSignal.any([ctx.signal, leaseSignal]) : ctx.signal,
     });
+    process.stdout.write(
+      `backup of ${name}: ${ctx.catalog.storage.description}${ctx.catalog.storage.description.endsWith('/') ? '' : '/'}${m.key} (${m.size} bytes, sha256 ${m.sha256})${m.warnings.length ? `, ${m.warnings.length} pg_dump warning(s) in the log and manifest` : ''}\n`,
+    );
+    try {
+      const plan = await applyRetention(retentionDeps(ctx), database, ctx.config.retention);
+      if (plan.skipped)
+        throw new OperatorError(`retention skipped: ${plan.skipped}`, { hint: 'fix the clock (NTP)' });
+    } catch (err) {
+      if (ctx.signal.aborted) throw err;
+      retention = 'failed';
+      report(`the backup of ${name} is good, but retention after it failed`, err as OperatorError);
+    }
+  };
+  try {
+    // a hot standby's lease table is read-only: a backup by hand there takes none (the daemon's
+    // scheduled ones there coordinate through the store, by slot; this one has no slot)
+    if ((await serverRole(lockPool)) === 'standby') {
+      ctx.logger.info({ database }, 'the server is a hot standby: backing up without a lease');
+      await work();
+      return retention === 'ok' ? 'ok' : 'retention_failed';
+    }
+    const r = await asLeader(lockPool, `backup:${database}`, lease, work);
     if (r.led) return retention === 'ok' ? 'ok' : 'retention_failed';
     const { text, exitCode } = leaseRefusal('backup', database, r);
     process.stderr.write(text);

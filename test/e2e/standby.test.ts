@@ -136,6 +136,11 @@ describe('pg-maintd on a hot standby', () => {
       const list = await runCli(['backups', 'list', '--json'], env(pair.standby.url(DB)));
       expect(list.code).toBe(0);
       expect(list.out).toContain(written[0]!.key);
+      // a backup by hand on the standby: no lease there (its table is read-only), and none needed
+      const hand = await runCli(['backup'], { ...env(pair.standby.url(DB)), LOG_LEVEL: 'info' });
+      expect(hand.code, hand.out).toBe(0);
+      expect(hand.out).toContain('backing up without a lease');
+      expect(hand.out).not.toContain('lease_unusable');
     } finally {
       onPrimary.child.kill('SIGTERM');
       onStandby.child.kill('SIGTERM');
