@@ -41,7 +41,16 @@ import { PARTIAL_MARK, FsStorage } from '../../src/backup/storage/fs.js';
 import type { Storage } from '../../src/backup/storage/storage.js';
 import { findServerBinaries } from '../../src/embedded/binaries.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
-import { getJson, spawnCli, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
+import {
+  getJson,
+  sample,
+  scrapeMetrics,
+  spawnCli,
+  startDaemon,
+  waitFor,
+  watchHealth,
+  type LogLine,
+} from '../support/daemon.js';
 import { on, startFaultProxy, type FaultProxy, type ProxiedRequest } from '../support/fault-proxy.js';
 import { startPrivateCluster } from '../support/postgres.js';
 import { directStorage, startTestS3, type TestS3 } from '../support/s3.js';
@@ -53,7 +62,6 @@ type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
 const ROW_TIMEOUT = 90_000;
 const scratch = mkdtempSync(join(tmpdir(), 'pgmaintd-matrix-'));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let cluster: LocalCluster; // PostgreSQL 15, beside the PG 15 client tools
 beforeAll(async () => {
@@ -131,44 +139,6 @@ function waitLog(d: Daemon, from: number, pred: (l: LogLine) => boolean, timeout
 const isFailure = (l: LogLine) => l.msg === 'backup failed; nothing was kept';
 const isSuccess = (l: LogLine) => l.msg === 'backup complete';
 
-async function scrape(d: Daemon): Promise<string> {
-  return (await fetch(`${d.base}/metrics`)).text();
-}
-
-/** One sample of the exposition, or undefined. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const rest = line.slice(name.length);
-    if (!rest.startsWith('{') && !rest.startsWith(' ')) continue;
-    if (Object.entries(labels).every(([k, v]) => rest.includes(`${k}="${v}"`)))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
-}
-
-/** Polls /healthz every 250 ms until stopped; the statuses seen (0: no answer). */
-function watchHealth(d: Daemon): () => Promise<number[]> {
-  const seen: number[] = [];
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      seen.push(
-        await fetch(`${d.base}/healthz`).then(
-          (r) => r.status,
-          () => 0,
-        ),
-      );
-      await sleep(250);
-    }
-  })();
-  return async () => {
-    running = false;
-    await loop;
-    return seen;
-  };
-}
-
 /** Names of every file created or renamed in a folder while watched (inotify): did any data move? */
 function watchFolder(dir: string): { names: string[]; close(): void } {
   mkdirSync(dir, { recursive: true });
@@ -222,7 +192,7 @@ interface FaultRow {
 }
 
 async function metricsOf(rig: Rig) {
-  const text = await scrape(rig.d);
+  const text = await scrapeMetrics(rig.d);
   const db = { database: rig.database };
   return {
     text,

@@ -16,18 +16,24 @@ import { EXIT } from '../../src/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
 import { asLeader } from '../../src/schedule/leader.js';
 import { readStored } from '../support/backup.js';
-import { cliEnv, sample, spawnCli, startDaemon, waitFor, type SpawnedCli } from '../support/daemon.js';
+import {
+  cliEnv,
+  sample,
+  scrapeMetrics,
+  spawnCli,
+  startDaemon,
+  waitFor,
+  watchHealth,
+  type SpawnedCli,
+} from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
-
-type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
 const suffix = Math.random().toString(16).slice(2, 8);
 const ROLE = `pgm_lease_${suffix}`; // pg-maintd's own role
 const ATTACKER = `intruder_${suffix}`;
 const PASSWORD = `pw-${suffix}-lease`;
 const DATABASE = `app_lease_${suffix}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function urlAs(role: string, database = DATABASE): string {
   const u = new URL(withDatabase(adminUrl(), database));
@@ -58,29 +64,7 @@ function envFor(dir: string, extra: Record<string, string> = {}, database = DATA
   return cliEnv(urlAs(ROLE, database), dir, { LEASE_TTL: '3s', ...extra });
 }
 
-const metrics = async (d: Daemon) => (await fetch(`${d.base}/metrics`)).text();
-
-/** Polls /healthz until stopped: the statuses seen (0: no answer). */
-function watchHealth(d: Daemon): () => Promise<number[]> {
-  const seen: number[] = [];
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      seen.push(
-        await fetch(`${d.base}/healthz`).then(
-          (r) => r.status,
-          () => 0,
-        ),
-      );
-      await sleep(250);
-    }
-  })();
-  return async () => {
-    running = false;
-    await loop;
-    return seen;
-  };
-}
+const metrics = scrapeMetrics;
 
 /** Backup runs seen in logs: [start, end] in ms by runId (end: complete or failed). */
 function runsOf(...procs: SpawnedCli[]): Array<{ runId: string; pid: number; start: number; end?: number }> {

@@ -19,7 +19,7 @@ import { craftBackup, writeBackup } from '../support/crafted-backup.js';
 import { cliEnv, runCli } from '../support/daemon.js';
 import { on, startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { startPrivateCluster, useTestDatabase, withDatabase } from '../support/postgres.js';
-import { startTestS3, type TestS3 } from '../support/s3.js';
+import { s3CliEnv, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 
 const db = useTestDatabase();
@@ -38,19 +38,7 @@ afterAll(async () => {
 });
 
 async function s3Env(extra: Record<string, string> = {}) {
-  const bucket = await s3.createBucket('pgmaintd-lists');
-  return cliEnv(db.url, mkdtempSync(join(tmpdir(), 'pgmaintd-unused-')), {
-    LOG_LEVEL: 'warn',
-    S3_BUCKET: bucket,
-    S3_ENDPOINT: proxy.url,
-    S3_REGION: s3.region,
-    S3_FORCE_PATH_STYLE: 'true',
-    S3_MAX_ATTEMPTS: '1',
-    AWS_ACCESS_KEY_ID: s3.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-    ...extra,
-  });
+  return s3CliEnv(s3, db.url, await s3.createBucket('pgmaintd-lists'), proxy.url, extra);
 }
 
 const TRUNCATED_WITHOUT_TOKEN =

@@ -11,7 +11,16 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
 import { EXIT } from '../../src/exit-codes.js';
-import { cliEnv, spawnCli, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
+import {
+  cliEnv,
+  sample,
+  scrapeMetrics,
+  spawnCli,
+  startDaemon,
+  waitFor,
+  watchHealth,
+  type LogLine,
+} from '../support/daemon.js';
 import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
@@ -19,7 +28,6 @@ type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 const suffix = Math.random().toString(16).slice(2, 8);
 const ATTACKER = `blocker_${suffix}`;
 const PASSWORD = `pw-${suffix}-blk`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   const c = new pg.Client({ connectionString: adminUrl() });
@@ -60,37 +68,7 @@ async function otherSession(db: TestDatabase, applicationName: string) {
   return { c, pid };
 }
 
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
-}
-
-const metrics = async (d: Daemon) => (await fetch(`${d.base}/metrics`)).text();
-
-function watchHealth(d: Daemon): () => Promise<number[]> {
-  const seen: number[] = [];
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      seen.push(
-        await fetch(`${d.base}/healthz`).then(
-          (r) => r.status,
-          () => 0,
-        ),
-      );
-      await sleep(250);
-    }
-  })();
-  return async () => {
-    running = false;
-    await loop;
-    return seen;
-  };
-}
+const metrics = scrapeMetrics;
 
 interface Row {
   reason: 'lock_held' | 'lock_wait';

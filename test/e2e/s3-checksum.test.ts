@@ -4,16 +4,13 @@
 // restored in both modes. Then a store that refuses the checksums, as Cloudflare R2 did when the SDK
 // turned them on (3.729): the default for a custom S3_ENDPOINT works with it, and when_supported
 // fails with an error that names S3_CHECKSUM as the fix.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3Storage } from '../../src/backup/storage/s3.js';
 import { OperatorError } from '../../src/errors.js';
 import { EXIT } from '../../src/exit-codes.js';
-import { cliEnv, runCli, startDaemon } from '../support/daemon.js';
+import { runCli, startDaemon } from '../support/daemon.js';
 import {
   carriesChecksum,
   on,
@@ -22,7 +19,7 @@ import {
   type RequestKind,
 } from '../support/fault-proxy.js';
 import { createTestDatabase, useTestDatabase } from '../support/postgres.js';
-import { startTestS3, type TestS3 } from '../support/s3.js';
+import { s3CliEnv, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 import { startSigV4Proxy, type SigV4Proxy } from '../support/sigv4-proxy.js';
 
@@ -35,7 +32,6 @@ let s3: TestS3;
 let sigv4: SigV4Proxy;
 /** In front of the SigV4 proxy: emulates the store that refuses checksums, when told to. */
 let refusing: FaultProxy;
-let unusedDir: string;
 const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
 
 beforeAll(async () => {
@@ -52,7 +48,6 @@ beforeAll(async () => {
     secretAccessKey: s3.secretAccessKey,
   });
   refusing = await startFaultProxy({ target: sigv4.url });
-  unusedDir = mkdtempSync(join(tmpdir(), 'pgmaintd-unused-'));
   // S3Storage built in this process takes its credentials from the SDK's default chain
   process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
@@ -69,18 +64,9 @@ afterAll(async () => {
 });
 
 function envFor(endpoint: string, bucket: string, extra: Record<string, string> = {}) {
-  return cliEnv(db.url, unusedDir, {
-    LOG_LEVEL: 'warn',
-    S3_BUCKET: bucket,
-    S3_ENDPOINT: endpoint,
-    S3_REGION: s3.region,
-    S3_FORCE_PATH_STYLE: 'true',
-    S3_MAX_ATTEMPTS: '1',
+  return s3CliEnv(s3, db.url, bucket, endpoint, {
     S3_PART_SIZE: '5MiB',
     BACKUP_COMPRESSION_LEVEL: '1',
-    AWS_ACCESS_KEY_ID: s3.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     ...extra,
   });
 }

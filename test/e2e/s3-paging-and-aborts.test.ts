@@ -2,9 +2,6 @@
 // (test/support/s3-emulation.ts says how): ListObjectsV2 pages past 1,000 keys, and multipart
 // uploads that can be listed and aborted. Against MinIO or TEST_S3_ENDPOINT the store's own are used.
 // (A truncated listing without a continuation token is refused: listings-and-clusters.test.ts.)
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
   CreateMultipartUploadCommand,
   ListMultipartUploadsCommand,
@@ -13,11 +10,11 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { cliEnv, runCli } from '../support/daemon.js';
+import { runCli } from '../support/daemon.js';
 import { craftBackup } from '../support/crafted-backup.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { useTestDatabase } from '../support/postgres.js';
-import { startTestS3, type TestS3 } from '../support/s3.js';
+import { s3CliEnv, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 
 const db = useTestDatabase();
@@ -29,7 +26,6 @@ const FILLERS = 2500;
 let s3: TestS3;
 let proxy: FaultProxy;
 let viaProxy: S3Client;
-let unusedDir: string;
 
 beforeAll(async () => {
   await seed(db.pool, 10, 1);
@@ -51,7 +47,6 @@ beforeAll(async () => {
     maxAttempts: 1,
     credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
   });
-  unusedDir = mkdtempSync(join(tmpdir(), 'pgmaintd-unused-'));
 });
 
 afterAll(async () => {
@@ -66,18 +61,9 @@ beforeEach(() => {
 });
 
 function envFor(bucket: string, extra: Record<string, string> = {}) {
-  return cliEnv(db.url, unusedDir, {
-    LOG_LEVEL: 'warn',
-    S3_BUCKET: bucket,
-    S3_ENDPOINT: proxy.url,
-    S3_REGION: s3.region,
-    S3_FORCE_PATH_STYLE: 'true',
-    S3_MAX_ATTEMPTS: '1',
+  return s3CliEnv(s3, db.url, bucket, proxy.url, {
     S3_PART_SIZE: '5MiB',
     BACKUP_COMPRESSION_LEVEL: '1',
-    AWS_ACCESS_KEY_ID: s3.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     ...extra,
   });
 }

@@ -174,3 +174,32 @@ export function cliEnv(
     ...extra,
   };
 }
+
+type Daemon = Awaited<ReturnType<typeof startDaemon>>;
+
+/** The daemon's /metrics, as text. */
+export async function scrapeMetrics(d: Daemon): Promise<string> {
+  return (await fetch(`${d.base}/metrics`)).text();
+}
+
+/** Polls /healthz every 250 ms until the returned function is called: the statuses seen (0: no answer). */
+export function watchHealth(d: Daemon): () => Promise<number[]> {
+  const seen: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      seen.push(
+        await fetch(`${d.base}/healthz`).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  return async () => {
+    running = false;
+    await loop;
+    return seen;
+  };
+}

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3Storage } from '../../src/backup/storage/s3.js';
+import { cliEnv } from './daemon.js';
 import { dockerEngineAnswers } from './docker.js';
 
 export interface TestS3 {
@@ -34,6 +35,32 @@ export function directStorage(s3: TestS3, bucket: string): S3Storage {
     endpoint: s3.endpoint,
     forcePathStyle: true,
     maxAttempts: 1,
+  });
+}
+
+/**
+ * The environment of a CLI or daemon that backs up `dbUrl` into `bucket` through `endpoint` (the
+ * store itself, or a proxy in front of it), with the test store's credentials and one attempt per
+ * request; BACKUP_DIR points at a fresh folder nothing should be written to.
+ */
+export function s3CliEnv(
+  s3: TestS3,
+  dbUrl: string,
+  bucket: string,
+  endpoint: string,
+  extra: Record<string, string> = {},
+) {
+  return cliEnv(dbUrl, mkdtempSync(join(tmpdir(), 'pgmaintd-unused-')), {
+    LOG_LEVEL: 'warn',
+    S3_BUCKET: bucket,
+    S3_ENDPOINT: endpoint,
+    S3_REGION: s3.region,
+    S3_FORCE_PATH_STYLE: 'true',
+    S3_MAX_ATTEMPTS: '1',
+    AWS_ACCESS_KEY_ID: s3.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+    ...extra,
   });
 }
 
