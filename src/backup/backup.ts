@@ -9,6 +9,8 @@ import { pipeline } from 'node:stream';
 import type { Config } from '../config/load.js';
 import { LeaseLostError } from '../db/lease.js';
 import { DbPool } from '../db/pool.js';
+import { standbyStaleness } from '../db/replay.js';
+import { explainConnectionError } from '../db/sqlstate.js';
 import { OperatorError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { VERSION } from '../version.js';
@@ -62,6 +64,12 @@ export async function runBackup(
         cause: err,
       });
     }
+    const stale = await standbyStaleness(pool, config.backup.maxStandbyLagMs).catch((err: unknown) => {
+      const { message, hint } = explainConnectionError(err, pool.description);
+      throw new BackupError('database', message, { hint, cause: err });
+    });
+    if (stale)
+      throw new BackupError('standby_lagging', `not backed up: ${stale.problem}`, { hint: stale.fix });
     // the run's id makes the key unique; the store refuses to replace an object all the same
     const key = dataKey(database, startedAt, config.backup.format, runId);
     log.info({ key, storage: storage.description, format: config.backup.format }, 'backup started');

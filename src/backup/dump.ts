@@ -34,6 +34,7 @@ export const FAILURE_REASONS = [
   'timeout',
   'aborted',
   'lease_lost',
+  'standby_lagging',
   'internal',
 ] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];

@@ -25,6 +25,7 @@ import { asLeader, holderText } from '../schedule/leader.js';
 import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
 import { runBackup, type BackupDeps } from './backup.js';
 import { claimSlot, type SlotClaim } from './claim.js';
+import { standbyStaleness } from '../db/replay.js';
 import { applyRetention } from './retention.js';
 import { runVerification } from './verify.js';
 
@@ -46,9 +47,10 @@ interface PerDatabaseJob {
   failedToStart(database: string, failure: StartFailure, log: Logger): void;
 }
 
-/** Why a tick could not start its run: the lease's database failed. */
+/** Why a tick could not start its run: the lease's database failed, the store refused the slot's
+ * claim, or the standby it would back up from is behind. */
 interface StartFailure {
-  reason: 'database';
+  reason: 'database' | 'storage' | 'standby_lagging';
   message: string;
   hint: string | undefined;
 }
@@ -100,6 +102,12 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
         const r = await runOnce(deps, job, database, tick, role ?? 'primary', signal, log);
         switch (r.kind) {
           case 'lease_unusable':
+            // demoted since the role was asked: a standby's skip, not a lease table to fix
+            if (r.problem.standby) {
+              scheduler.recordSkip(job.name, 'standby');
+              log.info(`${ROLE_SKIP[job.name].standby}: skipped`);
+              break;
+            }
             scheduler.recordSkip(job.name, 'lease_unusable');
             log.warn(
               { reason: 'lease_unusable', hint: r.problem.fix },
@@ -153,9 +161,22 @@ async function runOnce(
   log: Logger,
 ): Promise<Outcome> {
   // a failure before the run began is the lease's database's, counted apart from the run's own
-  const at: { stage: 'lease' | 'run' } = { stage: 'lease' };
+  const at: { stage: 'lease' | 'claim' | 'run' } = { stage: 'lease' };
   const work = async (runSignal: AbortSignal): Promise<Outcome> => {
     if (job.claims) {
+      // a standby that is behind must not take the slot from a primary that could back it up
+      if (role === 'standby') {
+        const stale = await standbyStaleness(deps.lockPool, deps.config.backup.maxStandbyLagMs);
+        if (stale) {
+          job.failedToStart(
+            database,
+            { reason: 'standby_lagging', message: `not backed up: ${stale.problem}`, hint: stale.fix },
+            log,
+          );
+          return { kind: 'failed' };
+        }
+      }
+      at.stage = 'claim';
       const claim = await takeSlot(deps, database, tick, role, log);
       if (claim) return { kind: 'claimed', claim };
     }
@@ -182,6 +203,16 @@ async function runOnce(
   } catch (err) {
     if (at.stage === 'run')
       log.error({ err: { message: (err as Error).message } }, `scheduled ${job.name} failed`);
+    else if (at.stage === 'claim')
+      job.failedToStart(
+        database,
+        {
+          reason: 'storage',
+          message: `cannot claim the slot in the store: ${(err as Error).message}`,
+          hint: (err as { hint?: string }).hint,
+        },
+        log,
+      );
     else job.failedToStart(database, startFailure(err, deps.lockPool), log);
     return { kind: 'failed' };
   }

@@ -240,6 +240,13 @@ export const FIELDS = {
     allowed: 'primary | standby | any',
     group: 'Backups',
   },
+  BACKUP_MAX_STANDBY_LAG: {
+    schema: duration(0, 86_400_000),
+    default: '5m',
+    doc: 'A backup from a hot standby (BACKUP_FROM=standby or any, or `pg-maintd backup` run against one) is refused (reason standby_lagging) when the standby is further behind its primary than this, has its replay paused, or is not streaming from a primary: it would hold old data that every check passes.',
+    allowed: ms(0, 86_400_000, '1 day'),
+    group: 'Backups',
+  },
   BACKUP_LOCK_WAIT_TIMEOUT: {
     schema: duration(1000, 86_400_000),
     default: '5m',

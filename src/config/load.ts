@@ -235,6 +235,7 @@ function shape(p: Parsed) {
       rowCountMaxTableBytes: p.BACKUP_ROW_COUNT_MAX_TABLE_SIZE,
       lockWaitTimeoutMs: p.BACKUP_LOCK_WAIT_TIMEOUT,
       from: p.BACKUP_FROM,
+      maxStandbyLagMs: p.BACKUP_MAX_STANDBY_LAG,
       clientBinDir: p.PG_CLIENT_BIN_DIR,
       // the path only: the keys are read where the catalog is built, and never kept in the config
       signingKeyFile: p.BACKUP_SIGNING_KEY_FILE ? resolve(p.BACKUP_SIGNING_KEY_FILE) : undefined,

@@ -26,6 +26,8 @@ export const LEASE_TABLE = 'pgmaintd.leases';
 export interface LeaseProblem {
   problem: string;
   fix: string;
+  /** The database is a hot standby (read-only): no lease can be taken there, nothing to fix. */
+  standby?: true;
 }
 
 /** Left out of the writers: trusted roles, and members of pg-maintd's role (reported as such). */
@@ -115,6 +117,7 @@ export async function ensureLeaseTable(pool: DbPool): Promise<LeaseProblem | und
     return {
       problem: `the database of DATABASE_URL (${pool.description}) is a standby: the leases that elect the leader need a writable primary`,
       fix: 'point DATABASE_URL at the primary (a standby can still be watched for metrics)',
+      standby: true,
     };
   if (!s.schema_exists) {
     const denied = await tryCreate(pool, CREATE_SCHEMA_SQL);

@@ -2,7 +2,15 @@
 // and serves metrics with its defaults, leaves everything a standby refuses alone, backs up from the
 // standby when told to (one backup per slot however many daemons share the store), and picks up its
 // waiting work when the standby is promoted under it. The promotion comes last: it ends the pair.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -141,6 +149,20 @@ describe('pg-maintd on a hot standby', () => {
       expect(hand.code, hand.out).toBe(0);
       expect(hand.out).toContain('backing up without a lease');
       expect(hand.out).not.toContain('lease_unusable');
+      // replay paused (by hand, or a delayed standby): what it would back up is old; refused
+      const staleStore = join(dir, 'stale');
+      await sql(pair.standby, 'postgres', 'SELECT pg_wal_replay_pause()');
+      try {
+        await sql(pair.primary, DB, 'CREATE TABLE after_pause AS SELECT 1 AS x');
+        const stale = await runCli(['backup'], cliEnv(pair.standby.url(DB), staleStore));
+        expect(stale.code, stale.out).toBe(1);
+        expect(stale.out).toMatch(/not backed up: the standby has its WAL replay paused/);
+        expect(stale.out).toMatch(/fix: resume replay/);
+        expect(stale.out).not.toMatch(/\n\s+at \S/);
+        expect(filesUnder(staleStore)).toEqual([]);
+      } finally {
+        await sql(pair.standby, 'postgres', 'SELECT pg_wal_replay_resume()');
+      }
     } finally {
       onPrimary.child.kill('SIGTERM');
       onStandby.child.kill('SIGTERM');
@@ -180,6 +202,34 @@ describe('pg-maintd on a hot standby', () => {
     expect(new Set(ticks).size, ticks.join(' ')).toBe(ticks.length);
     const claims = filesUnder(join(store, CLAIMS_FOLDER));
     expect(claims.length).toBeGreaterThanOrEqual(ticks.length);
+  });
+
+  it('a store that refuses the slot claim fails the backup as the store’s fault, saying so', async () => {
+    const store = join(dir, 'claim-refused');
+    mkdirSync(store, { recursive: true });
+    writeFileSync(join(store, CLAIMS_FOLDER), 'a file where the claims folder goes');
+    const d = await startDaemon(
+      cliEnv(pair.primary.url(DB), store, {
+        BACKUP_FROM: 'any',
+        BACKUP_SCHEDULE: EVERY_2S,
+        METRICS_INTERVAL: '1s',
+      }),
+    );
+    try {
+      const failed = await d.waitForLog((l) => l.msg === 'backup failed; nothing was kept', 30_000);
+      expect(failed.reason).toBe('storage');
+      expect(String((failed.err as { message: string }).message)).toMatch(
+        /^cannot claim the slot in the store: /,
+      );
+      const t = await waitFor(
+        () => metrics(d),
+        (m) => (sample(m, 'pgmaintd_backup_failures_total', { reason: 'storage' }) ?? 0) >= 1,
+      );
+      expect(sample(t, 'pgmaintd_backup_failures_total', { reason: 'database' }) ?? 0).toBe(0);
+    } finally {
+      d.child.kill('SIGTERM');
+      await d.exited;
+    }
   });
 
   it('doctor with BACKUP_FROM=standby flags hot_standby_feedback off and a replay delay shorter than a backup', async () => {

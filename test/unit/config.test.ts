@@ -54,6 +54,7 @@ const BAD: Record<FieldName, string[]> = {
   BACKUP_DIR: ['   '],
   BACKUP_TIMEOUT: ['10ms', '8d', 'never'],
   BACKUP_FROM: ['replica', 'master', 'both'],
+  BACKUP_MAX_STANDBY_LAG: ['2d', '-1s', 'soon'],
   BACKUP_LOCK_WAIT_TIMEOUT: ['500ms', '2d', 'forever'],
   BACKUP_ROW_COUNT_MAX_TABLE_SIZE: ['-1', 'lots', '1PB', '5 parsecs'],
   PG_CLIENT_BIN_DIR: ['/nonexistent/bin'],
