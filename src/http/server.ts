@@ -12,6 +12,7 @@ import Fastify, {
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log/logger.js';
 import { Service } from '../lifecycle/service.js';
+import { VERSION } from '../version.js';
 import { Exposition } from '../metrics/exposition.js';
 import type { LivenessCheck } from '../health/watchdog.js';
 import type { ReadinessState } from '../health/readiness.js';
@@ -23,6 +24,21 @@ import { clientCertOptions, clientCertRejection, secureContextOptions } from './
 import { WebSettingsWatcher } from './web-watch.js';
 
 /** Kubernetes probes: open whatever authentication is configured. */
+const LANDING_PAGE = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>pg-maintd</title></head>
+<body>
+<h1>pg-maintd ${VERSION.replace(/[^0-9A-Za-z.+-]/g, '')}</h1>
+<p>Backups, metrics, migrations and maintenance for a PostgreSQL database.</p>
+<ul>
+<li><a href="metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="healthz">/healthz</a>: liveness</li>
+<li><a href="readyz">/readyz</a>: readiness (the database answers)</li>
+</ul>
+</body>
+</html>
+`;
+
 const OPEN_ROUTES = new Set(['/healthz', '/readyz']);
 /**
  * A client has this long to send its request headers (and to finish a TLS handshake), and the
@@ -142,6 +158,11 @@ export class HttpServer extends Service {
       const s = readiness();
       return reply.code(s.ready ? 200 : 503).send({ status: s.ready ? 'ready' : 'not ready', ...s });
     });
+    // what a person who opens the address sees (as exporter-toolkit's landing page): where to go,
+    // and nothing about the database; behind the same credentials as /metrics
+    this.app.get('/', async (_req, reply) =>
+      reply.header('content-type', 'text/html; charset=utf-8').send(LANDING_PAGE),
+    );
   }
 
   /** Answers that say what went wrong in a word: never an internal message, never the path echoed. */

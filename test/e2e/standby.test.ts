@@ -97,6 +97,9 @@ describe('pg-maintd on a hot standby', () => {
         expect(skipped(text, job, 'lease_unusable'), job).toBe(0);
       expect((await getJson(`${d.base}/healthz`)).status).toBe(200);
       expect((await getJson(`${d.base}/readyz`)).status).toBe(200);
+      const landing = await fetch(`${d.base}/`);
+      expect(landing.status).toBe(200);
+      expect(await landing.text()).toContain('href="metrics"');
 
       // each state said once, however many ticks it skipped
       for (const job of ['backup', 'verify', 'maintenance'])

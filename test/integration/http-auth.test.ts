@@ -181,6 +181,10 @@ describe('HTTP endpoint protection', () => {
         const m = await get('/metrics');
         expect(m.status).toBe(200);
         expect(m.body).toContain('pgmaintd_build_info');
+        const landing = await get('/');
+        expect(landing.status).toBe(200);
+        expect(landing.headers['content-type']).toBe('text/html; charset=utf-8');
+        for (const path of ['metrics', 'healthz', 'readyz']) expect(landing.body).toContain(`href="${path}"`);
       } else {
         const bad = [
           undefined, // no header
@@ -204,6 +208,8 @@ describe('HTTP endpoint protection', () => {
         expect(challenge.includes('Bearer realm="pg-maintd"')).toBe(!!setup.token);
         expect((await get('/metrics', undefined, 'HEAD')).status).toBe(401);
         expect((await get('/nowhere')).status).toBe(401); // deny by default, not by path text
+        expect((await get('/')).status).toBe(401); // the landing page is behind the credentials too
+        expect((await get('/', good[0])).body).toContain('href="metrics"');
         for (const auth of good) {
           const m = await get('/metrics', auth);
           expect(m.status, auth).toBe(200);
