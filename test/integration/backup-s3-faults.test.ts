@@ -212,6 +212,7 @@ async function expectNothingLeft(r: Rig): Promise<void> {
     timeout: 0,
     aborted: 0,
     lease_lost: 0,
+    standby_lagging: 0,
     internal: 0,
   });
   const text = await r.registry.getSingleMetricAsString('pgmaintd_backup_failures_total');
