@@ -167,9 +167,12 @@ describe('a psql meta-command in a plain dump never runs', () => {
     expect(backup.code, backup.out).toBe(0);
     const target = await emptyTarget();
     try {
-      const restore = await runCli(['restore', '--latest', '--target-url', target.url], envFor(dir));
+      const restore = await runCli(['restore', '--latest', '--target-url', target.url], {
+        ...envFor(dir),
+        LOG_LEVEL: 'info',
+      });
       expect(restore.code, restore.out).toBe(0);
-      expect(await target.tables()).toEqual(['projects', 'tasks', 'users']);
+      expect(await target.tables(), `${backup.out}\n${restore.out}`).toEqual(['projects', 'tasks', 'users']);
     } finally {
       await target.drop();
     }
