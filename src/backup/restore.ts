@@ -337,7 +337,38 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
     o.signal?.removeEventListener('abort', onAbort);
     if (listDir) rmSync(listDir, { recursive: true, force: true });
   }
+  // a client that exits 0 has committed what it read; that the backup's tables are all there is
+  // checked apart, so a restore that somehow brought less is never reported as done
+  // (an extension left out takes its tables with it: then there is nothing to compare)
+  const missing = o.skipExtensions?.length
+    ? []
+    : await missingTables(o, Object.keys(backup.manifest.rowCounts));
+  if (missing.length) {
+    log.error({ key: backup.key, missing }, "restore finished without some of the backup's tables");
+    throw new OperatorError(
+      `${tool} finished, but ${missing.length} of the backup's tables are not in ${describeTarget(target)}: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`,
+      { hint: 'do not rely on this target: drop it and restore again, or restore another backup' },
+    );
+  }
   const durationSeconds = (performance.now() - started) / 1000;
   log.info({ key: backup.key, bytes: verifier.bytes, durationSeconds }, 'restore complete');
   return { backup, bytes: verifier.bytes, durationSeconds };
+}
+
+/** The backup's tables (as the manifest names them, quoted) that the target does not hold. */
+async function missingTables(o: RestoreOptions, tables: string[]): Promise<string[]> {
+  if (tables.length === 0) return [];
+  const pool = new DbPool(
+    { url: o.targetUrl, ssl: o.ssl, pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 30_000 } },
+    { name: 'restore-target', logger: o.logger },
+  );
+  try {
+    const r = await pool.query<{ name: string }>(
+      'SELECT t.name FROM pg_catalog.unnest($1::text[]) AS t(name) WHERE pg_catalog.to_regclass(t.name) IS NULL',
+      [tables],
+    );
+    return r.rows.map((x) => x.name);
+  } finally {
+    await pool.stop();
+  }
 }

@@ -179,6 +179,30 @@ describe('a psql meta-command in a plain dump never runs', () => {
   });
 });
 
+describe('a restore that brought less than the backup holds', () => {
+  it('is never reported as done: the tables the manifest counted are looked for in the target', async () => {
+    const dir = freshDir('short');
+    const backup = await runCli(['backup'], envFor(dir));
+    expect(backup.code, backup.out).toBe(0);
+    // the manifest counted one table more than the script creates (as if the restore lost one)
+    const key = new RegExp(`${dir}/(\\S+\\.sql\\.gz)`).exec(backup.out)![1]!;
+    const file = join(dir, `${key}.manifest.json`);
+    const manifest = JSON.parse(readFileSync(file, 'utf8')) as { rowCounts: Record<string, unknown> };
+    manifest.rowCounts['public.ghost'] = { rows: 0, exact: true };
+    writeFileSync(file, JSON.stringify(manifest));
+    const target = await emptyTarget();
+    try {
+      const restore = await runCli(['restore', '--latest', '--target-url', target.url], envFor(dir));
+      expect(restore.code, restore.out).toBe(EXIT.FAILURE);
+      expect(restore.out).toMatch(/psql finished, but 1 of the backup's tables are not in .*: public\.ghost/);
+      expect(restore.out).toMatch(/fix: do not rely on this target/);
+      expect(restore.out).not.toMatch(/\n\s+at \S/);
+    } finally {
+      await target.drop();
+    }
+  });
+});
+
 describe('a data object replaced under its manifest', () => {
   it('runs nothing: the checksum is checked before the first byte reaches psql or pg_restore', async () => {
     // megabytes of backup: psql would run the first statement long before the last byte arrives
