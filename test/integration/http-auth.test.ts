@@ -5,7 +5,6 @@ import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import bcrypt from 'bcryptjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -18,13 +17,13 @@ import { issueCert, makeTestPki, type IssuedCert, type TestPki } from '../suppor
 import { renderConfig } from '../../src/cli/check-config.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { spawnCli, startDaemon, waitFor } from '../support/daemon.js';
+import { basicAuth, serveHttp } from '../support/http.js';
 import { useTestDatabase } from '../support/postgres.js';
 
 const USER = 'prometheus';
 const PASSWORD = 'correct horse battery staple';
 const TOKEN = 'tok-3f9a1c0d7e5b42a8b6d1f0e9c8a7b6d5';
-const basic = (user: string, password: string) =>
-  `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+const basic = basicAuth;
 
 let pki: TestPki;
 let serverCert: IssuedCert;
@@ -86,21 +85,9 @@ function writeFiles(s: Setup, into = mkdtempSync(join(dir, 'case-'))): WebFiles 
 }
 
 async function serve(web: WebFiles) {
-  const logs = new PassThrough();
-  let logText = '';
-  logs.on('data', (d: Buffer) => (logText += d.toString()));
-  const server = new HttpServer({
-    host: '127.0.0.1',
-    port: 0,
-    registry: createRegistry(),
-    logger: createLogger({ level: 'debug', format: 'json', destination: logs }),
-    liveness: { eventLoop: () => ({ ok: true, detail: 'fine' }) },
-    readiness: () => ({ ready: true, since: new Date().toISOString() }),
-    web,
-  });
+  const { server, port, logText } = await serveHttp({ web });
   servers.push(server);
-  await server.start();
-  return { server, port: server.address.port, logs: () => logText };
+  return { server, port, logs: logText };
 }
 
 interface Answer {
