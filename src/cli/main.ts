@@ -102,4 +102,3 @@ export function reportError(err: unknown): number {
   return EXIT.SOFTWARE;
 }
 
-await main(process.argv);
