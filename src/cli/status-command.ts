@@ -25,7 +25,8 @@ import { addConfigOptions, configInput } from './config-options.js';
 
 /**
  * The exit code of a summary: 69 when what it needs cannot be reached (pg_up 0, the store cannot be
- * listed), 1 when a database's newest backup is older than BACKUP_SCHEDULE allows or there is none,
+ * listed), 1 when a database's newest backup is older than BACKUP_SCHEDULE allows, there is none, or its last
+ * drill failed or compared nothing,
  * 0 otherwise.
  */
 export function statusExitCode(problems: readonly Problem[]): ExitCode {
@@ -40,7 +41,7 @@ export function addStatusCommand(program: Command): void {
     program
       .command('status')
       .description(
-        'what the landing page shows: pg_up, the last good backup of each database (age, size, verified), the last drill, the next runs, the collectors (exit 0; 1 when a backup is overdue or missing; 69 when the database or the store cannot be reached)',
+        'what the landing page shows: pg_up, the last good backup of each database (age, size, verified), the last drill, the next runs, the collectors (exit 0; 1 when a backup is overdue or missing or its last drill failed; 69 when the database or the store cannot be reached)',
       )
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {

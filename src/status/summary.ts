@@ -72,7 +72,8 @@ export interface JobStatus {
   inSeconds: number | null;
 }
 
-export type ProblemKind = 'database_down' | 'store_unreadable' | 'backup_missing' | 'backup_overdue';
+export type ProblemKind =
+  'database_down' | 'store_unreadable' | 'backup_missing' | 'backup_overdue' | 'drill_failed';
 
 export interface Problem {
   kind: ProblemKind;
@@ -197,6 +198,15 @@ function problemsOf(i: SummaryInput, backups: BackupStatus[]): Problem[] {
         });
       continue;
     }
+    // The newest drill is what the backup-verify-failed alert pages on: a backup that did not
+    // restore cleanly is not one to count on, whatever its age.
+    if (b.lastDrill && b.lastDrill.result !== 'ok')
+      problems.push({
+        kind: 'drill_failed',
+        database: b.database,
+        message: `the last restore drill of ${JSON.stringify(b.database)} (${b.lastDrill.key}, ${b.lastDrill.at}) was ${b.lastDrill.result}${b.lastDrill.reason ? `: ${b.lastDrill.reason}` : ''}`,
+        fix: 'run `pg-maintd verify --key` with that key to see it again, and follow the runbook entry PgMaintdBackupVerifyFailed',
+      });
     if (b.overdue)
       problems.push({
         kind: 'backup_overdue',

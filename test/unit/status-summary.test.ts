@@ -85,3 +85,42 @@ describe('the landing page', () => {
     expect(html).toContain('pg_up 0');
   });
 });
+
+describe('problems', () => {
+  const input = (lastDrill: { result: 'ok' | 'failed' | 'inconclusive'; reason: string | null } | null) =>
+    summarize({
+      source: 'command',
+      now: new Date('2025-01-10T04:00:00Z'),
+      database: { up: true, target: 'app@db:5432/app', error: null },
+      store: { description: '/backups' },
+      backupSchedule: { cron: '0 3 * * *', timezone: 'UTC' },
+      backups: [
+        {
+          database: 'app',
+          listedAt: '2025-01-10T04:00:00.000Z',
+          listError: null,
+          stored: 1,
+          newest: backup('2025-01-10T03:00:00.000Z'),
+          lastDrill: lastDrill && {
+            key: 'app/app_x.sql.gz',
+            at: '2025-01-10T03:30:00.000Z',
+            tablesCompared: 3,
+            mismatches: lastDrill.result === 'failed' ? 1 : 0,
+            ...lastDrill,
+          },
+        },
+      ],
+      jobs: [],
+      collectors: [],
+    }).problems;
+
+  it('names a last drill that failed or compared nothing, with what to do', () => {
+    expect(input(null)).toEqual([]);
+    expect(input({ result: 'ok', reason: null })).toEqual([]);
+    const [failed] = input({ result: 'failed', reason: 'public.tasks: 10 rows, restored 9' });
+    expect(failed).toMatchObject({ kind: 'drill_failed', database: 'app' });
+    expect(failed!.message).toContain('public.tasks: 10 rows, restored 9');
+    expect(failed!.fix).toContain('pg-maintd verify --key');
+    expect(input({ result: 'inconclusive', reason: null })[0]?.kind).toBe('drill_failed');
+  });
+});
