@@ -103,4 +103,3 @@ export function reportError(err: unknown): number {
   );
   return EXIT.SOFTWARE;
 }
-
