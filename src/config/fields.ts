@@ -509,7 +509,7 @@ export const FIELDS = {
   },
   MIGRATIONS_DIR: {
     schema: optionalText(),
-    doc: 'Folder of the NNNN_name.sql migration files. Unset: the migrations/ folder shipped with pg-maintd (the seed schema).',
+    doc: 'Folder of the NNNN_name.sql migration files. Unset: the migrations/ folder shipped with pg-maintd (the sample application schema).',
     allowed: 'an existing directory',
     group: 'Migrations',
   },

@@ -1,6 +1,6 @@
 /**
  * MIGRATE_ON_START: the daemon applies pending migrations in the background. Nothing waits for it:
- * HTTP, metrics, backups and drills (none of which need the application's schema) run from the
+ * HTTP, metrics, backups and drills (none of which need the application schema) run from the
  * start, so a migration that cannot go on never takes monitoring and backups down with it.
  *
  * - Blocked (retried): the migration lock held by another session (waited for as long as it takes),

@@ -1,7 +1,6 @@
 // config/example.yaml is the annotated file operators start from: it must name every setting under
 // its group's heading, show each default as it is, and load.
-import { readFileSync } from 'node:fs';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
