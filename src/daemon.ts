@@ -29,6 +29,7 @@ import { createStorage, type Storage } from './backup/storage/index.js';
 import { maintenanceJob } from './maintenance/job.js';
 import { MaintenanceMetrics } from './maintenance/metrics.js';
 import { LEASE_SESSION } from './db/lease.js';
+import { daemonStatus } from './daemon-status.js';
 
 export interface Daemon {
   http: HttpServer;
@@ -104,6 +105,7 @@ export async function runDaemon(
     logger,
     liveness: { eventLoop: () => watchdog.check(), scheduler: () => scheduler.check() },
     readiness: () => readiness.state(),
+    status: daemonStatus({ config, catalog, storage, poller, scheduler, readiness: () => readiness.state() }),
     web: config.http.web,
   });
 

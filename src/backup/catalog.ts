@@ -82,6 +82,12 @@ type Entry =
 type Leftovers = Extract<Entry, { kind: 'leftover' }>;
 type ReadManifest = { manifest: Manifest; signature: SignatureCheck } | Leftovers;
 
+/** Told of each listing of a database (or why it failed): the status page keeps the last one. */
+export type ListingListener = (
+  database: string,
+  result: { listing: CatalogListing; at: Date } | { error: Error; at: Date },
+) => void;
+
 /** The good backups to rely on: not future-dated. */
 export function trusted(listing: CatalogListing): GoodBackup[] {
   return listing.good.filter((g) => !g.suspect);
@@ -90,6 +96,7 @@ export function trusted(listing: CatalogListing): GoodBackup[] {
 export class Catalog {
   // keyed by key, size and time written: a manifest replaced in the store is read again
   readonly #manifests = new Map<string, ReadManifest>();
+  readonly #listeners: ListingListener[] = [];
 
   constructor(
     readonly storage: Storage,
@@ -100,7 +107,28 @@ export class Catalog {
     return this.options.signer;
   }
 
+  /** Calls `listener` after every listing from now on: whoever lists the store anyway keeps it current. */
+  onListed(listener: ListingListener): void {
+    this.#listeners.push(listener);
+  }
+
   async list(database: string): Promise<CatalogListing> {
+    let listing: CatalogListing;
+    try {
+      listing = await this.#list(database);
+    } catch (err) {
+      this.#tell(database, { error: err instanceof Error ? err : new Error(String(err)), at: new Date() });
+      throw err;
+    }
+    this.#tell(database, { listing, at: new Date() });
+    return listing;
+  }
+
+  #tell(database: string, result: Parameters<ListingListener>[1]): void {
+    for (const l of this.#listeners) l(database, result);
+  }
+
+  async #list(database: string): Promise<CatalogListing> {
     const byKey = new Map<string, StoredObject>();
     for (const folder of databaseFolders(database))
       for (const o of await this.storage.list(`${folder}/`)) byKey.set(o.key, o);

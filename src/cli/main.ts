@@ -1,4 +1,4 @@
-/** The pg-maintd command line: run (default), check-config, backup commands, migrate, maintenance, doctor, demo. */
+/** The pg-maintd command line: run (default), check-config, backup commands, status, migrate, maintenance, doctor, demo. */
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
@@ -13,6 +13,7 @@ import { addDoctorCommand } from './doctor-command.js';
 import { addBackupCommands } from './backup-commands.js';
 import { addMigrateCommands } from './migrate-commands.js';
 import { addMaintenanceCommands } from './maintenance-commands.js';
+import { addStatusCommand } from './status-command.js';
 
 export function buildProgram(): Command {
   const program = new Command('pg-maintd')
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   });
 
   addBackupCommands(program);
+  addStatusCommand(program);
   // --- migrate commands (issue 5) ---
   addMigrateCommands(program);
   // --- maintenance commands (issue 5) ---
@@ -102,4 +104,3 @@ export function reportError(err: unknown): number {
   return EXIT.SOFTWARE;
 }
 
-await main(process.argv);

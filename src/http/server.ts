@@ -1,4 +1,7 @@
-/** The HTTP server: /metrics (Prometheus text), /healthz (liveness), /readyz (readiness). */
+/**
+ * The HTTP server: /metrics (Prometheus text), /healthz (liveness), /readyz (readiness), and the
+ * status summary at / (HTML) and /status (JSON).
+ */
 import { STATUS_CODES } from 'node:http';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import Fastify, {
@@ -12,11 +15,12 @@ import Fastify, {
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log/logger.js';
 import { Service } from '../lifecycle/service.js';
-import { VERSION } from '../version.js';
 import { Exposition } from '../metrics/exposition.js';
 import type { LivenessCheck } from '../health/watchdog.js';
 import type { ReadinessState } from '../health/readiness.js';
+import type { StatusSummary } from '../status/summary.js';
 import { Authenticator, type AuthResult } from './auth.js';
+import { renderLandingPage } from './landing-page.js';
 import { limitConnectionsPerClient } from './connection-limit.js';
 import { LogThrottle } from './log-throttle.js';
 import type { WebFiles, WebSettings } from './web-config.js';
@@ -24,21 +28,6 @@ import { clientCertOptions, clientCertRejection, secureContextOptions } from './
 import { WebSettingsWatcher } from './web-watch.js';
 
 /** Kubernetes probes: open whatever authentication is configured. */
-const LANDING_PAGE = `<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>pg-maintd</title></head>
-<body>
-<h1>pg-maintd ${VERSION.replace(/[^0-9A-Za-z.+-]/g, '')}</h1>
-<p>Backups, metrics, migrations and maintenance for a PostgreSQL database.</p>
-<ul>
-<li><a href="metrics">/metrics</a>: Prometheus metrics</li>
-<li><a href="healthz">/healthz</a>: liveness</li>
-<li><a href="readyz">/readyz</a>: readiness (the database answers)</li>
-</ul>
-</body>
-</html>
-`;
-
 const OPEN_ROUTES = new Set(['/healthz', '/readyz']);
 /**
  * A client has this long to send its request headers (and to finish a TLS handshake), and the
@@ -66,6 +55,8 @@ export interface HttpDeps {
   logger: Logger;
   liveness: Record<string, () => LivenessCheck>;
   readiness: () => ReadinessState;
+  /** The status summary for `/` and `/status`, built from memory (never a query per request). */
+  status?: () => StatusSummary;
   /** WEB_CONFIG_FILE and WEB_BEARER_TOKEN_FILE: TLS, headers and credentials, re-read on change. */
   web?: WebFiles;
 }
@@ -158,11 +149,19 @@ export class HttpServer extends Service {
       const s = readiness();
       return reply.code(s.ready ? 200 : 503).send({ status: s.ready ? 'ready' : 'not ready', ...s });
     });
-    // what a person who opens the address sees (as exporter-toolkit's landing page): where to go,
-    // and nothing about the database; behind the same credentials as /metrics
-    this.app.get('/', async (_req, reply) =>
-      reply.header('content-type', 'text/html; charset=utf-8').send(LANDING_PAGE),
-    );
+    // what a person who opens the address sees: where to go, and what an SRE asks first; behind the
+    // same credentials as /metrics, and never cached (it is the state now)
+    const { status } = this.deps;
+    this.app.get('/', async (req, reply) => {
+      const summary = status?.();
+      void reply.header('cache-control', 'no-store');
+      if (summary && (req.query as { format?: unknown }).format === 'json') return reply.send(summary);
+      return reply.header('content-type', 'text/html; charset=utf-8').send(renderLandingPage(summary));
+    });
+    if (status)
+      this.app.get('/status', async (_req, reply) =>
+        reply.header('cache-control', 'no-store').send(status()),
+      );
   }
 
   /** Answers that say what went wrong in a word: never an internal message, never the path echoed. */

@@ -16,6 +16,22 @@ import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import type { Collector } from './collector.js';
 
+/** What the status page shows of a collector: its last poll, and the last success and failure. */
+export interface CollectorHealth {
+  collector: string;
+  /** Whether its last poll succeeded; null before the first one finished. */
+  ok: boolean | null;
+  lastSuccessAt: string | null;
+  lastFailureAt: string | null;
+  /** Why the last failure failed (kind, SQLSTATE, the server's message), while it is failing. */
+  error: string | null;
+  durationSeconds: number | null;
+  intervalSeconds: number;
+}
+
+/** An error's message as one short line: a status page or a terminal shows it, never a stack. */
+const ERROR_TEXT_MAX = 300;
+
 export interface PollerOptions {
   db: PoolSettings;
   registry: Registry;
@@ -51,6 +67,10 @@ export class Poller extends Service {
   /** Keys (collector, or collector@database) failing now: each failure is logged once, not per poll. */
   readonly #failing = new Set<string>();
   readonly #lastDuration = new Map<string, number>();
+  /** Per collector: the last poll's outcome and when each kind last happened, for the status page. */
+  readonly #health = new Map<string, { ok: boolean; success?: number; failure?: number }>();
+  /** Per failing key: why, kept while it fails (what the log said once). */
+  readonly #errors = new Map<string, string>();
   #serverVersionNum: number | undefined;
   readonly #up: Gauge;
   readonly #success: Gauge<'collector'>;
@@ -105,6 +125,33 @@ export class Poller extends Service {
   /** Every pool the poller holds now (for pgmaintd_db_pool_clients). */
   pools(): DbPool[] {
     return [this.pool, ...this.#dbPools.values()];
+  }
+
+  /** pg_up as it is now: whether the last connection attempt succeeded. */
+  get up(): boolean {
+    return this.#upNow;
+  }
+
+  /** Each collector's health as the poller last saw it (read from memory, for the status page). */
+  collectorHealth(): CollectorHealth[] {
+    return this.#o.collectors.map((c) => {
+      const h = this.#health.get(c.name);
+      const errors = [...this.#errors].filter(([k]) => k === c.name || k.startsWith(`${c.name}@`));
+      return {
+        collector: c.name,
+        ok: h?.ok ?? null,
+        lastSuccessAt: h?.success === undefined ? null : new Date(h.success).toISOString(),
+        lastFailureAt: h?.failure === undefined ? null : new Date(h.failure).toISOString(),
+        error: errors.length
+          ? errors
+              .map(([, e]) => e)
+              .join('; ')
+              .slice(0, ERROR_TEXT_MAX)
+          : null,
+        durationSeconds: this.#lastDuration.get(c.name) ?? null,
+        intervalSeconds: this.intervalOf(c) / 1000,
+      };
+    });
   }
 
   /** How often `c` polls: METRICS_COLLECTOR_INTERVALS, else the collector's own, else METRICS_INTERVAL. */
@@ -169,6 +216,11 @@ export class Poller extends Service {
       const ok = c.scope === 'database' ? await this.#runPerDatabase(c) : await this.#attempt(c, this.#main);
       this.#success.set({ collector: c.name }, ok ? 1 : 0);
       if (ok) this.#lastSuccess.set({ collector: c.name }, Date.now() / 1000);
+      const h = this.#health.get(c.name) ?? { ok };
+      h.ok = ok;
+      if (ok) h.success = Date.now();
+      else h.failure = Date.now();
+      this.#health.set(c.name, h);
     } finally {
       const seconds = (performance.now() - t0) / 1000;
       this.#duration.set({ collector: c.name }, seconds);
@@ -231,6 +283,7 @@ export class Poller extends Service {
   }
 
   #succeeded(key: string, fields: Record<string, string>) {
+    this.#errors.delete(key);
     if (this.#failing.delete(key)) this.#log.info(fields, 'collector recovered');
   }
 
@@ -238,6 +291,8 @@ export class Poller extends Service {
   #failed(key: string, err: unknown, fields: Record<string, string>, message: string) {
     const { kind, code } = classify(err);
     if (kind === 'connection_lost' || kind === 'connection_refused') this.#serverVersionNum = undefined;
+    const where = fields.database === undefined ? '' : ` (database ${JSON.stringify(fields.database)})`;
+    this.#errors.set(key, `${kind}${code ? ` ${code}` : ''}${where}: ${oneLine(err)}`);
     if (this.#failing.has(key)) return;
     this.#failing.add(key);
     this.#log.warn({ ...fields, kind, code, err: { message: (err as Error).message } }, message);
@@ -285,6 +340,7 @@ export class Poller extends Service {
     for (const database of gone) {
       for (const c of this.#o.collectors) if (c.scope === 'database') c.clear(database);
       for (const key of [...this.#failing]) if (key.endsWith(`@${database}`)) this.#failing.delete(key);
+      for (const key of [...this.#errors.keys()]) if (key.endsWith(`@${database}`)) this.#errors.delete(key);
       const pool = this.#dbPools.get(database);
       this.#dbPools.delete(database);
       void pool?.stop();
@@ -316,4 +372,11 @@ export class Poller extends Service {
       applicationName: 'pg-maintd',
     });
   }
+}
+
+/** An error as one line of bounded length (a server's message may span lines). */
+function oneLine(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f]+/g, ' ').slice(0, ERROR_TEXT_MAX);
 }

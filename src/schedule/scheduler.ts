@@ -120,6 +120,23 @@ export class Scheduler extends Service {
     return this.#jobs.some((s) => s.job.name === name);
   }
 
+  /**
+   * Each scheduled job's next slot, from memory (the status page): the slot the heartbeat waits for
+   * once started, the first one after now before that; undefined when the schedule has none left.
+   */
+  upcoming(): Array<{ job: string; cron: string; timezone: string; next: Date | undefined }> {
+    const now = Date.now();
+    return this.#jobs.map((s) => {
+      const due = this.running ? s.due : s.cron.next(now, s.job.timezone);
+      return {
+        job: s.job.name,
+        cron: s.job.cron,
+        timezone: s.job.timezone,
+        next: due === undefined ? undefined : new Date(due),
+      };
+    });
+  }
+
   recordSkip(job: string, reason: SkipReason): void {
     this.#skipped?.inc({ job, reason });
   }

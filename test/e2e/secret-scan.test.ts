@@ -299,7 +299,7 @@ describe('secret scan', () => {
     expect(proxy.stats.accepted).toBeGreaterThan(0); // the bucket was created with the right one
   });
 
-  it('one-shot commands: check-config, migrate, backup to S3 and to a folder, list, restore, verify, doctor', async () => {
+  it('one-shot commands: check-config, migrate, backup to S3 and to a folder, list, restore, verify, doctor, status', async () => {
     const cc = await cli('check-config (password in URL, S3)', ['check-config'], { ...inUrl(), ...toS3() });
     expect(cc.code, cc.out).toBe(0);
     expect(cc.out).toMatch(/DATABASE_URL\s+postgresql:\/\/ss_app_\w+:\*\*\*\*@/);
@@ -388,9 +388,19 @@ describe('secret scan', () => {
     expect([EXIT.OK, EXIT.FAILURE]).toContain(doc.code);
     const docj = await cli('doctor --json', ['doctor', '--json'], inUrl());
     expect([EXIT.OK, EXIT.FAILURE]).toContain(docj.code);
+
+    // the status summary names the database target and the store: never with their secrets
+    const stat = await cli('status (S3, password in URL)', ['status'], { ...inUrl(), ...toS3() });
+    expect(stat.code, stat.out).toBe(EXIT.OK);
+    expect(stat.out).toContain('pg_up 1');
+    const statj = await cli('status --json (folder, PGPASSWORD)', ['status', '--json'], {
+      ...inEnv(),
+      ...toDir(),
+    });
+    expect(statj.code, statj.out).toBe(EXIT.OK);
   });
 
-  it('the daemon: a scheduled backup, /metrics (bearer token, basic auth, wrong ones), /healthz and /readyz', async () => {
+  it('the daemon: a scheduled backup, /metrics (bearer token, basic auth, wrong ones), the status page, /healthz and /readyz', async () => {
     // pg_stat_statements in the daemon's database, for this test only; its view shows the whole
     // server's statements. A password set again (the same one), often enough that the entry is not
     // the first evicted while other test files fill the view: it is kept as written, literal and all
@@ -443,6 +453,12 @@ describe('secret scan', () => {
       ] as const) {
         const r = await scrape(`daemon (${label})`, `${baseUrl}/metrics`, init);
         expect(r.status, label).toBe(401);
+      }
+      // the landing page and its JSON show the target, the store and collector errors
+      for (const path of ['/', '/status']) {
+        const r = await scrape('daemon (bearer)', `${baseUrl}${path}`, bearer(WEB.BEARER_TOKEN));
+        expect(r.status, path).toBe(200);
+        expect(r.body, path).toContain(APP_DB);
       }
       for (const path of ['/healthz', '/readyz', '/nowhere']) {
         const r = await scrape('daemon', `${baseUrl}${path}`, bearer(WEB.WRONG_BEARER_TOKEN));
