@@ -92,11 +92,13 @@ describe('results on stdout, logs on stderr', () => {
     expect(retention.stdout).toMatch(/^keep {3}\S+ {2}\(.*\)\n$/);
   });
 
-  it('`maintenance run --json` and `doctor --json`: one JSON document on stdout', async () => {
+  it('`maintenance run --json`, `doctor --json` and `status --json`: one JSON document on stdout', async () => {
     const maintenance = await run(['maintenance', 'run', '--dry-run', '--json']);
     expect(maintenance.code, maintenance.stderr).toBe(0);
     expect(Array.isArray(JSON.parse(maintenance.stdout))).toBe(true);
     const doctor = await run(['doctor', '--json']);
     expect(JSON.parse(doctor.stdout)).toMatchObject({ exitCode: doctor.code });
+    const status = await run(['status', '--json']);
+    expect(typeof JSON.parse(status.stdout)).toBe('object');
   });
 });
