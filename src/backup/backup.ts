@@ -19,6 +19,7 @@ import { BackupError, startDump, type FailureReason, type RunningDump } from './
 import { ParallelGzip } from './gzip-parallel.js';
 import { ByteCounter, EndGate, HashCounter } from './hash.js';
 import { parseManifest, type ManifestV2 } from './manifest.js';
+import { estimateProgress } from './progress.js';
 import type { BackupMetrics } from './metrics.js';
 import { MANIFEST_SUFFIX, dataKey } from './naming.js';
 import type { Storage } from './storage/storage.js';
@@ -94,13 +95,17 @@ export async function runBackup(
     let stored = 0;
     const t0 = performance.now();
     progress = setInterval(() => {
-      const s = (performance.now() - t0) / 1000;
+      const ms = performance.now() - t0;
       log.info(
         {
           dumpedBytes: raw.bytes,
           compressedBytes: hash.bytes,
           storedBytes: stored,
-          mbPerSec: +(raw.bytes / 1e6 / s).toFixed(1),
+          mbPerSec: +(raw.bytes / 1e3 / ms).toFixed(1),
+          // the dump's bytes against the database's size on disk: an estimate (indexes are not
+          // dumped, text may be larger than its storage), said "about"
+          ...(expectedBytes !== undefined ? { databaseBytes: expectedBytes, estimate: true } : {}),
+          ...estimateProgress(raw.bytes, expectedBytes, ms),
         },
         'backup progress',
       );

@@ -27,6 +27,7 @@ import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from '.
 import { psqlRestrictProblem, RestrictGuard } from './psql-guard.js';
 import { listWithout } from './restore-list.js';
 import { checkedCopy, type CheckedCopy } from './spool.js';
+import { estimateProgress } from './progress.js';
 
 export { resolveBackup, type ChoiceOptions } from './choose.js';
 
@@ -242,10 +243,14 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
   const verifier = new ChecksumVerifier(backup.manifest.sha256, backup.key);
   // zlib's 16 KiB default output chunks cost twice the CPU here and hand psql small writes
   const gunzip = createGunzip({ chunkSize: GUNZIP_CHUNK });
+  const readFrom = performance.now();
   const progress = setInterval(() => {
-    const pct = ((verifier.bytes / Math.max(1, backup.size)) * 100).toFixed(1);
     log.info(
-      { readBytes: verifier.bytes, totalBytes: backup.size, percent: Number(pct) },
+      {
+        readBytes: verifier.bytes,
+        totalBytes: backup.size,
+        ...estimateProgress(verifier.bytes, backup.size, performance.now() - readFrom),
+      },
       'restore progress',
     );
   }, o.progressEveryMs ?? 5000);

@@ -47,7 +47,8 @@ async function withContext<T>(
   fn: (ctx: Context) => Promise<T>,
 ): Promise<T> {
   const loaded = loadConfig(configInput(opts));
-  const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
+  // stdout carries the result (`backups list --json` goes to jq): log lines go to stderr
+  const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   const storage = await createStorage(loaded.config);
   try {
@@ -83,6 +84,19 @@ function databasesOf(config: Config, opts: Record<string, unknown>): string[] {
       hint: 'give the name of a database, as `\\l` in psql lists it',
     });
   return [opts.database];
+}
+
+/** An empty listing says where it looked and what to do, so a wrong store or name is seen at once. */
+function nothingListed(config: Config, storage: Storage, databases: string[]): string {
+  const where = config.s3.bucket
+    ? 'S3_BUCKET and S3_PREFIX (and S3_ENDPOINT, S3_REGION)'
+    : 'BACKUP_DIR (or set S3_BUCKET for S3)';
+  return [
+    `no backups found: looked in ${storage.description} for database${databases.length === 1 ? '' : 's'} ${databases.map(printable).join(', ')}`,
+    `  to take one now: pg-maintd backup${databases.length === 1 ? '' : ' (or --database <name> for one)'}`,
+    `  if backups should be there: check ${where} and BACKUP_DATABASES (or --database), the settings the backups were taken with`,
+    '',
+  ].join('\n');
 }
 
 /** Retention as a one-shot command runs it: the database's clock is a second reference where it answers. */
@@ -232,6 +246,17 @@ export function addBackupCommands(program: Command): void {
         );
         return;
       }
+      const empty = all.filter((d) => d.good.length === 0 && d.incomplete.length === 0);
+      if (empty.length === all.length) {
+        process.stdout.write(
+          nothingListed(
+            ctx.config,
+            ctx.storage,
+            all.map((d) => d.database),
+          ),
+        );
+        return;
+      }
       const rows = [['KEY', 'TIME (UTC)', 'SIZE', 'DURATION', 'STATUS']];
       for (const d of all) {
         for (const g of d.good) {
@@ -271,6 +296,10 @@ export function addBackupCommands(program: Command): void {
           )
           .join('\n')}\n`,
       );
+      if (empty.length)
+        process.stdout.write(
+          `\nno backups of ${empty.map((d) => printable(d.database)).join(', ')} in ${ctx.storage.description}\n`,
+        );
       const warned = all
         .flatMap((d) => d.good)
         .filter((g) => 'warnings' in g.manifest && g.manifest.warnings.length);

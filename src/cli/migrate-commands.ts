@@ -21,8 +21,10 @@ async function withMigrate<T>(
   fn: (o: MigrateOptions, config: Config) => Promise<T>,
 ): Promise<T> {
   const loaded = loadConfig(configInput(opts));
-  const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
+  // stdout carries the result (`--json` goes to jq): log lines go to stderr
+  const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
   const { config } = loaded;
+  for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   // SIGINT/SIGTERM: the running migration is cancelled and rolled back, then the exit is 130/143
   return withSignalAbort(
     logger,
@@ -132,7 +134,9 @@ export function addMigrateCommands(program: Command): void {
   ).action(async (opts: Record<string, unknown>) => {
     await withMigrate(opts, async (o) => {
       const files = await baselineMigrations(o, typeof opts.to === 'number' ? opts.to : undefined);
-      process.stdout.write(`baselined ${files.length} migrations: ${files.join(', ')}\n`);
+      process.stdout.write(
+        `baselined ${files.length} migrations: recorded as applied with their checksums, none of them run:\n${files.map((f) => `  ${f}\n`).join('')}\`pg-maintd migrate status\` lists them as applied (baselined); later migrations apply as usual\n`,
+      );
     });
   });
 }

@@ -503,13 +503,13 @@ export const FIELDS = {
   MIGRATE_ON_START: {
     schema: bool(),
     default: true,
-    doc: 'Apply pending schema migrations when the daemon starts (the bootstrap), in the background: backups, drills and metrics do not wait for them. A lock held by another session is waited for and retried; a migration that fails is reported, never a reason to exit. A database that holds the tables but no migration history is left alone: see `migrate baseline`.',
+    doc: "Apply pending schema migrations when the daemon starts, in the background: backups, drills and metrics do not wait for them. A held lock is waited for; a failing migration is reported, never a reason to exit. Only a database that is empty (extensions' objects and pg-maintd's own aside) or under pg-maintd's migration history is migrated; any other is left alone with a warning: `migrate up` builds the application schema into it, `migrate baseline` adopts one that holds it.",
     allowed: 'true or false',
     group: 'Migrations',
   },
   MIGRATIONS_DIR: {
     schema: optionalText(),
-    doc: 'Folder of the NNNN_name.sql migration files. Unset: the migrations/ folder shipped with pg-maintd (the seed schema).',
+    doc: 'Folder of the NNNN_name.sql migration files. Unset: the migrations/ folder shipped with pg-maintd (the sample application schema).',
     allowed: 'an existing directory',
     group: 'Migrations',
   },
@@ -657,7 +657,7 @@ export const FIELDS = {
   LOG_FORMAT: {
     schema: oneOf(['auto', 'json', 'pretty'] as const),
     default: 'auto',
-    doc: 'auto: pretty when stdout is a terminal, JSON otherwise.',
+    doc: 'auto: pretty when the log stream is a terminal, JSON otherwise. `run` logs to standard output; the one-shot commands log to standard error and keep standard output for their result (so `--json` output can be piped into jq).',
     allowed: 'auto | json | pretty',
     group: 'Logging',
   },

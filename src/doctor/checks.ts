@@ -50,7 +50,7 @@ const logMinDuration: Check = {
     const base = {
       id: 'settings.log_min_duration_statement',
       title: 'slow statements are logged',
-      why: 'the seed logs statements slower than 1 s (log_min_duration_statement = 1000) to find slow queries; -1 logs none',
+      why: 'statements slower than 1 s are logged (log_min_duration_statement = 1000) to find slow queries; -1 logs none',
       fix: reloadableFix('log_min_duration_statement', '1s', s.source),
     };
     const from = s.source === 'default' ? '' : ` (from ${describeSource(s.source)})`;
@@ -60,7 +60,7 @@ const logMinDuration: Check = {
         ...base,
         status: 'warn',
         found: `0 (every statement is logged)${from}`,
-        why: 'logging every statement floods the log and costs I/O on a busy server; the seed uses 1 s',
+        why: 'logging every statement floods the log and costs I/O on a busy server; 1 s is the usual threshold',
       };
     const { fix: _fix, ...ok } = base;
     return { ...ok, status: 'ok', found: `${humanMs(ms)}${from}` };
@@ -153,7 +153,7 @@ export function allChecks(): Check[] {
     }),
     settingOn('log_lock_waits', {
       title: 'lock waits are logged',
-      why: 'a session waiting longer than deadlock_timeout (1 s) for a lock is logged with the blocking pids, which the seed’s lock monitoring otherwise only sees while it happens',
+      why: 'a session waiting longer than deadlock_timeout (1 s) for a lock is logged with the blocking pids, which lock monitoring otherwise only sees while it happens',
       failWhenOff: false,
     }),
     settingOn('autovacuum', {

@@ -49,7 +49,7 @@ const headroom: Check = {
       id: 'connections.headroom',
       title: 'connection headroom against max_connections',
       found: `${c.used} of ${c.limit} connections in use (${pct.toFixed(0)}%; ${reserved})`,
-      why: `when the slots run out, every new connection fails with "too many clients" (the seed's pool exhaustion); warn above ${warnAt}%, fail above ${failAt}%`,
+      why: `when the slots run out, every new connection fails with "too many clients" (pool exhaustion); warn above ${warnAt}%, fail above ${failAt}%`,
     };
     if (pct <= warnAt) return { ...base, status: 'ok' };
     return {

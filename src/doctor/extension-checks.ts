@@ -1,4 +1,4 @@
-/** pg_stat_statements, which the seed's slow-query hunt reads: preloaded, and installed in the database. */
+/** pg_stat_statements, which the seed guide's slow-query hunt reads: preloaded, and installed in the database. */
 import { quoteLiteral, type Check } from './finding.js';
 
 // The library defines its settings only when loaded by shared_preload_libraries (placeholders are not
@@ -25,7 +25,7 @@ const statementsPreloaded: Check = {
     const base = {
       id: 'pg_stat_statements.preloaded',
       title: 'pg_stat_statements is in shared_preload_libraries',
-      why: 'the seed finds slow queries in pg_stat_statements, and the view errors ("must be loaded via shared_preload_libraries") unless the library is preloaded; pg-maintd exports no statement metrics without it',
+      why: 'slow queries are found in pg_stat_statements, and the view errors ("must be loaded via shared_preload_libraries") unless the library is preloaded; pg-maintd exports no statement metrics without it',
     };
     if (r.loaded) return { ...base, status: 'ok', found: `loaded (shared_preload_libraries = ${shown})` };
     const wanted = [...(list ?? []), 'pg_stat_statements'].join(',');

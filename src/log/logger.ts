@@ -61,9 +61,29 @@ export function createLogger(s: LoggerSettings): Logger {
   const terminal = ((s.destination ?? process.stdout) as Partial<NodeJS.WriteStream>).isTTY === true;
   const usePretty = s.format === 'pretty' || (s.format === 'auto' && terminal);
   if (usePretty) {
-    return pino(options, pretty({ colorize: true, sync: true, destination: s.destination ?? 1 }));
+    return pino(
+      options,
+      pretty({ colorize: true, sync: true, destination: s.destination ?? 1, messageFormat: humanMessage }),
+    );
   }
   return pino(options, s.destination ?? pino.destination({ dest: 1, sync: true }));
+}
+
+/**
+ * The message as a person reads it on a terminal: a progress event says how far it is and the time
+ * left in its line, "about" where its total is an estimate (a dump against the database's size).
+ */
+export function humanMessage(log: Record<string, unknown>, messageKey: string): string {
+  const msg = String(log[messageKey] ?? '');
+  if (typeof log.percent !== 'number') return msg;
+  const eta = typeof log.etaSeconds === 'number' ? `, about ${humanSeconds(log.etaSeconds)} left` : '';
+  return `${msg}: ${log.estimate === true ? 'about ' : ''}${log.percent}%${eta}`;
+}
+
+function humanSeconds(s: number): string {
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
 }
 
 /**

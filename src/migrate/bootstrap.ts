@@ -1,6 +1,6 @@
 /**
  * MIGRATE_ON_START: the daemon applies pending migrations in the background. Nothing waits for it:
- * HTTP, metrics, backups and drills (none of which need the application's schema) run from the
+ * HTTP, metrics, backups and drills (none of which need the application schema) run from the
  * start, so a migration that cannot go on never takes monitoring and backups down with it.
  *
  * - Blocked (retried): the migration lock held by another session (waited for as long as it takes),
@@ -14,6 +14,11 @@
  *   concurrent index build would rebuild the index each time), so the history is re-read every few
  *   minutes instead: once it changed (`migrate baseline`, or `migrate up` by hand), the run is tried
  *   again.
+ * - Skipped (by design, not retried as is): a database that holds objects of its own (outside
+ *   pg-maintd's schema; an extension's do not count) and no migration history is not pg-maintd's to
+ *   build the application schema in. Logged once at warn with the ways to adopt it (`migrate up`,
+ *   `migrate baseline`) or to stop trying (MIGRATE_ON_START=false), and
+ *   pgmaintd_migrations_skipped{reason="not_empty"} is 1; once the history changes it is tried again.
  * - On a standby (pg_is_in_recovery(), asked before each attempt) nothing is attempted: the wait is
  *   logged once, pgmaintd_migrations_blocked{reason="standby"} is 1, and the role is asked again
  *   every few seconds, so the migrations run soon after a promotion.
@@ -30,7 +35,13 @@ import { EXIT } from '../exit-codes.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import type { MigrationMetrics } from './metrics.js';
-import { BLOCKED_REASONS, MigrationError, type BlockedReason, type FailedReason } from './migration-error.js';
+import {
+  BLOCKED_REASONS,
+  MigrationError,
+  type BlockedReason,
+  type FailedReason,
+  type SkippedReason,
+} from './migration-error.js';
 import { migrateUp, migrationStatus, type MigrateOptions, type MigrationWait } from './runner.js';
 
 export interface BootstrapTiming {
@@ -59,6 +70,7 @@ const STATUS_READ_MS = 30_000;
 type Failure =
   | { kind: 'blocked'; reason: BlockedReason; sessions: SessionInfo[]; message: string; hint?: string }
   | { kind: 'failed'; reason: FailedReason; message: string; hint?: string }
+  | { kind: 'skipped'; reason: SkippedReason; message: string; hint?: string }
   | { kind: 'fatal'; error: OperatorError };
 
 export interface BootstrapOptions {
@@ -115,11 +127,13 @@ export class MigrationBootstrap extends Service {
         const r = await migrateUp({
           ...this.o,
           lockWaitMs: Infinity,
+          onlyIntoEmpty: true,
           signal: this.#signal,
           onWait: (w) => this.#onWait(w),
         });
         this.metrics.setBlocked(undefined);
         this.metrics.setFailed(undefined);
+        this.metrics.setSkipped(undefined);
         this.metrics.setPending(0);
         this.logger.info(
           { applied: r.applied.map((a) => a.file), repaired: r.repaired },
@@ -142,6 +156,7 @@ export class MigrationBootstrap extends Service {
       }
       if (failure.kind === 'blocked') {
         this.metrics.setFailed(undefined);
+        this.metrics.setSkipped(undefined);
         this.metrics.setBlocked(failure.reason);
         this.#warn(
           failure.reason,
@@ -154,6 +169,18 @@ export class MigrationBootstrap extends Service {
         continue;
       }
       this.metrics.setBlocked(undefined);
+      if (failure.kind === 'skipped') {
+        this.metrics.setFailed(undefined);
+        this.metrics.setSkipped(failure.reason);
+        this.logger.warn(
+          { reason: failure.reason, hint: failure.hint },
+          `start-up migrations skipped: ${failure.message}; pg-maintd keeps running its other work, and looks again once the migration history changes (or at the next start)`,
+        );
+        await this.#waitForChange();
+        delay = this.#t.firstRetryMs;
+        continue;
+      }
+      this.metrics.setSkipped(undefined);
       this.metrics.setFailed(failure.reason);
       this.logger.error(
         { reason: failure.reason, hint: failure.hint },
@@ -178,6 +205,7 @@ export class MigrationBootstrap extends Service {
       if (!waited) {
         waited = true;
         this.metrics.setFailed(undefined);
+        this.metrics.setSkipped(undefined);
         this.metrics.setBlocked('standby');
         this.logger.info(
           { reason: 'standby', checkEverySeconds: this.#t.standbyPollMs / 1000 },
@@ -278,6 +306,7 @@ export class MigrationBootstrap extends Service {
     if (err instanceof MigrationError) {
       if (err.reason === 'permission_denied') return permissionDenied(message);
       const hint = err.hint;
+      if (err.reason === 'not_empty') return { kind: 'skipped', reason: err.reason, message, hint };
       return (BLOCKED_REASONS as readonly string[]).includes(err.reason)
         ? { kind: 'blocked', reason: err.reason as BlockedReason, sessions: err.sessions, message, hint }
         : { kind: 'failed', reason: err.reason as FailedReason, message, hint };

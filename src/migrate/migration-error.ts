@@ -1,7 +1,8 @@
 /**
  * Why a migration run stopped, for the start-up bootstrap to decide between waiting and retrying
- * (the database, a lock, another session's transaction) and reporting a fault that retrying cannot
- * fix (a changed file, a failing statement, tables without history, a missing privilege).
+ * (the database, a lock, another session's transaction), reporting a fault that retrying cannot
+ * fix (a changed file, a failing statement, tables without history, a missing privilege), and
+ * leaving alone a database that is not its to build in (other objects, no migration history).
  */
 import type { SessionInfo } from '../db/sessions.js';
 import { OperatorError } from '../errors.js';
@@ -27,9 +28,17 @@ export const FAILED_REASONS = [
 ] as const;
 export type FailedReason = (typeof FAILED_REASONS)[number];
 
+/**
+ * Not attempted by design: the database holds objects of its own and no migration history, so
+ * the start-up migrations leave it alone until an operator adopts it (`migrate up` or `migrate
+ * baseline`). Not a fault: pg-maintd may well be there only to back up and monitor.
+ */
+export const SKIPPED_REASONS = ['not_empty'] as const;
+export type SkippedReason = (typeof SKIPPED_REASONS)[number];
+
 export class MigrationError extends OperatorError {
   constructor(
-    readonly reason: BlockedReason | FailedReason,
+    readonly reason: BlockedReason | FailedReason | SkippedReason,
     message: string,
     opts: { hint: string; exitCode: ExitCode; cause?: unknown; sessions?: SessionInfo[] },
   ) {

@@ -27,6 +27,12 @@ export interface MigrateOptions {
   lockTimeoutMs: number;
   signal?: AbortSignal;
   /**
+   * Apply only into a database that is empty (empty-database.ts) or already has a migration
+   * history; any other is left alone (MigrationError 'not_empty'). The start-up migrations set it:
+   * only `migrate up`, asked for by hand, builds the schema beside someone else's objects.
+   */
+  onlyIntoEmpty?: boolean;
+  /**
    * Told who the run waits for: the migration lock's holder, or the sessions blocking a statement;
    * undefined once the wait is over. Called again every few seconds while the wait goes on.
    */

@@ -9,6 +9,8 @@
  * - An INVALID index left by a failed concurrent build is dropped and built again; a valid one is kept.
  * - An applied migration whose file changed stops the run, naming the file: never re-run or ignored.
  * - A database that holds the tables but no history is not touched: `migrate baseline` adopts it.
+ * - With `onlyIntoEmpty` (the start-up migrations), neither is a database that holds anything else
+ *   and no history: `migrate up` by hand builds the schema there, `migrate baseline` adopts it.
  * - The files run only in a schema no other login role could plant a function, operator or trigger
  *   in (schema-trust.ts): PostgreSQL would pick a better-matching one there over pg_catalog's.
  */
@@ -27,11 +29,14 @@ import {
   type RunnerSession,
 } from './runner-session.js';
 import { checkReadSchemaOwner, checkSchemaTrust } from './schema-trust.js';
+import { userObjects } from './empty-database.js';
+import { LEASE_SCHEMA } from '../db/lease-table.js';
 import { concurrentIndexName, createdTables, loadMigrations, type MigrationFile } from './files.js';
 
 export type { MigrateOptions, MigrationWait } from './runner-session.js';
 
 const HISTORY_TABLE = 'public.pgmaintd_migrations';
+const HISTORY = { schema: 'public', table: 'pgmaintd_migrations' };
 /** The schema the migration files build in: named, never the role's search_path (whose "$user" may
  * be a schema of pg-maintd's own, such as its leases'). */
 const APP_SCHEMA = 'public';
@@ -176,9 +181,6 @@ export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
     const pending = files.filter((f) => !applied.some((a) => a.version === f.version));
     const result: UpResult = { applied: [], repaired: [], waitedForLock };
     if (pending.length === 0) return result;
-    await checkSchemaTrust(client, APP_SCHEMA);
-    for (const schema of READ_SCHEMAS) await checkReadSchemaOwner(client, schema);
-
     if (applied.length === 0) {
       const found = await existingTables(client, pending);
       if (found.length)
@@ -190,7 +192,11 @@ export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
             exitCode: EXIT.DATAERR,
           },
         );
+      if (o.onlyIntoEmpty) await refuseNotEmpty(client);
     }
+    await checkSchemaTrust(client, APP_SCHEMA);
+    for (const schema of READ_SCHEMAS) await checkReadSchemaOwner(client, schema);
+
     await createHistory(client);
     // made just now, it may have come with privileges for others (ALTER DEFAULT PRIVILEGES)
     await readHistory(client);
@@ -208,6 +214,20 @@ export async function migrateUp(o: MigrateOptions): Promise<UpResult> {
     }
     return result;
   });
+}
+
+/** The start-up migrations build only in an empty database: anything else is the operator's to adopt. */
+async function refuseNotEmpty(client: pg.PoolClient): Promise<void> {
+  const found = await userObjects(client, LEASE_SCHEMA, HISTORY);
+  if (found.count === 0) return;
+  throw new MigrationError(
+    'not_empty',
+    `the database holds ${found.count} object(s) of its own (${found.examples.join(', ')}${found.count > found.examples.length ? ', …' : ''}) and no migration history: the start-up migrations leave it alone and build no application schema in it`,
+    {
+      hint: 'to build the sample application schema in it anyway, run `pg-maintd migrate up`; if it already holds that schema, mark it as migrated with `pg-maintd migrate baseline`; to leave it as it is, set MIGRATE_ON_START=false (backups, drills and metrics go on either way)',
+      exitCode: EXIT.DATAERR,
+    },
+  );
 }
 
 async function record(client: pg.PoolClient, f: MigrationFile, durationMs: number, baselined = false) {
@@ -462,7 +482,7 @@ export async function baselineMigrations(o: MigrateOptions, to?: number): Promis
     const history = await readHistory(client);
     if (history?.length)
       throw new OperatorError(`the database already has a migration history (${history.length} applied)`, {
-        hint: 'baseline is for a database without one; use `pg-maintd migrate status` and `migrate up`',
+        hint: 'nothing was recorded: baseline is for a database without one; `pg-maintd migrate status` shows what is applied, `pg-maintd migrate up` applies the rest',
         exitCode: EXIT.DATAERR,
       });
     const wanted = [...new Set(files.flatMap((f) => createdTables(f.sql)))];
@@ -470,7 +490,7 @@ export async function baselineMigrations(o: MigrateOptions, to?: number): Promis
     const missing = wanted.filter((t) => !found.includes(t));
     if (missing.length)
       throw new OperatorError(`cannot baseline: the database lacks ${missing.join(', ')}`, {
-        hint: 'baseline adopts a schema that exists; for an empty database run `pg-maintd migrate up`',
+        hint: 'baseline marks a database that already holds the application schema as migrated; to build that schema here, run `pg-maintd migrate up`',
         exitCode: EXIT.DATAERR,
       });
     await client.query('BEGIN');

@@ -3,7 +3,7 @@
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
 // sweep runs in-process (loadConfig, what check-config runs) and a handful through the CLI.
 import { freePort } from '../../src/embedded/local-cluster.js';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -13,7 +13,7 @@ import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec } from '..
 import { EXIT } from '../../src/exit-codes.js';
 import { noDefaults } from '../support/backup.js';
 import { writeBackup } from '../support/crafted-backup.js';
-import { getJson, spawnCli, waitFor, cliEnv } from '../support/daemon.js';
+import { getJson, spawnCli, startDaemon, waitFor, cliEnv } from '../support/daemon.js';
 import { createTestDatabase, useTestDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
@@ -458,6 +458,66 @@ describe('bad backups, targets, migrations and command lines', () => {
       expect(t.rows[0]).toEqual({ fine: 'fine', typo: null });
     } finally {
       await mdb.drop();
+    }
+  });
+
+  it('`run` against a database that holds other objects and no migration history: left alone, a warning says how to adopt it', async () => {
+    const mdb = await createTestDatabase('t_badinput_notempty');
+    try {
+      await mdb.pool.query(`CREATE EXTENSION file_fdw; CREATE SERVER files FOREIGN DATA WRAPPER file_fdw`);
+      await mdb.pool.query(
+        `CREATE FOREIGN TABLE hostname (line text) SERVER files OPTIONS (filename '/etc/hostname')`,
+      );
+      const env = envFor(mdb.url, { LOG_LEVEL: 'info', MIGRATE_ON_START: 'true' });
+      const d = await startDaemon(env);
+      try {
+        const warned = await d.waitForLog((l) => l.msg.startsWith('start-up migrations skipped'), 30_000);
+        expect(warned.level).toBe(40);
+        expect(warned.msg).toMatch(
+          /the database holds 1 object\(s\) of its own \(foreign table public\.hostname\) and no migration history: the start-up migrations leave it alone/,
+        );
+        expect(String(warned.hint)).toMatch(
+          /run `pg-maintd migrate up`.*`pg-maintd migrate baseline`.*set MIGRATE_ON_START=false/,
+        );
+        const text = await (await fetch(`${d.base}/metrics`)).text();
+        expect(text).toMatch(/^pgmaintd_migrations_skipped\{reason="not_empty"\} 1$/m);
+        expect(text).not.toMatch(/^pgmaintd_migrations_failed\{reason="\w+"\} 1$/m);
+        const t = await mdb.pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_class WHERE relname IN ('users', 'projects', 'tasks', 'pgmaintd_migrations')`,
+        );
+        expect(t.rows[0]!.n).toBe(0);
+        expectNoStackTrace(d.output());
+      } finally {
+        d.child.kill('SIGTERM');
+        expect((await d.exited).code).toBe(EXIT.OK);
+      }
+      // `migrate baseline` there refuses: the schema it would mark as migrated is not there
+      const baseline = await run(['migrate', 'baseline'], env);
+      expect(baseline.code, baseline.out).toBe(EXIT.DATAERR);
+      expect(baseline.out).toMatch(
+        /cannot baseline: the database lacks users, projects, tasks\n {2}fix: .*run `pg-maintd migrate up`/,
+      );
+      // `migrate up` by hand is the adoption: it builds the schema beside the foreign table
+      const up = await run(['migrate', 'up'], env);
+      expect(up.code, up.out).toBe(0);
+      expect(up.out.match(/^applied 0\d{3}_/gm)).toHaveLength(7);
+    } finally {
+      await mdb.drop();
+    }
+  });
+
+  it('`backups list` with nothing stored: says where it looked, for which database, and what to do', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'pgmaintd-badinput-empty-'));
+    try {
+      const r = await run(['backups', 'list'], cliEnv(db.url, empty, { LOG_LEVEL: 'warn' }));
+      expect(r.code, r.out).toBe(0);
+      expect(r.out).toBe(
+        `no backups found: looked in ${empty} for database ${db.name}\n` +
+          '  to take one now: pg-maintd backup\n' +
+          '  if backups should be there: check BACKUP_DIR (or set S3_BUCKET for S3) and BACKUP_DATABASES (or --database), the settings the backups were taken with\n',
+      );
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
     }
   });
 

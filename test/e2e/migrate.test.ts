@@ -143,7 +143,7 @@ describe('MIGRATE_ON_START', () => {
     }
   });
 
-  it('a database with the tables but no history: the daemon changes nothing, keeps running and says to `migrate baseline`', async () => {
+  it('a database with the tables but no history: the daemon changes nothing, keeps running and says to `migrate baseline`; baselined, status says applied and the daemon applies nothing', async () => {
     const db = await freshDatabase();
     try {
       await db.pool.query(SEED_SCHEMA);
@@ -169,7 +169,31 @@ describe('MIGRATE_ON_START', () => {
       }
       const baseline = await run(['migrate', 'baseline'], db.env);
       expect(baseline.code).toBe(0);
-      expect(baseline.out).toContain('baselined 7 migrations');
+      expect(baseline.out).toMatch(
+        /^baselined 7 migrations: recorded as applied with their checksums, none of them run:\n {2}0001_initial_schema\.sql\n(?: {2}\S+\n){6}`pg-maintd migrate status` lists them/m,
+      );
+      // all applied, marked as baselined; a second baseline refuses, saying what to use instead
+      const status = await run(['migrate', 'status'], db.env);
+      expect(status.code, status.out).toBe(0);
+      expect(status.out.match(/^\d{4} .* applied .*\(baselined\)$/gm)).toHaveLength(7);
+      const twice = await run(['migrate', 'baseline'], db.env);
+      expect(twice.code, twice.out).toBe(EXIT.DATAERR);
+      expect(twice.out).toMatch(
+        /already has a migration history \(7 applied\)\n {2}fix: nothing was recorded: .*`pg-maintd migrate status` shows what is applied/,
+      );
+      // and the daemon applies nothing
+      const restarted = await startDaemon({ ...db.env, MIGRATE_ON_START: 'true' });
+      try {
+        await restarted.waitForLog((l) => l.msg === 'schema is up to date', 30_000);
+        expect(restarted.lines().some((l) => l.msg === 'applying migration')).toBe(false);
+        const rls = await db.pool.query<{ rls: boolean }>(
+          "SELECT relrowsecurity AS rls FROM pg_class WHERE oid = 'tasks'::regclass",
+        );
+        expect(rls.rows[0]!.rls).toBe(false); // 0007 was recorded, never run
+      } finally {
+        restarted.child.kill('SIGTERM');
+        expect((await restarted.exited).code).toBe(EXIT.OK);
+      }
     } finally {
       await db.drop();
     }

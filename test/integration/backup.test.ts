@@ -4,12 +4,14 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
 import { parseManifest } from '../../src/backup/manifest.js';
 import { restoreBackup } from '../../src/backup/restore.js';
 import { runVerification } from '../../src/backup/verify.js';
+import { createLogger } from '../../src/log/logger.js';
 import { backupDeps, metricValue, type TestDeps } from '../support/backup.js';
 import { adminUrl, useTestDatabase, withDatabase } from '../support/postgres.js';
 import { seed, tableCounts, tableDigest } from '../support/seed.js';
@@ -276,6 +278,53 @@ describe('backup to S3', () => {
     });
     const rec = await runVerification(deps, db.name);
     expect(rec.ok).toBe(true);
+  });
+});
+
+describe('progress', () => {
+  /** A logger that keeps its lines, parsed. */
+  function capture() {
+    const lines: Array<Record<string, unknown> & { msg: string }> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n').filter(Boolean))
+          lines.push(JSON.parse(l) as (typeof lines)[number]);
+        done();
+      },
+    });
+    return { lines, logger: createLogger({ level: 'info', format: 'json', destination }) };
+  }
+
+  it('a backup and a restore log progress events with a percentage below 100 (the dump: about the database size)', async () => {
+    const deps = await backupDeps({ DATABASE_URL: db.url, BACKUP_DATABASES: db.name });
+    const { lines, logger } = capture();
+    const manifest = await runBackup({ ...deps, logger }, db.name, { progressEveryMs: 1 });
+    const dumped = lines.filter((l) => l.msg === 'backup progress');
+    expect(dumped.length, JSON.stringify(lines)).toBeGreaterThan(0);
+    const size = Number(
+      (await db.pool.query<{ n: string }>('SELECT pg_database_size(current_database()) AS n')).rows[0]!.n,
+    );
+    for (const p of dumped) {
+      expect(p).toMatchObject({ databaseBytes: size, estimate: true });
+      expect(p.percent).toBeGreaterThanOrEqual(0);
+      expect(p.percent).toBeLessThanOrEqual(99);
+      expect(p.percent).toBe(Math.min(99, Math.floor(((p.dumpedBytes as number) / size) * 1000) / 10));
+      if (p.etaSeconds !== undefined) expect(p.etaSeconds).toBeGreaterThan(0);
+    }
+    await withEmptyDatabase(async (target) => {
+      await restoreBackup({
+        ...restoreOpts(deps, target, { key: manifest.key }),
+        logger,
+        progressEveryMs: 1,
+      });
+    });
+    const restored = lines.filter((l) => l.msg === 'restore progress');
+    expect(restored.length, JSON.stringify(lines)).toBeGreaterThan(0);
+    for (const p of restored) {
+      expect(p.totalBytes).toBe(manifest.size);
+      expect(p.percent).toBe(Math.min(99, Math.floor(((p.readBytes as number) / manifest.size) * 1000) / 10));
+      expect(p.estimate).toBeUndefined();
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 // The migration runner naming who it waits for, and the start-up bootstrap (MIGRATE_ON_START) as a
 // background service: blocked runs retried, failed ones reported and retried once the history
 // changes, and the metrics that say which. Against a real server; other sessions are real sessions.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,7 +15,12 @@ import { createLogger } from '../../src/log/logger.js';
 import { MigrationBootstrap } from '../../src/migrate/bootstrap.js';
 import { MigrationMetrics } from '../../src/migrate/metrics.js';
 import { MigrationError } from '../../src/migrate/migration-error.js';
-import { baselineMigrations, migrateUp, type MigrateOptions } from '../../src/migrate/runner.js';
+import {
+  baselineMigrations,
+  migrateUp,
+  migrationStatus,
+  type MigrateOptions,
+} from '../../src/migrate/runner.js';
 import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
 import { createTestDatabase } from '../support/postgres.js';
@@ -222,6 +227,169 @@ describe('the start-up bootstrap', () => {
       expect(performance.now() - t0).toBeLessThan(2000);
     } finally {
       await holder.c.end();
+      await db.drop();
+    }
+  });
+});
+
+describe('the start-up migrations build only in an empty database, or one under their history', () => {
+  const fast = { firstRetryMs: 100, maxRetryMs: 400, recheckMs: 200, warnEveryMs: 60_000 };
+
+  /** A logger whose lines are kept, parsed. */
+  function capture() {
+    const lines: Array<{ level: number; msg: string; reason?: string; hint?: string }> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n').filter(Boolean))
+          lines.push(JSON.parse(l) as (typeof lines)[number]);
+        done();
+      },
+    });
+    return { lines, logger: createLogger({ level: 'debug', format: 'json', destination }) };
+  }
+
+  const appTables = async (pool: pg.Pool) =>
+    (
+      await pool.query<{ t: string | null }>(
+        `SELECT unnest(ARRAY[to_regclass('public.users'), to_regclass('public.projects'), to_regclass('public.tasks')])::text AS t`,
+      )
+    ).rows.map((r) => r.t);
+
+  it('a database with a foreign table and no history is left alone: warned once with the ways to adopt it, skipped metric 1', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const registry = new Registry();
+    const { lines, logger: captured } = capture();
+    const boot = new MigrationBootstrap(options(db.url), captured, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await db.pool.query(`CREATE EXTENSION file_fdw`);
+      await db.pool.query(`CREATE SERVER files FOREIGN DATA WRAPPER file_fdw`);
+      await db.pool.query(
+        `CREATE FOREIGN TABLE passwd (line text) SERVER files OPTIONS (filename '/etc/hostname')`,
+      );
+      await boot.start();
+      await waitFor(
+        () => gauge(registry, 'pgmaintd_migrations_skipped', { reason: 'not_empty' }),
+        (v) => v === 1,
+        10_000,
+        50,
+      );
+      // the history is re-read a few times without a change: still one warning, nothing retried
+      await waitFor(
+        async () => lines.filter((l) => l.msg.startsWith('migration history unchanged')).length,
+        (n) => n >= 3,
+        10_000,
+        50,
+      );
+      const warned = lines.filter((l) => l.msg.startsWith('start-up migrations skipped'));
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.level).toBe(40);
+      expect(warned[0]!.reason).toBe('not_empty');
+      expect(warned[0]!.msg).toContain('foreign table public.passwd');
+      expect(warned[0]!.msg).toContain('no migration history');
+      // the extension's own functions do not count as the database's objects
+      expect(warned[0]!.msg).not.toContain('file_fdw_handler');
+      expect(warned[0]!.hint).toMatch(
+        /`pg-maintd migrate up`.*`pg-maintd migrate baseline`.*MIGRATE_ON_START=false/,
+      );
+      expect(lines.some((l) => l.level >= 50)).toBe(false);
+      expect(await gauge(registry, 'pgmaintd_migrations_failed', { reason: 'no_history' })).toBe(0);
+      expect(await gauge(registry, 'pgmaintd_migrations_pending')).toBe(7);
+      expect(await appTables(db.pool)).toEqual([null, null, null]);
+      const h = await db.pool.query<{ h: string | null }>(
+        "SELECT to_regclass('pgmaintd_migrations')::text AS h",
+      );
+      expect(h.rows[0]!.h).toBeNull();
+      // `migrate up` by hand is the adoption: the bootstrap sees the history change and is done
+      await migrateUp(options(db.url));
+      await boot.settled;
+      expect(await gauge(registry, 'pgmaintd_migrations_skipped', { reason: 'not_empty' })).toBe(0);
+      expect(await appTables(db.pool)).toEqual(['users', 'projects', 'tasks']);
+    } finally {
+      await boot.stop();
+      await db.drop();
+    }
+  });
+
+  it("an empty database (an extension, pg-maintd's own schema and a leftover empty history do not count) is migrated", async () => {
+    const db = await createTestDatabase('t_migboot');
+    const registry = new Registry();
+    const boot = new MigrationBootstrap(options(db.url), logger, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await db.pool.query(`CREATE EXTENSION pg_trgm`);
+      await db.pool.query(`CREATE SCHEMA pgmaintd; CREATE TABLE pgmaintd.leases (name text PRIMARY KEY)`);
+      await db.pool.query(
+        `CREATE TABLE public.pgmaintd_migrations (version integer PRIMARY KEY, name text NOT NULL,
+           checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+           duration_ms integer NOT NULL, baselined boolean NOT NULL DEFAULT false)`,
+      );
+      await boot.start();
+      await boot.settled;
+      expect(await appTables(db.pool)).toEqual(['users', 'projects', 'tasks']);
+      expect(await gauge(registry, 'pgmaintd_migrations_skipped', { reason: 'not_empty' })).toBe(0);
+      expect(await gauge(registry, 'pgmaintd_migrations_pending')).toBe(0);
+    } finally {
+      await boot.stop();
+      await db.drop();
+    }
+  });
+
+  it('a database under the history is migrated forward, whatever else it holds', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const first = { '0001_t.sql': 'CREATE TABLE t (id int);' };
+    const dir = tempMigrations(first);
+    const registry = new Registry();
+    const boot = new MigrationBootstrap(options(db.url, dir), logger, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await migrateUp(options(db.url, dir));
+      await db.pool.query(
+        `CREATE TABLE someone_elses (id int); CREATE FUNCTION theirs() RETURNS int LANGUAGE sql AS 'SELECT 1'`,
+      );
+      writeFileSync(join(dir, '0002_t_note.sql'), 'ALTER TABLE t ADD COLUMN note text;');
+      await boot.start();
+      await boot.settled;
+      const rows = await migrationStatus(options(db.url, dir));
+      expect(rows.map((r) => r.state)).toEqual(['applied', 'applied']);
+      expect(await gauge(registry, 'pgmaintd_migrations_skipped', { reason: 'not_empty' })).toBe(0);
+    } finally {
+      await boot.stop();
+      rmSync(dir, { recursive: true, force: true });
+      await db.drop();
+    }
+  });
+
+  it('`migrate baseline` records every migration with its checksum, runs none; then the bootstrap applies nothing', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const registry = new Registry();
+    const { lines, logger: captured } = capture();
+    const boot = new MigrationBootstrap(options(db.url), captured, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await db.pool.query(SEED_SCHEMA);
+      const files = await baselineMigrations(options(db.url));
+      expect(files).toHaveLength(7);
+      const rows = await migrationStatus(options(db.url));
+      expect(rows.map((r) => [r.state, r.baselined])).toEqual(Array(7).fill(['applied', true]));
+      // not run: 0007's row-level security is not there
+      const rls = await db.pool.query<{ rls: boolean }>(
+        "SELECT relrowsecurity AS rls FROM pg_class WHERE oid = 'tasks'::regclass",
+      );
+      expect(rls.rows[0]!.rls).toBe(false);
+      await expect(baselineMigrations(options(db.url))).rejects.toThrow(
+        /already has a migration history \(7 applied\)/,
+      );
+      await boot.start();
+      await boot.settled;
+      expect(lines.map((l) => l.msg)).toContain('schema is up to date');
+      expect(lines.some((l) => l.msg === 'applying migration')).toBe(false);
+    } finally {
+      await boot.stop();
       await db.drop();
     }
   });

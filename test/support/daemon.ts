@@ -14,6 +14,9 @@ export interface SpawnedCli {
   child: ChildProcess;
   /** Everything written to stdout and stderr so far. */
   output(): string;
+  /** What was written to stdout alone, and to stderr alone. */
+  stdout(): string;
+  stderr(): string;
   lines(): LogLine[];
   waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -47,13 +50,15 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
+  const apart = { stdout: '', stderr: '' };
   const waiters: Array<() => void> = [];
-  const onData = (d: Buffer) => {
+  const onData = (stream: 'stdout' | 'stderr') => (d: Buffer) => {
     out += d.toString();
+    apart[stream] += d.toString();
     for (const w of waiters.splice(0)) w();
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout!.on('data', onData('stdout'));
+  child.stderr!.on('data', onData('stderr'));
   live.add(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => {
@@ -72,6 +77,8 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
   return {
     child,
     output: () => out,
+    stdout: () => apart.stdout,
+    stderr: () => apart.stderr,
     lines,
     exited,
     waitForLog(pred, timeoutMs = 20_000) {
