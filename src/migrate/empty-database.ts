@@ -2,7 +2,9 @@
  * Whether a database is empty enough for the start-up migrations to build the application schema
  * in it unasked: no table, view, sequence, foreign table, function or type of anyone's in a schema
  * other than the system's and pg-maintd's own (`pgmaintd`, and the migration history itself).
- * What an extension created is part of the extension, not the operator's data, and does not count.
+ * What an extension created is part of the extension, not the operator's data, and does not count;
+ * nor do a managed platform's own schemas that every new database there has (Supabase's `auth`,
+ * `storage` and the like, owned by its superuser `supabase_admin`).
  */
 import type pg from 'pg';
 
@@ -37,6 +39,10 @@ const USER_OBJECTS_SQL = `
     FROM o JOIN pg_catalog.pg_namespace n ON n.oid = o.ns
    WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', $1)
      AND NOT (n.nspname = $2 AND o.name = $3)
+     -- Supabase's platform schemas (auth, storage, realtime, vault...) come with every project and
+     -- belong to its superuser supabase_admin; a user's schema never does there
+     AND NOT (n.nspname <> 'public' AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                WHERE r.oid = n.nspowner AND r.rolname = 'supabase_admin' AND r.rolsuper))
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                       WHERE d.classid = o.classid AND d.objid = o.oid AND d.deptype = 'e')
    ORDER BY n.nspname, o.kind, o.name

@@ -337,6 +337,63 @@ describe('the start-up migrations build only in an empty database, or one under 
     }
   });
 
+  it("a Supabase project's platform schemas (owned by its superuser supabase_admin) do not count; the RLS uses auth.uid()", async () => {
+    const db = await createTestDatabase('t_migboot');
+    const registry = new Registry();
+    const boot = new MigrationBootstrap(options(db.url), logger, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    // roles are the cluster's: made if missing, and left for the next run (it owns nothing after)
+    await db.pool.query(`DO $$ BEGIN CREATE ROLE supabase_admin SUPERUSER NOLOGIN;
+                         EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+    try {
+      await db.pool.query(`
+        CREATE SCHEMA auth AUTHORIZATION supabase_admin;
+        CREATE TABLE auth.users (id uuid PRIMARY KEY, email text);
+        CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
+          AS $f$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $f$;
+        CREATE SCHEMA storage AUTHORIZATION supabase_admin;
+        CREATE TABLE storage.objects (id uuid PRIMARY KEY, name text);
+        ALTER TABLE auth.users OWNER TO supabase_admin;
+        ALTER FUNCTION auth.uid() OWNER TO supabase_admin;
+        ALTER TABLE storage.objects OWNER TO supabase_admin;`);
+      await boot.start();
+      await boot.settled;
+      expect(await appTables(db.pool)).toEqual(['users', 'projects', 'tasks']);
+      expect(await gauge(registry, 'pgmaintd_migrations_skipped', { reason: 'not_empty' })).toBe(0);
+      const policies = await db.pool.query<{ qual: string }>(
+        `SELECT pg_catalog.pg_get_expr(polqual, polrelid) AS qual FROM pg_catalog.pg_policy
+          WHERE polrelid = 'public.projects'::regclass`,
+      );
+      expect(policies.rows.map((r) => r.qual).join(' ')).toContain('auth.uid()');
+    } finally {
+      await boot.stop();
+      await db.drop();
+    }
+  });
+
+  it('the same schemas owned by anyone else are data: left alone', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const registry = new Registry();
+    const boot = new MigrationBootstrap(options(db.url), logger, new MigrationMetrics(registry), {
+      timing: fast,
+    });
+    try {
+      await db.pool.query(`CREATE SCHEMA storage; CREATE TABLE storage.objects (id uuid PRIMARY KEY)`);
+      await boot.start();
+      await waitFor(
+        () => gauge(registry, 'pgmaintd_migrations_skipped', { reason: 'not_empty' }),
+        (v) => v === 1,
+        10_000,
+        50,
+      );
+      expect(await appTables(db.pool)).toEqual([null, null, null]);
+    } finally {
+      await boot.stop();
+      await db.drop();
+    }
+  });
+
   it('a database under the history is migrated forward, whatever else it holds', async () => {
     const db = await createTestDatabase('t_migboot');
     const first = { '0001_t.sql': 'CREATE TABLE t (id int);' };
