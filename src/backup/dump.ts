@@ -9,8 +9,8 @@ import { LEASE_SCHEMA } from '../db/lease-table.js';
 import type { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
 import type { TlsSettings } from '../db/tls.js';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { IMAGE_CLIENT_MAJOR, libpqEnv, toolMajor, toolPath } from './client-tools.js';
 import type { BackupFormat } from './naming.js';
 

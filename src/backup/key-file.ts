@@ -3,7 +3,7 @@
  * ignored. Read when the configuration is checked and where backups are signed; never printed.
  */
 import { readFileSync } from 'node:fs';
-import { fileReadProblem } from '../errors.js';
+import { fileReadProblem } from '../core/errors.js';
 
 export const MIN_KEY_BYTES = 32;
 const MAX_KEYS = 16;

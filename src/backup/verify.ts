@@ -9,7 +9,7 @@ import type { Config } from '../config/load.js';
 import { systemIdentifier, withClusterFact } from '../db/cluster.js';
 import { currentUrl } from '../db/url-file.js';
 import { DbPool } from '../db/pool.js';
-import { errorMessage, OperatorError, unavailableError } from '../errors.js';
+import { errorMessage, OperatorError, unavailableError } from '../core/errors.js';
 import { advisoryLock, advisoryUnlock, tryAdvisoryLock } from '../db/advisory-lock.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog } from './catalog.js';

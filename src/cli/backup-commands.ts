@@ -13,14 +13,15 @@ import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
 import { serverClock, systemIdentifier, withClusterFact } from '../db/cluster.js';
 import { loadConfig, type Config } from '../config/load.js';
+import { preflight } from './preflight.js';
 import { url } from '../config/kinds.js';
-import { urlPassword } from '../config/mask.js';
+import { urlPassword } from '../core/mask.js';
 import { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../errors.js';
-import { EXIT, type ExitCode } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { humanBytes } from '../config/units.js';
+import { humanBytes } from '../core/units.js';
 import { asLeader } from '../schedule/leader.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { leaseRefusal } from './lease-refusal.js';
@@ -46,7 +47,7 @@ async function withContext<T>(
   opts: Record<string, unknown>,
   fn: (ctx: Context) => Promise<T>,
 ): Promise<T> {
-  const loaded = loadConfig(configInput(opts));
+  const loaded = preflight(loadConfig(configInput(opts)));
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   const storage = await createStorage(loaded.config);

@@ -2,9 +2,10 @@
 import { Option, type Command } from 'commander';
 import { Registry } from 'prom-client';
 import { loadConfig, type Config } from '../config/load.js';
+import { preflight } from './preflight.js';
 import { DbPool } from '../db/pool.js';
-import { errorMessage, OperatorError, unavailableError } from '../errors.js';
-import { EXIT, type ExitCode } from '../exit-codes.js';
+import { errorMessage, OperatorError, unavailableError } from '../core/errors.js';
+import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { maintainAsLeader } from '../maintenance/job.js';
 import { MAINTENANCE_STEPS, MaintenanceMetrics, type MaintenanceStep } from '../maintenance/metrics.js';
@@ -31,7 +32,7 @@ export function addMaintenanceCommands(program: Command): void {
       .addOption(new Option('--job <step>', 'only this step').choices([...MAINTENANCE_STEPS]))
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
-    const loaded = loadConfig(configInput(opts));
+    const loaded = preflight(loadConfig(configInput(opts)));
     const { config } = loaded;
     // stdout carries the report; log lines go to stderr
     const logger = createLogger({

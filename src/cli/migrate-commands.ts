@@ -1,9 +1,10 @@
 /** `pg-maintd migrate up | status | verify | baseline`: the schema migrations of MIGRATIONS_DIR. */
 import { Command, Option } from 'commander';
 import { loadConfig, type Config } from '../config/load.js';
-import { describeTarget, parseDatabaseUrl } from '../db/url.js';
-import { OperatorError, unavailableError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { preflight } from './preflight.js';
+import { describeTarget, parseDatabaseUrl } from '../core/database-url.js';
+import { OperatorError, unavailableError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { createLogger } from '../log/logger.js';
 import {
   baselineMigrations,
@@ -20,7 +21,7 @@ async function withMigrate<T>(
   opts: Record<string, unknown>,
   fn: (o: MigrateOptions, config: Config) => Promise<T>,
 ): Promise<T> {
-  const loaded = loadConfig(configInput(opts));
+  const loaded = preflight(loadConfig(configInput(opts)));
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
   const { config } = loaded;
   // SIGINT/SIGTERM: the running migration is cancelled and rolled back, then the exit is 130/143

@@ -1,8 +1,8 @@
 /** Field kinds: a zod schema that accepts a string (env, flag) or a typed value (YAML/JSON file). */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { CronError, parseCron } from '../schedule/cron.js';
-import { parseDuration, parseSize } from './units.js';
+import { CronError, parseCron } from '../cron/cron.js';
+import { parseDuration, parseSize } from '../core/units.js';
 
 const INT_RE = /^[+-]?\d+$/;
 

@@ -1,4 +1,4 @@
-import { classify, explainConnectionError, type ErrorKind } from './db/sqlstate.js';
+import { classify, explainConnectionError, type ErrorKind } from '../db/sqlstate.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 
 /**

@@ -18,8 +18,8 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { Service } from '../lifecycle/service.js';
 import { findServerBinaries, type ServerBinaries } from './binaries.js';
 

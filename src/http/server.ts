@@ -12,7 +12,7 @@ import Fastify, {
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log/logger.js';
 import { Service } from '../lifecycle/service.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../core/version.js';
 import { Exposition } from '../metrics/exposition.js';
 import type { LivenessCheck } from '../health/watchdog.js';
 import type { ReadinessState } from '../health/readiness.js';

@@ -4,7 +4,7 @@
  * A change that does not validate is logged and the last good settings stay: never a crash, never
  * a fall back to no authentication.
  */
-import { fileStamp } from '../config/file-stamp.js';
+import { fileStamp } from '../core/file-stamp.js';
 import type { Logger } from '../log/logger.js';
 import { readWebSettings, WebConfigError, type WebFiles, type WebSettings } from './web-config.js';
 

@@ -5,7 +5,7 @@
  */
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import pretty from 'pino-pretty';
-import { MASK, maskUrlPasswords } from '../config/mask.js';
+import { MASK, maskUrlPasswords } from '../core/mask.js';
 
 export type { Logger } from 'pino';
 

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DbPool } from '../db/pool.js';
 import { serverRole } from '../db/server-role.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../core/errors.js';
 import { asLeader, holderText, type LeaderResult } from '../schedule/leader.js';
 import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
 import { runMaintenance, type MaintenanceDeps, type MaintenanceReport, type RunOptions } from './run.js';

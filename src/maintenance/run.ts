@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/load.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import { MAINTENANCE_STEPS, type MaintenanceMetrics, type MaintenanceStep } from './metrics.js';
 import { planIndexes } from './index-plan.js';

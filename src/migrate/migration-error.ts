@@ -4,8 +4,8 @@
  * fix (a changed file, a failing statement, tables without history, a missing privilege).
  */
 import type { SessionInfo } from '../db/sessions.js';
-import { OperatorError } from '../errors.js';
-import type { ExitCode } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import type { ExitCode } from '../core/exit-codes.js';
 
 /**
  * Transient: another session holds the migration lock, a statement waited behind another session,

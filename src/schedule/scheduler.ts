@@ -20,7 +20,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { LivenessCheck } from '../health/watchdog.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
-import { parseCron, type Cron } from './cron.js';
+import { parseCron, type Cron } from '../cron/cron.js';
 
 export interface JobSpec {
   name: string;

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
 import { runVerification } from '../../src/backup/verify.js';
 import { findServerBinaries } from '../../src/embedded/binaries.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { backupDeps, metricValue } from '../support/backup.js';
 import { cliEnv, runCli } from '../support/daemon.js';
 import { adminUrl, createOwnedDatabase, withDatabase, type OwnedDatabase } from '../support/postgres.js';

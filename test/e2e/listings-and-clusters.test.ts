@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob } from '../../src/backup/jobs.js';
 import { DbPool } from '../../src/db/pool.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
 import { backupDeps } from '../support/backup.js';
 import { craftBackup, writeBackup } from '../support/crafted-backup.js';

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { findServerBinaries } from '../../src/embedded/binaries.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { writeBackup } from '../support/crafted-backup.js';
 import { cliEnv, runCli, spawnCli, startDaemon, waitFor } from '../support/daemon.js';
 import { adminUrl, createTestDatabase, useTestDatabase, withDatabase } from '../support/postgres.js';

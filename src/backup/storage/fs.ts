@@ -23,8 +23,8 @@ import {
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { OperatorError } from '../../errors.js';
-import { EXIT } from '../../exit-codes.js';
+import { OperatorError } from '../../core/errors.js';
+import { EXIT } from '../../core/exit-codes.js';
 import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';
 
 export const PARTIAL_MARK = '.partial-';

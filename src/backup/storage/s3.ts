@@ -17,8 +17,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
-import { OperatorError } from '../../errors.js';
-import { EXIT } from '../../exit-codes.js';
+import { OperatorError } from '../../core/errors.js';
+import { EXIT } from '../../core/exit-codes.js';
 import { defaultS3Checksum } from '../../config/fields.js';
 import { checksumHint, namesChecksum, sdkChecksumOptions, type S3ChecksumMode } from './s3-checksum.js';
 import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';

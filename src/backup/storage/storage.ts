@@ -1,7 +1,7 @@
 /** Where backups live: a local directory or an S3 bucket. Keys are relative to the storage root. */
 import type { Readable } from 'node:stream';
-import { OperatorError } from '../../errors.js';
-import { EXIT } from '../../exit-codes.js';
+import { OperatorError } from '../../core/errors.js';
+import { EXIT } from '../../core/exit-codes.js';
 
 export interface StoredObject {
   key: string;
