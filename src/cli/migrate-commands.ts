@@ -3,7 +3,8 @@ import { Command, Option } from 'commander';
 import { loadConfig, type Config } from '../config/load.js';
 import { preflight } from './preflight.js';
 import { describeTarget, parseDatabaseUrl } from '../core/database-url.js';
-import { OperatorError, unavailableError } from '../core/errors.js';
+import { OperatorError } from '../core/errors.js';
+import { unavailableError } from '../db/unavailable.js';
 import { EXIT } from '../core/exit-codes.js';
 import { createLogger } from '../log/logger.js';
 import {
