@@ -33,7 +33,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { findServerBinaries } from '../dist/embedded/binaries.js';
+import { findServerBinaries } from '../dist/programs/server-binaries.js';
 import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');

@@ -11,7 +11,7 @@ import { explainConnectionError } from '../db/sqlstate.js';
 import type { TlsSettings } from '../db/tls.js';
 import { OperatorError } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
-import { IMAGE_CLIENT_MAJOR, libpqEnv, toolMajor, toolPath } from './client-tools.js';
+import { IMAGE_CLIENT_MAJOR, libpqEnv, toolMajor, toolPath } from '../programs/client-tools.js';
 import type { BackupFormat } from './naming.js';
 
 export class BackupError extends OperatorError {

@@ -5,7 +5,7 @@
  * only (they need a writable server for their scratch database and the lease table).
  *
  * On a primary, for each database, the replica holding the lease `<job>:<database>`
- * (schedule/leader.ts) runs the job; a replica that arrives after the leader finished finds the tick
+ * (db/leader.ts) runs the job; a replica that arrives after the leader finished finds the tick
  * recorded as done on the lease's row and skips, so each tick yields exactly one run however many
  * replicas there are. A run whose lease is lost midway is stopped (a backup fails with reason
  * lease_lost, nothing kept). With BACKUP_FROM standby or any, a backup also claims its slot in the
@@ -21,7 +21,7 @@ import { explainConnectionError } from '../db/sqlstate.js';
 import type { LeaseHolder } from '../db/lease.js';
 import type { LeaseProblem } from '../db/lease-table.js';
 import type { Logger } from '../log/logger.js';
-import { asLeader, holderText } from '../schedule/leader.js';
+import { asLeader, holderText } from '../db/leader.js';
 import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
 import { runBackup, type BackupDeps } from './backup.js';
 import { claimSlot, type SlotClaim } from './claim.js';

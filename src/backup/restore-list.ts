@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { OperatorError } from '../core/errors.js';
-import { toolPath } from './client-tools.js';
+import { toolPath } from '../programs/client-tools.js';
 import { extensionAlternation } from './extension-filter.js';
 import type { Readable } from 'node:stream';
 

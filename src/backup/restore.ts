@@ -24,7 +24,7 @@ import type { Logger } from '../log/logger.js';
 import type { Catalog, GoodBackup } from './catalog.js';
 import { ChecksumVerifier } from './checksum.js';
 import { resolveBackup, type ChoiceOptions } from './choose.js';
-import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from './client-tools.js';
+import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from '../programs/client-tools.js';
 import { psqlRestrictProblem, RestrictGuard } from './psql-guard.js';
 import { listWithout } from './restore-list.js';
 import { checkedCopy, type CheckedCopy } from './spool.js';

@@ -22,7 +22,7 @@ import { OperatorError } from '../core/errors.js';
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { humanBytes } from '../core/units.js';
-import { asLeader } from '../schedule/leader.js';
+import { asLeader } from '../db/leader.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { leaseRefusal } from './lease-refusal.js';
 import { withSignalAbort } from './signal-abort.js';

@@ -4,7 +4,7 @@
  * (exit 1, with the SQL that fixes it).
  */
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
-import { holderText, type LeaderResult } from '../schedule/leader.js';
+import { holderText, type LeaderResult } from '../db/leader.js';
 
 export function leaseRefusal(
   what: string,

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { OperatorError } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { Service } from '../lifecycle/service.js';
-import { findServerBinaries, type ServerBinaries } from './binaries.js';
+import { findServerBinaries, type ServerBinaries } from '../programs/server-binaries.js';
 
 export interface LocalClusterOptions {
   /** Major version wanted; any when unset. */

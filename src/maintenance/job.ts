@@ -1,6 +1,6 @@
 /**
  * The scheduled maintenance job (MAINTENANCE_SCHEDULE). For each database the replica holding the
- * lease `maintenance:<database>` (schedule/leader.ts) runs it (the CLI's `maintenance run` takes
+ * lease `maintenance:<database>` (db/leader.ts) runs it (the CLI's `maintenance run` takes
  * the same lease); the others skip. A replica that arrives after the leader finished re-plans from
  * the statistics the leader just refreshed and finds little or nothing to do. A run whose lease is
  * lost midway is aborted: its statement in flight is cancelled. On a standby (asked at each run:
@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { DbPool } from '../db/pool.js';
 import { serverRole } from '../db/server-role.js';
 import { errorMessage } from '../core/errors.js';
-import { asLeader, holderText, type LeaderResult } from '../schedule/leader.js';
+import { asLeader, holderText, type LeaderResult } from '../db/leader.js';
 import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
 import { runMaintenance, type MaintenanceDeps, type MaintenanceReport, type RunOptions } from './run.js';
 

@@ -9,12 +9,12 @@ import { promisify } from 'node:util';
 import type { TlsSettings } from '../db/tls.js';
 import type { ConnectionTarget } from '../core/database-url.js';
 import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 
 /** The client major the Docker image ships: the newest PostgreSQL release, which backs up every
  * older server (pg_dump refuses only newer ones). The Dockerfile's PG_CLIENT_MAJOR is checked
  * against it. */
 export const IMAGE_CLIENT_MAJOR = 18;
-import { EXIT } from '../core/exit-codes.js';
 
 const run = promisify(execFile);
 

@@ -39,7 +39,7 @@ import { Catalog, type GoodBackup } from '../../src/backup/catalog.js';
 import type { FailureReason } from '../../src/backup/dump.js';
 import { PARTIAL_MARK, FsStorage } from '../../src/backup/storage/fs.js';
 import type { Storage } from '../../src/backup/storage/storage.js';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import {
   getJson,

@@ -9,7 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
 import { runVerification } from '../../src/backup/verify.js';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { backupDeps, metricValue } from '../support/backup.js';
 import { cliEnv, runCli } from '../support/daemon.js';

@@ -23,7 +23,7 @@ import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { writeBackup } from '../support/crafted-backup.js';
 import { cliEnv, runCli, spawnCli, startDaemon, waitFor } from '../support/daemon.js';
