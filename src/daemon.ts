@@ -70,15 +70,13 @@ export async function runDaemon(
   const storage = await createStorage(config);
   if (config.s3.bucket) logS3Checksum(loaded, logger);
   const catalog = catalogFor(config, storage);
+  // the metrics observe the jobs; the scheduler counts the skips the jobs return
   const backupMetrics = new BackupMetrics(registry, config.backup.databases);
-  const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };
+  const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool };
   scheduler.addJob(backupJob(jobDeps));
   scheduler.addJob(verifyJob(jobDeps));
-  // --- maintenance job (issue 5) ---
   const maintenanceMetrics = new MaintenanceMetrics(registry, config.maintenance.databases);
-  scheduler.addJob(
-    maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool, scheduler }),
-  );
+  scheduler.addJob(maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool }));
   const poller = new Poller({
     db: config.db,
     registry,

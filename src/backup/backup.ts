@@ -27,7 +27,8 @@ export interface BackupDeps {
   config: Config;
   storage: Storage;
   catalog: Catalog;
-  metrics: BackupMetrics;
+  /** Observes the runs: the daemon attaches its metrics; a one-shot command has none. */
+  metrics?: BackupMetrics;
   logger: Logger;
 }
 
@@ -51,7 +52,7 @@ export async function runBackup(
   const pool = new DbPool(config.db, { name: 'backup', database, logger: deps.logger, max: 2, min: 0 });
   let dump: RunningDump | undefined;
   let progress: NodeJS.Timeout | undefined;
-  metrics.inProgress.inc();
+  metrics?.inProgress.inc();
   const startedAt = new Date();
   // the duration on the monotonic clock: a wall clock stepped meanwhile must not make it negative
   const startedMono = performance.now();
@@ -208,9 +209,9 @@ export async function runBackup(
         cause: err,
       });
     }
-    metrics.runs.inc({ database, result: 'success' });
+    metrics?.runs.inc({ database, result: 'success' });
     if (manifest.warnings.length) {
-      metrics.warnings.inc({ database }, manifest.warnings.length);
+      metrics?.warnings.inc({ database }, manifest.warnings.length);
       log.warn(
         { key, warnings: manifest.warnings },
         'pg_dump succeeded with warnings (kept in the manifest): check that the backup holds what you need',
@@ -233,7 +234,7 @@ export async function runBackup(
   } catch (err) {
     dump?.kill();
     const failure = classifyFailure(err, signal, opts.signal);
-    metrics.recordFailure(database, failure.reason);
+    metrics?.recordFailure(database, failure.reason);
     log.error(
       {
         reason: failure.reason,
@@ -246,11 +247,11 @@ export async function runBackup(
     throw failure.error;
   } finally {
     clearInterval(progress);
-    metrics.inProgress.dec();
+    metrics?.inProgress.dec();
     await dump?.release(true); // after a success this is a no-op; after a failure it cancels the snapshot session
     await pool.stop();
     await deps.metrics
-      .refresh(deps.catalog, database)
+      ?.refresh(deps.catalog, database)
       .catch((e: unknown) =>
         log.warn(
           { err: { message: (e as Error).message }, hint: (e as OperatorError).hint },

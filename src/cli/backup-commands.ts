@@ -1,11 +1,9 @@
 /** One-shot commands: backup, backups list, restore, retention, verify. */
 import { Command, Option } from 'commander';
-import { Registry } from 'prom-client';
 import { runBackup } from '../backup/backup.js';
 import type { Catalog } from '../backup/catalog.js';
 import { catalogFor } from '../backup/catalog-for.js';
 import { verifyResult } from '../backup/manifest.js';
-import { BackupMetrics } from '../backup/metrics.js';
 import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
 import { applyRetention, type RetentionDeps } from '../backup/retention.js';
@@ -34,7 +32,6 @@ interface Context {
   storage: Storage;
   logger: Logger;
   catalog: Catalog;
-  metrics: BackupMetrics;
   signal: AbortSignal;
 }
 
@@ -53,11 +50,10 @@ async function withContext<T>(
   const storage = await createStorage(loaded.config);
   try {
     const catalog = catalogFor(loaded.config, storage);
-    const metrics = new BackupMetrics(new Registry(), loaded.config.backup.databases);
     return await withSignalAbort(
       logger,
       'aborting; the work in flight is rolled back',
-      (signal) => fn({ config: loaded.config, storage, logger, catalog, metrics, signal }),
+      (signal) => fn({ config: loaded.config, storage, logger, catalog, signal }),
       `pg-maintd ${command}`,
     );
   } finally {

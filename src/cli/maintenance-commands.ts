@@ -1,6 +1,5 @@
 /** `pg-maintd maintenance run [--dry-run] [--database NAME] [--job vacuum|reindex] [--json]`. */
 import { Option, type Command } from 'commander';
-import { Registry } from 'prom-client';
 import { loadConfig, type Config } from '../config/load.js';
 import { preflight } from './preflight.js';
 import { DbPool } from '../db/pool.js';
@@ -9,7 +8,7 @@ import { unavailableError } from '../db/unavailable.js';
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { maintainAsLeader } from '../maintenance/job.js';
-import { MAINTENANCE_STEPS, MaintenanceMetrics, type MaintenanceStep } from '../maintenance/metrics.js';
+import { MAINTENANCE_STEPS, type MaintenanceStep } from '../maintenance/metrics.js';
 import { statementFor } from '../maintenance/plan.js';
 import { runMaintenance, type MaintenanceReport } from '../maintenance/run.js';
 import type { Outcome } from '../maintenance/step.js';
@@ -62,7 +61,7 @@ async function maintain(
   databases: string[],
   opts: { steps: readonly MaintenanceStep[]; signal: AbortSignal; dryRun: boolean; json: boolean },
 ): Promise<ExitCode> {
-  const deps = { config, logger, metrics: new MaintenanceMetrics(new Registry(), databases) };
+  const deps = { config, logger };
   const lockPool = new DbPool(config.db, { name: 'lease', max: 2, min: 0, logger, ...LEASE_SESSION });
   const reports: MaintenanceReport[] = [];
   let exit: ExitCode = EXIT.OK;
