@@ -19,7 +19,7 @@ import { defaultCollectors } from './metrics/collectors/index.js';
 import { Poller } from './metrics/poller.js';
 import { MigrationBootstrap } from './migrate/bootstrap.js';
 import { MigrationMetrics } from './migrate/metrics.js';
-import { OperatorError } from './core/errors.js';
+import { OperatorError, errorMessage } from './core/errors.js';
 import { VERSION } from './core/version.js';
 import { EXIT } from './core/exit-codes.js';
 import { catalogFor } from './backup/catalog-for.js';
@@ -154,7 +154,7 @@ export async function runDaemon(
     }
     const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
     logger.fatal(
-      { err: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } },
+      { err: { message: errorMessage(err), code: (err as NodeJS.ErrnoException).code } },
       inUse
         ? `cannot listen on ${config.http.host}:${config.http.port}: the port is in use (set HTTP_PORT)`
         : 'start-up failed',
@@ -169,7 +169,7 @@ export async function runDaemon(
     } catch (err) {
       logger.error(
         { storage: storage.description, hint: (err as { hint?: string }).hint },
-        (err as Error).message,
+        errorMessage(err),
       );
       return;
     }
@@ -177,10 +177,7 @@ export async function runDaemon(
       await backupMetrics
         .refresh(catalog, database)
         .catch((err: unknown) =>
-          logger.warn(
-            { database, err: { message: (err as Error).message } },
-            'reading stored backups failed',
-          ),
+          logger.warn({ database, err: { message: errorMessage(err) } }, 'reading stored backups failed'),
         );
     }
   }

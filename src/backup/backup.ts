@@ -11,7 +11,7 @@ import { LeaseLostError } from '../db/lease.js';
 import { DbPool } from '../db/pool.js';
 import { standbyStaleness } from '../db/replay.js';
 import { explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../core/errors.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import { VERSION } from '../core/version.js';
 import type { Catalog } from './catalog.js';
@@ -60,7 +60,7 @@ export async function runBackup(
     try {
       await storage.check();
     } catch (err) {
-      throw new BackupError('storage', (err as Error).message, {
+      throw new BackupError('storage', errorMessage(err), {
         hint: (err as OperatorError).hint,
         cause: err,
       });
@@ -194,7 +194,7 @@ export async function runBackup(
       } catch (err) {
         throw new BackupError(
           'internal',
-          `the manifest made for ${key} does not pass its own checks: ${(err as Error).message}`,
+          `the manifest made for ${key} does not pass its own checks: ${errorMessage(err)}`,
           {
             hint: 'report this; nothing was kept',
             cause: err,
@@ -205,7 +205,7 @@ export async function runBackup(
     } catch (err) {
       await storage.delete([key]).catch(() => undefined);
       if (err instanceof BackupError) throw err;
-      throw new BackupError('storage', `completing the backup failed: ${(err as Error).message}`, {
+      throw new BackupError('storage', `completing the backup failed: ${errorMessage(err)}`, {
         cause: err,
       });
     }
@@ -254,7 +254,7 @@ export async function runBackup(
       ?.refresh(deps.catalog, database)
       .catch((e: unknown) =>
         log.warn(
-          { err: { message: (e as Error).message }, hint: (e as OperatorError).hint },
+          { err: { message: errorMessage(e) }, hint: (e as OperatorError).hint },
           'reading the store for metrics failed',
         ),
       );
@@ -298,7 +298,7 @@ function classifyFailure(
   if (code && /^E(NOSPC|ACCES|PERM|ROFS|DQUOT|IO)$/.test(code)) {
     return {
       reason: 'storage',
-      error: new BackupError('storage', `writing the backup failed: ${(err as Error).message}`, {
+      error: new BackupError('storage', `writing the backup failed: ${errorMessage(err)}`, {
         hint:
           code === 'ENOSPC' || code === 'EDQUOT'
             ? 'free space in BACKUP_DIR or lower the retention'
@@ -311,7 +311,7 @@ function classifyFailure(
   }
   return {
     reason: 'internal',
-    error: new BackupError('internal', `backup failed: ${(err as Error).message}`, { cause: err }),
+    error: new BackupError('internal', `backup failed: ${errorMessage(err)}`, { cause: err }),
   };
 }
 
@@ -330,14 +330,10 @@ class CountError extends BackupError {}
 
 function countFailure(err: unknown): BackupError {
   if (err instanceof BackupError) return err;
-  return new CountError(
-    'database',
-    `counting rows in the dump's snapshot failed: ${(err as Error).message}`,
-    {
-      hint: 'check that the role of DATABASE_URL may read every table (pg_dump must too), and the server log',
-      cause: err,
-    },
-  );
+  return new CountError('database', `counting rows in the dump's snapshot failed: ${errorMessage(err)}`, {
+    hint: 'check that the role of DATABASE_URL may read every table (pg_dump must too), and the server log',
+    cause: err,
+  });
 }
 
 /** The backup is kept, but a host clock that disagrees with the database's makes it misdated: say so now. */

@@ -29,6 +29,7 @@ import { claimSlot, type SlotClaim } from './claim.js';
 import { standbyStaleness } from '../db/replay.js';
 import { applyRetention } from './retention.js';
 import { runVerification } from './verify.js';
+import { errorMessage } from '../core/errors.js';
 
 export interface JobDeps extends BackupDeps {
   /** Pool on the main database, where the lease table lives. */
@@ -207,14 +208,14 @@ async function runOnce(
       : { kind: 'not_leader', holder: r.holder };
   } catch (err) {
     if (at.stage === 'run') {
-      log.error({ err: { message: (err as Error).message } }, `scheduled ${job.name} failed`);
-      return { kind: 'failed', reason: (err as Error).message };
+      log.error({ err: { message: errorMessage(err) } }, `scheduled ${job.name} failed`);
+      return { kind: 'failed', reason: errorMessage(err) };
     }
     const failure =
       at.stage === 'claim'
         ? {
             reason: 'storage' as const,
-            message: `cannot claim the slot in the store: ${(err as Error).message}`,
+            message: `cannot claim the slot in the store: ${errorMessage(err)}`,
             hint: (err as { hint?: string }).hint,
           }
         : startFailure(err, deps.lockPool);
@@ -285,7 +286,7 @@ export function backupJob(deps: JobDeps): JobSpec {
         deps.logger
           .child({ job: 'retention', database })
           .error(
-            { err: { message: (err as Error).message }, hint: (err as { hint?: string }).hint },
+            { err: { message: errorMessage(err) }, hint: (err as { hint?: string }).hint },
             'retention after the backup failed; it runs again after the next backup',
           ),
       );

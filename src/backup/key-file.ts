@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { fileReadProblem } from '../core/errors.js';
 
-export const MIN_KEY_BYTES = 32;
+const MIN_KEY_BYTES = 32;
 const MAX_KEYS = 16;
 
 /** The keys of a key file: non-empty lines that are not comments, each at least 32 bytes. */

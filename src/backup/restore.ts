@@ -17,7 +17,7 @@ import type { TlsSettings } from '../db/tls.js';
 import { LEASE_SCHEMA } from '../db/lease-table.js';
 import { DbPool } from '../db/pool.js';
 import { describeTarget, parseDatabaseUrl } from '../core/database-url.js';
-import { OperatorError } from '../core/errors.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
 import { unavailableError } from '../db/unavailable.js';
 import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
@@ -92,7 +92,7 @@ async function endSession(o: RestoreOptions, appName: string, log: Logger): Prom
       [appName],
     );
   } catch (err) {
-    log.debug({ err: { message: (err as Error).message } }, 'could not end the restore session');
+    log.debug({ err: { message: errorMessage(err) } }, 'could not end the restore session');
   } finally {
     await pool.stop();
   }
@@ -329,7 +329,7 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
     kill();
     await endSession(o, appName, log);
     log.error(
-      { err: { message: (err as Error).message } },
+      { err: { message: errorMessage(err) } },
       'restore failed; the target transaction was rolled back',
     );
     throw err;

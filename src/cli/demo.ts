@@ -15,6 +15,7 @@ import { LocalCluster } from '../embedded/local-cluster.js';
 import { insertSampleData } from '../embedded/sample-data.js';
 import { createLogger } from '../log/logger.js';
 import { migrateUp } from '../migrate/runner.js';
+import { errorMessage } from '../core/errors.js';
 
 const DATABASE = 'app';
 
@@ -125,7 +126,7 @@ export async function runDemo(input: LoadInput): Promise<void> {
         }
       })().catch((err: unknown) =>
         logger.error(
-          { err: { message: (err as Error).message } },
+          { err: { message: errorMessage(err) } },
           'demo: the first backup or drill could not be listed',
         ),
       );

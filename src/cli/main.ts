@@ -15,7 +15,7 @@ import { addBackupCommands } from './backup-commands.js';
 import { addMigrateCommands } from './migrate-commands.js';
 import { addMaintenanceCommands } from './maintenance-commands.js';
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('pg-maintd')
     .description('Backs up, monitors, migrates and maintains a production PostgreSQL database.')
     .version(VERSION, '-V, --version')
@@ -44,11 +44,8 @@ export function buildProgram(): Command {
   });
 
   addBackupCommands(program);
-  // --- migrate commands (issue 5) ---
   addMigrateCommands(program);
-  // --- maintenance commands (issue 5) ---
   addMaintenanceCommands(program);
-  // --- doctor command (issue 5) ---
   addDoctorCommand(program);
 
   addConfigOptions(
@@ -83,7 +80,7 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 /** Prints an error the way an operator should see it and returns the exit code. */
-export function reportError(err: unknown): number {
+function reportError(err: unknown): number {
   if (err instanceof CommanderError) {
     // commander has printed its message already; help and --version exit 0
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)

@@ -9,6 +9,7 @@ import { readSigningKeys } from '../backup/key-file.js';
 import { FIELDS, type FieldName } from '../config/fields.js';
 import { ConfigError, withOrigins, type LoadedConfig, type Problem } from '../config/load.js';
 import { readWebSettings } from '../http/web-config.js';
+import { errorMessage } from '../core/errors.js';
 
 /** The loaded configuration once the files it names are usable; throws a ConfigError otherwise. */
 export function preflight(loaded: LoadedConfig): LoadedConfig {
@@ -32,7 +33,7 @@ function readKeyFile(loaded: LoadedConfig, problems: Problem[]): Buffer[] {
       field: 'BACKUP_SIGNING_KEY_FILE',
       origin: loaded.origins.BACKUP_SIGNING_KEY_FILE,
       given: file,
-      allowed: `${FIELDS.BACKUP_SIGNING_KEY_FILE.allowed} (${(err as Error).message})`,
+      allowed: `${FIELDS.BACKUP_SIGNING_KEY_FILE.allowed} (${errorMessage(err)})`,
     });
     return [];
   }

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { fileReadProblem, OperatorError } from '../core/errors.js';
+import { fileReadProblem, OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import {
   defaultS3Checksum,
@@ -276,14 +276,12 @@ function shape(p: Parsed) {
       queryText: p.METRICS_QUERY_TEXT,
       queryTextLength: p.METRICS_QUERY_TEXT_LENGTH,
     },
-    // --- migrations (issue 5) ---
     migrations: {
       onStart: p.MIGRATE_ON_START,
       dir: p.MIGRATIONS_DIR ?? join(PACKAGE_ROOT, 'migrations'),
       lockWaitMs: p.MIGRATE_LOCK_WAIT,
       lockTimeoutMs: p.MIGRATE_LOCK_TIMEOUT,
     },
-    // --- maintenance (issue 5) ---
     maintenance: {
       schedule: p.MAINTENANCE_SCHEDULE,
       databases: p.MAINTENANCE_DATABASES ?? [parseDatabaseUrl(p.DATABASE_URL as string).database],
@@ -403,7 +401,7 @@ function readDatabaseUrlFile(
       field: 'DATABASE_URL_FILE',
       origin: origins.DATABASE_URL_FILE,
       given: file,
-      allowed: `${FIELDS.DATABASE_URL_FILE.allowed} (${(err as Error).message})`,
+      allowed: `${FIELDS.DATABASE_URL_FILE.allowed} (${errorMessage(err)})`,
     });
   }
 }

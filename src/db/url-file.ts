@@ -9,6 +9,7 @@ import { fileStamp } from '../core/file-stamp.js';
 import { urlPassword } from '../core/mask.js';
 import { registerSecret } from '../log/logger.js';
 import { readUrlFile } from '../config/database-url-file.js';
+import { errorMessage } from '../core/errors.js';
 
 const URL_FILE_CHECK_MS = 1000;
 
@@ -59,6 +60,6 @@ export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
     registerSecret(urlPassword(entry.url)); // a rotated password is scrubbed from logs as the first was
     return { url: entry.url };
   } catch (err) {
-    return { url: entry.url, problem: (err as Error).message };
+    return { url: entry.url, problem: errorMessage(err) };
   }
 }

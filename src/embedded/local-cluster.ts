@@ -18,7 +18,7 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { OperatorError } from '../core/errors.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { Service } from '../lifecycle/service.js';
 import { findServerBinaries, type ServerBinaries } from '../programs/server-binaries.js';
@@ -174,7 +174,7 @@ export class LocalCluster extends Service {
       const tail = existsSync(this.logFile)
         ? readFileSync(this.logFile, 'utf8').split('\n').slice(-15).join('\n')
         : '';
-      throw new OperatorError(`local PostgreSQL failed to start: ${(err as Error).message}\n${tail}`, {
+      throw new OperatorError(`local PostgreSQL failed to start: ${errorMessage(err)}\n${tail}`, {
         exitCode: EXIT.UNAVAILABLE,
         cause: err,
       });

@@ -16,7 +16,7 @@ export interface WebProblem {
 }
 
 /** The keys exporter-toolkit knows, by section ('' is the top level); UnmarshalStrict refuses others. */
-export const KEYS = {
+const KEYS = {
   '': ['tls_server_config', 'http_server_config', 'basic_auth_users'],
   tls_server_config: [
     'cert_file',

@@ -9,7 +9,7 @@ import { MASK, maskUrlPasswords } from '../core/mask.js';
 
 export type { Logger } from 'pino';
 
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   'password',
   '*.password',
   '*.*.password',

@@ -15,6 +15,7 @@ import { classify } from '../db/sqlstate.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import type { Collector } from './collector.js';
+import { errorMessage } from '../core/errors.js';
 
 export interface PollerOptions {
   db: PoolSettings;
@@ -240,7 +241,7 @@ export class Poller extends Service {
     if (kind === 'connection_lost' || kind === 'connection_refused') this.#serverVersionNum = undefined;
     if (this.#failing.has(key)) return;
     this.#failing.add(key);
-    this.#log.warn({ ...fields, kind, code, err: { message: (err as Error).message } }, message);
+    this.#log.warn({ ...fields, kind, code, err: { message: errorMessage(err) } }, message);
   }
 
   async #connect(database: string): Promise<pg.PoolClient> {

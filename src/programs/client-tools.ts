@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TlsSettings } from '../db/tls.js';
 import type { ConnectionTarget } from '../core/database-url.js';
-import { OperatorError } from '../core/errors.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 
 /** The client major the Docker image ships: the newest PostgreSQL release, which backs up every
@@ -38,7 +38,7 @@ export async function toolMajor(
     throw new OperatorError(
       missing
         ? `${tool} not found (looked for ${path}${binDir ? '' : ' on PATH'})`
-        : `${tool} --version failed: ${(err as Error).message}`,
+        : `${tool} --version failed: ${errorMessage(err)}`,
       {
         exitCode: EXIT.UNAVAILABLE,
         hint: `install the PostgreSQL client (apt-get install postgresql-client-${IMAGE_CLIENT_MAJOR}; the Docker image ships it) or set PG_CLIENT_BIN_DIR`,

@@ -23,6 +23,7 @@ import type { LivenessCheck } from '../health/watchdog.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import { parseCron, type Cron } from '../cron/cron.js';
+import { errorMessage } from '../core/errors.js';
 
 export interface JobSpec {
   name: string;
@@ -43,7 +44,7 @@ export interface JobSpec {
  * `standby` / `primary` (the server's role is not the one the job runs on), `claimed` (another
  * pg-maintd sharing the store claimed the slot).
  */
-export const SKIP_REASONS = [
+const SKIP_REASONS = [
   'overlap',
   'not_leader',
   'already_done',
@@ -172,7 +173,7 @@ export class Scheduler extends Service {
           if (o.kind === 'skipped') this.#skipped?.inc({ job: name, reason: o.reason });
       })
       .catch((err: unknown) =>
-        this.#log?.error({ job: name, err: { message: (err as Error).message } }, 'job failed'),
+        this.#log?.error({ job: name, err: { message: errorMessage(err) } }, 'job failed'),
       )
       .finally(() => this.#running.delete(name));
     this.#running.set(name, { promise, abort });

@@ -1,4 +1,4 @@
-// The daemon-level fault matrix of backups (issue 7). Each row injects one real fault into a running
+// The daemon-level fault matrix of backups. Each row injects one real fault into a running
 // `pg-maintd run` (spawned from dist/, scheduled with a seconds cron) and checks all four outcomes:
 //   1. nothing partial looks good: the failed run's key has no object, temporary file or manifest,
 //      the catalog (what `backups list` prints) lists no incomplete leftover, and while the fault

@@ -1,4 +1,4 @@
-// Issue 7: no secret leaks, across a full run. Distinctive random secrets (the database role's
+// No secret leaks, across a full run. Distinctive random secrets (the database role's
 // password, in DATABASE_URL, in PGPASSWORD and in DATABASE_URL_FILE; the verification server's
 // password; the S3 secret access key, checked for real by a SigV4-verifying proxy in front of
 // s3rver; the /metrics bearer token and basic-auth password; and the wrong ones the faults use) go

@@ -103,12 +103,10 @@ const BAD: Record<FieldName, string[]> = {
   METRICS_STATEMENTS_LIMIT: ['0', '10001', 'top'],
   METRICS_QUERY_TEXT: ['maybe'],
   METRICS_QUERY_TEXT_LENGTH: ['5', '10001', 'long'],
-  // --- Migrations fields (issue 5) ---
   MIGRATE_ON_START: ['sometimes'],
   MIGRATIONS_DIR: ['/nonexistent/migrations'],
   MIGRATE_LOCK_WAIT: ['10ms', '2d', 'x'],
   MIGRATE_LOCK_TIMEOUT: ['-1', '2h', 'x'],
-  // --- Maintenance fields (issue 5) ---
   MAINTENANCE_SCHEDULE: ['nightly', '60 3 * * *'],
   MAINTENANCE_DATABASES: ['app,app', `app,${'x'.repeat(64)}`],
   MAINTENANCE_VACUUM_DEAD_RATIO: ['0', '1.5', '-0.2', '20%', 'x'],

@@ -41,7 +41,7 @@ export interface S3Settings {
 }
 
 export const MIN_PART = 5 * 1024 ** 2;
-export const DEFAULT_PART = 16 * 1024 ** 2;
+const DEFAULT_PART = 16 * 1024 ** 2;
 export const MAX_PARTS = 10_000;
 
 /**
@@ -385,7 +385,7 @@ const NETWORK_TEXT: Record<string, string> = {
 };
 
 /** An S3 failure as an operator reads it: what failed, and what to check. */
-export function explainS3Error(err: unknown, bucket: string, what: string): OperatorError {
+function explainS3Error(err: unknown, bucket: string, what: string): OperatorError {
   const e = err as {
     name?: string;
     message?: string;

@@ -10,11 +10,6 @@ export interface StoredObject {
   lastModified: Date;
 }
 
-export interface PutProgress {
-  /** Bytes the backend has accepted so far. */
-  stored(): number;
-}
-
 export interface Storage {
   /** s3://bucket/prefix or the absolute directory, for logs and messages. */
   readonly description: string;
@@ -67,7 +62,7 @@ export class ObjectExistsError extends OperatorError {
 }
 
 /** How long a reading of the store's clock is trusted, carried forward on the monotonic clock. */
-export const STORE_CLOCK_TTL_MS = 60_000;
+const STORE_CLOCK_TTL_MS = 60_000;
 
 /** A reading of a remote clock, carried forward on the monotonic clock (which no wall-clock step moves). */
 export class ClockReading {
