@@ -4,26 +4,16 @@
  * stopped, child process groups signalled (SIGKILL after `killWaitMs`), then the registered cleanup
  * steps run, last registered first.
  *
- * Also: child processes with peak-RSS sampling, the reusable benchmark cluster (PersistentCluster,
- * under BENCH_DIR) and the generator of the users/projects/tasks database (bench:backup, bench:load
- * and bench:soak use the same data), and the report's helpers (its
+ * Also: child processes with peak-RSS sampling, the benchmark cluster (dist/'s LocalCluster, kept
+ * under BENCH_DIR between runs) and the generator of the users/projects/tasks database in the schema
+ * of migrations/ (bench:backup, bench:load and bench:soak use the same data), and the report's helpers (its
  * Markdown frame, percentiles, machine facts, CPU time).
  */
 import { spawn } from 'node:child_process';
 import console from 'node:console';
-import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import {
-  chownSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { availableParallelism, cpus, loadavg, totalmem, userInfo } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
@@ -33,8 +23,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { findServerBinaries } from '../dist/embedded/binaries.js';
-import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
+import { LocalCluster } from '../dist/embedded/local-cluster.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const CLI = join(ROOT, 'bin', 'pg-maintd.js');
@@ -42,7 +31,7 @@ export const CLI = join(ROOT, 'bin', 'pg-maintd.js');
 export const PROBE = pathToFileURL(join(ROOT, 'bench', 'daemon-probe.mjs')).href;
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;
-const GEN_VERSION = 'pgmaintd-bench v1';
+const GEN_VERSION = 'pgmaintd-bench v2'; // v2: the schema of migrations/
 
 export function fail(message) {
   console.error(`bench: ${message}`);
@@ -393,172 +382,50 @@ export const BENCH_SETTINGS = {
   autovacuum: 'off', // generation ends with VACUUM ANALYZE; no autovacuum run during a measurement
 };
 
-/** The uid/gid the server runs as: ours, or the postgres user's when we are root. */
-export function serverOwner() {
-  if (userInfo().uid !== 0) return undefined;
-  const line = readFileSync('/etc/passwd', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('postgres:'));
-  if (!line) fail('running as root, but there is no postgres user to run PostgreSQL as');
-  const [, , uid, gid] = line.split(':');
-  return { uid: Number(uid), gid: Number(gid) };
+/** One benchmark at a time per cluster folder: a second one would stop the first one's server under it. */
+function lockFolder(dir) {
+  const file = join(dir, 'bench.lock');
+  try {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    if (pid && pid !== process.pid) {
+      let alive = true;
+      try {
+        process.kill(pid, 0);
+      } catch (err) {
+        alive = err.code === 'EPERM';
+      }
+      if (alive)
+        fail(
+          `another benchmark (pid ${pid}) is using the cluster in ${dir}; wait for it, or give --dir / BENCH_DIR another folder`,
+        );
+    }
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  writeFileSync(file, `${process.pid}\n`);
+  return () => rmSync(file, { force: true });
 }
 
 /**
- * A cluster in a fixed folder that outlives the run, so a generated database is reused. The same
- * binaries and settings as LocalCluster (which always starts from an empty temp folder).
+ * The benchmark's cluster (LocalCluster, from dist/): in a folder that outlives the run (--dir), so a
+ * generated database is reused, or in a temp folder that goes with it (--fresh).
  */
-export class PersistentCluster {
-  user = 'postgres';
-  port = 0;
-  password = '';
-  constructor(dir) {
-    this.dir = dir;
-    this.binaries = findServerBinaries();
-    this.owner = serverOwner();
-  }
-  get dataDir() {
-    return join(this.dir, 'data');
-  }
-  #pg(bin, args) {
-    return sh(join(this.binaries.binDir, bin), args, {
-      uidGid: this.owner,
-      cwd: this.dir,
-      env: { ...process.env, LC_ALL: 'C' },
-    });
-  }
-  #chown(path) {
-    if (this.owner) chownSync(path, this.owner.uid, this.owner.gid);
-  }
-  get #lockFile() {
-    return join(this.dir, 'bench.lock');
-  }
-  /** One benchmark at a time per folder: a second one would stop the first one's server under it. */
-  #lock() {
-    try {
-      const pid = Number(readFileSync(this.#lockFile, 'utf8').trim());
-      if (pid && pid !== process.pid) {
-        let alive = true;
-        try {
-          process.kill(pid, 0);
-        } catch (err) {
-          alive = err.code === 'EPERM';
-        }
-        if (alive)
-          fail(
-            `another benchmark (pid ${pid}) is using the cluster in ${this.dir}; wait for it, or give --dir / BENCH_DIR another folder`,
-          );
-      }
-    } catch (err) {
-      if (err.code !== 'ENOENT') throw err;
-    }
-    writeFileSync(this.#lockFile, `${process.pid}\n`);
-    this.locked = true;
-  }
-  async start() {
-    mkdirSync(this.dir, { recursive: true });
-    this.#chown(this.dir);
-    this.#lock();
-    const pwPath = join(this.dir, 'password');
-    const versionFile = join(this.dataDir, 'PG_VERSION');
-    const reusable =
-      existsSync(pwPath) &&
-      existsSync(versionFile) &&
-      Number(readFileSync(versionFile, 'utf8').trim()) === this.binaries.major;
-    if (reusable) {
-      this.password = readFileSync(pwPath, 'utf8').trim();
-      if (existsSync(join(this.dataDir, 'postmaster.pid'))) {
-        // left running by an interrupted run of this benchmark: stop it, then start it on a new port
-        await this.#pg('pg_ctl', ['-D', this.dataDir, '-m', 'fast', '-w', '-t', '60', 'stop']).catch(
-          () => undefined,
-        );
-      }
-      log(`reusing the cluster in ${this.dataDir} (PostgreSQL ${this.binaries.major})`);
-    } else {
-      log(`initdb into ${this.dataDir} (PostgreSQL ${this.binaries.major}, ${this.binaries.binDir})`);
-      rmSync(this.dataDir, { recursive: true, force: true });
-      this.password = randomBytes(12).toString('base64url');
-      const pwfile = join(this.dir, 'pwfile.init');
-      writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
-      this.#chown(pwfile);
-      try {
-        await this.#pg('initdb', [
-          '-D',
-          this.dataDir,
-          '-U',
-          this.user,
-          '--auth=scram-sha-256',
-          `--pwfile=${pwfile}`,
-          '--encoding=UTF8',
-          '--locale=C',
-          '--no-sync',
-        ]);
-      } finally {
-        rmSync(pwfile, { force: true });
-      }
-      const settings = {
-        listen_addresses: "'127.0.0.1'",
-        unix_socket_directories: `'${this.dir}'`,
-        max_connections: 50,
-        fsync: 'off',
-        synchronous_commit: 'off',
-        full_page_writes: 'off',
-        ...BENCH_SETTINGS,
-      };
-      const conf = join(this.dataDir, 'postgresql.conf');
-      writeFileSync(
-        conf,
-        `${readFileSync(conf, 'utf8')}\n# pg-maintd benchmark\n${Object.entries(settings)
-          .map(([k, v]) => `${k} = ${v}`)
-          .join('\n')}\n`,
-      );
-      writeFileSync(pwPath, `${this.password}\n`, { mode: 0o600 }); // only once the cluster exists
-    }
-    this.port = await freePort();
-    try {
-      await this.#pg('pg_ctl', [
-        '-D',
-        this.dataDir,
-        '-l',
-        join(this.dir, 'server.log'),
-        '-o',
-        `-p ${this.port}`,
-        '-w',
-        '-t',
-        '120',
-        'start',
-      ]);
-    } catch (err) {
-      const logFile = join(this.dir, 'server.log');
-      const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
-      throw new Error(`PostgreSQL failed to start: ${err.message}\n${tail}`);
-    }
-  }
-  async stop() {
-    try {
-      if (existsSync(join(this.dataDir, 'postmaster.pid')))
-        await this.#pg('pg_ctl', ['-D', this.dataDir, '-m', 'fast', '-w', '-t', '60', 'stop']);
-    } finally {
-      if (this.locked) rmSync(this.#lockFile, { force: true });
-      this.locked = false;
-    }
-  }
-}
-
 export async function startCluster(opts) {
-  if (opts.fresh) {
-    const cluster = new LocalCluster({ settings: BENCH_SETTINGS });
-    onCleanup(() => cluster.stop());
-    await cluster.start();
-    log(`throwaway cluster (LocalCluster) in ${cluster.dir}, port ${cluster.port}`);
-    return cluster;
-  }
-  const cluster = new PersistentCluster(opts.dir);
+  if (!opts.fresh) mkdirSync(opts.dir, { recursive: true });
+  const unlock = opts.fresh ? () => undefined : lockFolder(opts.dir);
+  const cluster = new LocalCluster({ settings: BENCH_SETTINGS, ...(opts.fresh ? {} : { dir: opts.dir }) });
   onCleanup(async () => {
-    await cluster.stop();
-    log(`cluster stopped; its data stays in ${cluster.dataDir} for the next run`);
+    try {
+      await cluster.stop();
+    } finally {
+      unlock();
+    }
+    if (!opts.fresh) log(`cluster stopped; its data stays in ${cluster.dataDir} for the next run`);
   });
   await cluster.start();
+  log(
+    `${opts.fresh ? 'throwaway cluster' : 'cluster'} in ${cluster.dir} (PostgreSQL ${cluster.binaries.major}), port ${cluster.port}`,
+  );
   return cluster;
 }
 
@@ -590,42 +457,6 @@ export async function connect(cluster, database = 'postgres') {
 // ---------------------------------------------------------------------------------------------
 // Data: the seed's users/projects/tasks, text that compresses like real text
 // ---------------------------------------------------------------------------------------------
-
-const SCHEMA = `
-CREATE TABLE users (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  email varchar(255) UNIQUE NOT NULL,
-  password_hash varchar(255) NOT NULL,
-  first_name varchar(100),
-  last_name varchar(100),
-  role varchar(50) DEFAULT 'user',
-  created_at timestamptz DEFAULT now(),
-  updated_at timestamptz DEFAULT now(),
-  last_login timestamptz
-);
-CREATE TABLE projects (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  user_id uuid REFERENCES users(id) ON DELETE CASCADE,
-  name varchar(255) NOT NULL,
-  description text,
-  status varchar(50) DEFAULT 'active',
-  settings jsonb DEFAULT '{}',
-  created_at timestamptz DEFAULT now(),
-  updated_at timestamptz DEFAULT now()
-);
-CREATE TABLE tasks (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  project_id uuid REFERENCES projects(id) ON DELETE CASCADE,
-  title varchar(255) NOT NULL,
-  description text,
-  status varchar(50) DEFAULT 'pending',
-  priority varchar(20) DEFAULT 'medium',
-  assigned_to uuid REFERENCES users(id),
-  due_date timestamptz,
-  metadata jsonb DEFAULT '{}',
-  created_at timestamptz DEFAULT now(),
-  updated_at timestamptz DEFAULT now()
-);`;
 
 const WORDS = `the a an and or but of to in on for with by from at as into over after before under
 between through during without within about against among across behind beyond toward upon
@@ -809,7 +640,7 @@ async function dbState(admin, name) {
     [name],
   );
   if (!r.rows.length) return undefined;
-  const m = /^pgmaintd-bench v1 chunks=(\d+)( vacuumed)?$/.exec(r.rows[0].comment ?? '');
+  const m = /^pgmaintd-bench v\d+ chunks=(\d+)( vacuumed)?$/.exec(r.rows[0].comment ?? '');
   return {
     bytes: Number(r.rows[0].bytes),
     ours: !!m && (r.rows[0].comment ?? '').startsWith(GEN_VERSION),
@@ -847,13 +678,9 @@ export async function ensureDatabase(cluster, name, target, shape, template) {
         await admin.query(`COMMENT ON DATABASE ${name} IS '${GEN_VERSION} chunks=${tpl.chunks}'`);
       } else {
         await admin.query(`CREATE DATABASE ${name}`);
-        const db = await connect(cluster, name);
-        try {
-          await db.query(SCHEMA);
-          await db.query(`COMMENT ON DATABASE ${name} IS '${GEN_VERSION} chunks=0'`);
-        } finally {
-          await db.end();
-        }
+        // the application's schema, as pg-maintd's own migrations make it
+        await sh(process.execPath, [CLI, 'migrate', 'up'], { env: cliEnv(cluster, name) });
+        await admin.query(`COMMENT ON DATABASE ${name} IS '${GEN_VERSION} chunks=0'`);
       }
       state = await dbState(admin, name);
     }

@@ -543,7 +543,7 @@ async function main() {
         `note: ${name} ${w} s is not a multiple of 15 s: pg-maintd's per-minute numbers are off by part of a poll round`,
       );
   const versions = {
-    daemon: (await import('../dist/version.js')).VERSION,
+    daemon: (await import('../dist/core/version.js')).VERSION,
     code: await codeVersion(),
     exporter: exporterBin ? exporterVersion(exporterBin) : undefined,
     exporterBin,

@@ -19,9 +19,9 @@ import { defaultCollectors } from './metrics/collectors/index.js';
 import { Poller } from './metrics/poller.js';
 import { MigrationBootstrap } from './migrate/bootstrap.js';
 import { MigrationMetrics } from './migrate/metrics.js';
-import { OperatorError } from './errors.js';
-import { VERSION } from './version.js';
-import { EXIT } from './exit-codes.js';
+import { OperatorError, errorMessage } from './core/errors.js';
+import { VERSION } from './core/version.js';
+import { EXIT } from './core/exit-codes.js';
 import { catalogFor } from './backup/catalog-for.js';
 import { backupJob, verifyJob } from './backup/jobs.js';
 import { BackupMetrics } from './backup/metrics.js';
@@ -71,15 +71,13 @@ export async function runDaemon(
   const storage = await createStorage(config);
   if (config.s3.bucket) logS3Checksum(loaded, logger);
   const catalog = catalogFor(config, storage);
+  // the metrics observe the jobs; the scheduler counts the skips the jobs return
   const backupMetrics = new BackupMetrics(registry, config.backup.databases);
-  const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool, scheduler };
+  const jobDeps = { config, storage, catalog, metrics: backupMetrics, logger, lockPool: pool };
   scheduler.addJob(backupJob(jobDeps));
   scheduler.addJob(verifyJob(jobDeps));
-  // --- maintenance job (issue 5) ---
   const maintenanceMetrics = new MaintenanceMetrics(registry, config.maintenance.databases);
-  scheduler.addJob(
-    maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool, scheduler }),
-  );
+  scheduler.addJob(maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool }));
   const poller = new Poller({
     db: config.db,
     registry,
@@ -158,7 +156,7 @@ export async function runDaemon(
     }
     const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
     logger.fatal(
-      { err: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } },
+      { err: { message: errorMessage(err), code: (err as NodeJS.ErrnoException).code } },
       inUse
         ? `cannot listen on ${config.http.host}:${config.http.port}: the port is in use (set HTTP_PORT)`
         : 'start-up failed',
@@ -173,7 +171,7 @@ export async function runDaemon(
     } catch (err) {
       logger.error(
         { storage: storage.description, hint: (err as { hint?: string }).hint },
-        (err as Error).message,
+        errorMessage(err),
       );
       return;
     }
@@ -181,10 +179,7 @@ export async function runDaemon(
       await backupMetrics
         .refresh(catalog, database)
         .catch((err: unknown) =>
-          logger.warn(
-            { database, err: { message: (err as Error).message } },
-            'reading stored backups failed',
-          ),
+          logger.warn({ database, err: { message: errorMessage(err) } }, 'reading stored backups failed'),
         );
     }
   }

@@ -11,9 +11,9 @@ import { LeaseLostError } from '../db/lease.js';
 import { DbPool } from '../db/pool.js';
 import { standbyStaleness } from '../db/replay.js';
 import { explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../errors.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../core/version.js';
 import type { Catalog } from './catalog.js';
 import { BackupError, startDump, type FailureReason, type RunningDump } from './dump.js';
 import { ParallelGzip } from './gzip-parallel.js';
@@ -28,7 +28,8 @@ export interface BackupDeps {
   config: Config;
   storage: Storage;
   catalog: Catalog;
-  metrics: BackupMetrics;
+  /** Observes the runs: the daemon attaches its metrics; a one-shot command has none. */
+  metrics?: BackupMetrics;
   logger: Logger;
 }
 
@@ -52,7 +53,7 @@ export async function runBackup(
   const pool = new DbPool(config.db, { name: 'backup', database, logger: deps.logger, max: 2, min: 0 });
   let dump: RunningDump | undefined;
   let progress: NodeJS.Timeout | undefined;
-  metrics.inProgress.inc();
+  metrics?.inProgress.inc();
   const startedAt = new Date();
   // the duration on the monotonic clock: a wall clock stepped meanwhile must not make it negative
   const startedMono = performance.now();
@@ -60,7 +61,7 @@ export async function runBackup(
     try {
       await storage.check();
     } catch (err) {
-      throw new BackupError('storage', (err as Error).message, {
+      throw new BackupError('storage', errorMessage(err), {
         hint: (err as OperatorError).hint,
         cause: err,
       });
@@ -198,7 +199,7 @@ export async function runBackup(
       } catch (err) {
         throw new BackupError(
           'internal',
-          `the manifest made for ${key} does not pass its own checks: ${(err as Error).message}`,
+          `the manifest made for ${key} does not pass its own checks: ${errorMessage(err)}`,
           {
             hint: 'report this; nothing was kept',
             cause: err,
@@ -209,13 +210,13 @@ export async function runBackup(
     } catch (err) {
       await storage.delete([key]).catch(() => undefined);
       if (err instanceof BackupError) throw err;
-      throw new BackupError('storage', `completing the backup failed: ${(err as Error).message}`, {
+      throw new BackupError('storage', `completing the backup failed: ${errorMessage(err)}`, {
         cause: err,
       });
     }
-    metrics.runs.inc({ database, result: 'success' });
+    metrics?.runs.inc({ database, result: 'success' });
     if (manifest.warnings.length) {
-      metrics.warnings.inc({ database }, manifest.warnings.length);
+      metrics?.warnings.inc({ database }, manifest.warnings.length);
       log.warn(
         { key, warnings: manifest.warnings },
         'pg_dump succeeded with warnings (kept in the manifest): check that the backup holds what you need',
@@ -238,7 +239,7 @@ export async function runBackup(
   } catch (err) {
     dump?.kill();
     const failure = classifyFailure(err, signal, opts.signal);
-    metrics.recordFailure(database, failure.reason);
+    metrics?.recordFailure(database, failure.reason);
     log.error(
       {
         reason: failure.reason,
@@ -251,14 +252,14 @@ export async function runBackup(
     throw failure.error;
   } finally {
     clearInterval(progress);
-    metrics.inProgress.dec();
+    metrics?.inProgress.dec();
     await dump?.release(true); // after a success this is a no-op; after a failure it cancels the snapshot session
     await pool.stop();
     await deps.metrics
-      .refresh(deps.catalog, database)
+      ?.refresh(deps.catalog, database)
       .catch((e: unknown) =>
         log.warn(
-          { err: { message: (e as Error).message }, hint: (e as OperatorError).hint },
+          { err: { message: errorMessage(e) }, hint: (e as OperatorError).hint },
           'reading the store for metrics failed',
         ),
       );
@@ -302,7 +303,7 @@ function classifyFailure(
   if (code && /^E(NOSPC|ACCES|PERM|ROFS|DQUOT|IO)$/.test(code)) {
     return {
       reason: 'storage',
-      error: new BackupError('storage', `writing the backup failed: ${(err as Error).message}`, {
+      error: new BackupError('storage', `writing the backup failed: ${errorMessage(err)}`, {
         hint:
           code === 'ENOSPC' || code === 'EDQUOT'
             ? 'free space in BACKUP_DIR or lower the retention'
@@ -315,7 +316,7 @@ function classifyFailure(
   }
   return {
     reason: 'internal',
-    error: new BackupError('internal', `backup failed: ${(err as Error).message}`, { cause: err }),
+    error: new BackupError('internal', `backup failed: ${errorMessage(err)}`, { cause: err }),
   };
 }
 
@@ -334,14 +335,10 @@ class CountError extends BackupError {}
 
 function countFailure(err: unknown): BackupError {
   if (err instanceof BackupError) return err;
-  return new CountError(
-    'database',
-    `counting rows in the dump's snapshot failed: ${(err as Error).message}`,
-    {
-      hint: 'check that the role of DATABASE_URL may read every table (pg_dump must too), and the server log',
-      cause: err,
-    },
-  );
+  return new CountError('database', `counting rows in the dump's snapshot failed: ${errorMessage(err)}`, {
+    hint: 'check that the role of DATABASE_URL may read every table (pg_dump must too), and the server log',
+    cause: err,
+  });
 }
 
 /** The backup is kept, but a host clock that disagrees with the database's makes it misdated: say so now. */

@@ -1,6 +1,6 @@
 /** The catalog as configured: the signing keys (if any) and the clock tolerance it judges dates by. */
 import type { Config } from '../config/load.js';
-import { readSigningKeys } from '../config/key-file.js';
+import { readSigningKeys } from './key-file.js';
 import { Catalog } from './catalog.js';
 import { Signer } from './signing.js';
 import type { Storage } from './storage/storage.js';

@@ -21,6 +21,7 @@ import { MANIFEST_SUFFIX, VERIFY_SUFFIX, databaseFolders, parseDataKey } from '.
 import { describeSignatureCheck, type SignatureCheck, type Signer } from './signing.js';
 import { isTemporaryKey } from './storage/fs.js';
 import type { Storage, StoredObject } from './storage/storage.js';
+import { errorMessage } from '../core/errors.js';
 
 const NO_MANIFEST = 'no manifest: the backup did not complete';
 
@@ -284,7 +285,7 @@ export class Catalog {
         const manifest = parseManifest(raw, mo.key);
         result = { manifest, signature: this.options.signer?.check(manifest) ?? 'ok' };
       } catch (err) {
-        result = { kind: 'leftover', why: (err as Error).message, deletable: false, reason: 'malformed' };
+        result = { kind: 'leftover', why: errorMessage(err), deletable: false, reason: 'malformed' };
       }
     }
     if (this.#manifests.size > 10_000) this.#manifests.clear();

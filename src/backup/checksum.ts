@@ -1,8 +1,8 @@
 /** The SHA-256 of a stream, checked at its end against the manifest's. */
 import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 
 /** Fails at the end of the stream when the bytes do not hash to the expected SHA-256. */
 export class ChecksumVerifier extends Transform {

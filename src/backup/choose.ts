@@ -3,8 +3,8 @@
  * database (not misdated, and with BACKUP_SIGNING_KEY_FILE signed), from the cluster backed up
  * and not another one writing into the same prefix.
  */
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import { trusted, type Catalog, type GoodBackup } from './catalog.js';
 import { v2 } from './manifest.js';

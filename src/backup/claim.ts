@@ -23,6 +23,7 @@ import type { ServerRole } from '../db/server-role.js';
 import { databaseFolder, stamp } from './naming.js';
 import { SignatureSchema, type Signer } from './signing.js';
 import { ObjectExistsError, type Storage } from './storage/storage.js';
+import { errorMessage } from '../core/errors.js';
 
 export const CLAIMS_FOLDER = '.pgmaintd-claims';
 /** A claim is a few hundred bytes; anything much larger was not written by pg-maintd. */
@@ -115,7 +116,7 @@ async function judge(o: ClaimOptions, key: string, req: ClaimRequest): Promise<C
     const raw = await o.storage.getSmall(key);
     claim = ClaimSchema.parse(JSON.parse(raw?.toString('utf8') ?? ''));
   } catch (err) {
-    return ignore('malformed', `not a claim pg-maintd writes (${(err as Error).message.slice(0, 200)})`);
+    return ignore('malformed', `not a claim pg-maintd writes (${errorMessage(err).slice(0, 200)})`);
   }
   if (claim.database !== req.database || Date.parse(claim.slot) !== req.slot.getTime())
     return ignore('malformed', `names ${claim.database} at ${claim.slot}, not this database and slot`);

@@ -9,9 +9,9 @@ import { LEASE_SCHEMA } from '../db/lease-table.js';
 import type { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
 import type { TlsSettings } from '../db/tls.js';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
-import { IMAGE_CLIENT_MAJOR, libpqEnv, toolMajor, toolPath } from './client-tools.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
+import { IMAGE_CLIENT_MAJOR, libpqEnv, toolMajor, toolPath } from '../programs/client-tools.js';
 import type { BackupFormat } from './naming.js';
 
 export class BackupError extends OperatorError {
@@ -228,7 +228,7 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
     if (err instanceof BackupError) throw err;
     throw new BackupError(
       'database',
-      `cannot start the dump of ${o.pool.description}: ${(err as Error).message}`,
+      `cannot start the dump of ${o.pool.description}: ${errorMessage(err)}`,
       { cause: err },
     );
   }

@@ -5,7 +5,7 @@
  * only (they need a writable server for their scratch database and the lease table).
  *
  * On a primary, for each database, the replica holding the lease `<job>:<database>`
- * (schedule/leader.ts) runs the job; a replica that arrives after the leader finished finds the tick
+ * (db/leader.ts) runs the job; a replica that arrives after the leader finished finds the tick
  * recorded as done on the lease's row and skips, so each tick yields exactly one run however many
  * replicas there are. A run whose lease is lost midway is stopped (a backup fails with reason
  * lease_lost, nothing kept). With BACKUP_FROM standby or any, a backup also claims its slot in the
@@ -21,18 +21,19 @@ import { explainConnectionError } from '../db/sqlstate.js';
 import type { LeaseHolder } from '../db/lease.js';
 import type { LeaseProblem } from '../db/lease-table.js';
 import type { Logger } from '../log/logger.js';
-import { asLeader, holderText } from '../schedule/leader.js';
-import type { JobSpec, Scheduler } from '../schedule/scheduler.js';
+import { asLeader, holderText } from '../db/leader.js';
+import type { JobOutcome, JobSpec } from '../schedule/scheduler.js';
+import { StateSkip } from '../schedule/state-skip.js';
 import { runBackup, type BackupDeps } from './backup.js';
 import { claimSlot, type SlotClaim } from './claim.js';
 import { standbyStaleness } from '../db/replay.js';
 import { applyRetention } from './retention.js';
 import { runVerification } from './verify.js';
+import { errorMessage } from '../core/errors.js';
 
 export interface JobDeps extends BackupDeps {
   /** Pool on the main database, where the lease table lives. */
   lockPool: DbPool;
-  scheduler: Scheduler;
 }
 
 interface PerDatabaseJob {
@@ -61,7 +62,9 @@ function startFailure(err: unknown, lockPool: DbPool): StartFailure {
 }
 
 type Outcome =
-  | { kind: 'ran' | 'failed' | 'already_done' }
+  | { kind: 'ran' }
+  | { kind: 'already_done' }
+  | { kind: 'failed'; reason: string }
   | { kind: 'not_leader'; holder: LeaseHolder }
   | { kind: 'lease_unusable'; problem: LeaseProblem }
   | { kind: 'claimed'; claim: SlotClaim };
@@ -79,7 +82,8 @@ const ROLE_SKIP: Record<PerDatabaseJob['name'], Record<ServerRole, string>> = {
 
 /** Runs a job for each database under leader election; a replica that skips re-reads the store's truth. */
 function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
-  const { config, logger, scheduler } = deps;
+  const { config, logger } = deps;
+  const wrongRole = new StateSkip(job.name);
   return {
     name: job.name,
     cron: job.cron,
@@ -89,44 +93,44 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
       // unreadable (the database is down): the lease below fails and counts it
       const role = await serverRole(deps.lockPool).catch(() => undefined);
       if (role && !job.runsOn.includes(role)) {
-        scheduler.recordStateSkip(job.name, role, tickLog, `${ROLE_SKIP[job.name][role]}: skipped`);
+        const skipped = wrongRole.skip(role, tickLog, `${ROLE_SKIP[job.name][role]}: skipped`);
         for (const database of config.backup.databases)
-          await deps.metrics.refresh(deps.catalog, database).catch(() => undefined);
-        return;
+          await deps.metrics?.refresh(deps.catalog, database).catch(() => undefined);
+        return [skipped];
       }
-      if (role)
-        scheduler.clearStateSkip(job.name, tickLog, `the server is a ${role} now: ${job.name} runs again`);
+      if (role) wrongRole.clear(tickLog, `the server is a ${role} now: ${job.name} runs again`);
+      const outcomes: JobOutcome[] = [];
       for (const database of config.backup.databases) {
-        if (signal.aborted) return;
+        if (signal.aborted) break;
         const log = tickLog.child({ database });
         const r = await runOnce(deps, job, database, tick, role ?? 'primary', signal, log);
         switch (r.kind) {
           case 'lease_unusable':
             // demoted since the role was asked: a standby's skip, not a lease table to fix
             if (r.problem.standby) {
-              scheduler.recordSkip(job.name, 'standby');
+              outcomes.push({ kind: 'skipped', reason: 'standby' });
               log.info(`${ROLE_SKIP[job.name].standby}: skipped`);
               break;
             }
-            scheduler.recordSkip(job.name, 'lease_unusable');
+            outcomes.push({ kind: 'skipped', reason: 'lease_unusable' });
             log.warn(
               { reason: 'lease_unusable', hint: r.problem.fix },
               `${r.problem.problem}: this tick is skipped, and no replica runs ${job.name} until it is fixed`,
             );
             break;
           case 'not_leader':
-            scheduler.recordSkip(job.name, 'not_leader');
+            outcomes.push({ kind: 'skipped', reason: 'not_leader' });
             log.info(
               { holder: holderText(r.holder) },
               'another pg-maintd holds the lease for this tick; skipped',
             );
             break;
           case 'already_done':
-            scheduler.recordSkip(job.name, 'already_done');
+            outcomes.push({ kind: 'skipped', reason: 'already_done' });
             log.info('this tick was already done by another replica; skipped');
             break;
           case 'claimed':
-            scheduler.recordSkip(job.name, 'claimed');
+            outcomes.push({ kind: 'skipped', reason: 'claimed' });
             log.info(
               {
                 reason: 'claimed',
@@ -138,10 +142,12 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
             );
             break;
           default:
+            outcomes.push(r);
             continue;
         }
-        await deps.metrics.refresh(deps.catalog, database).catch(() => undefined);
+        await deps.metrics?.refresh(deps.catalog, database).catch(() => undefined);
       }
+      return outcomes;
     },
   };
 }
@@ -173,7 +179,7 @@ async function runOnce(
             { reason: 'standby_lagging', message: `not backed up: ${stale.problem}`, hint: stale.fix },
             log,
           );
-          return { kind: 'failed' };
+          return { kind: 'failed', reason: 'standby_lagging' };
         }
       }
       at.stage = 'claim';
@@ -201,20 +207,20 @@ async function runOnce(
       ? { kind: 'lease_unusable', problem: r.problem }
       : { kind: 'not_leader', holder: r.holder };
   } catch (err) {
-    if (at.stage === 'run')
-      log.error({ err: { message: (err as Error).message } }, `scheduled ${job.name} failed`);
-    else if (at.stage === 'claim')
-      job.failedToStart(
-        database,
-        {
-          reason: 'storage',
-          message: `cannot claim the slot in the store: ${(err as Error).message}`,
-          hint: (err as { hint?: string }).hint,
-        },
-        log,
-      );
-    else job.failedToStart(database, startFailure(err, deps.lockPool), log);
-    return { kind: 'failed' };
+    if (at.stage === 'run') {
+      log.error({ err: { message: errorMessage(err) } }, `scheduled ${job.name} failed`);
+      return { kind: 'failed', reason: errorMessage(err) };
+    }
+    const failure =
+      at.stage === 'claim'
+        ? {
+            reason: 'storage' as const,
+            message: `cannot claim the slot in the store: ${errorMessage(err)}`,
+            hint: (err as { hint?: string }).hint,
+          }
+        : startFailure(err, deps.lockPool);
+    job.failedToStart(database, failure, log);
+    return { kind: 'failed', reason: failure.reason };
   }
 }
 
@@ -245,7 +251,7 @@ async function takeSlot(
   );
   if (!outcome.won) return outcome.claim;
   if ('ignored' in outcome) {
-    deps.metrics.claimsIgnored.inc({ database, reason: outcome.ignored });
+    deps.metrics?.claimsIgnored.inc({ database, reason: outcome.ignored });
     log.warn(
       { reason: outcome.ignored, claim: outcome.detail },
       'a claim on this slot in the store is not one pg-maintd obeys (planted by someone who can write to the store?): backing up all the same',
@@ -280,13 +286,13 @@ export function backupJob(deps: JobDeps): JobSpec {
         deps.logger
           .child({ job: 'retention', database })
           .error(
-            { err: { message: (err as Error).message }, hint: (err as { hint?: string }).hint },
+            { err: { message: errorMessage(err) }, hint: (err as { hint?: string }).hint },
             'retention after the backup failed; it runs again after the next backup',
           ),
       );
     },
     failedToStart(database, f, log) {
-      deps.metrics.recordFailure(database, f.reason);
+      deps.metrics?.recordFailure(database, f.reason);
       log.error(
         { reason: f.reason, err: { message: f.message }, hint: f.hint },
         'backup failed; nothing was kept',
@@ -305,7 +311,7 @@ export function verifyJob(deps: JobDeps): JobSpec {
       await runVerification(deps, database, { signal });
     },
     failedToStart(database, f, log) {
-      deps.metrics.verifyRuns.inc({ database, result: 'failure' });
+      deps.metrics?.verifyRuns.inc({ database, result: 'failure' });
       log.error({ reason: f.reason, err: { message: f.message }, hint: f.hint }, 'verification failed');
     },
   });

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { databaseNameProblem } from './naming.js';
 import { SignatureSchema } from './signing.js';
 import { parseTableName } from './table-name.js';
+import { errorMessage } from '../core/errors.js';
 
 /** A manifest or drill record larger than this is not read (a table per kilobyte is far beyond it). */
 export const MAX_RECORD_BYTES = 64 * 1024 ** 2;
@@ -29,7 +30,7 @@ const line = (max: number) =>
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const databaseName = z.string().refine((v) => databaseNameProblem(v) === undefined);
 
-export const RowCountSchema = z.object({ rows: count, exact: z.boolean() }).strict();
+const RowCountSchema = z.object({ rows: count, exact: z.boolean() }).strict();
 const rowCounts = z.record(
   z.string().refine((k) => parseTableName(k) !== undefined, 'not a schema-qualified table name'),
   RowCountSchema,
@@ -76,10 +77,10 @@ export type ManifestV2 = z.infer<typeof ManifestV2Schema>;
 /** A manifest of either version, with the fields version 1 lacks left out. */
 export type Manifest = z.infer<typeof ManifestV1Schema> | ManifestV2;
 
-export const VerifyResultSchema = z.enum(['ok', 'failed', 'inconclusive']);
+const VerifyResultSchema = z.enum(['ok', 'failed', 'inconclusive']);
 export type VerifyResult = z.infer<typeof VerifyResultSchema>;
 
-export const VerifyRecordSchema = z
+const VerifyRecordSchema = z
   .object({
     key: z.string().min(1).max(1024),
     ok: z.boolean(),
@@ -109,7 +110,7 @@ function parseJson(raw: Buffer | string, what: string): unknown {
   try {
     return JSON.parse(raw.toString());
   } catch (err) {
-    throw new Error(`${what} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`${what} is not valid JSON: ${errorMessage(err)}`);
   }
 }
 

@@ -20,7 +20,7 @@ const DATA_RE = /^(?<dir>[^/]+)\/\k<dir>_(?<ts>\d{8}_\d{6})(?:-[0-9a-z]{1,16})?\
 const SAFE_BYTE = /^[A-Za-z0-9_-]$/;
 const ENCODED_RE = /^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$/;
 /** NAMEDATALEN - 1: PostgreSQL truncates longer names. */
-export const MAX_NAME_BYTES = 63;
+const MAX_NAME_BYTES = 63;
 
 export function stamp(d: Date): string {
   const iso = d.toISOString(); // 2026-11-24T20:08:57.903Z

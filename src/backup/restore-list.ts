@@ -5,8 +5,8 @@
 import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { OperatorError } from '../errors.js';
-import { toolPath } from './client-tools.js';
+import { OperatorError } from '../core/errors.js';
+import { toolPath } from '../programs/client-tools.js';
 import { extensionAlternation } from './extension-filter.js';
 import type { Readable } from 'node:stream';
 

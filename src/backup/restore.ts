@@ -16,14 +16,15 @@ import { ExtensionFilter } from './extension-filter.js';
 import type { TlsSettings } from '../db/tls.js';
 import { LEASE_SCHEMA } from '../db/lease-table.js';
 import { DbPool } from '../db/pool.js';
-import { describeTarget, parseDatabaseUrl } from '../db/url.js';
-import { OperatorError, unavailableError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { describeTarget, parseDatabaseUrl } from '../core/database-url.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { unavailableError } from '../db/unavailable.js';
+import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import type { Catalog, GoodBackup } from './catalog.js';
 import { ChecksumVerifier } from './checksum.js';
 import { resolveBackup, type ChoiceOptions } from './choose.js';
-import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from './client-tools.js';
+import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from '../programs/client-tools.js';
 import { psqlRestrictProblem, RestrictGuard } from './psql-guard.js';
 import { listWithout } from './restore-list.js';
 import { checkedCopy, type CheckedCopy } from './spool.js';
@@ -92,7 +93,7 @@ async function endSession(o: RestoreOptions, appName: string, log: Logger): Prom
       [appName],
     );
   } catch (err) {
-    log.debug({ err: { message: (err as Error).message } }, 'could not end the restore session');
+    log.debug({ err: { message: errorMessage(err) } }, 'could not end the restore session');
   } finally {
     await pool.stop();
   }
@@ -333,7 +334,7 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
     kill();
     await endSession(o, appName, log);
     log.error(
-      { err: { message: (err as Error).message } },
+      { err: { message: errorMessage(err) } },
       'restore failed; the target transaction was rolled back',
     );
     throw err;

@@ -1,11 +1,9 @@
 /** One-shot commands: backup, backups list, restore, retention, verify. */
 import { Command, Option } from 'commander';
-import { Registry } from 'prom-client';
 import { runBackup } from '../backup/backup.js';
 import type { Catalog } from '../backup/catalog.js';
 import { catalogFor } from '../backup/catalog-for.js';
 import { verifyResult } from '../backup/manifest.js';
-import { BackupMetrics } from '../backup/metrics.js';
 import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
 import { applyRetention, type RetentionDeps } from '../backup/retention.js';
@@ -13,15 +11,16 @@ import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
 import { serverClock, systemIdentifier, withClusterFact } from '../db/cluster.js';
 import { loadConfig, type Config } from '../config/load.js';
+import { preflight } from './preflight.js';
 import { url } from '../config/kinds.js';
-import { urlPassword } from '../config/mask.js';
+import { urlPassword } from '../core/mask.js';
 import { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../errors.js';
-import { EXIT, type ExitCode } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { humanBytes } from '../config/units.js';
-import { asLeader } from '../schedule/leader.js';
+import { humanBytes } from '../core/units.js';
+import { asLeader } from '../db/leader.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { leaseRefusal } from './lease-refusal.js';
 import { withSignalAbort } from './signal-abort.js';
@@ -33,7 +32,6 @@ interface Context {
   storage: Storage;
   logger: Logger;
   catalog: Catalog;
-  metrics: BackupMetrics;
   signal: AbortSignal;
 }
 
@@ -46,18 +44,17 @@ async function withContext<T>(
   opts: Record<string, unknown>,
   fn: (ctx: Context) => Promise<T>,
 ): Promise<T> {
-  const loaded = loadConfig(configInput(opts));
+  const loaded = preflight(loadConfig(configInput(opts)));
   // stdout carries the result (`backups list --json` goes to jq): log lines go to stderr
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   const storage = await createStorage(loaded.config);
   try {
     const catalog = catalogFor(loaded.config, storage);
-    const metrics = new BackupMetrics(new Registry(), loaded.config.backup.databases);
     return await withSignalAbort(
       logger,
       'aborting; the work in flight is rolled back',
-      (signal) => fn({ config: loaded.config, storage, logger, catalog, metrics, signal }),
+      (signal) => fn({ config: loaded.config, storage, logger, catalog, signal }),
       `pg-maintd ${command}`,
     );
   } finally {

@@ -1,7 +1,7 @@
 /** `pg-maintd check-config`: the effective configuration, secrets masked, with where each value came from. */
 import { FIELDS, FIELD_NAMES, type FieldSpec } from '../config/fields.js';
 import { describeOrigin, type LoadedConfig } from '../config/load.js';
-import { maskValue } from '../config/mask.js';
+import { maskValue } from '../core/mask.js';
 
 export function renderConfig(loaded: LoadedConfig, json: boolean): string {
   const rows = FIELD_NAMES.map((name) => {

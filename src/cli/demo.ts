@@ -8,12 +8,14 @@
 import pg from 'pg';
 import { catalogFor } from '../backup/catalog-for.js';
 import { loadConfig, type LoadInput } from '../config/load.js';
+import { preflight } from './preflight.js';
 import { runDaemon } from '../daemon.js';
 import { DemoActivity } from '../embedded/activity.js';
 import { LocalCluster } from '../embedded/local-cluster.js';
 import { insertSampleData } from '../embedded/sample-data.js';
 import { createLogger } from '../log/logger.js';
 import { migrateUp } from '../migrate/runner.js';
+import { errorMessage } from '../core/errors.js';
 
 const DATABASE = 'app';
 
@@ -22,17 +24,19 @@ export async function runDemo(input: LoadInput): Promise<void> {
   // Start the cluster before loading config: DATABASE_URL points at it.
   await cluster.start();
   process.env.PGPASSWORD = cluster.password; // the password stays out of the URL, argv and logs
-  const loaded = loadConfig({
-    ...input,
-    env: {
-      METRICS_LOCK_WAIT_LOG_AFTER: '5s', // the demo's lock waits last 15 s: show the log line
-      ...process.env,
-      DATABASE_URL: cluster.url(DATABASE, cluster.user, null),
-      DB_SSL_MODE: 'disable', // the throwaway cluster listens on loopback without TLS
-      HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
-      MIGRATE_ON_START: 'false', // the demo migrates below, before it loads the sample data
-    },
-  });
+  const loaded = preflight(
+    loadConfig({
+      ...input,
+      env: {
+        METRICS_LOCK_WAIT_LOG_AFTER: '5s', // the demo's lock waits last 15 s: show the log line
+        ...process.env,
+        DATABASE_URL: cluster.url(DATABASE, cluster.user, null),
+        DB_SSL_MODE: 'disable', // the throwaway cluster listens on loopback without TLS
+        HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
+        MIGRATE_ON_START: 'false', // the demo migrates below, before it loads the sample data
+      },
+    }),
+  );
   const { config } = loaded;
   const logger = createLogger({ ...config.log, secrets: loaded.secrets });
   logger.info(
@@ -122,7 +126,7 @@ export async function runDemo(input: LoadInput): Promise<void> {
         }
       })().catch((err: unknown) =>
         logger.error(
-          { err: { message: (err as Error).message } },
+          { err: { message: errorMessage(err) } },
           'demo: the first backup or drill could not be listed',
         ),
       );

@@ -1,10 +1,11 @@
 /** `pg-maintd doctor [--apply] [--json]`: checks the server settings and the role, prints each fix. */
 import { Option, type Command } from 'commander';
 import { loadConfig } from '../config/load.js';
+import { preflight } from './preflight.js';
 import { runDoctor, type DoctorReport } from '../doctor/doctor.js';
 import { renderJson, renderText } from '../doctor/report.js';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { createLogger } from '../log/logger.js';
 import { addConfigOptions, configInput } from './config-options.js';
 
@@ -48,7 +49,7 @@ export function addDoctorCommand(program: Command): void {
       throw new OperatorError('--connections-warn must not be above --connections-fail', {
         exitCode: EXIT.USAGE,
       });
-    const loaded = loadConfig(configInput(opts));
+    const loaded = preflight(loadConfig(configInput(opts)));
     // stdout carries the report (and --json must stay parseable): logs go to stderr.
     const logger = createLogger({
       ...loaded.config.log,

@@ -3,8 +3,8 @@
  * lease: another pg-maintd holds it (exit 75, try again later), or the lease table cannot be used
  * (exit 1, with the SQL that fixes it).
  */
-import { EXIT, type ExitCode } from '../exit-codes.js';
-import { holderText, type LeaderResult } from '../schedule/leader.js';
+import { EXIT, type ExitCode } from '../core/exit-codes.js';
+import { holderText, type LeaderResult } from '../db/leader.js';
 
 export function leaseRefusal(
   what: string,

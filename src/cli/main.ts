@@ -1,11 +1,12 @@
 /** The pg-maintd command line: run (default), check-config, backup commands, status, migrate, maintenance, doctor, demo. */
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/load.js';
+import { preflight } from './preflight.js';
 import { runDaemon } from '../daemon.js';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { createLogger, makeScrubber } from '../log/logger.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../core/version.js';
 import { renderConfig } from './check-config.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { runDemo } from './demo.js';
@@ -28,7 +29,7 @@ export function buildProgram(): Command {
       .command('run')
       .description('run the daemon: HTTP server (/metrics, /healthz, /readyz) and scheduled jobs'),
   ).action(async (opts: Record<string, unknown>) => {
-    const loaded = loadConfig(configInput(opts));
+    const loaded = preflight(loadConfig(configInput(opts)));
     const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
     await runDaemon(loaded, logger);
   });
@@ -39,17 +40,14 @@ export function buildProgram(): Command {
       .description('validate the configuration and print it with secrets masked (exit 0, or 78 when invalid)')
       .option('--json', 'print JSON'),
   ).action((opts: Record<string, unknown>) => {
-    const loaded = loadConfig(configInput(opts));
+    const loaded = preflight(loadConfig(configInput(opts)));
     process.stdout.write(`${renderConfig(loaded, opts.json === true)}\n`);
   });
 
   addBackupCommands(program);
   addStatusCommand(program);
-  // --- migrate commands (issue 5) ---
   addMigrateCommands(program);
-  // --- maintenance commands (issue 5) ---
   addMaintenanceCommands(program);
-  // --- doctor command (issue 5) ---
   addDoctorCommand(program);
 
   addConfigOptions(
@@ -84,7 +82,7 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 /** Prints an error the way an operator should see it and returns the exit code. */
-export function reportError(err: unknown): number {
+function reportError(err: unknown): number {
   if (err instanceof CommanderError) {
     // commander has printed its message already; help and --version exit 0
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)

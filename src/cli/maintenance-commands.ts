@@ -1,13 +1,14 @@
 /** `pg-maintd maintenance run [--dry-run] [--database NAME] [--job vacuum|reindex] [--json]`. */
 import { Option, type Command } from 'commander';
-import { Registry } from 'prom-client';
 import { loadConfig, type Config } from '../config/load.js';
+import { preflight } from './preflight.js';
 import { DbPool } from '../db/pool.js';
-import { errorMessage, OperatorError, unavailableError } from '../errors.js';
-import { EXIT, type ExitCode } from '../exit-codes.js';
+import { errorMessage, OperatorError } from '../core/errors.js';
+import { unavailableError } from '../db/unavailable.js';
+import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { maintainAsLeader } from '../maintenance/job.js';
-import { MAINTENANCE_STEPS, MaintenanceMetrics, type MaintenanceStep } from '../maintenance/metrics.js';
+import { MAINTENANCE_STEPS, type MaintenanceStep } from '../maintenance/metrics.js';
 import { statementFor } from '../maintenance/plan.js';
 import { runMaintenance, type MaintenanceReport } from '../maintenance/run.js';
 import type { Outcome } from '../maintenance/step.js';
@@ -31,7 +32,7 @@ export function addMaintenanceCommands(program: Command): void {
       .addOption(new Option('--job <step>', 'only this step').choices([...MAINTENANCE_STEPS]))
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
-    const loaded = loadConfig(configInput(opts));
+    const loaded = preflight(loadConfig(configInput(opts)));
     const { config } = loaded;
     // stdout carries the report; log lines go to stderr
     const logger = createLogger({
@@ -60,7 +61,7 @@ async function maintain(
   databases: string[],
   opts: { steps: readonly MaintenanceStep[]; signal: AbortSignal; dryRun: boolean; json: boolean },
 ): Promise<ExitCode> {
-  const deps = { config, logger, metrics: new MaintenanceMetrics(new Registry(), databases) };
+  const deps = { config, logger };
   const lockPool = new DbPool(config.db, { name: 'lease', max: 2, min: 0, logger, ...LEASE_SESSION });
   const reports: MaintenanceReport[] = [];
   let exit: ExitCode = EXIT.OK;

@@ -1,9 +1,11 @@
 /** `pg-maintd migrate up | status | verify | baseline`: the schema migrations of MIGRATIONS_DIR. */
 import { Command, Option } from 'commander';
 import { loadConfig, type Config } from '../config/load.js';
-import { describeTarget, parseDatabaseUrl } from '../db/url.js';
-import { OperatorError, unavailableError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { preflight } from './preflight.js';
+import { describeTarget, parseDatabaseUrl } from '../core/database-url.js';
+import { OperatorError } from '../core/errors.js';
+import { unavailableError } from '../db/unavailable.js';
+import { EXIT } from '../core/exit-codes.js';
 import { createLogger } from '../log/logger.js';
 import {
   baselineMigrations,
@@ -20,7 +22,7 @@ async function withMigrate<T>(
   opts: Record<string, unknown>,
   fn: (o: MigrateOptions, config: Config) => Promise<T>,
 ): Promise<T> {
-  const loaded = loadConfig(configInput(opts));
+  const loaded = preflight(loadConfig(configInput(opts)));
   // stdout carries the result (`--json` goes to jq): log lines go to stderr
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
   const { config } = loaded;

@@ -3,8 +3,8 @@
  * is cancelled and rolled back) and says so; a second exits at once with 130/143. With `command`,
  * work that fails after a signal ends as "interrupted" (exit 130/143), whatever failed it.
  */
-import { interruptedError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { interruptedError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
 
 export async function withSignalAbort<T>(

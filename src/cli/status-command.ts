@@ -12,8 +12,8 @@ import { backupFactsOf, unknownFacts } from '../backup/store-summary.js';
 import { createStorage } from '../backup/storage/index.js';
 import { loadConfig, type Config } from '../config/load.js';
 import { explainConnectionError } from '../db/sqlstate.js';
-import { errorMessage } from '../errors.js';
-import { EXIT, type ExitCode } from '../exit-codes.js';
+import { errorMessage } from '../core/errors.js';
+import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { MAINTENANCE_JOB } from '../maintenance/job.js';
 import { defaultCollectors } from '../metrics/collectors/index.js';
@@ -22,6 +22,7 @@ import { Scheduler } from '../schedule/scheduler.js';
 import { drillResultText, duration, instant, size, verifiedText } from '../status/format.js';
 import { summarize, type BackupFacts, type Problem, type StatusSummary } from '../status/summary.js';
 import { addConfigOptions, configInput } from './config-options.js';
+import { preflight } from './preflight.js';
 
 /**
  * The exit code of a summary: 69 when what it needs cannot be reached (pg_up 0, the store cannot be
@@ -45,7 +46,7 @@ export function addStatusCommand(program: Command): void {
       )
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
-    const loaded = loadConfig(configInput(opts));
+    const loaded = preflight(loadConfig(configInput(opts)));
     // stdout carries the summary (and --json must stay parseable): logs go to stderr
     const logger = createLogger({
       ...loaded.config.log,

@@ -47,9 +47,9 @@ export interface FieldSpec {
     | 'Maintenance';
 }
 
-export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
 export type SslMode = (typeof SSL_MODES)[number];
-export const S3_STORAGE_CLASSES = [
+const S3_STORAGE_CLASSES = [
   'STANDARD',
   'STANDARD_IA',
   'ONEZONE_IA',
@@ -78,14 +78,14 @@ export type CollectorName = (typeof METRICS_COLLECTORS)[number];
  * upload where S3 supports them (the SDK's default since 3.729), or only where an operation requires
  * one (DeleteObjects). Several S3-compatible stores refuse the checksum headers of the former.
  */
-export const S3_CHECKSUM_MODES = ['when_supported', 'when_required'] as const;
+const S3_CHECKSUM_MODES = ['when_supported', 'when_required'] as const;
 export type S3ChecksumMode = (typeof S3_CHECKSUM_MODES)[number];
 
 /** S3_CHECKSUM when unset: AWS gets the SDK's default; a store at a custom S3_ENDPOINT the safe one. */
 export function defaultS3Checksum(endpoint: string | undefined): S3ChecksumMode {
   return endpoint ? 'when_required' : 'when_supported';
 }
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 /** The longest LEASE_TTL: a lease that expires later than this from now is void (db/lease.ts). */
 export const LEASE_TTL_MAX_MS = 3_600_000;
@@ -103,14 +103,12 @@ export const FIELDS = {
     secret: 'url',
     group: 'Database',
   },
-  // --- Database URL file (issue 7, failover) ---
   DATABASE_URL_FILE: {
     schema: optionalText(),
     doc: 'A file holding the connection URL, instead of DATABASE_URL (a mounted Kubernetes Secret, or a file your failover tooling rewrites). Checked at most once a second and re-read when it changes: a failover to another host or port, or a rotated password, applies to new connections without a restart. A file that turns invalid keeps the last good URL and logs an error. TLS settings are read once, at start.',
     allowed: 'a path to a readable file holding one postgres:// URL',
     group: 'Database',
   },
-  // --- end database URL file ---
   DB_POOL_MIN: {
     schema: int(0, 1000),
     default: 2,
@@ -499,7 +497,6 @@ export const FIELDS = {
     allowed: 'an integer from 16 to 10000',
     group: 'Metrics',
   },
-  // --- Migrations fields (issue 5) ---
   MIGRATE_ON_START: {
     schema: bool(),
     default: true,
@@ -527,7 +524,6 @@ export const FIELDS = {
     allowed: ms(0, 3_600_000, '1 hour'),
     group: 'Migrations',
   },
-  // --- Maintenance fields (issue 5) ---
   MAINTENANCE_SCHEDULE: {
     schema: cronOrOff(),
     default: '30 3 * * *',
@@ -611,7 +607,6 @@ export const FIELDS = {
     allowed: 'an integer from 0 to 65535',
     group: 'HTTP',
   },
-  // --- Web endpoint protection fields (issue 7, http) ---
   WEB_CONFIG_FILE: {
     schema: optionalText(),
     doc: 'Web config file in the format of Prometheus exporter-toolkit (what postgres_exporter’s `--web.config.file` reads): TLS (`tls_server_config`), extra response headers (`http_server_config`) and basic-auth users with bcrypt hashes (`basic_auth_users`). Relative paths inside it are resolved against its folder. Checked at start, re-read when it or a file it names changes. /healthz and /readyz stay open.',
@@ -625,7 +620,6 @@ export const FIELDS = {
     allowed: 'a path to a readable file holding one token',
     group: 'HTTP',
   },
-  // --- end web fields ---
   READYZ_INTERVAL: {
     schema: duration(100, 60_000),
     default: '2s',

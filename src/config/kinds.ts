@@ -1,8 +1,8 @@
 /** Field kinds: a zod schema that accepts a string (env, flag) or a typed value (YAML/JSON file). */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { CronError, parseCron } from '../schedule/cron.js';
-import { parseDuration, parseSize } from './units.js';
+import { CronError, parseCron } from '../cron/cron.js';
+import { parseDuration, parseSize } from '../core/units.js';
 
 const INT_RE = /^[+-]?\d+$/;
 
@@ -155,7 +155,11 @@ export function databaseList() {
  * Per-name durations or "off": "stat_statements=1m, stat_user_tables=5m, locks=off" (a file may also
  * give a mapping). Names outside `names` are refused; "off" is returned as 0.
  */
-export function intervalMap(names: readonly string[], minMs: number, maxMs: number) {
+export function intervalMap<const N extends string>(
+  names: readonly [N, ...N[]],
+  minMs: number,
+  maxMs: number,
+) {
   return z.preprocess(
     (v) => {
       if (typeof v === 'string') {
@@ -180,10 +184,7 @@ export function intervalMap(names: readonly string[], minMs: number, maxMs: numb
       return v;
     },
     z
-      .partialRecord(
-        z.enum(names as [string, ...string[]]),
-        z.union([z.literal(0), z.number().int().min(minMs).max(maxMs)]),
-      )
+      .partialRecord(z.enum(names), z.union([z.literal(0), z.number().int().min(minMs).max(maxMs)]))
       .optional(),
   );
 }

@@ -8,8 +8,8 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { fileReadProblem, OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { fileReadProblem, OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import {
   defaultS3Checksum,
   FIELDS,
@@ -19,13 +19,11 @@ import {
   type FieldSpec,
   type SslMode,
 } from './fields.js';
-import { parseDatabaseUrl } from '../db/url.js';
-import { readUrlFile } from '../db/url-file.js';
-import { editDistance } from './edit-distance.js';
+import { parseDatabaseUrl } from '../core/database-url.js';
+import { readUrlFile } from './database-url-file.js';
+import { editDistance } from '../core/edit-distance.js';
 import { problemDetail } from './kinds.js';
-import { maskValue, urlPassword } from './mask.js';
-import { readWebSettings, resolveWebFiles } from '../http/web-config.js';
-import { readSigningKeys } from './key-file.js';
+import { maskValue, urlPassword } from '../core/mask.js';
 
 export type SourceKind = 'flag' | 'env' | 'file' | 'defaults-file' | 'built-in';
 export interface Origin {
@@ -169,9 +167,6 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     }
   }
   crossChecks(parsed as Partial<Parsed>, origins, problems);
-  const signingKeys = readKeyFile(parsed as Partial<Parsed>, origins, problems);
-  // the files the web settings name are read once the settings themselves are valid
-  if (problems.length === 0) problems.push(...readWebSettings(webFiles(parsed as Parsed)).problems);
   if (problems.length > 0) throw new ConfigError(withOrigins(problems, origins));
 
   const config = deepFreeze(shape(parsed as Parsed));
@@ -181,13 +176,16 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     nonEmpty(env.PGPASSWORD),
     nonEmpty(env.AWS_SECRET_ACCESS_KEY),
     nonEmpty(env.AWS_SESSION_TOKEN),
-    ...signingKeys.map((k) => k.toString('utf8')),
   ].filter((s): s is string => !!s);
   return { config, raw, origins, warnings: warningsFor(config), secrets };
 }
 
+/** The web files as absolute paths (the HTTP server re-reads them from wherever it runs). */
 function webFiles(p: Parsed) {
-  return resolveWebFiles({ configFile: p.WEB_CONFIG_FILE, bearerTokenFile: p.WEB_BEARER_TOKEN_FILE });
+  return {
+    configFile: p.WEB_CONFIG_FILE === undefined ? undefined : resolve(p.WEB_CONFIG_FILE),
+    bearerTokenFile: p.WEB_BEARER_TOKEN_FILE === undefined ? undefined : resolve(p.WEB_BEARER_TOKEN_FILE),
+  };
 }
 
 type Parsed = { [K in FieldName]: z.output<(typeof FIELDS)[K]['schema']> };
@@ -218,8 +216,7 @@ function shape(p: Parsed) {
       readyzIntervalMs: p.READYZ_INTERVAL,
       readyzTimeoutMs: p.READYZ_TIMEOUT,
       livenessMaxLagMs: p.LIVENESS_MAX_LAG,
-      // --- web endpoint protection (issue 7) ---
-      // Paths only: check-config shows them, never the contents. loadConfig checked the files; the
+      // Paths only: check-config shows them, never the contents. The preflight checks the files; the
       // HTTP server reads them itself, and again when they change.
       web: webFiles(p),
     },
@@ -279,14 +276,12 @@ function shape(p: Parsed) {
       queryText: p.METRICS_QUERY_TEXT,
       queryTextLength: p.METRICS_QUERY_TEXT_LENGTH,
     },
-    // --- migrations (issue 5) ---
     migrations: {
       onStart: p.MIGRATE_ON_START,
       dir: p.MIGRATIONS_DIR ?? join(PACKAGE_ROOT, 'migrations'),
       lockWaitMs: p.MIGRATE_LOCK_WAIT,
       lockTimeoutMs: p.MIGRATE_LOCK_TIMEOUT,
     },
-    // --- maintenance (issue 5) ---
     maintenance: {
       schedule: p.MAINTENANCE_SCHEDULE,
       databases: p.MAINTENANCE_DATABASES ?? [parseDatabaseUrl(p.DATABASE_URL as string).database],
@@ -381,23 +376,6 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
   }
 }
 
-/** BACKUP_SIGNING_KEY_FILE must hold usable keys; they join the secrets the log is scrubbed of. */
-function readKeyFile(p: Partial<Parsed>, origins: Record<FieldName, Origin>, problems: Problem[]): Buffer[] {
-  const file = p.BACKUP_SIGNING_KEY_FILE;
-  if (file === undefined) return [];
-  try {
-    return readSigningKeys(resolve(file));
-  } catch (err) {
-    problems.push({
-      field: 'BACKUP_SIGNING_KEY_FILE',
-      origin: origins.BACKUP_SIGNING_KEY_FILE,
-      given: file,
-      allowed: `${FIELDS.BACKUP_SIGNING_KEY_FILE.allowed} (${(err as Error).message})`,
-    });
-    return [];
-  }
-}
-
 /** DATABASE_URL_FILE fills DATABASE_URL from the file (checked like DATABASE_URL itself). */
 function readDatabaseUrlFile(
   raw: Record<FieldName, unknown>,
@@ -423,7 +401,7 @@ function readDatabaseUrlFile(
       field: 'DATABASE_URL_FILE',
       origin: origins.DATABASE_URL_FILE,
       given: file,
-      allowed: `${FIELDS.DATABASE_URL_FILE.allowed} (${(err as Error).message})`,
+      allowed: `${FIELDS.DATABASE_URL_FILE.allowed} (${errorMessage(err)})`,
     });
   }
 }
@@ -494,7 +472,7 @@ function readFileSource(
 }
 
 /** Every problem names where its setting came from, when it was set at all. */
-function withOrigins(problems: Problem[], origins: Record<FieldName, Origin>): Problem[] {
+export function withOrigins(problems: Problem[], origins: Record<FieldName, Origin>): Problem[] {
   return problems.map((p) =>
     p.origin || p.given === undefined || !(p.field in origins)
       ? p

@@ -5,6 +5,7 @@
  */
 import type { Logger } from '../log/logger.js';
 import { DbPool, type PoolSettings } from './pool.js';
+import { errorMessage } from '../core/errors.js';
 
 type Queryable = Pick<DbPool, 'query'>;
 
@@ -39,7 +40,7 @@ export async function withClusterFact<T>(
   try {
     return await fn(pool);
   } catch (err) {
-    logger.debug({ err: { message: (err as Error).message } }, 'the database could not be asked');
+    logger.debug({ err: { message: errorMessage(err) } }, 'the database could not be asked');
     return undefined;
   } finally {
     await pool.stop();

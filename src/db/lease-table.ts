@@ -18,6 +18,7 @@ import { foreignCodeOn } from './foreign-code.js';
 import { loginRolesReaching } from './role-reach.js';
 import { classify } from './sqlstate.js';
 import type { DbPool } from './pool.js';
+import { errorMessage } from '../core/errors.js';
 
 export const LEASE_SCHEMA = 'pgmaintd';
 export const LEASE_TABLE = 'pgmaintd.leases';
@@ -153,7 +154,7 @@ async function tryCreate(pool: DbPool, sql: string): Promise<string | undefined>
     return undefined;
   } catch (err) {
     const { kind, code } = classify(err);
-    if (kind === 'permission_denied') return (err as Error).message;
+    if (kind === 'permission_denied') return errorMessage(err);
     // unique_violation on the catalogs, duplicate_schema, duplicate_table: created meanwhile
     if (code === '23505' || code === '42P06' || code === '42P07') return undefined;
     throw err;

@@ -24,6 +24,7 @@ import type { Logger } from '../log/logger.js';
 import { LEASE_TABLE } from './lease-table.js';
 import type { DbPool } from './pool.js';
 import { cleanName } from './sessions.js';
+import { errorMessage } from '../core/errors.js';
 
 /** The job's work was stopped because this replica no longer holds its lease. */
 export class LeaseLostError extends Error {
@@ -187,7 +188,7 @@ export class Lease {
     await Promise.race([work, gaveUp])
       .catch((err: unknown) =>
         this.o.logger.warn(
-          { lease: this.name, err: { message: (err as Error).message } },
+          { lease: this.name, err: { message: errorMessage(err) } },
           'could not release the lease; it expires within LEASE_TTL',
         ),
       )
@@ -231,7 +232,7 @@ export class Lease {
       if (this.#done) return;
       if (!this.#warned)
         this.o.logger.warn(
-          { lease: this.name, err: { message: (err as Error).message } },
+          { lease: this.name, err: { message: errorMessage(err) } },
           'renewing the lease failed; retrying until LEASE_TTL runs out',
         );
       this.#warned = true;

@@ -13,7 +13,7 @@ import {
   type TlsSettings,
   type Transport,
 } from './tls.js';
-import { describeTarget, parseDatabaseUrl, type ConnectionTarget } from './url.js';
+import { describeTarget, parseDatabaseUrl, type ConnectionTarget } from '../core/database-url.js';
 import { currentUrl } from './url-file.js';
 
 export interface PoolSettings {

@@ -69,7 +69,7 @@ export async function blockingSessions(client: pg.ClientBase, pid: number): Prom
 }
 
 /** One session for a message: "pid 4242 (role app, application_name "report", client 10.0.0.7, transaction open 3600 s)". */
-export function sessionText(s: SessionInfo): string {
+function sessionText(s: SessionInfo): string {
   if (s.prepared !== undefined)
     return `the prepared transaction ${JSON.stringify(s.prepared)} (role ${s.role ?? '?'}${s.xactSeconds === null ? '' : `, prepared ${s.xactSeconds} s ago`}; no session: COMMIT PREPARED or ROLLBACK PREPARED ends it)`;
   const parts = [

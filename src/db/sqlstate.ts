@@ -2,6 +2,7 @@
  * Classification of database errors by SQLSTATE (and Node socket error codes), so callers decide
  * on retry or report without matching message strings. The retry policy lives here.
  */
+import { errorMessage } from '../core/errors.js';
 
 export type ErrorKind =
   | 'connection_lost'
@@ -114,15 +115,11 @@ export function classify(err: unknown): Classified {
     if (!kind && /^[0-9A-Z]{5}$/.test(code)) kind = BY_CLASS[code.slice(0, 2)];
   }
   if (!kind) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     kind = MESSAGE_KINDS.find(([re]) => re.test(message))?.[1];
   }
   kind ??= 'unknown';
   return { kind, retryable: RETRYABLE.has(kind), code };
-}
-
-export function isRetryable(err: unknown): boolean {
-  return classify(err).retryable;
 }
 
 function errorCode(err: unknown): string | undefined {

@@ -5,15 +5,13 @@
  * so a failover to another host or port, or a rotated password, applies without a restart.
  * A file that turns unreadable or invalid keeps the last good URL, and says why once per change.
  */
-import { readFileSync } from 'node:fs';
-import { fileStamp } from '../config/file-stamp.js';
-import { fileReadProblem } from '../errors.js';
-import { urlPassword } from '../config/mask.js';
+import { fileStamp } from '../core/file-stamp.js';
+import { urlPassword } from '../core/mask.js';
 import { registerSecret } from '../log/logger.js';
-import { parseDatabaseUrl } from './url.js';
+import { readUrlFile } from '../config/database-url-file.js';
+import { errorMessage } from '../core/errors.js';
 
 const URL_FILE_CHECK_MS = 1000;
-const PROTOCOLS = ['postgres:', 'postgresql:'];
 
 export interface UrlSettings {
   url: string;
@@ -34,30 +32,6 @@ interface Entry {
 }
 
 const entries = new Map<string, Entry>();
-
-/** Reads and checks the file: the URL, or an Error whose message says what is wrong (never the URL). */
-export function readUrlFile(path: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8').trim();
-  } catch (err) {
-    throw new Error(fileReadProblem(err));
-  }
-  if (!text) throw new Error('the file is empty');
-  let protocol: string;
-  try {
-    protocol = new URL(text).protocol;
-  } catch {
-    throw new Error('the file does not hold a URL');
-  }
-  if (!PROTOCOLS.includes(protocol)) throw new Error('the file does not hold a postgres:// URL');
-  try {
-    parseDatabaseUrl(text);
-  } catch {
-    throw new Error('the URL in the file is malformed (a stray % in the password? encode it as %25)');
-  }
-  return text;
-}
 
 /** The URL to connect with now. */
 export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
@@ -86,6 +60,6 @@ export function currentUrl(s: UrlSettings, now = Date.now()): CurrentUrl {
     registerSecret(urlPassword(entry.url)); // a rotated password is scrubbed from logs as the first was
     return { url: entry.url };
   } catch (err) {
-    return { url: entry.url, problem: (err as Error).message };
+    return { url: entry.url, problem: errorMessage(err) };
   }
 }

@@ -5,7 +5,7 @@
  * the role may run it; otherwise the missing privilege is named, with the SQL for a DBA.
  */
 import type pg from 'pg';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import {
   RELOAD_SQL,

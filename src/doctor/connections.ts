@@ -3,7 +3,7 @@
  * pools fit in what is left (and in the role's and database's connection limits).
  */
 import type { Config } from '../config/load.js';
-import { parseDatabaseUrl } from '../db/url.js';
+import { parseDatabaseUrl } from '../core/database-url.js';
 import { quoteIdent, type Check, type CheckContext, type Finding } from './finding.js';
 import { plural } from './format.js';
 

@@ -1,6 +1,6 @@
 /** The server version pg-maintd supports, and a pg_dump that can dump it. */
-import { IMAGE_CLIENT_MAJOR, toolMajor } from '../backup/client-tools.js';
-import { OperatorError } from '../errors.js';
+import { IMAGE_CLIENT_MAJOR, toolMajor } from '../programs/client-tools.js';
+import { OperatorError } from '../core/errors.js';
 import type { Check } from './finding.js';
 
 const MIN_MAJOR = 13;

@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
+import { errorMessage } from '../core/errors.js';
 
 export class DemoActivity extends Service {
   readonly name = 'demo-activity';
@@ -68,8 +69,7 @@ export class DemoActivity extends Service {
       if (this.stopping) return;
       fn()
         .catch((err: unknown) => {
-          if (!this.stopping)
-            this.logger.debug({ err: { message: (err as Error).message } }, 'demo activity');
+          if (!this.stopping) this.logger.debug({ err: { message: errorMessage(err) } }, 'demo activity');
         })
         .finally(() => {
           if (!this.stopping) this.#timers.set(fn, setTimeout(tick, ms));

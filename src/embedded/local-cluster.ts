@@ -1,8 +1,8 @@
 /**
  * A throwaway PostgreSQL cluster from local binaries: initdb into a temp folder, a free loopback
  * port, pg_stat_statements preloaded, scram-sha-256 with a generated password. Runs the server as
- * the `postgres` user when we are root (PostgreSQL refuses to run as root). Used by the test harness
- * and by `pg-maintd demo`.
+ * the `postgres` user when we are root (PostgreSQL refuses to run as root). Used by the test harness,
+ * by `pg-maintd demo`, and by the benchmarks (which keep theirs in a folder that outlives a run).
  */
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -10,6 +10,7 @@ import {
   appendFileSync,
   chownSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
@@ -18,10 +19,10 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { Service } from '../lifecycle/service.js';
-import { findServerBinaries, type ServerBinaries } from './binaries.js';
+import { findServerBinaries, type ServerBinaries } from '../programs/server-binaries.js';
 
 export interface LocalClusterOptions {
   /** Major version wanted; any when unset. */
@@ -36,6 +37,11 @@ export interface LocalClusterOptions {
   hba?: string[];
   /** Keep the data folder on stop (for debugging). */
   keep?: boolean;
+  /**
+   * A folder of its own that outlives the cluster, instead of a temp folder: its data folder (and
+   * password) are reused by the next start of the same major version, and kept on stop.
+   */
+  dir?: string;
   /** Extra environment of the server's processes (tests run one under libfaketime, a clock of its own). */
   env?: Record<string, string>;
   /**
@@ -52,7 +58,7 @@ process.once('exit', () => {
 
 export class LocalCluster extends Service {
   readonly name = 'local-cluster';
-  readonly password: string;
+  password: string;
   readonly user = 'postgres';
   readonly binaries: ServerBinaries;
   port = 0;
@@ -82,9 +88,15 @@ export class LocalCluster extends Service {
   protected async onStart(): Promise<void> {
     this.#owner = serverOwner();
     this.port = this.opts.port ?? (await freePort());
-    this.dir = mkdtempSync(join(tmpdir(), 'pgmaintd-pg-'));
+    if (this.opts.dir) mkdirSync(this.opts.dir, { recursive: true });
+    this.dir = this.opts.dir ?? mkdtempSync(join(tmpdir(), 'pgmaintd-pg-'));
     this.#chown(this.dir);
     if (this.opts.replicaOf) return this.#startReplica(this.opts.replicaOf);
+    if (this.opts.dir) {
+      if (await this.#reuse()) return;
+      rmSync(this.#passwordFile, { force: true }); // written again once the new cluster exists
+      rmSync(this.dataDir, { recursive: true, force: true });
+    }
     const pwfile = join(this.dir, 'pwfile');
     writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
     this.#chown(pwfile);
@@ -125,8 +137,27 @@ export class LocalCluster extends Service {
       this.#chown(path);
     }
     if (this.opts.hba) writeFileSync(join(this.dataDir, 'pg_hba.conf'), `${this.opts.hba.join('\n')}\n`);
+    // only once the cluster exists: a folder with a password file holds a cluster to reuse
+    if (this.opts.dir) writeFileSync(this.#passwordFile, `${this.password}\n`, { mode: 0o600 });
     live.add(this);
     await this.startServer();
+  }
+
+  get #passwordFile(): string {
+    return join(this.dir, 'password');
+  }
+
+  /** Starts the cluster its own folder holds, when it is of this major version; false when there is none. */
+  async #reuse(): Promise<boolean> {
+    const versionFile = join(this.dataDir, 'PG_VERSION');
+    if (!existsSync(this.#passwordFile) || !existsSync(versionFile)) return false;
+    if (Number(readFileSync(versionFile, 'utf8').trim()) !== this.binaries.major) return false;
+    this.password = readFileSync(this.#passwordFile, 'utf8').trim();
+    // left running by a process that did not stop it: stopped, then started on this start's port
+    await this.stopServer().catch(() => undefined);
+    live.add(this);
+    await this.startServer();
+    return true;
   }
 
   /** A copy of the primary's data folder that follows it (standby.signal, primary_conninfo). */
@@ -163,18 +194,31 @@ export class LocalCluster extends Service {
   protected async onStop(): Promise<void> {
     live.delete(this);
     await this.stopServer();
-    if (!this.opts.keep && this.dir) rmSync(this.dir, { recursive: true, force: true });
+    if (!this.opts.keep && !this.opts.dir && this.dir) rmSync(this.dir, { recursive: true, force: true });
   }
 
   /** Starts the server on its data folder (again, after stopServer()). */
   async startServer(): Promise<void> {
     try {
-      await this.#run('pg_ctl', ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', '60', 'start']);
+      // the port of this start (a reused folder's configuration names the port of an earlier one)
+      const args = [
+        '-D',
+        this.dataDir,
+        '-l',
+        this.logFile,
+        '-o',
+        `-p ${this.port}`,
+        '-w',
+        '-t',
+        '60',
+        'start',
+      ];
+      await this.#run('pg_ctl', args);
     } catch (err) {
       const tail = existsSync(this.logFile)
         ? readFileSync(this.logFile, 'utf8').split('\n').slice(-15).join('\n')
         : '';
-      throw new OperatorError(`local PostgreSQL failed to start: ${(err as Error).message}\n${tail}`, {
+      throw new OperatorError(`local PostgreSQL failed to start: ${errorMessage(err)}\n${tail}`, {
         exitCode: EXIT.UNAVAILABLE,
         cause: err,
       });

@@ -9,6 +9,7 @@ import { Service } from '../lifecycle/service.js';
 import type { DbPool } from '../db/pool.js';
 import { classify, explainConnectionError, type ErrorKind } from '../db/sqlstate.js';
 import type { Logger } from '../log/logger.js';
+import { errorMessage } from '../core/errors.js';
 
 /** Why not ready, in a word. */
 export type NotReadyReason =
@@ -40,7 +41,7 @@ const REASONS: Partial<Record<ErrorKind, NotReadyReason>> = {
   server_starting: 'starting',
 };
 
-export function notReadyReason(err: unknown): NotReadyReason {
+function notReadyReason(err: unknown): NotReadyReason {
   return REASONS[classify(err).kind] ?? 'error';
 }
 
@@ -126,7 +127,7 @@ export class ReadinessProbe extends Service {
       this.lastError = err;
       const { kind, code } = classify(err);
       reason = notReadyReason(err);
-      detail = `${kind}${code ? ` ${code}` : ''}: ${err instanceof Error ? err.message : String(err)}`;
+      detail = `${kind}${code ? ` ${code}` : ''}: ${errorMessage(err)}`;
     } finally {
       clearTimeout(timer);
     }

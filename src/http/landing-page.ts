@@ -5,7 +5,7 @@
  */
 import { drillResultText, duration, instant, size, verifiedText } from '../status/format.js';
 import type { BackupStatus, StatusSummary } from '../status/summary.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../core/version.js';
 
 const CSS = `
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:70rem;padding:0 1rem;color:#1b1f23;background:#fff}

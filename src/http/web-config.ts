@@ -6,10 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { fileReadProblem, OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { fileReadProblem, OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { WebConfigFile, mapping, strictKeys, type WebProblem } from './web-file.js';
 import { readTls } from './web-tls-config.js';
 import type { TlsSettings } from './web-tls.js';
@@ -62,14 +61,6 @@ export class WebConfigError extends OperatorError {
     );
     this.name = 'WebConfigError';
   }
-}
-
-/** The files as absolute paths (the server re-reads them from wherever it runs). */
-export function resolveWebFiles(files: WebFiles): WebFiles {
-  return {
-    configFile: files.configFile === undefined ? undefined : resolve(files.configFile),
-    bearerTokenFile: files.bearerTokenFile === undefined ? undefined : resolve(files.bearerTokenFile),
-  };
 }
 
 export function readWebSettings(files: WebFiles): WebRead {

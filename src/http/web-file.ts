@@ -5,8 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import { editDistance } from '../config/edit-distance.js';
-import { fileReadProblem } from '../errors.js';
+import { editDistance } from '../core/edit-distance.js';
+import { fileReadProblem } from '../core/errors.js';
 
 /** Shaped like a configuration problem: the setting, the file it names, and what is expected. */
 export interface WebProblem {
@@ -16,7 +16,7 @@ export interface WebProblem {
 }
 
 /** The keys exporter-toolkit knows, by section ('' is the top level); UnmarshalStrict refuses others. */
-export const KEYS = {
+const KEYS = {
   '': ['tls_server_config', 'http_server_config', 'basic_auth_users'],
   tls_server_config: [
     'cert_file',

@@ -16,6 +16,7 @@ import {
   type ClientAuthType,
   type TlsSettings,
 } from './web-tls.js';
+import { errorMessage } from '../core/errors.js';
 
 const TLS_VERSIONS: Record<string, SecureVersion> = {
   TLS10: 'TLSv1',
@@ -51,7 +52,7 @@ export function readTls(t: Record<string, unknown> | undefined, ctx: WebConfigFi
     } catch (err) {
       pairOk = false;
       ctx.problem(
-        `${k('cert_file')} and ${k('key_file')} to hold a PEM certificate and its private key (${(err as Error).message.split('\n')[0]})`,
+        `${k('cert_file')} and ${k('key_file')} to hold a PEM certificate and its private key (${errorMessage(err).split('\n')[0]})`,
       );
     }
   }
@@ -114,7 +115,7 @@ export function readTls(t: Record<string, unknown> | undefined, ctx: WebConfigFi
   try {
     createSecureContext(secureContextOptions(settings));
   } catch (err) {
-    ctx.problem(`tls_server_config to be usable by OpenSSL (${(err as Error).message})`);
+    ctx.problem(`tls_server_config to be usable by OpenSSL (${errorMessage(err)})`);
     return undefined;
   }
   return settings;

@@ -4,9 +4,10 @@
  * A change that does not validate is logged and the last good settings stay: never a crash, never
  * a fall back to no authentication.
  */
-import { fileStamp } from '../config/file-stamp.js';
+import { fileStamp } from '../core/file-stamp.js';
 import type { Logger } from '../log/logger.js';
 import { readWebSettings, WebConfigError, type WebFiles, type WebSettings } from './web-config.js';
+import { errorMessage } from '../core/errors.js';
 
 export class WebSettingsWatcher {
   #current: WebSettings;
@@ -87,7 +88,7 @@ export class WebSettingsWatcher {
         // the previous settings were applied once; what stays is what they left
       }
       this.logger.error(
-        { err: { message: (err as Error).message } },
+        { err: { message: errorMessage(err) } },
         'web config change could not be applied: the last good settings stay in force',
       );
       return;

@@ -5,7 +5,7 @@
  * uncaught exception is logged and leads to the same orderly shutdown, with exit 70.
  */
 import { constants } from 'node:os';
-import { EXIT } from '../exit-codes.js';
+import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import type { Lifecycle } from './lifecycle.js';
 

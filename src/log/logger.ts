@@ -5,11 +5,11 @@
  */
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import pretty from 'pino-pretty';
-import { MASK, maskUrlPasswords } from '../config/mask.js';
+import { MASK, maskUrlPasswords } from '../core/mask.js';
 
 export type { Logger } from 'pino';
 
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   'password',
   '*.password',
   '*.*.password',

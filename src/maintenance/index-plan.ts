@@ -4,9 +4,9 @@
  * index that a running CREATE INDEX CONCURRENTLY or REINDEX CONCURRENTLY is building (it is invalid
  * until it finishes) is left alone.
  */
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../core/errors.js';
 import { estimateBloat, measureBloat, pgstatindexFunction } from './index-bloat.js';
-import { humanBytes } from '../config/units.js';
+import { humanBytes } from '../core/units.js';
 import { pct, type IndexPlan, type PlannedIndex, type Thresholds } from './plan.js';
 import { canReindex, userSchema } from './privilege.js';
 import { isConnectionLoss, type MaintenanceSession } from './session.js';

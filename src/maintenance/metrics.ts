@@ -12,10 +12,10 @@ export type MaintenanceStep = (typeof MAINTENANCE_STEPS)[number];
  * lock_timeout (retried next run); failure: a statement failed, or the run could not go on;
  * aborted: pg-maintd was shutting down.
  */
-export const RUN_RESULTS = ['success', 'partial', 'failure', 'aborted'] as const;
+const RUN_RESULTS = ['success', 'partial', 'failure', 'aborted'] as const;
 export type RunResult = (typeof RUN_RESULTS)[number];
 
-export const REBUILD_REASONS = ['invalid', 'bloat'] as const;
+const REBUILD_REASONS = ['invalid', 'bloat'] as const;
 
 export class MaintenanceMetrics {
   readonly runs: Counter<'job' | 'result'>;

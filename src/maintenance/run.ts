@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/load.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import { MAINTENANCE_STEPS, type MaintenanceMetrics, type MaintenanceStep } from './metrics.js';
 import { planIndexes } from './index-plan.js';
@@ -19,7 +19,8 @@ import { vacuumTables } from './vacuum.js';
 export interface MaintenanceDeps {
   config: Config;
   logger: Logger;
-  metrics: MaintenanceMetrics;
+  /** Observes the runs: the daemon attaches its metrics; a one-shot command has none. */
+  metrics?: MaintenanceMetrics;
 }
 
 export interface RunOptions {
@@ -53,7 +54,7 @@ export async function runMaintenance(
   try {
     session = await MaintenanceSession.open(config.db, database, config.maintenance, logger);
   } catch (err) {
-    if (!dryRun) for (const job of steps) metrics.recordRun(job, database, 'failure', elapsed(started));
+    if (!dryRun) for (const job of steps) metrics?.recordRun(job, database, 'failure', elapsed(started));
     throw err; // the caller reports it (the job's log, the CLI's message)
   }
   try {
@@ -68,7 +69,7 @@ export async function runMaintenance(
       };
       const step = await runStep(ctx, job, config.maintenance, dryRun);
       report.steps.push(step);
-      if (!dryRun) metrics.recordRun(job, database, step.result!, step.seconds);
+      if (!dryRun) metrics?.recordRun(job, database, step.result!, step.seconds);
     }
   } finally {
     await session.close();

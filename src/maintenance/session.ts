@@ -9,8 +9,8 @@ import type pg from 'pg';
 import type { Config } from '../config/load.js';
 import { DbPool } from '../db/pool.js';
 import { classify, explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
 
 /** application_name of maintenance sessions, so they are easy to find in pg_stat_activity. */

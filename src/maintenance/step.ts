@@ -4,7 +4,7 @@
  * lost connection or an abort ends the step; anything else fails the item and the step goes on.
  */
 import { classify } from '../db/sqlstate.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { MaintenanceMetrics, MaintenanceStep, RunResult } from './metrics.js';
 import type { PlannedIndex, PlannedTable, Skipped } from './plan.js';

@@ -2,7 +2,7 @@
  * The tables that need VACUUM (ANALYZE) or ANALYZE, from pg_stat_user_tables: by the share of dead
  * rows (with a floor on their number), and by time since the last (auto)vacuum or (auto)analyze.
  */
-import { formatDuration } from '../config/units.js';
+import { formatDuration } from '../core/units.js';
 import { age, pct, type TablePlan, type Thresholds } from './plan.js';
 import { canVacuum, userSchema } from './privilege.js';
 import type { MaintenanceSession } from './session.js';

@@ -1,5 +1,6 @@
 /** What every collector is: a name, an interval, a scope, and a poll that refreshes its cached families. */
 import type pg from 'pg';
+import type { CollectorName } from '../config/fields.js';
 import type { Logger } from '../log/logger.js';
 
 export interface CollectorContext {
@@ -13,8 +14,8 @@ export interface CollectorContext {
 }
 
 export interface Collector {
-  /** The `collector` label of pg_scrape_collector_*, as postgres_exporter names it. */
-  readonly name: string;
+  /** The `collector` label of pg_scrape_collector_*, as postgres_exporter names it (METRICS_COLLECTORS). */
+  readonly name: CollectorName;
   /** Poll interval; the poller's default when unset. */
   readonly intervalMs?: number;
   /**

@@ -15,6 +15,7 @@ import { classify } from '../db/sqlstate.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import type { Collector } from './collector.js';
+import { errorMessage } from '../core/errors.js';
 
 /** What the status page shows of a collector: its last poll, and the last success and failure. */
 export interface CollectorHealth {
@@ -295,7 +296,7 @@ export class Poller extends Service {
     this.#errors.set(key, `${kind}${code ? ` ${code}` : ''}${where}: ${oneLine(err)}`);
     if (this.#failing.has(key)) return;
     this.#failing.add(key);
-    this.#log.warn({ ...fields, kind, code, err: { message: (err as Error).message } }, message);
+    this.#log.warn({ ...fields, kind, code, err: { message: errorMessage(err) } }, message);
   }
 
   async #connect(database: string): Promise<pg.PoolClient> {

@@ -1,6 +1,6 @@
 /** The prom-client registry served on /metrics, with process and Node metrics and build info. */
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { VERSION } from '../version.js';
+import { VERSION } from '../core/version.js';
 
 export function createRegistry(): Registry {
   const registry = new Registry();

@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 
 export interface MigrationFile {
   version: number;
@@ -28,7 +28,7 @@ export function loadMigrations(dir: string): MigrationFile[] {
   try {
     entries = readdirSync(dir);
   } catch (err) {
-    throw new OperatorError(`cannot read the migrations folder ${dir}: ${(err as Error).message}`, {
+    throw new OperatorError(`cannot read the migrations folder ${dir}: ${errorMessage(err)}`, {
       hint: 'set MIGRATIONS_DIR to the folder holding the NNNN_name.sql files',
       exitCode: EXIT.CONFIG,
     });
@@ -73,7 +73,7 @@ export function loadMigrations(dir: string): MigrationFile[] {
 }
 
 /** Statements in `sql`, not counting comments or empty ones; quotes and dollar quotes respected. */
-export function countStatements(sql: string): number {
+function countStatements(sql: string): number {
   let n = 0;
   let content = false;
   for (let i = 0; i < sql.length; i++) {

@@ -5,8 +5,8 @@
  * leaving alone a database that is not its to build in (other objects, no migration history).
  */
 import type { SessionInfo } from '../db/sessions.js';
-import { OperatorError } from '../errors.js';
-import type { ExitCode } from '../exit-codes.js';
+import { OperatorError } from '../core/errors.js';
+import type { ExitCode } from '../core/exit-codes.js';
 
 /**
  * Transient: another session holds the migration lock, a statement waited behind another session,

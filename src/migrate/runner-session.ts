@@ -12,7 +12,7 @@ import type pg from 'pg';
 import { advisoryLockHolders, advisoryUnlock, tryAdvisoryLock } from '../db/advisory-lock.js';
 import { DbPool, type PoolSettings } from '../db/pool.js';
 import { sessionsText, type SessionInfo } from '../db/sessions.js';
-import { EXIT } from '../exit-codes.js';
+import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
 import { watchBlockers } from './blockers.js';
 import { MigrationError, type BlockedReason } from './migration-error.js';

@@ -18,8 +18,8 @@ import type pg from 'pg';
 import { sessionsText, type SessionInfo } from '../db/sessions.js';
 import { loginRolesReaching } from '../db/role-reach.js';
 import { classify } from '../db/sqlstate.js';
-import { errorMessage, OperatorError } from '../errors.js';
-import { EXIT } from '../exit-codes.js';
+import { errorMessage, OperatorError } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 import { MigrationError, type BlockedReason, type FailedReason } from './migration-error.js';
 import {
   watched,

@@ -19,7 +19,7 @@
 import type pg from 'pg';
 import { foreignCodeOn } from '../db/foreign-code.js';
 import { loginRolesReaching } from '../db/role-reach.js';
-import { EXIT } from '../exit-codes.js';
+import { EXIT } from '../core/exit-codes.js';
 import { MigrationError } from './migration-error.js';
 
 /** Owners of whatever in the schema a file's unqualified name could resolve to, or run. */

@@ -15,20 +15,26 @@
  * - daylight-saving changes are not jumps (the instants go on): cron.ts maps the skipped and the
  *   repeated wall-clock hour to instants, each slot once.
  * The heartbeat uses the monotonic clock for liveness, so a jump never makes /healthz fail.
+ * A job returns what its run came to (ran, skipped and why, failed and why); the scheduler counts
+ * the skips, so a job needs neither the scheduler nor a registry to run.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { LivenessCheck } from '../health/watchdog.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
-import { parseCron, type Cron } from './cron.js';
+import { parseCron, type Cron } from '../cron/cron.js';
+import { errorMessage } from '../core/errors.js';
 
 export interface JobSpec {
   name: string;
   /** A cron expression, or "off". */
   cron: string;
   timezone: string;
-  /** `tick` is the slot: the same instant on every replica. */
-  run(tick: Date, signal: AbortSignal): Promise<void>;
+  /**
+   * `tick` is the slot: the same instant on every replica. Returns an outcome for each part of the
+   * run (a job that runs for several databases, one each); nothing means it ran.
+   */
+  run(tick: Date, signal: AbortSignal): Promise<readonly JobOutcome[] | void>;
 }
 
 /**
@@ -38,7 +44,7 @@ export interface JobSpec {
  * `standby` / `primary` (the server's role is not the one the job runs on), `claimed` (another
  * pg-maintd sharing the store claimed the slot).
  */
-export const SKIP_REASONS = [
+const SKIP_REASONS = [
   'overlap',
   'not_leader',
   'already_done',
@@ -48,6 +54,10 @@ export const SKIP_REASONS = [
   'claimed',
 ] as const;
 export type SkipReason = (typeof SKIP_REASONS)[number];
+
+/** What a run (or its part for one database) came to; `reason` says why in a word where it can. */
+export type JobOutcome =
+  { kind: 'ran' } | { kind: 'skipped'; reason: SkipReason } | { kind: 'failed'; reason: string };
 
 /** A slot run this late is reported as a catch-up (the heartbeat itself is up to a second late). */
 export const CATCH_UP_AFTER_MS = 2000;
@@ -78,8 +88,6 @@ export class Scheduler extends Service {
   readonly #skipped: Counter<'job' | 'reason'> | undefined;
   readonly #nextRun: Gauge<'job'> | undefined;
   readonly #log: Logger | undefined;
-  /** The state each job is skipped for at every tick (a standby), logged when it begins. */
-  readonly #stateSkips = new Map<string, SkipReason>();
 
   constructor(opts: { maxStallMs: number; tickMs?: number; registry?: Registry; logger?: Logger }) {
     super();
@@ -137,29 +145,6 @@ export class Scheduler extends Service {
     });
   }
 
-  recordSkip(job: string, reason: SkipReason): void {
-    this.#skipped?.inc({ job, reason });
-  }
-
-  /**
-   * Counts a skip that repeats at every tick while a state lasts (the server is a standby): logged
-   * at info when the state begins, not at each tick.
-   */
-  recordStateSkip(job: string, reason: SkipReason, log: Logger, message: string): void {
-    this.recordSkip(job, reason);
-    if (this.#stateSkips.get(job) === reason) return;
-    this.#stateSkips.set(job, reason);
-    log.info({ job, reason }, `${message}; said once, until it changes`);
-  }
-
-  /** The job runs again: the state it was skipped for has ended (said once, if there was one). */
-  clearStateSkip(job: string, log: Logger, message: string): void {
-    const was = this.#stateSkips.get(job);
-    if (was === undefined) return;
-    this.#stateSkips.delete(job);
-    log.info({ job, was }, message);
-  }
-
   protected async onStart(): Promise<void> {
     this.#lastTick = performance.now();
     this.#lastWall = Date.now();
@@ -200,8 +185,12 @@ export class Scheduler extends Service {
     const abort = new AbortController();
     const promise = s.job
       .run(tick, abort.signal)
+      .then((outcomes) => {
+        for (const o of outcomes ?? [])
+          if (o.kind === 'skipped') this.#skipped?.inc({ job: name, reason: o.reason });
+      })
       .catch((err: unknown) =>
-        this.#log?.error({ job: name, err: { message: (err as Error).message } }, 'job failed'),
+        this.#log?.error({ job: name, err: { message: errorMessage(err) } }, 'job failed'),
       )
       .finally(() => this.#running.delete(name));
     this.#running.set(name, { promise, abort });

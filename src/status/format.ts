@@ -1,5 +1,5 @@
 /** How the page and the terminal word the summary's numbers: ages, sizes, verdicts. */
-import { humanBytes } from '../config/units.js';
+import { humanBytes } from '../core/units.js';
 import type { BackupStatus, DrillFacts } from './summary.js';
 
 /** 5400 -> "1 h 30 min": a duration as a person reads it, to the minute past an hour. */

@@ -6,8 +6,8 @@
  * database; both render this same value.
  */
 import type { CollectorHealth } from '../metrics/poller.js';
-import { parseCron } from '../schedule/cron.js';
-import { VERSION } from '../version.js';
+import { parseCron } from '../cron/cron.js';
+import { VERSION } from '../core/version.js';
 
 export type { CollectorHealth };
 

@@ -6,7 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli, startDaemon, waitFor, cliEnv } from '../support/daemon.js';
 import { useTestDatabase, withDatabase, adminUrl } from '../support/postgres.js';
 import { seed } from '../support/seed.js';

@@ -1,16 +1,17 @@
 // Bad input, table-driven, through the real CLI (bin/pg-maintd.js on the built dist/): each case
 // must give one clear message saying what is wrong, where (the setting, flag, file or key) and how
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
-// sweep runs in-process (loadConfig, what check-config runs) and a handful through the CLI.
+// sweep runs in-process (loadConfig and its preflight, what check-config runs) and a handful through the CLI.
 import { freePort } from '../../src/embedded/local-cluster.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { preflight } from '../../src/cli/preflight.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { FIELDS, FIELD_NAMES, flagFor, type FieldName, type FieldSpec } from '../../src/config/fields.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { noDefaults } from '../support/backup.js';
 import { writeBackup } from '../support/crafted-backup.js';
 import { getJson, spawnCli, startDaemon, waitFor, cliEnv } from '../support/daemon.js';
@@ -78,7 +79,7 @@ function rejects(field: FieldName, value: unknown): ConfigError | undefined {
     writeFileSync(configFile, JSON.stringify({ [field]: value }));
   }
   try {
-    loadConfig({ env, defaultsDir: noDefaults(), ...(configFile ? { configFile } : {}) });
+    preflight(loadConfig({ env, defaultsDir: noDefaults(), ...(configFile ? { configFile } : {}) }));
     return undefined;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

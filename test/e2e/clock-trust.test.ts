@@ -9,7 +9,7 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { craftBackup, writeBackup } from '../support/crafted-backup.js';
 import { cliEnv, runCli, startDaemon, waitFor } from '../support/daemon.js';
 import { fakeClockEnv } from '../support/fake-clock.js';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { CLI, cliEnv, runCli, startDaemon, waitFor } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
 

@@ -1,4 +1,4 @@
-// The daemon-level fault matrix of backups (issue 7). Each row injects one real fault into a running
+// The daemon-level fault matrix of backups. Each row injects one real fault into a running
 // `pg-maintd run` (spawned from dist/, scheduled with a seconds cron) and checks all four outcomes:
 //   1. nothing partial looks good: the failed run's key has no object, temporary file or manifest,
 //      the catalog (what `backups list` prints) lists no incomplete leftover, and while the fault
@@ -39,7 +39,7 @@ import { Catalog, type GoodBackup } from '../../src/backup/catalog.js';
 import type { FailureReason } from '../../src/backup/dump.js';
 import { PARTIAL_MARK, FsStorage } from '../../src/backup/storage/fs.js';
 import type { Storage } from '../../src/backup/storage/storage.js';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import {
   getJson,

@@ -12,9 +12,9 @@ import { Catalog } from '../../src/backup/catalog.js';
 import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
 import { FsStorage } from '../../src/backup/storage/fs.js';
 import { DbPool } from '../../src/db/pool.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
-import { asLeader } from '../../src/schedule/leader.js';
+import { asLeader } from '../../src/db/leader.js';
 import { readStored } from '../support/backup.js';
 import {
   cliEnv,

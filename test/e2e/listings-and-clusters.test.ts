@@ -7,13 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
-import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupJob } from '../../src/backup/jobs.js';
 import { DbPool } from '../../src/db/pool.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
-import { EXIT } from '../../src/exit-codes.js';
-import { Scheduler } from '../../src/schedule/scheduler.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { backupDeps } from '../support/backup.js';
 import { craftBackup, writeBackup } from '../support/crafted-backup.js';
 import { cliEnv, runCli } from '../support/daemon.js';
@@ -206,10 +204,9 @@ describe('backups of another cluster in the same prefix', () => {
       manifestPatch: { ...pick(yours), tick: tick.toISOString() },
     });
     const lockPool = new DbPool(deps.config.db, { name: 'lock', logger: deps.logger, max: 2 });
-    const scheduler = new Scheduler({ maxStallMs: 5000, registry: new Registry(), logger: deps.logger });
     try {
       const before = (await deps.catalog.list(db.name)).good.length;
-      await backupJob({ ...deps, lockPool, scheduler }).run(tick, new AbortController().signal);
+      await backupJob({ ...deps, lockPool }).run(tick, new AbortController().signal);
       const after = (await deps.catalog.list(db.name)).good;
       expect(after.length).toBe(before + 1);
       expect(after.filter((g) => g.manifest.tick === tick.toISOString())).toHaveLength(2);

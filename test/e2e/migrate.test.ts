@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli, startDaemon, cliEnv } from '../support/daemon.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { SEED_SCHEMA } from '../support/seed.js';

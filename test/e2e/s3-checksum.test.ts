@@ -8,8 +8,8 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3Storage } from '../../src/backup/storage/s3.js';
-import { OperatorError } from '../../src/errors.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { OperatorError } from '../../src/core/errors.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { runCli, startDaemon } from '../support/daemon.js';
 import {
   carriesChecksum,

@@ -1,4 +1,4 @@
-// Issue 7: no secret leaks, across a full run. Distinctive random secrets (the database role's
+// No secret leaks, across a full run. Distinctive random secrets (the database role's
 // password, in DATABASE_URL, in PGPASSWORD and in DATABASE_URL_FILE; the verification server's
 // password; the S3 secret access key, checked for real by a SigV4-verifying proxy in front of
 // s3rver; the /metrics bearer token and basic-auth password; and the wrong ones the faults use) go
@@ -23,7 +23,7 @@ import bcrypt from 'bcryptjs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/embedded/local-cluster.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli, waitFor, type SpawnedCli } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
 import { ProcSampler, readEnviron, SecretScanner, type ProcSeen } from '../support/secret-scan.js';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
 import { alive, childProcesses, slowRestoreSql, writeBackup } from '../support/crafted-backup.js';
 import { spawnCli, waitFor, type SpawnedCli, cliEnv } from '../support/daemon.js';

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
 import { BackupError } from '../../src/backup/dump.js';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, metricValue, type TestDeps } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';

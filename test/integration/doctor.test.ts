@@ -3,15 +3,15 @@
 // a non-superuser without pg_monitor, one with GRANT ALTER SYSTEM ON PARAMETER, and the superuser.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toolMajor } from '../../src/backup/client-tools.js';
+import { toolMajor } from '../../src/programs/client-tools.js';
 import { loadConfig } from '../../src/config/load.js';
 import { runDoctor, type DoctorReport } from '../../src/doctor/doctor.js';
 import type { Finding } from '../../src/doctor/finding.js';
 import { renderJson, renderText } from '../../src/doctor/report.js';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import { freePort, type LocalCluster } from '../../src/embedded/local-cluster.js';
-import { OperatorError } from '../../src/errors.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { OperatorError } from '../../src/core/errors.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
 import { noDefaults } from '../support/backup.js';
 import { startPrivateCluster } from '../support/postgres.js';

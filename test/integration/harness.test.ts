@@ -3,8 +3,8 @@
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
-import { OperatorError } from '../../src/errors.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
+import { OperatorError } from '../../src/core/errors.js';
 import { startPrivateCluster, useTestDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as toYaml } from 'yaml';
+import { preflight } from '../../src/cli/preflight.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { HttpServer } from '../../src/http/server.js';
 import type { WebFiles } from '../../src/http/web-config.js';
@@ -142,14 +143,16 @@ describe('a web config that turns no authentication on, at start', () => {
   const noDefaults = mkdtempSync(join(tmpdir(), 'cfg-none-'));
   const loadProblems = (web: WebFiles) => {
     try {
-      loadConfig({
-        defaultsDir: noDefaults,
-        env: {
-          DATABASE_URL: 'postgresql://app@db.internal/app',
-          WEB_CONFIG_FILE: web.configFile!,
-          ...(web.bearerTokenFile ? { WEB_BEARER_TOKEN_FILE: web.bearerTokenFile } : {}),
-        },
-      });
+      preflight(
+        loadConfig({
+          defaultsDir: noDefaults,
+          env: {
+            DATABASE_URL: 'postgresql://app@db.internal/app',
+            WEB_CONFIG_FILE: web.configFile!,
+            ...(web.bearerTokenFile ? { WEB_BEARER_TOKEN_FILE: web.bearerTokenFile } : {}),
+          },
+        }),
+      );
     } catch (err) {
       expect(err).toBeInstanceOf(ConfigError);
       expect((err as ConfigError).exitCode).toBe(78);

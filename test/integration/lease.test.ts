@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DbPool } from '../../src/db/pool.js';
 import { LeaseLostError } from '../../src/db/lease.js';
 import { createLogger } from '../../src/log/logger.js';
-import { asLeader, type LeaderResult } from '../../src/schedule/leader.js';
+import { asLeader, type LeaderResult } from '../../src/db/leader.js';
 import { waitFor } from '../support/daemon.js';
 import {
   adminUrl,

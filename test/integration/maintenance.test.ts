@@ -13,7 +13,7 @@ import { loadConfig, type Config } from '../../src/config/load.js';
 import { DbPool } from '../../src/db/pool.js';
 import { createLogger } from '../../src/log/logger.js';
 import { estimateBloat } from '../../src/maintenance/index-bloat.js';
-import { maintenanceJob } from '../../src/maintenance/job.js';
+import { MAINTENANCE_JOB, maintenanceJob } from '../../src/maintenance/job.js';
 import { MaintenanceMetrics } from '../../src/maintenance/metrics.js';
 import type { PlannedIndex, PlannedTable } from '../../src/maintenance/plan.js';
 import { runMaintenance, type MaintenanceReport } from '../../src/maintenance/run.js';
@@ -628,13 +628,13 @@ describe('maintenance', () => {
       const lockPool = new DbPool(config.db, { name: 'main', logger, max: 2 });
       const scheduler = new Scheduler({ maxStallMs: 5000, registry, logger });
       const metrics = new MaintenanceMetrics(registry, [db.name]);
-      const job = maintenanceJob({ config, logger, metrics, lockPool, scheduler });
-      scheduler.addJob(job); // as the daemon does (the skip counters start at 0)
-      return { registry, lockPool, job };
+      scheduler.addJob(maintenanceJob({ config, logger, metrics, lockPool })); // as the daemon does
+      return { registry, lockPool, scheduler };
     });
     try {
       const tick = new Date();
-      await Promise.all(replicas.map((r) => r.job.run(tick, new AbortController().signal)));
+      // the scheduler runs the job and counts the skip it returns
+      await Promise.all(replicas.map((r) => r.scheduler.trigger(MAINTENANCE_JOB, tick)));
       const skips = await Promise.all(
         replicas.map((r) =>
           metric(r.registry, 'pgmaintd_job_skipped_total', { job: 'maintenance', reason: 'not_leader' }),

@@ -10,7 +10,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/load.js';
 import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
 import { MigrationBootstrap } from '../../src/migrate/bootstrap.js';
 import { MigrationMetrics } from '../../src/migrate/metrics.js';

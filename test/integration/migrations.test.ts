@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/load.js';
-import { OperatorError } from '../../src/errors.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { OperatorError } from '../../src/core/errors.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
 import {
   baselineMigrations,

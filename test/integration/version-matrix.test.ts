@@ -5,7 +5,7 @@ import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
-import { findServerBinaries } from '../../src/embedded/binaries.js';
+import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { createLogger } from '../../src/log/logger.js';
 import { defaultCollectors } from '../../src/metrics/collectors/index.js';

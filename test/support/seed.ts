@@ -1,4 +1,9 @@
-/** Sample data in the seed guide's users/projects/tasks shape, for backup and restore tests. */
+/**
+ * Sample data in the seed guide's users/projects/tasks shape, for backup and restore tests. SEED_SCHEMA
+ * is the one copy of "a schema someone else made" (the seed's tables, without the indexes, triggers
+ * and policies of migrations/): the migration tests adopt it. The benchmarks and the demo take the
+ * schema from migrations/ itself.
+ */
 import type pg from 'pg';
 
 export const SEED_SCHEMA = `

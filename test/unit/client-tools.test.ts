@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { libpqEnv } from '../../src/backup/client-tools.js';
-import { parseDatabaseUrl } from '../../src/db/url.js';
+import { libpqEnv } from '../../src/programs/client-tools.js';
+import { parseDatabaseUrl } from '../../src/core/database-url.js';
 
 const target = parseDatabaseUrl('postgresql://app:s3cret@db.internal:6543/appdb');
 const ssl = (mode: 'disable' | 'require' | 'verify-ca' | 'verify-full', extra = {}) => ({

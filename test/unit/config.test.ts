@@ -5,14 +5,18 @@ import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { renderConfig } from '../../src/cli/check-config.js';
 import { FIELDS, FIELD_NAMES, type FieldName, type FieldSpec } from '../../src/config/fields.js';
+import { preflight } from '../../src/cli/preflight.js';
 import { ConfigError, loadConfig, PACKAGE_ROOT, type LoadInput } from '../../src/config/load.js';
-import { EXIT } from '../../src/exit-codes.js';
+import { EXIT } from '../../src/core/exit-codes.js';
 
 const URL_OK = 'postgresql://app:s3cr3t-pw@db.internal:5432/app';
 const noDefaults = mkdtempSync(join(tmpdir(), 'cfg-none-'));
 
+/** Loads as every command does: the settings, then the files they name (the preflight). */
 function load(input: Omit<LoadInput, 'defaultsDir'> & { defaultsDir?: string } = {}) {
-  return loadConfig({ defaultsDir: noDefaults, ...input, env: { DATABASE_URL: URL_OK, ...input.env } });
+  return preflight(
+    loadConfig({ defaultsDir: noDefaults, ...input, env: { DATABASE_URL: URL_OK, ...input.env } }),
+  );
 }
 
 function problemsOf(fn: () => unknown): ConfigError {
@@ -99,12 +103,10 @@ const BAD: Record<FieldName, string[]> = {
   METRICS_STATEMENTS_LIMIT: ['0', '10001', 'top'],
   METRICS_QUERY_TEXT: ['maybe'],
   METRICS_QUERY_TEXT_LENGTH: ['5', '10001', 'long'],
-  // --- Migrations fields (issue 5) ---
   MIGRATE_ON_START: ['sometimes'],
   MIGRATIONS_DIR: ['/nonexistent/migrations'],
   MIGRATE_LOCK_WAIT: ['10ms', '2d', 'x'],
   MIGRATE_LOCK_TIMEOUT: ['-1', '2h', 'x'],
-  // --- Maintenance fields (issue 5) ---
   MAINTENANCE_SCHEDULE: ['nightly', '60 3 * * *'],
   MAINTENANCE_DATABASES: ['app,app', `app,${'x'.repeat(64)}`],
   MAINTENANCE_VACUUM_DEAD_RATIO: ['0', '1.5', '-0.2', '20%', 'x'],

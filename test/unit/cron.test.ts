@@ -2,14 +2,14 @@
 // against), what it refuses and why, and the slots it computes in a zone's wall-clock time.
 import { describe, expect, it } from 'vitest';
 import { loadConfig, ConfigError } from '../../src/config/load.js';
-import { CronError, parseCron } from '../../src/schedule/cron.js';
+import { CronError, parseCron } from '../../src/cron/cron.js';
 import {
   firstInstantAtOrAfter,
   highestWallClock,
   localMs,
   offsetAt,
   weekday,
-} from '../../src/schedule/wall-clock.js';
+} from '../../src/cron/wall-clock.js';
 import { noDefaults } from '../support/backup.js';
 
 const MIN = 60_000;

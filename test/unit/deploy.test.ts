@@ -30,7 +30,7 @@ import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitorin
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { FIELDS, type FieldName } from '../../src/config/fields.js';
 import { loadConfig, PACKAGE_ROOT } from '../../src/config/load.js';
-import { parseDuration } from '../../src/config/units.js';
+import { parseDuration } from '../../src/core/units.js';
 
 const ROOT = PACKAGE_ROOT;
 const K8S_DIR = join(ROOT, 'deploy', 'kubernetes');

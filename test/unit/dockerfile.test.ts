@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { IMAGE_CLIENT_MAJOR } from '../../src/backup/client-tools.js';
+import { IMAGE_CLIENT_MAJOR } from '../../src/programs/client-tools.js';
 import { FIELDS } from '../../src/config/fields.js';
 import { PACKAGE_ROOT } from '../../src/config/load.js';
 

@@ -23,8 +23,8 @@ import {
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { OperatorError } from '../../errors.js';
-import { EXIT } from '../../exit-codes.js';
+import { OperatorError, errorMessage } from '../../core/errors.js';
+import { EXIT } from '../../core/exit-codes.js';
 import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';
 
 export const PARTIAL_MARK = '.partial-';
@@ -58,7 +58,7 @@ export class FsStorage implements Storage {
     } catch (err) {
       // root passes every permission check, so a read-only mount is the likely cause there: say so
       const readOnly = (err as NodeJS.ErrnoException).code === 'EROFS';
-      throw new OperatorError(`backup directory ${this.root} is not writable: ${(err as Error).message}`, {
+      throw new OperatorError(`backup directory ${this.root} is not writable: ${errorMessage(err)}`, {
         exitCode: EXIT.UNAVAILABLE,
         hint: readOnly
           ? 'its file system is mounted read-only: remount it read-write, or set BACKUP_DIR (or S3_BUCKET)'
@@ -236,7 +236,7 @@ export class FsStorage implements Storage {
   #listingError(err: unknown): OperatorError {
     if (err instanceof OperatorError) return err;
     return new OperatorError(
-      `listing ${this.root} failed, so nothing was decided from it: ${(err as Error).message}`,
+      `listing ${this.root} failed, so nothing was decided from it: ${errorMessage(err)}`,
       {
         exitCode: EXIT.UNAVAILABLE,
         hint: 'make every entry under the backup directory readable by the pg-maintd user (pg-maintd writes only regular files with plain names)',

@@ -17,8 +17,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
-import { OperatorError } from '../../errors.js';
-import { EXIT } from '../../exit-codes.js';
+import { OperatorError } from '../../core/errors.js';
+import { EXIT } from '../../core/exit-codes.js';
 import { defaultS3Checksum } from '../../config/fields.js';
 import { checksumHint, namesChecksum, sdkChecksumOptions, type S3ChecksumMode } from './s3-checksum.js';
 import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';
@@ -41,7 +41,7 @@ export interface S3Settings {
 }
 
 export const MIN_PART = 5 * 1024 ** 2;
-export const DEFAULT_PART = 16 * 1024 ** 2;
+const DEFAULT_PART = 16 * 1024 ** 2;
 export const MAX_PARTS = 10_000;
 
 /**
@@ -385,7 +385,7 @@ const NETWORK_TEXT: Record<string, string> = {
 };
 
 /** An S3 failure as an operator reads it: what failed, and what to check. */
-export function explainS3Error(err: unknown, bucket: string, what: string): OperatorError {
+function explainS3Error(err: unknown, bucket: string, what: string): OperatorError {
   const e = err as {
     name?: string;
     message?: string;

@@ -1,18 +1,13 @@
 /** Where backups live: a local directory or an S3 bucket. Keys are relative to the storage root. */
 import type { Readable } from 'node:stream';
-import { OperatorError } from '../../errors.js';
-import { EXIT } from '../../exit-codes.js';
+import { OperatorError } from '../../core/errors.js';
+import { EXIT } from '../../core/exit-codes.js';
 
 export interface StoredObject {
   key: string;
   size: number;
   /** When the store says the object was written, by its own clock. */
   lastModified: Date;
-}
-
-export interface PutProgress {
-  /** Bytes the backend has accepted so far. */
-  stored(): number;
 }
 
 export interface Storage {
@@ -67,7 +62,7 @@ export class ObjectExistsError extends OperatorError {
 }
 
 /** How long a reading of the store's clock is trusted, carried forward on the monotonic clock. */
-export const STORE_CLOCK_TTL_MS = 60_000;
+const STORE_CLOCK_TTL_MS = 60_000;
 
 /** A reading of a remote clock, carried forward on the monotonic clock (which no wall-clock step moves). */
 export class ClockReading {

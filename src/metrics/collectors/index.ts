@@ -1,6 +1,5 @@
 /** The collectors the daemon runs, in one place (the central map postgres_exporter keeps too). */
 import type { Registry } from 'prom-client';
-import type { CollectorName } from '../../config/fields.js';
 import type { Config } from '../../config/load.js';
 import type { Collector } from '../collector.js';
 import { ActivityCollector } from './activity.js';
@@ -31,5 +30,5 @@ export function defaultCollectors(registry: Registry, m: Config['metrics']): Col
       queryTextLength: m.queryTextLength,
     }),
   ];
-  return all.filter((c) => m.collectorIntervalsMs[c.name as CollectorName] !== 0);
+  return all.filter((c) => m.collectorIntervalsMs[c.name] !== 0);
 }

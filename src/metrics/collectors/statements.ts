@@ -15,7 +15,7 @@ import { maskQueryText } from '../query-text.js';
 type Label = 'user' | 'datname' | 'queryid';
 
 /** The view in the schema the extension lives in, quoted: sessions search pg_catalog alone. */
-export function statementsSql(serverVersionNum: number, schema = 'public'): string {
+function statementsSql(serverVersionNum: number, schema = 'public'): string {
   const total = serverVersionNum >= 130000 ? 'total_exec_time' : 'total_time';
   const [read, write] =
     serverVersionNum >= 170000

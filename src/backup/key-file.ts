@@ -3,9 +3,9 @@
  * ignored. Read when the configuration is checked and where backups are signed; never printed.
  */
 import { readFileSync } from 'node:fs';
-import { fileReadProblem } from '../errors.js';
+import { fileReadProblem } from '../core/errors.js';
 
-export const MIN_KEY_BYTES = 32;
+const MIN_KEY_BYTES = 32;
 const MAX_KEYS = 16;
 
 /** The keys of a key file: non-empty lines that are not comments, each at least 32 bytes. */

@@ -75,7 +75,7 @@ export function offsetAt(zone: string, instant: number): number {
 }
 
 /** The wall-clock reading at `instant`, in local ms. */
-export function wallClock(zone: string, instant: number): number {
+function wallClock(zone: string, instant: number): number {
   return instant + offsetAt(zone, instant);
 }
 

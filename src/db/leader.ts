@@ -5,9 +5,9 @@
  * aside. Advisory locks are not used for this: any role that may log in could take them and
  * silently stop every backup.
  */
-import type { DbPool } from '../db/pool.js';
-import { acquireLease, type Lease, type LeaseHolder } from '../db/lease.js';
-import { ensureLeaseTable, type LeaseProblem } from '../db/lease-table.js';
+import type { DbPool } from './pool.js';
+import { acquireLease, type Lease, type LeaseHolder } from './lease.js';
+import { ensureLeaseTable, type LeaseProblem } from './lease-table.js';
 import type { Logger } from '../log/logger.js';
 
 export type LeaderResult<T> =

@@ -7,14 +7,14 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TlsSettings } from '../db/tls.js';
-import type { ConnectionTarget } from '../db/url.js';
-import { OperatorError } from '../errors.js';
+import type { ConnectionTarget } from '../core/database-url.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
 
 /** The client major the Docker image ships: the newest PostgreSQL release, which backs up every
  * older server (pg_dump refuses only newer ones). The Dockerfile's PG_CLIENT_MAJOR is checked
  * against it. */
 export const IMAGE_CLIENT_MAJOR = 18;
-import { EXIT } from '../exit-codes.js';
 
 const run = promisify(execFile);
 
@@ -38,7 +38,7 @@ export async function toolMajor(
     throw new OperatorError(
       missing
         ? `${tool} not found (looked for ${path}${binDir ? '' : ' on PATH'})`
-        : `${tool} --version failed: ${(err as Error).message}`,
+        : `${tool} --version failed: ${errorMessage(err)}`,
       {
         exitCode: EXIT.UNAVAILABLE,
         hint: `install the PostgreSQL client (apt-get install postgresql-client-${IMAGE_CLIENT_MAJOR}; the Docker image ships it) or set PG_CLIENT_BIN_DIR`,

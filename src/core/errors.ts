@@ -1,4 +1,3 @@
-import { classify, explainConnectionError, type ErrorKind } from './db/sqlstate.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 
 /**
@@ -35,38 +34,6 @@ export function fileReadProblem(err: unknown): string {
   if (code === 'ENOENT') return 'no such file';
   if (code === 'EACCES') return 'permission denied';
   return code ?? errorMessage(err).split('\n')[0]!;
-}
-
-/** Kinds of database error that mean it cannot be reached, or refuses the session. */
-const UNAVAILABLE = new Set<ErrorKind>([
-  'connection_lost',
-  'connection_refused',
-  'host_unknown',
-  'timeout',
-  'auth_failed',
-  'database_missing',
-  'too_many_connections',
-  'server_starting',
-  'tls',
-]);
-
-/**
- * A database that cannot be reached, as a one-shot command reports it: what is wrong at `target`,
- * what to check (in `setting`, the setting or flag that names that database), and exit 69.
- * Undefined for any other error.
- */
-export function unavailableError(
-  err: unknown,
-  target: string,
-  setting = 'DATABASE_URL',
-): OperatorError | undefined {
-  if (!UNAVAILABLE.has(classify(err).kind)) return undefined;
-  const { message, hint } = explainConnectionError(err, target);
-  return new OperatorError(message, {
-    hint: hint.replaceAll('DATABASE_URL', setting),
-    exitCode: EXIT.UNAVAILABLE,
-    cause: err,
-  });
 }
 
 /**
