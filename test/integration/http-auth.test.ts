@@ -15,6 +15,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { createRegistry } from '../../src/metrics/registry.js';
 import { issueCert, makeTestPki, type IssuedCert, type TestPki } from '../support/tls.js';
 import { renderConfig } from '../../src/cli/check-config.js';
+import { preflight } from '../../src/cli/preflight.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { spawnCli, startDaemon, waitFor } from '../support/daemon.js';
 import { basicAuth, serveHttp } from '../support/http.js';
@@ -383,13 +384,15 @@ describe('HTTP endpoint protection', () => {
   });
 });
 
-describe('web config checked at configuration load', () => {
+describe('web config checked before any command runs (the preflight after loading)', () => {
   const noDefaults = mkdtempSync(join(tmpdir(), 'cfg-none-'));
   const load = (env: Record<string, string>) =>
-    loadConfig({
-      defaultsDir: noDefaults,
-      env: { DATABASE_URL: 'postgresql://app@db.internal/app', ...env },
-    });
+    preflight(
+      loadConfig({
+        defaultsDir: noDefaults,
+        env: { DATABASE_URL: 'postgresql://app@db.internal/app', ...env },
+      }),
+    );
   const problemText = (env: Record<string, string>) => {
     try {
       load(env);
