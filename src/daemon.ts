@@ -52,6 +52,7 @@ export async function runDaemon(
 ): Promise<Daemon> {
   const { config } = loaded;
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+  for (const n of loaded.notices) logger.info({ setting: true }, n);
 
   // Construct everything first (nothing connects or listens yet), then start in order.
   const registry = createRegistry();

@@ -44,6 +44,7 @@ const UNAVAILABLE = new Set<ErrorKind>([
   'host_unknown',
   'timeout',
   'auth_failed',
+  'password_missing',
   'database_missing',
   'too_many_connections',
   'server_starting',
@@ -61,9 +62,9 @@ export function unavailableError(
   setting = 'DATABASE_URL',
 ): OperatorError | undefined {
   if (!UNAVAILABLE.has(classify(err).kind)) return undefined;
-  const { message, hint } = explainConnectionError(err, target);
+  const { message, hint } = explainConnectionError(err, target, setting);
   return new OperatorError(message, {
-    hint: hint.replaceAll('DATABASE_URL', setting),
+    hint,
     exitCode: EXIT.UNAVAILABLE,
     cause: err,
   });

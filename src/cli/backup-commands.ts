@@ -49,6 +49,7 @@ async function withContext<T>(
   const loaded = loadConfig(configInput(opts));
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+  for (const n of loaded.notices) logger.info({ setting: true }, n);
   const storage = await createStorage(loaded.config);
   try {
     const catalog = catalogFor(loaded.config, storage);

@@ -20,8 +20,9 @@ import {
   type SslMode,
 } from './fields.js';
 import { parseDatabaseUrl } from '../db/url.js';
+import { effectiveSslMode } from '../db/tls.js';
 import { readUrlFile } from '../db/url-file.js';
-import { editDistance } from './edit-distance.js';
+import { describeUnknownVariable, suggestSetting, unknownEnvironment } from './env-names.js';
 import { problemDetail } from './kinds.js';
 import { maskValue, urlPassword } from './mask.js';
 import { readWebSettings, resolveWebFiles } from '../http/web-config.js';
@@ -95,6 +96,8 @@ export interface LoadedConfig {
   origins: Record<FieldName, Origin>;
   /** Things worth a warning once the logger exists (for example TLS verification turned off). */
   warnings: string[];
+  /** Choices made for the operator, logged once at start (info) and shown by check-config. */
+  notices: string[];
   /** Secret values (passwords) that must never be printed, for the log scrubber. */
   secrets: string[];
 }
@@ -174,7 +177,8 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
   if (problems.length === 0) problems.push(...readWebSettings(webFiles(parsed as Parsed)).problems);
   if (problems.length > 0) throw new ConfigError(withOrigins(problems, origins));
 
-  const config = deepFreeze(shape(parsed as Parsed));
+  const sslModeDefaulted = !isExplicit(origins.DB_SSL_MODE);
+  const config = deepFreeze(shape(parsed as Parsed, sslModeDefaulted));
   const secrets = [
     urlPassword(config.db.url),
     config.verify.url ? urlPassword(config.verify.url) : undefined,
@@ -183,7 +187,8 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     nonEmpty(env.AWS_SESSION_TOKEN),
     ...signingKeys.map((k) => k.toString('utf8')),
   ].filter((s): s is string => !!s);
-  return { config, raw, origins, warnings: warningsFor(config), secrets };
+  const warnings = [...warningsFor(config), ...unknownEnvironment(env).map(describeUnknownVariable)];
+  return { config, raw, origins, warnings, notices: noticesFor(config), secrets };
 }
 
 function webFiles(p: Parsed) {
@@ -193,7 +198,7 @@ function webFiles(p: Parsed) {
 type Parsed = { [K in FieldName]: z.output<(typeof FIELDS)[K]['schema']> };
 
 /** The typed shape handed to the rest of the code. */
-function shape(p: Parsed) {
+function shape(p: Parsed, sslModeDefaulted = false) {
   return {
     db: {
       url: p.DATABASE_URL as string,
@@ -210,6 +215,7 @@ function shape(p: Parsed) {
         rootCertFile: p.DB_SSL_ROOT_CERT,
         certFile: p.DB_SSL_CERT,
         keyFile: p.DB_SSL_KEY,
+        modeDefaulted: sslModeDefaulted,
       },
     },
     http: {
@@ -321,6 +327,21 @@ function warningsFor(config: Config): string[] {
     );
   }
   return w;
+}
+
+function noticesFor(config: Config): string[] {
+  const n: string[] = [];
+  const host = parseDatabaseUrl(config.db.url).host;
+  if (effectiveSslMode(config.db.ssl, host) !== config.db.ssl.mode)
+    n.push(
+      `DB_SSL_MODE is not set and the database is on this machine (${host}): TLS is used when the server offers it, plaintext otherwise (prefer, libpq's default); set DB_SSL_MODE=verify-full or require to insist on TLS`,
+    );
+  return n;
+}
+
+/** Set by the operator (flag, environment, config file, or sslmode in the URL), not a default. */
+function isExplicit(origin: Origin | undefined): boolean {
+  return origin !== undefined && origin.kind !== 'built-in' && origin.kind !== 'defaults-file';
 }
 
 function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, problems: Problem[]) {
@@ -444,9 +465,7 @@ function applyUrlSslMode(
   if (!urlMode) return;
   // Defaults (built in or the installation's config/default.yaml) yield to the URL; an operator's
   // own DB_SSL_MODE that disagrees with it is a conflict.
-  const kind = origins.DB_SSL_MODE?.kind;
-  const explicit = kind !== undefined && kind !== 'built-in' && kind !== 'defaults-file';
-  if (!explicit) {
+  if (!isExplicit(origins.DB_SSL_MODE)) {
     raw.DB_SSL_MODE = urlMode;
     origins.DB_SSL_MODE = origins.DATABASE_URL;
   } else if (raw.DB_SSL_MODE !== urlMode) {
@@ -480,7 +499,7 @@ function readFileSource(
   }
   for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
     if (!(key in FIELDS)) {
-      const near = suggest(key);
+      const near = suggestSetting(key);
       problems.push({
         field: key,
         origin: { kind, where: path },
@@ -500,14 +519,6 @@ function withOrigins(problems: Problem[], origins: Record<FieldName, Origin>): P
       ? p
       : { ...p, origin: origins[p.field as FieldName] },
   );
-}
-
-function suggest(key: string): string | undefined {
-  const k = key.toUpperCase().replace(/-/g, '_');
-  if (k in FIELDS) return k;
-  const near = FIELD_NAMES.map((n) => [n, editDistance(n, k)] as const).sort((a, b) => a[1] - b[1])[0];
-  if (near && near[1] <= Math.min(3, Math.floor(k.length / 4))) return near[0];
-  return FIELD_NAMES.find((n) => n.includes(k) || k.includes(n));
 }
 
 function findDefaultsFile(dir: string): string | undefined {

@@ -3,6 +3,7 @@
  * pools fit in what is left (and in the role's and database's connection limits).
  */
 import type { Config } from '../config/load.js';
+import { effectiveSslMode, isLocalHost } from '../db/tls.js';
 import { parseDatabaseUrl } from '../db/url.js';
 import { quoteIdent, type Check, type CheckContext, type Finding } from './finding.js';
 import { plural } from './format.js';
@@ -158,9 +159,8 @@ const tls: Check = {
   ids: ['connections.tls'],
   async run({ client, config, connection }) {
     const r = (await client.query<{ ssl: boolean; version: string | null }>(TLS_SQL)).rows[0];
-    const mode = config.db.ssl.mode;
-    const local =
-      connection.host.startsWith('/') || /^(localhost|127\.\d+\.\d+\.\d+|::1)$/.test(connection.host);
+    const mode = effectiveSslMode(config.db.ssl, connection.host);
+    const local = isLocalHost(connection.host);
     const base = {
       id: 'connections.tls',
       title: 'the connection to the database is encrypted and the server verified',
