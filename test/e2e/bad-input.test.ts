@@ -186,6 +186,50 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
     expectNoStackTrace(r.out);
   });
 
+  it('unknown environment variables with a setting\'s prefix: warned, with "did you mean"; others left alone', async () => {
+    const env = {
+      DATABASE_URL: BASE_URL,
+      BACKUP_SHEDULE: '0 3 * * *',
+      DB_SSLMODE: 'disable',
+      S3_BUCKET_NAME: 'backups',
+      METRICS_FOO: 'x',
+      // other software's, sharing a prefix or not
+      HTTP_PROXY: 'http://proxy.internal:3128',
+      WEB_CONCURRENCY: '2',
+      PG_MAJOR: '17',
+      METRICS_SERVICE_HOST: '10.0.0.7', // a Kubernetes Service named "metrics"
+      METRICS_PORT_9187_TCP_ADDR: '10.0.0.7',
+      PGPASSWORD: 'x',
+      NODE_ENV: 'production',
+      AWS_REGION: 'eu-west-1',
+    };
+    const r = await run(['check-config'], env);
+    expect(r.code, r.out).toBe(EXIT.OK);
+    const warned = r.out
+      .split('\n')
+      .filter((l) => l.startsWith('warning: environment variable '))
+      .map((l) => l.replace(/^warning: /, ''));
+    expect(warned).toEqual([
+      'environment variable BACKUP_SHEDULE is not a pg-maintd setting and is ignored (did you mean BACKUP_SCHEDULE?)',
+      'environment variable DB_SSLMODE is not a pg-maintd setting and is ignored (did you mean DB_SSL_MODE?)',
+      'environment variable METRICS_FOO is not a pg-maintd setting and is ignored; `pg-maintd help settings` lists the settings',
+      'environment variable S3_BUCKET_NAME is not a pg-maintd setting and is ignored (did you mean S3_BUCKET?)',
+    ]);
+    expect(r.out).not.toContain('disable'); // a value is never shown
+    // and at the start of a command, in its log
+    const backup = await run(['backup'], { ...goodEnv, BACKUP_SHEDULE: '0 3 * * *' });
+    expect(backup.code, backup.out).toBe(EXIT.OK);
+    const line = backup.out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: number; msg: string })
+      .find((l) => l.msg.includes('BACKUP_SHEDULE'));
+    expect(line, backup.out).toMatchObject({
+      level: 40,
+      msg: 'environment variable BACKUP_SHEDULE is not a pg-maintd setting and is ignored (did you mean BACKUP_SCHEDULE?)',
+    });
+  });
+
   it('a password in a --database-url flag is refused and never echoed', async () => {
     const r = await run(['check-config', '--database-url', `postgresql://app:${secret}@db.internal/app`], {});
     expect(r.code).toBe(EXIT.CONFIG);
