@@ -49,6 +49,7 @@ const UNAVAILABLE = new Set<ErrorKind>([
   'too_many_connections',
   'server_starting',
   'tls',
+  'pooler_refused',
 ]);
 
 /**

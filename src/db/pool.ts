@@ -43,6 +43,8 @@ export interface PoolOptions {
   queryTimeoutMs?: number;
   /** libpq-style startup options (`-c name=value ...`): settings no role or database default overrides. */
   options?: string;
+  /** No startup options at all (the pooler probe: PgBouncer refuses them). */
+  bare?: boolean;
   logger: Logger;
 }
 
@@ -254,7 +256,7 @@ export class DbPool extends Service {
       query_timeout: o.queryTimeoutMs,
       // set at connection, before any query: no role or database default, and nothing another role
       // puts on the search_path, changes what pg-maintd's own SQL does
-      options: [sessionOptions(o), o.options].filter(Boolean).join(' '),
+      ...(o.bare ? {} : { options: [sessionOptions(o), o.options].filter(Boolean).join(' ') }),
       keepAlive: true,
     });
     // An idle client's socket error must never crash the process: log it; the pool drops the client.

@@ -24,6 +24,7 @@ export type ErrorKind =
   | 'syntax_error'
   | 'integrity_violation'
   | 'tls'
+  | 'pooler_refused'
   | 'unknown';
 
 export interface Classified {
@@ -114,6 +115,9 @@ const MESSAGE_KINDS: Array<[RegExp, ErrorKind]> = [
 export function classify(err: unknown): Classified {
   const code = errorCode(err);
   let kind: ErrorKind | undefined;
+  // PgBouncer's refusal of the session settings every pool gives at connection (08P01): no retry helps
+  if (err instanceof Error && /unsupported startup parameter/i.test(err.message))
+    return { kind: 'pooler_refused', retryable: false, code };
   if (code) {
     kind = BY_SQLSTATE[code] ?? BY_NODE_CODE[code];
     if (!kind && /^[0-9A-Z]{5}$/.test(code)) kind = BY_CLASS[code.slice(0, 2)];
@@ -170,6 +174,7 @@ export function explainConnectionError(
       ? `the server has no TLS (ssl = off): set DB_SSL_MODE=disable (or sslmode=disable in ${setting}) to connect without it, which is safe only on a trusted network or a Unix socket; or turn on ssl at the server and keep verify-full`
       : 'check DB_SSL_MODE and DB_SSL_ROOT_CERT against the server (ssl=on, its certificate and host name)',
     too_many_connections: 'the server is at max_connections; lower DB_POOL_MAX or raise max_connections',
+    pooler_refused: `${setting} goes through a connection pooler (PgBouncer) that refuses the session settings pg-maintd gives every connection; pg-maintd needs a session of its own (advisory locks, session settings, pg_dump's snapshot): connect it straight to PostgreSQL (usually port 5432), not through the pooler`,
     server_starting: 'the server is starting up or recovering; it should accept connections shortly',
     connection_lost: 'the connection dropped; check that the server is up',
   };

@@ -3,7 +3,9 @@
  * pools fit in what is left (and in the role's and database's connection limits).
  */
 import type { Config } from '../config/load.js';
+import { detectTransactionPooler, POOLER_WHY, poolerFix } from '../db/pooler.js';
 import { effectiveSslMode, isLocalHost } from '../db/tls.js';
+import { createLogger } from '../log/logger.js';
 import { parseDatabaseUrl } from '../db/url.js';
 import { quoteIdent, type Check, type CheckContext, type Finding } from './finding.js';
 import { plural } from './format.js';
@@ -202,6 +204,30 @@ const tls: Check = {
   },
 };
 
+const pooler: Check = {
+  ids: ['connections.pooler'],
+  async run({ config }) {
+    const target = parseDatabaseUrl(config.db.url);
+    const base = {
+      id: 'connections.pooler',
+      title: 'pg-maintd has sessions of its own (no transaction-mode pooler in between)',
+      why: POOLER_WHY,
+    };
+    const seen = await detectTransactionPooler(config.db, target, silent);
+    if (!seen) return { ...base, status: 'ok', found: 'each session keeps its own server process' };
+    return {
+      ...base,
+      status: seen.proven ? 'fail' : 'warn',
+      found: seen.proven
+        ? `a transaction-mode pooler: ${seen.found}`
+        : `likely a transaction-mode pooler: ${seen.found}`,
+      fix: { steps: poolerFix(target) },
+    };
+  },
+};
+
+const silent = createLogger({ level: 'silent', format: 'json' });
+
 export function connectionChecks(): Check[] {
-  return [headroom, pool, tls];
+  return [headroom, pool, tls, pooler];
 }
