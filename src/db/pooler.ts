@@ -64,7 +64,7 @@ export async function probeTransactionPooler(
       const b = await pool.connect();
       try {
         const pid = async (c: typeof a) =>
-          (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+          (await c.query<{ pid: number }>('SELECT pg_catalog.pg_backend_pid() AS pid')).rows[0]!.pid;
         const a1 = await pid(a);
         const b1 = await pid(b);
         const a2 = await pid(a);

@@ -246,7 +246,11 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
 
 type DbFault = 'wrong password' | 'unknown host' | 'closed port' | 'missing database';
 const FAULTS: Array<[DbFault, RegExp, RegExp]> = [
-  ['wrong password', /password authentication failed/, /check the user and password/],
+  [
+    'wrong password',
+    /password authentication failed for user "\S+" \(the password came from PGPASSWORD\)/,
+    /the server refused the password: check the user in \S+ and the password where it came from/,
+  ],
   ['unknown host', /ENOTFOUND|EAI_AGAIN|nonexistent\.invalid/, /the host name does not resolve/],
   ['closed port', /ECONNREFUSED/, /is PostgreSQL running and listening there\?/],
   [
