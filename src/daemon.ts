@@ -3,7 +3,9 @@
  * Nothing waits for the start-up migrations: they run in the background, so a lock someone holds or
  * a failing migration never keeps HTTP, metrics, backups or drills from starting.
  */
-import type { LoadedConfig } from './config/load.js';
+import type { Config, LoadedConfig } from './config/load.js';
+import { detectTransactionPooler, POOLER_WHY, poolerFix } from './db/pooler.js';
+import type { ConnectionTarget } from './core/database-url.js';
 import { DbPool } from './db/pool.js';
 import { ReadinessProbe } from './health/readiness.js';
 import { EventLoopWatchdog } from './health/watchdog.js';
@@ -53,6 +55,7 @@ export async function runDaemon(
 ): Promise<Daemon> {
   const { config } = loaded;
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+  for (const n of loaded.notices) logger.info({ setting: true }, n);
 
   // Construct everything first (nothing connects or listens yet), then start in order.
   const registry = createRegistry();
@@ -194,6 +197,7 @@ export async function runDaemon(
     'pg-maintd started',
   );
   void readStoredState(); // the backup gauges tell the stored truth from the start
+  void warnOfTransactionPooler(config.db, pool.target, logger);
   opts.onReady?.(daemon);
   return daemon;
 }
@@ -207,4 +211,14 @@ function logS3Checksum({ config, origins }: LoadedConfig, logger: Logger): void 
       ? 'the default with S3_ENDPOINT'
       : 'the default for AWS S3';
   logger.info({ s3Checksum: mode }, `S3 integrity checksums: ${mode} (${why})`);
+}
+
+/** Said once at start: a transaction-mode pooler breaks pg-maintd's sessions in confusing ways. */
+async function warnOfTransactionPooler(db: Config['db'], target: ConnectionTarget, logger: Logger) {
+  const seen = await detectTransactionPooler(db, target, logger).catch(() => undefined);
+  if (!seen) return;
+  logger.warn(
+    { found: seen.found, why: POOLER_WHY, fix: poolerFix(target).join('; ') },
+    `DATABASE_URL ${seen.proven ? 'goes' : 'likely goes'} through a transaction-mode pooler: ${poolerFix(target)[0]}`,
+  );
 }

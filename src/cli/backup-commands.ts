@@ -48,6 +48,7 @@ async function withContext<T>(
   // stdout carries the result (`backups list --json` goes to jq): log lines go to stderr
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+  for (const n of loaded.notices) logger.info({ setting: true }, n);
   const storage = await createStorage(loaded.config);
   try {
     const catalog = catalogFor(loaded.config, storage);

@@ -13,9 +13,15 @@ export function renderConfig(loaded: LoadedConfig, json: boolean): string {
       source: loaded.origins[name] ? describeOrigin(loaded.origins[name]) : 'unset',
     };
   });
-  if (json) return JSON.stringify({ valid: true, settings: rows, warnings: loaded.warnings }, null, 2);
+  if (json)
+    return JSON.stringify(
+      { valid: true, settings: rows, warnings: loaded.warnings, notices: loaded.notices },
+      null,
+      2,
+    );
   const width = Math.max(...rows.map((r) => r.name.length));
   const lines = rows.map((r) => `${r.name.padEnd(width)}  ${r.value ?? '(unset)'}    # ${r.source}`);
   const warnings = loaded.warnings.map((w) => `warning: ${w}`);
-  return [...lines, '', 'configuration is valid', ...warnings].join('\n');
+  const notices = loaded.notices.map((n) => `note: ${n}`);
+  return [...lines, '', 'configuration is valid', ...warnings, ...notices].join('\n');
 }

@@ -57,6 +57,7 @@ export function addDoctorCommand(program: Command): void {
       destination: process.stderr,
     });
     for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+    for (const n of loaded.notices) logger.info({ setting: true }, n);
     let report: DoctorReport;
     try {
       report = await runDoctor({

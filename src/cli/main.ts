@@ -10,6 +10,7 @@ import { VERSION } from '../core/version.js';
 import { renderConfig } from './check-config.js';
 import { addConfigOptions, configInput } from './config-options.js';
 import { runDemo } from './demo.js';
+import { renderSettingsHelp } from './settings-help.js';
 import { addDoctorCommand } from './doctor-command.js';
 import { addBackupCommands } from './backup-commands.js';
 import { addMigrateCommands } from './migrate-commands.js';
@@ -22,7 +23,11 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version')
     .showHelpAfterError('(run `pg-maintd --help` for usage)')
     .showSuggestionAfterError(true)
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      'after',
+      "\nSettings come from the environment, a config file or flags: `pg-maintd help settings` lists them,\nas does the README's configuration table.",
+    );
 
   addConfigOptions(
     program
@@ -49,6 +54,27 @@ export function buildProgram(): Command {
   addMigrateCommands(program);
   addMaintenanceCommands(program);
   addDoctorCommand(program);
+
+  program
+    .command('help [topic...]')
+    .description('help for a command (`help migrate up`), or `help settings`: every setting, grouped')
+    .action((topic: string[]) => {
+      if (topic.length === 1 && topic[0] === 'settings') {
+        process.stdout.write(renderSettingsHelp());
+        return;
+      }
+      let cmd: Command = program;
+      for (const word of topic) {
+        const sub = cmd.commands.find((c) => c.name() === word);
+        if (!sub)
+          throw new OperatorError(`no help for "${topic.join(' ')}": there is no such command`, {
+            hint: 'run `pg-maintd help` for the commands, or `pg-maintd help settings` for the settings',
+            exitCode: EXIT.USAGE,
+          });
+        cmd = sub;
+      }
+      cmd.outputHelp();
+    });
 
   addConfigOptions(
     program

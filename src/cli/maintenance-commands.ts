@@ -41,6 +41,7 @@ export function addMaintenanceCommands(program: Command): void {
       destination: process.stderr,
     });
     for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+    for (const n of loaded.notices) logger.info({ setting: true }, n);
     const databases = typeof opts.database === 'string' ? [opts.database] : config.maintenance.databases;
     const steps = typeof opts.job === 'string' ? [opts.job as MaintenanceStep] : MAINTENANCE_STEPS;
     const exit = await withSignalAbort(logger, 'aborting: the statement in flight is cancelled', (signal) =>

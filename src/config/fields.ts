@@ -140,7 +140,7 @@ export const FIELDS = {
   DB_SSL_MODE: {
     schema: oneOf(SSL_MODES),
     default: 'verify-full',
-    doc: 'TLS to the database, with libpq meanings. disable/allow/prefer/require do not verify the server and log a warning when TLS could be in use; verify-ca checks the chain, verify-full also the host name. A `sslmode` in DATABASE_URL is used when this is not set.',
+    doc: 'TLS to the database, with libpq meanings. disable/allow/prefer/require do not verify the server and log a warning when TLS could be in use; verify-ca checks the chain, verify-full also the host name. A `sslmode` in DATABASE_URL is used when this is not set. When neither is set, a database on this machine (localhost, 127.0.0.1, ::1, a Unix socket) gets prefer, as libpq defaults to, said once at start; any other host gets verify-full.',
     allowed: SSL_MODES.join(' | '),
     group: 'Database',
   },

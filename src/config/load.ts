@@ -21,7 +21,8 @@ import {
 } from './fields.js';
 import { parseDatabaseUrl } from '../core/database-url.js';
 import { readUrlFile } from './database-url-file.js';
-import { editDistance } from '../core/edit-distance.js';
+import { effectiveSslMode } from './ssl-mode.js';
+import { describeUnknownVariable, suggestSetting, unknownEnvironment } from './env-names.js';
 import { problemDetail } from './kinds.js';
 import { maskValue, urlPassword } from '../core/mask.js';
 
@@ -93,6 +94,8 @@ export interface LoadedConfig {
   origins: Record<FieldName, Origin>;
   /** Things worth a warning once the logger exists (for example TLS verification turned off). */
   warnings: string[];
+  /** Choices made for the operator, logged once at start (info) and shown by check-config. */
+  notices: string[];
   /** Secret values (passwords) that must never be printed, for the log scrubber. */
   secrets: string[];
 }
@@ -169,7 +172,8 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
   crossChecks(parsed as Partial<Parsed>, origins, problems);
   if (problems.length > 0) throw new ConfigError(withOrigins(problems, origins));
 
-  const config = deepFreeze(shape(parsed as Parsed));
+  const sslModeDefaulted = !isExplicit(origins.DB_SSL_MODE);
+  const config = deepFreeze(shape(parsed as Parsed, sslModeDefaulted));
   const secrets = [
     urlPassword(config.db.url),
     config.verify.url ? urlPassword(config.verify.url) : undefined,
@@ -177,7 +181,8 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
     nonEmpty(env.AWS_SECRET_ACCESS_KEY),
     nonEmpty(env.AWS_SESSION_TOKEN),
   ].filter((s): s is string => !!s);
-  return { config, raw, origins, warnings: warningsFor(config), secrets };
+  const warnings = [...warningsFor(config), ...unknownEnvironment(env).map(describeUnknownVariable)];
+  return { config, raw, origins, warnings, notices: noticesFor(config), secrets };
 }
 
 /** The web files as absolute paths (the HTTP server re-reads them from wherever it runs). */
@@ -191,7 +196,7 @@ function webFiles(p: Parsed) {
 type Parsed = { [K in FieldName]: z.output<(typeof FIELDS)[K]['schema']> };
 
 /** The typed shape handed to the rest of the code. */
-function shape(p: Parsed) {
+function shape(p: Parsed, sslModeDefaulted = false) {
   return {
     db: {
       url: p.DATABASE_URL as string,
@@ -208,6 +213,7 @@ function shape(p: Parsed) {
         rootCertFile: p.DB_SSL_ROOT_CERT,
         certFile: p.DB_SSL_CERT,
         keyFile: p.DB_SSL_KEY,
+        modeDefaulted: sslModeDefaulted,
       },
     },
     http: {
@@ -318,6 +324,21 @@ function warningsFor(config: Config): string[] {
   return w;
 }
 
+function noticesFor(config: Config): string[] {
+  const n: string[] = [];
+  const host = parseDatabaseUrl(config.db.url).host;
+  if (effectiveSslMode(config.db.ssl, host) !== config.db.ssl.mode)
+    n.push(
+      `DB_SSL_MODE is not set and the database is on this machine (${host}): TLS is used when the server offers it, plaintext otherwise (prefer, libpq's default); set DB_SSL_MODE=verify-full or require to insist on TLS`,
+    );
+  return n;
+}
+
+/** Set by the operator (flag, environment, config file, or sslmode in the URL), not a default. */
+function isExplicit(origin: Origin | undefined): boolean {
+  return origin !== undefined && origin.kind !== 'built-in' && origin.kind !== 'defaults-file';
+}
+
 function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, problems: Problem[]) {
   if (p.DB_POOL_MIN !== undefined && p.DB_POOL_MAX !== undefined && p.DB_POOL_MIN > p.DB_POOL_MAX) {
     problems.push({
@@ -422,9 +443,7 @@ function applyUrlSslMode(
   if (!urlMode) return;
   // Defaults (built in or the installation's config/default.yaml) yield to the URL; an operator's
   // own DB_SSL_MODE that disagrees with it is a conflict.
-  const kind = origins.DB_SSL_MODE?.kind;
-  const explicit = kind !== undefined && kind !== 'built-in' && kind !== 'defaults-file';
-  if (!explicit) {
+  if (!isExplicit(origins.DB_SSL_MODE)) {
     raw.DB_SSL_MODE = urlMode;
     origins.DB_SSL_MODE = origins.DATABASE_URL;
   } else if (raw.DB_SSL_MODE !== urlMode) {
@@ -458,7 +477,7 @@ function readFileSource(
   }
   for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
     if (!(key in FIELDS)) {
-      const near = suggest(key);
+      const near = suggestSetting(key);
       problems.push({
         field: key,
         origin: { kind, where: path },
@@ -478,14 +497,6 @@ export function withOrigins(problems: Problem[], origins: Record<FieldName, Orig
       ? p
       : { ...p, origin: origins[p.field as FieldName] },
   );
-}
-
-function suggest(key: string): string | undefined {
-  const k = key.toUpperCase().replace(/-/g, '_');
-  if (k in FIELDS) return k;
-  const near = FIELD_NAMES.map((n) => [n, editDistance(n, k)] as const).sort((a, b) => a[1] - b[1])[0];
-  if (near && near[1] <= Math.min(3, Math.floor(k.length / 4))) return near[0];
-  return FIELD_NAMES.find((n) => n.includes(k) || k.includes(n));
 }
 
 function findDefaultsFile(dir: string): string | undefined {

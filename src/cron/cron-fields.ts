@@ -201,6 +201,11 @@ function dayOfWeek(text: string): DayOfWeek {
   return out;
 }
 
+/** What a field takes, for a refusal whose own words do not say it. */
+function accepts(spec: Spec): string {
+  return `the ${spec.label} field takes ${spec.hint}, * for every value, lists (a,b), ranges (a-b) and steps (*/n, a-b/n)`;
+}
+
 /** Parses an expression; throws CronError saying which field is wrong and why. */
 export function parseCronFields(expression: string): CronFields {
   const trimmed = expression.trim();
@@ -229,8 +234,10 @@ export function parseCronFields(expression: string): CronFields {
     try {
       return parse();
     } catch (err) {
-      if (err instanceof FieldError) throw new CronError(`${spec.label} field "${text}": ${err.message}`);
-      throw err;
+      if (!(err instanceof FieldError)) throw err;
+      // every refusal ends with what the field takes
+      const takes = err.message.includes('; use ') ? '' : `; ${accepts(spec)}`;
+      throw new CronError(`${spec.label} field "${text}": ${err.message}${takes}`);
     }
   };
   return {

@@ -5,6 +5,7 @@
 import pg from 'pg';
 import type { Logger } from '../log/logger.js';
 import { Service } from '../lifecycle/service.js';
+import { findPassword, MissingPasswordError } from './password.js';
 import { classify } from './sqlstate.js';
 import {
   isPlaintextRejected,
@@ -42,6 +43,8 @@ export interface PoolOptions {
   queryTimeoutMs?: number;
   /** libpq-style startup options (`-c name=value ...`): settings no role or database default overrides. */
   options?: string;
+  /** No startup options at all (the pooler probe: PgBouncer refuses them). */
+  bare?: boolean;
   logger: Logger;
 }
 
@@ -63,6 +66,8 @@ export class DbPool extends Service {
   readonly #settings: PoolSettings;
   readonly #opts: PoolOptions;
   #log!: Logger;
+  /** Where the password of the newest connection came from: named when the server refuses it. */
+  #passwordSource: string | undefined;
   readonly #retiring = new Set<Promise<void>>();
 
   constructor(settings: PoolSettings, opts: PoolOptions) {
@@ -172,8 +177,13 @@ export class DbPool extends Service {
     try {
       return await op();
     } catch (err) {
+      // 28P01: the server refused the password; the message says where it came from
+      if ((err as { code?: string })?.code === '28P01' && this.#passwordSource)
+        Object.assign(err as object, { passwordSource: this.#passwordSource });
       if (this.#fallback === undefined || !this.#shouldFallBack(err)) throw err;
-      this.#log.info(
+      // expected with DB_SSL_MODE unset and a local server without TLS: the start-up notice said so
+      const level = this.#settings.ssl.modeDefaulted ? 'debug' : 'info';
+      this.#log[level](
         { from: this.#transport ? 'tls' : 'plaintext', to: this.#fallback ? 'tls' : 'plaintext' },
         'server refused the first transport; trying the other, as DB_SSL_MODE allows',
       );
@@ -207,15 +217,36 @@ export class DbPool extends Service {
     void done.finally(() => this.#retiring.delete(done));
   }
 
+  /** The URL's password, PGPASSWORD or the passfile's, or an error that says how to give one. */
+  #password(target: ConnectionTarget, client: unknown): string {
+    const found = findPassword(target);
+    if (!('password' in found)) {
+      // pg reports the error but leaves the socket open, and the server waits for the password
+      // until authentication_timeout (a minute): close it once the error has been reported
+      const stream = (client as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+      setImmediate(() => stream?.destroy());
+      throw new MissingPasswordError(found.problem);
+    }
+    this.#passwordSource = found.source;
+    return found.password;
+  }
+
   #build(): pg.Pool {
     const { pool } = this.#settings;
     const o = this.#opts;
+    const target = this.#target;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- pg binds `this` to the client
+    const self = this;
     const p = new pg.Pool({
-      host: this.#target.host,
-      port: this.#target.port,
-      user: this.#target.user,
-      password: this.#target.password,
-      database: this.#target.database,
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      // asked for only when the server wants one (trust and peer authentication need none); pg
+      // calls it as a method of the client that connects
+      password: function (this: unknown) {
+        return self.#password(target, this);
+      },
+      database: target.database,
       ssl: this.#transport,
       application_name: o.applicationName ?? 'pg-maintd',
       max: o.max ?? pool.max,
@@ -225,7 +256,7 @@ export class DbPool extends Service {
       query_timeout: o.queryTimeoutMs,
       // set at connection, before any query: no role or database default, and nothing another role
       // puts on the search_path, changes what pg-maintd's own SQL does
-      options: [sessionOptions(o), o.options].filter(Boolean).join(' '),
+      ...(o.bare ? {} : { options: [sessionOptions(o), o.options].filter(Boolean).join(' ') }),
       keepAlive: true,
     });
     // An idle client's socket error must never crash the process: log it; the pool drops the client.

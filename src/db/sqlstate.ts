@@ -10,6 +10,7 @@ export type ErrorKind =
   | 'host_unknown'
   | 'timeout'
   | 'auth_failed'
+  | 'password_missing'
   | 'database_missing'
   | 'permission_denied'
   | 'serialization_failure'
@@ -24,6 +25,7 @@ export type ErrorKind =
   | 'syntax_error'
   | 'integrity_violation'
   | 'tls'
+  | 'pooler_refused'
   | 'unknown';
 
 export interface Classified {
@@ -73,6 +75,7 @@ const BY_NODE_CODE: Record<string, ErrorKind> = {
   ETIMEDOUT: 'timeout',
   ENOTFOUND: 'host_unknown',
   EAI_AGAIN: 'host_unknown',
+  PGMAINTD_NO_PASSWORD: 'password_missing', // db/password.ts
   DEPTH_ZERO_SELF_SIGNED_CERT: 'tls',
   SELF_SIGNED_CERT_IN_CHAIN: 'tls',
   UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'tls',
@@ -105,11 +108,17 @@ const MESSAGE_KINDS: Array<[RegExp, ErrorKind]> = [
     'timeout',
   ],
   [/server does not support SSL/i, 'tls'],
+  // pg's words when the server asks for a password and none was given (MissingPasswordError's code
+  // covers the pools' own connections)
+  [/client password must be a (non-empty )?string|Password must be a string/i, 'password_missing'],
 ];
 
 export function classify(err: unknown): Classified {
   const code = errorCode(err);
   let kind: ErrorKind | undefined;
+  // PgBouncer's refusal of the session settings every pool gives at connection (08P01): no retry helps
+  if (err instanceof Error && /unsupported startup parameter/i.test(err.message))
+    return { kind: 'pooler_refused', retryable: false, code };
   if (code) {
     kind = BY_SQLSTATE[code] ?? BY_NODE_CODE[code];
     if (!kind && /^[0-9A-Z]{5}$/.test(code)) kind = BY_CLASS[code.slice(0, 2)];
@@ -131,25 +140,53 @@ function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
-/** An operator-facing sentence for a connection failure: what is wrong and what to do. */
-export function explainConnectionError(err: unknown, target: string): { message: string; hint: string } {
-  const { kind } = classify(err);
-  const detail = err instanceof Error && err.message ? err.message : String(err);
+/**
+ * An operator-facing sentence for a connection failure: what is wrong and what to do. `setting` names
+ * where the connection came from (DATABASE_URL, VERIFY_DATABASE_URL, --target-url).
+ */
+export function explainConnectionError(
+  err: unknown,
+  target: string,
+  setting = 'DATABASE_URL',
+): { message: string; hint: string } {
+  const { kind, code } = classify(err);
+  let detail = err instanceof Error && err.message ? err.message : String(err);
+  const from = (err as { passwordSource?: unknown } | undefined)?.passwordSource;
+  if (kind === 'password_missing') detail = 'the server asks for a password and none was given';
+  else if (code === '28P01' && typeof from === 'string') detail += ` (the password came from ${from})`;
   const hints: Partial<Record<ErrorKind, string>> = {
-    connection_refused: 'is PostgreSQL running and listening there? Check the host and port in DATABASE_URL',
-    host_unknown: 'the host name does not resolve; check the host in DATABASE_URL and DNS',
+    connection_refused: `is PostgreSQL running and listening there? Check the host and port in ${setting}`,
+    host_unknown: `the host name does not resolve; check the host in ${setting} and DNS`,
     timeout: 'the server did not answer in time; check network reachability, firewalls, and the port',
     auth_failed:
-      'check the user and password (DATABASE_URL, PGPASSWORD or passfile) and that pg_hba.conf allows this client',
-    database_missing: 'create the database, or fix its name in DATABASE_URL',
+      code === '28P01'
+        ? `the server refused the password: check the user in ${setting} and the password where it came from (the URL, PGPASSWORD, or the passfile ~/.pgpass or PGPASSFILE); an unknown user is refused the same way`
+        : /no encryption/i.test(detail)
+          ? `the server's pg_hba.conf lets this client in only over TLS: set DB_SSL_MODE=verify-full (with DB_SSL_ROOT_CERT) or require`
+          : `check the user and password (${setting}, PGPASSWORD or passfile) and that pg_hba.conf allows this client`,
+    password_missing: passwordHint(err, setting),
+    database_missing: `create the database, or fix its name in ${setting}`,
     permission_denied: 'grant the role what it needs (see the README: least-privilege role)',
-    tls: 'check DB_SSL_MODE and DB_SSL_ROOT_CERT against the server (ssl=on, its certificate and host name)',
+    tls: /server does not support SSL/i.test(detail)
+      ? `the server has no TLS (ssl = off): set DB_SSL_MODE=disable (or sslmode=disable in ${setting}) to connect without it, which is safe only on a trusted network or a Unix socket; or turn on ssl at the server and keep verify-full`
+      : 'check DB_SSL_MODE and DB_SSL_ROOT_CERT against the server (ssl=on, its certificate and host name)',
     too_many_connections: 'the server is at max_connections; lower DB_POOL_MAX or raise max_connections',
+    pooler_refused: `${setting} goes through a connection pooler (PgBouncer) that refuses the session settings pg-maintd gives every connection; pg-maintd needs a session of its own (advisory locks, session settings, pg_dump's snapshot): connect it straight to PostgreSQL (usually port 5432), not through the pooler`,
     server_starting: 'the server is starting up or recovering; it should accept connections shortly',
     connection_lost: 'the connection dropped; check that the server is up',
   };
   return {
     message: `cannot use the database at ${target}: ${detail}`,
-    hint: hints[kind] ?? 'check DATABASE_URL and that the server is reachable',
+    hint: hints[kind] ?? `check ${setting} and that the server is reachable`,
   };
+}
+
+/** Where a password can go; a passfile that exists but was not used says why. */
+function passwordHint(err: unknown, setting: string): string {
+  const problem = (err as { passfileProblem?: unknown } | undefined)?.passfileProblem;
+  const urlFile = setting === 'DATABASE_URL' ? ', or in the URL in the file DATABASE_URL_FILE names' : '';
+  return (
+    `give the password in PGPASSWORD, or in a passfile (a line host:port:database:user:password in ~/.pgpass, mode 0600, or in the file PGPASSFILE names)${urlFile}` +
+    (typeof problem === 'string' ? `; ${problem}` : '')
+  );
 }

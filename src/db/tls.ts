@@ -9,10 +9,18 @@
  *   verify-full  TLS, the chain and the host name checked
  *
  * DB_SSL_REJECT_UNAUTHORIZED=false turns verification off in the verify modes (config warns).
+ *
+ * DB_SSL_MODE left unset (the built-in verify-full) means prefer for a loopback host or a Unix
+ * socket, as libpq's own default: that traffic never leaves the machine, and a local server without
+ * TLS just works. Decided per host, so a DATABASE_URL_FILE that moves to a remote host verifies again.
  */
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import type { SslMode } from '../config/fields.js';
+
+import { effectiveSslMode } from '../config/ssl-mode.js';
+
+export { effectiveSslMode, isLocalHost } from '../config/ssl-mode.js';
 
 export interface TlsSettings {
   mode: SslMode;
@@ -20,6 +28,8 @@ export interface TlsSettings {
   rootCertFile?: string | undefined;
   certFile?: string | undefined;
   keyFile?: string | undefined;
+  /** DB_SSL_MODE was not set (neither it nor sslmode in the URL): the built-in default applies. */
+  modeDefaulted?: boolean | undefined;
 }
 
 /** false = plaintext. */
@@ -33,7 +43,8 @@ export interface TransportPlan {
 }
 
 export function planTransport(s: TlsSettings, host: string): TransportPlan {
-  if (s.mode === 'disable' || host.startsWith('/')) return { first: false, verified: false };
+  const mode = effectiveSslMode(s, host);
+  if (mode === 'disable' || host.startsWith('/')) return { first: false, verified: false };
   const files: ConnectionOptions = {};
   if (s.rootCertFile) files.ca = readFileSync(s.rootCertFile);
   if (s.certFile) files.cert = readFileSync(s.certFile);
@@ -51,7 +62,7 @@ export function planTransport(s: TlsSettings, host: string): TransportPlan {
     servername: isIp(host) ? undefined : host,
   };
 
-  switch (s.mode) {
+  switch (mode) {
     case 'allow':
       return { first: false, fallback: unverified, verified: false };
     case 'prefer':

@@ -13,10 +13,12 @@ const UNAVAILABLE = new Set<ErrorKind>([
   'host_unknown',
   'timeout',
   'auth_failed',
+  'password_missing',
   'database_missing',
   'too_many_connections',
   'server_starting',
   'tls',
+  'pooler_refused',
 ]);
 
 /**

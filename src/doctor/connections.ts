@@ -4,6 +4,9 @@
  */
 import type { Config } from '../config/load.js';
 import { parseDatabaseUrl } from '../core/database-url.js';
+import { detectTransactionPooler, POOLER_WHY, poolerFix } from '../db/pooler.js';
+import { effectiveSslMode, isLocalHost } from '../db/tls.js';
+import { createLogger } from '../log/logger.js';
 import { quoteIdent, type Check, type CheckContext, type Finding } from './finding.js';
 import { plural } from './format.js';
 
@@ -158,9 +161,8 @@ const tls: Check = {
   ids: ['connections.tls'],
   async run({ client, config, connection }) {
     const r = (await client.query<{ ssl: boolean; version: string | null }>(TLS_SQL)).rows[0];
-    const mode = config.db.ssl.mode;
-    const local =
-      connection.host.startsWith('/') || /^(localhost|127\.\d+\.\d+\.\d+|::1)$/.test(connection.host);
+    const mode = effectiveSslMode(config.db.ssl, connection.host);
+    const local = isLocalHost(connection.host);
     const base = {
       id: 'connections.tls',
       title: 'the connection to the database is encrypted and the server verified',
@@ -202,6 +204,30 @@ const tls: Check = {
   },
 };
 
+const pooler: Check = {
+  ids: ['connections.pooler'],
+  async run({ config }) {
+    const target = parseDatabaseUrl(config.db.url);
+    const base = {
+      id: 'connections.pooler',
+      title: 'pg-maintd has sessions of its own (no transaction-mode pooler in between)',
+      why: POOLER_WHY,
+    };
+    const seen = await detectTransactionPooler(config.db, target, silent);
+    if (!seen) return { ...base, status: 'ok', found: 'each session keeps its own server process' };
+    return {
+      ...base,
+      status: seen.proven ? 'fail' : 'warn',
+      found: seen.proven
+        ? `a transaction-mode pooler: ${seen.found}`
+        : `likely a transaction-mode pooler: ${seen.found}`,
+      fix: { steps: poolerFix(target) },
+    };
+  },
+};
+
+const silent = createLogger({ level: 'silent', format: 'json' });
+
 export function connectionChecks(): Check[] {
-  return [headroom, pool, tls];
+  return [headroom, pool, tls, pooler];
 }

@@ -33,6 +33,7 @@ const REASONS: Partial<Record<ErrorKind, NotReadyReason>> = {
   timeout: 'timeout',
   query_canceled: 'timeout', // statement_timeout on the check itself
   auth_failed: 'auth',
+  password_missing: 'auth',
   tls: 'tls',
   database_missing: 'database_missing',
   permission_denied: 'permission_denied',

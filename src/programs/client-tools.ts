@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { TlsSettings } from '../db/tls.js';
+import { effectiveSslMode, type TlsSettings } from '../db/tls.js';
 import type { ConnectionTarget } from '../core/database-url.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
@@ -85,6 +85,7 @@ export function libpqEnv(
   opts: { database?: string; clientMajor?: number } = {},
 ): NodeJS.ProcessEnv {
   const database = opts.database ?? target.database;
+  const mode = effectiveSslMode(ssl, target.host);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -95,11 +96,7 @@ export function libpqEnv(
     PGAPPNAME: 'pg-maintd',
     PGCONNECT_TIMEOUT: '30',
     PGSSLMODE:
-      ssl.mode === 'verify-full' || ssl.mode === 'verify-ca'
-        ? ssl.rejectUnauthorized
-          ? ssl.mode
-          : 'require'
-        : ssl.mode,
+      mode === 'verify-full' || mode === 'verify-ca' ? (ssl.rejectUnauthorized ? mode : 'require') : mode,
   };
   if (target.user) env.PGUSER = target.user;
   const password = target.password ?? process.env.PGPASSWORD;

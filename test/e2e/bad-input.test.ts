@@ -3,7 +3,7 @@
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
 // sweep runs in-process (loadConfig and its preflight, what check-config runs) and a handful through the CLI.
 import { freePort } from '../../src/embedded/local-cluster.js';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -146,6 +146,11 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
     ['METRICS_COLLECTOR_INTERVALS', 'locks=5x', /comma-separated name=duration/],
     ['SCHEDULE_TZ', 'Mars/Olympus_Mons', /an IANA time zone/],
     ['LEASE_TTL', '1s', /a duration from 2000 ms to 1 hour/],
+    [
+      'MAINTENANCE_SCHEDULE',
+      '0 3 * * MON-FRY',
+      /\(day-of-week field "MON-FRY": "FRY" is not a number or a name; use 0-7, sun-sat, dL or d#n\)$/,
+    ],
   ];
 
   it('from the environment: each field named with its origin, the value, what is allowed; the password masked', async () => {
@@ -182,6 +187,50 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
     expectNoStackTrace(r.out);
   });
 
+  it('unknown environment variables with a setting\'s prefix: warned, with "did you mean"; others left alone', async () => {
+    const env = {
+      DATABASE_URL: BASE_URL,
+      BACKUP_SHEDULE: '0 3 * * *',
+      DB_SSLMODE: 'disable',
+      S3_BUCKET_NAME: 'backups',
+      METRICS_FOO: 'x',
+      // other software's, sharing a prefix or not
+      HTTP_PROXY: 'http://proxy.internal:3128',
+      WEB_CONCURRENCY: '2',
+      PG_MAJOR: '17',
+      METRICS_SERVICE_HOST: '10.0.0.7', // a Kubernetes Service named "metrics"
+      METRICS_PORT_9187_TCP_ADDR: '10.0.0.7',
+      PGPASSWORD: 'x',
+      NODE_ENV: 'production',
+      AWS_REGION: 'eu-west-1',
+    };
+    const r = await run(['check-config'], env);
+    expect(r.code, r.out).toBe(EXIT.OK);
+    const warned = r.out
+      .split('\n')
+      .filter((l) => l.startsWith('warning: environment variable '))
+      .map((l) => l.replace(/^warning: /, ''));
+    expect(warned).toEqual([
+      'environment variable BACKUP_SHEDULE is not a pg-maintd setting and is ignored (did you mean BACKUP_SCHEDULE?)',
+      'environment variable DB_SSLMODE is not a pg-maintd setting and is ignored (did you mean DB_SSL_MODE?)',
+      'environment variable METRICS_FOO is not a pg-maintd setting and is ignored; `pg-maintd help settings` lists the settings',
+      'environment variable S3_BUCKET_NAME is not a pg-maintd setting and is ignored (did you mean S3_BUCKET?)',
+    ]);
+    expect(r.out).not.toContain('disable'); // a value is never shown
+    // and at the start of a command, in its log
+    const backup = await run(['backup'], { ...goodEnv, BACKUP_SHEDULE: '0 3 * * *' });
+    expect(backup.code, backup.out).toBe(EXIT.OK);
+    const line = backup.out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: number; msg: string })
+      .find((l) => l.msg.includes('BACKUP_SHEDULE'));
+    expect(line, backup.out).toMatchObject({
+      level: 40,
+      msg: 'environment variable BACKUP_SHEDULE is not a pg-maintd setting and is ignored (did you mean BACKUP_SCHEDULE?)',
+    });
+  });
+
   it('a password in a --database-url flag is refused and never echoed', async () => {
     const r = await run(['check-config', '--database-url', `postgresql://app:${secret}@db.internal/app`], {});
     expect(r.code).toBe(EXIT.CONFIG);
@@ -198,7 +247,11 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
 
 type DbFault = 'wrong password' | 'unknown host' | 'closed port' | 'missing database';
 const FAULTS: Array<[DbFault, RegExp, RegExp]> = [
-  ['wrong password', /password authentication failed/, /check the user and password/],
+  [
+    'wrong password',
+    /password authentication failed for user "\S+" \(the password came from PGPASSWORD\)/,
+    /the server refused the password: check the user in \S+ and the password where it came from/,
+  ],
   ['unknown host', /ENOTFOUND|EAI_AGAIN|nonexistent\.invalid/, /the host name does not resolve/],
   ['closed port', /ECONNREFUSED/, /is PostgreSQL running and listening there\?/],
   [
@@ -312,6 +365,146 @@ describe.each(FAULTS)('the database: %s', (fault, detail, fix) => {
       expectNoStackTrace(cli.output());
     },
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// A first run's connection mistakes: no password, a passfile others may read, TLS against a server
+// without it. The harness's server asks every client for a password (scram-sha-256) and has no TLS.
+
+const homes: string[] = [];
+afterAll(() => {
+  for (const h of [...homes, dir]) rmSync(h, { recursive: true, force: true });
+});
+
+/** The env without any password: an empty HOME (no ~/.pgpass) and no PGPASSWORD. */
+function withoutPassword(): Record<string, string> {
+  const home = mkdtempSync(join(tmpdir(), 'pgmaintd-home-'));
+  homes.push(home);
+  const env: Record<string, string> = envFor(db.url, { HOME: home });
+  delete env.PGPASSWORD;
+  return env;
+}
+
+describe('no password given, and the server asks for one', () => {
+  const NO_PASSWORD =
+    /: the server asks for a password and none was given\n {2}fix: give the password in PGPASSWORD, or in a passfile \(a line host:port:database:user:password in ~\/\.pgpass, mode 0600, or in the file PGPASSFILE names\)/;
+  const restoreArgs = () => ['restore', '--key', goodKey, '--target-url', envFor(db.url).DATABASE_URL!];
+  const COMMANDS: Array<[string, () => string[], number]> = [
+    ['migrate status', () => ['migrate', 'status'], EXIT.UNAVAILABLE],
+    ['migrate up', () => ['migrate', 'up'], EXIT.UNAVAILABLE],
+    ['backup', () => ['backup'], EXIT.FAILURE], // a database failed: exit 1, whatever the cause
+    ['doctor', () => ['doctor'], EXIT.UNAVAILABLE],
+    ['maintenance run', () => ['maintenance', 'run'], EXIT.UNAVAILABLE],
+    ['maintenance run --dry-run (the plan)', () => ['maintenance', 'run', '--dry-run'], EXIT.UNAVAILABLE],
+    ['verify', () => ['verify', '--key', goodKey], EXIT.UNAVAILABLE],
+    ['restore', restoreArgs, EXIT.UNAVAILABLE],
+  ];
+
+  it.each(COMMANDS)('`%s` says no password was given and where to put one', async (_name, args, code) => {
+    const r = await run(args(), withoutPassword());
+    expect(r.code, r.out).toBe(code);
+    expect(r.out).toMatch(NO_PASSWORD);
+    expect(r.out).not.toMatch(/SASL|client password must be a string/);
+    expectNoStackTrace(r.out);
+  });
+
+  it('for DATABASE_URL the fix also names DATABASE_URL_FILE; for --target-url it does not', async () => {
+    const migrate = await run(['migrate', 'status'], withoutPassword());
+    expect(migrate.out).toMatch(/, or in the URL in the file DATABASE_URL_FILE names/);
+    const restore = await run(restoreArgs(), withoutPassword());
+    expect(restore.out).toMatch(NO_PASSWORD);
+    expect(restore.out).not.toMatch(/DATABASE_URL_FILE/);
+  });
+
+  /** A passfile with the harness's password, in the empty HOME, with this mode. */
+  const passfile = (mode: number, name = '.pgpass') => {
+    const env = withoutPassword();
+    const u = new URL(db.url);
+    const password = decodeURIComponent(u.password).replace(/[:\\]/g, '\\$&');
+    const file = join(env.HOME!, name);
+    writeFileSync(
+      file,
+      `# pg-maintd test\n${u.hostname}:${u.port}:*:${decodeURIComponent(u.username)}:${password}\n`,
+    );
+    chmodSync(file, mode);
+    return { env, file };
+  };
+
+  it("~/.pgpass (mode 0600) serves pg-maintd's own connections and pg_dump's", async () => {
+    const { env } = passfile(0o600);
+    const r = await run(['backup'], env);
+    expect(r.code, r.out).toBe(EXIT.OK);
+    expect(r.out).toMatch(/backup of \S+: /);
+  });
+
+  it('PGPASSFILE names the passfile; PGPASSWORD alone works too', async () => {
+    const { env, file } = passfile(0o600, 'elsewhere.conf');
+    const viaFile = await run(['migrate', 'status'], { ...env, PGPASSFILE: file });
+    expect(viaFile.out).toMatch(/^VER\s+NAME/m);
+    const viaEnv = await run(['migrate', 'status'], {
+      ...withoutPassword(),
+      PGPASSWORD: decodeURIComponent(new URL(db.url).password),
+    });
+    expect(viaEnv.out).toMatch(/^VER\s+NAME/m);
+  });
+
+  it('a passfile others may read is ignored, as libpq ignores it, and the fix says so', async () => {
+    const { env, file } = passfile(0o644);
+    const r = await run(['migrate', 'status'], env);
+    expect(r.code, r.out).toBe(EXIT.UNAVAILABLE);
+    expect(r.out).toMatch(NO_PASSWORD);
+    expect(r.out).toContain(
+      `the passfile ${file} is ignored because group or others may read it: chmod 600 ${file}`,
+    );
+    expectNoStackTrace(r.out);
+  });
+
+  it('a wrong password: the message says where it came from', async () => {
+    const r = await run(['migrate', 'status'], { ...envFor(db.url), PGPASSWORD: WRONG_PASSWORD });
+    expect(r.code, r.out).toBe(EXIT.UNAVAILABLE);
+    expect(r.out).toMatch(
+      /password authentication failed for user "\S+" \(the password came from PGPASSWORD\)/,
+    );
+    expect(r.out).toMatch(
+      /fix: the server refused the password: check the user in DATABASE_URL and the password where it came from/,
+    );
+    expect(r.out).not.toContain(WRONG_PASSWORD);
+    expectNoStackTrace(r.out);
+  });
+});
+
+describe('TLS against a server without it', () => {
+  it('DB_SSL_MODE=verify-full, set: exit 69, and the fix says how to connect without TLS', async () => {
+    const r = await run(['migrate', 'status'], envFor(db.url, { DB_SSL_MODE: 'verify-full' }));
+    expect(r.code, r.out).toBe(EXIT.UNAVAILABLE);
+    expect(r.out).toMatch(/The server does not support SSL connections/);
+    expect(r.out).toMatch(
+      /fix: the server has no TLS \(ssl = off\): set DB_SSL_MODE=disable \(or sslmode=disable in DATABASE_URL\) to connect without it, which is safe only on a trusted network or a Unix socket/,
+    );
+    expectNoStackTrace(r.out);
+  });
+
+  it('DB_SSL_MODE unset and the server on this machine: prefer, said once; backup (pg_dump too) works', async ({
+    skip,
+  }) => {
+    const host = new URL(db.url).hostname;
+    if (!/^(127\.|localhost$|\[::1\]$)/.test(host)) skip(`the harness's server is not local (${host})`);
+    const env: Record<string, string> = envFor(db.url, { LOG_LEVEL: 'info' });
+    delete env.DB_SSL_MODE;
+    const r = await run(['backup'], env);
+    expect(r.code, r.out).toBe(EXIT.OK);
+    const notes = r.out.split('\n').filter((l) => l.includes('DB_SSL_MODE is not set'));
+    expect(notes, r.out).toHaveLength(1);
+    expect(notes[0]).toMatch(
+      /plaintext otherwise \(prefer, libpq's default\); set DB_SSL_MODE=verify-full or require to insist on TLS/,
+    );
+    const check = await run(['check-config'], env);
+    expect(check.out).toMatch(/^note: DB_SSL_MODE is not set and the database is on this machine/m);
+    // a remote host keeps verify-full: nothing said, nothing relaxed
+    const remote = await run(['check-config'], { ...env, DATABASE_URL: BASE_URL });
+    expect(remote.code, remote.out).toBe(EXIT.OK);
+    expect(remote.out).not.toMatch(/DB_SSL_MODE is not set/);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SslMode } from '../../src/config/fields.js';
 import { DbPool } from '../../src/db/pool.js';
 import { classify } from '../../src/db/sqlstate.js';
+import { effectiveSslMode, planTransport } from '../../src/db/tls.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { createLogger } from '../../src/log/logger.js';
 import { adminUrl, startPrivateCluster } from '../support/postgres.js';
@@ -141,5 +142,36 @@ describe('DB_SSL_MODE against a server without TLS', () => {
       expect((err as Error).message).toMatch(/does not support SSL/);
       expect(classify(err).kind).toBe('tls');
     }
+  });
+});
+
+describe('DB_SSL_MODE unset (the built-in verify-full): prefer for a local server only', () => {
+  const defaulted = (url: string) =>
+    new DbPool(
+      {
+        url,
+        ssl: { mode: 'verify-full', rejectUnauthorized: true, modeDefaulted: true },
+        pool: { min: 0, max: 2, idleTimeoutMs: 1000, acquireTimeoutMs: 5000 },
+      },
+      { name: 'test', logger },
+    );
+
+  it('a local server without TLS: plaintext; one with TLS: encrypted (unverified, as prefer)', async () => {
+    expect(await encrypted(defaulted(adminUrl()))).toBe(false);
+    const p = defaulted(byHost('localhost'));
+    expect(p.verified).toBe(false);
+    expect(await encrypted(p)).toBe(true);
+  });
+
+  it('any other host keeps verify-full; a mode that was set is kept for a local host too', () => {
+    const plan = (host: string, modeDefaulted: boolean) =>
+      planTransport({ mode: 'verify-full', rejectUnauthorized: true, modeDefaulted }, host);
+    expect(plan('db.internal', true)).toMatchObject({ verified: true });
+    expect(plan('db.internal', true).fallback).toBeUndefined();
+    expect(plan('10.0.0.5', true)).toMatchObject({ verified: true });
+    expect(plan('127.0.0.1', false)).toMatchObject({ verified: true });
+    expect(plan('127.0.0.1', true)).toMatchObject({ verified: false, fallback: false });
+    expect(plan('::1', true)).toMatchObject({ verified: false, fallback: false });
+    expect(effectiveSslMode({ mode: 'verify-full', modeDefaulted: true }, '/run/pg')).toBe('prefer');
   });
 });

@@ -109,9 +109,31 @@ describe('cron: what is refused, and the message says what is wrong', () => {
     ['0 0 * * constructor', /"constructor" is not a number or a name/],
     ['0 0 1 smarch *', /^month field "smarch": "smarch" is not a number or a name; use 1-12 or jan-dec$/],
     ['x * * * *', /^minute field "x": "x" is not a number; use 0-59$/],
-    ['*/0 * * * *', /^minute field "\*\/0": the step in "\*\/0" must be at least 1$/],
+    [
+      '*/0 * * * *',
+      /^minute field "\*\/0": the step in "\*\/0" must be at least 1; the minute field takes 0-59, \* for every value, lists \(a,b\), ranges \(a-b\) and steps \(\*\/n, a-b\/n\)$/,
+    ],
     ['*/x * * * *', /the step in "\*\/x" is not a whole number/],
-    ['5/15 * * * *', /^minute field "5\/15": a step needs \* or a range before it, e.g. 5-59\/15$/],
+    [
+      '5/15 * * * *',
+      /^minute field "5\/15": a step needs \* or a range before it, e.g. 5-59\/15; the minute/,
+    ],
+    [
+      '0 0 1-2-3 * *',
+      /^day-of-month field "1-2-3": "1-2-3" is not a range a-b; the day-of-month field takes 1-31, L, L-n, nW or LW, \*/,
+    ],
+    [
+      '0 0 * 1,,2 *',
+      /^month field "1,,2": a list has an empty item; the month field takes 1-12 or jan-dec, \*/,
+    ],
+    [
+      '0 0 * * 1/2/3',
+      /^day-of-week field "1\/2\/3": "1\/2\/3" has more than one "\/"; the day-of-week field takes 0-7, sun-sat/,
+    ],
+    [
+      '0 x/2 * * *',
+      /^hour field "x\/2": the step in "x\/2"|^hour field "x\/2": "x" is not a number; use 0-23$/,
+    ],
     ['*/5/2 * * * *', /has more than one "\/"/],
     ['1-2-3 * * * *', /"1-2-3" is not a range a-b/],
     ['1,,2 * * * *', /a list has an empty item/],

@@ -1,0 +1,68 @@
+// The passfile as libpq reads it: the first matching line wins, * matches anything, \: and \\ escape.
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { findPassword, matchPassfile } from '../../src/db/password.js';
+import type { ConnectionTarget } from '../../src/core/database-url.js';
+
+const target: ConnectionTarget = {
+  host: 'db.internal',
+  port: 5432,
+  user: 'app',
+  password: undefined,
+  database: 'appdb',
+};
+const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-passfile-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('passfile', () => {
+  it('the first matching line wins; * matches any value; comments are skipped', () => {
+    const text = [
+      '# comment: db.internal:5432:appdb:app:not-this',
+      'other.internal:5432:*:app:wrong-host',
+      'db.internal:5433:*:app:wrong-port',
+      'db.internal:5432:*:app:first',
+      '*:*:*:*:second',
+    ].join('\n');
+    expect(matchPassfile(text, target)).toBe('first');
+    expect(matchPassfile(text, { ...target, user: 'other' })).toBe('second');
+    expect(matchPassfile('db.internal:5432:appdb:app\n', target)).toBeUndefined(); // 4 fields
+  });
+
+  it('\\: and \\\\ stand for a colon and a backslash, in any field', () => {
+    expect(matchPassfile('db.internal:5432:appdb:app:pa\\:ss\\\\word\n', target)).toBe('pa:ss\\word');
+    expect(matchPassfile('\\:\\:1:5432:*:*:v6\n', { ...target, host: '::1' })).toBe('v6');
+  });
+
+  it('the default socket folder matches "localhost", as in libpq', () => {
+    expect(matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/var/run/postgresql' })).toBe(
+      'sock',
+    );
+  });
+
+  it('the URL, then PGPASSWORD, then the passfile; one others may read is ignored, saying why', () => {
+    const file = join(dir, 'pgpass');
+    writeFileSync(file, 'db.internal:5432:*:app:from-file\n');
+    chmodSync(file, 0o600);
+    expect(findPassword({ ...target, password: 'in-url' }, { PGPASSFILE: file })).toEqual({
+      password: 'in-url',
+      source: 'the connection URL',
+    });
+    expect(findPassword(target, { PGPASSWORD: 'env', PGPASSFILE: file })).toMatchObject({
+      source: 'PGPASSWORD',
+    });
+    expect(findPassword(target, { PGPASSFILE: file })).toEqual({
+      password: 'from-file',
+      source: `the passfile ${file}`,
+    });
+    expect(findPassword({ ...target, user: 'nobody' }, { PGPASSFILE: file })).toEqual({
+      problem: `the passfile ${file} has no line for db.internal:5432:appdb:nobody`,
+    });
+    chmodSync(file, 0o640);
+    expect(findPassword(target, { PGPASSFILE: file })).toEqual({
+      problem: `the passfile ${file} is ignored because group or others may read it: chmod 600 ${file}`,
+    });
+    expect(findPassword(target, { PGPASSFILE: join(dir, 'missing') })).toEqual({});
+  });
+});
