@@ -3,8 +3,7 @@
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
 // sweep runs in-process (loadConfig, what check-config runs) and a handful through the CLI.
 import { freePort } from '../../src/embedded/local-cluster.js';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,9 +16,10 @@ import { getJson, spawnCli, waitFor, cliEnv } from '../support/daemon.js';
 import { createTestDatabase, useTestDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
-const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-badinput-'));
+const dir = tempDir('pgmaintd-badinput-');
 const WRONG_PASSWORD = 'Wr0ng-pa55word-7f3a';
 
 /** The CLI's env for `url` (its password moved to PGPASSWORD), backups in `dir`, no schedules. */
@@ -74,7 +74,7 @@ function rejects(field: FieldName, value: unknown): ConfigError | undefined {
   let configFile: string | undefined;
   if (typeof value === 'string') env[field] = value;
   else {
-    configFile = join(mkdtempSync(join(tmpdir(), 'pgmaintd-badcfg-')), 'config.json');
+    configFile = join(tempDir('pgmaintd-badcfg-'), 'config.json');
     writeFileSync(configFile, JSON.stringify({ [field]: value }));
   }
   try {
@@ -167,7 +167,7 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
   });
 
   it('from a flag and from a config file: the origin says which', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'pgmaintd-badcfg-')), 'pg-maintd.yaml');
+    const file = join(tempDir('pgmaintd-badcfg-'), 'pg-maintd.yaml');
     writeFileSync(file, 'BACKUP_RETENTION_DAYS: 0\nS3_BUKET: backups\n');
     const r = await run(['check-config', '--config', file, '--db-pool-max', '0'], { DATABASE_URL: BASE_URL });
     expect(r.code, r.out).toBe(EXIT.CONFIG);
@@ -440,7 +440,7 @@ describe('bad backups, targets, migrations and command lines', () => {
   it('a migration file with a syntax error: exit 65, naming the file, the line and the SQLSTATE; rolled back', async () => {
     const mdb = await createTestDatabase('t_badinput_migrate');
     try {
-      const migrations = mkdtempSync(join(tmpdir(), 'pgmaintd-bad-migrations-'));
+      const migrations = tempDir('pgmaintd-bad-migrations-');
       writeFileSync(join(migrations, '0001_ok.sql'), 'CREATE TABLE fine (id int);\n');
       writeFileSync(
         join(migrations, '0002_typo.sql'),

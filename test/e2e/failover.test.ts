@@ -2,8 +2,7 @@
 // failover tooling rewrites) without a restart. Two real clusters on two ports; the "primary" is
 // stopped, the file is swapped the way Kubernetes swaps a Secret (write elsewhere, rename over).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +12,7 @@ import { DbPool } from '../../src/db/pool.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startPrivateCluster } from '../support/postgres.js';
 import { getJson, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
+import { tempDir } from '../support/temp.js';
 
 const DB = 'app';
 let a: LocalCluster;
@@ -40,7 +40,7 @@ function writeUrlFile(path: string, content: string) {
 beforeAll(async () => {
   [a, b] = await Promise.all([startPrivateCluster(), startPrivateCluster()]);
   await Promise.all([prepare(a, 'cluster-A-marker'), prepare(b, 'cluster-B-marker')]);
-  dir = mkdtempSync(join(tmpdir(), 'pgmaintd-failover-'));
+  dir = tempDir('pgmaintd-failover-');
 }, 120_000);
 
 afterAll(async () => {
@@ -124,7 +124,7 @@ describe('failover to a new port through DATABASE_URL_FILE', () => {
 
 describe('DATABASE_URL_FILE at start-up', () => {
   const load = (env: Record<string, string>) =>
-    loadConfig({ env, defaultsDir: mkdtempSync(join(tmpdir(), 'pgmaintd-nodefaults-')) });
+    loadConfig({ env, defaultsDir: tempDir('pgmaintd-nodefaults-') });
   const problems = (env: Record<string, string>) => {
     try {
       load(env);

@@ -20,7 +20,6 @@ import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   rmSync,
   statSync,
@@ -31,7 +30,6 @@ import {
   writeFileSync,
   type FSWatcher,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,11 +55,12 @@ import { directStorage, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 import { readStored } from '../support/backup.js';
 import { pgDumpPids } from '../support/crafted-backup.js';
+import { tempDir } from '../support/temp.js';
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
 const ROW_TIMEOUT = 90_000;
-const scratch = mkdtempSync(join(tmpdir(), 'pgmaintd-matrix-'));
+const scratch = tempDir('pgmaintd-matrix-');
 
 let cluster: LocalCluster; // PostgreSQL 15, beside the PG 15 client tools
 beforeAll(async () => {

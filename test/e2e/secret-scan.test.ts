@@ -15,8 +15,7 @@
 import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
 import bcrypt from 'bcryptjs';
@@ -28,6 +27,7 @@ import { spawnCli, waitFor, type SpawnedCli } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
 import { ProcSampler, readEnviron, SecretScanner, type ProcSeen } from '../support/secret-scan.js';
 import { startSigV4Proxy, type SigV4Proxy } from '../support/sigv4-proxy.js';
+import { tempDir } from '../support/temp.js';
 
 const hex = (n = 8) => randomBytes(n).toString('hex');
 const suffix = hex(3);
@@ -94,9 +94,9 @@ let s3rver: { close(): Promise<void> } | undefined;
 let proxy: SigV4Proxy;
 let bucket = '';
 let s3: S3Client;
-const backupDir = mkdtempSync(join(tmpdir(), 'pgmaintd-secret-scan-'));
+const backupDir = tempDir('pgmaintd-secret-scan-');
 /** The operator's own files that hold secrets (web config, token, URL file): not output, not scanned. */
-const secretsDir = mkdtempSync(join(tmpdir(), 'pgmaintd-secret-scan-files-'));
+const secretsDir = tempDir('pgmaintd-secret-scan-files-');
 const dirs = [backupDir, secretsDir];
 const webConfigFile = join(secretsDir, 'web-config.yml');
 const tokenFile = join(secretsDir, 'token');
@@ -206,7 +206,7 @@ beforeAll(async () => {
   };
   account.DUMMY_ACCOUNT.createKeyPair(ACCESS_KEY_ID, SECRETS.S3_SECRET);
   const { default: S3rver } = await import('s3rver');
-  s3dir = mkdtempSync(join(tmpdir(), 'pgmaintd-secret-scan-s3-'));
+  s3dir = tempDir('pgmaintd-secret-scan-s3-');
   const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: s3dir });
   const addr = await server.run();
   s3rver = server;

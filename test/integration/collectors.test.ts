@@ -1,8 +1,5 @@
 // Collectors against real conditions on a real server: each condition is created for real and the
 // exported values are read back from the registry the way a scrape would.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import { Registry } from 'prom-client';
@@ -23,6 +20,7 @@ import { Poller } from '../../src/metrics/poller.js';
 import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
 import { adminUrl, startPrivateCluster, useTestDatabase, withDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 
@@ -683,7 +681,7 @@ describe('query text with secrets in it (METRICS_QUERY_TEXT on)', () => {
       );
 
       const { config } = loadConfig({
-        defaultsDir: mkdtempSync(join(tmpdir(), 'cfg-none-')),
+        defaultsDir: tempDir('cfg-none-'),
         env: {
           DATABASE_URL: adminUrl(),
           METRICS_QUERY_TEXT: 'true',
