@@ -112,8 +112,24 @@ describe('failover to a new port through DATABASE_URL_FILE', () => {
       // a file that turns invalid keeps the last good URL and says so once
       writeUrlFile(urlFile, 'not a url at all');
       await d.waitForLog((l) => /DATABASE_URL_FILE changed but cannot be used/.test(l.msg), 10_000);
-      await new Promise((r) => setTimeout(r, 1500));
-      expect((await getJson(`${d.base}/readyz`)).status).toBe(200);
+      const badSeen = d.lines().length;
+      const badAt = Date.now();
+      // still at work on the last good URL: a backup and a readiness check after that both succeed
+      await waitFor(
+        async () =>
+          d
+            .lines()
+            .slice(badSeen)
+            .some((l) => l.msg === 'backup complete'),
+        (done) => done,
+        20_000,
+      );
+      const checked = await waitFor(
+        () => getJson(`${d.base}/readyz`),
+        (r) => Date.parse(String(r.body.checkedAt)) > badAt,
+        10_000,
+      );
+      expect(checked.status).toBe(200);
       expect(d.output()).not.toContain('not a url at all');
     } finally {
       d.child.kill('SIGTERM');

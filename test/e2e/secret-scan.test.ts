@@ -15,12 +15,13 @@
 import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
 import bcrypt from 'bcryptjs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PARTIAL_MARK } from '../../src/backup/storage/fs.js';
 import { freePort } from '../../src/embedded/local-cluster.js';
 import { EXIT } from '../../src/exit-codes.js';
 import { spawnCli, waitFor, type SpawnedCli } from '../support/daemon.js';
@@ -546,7 +547,22 @@ describe('secret scan', () => {
       20_000,
       20,
     );
-    await new Promise((r) => setTimeout(r, 300)); // mid-stream, not at its start
+    // mid-stream, not at its start: compressed bytes have reached the temporary file
+    await waitFor(
+      async () => {
+        sampler.sample();
+        const sub = join(backupDir, BULK_DB);
+        const names = existsSync(sub) ? readdirSync(sub) : [];
+        // a file renamed meanwhile has no size: the next look finds the next one
+        return names.some(
+          (n) =>
+            n.includes(PARTIAL_MARK) && (statSync(join(sub, n), { throwIfNoEntry: false })?.size ?? 0) > 0,
+        );
+      },
+      (writing) => writing,
+      20_000,
+      20,
+    );
     sampler.sample();
     process.kill(pid!, 'SIGKILL');
     const { code } = await killed.exited;
