@@ -179,15 +179,24 @@ export class Poller extends Service {
   /**
    * The outcome of another connection attempt to the same database (the readiness probe's, every
    * READYZ_INTERVAL): pg_up follows the latest attempt, so it drops within seconds of an outage rather
-   * than at the next poll. On a change the collectors poll at once: when the database went away, so
-   * their series are dropped now rather than served until the next poll; when it is back, the ones that
-   * failed, so they recover now.
+   * than at the next poll.
    */
   reportConnection(ok: boolean): void {
     if (!this.running) return;
-    const wasUp = this.#upNow;
     this.#setUp(ok);
-    if (ok === wasUp) return;
+  }
+
+  /**
+   * pg_up: whether the last connection attempt (a poll's or the readiness probe's) succeeded. On a
+   * change, whichever attempt saw it first, the collectors poll at once: when the database went away,
+   * so their series are dropped now rather than served until their next poll; when it is back, the
+   * ones that failed, so they recover now.
+   */
+  #setUp(ok: boolean) {
+    const wasUp = this.#upNow;
+    this.#upNow = ok;
+    this.#up.set(ok ? 1 : 0);
+    if (ok === wasUp || !this.running) return;
     for (const c of this.#o.collectors) {
       const failing = [...this.#failing].some((k) => k === c.name || k.startsWith(`${c.name}@`));
       if ((!ok || failing) && this.#timers.has(c.name)) {
@@ -309,12 +318,6 @@ export class Poller extends Service {
       this.#setUp(false);
       throw err;
     }
-  }
-
-  /** pg_up: whether the last connection attempt (a poll's or the readiness probe's) succeeded. */
-  #setUp(ok: boolean) {
-    this.#upNow = ok;
-    this.#up.set(ok ? 1 : 0);
   }
 
   /** The databases the per-database collectors poll now; with '*', discovered on each round. */

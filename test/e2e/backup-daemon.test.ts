@@ -2,14 +2,13 @@
 // mid-backup, metrics that tell the stored truth, and the one-shot CLI commands.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli, startDaemon, waitFor, cliEnv } from '../support/daemon.js';
 import { useTestDatabase, withDatabase, adminUrl } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 beforeAll(async () => {
@@ -42,7 +41,8 @@ function sample(text: string, name: string, labels: string): number | undefined 
 }
 
 describe('scheduled backups', () => {
-  const dirs = new Map<number, string>();
+  // for the file, not the test: the restart test below reads the store the three replicas wrote
+  const dirs = new Map([3, 2].map((n) => [n, tempDir(`pgmaintd-replicas-${n}-`)]));
 
   // Two replicas (the usual Deployment) race head to head; three add a late arriver that must find
   // the tick recorded as done on the lease's row.
@@ -50,8 +50,7 @@ describe('scheduled backups', () => {
     [3, 'three'],
     [2, 'two'],
   ])('%i replicas (%s) on one database make exactly one backup per tick', async (n) => {
-    const dir = mkdtempSync(join(tmpdir(), `pgmaintd-replicas-${n}-`));
-    dirs.set(n, dir);
+    const dir = dirs.get(n)!;
     const env = envFor(dir, { BACKUP_SCHEDULE: '*/3 * * * * *' });
     const replicas = await Promise.all(Array.from({ length: n }, () => startDaemon(env)));
     try {
@@ -102,7 +101,7 @@ describe('scheduled backups', () => {
   });
 
   it('SIGTERM mid-backup aborts it cleanly within the grace period: nothing partial is left', async () => {
-    const big = mkdtempSync(join(tmpdir(), 'pgmaintd-sigterm-'));
+    const big = tempDir('pgmaintd-sigterm-');
     await db.pool.query(`CREATE TABLE IF NOT EXISTS blobs AS
       SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(g::text) AS a FROM generate_series(1, 400000) g`);
     const d = await startDaemon(
@@ -140,7 +139,7 @@ describe('scheduled backups', () => {
 });
 
 describe('one-shot commands', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-cli-'));
+  const dir = tempDir('pgmaintd-cli-');
 
   it('`backup` exits 0 and says where the backup went; `backups list` shows it', async () => {
     const cli = spawnCli(['backup'], envFor(dir));

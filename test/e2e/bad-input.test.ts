@@ -3,8 +3,7 @@
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
 // sweep runs in-process (loadConfig and its preflight, what check-config runs) and a handful through the CLI.
 import { freePort } from '../../src/embedded/local-cluster.js';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,9 +17,10 @@ import { getJson, spawnCli, startDaemon, waitFor, cliEnv } from '../support/daem
 import { createTestDatabase, useTestDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
-const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-badinput-'));
+const dir = tempDir('pgmaintd-badinput-');
 const WRONG_PASSWORD = 'Wr0ng-pa55word-7f3a';
 
 /** The CLI's env for `url` (its password moved to PGPASSWORD), backups in `dir`, no schedules. */
@@ -75,7 +75,7 @@ function rejects(field: FieldName, value: unknown): ConfigError | undefined {
   let configFile: string | undefined;
   if (typeof value === 'string') env[field] = value;
   else {
-    configFile = join(mkdtempSync(join(tmpdir(), 'pgmaintd-badcfg-')), 'config.json');
+    configFile = join(tempDir('pgmaintd-badcfg-'), 'config.json');
     writeFileSync(configFile, JSON.stringify({ [field]: value }));
   }
   try {
@@ -173,7 +173,7 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
   });
 
   it('from a flag and from a config file: the origin says which', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'pgmaintd-badcfg-')), 'pg-maintd.yaml');
+    const file = join(tempDir('pgmaintd-badcfg-'), 'pg-maintd.yaml');
     writeFileSync(file, 'BACKUP_RETENTION_DAYS: 0\nS3_BUKET: backups\n');
     const r = await run(['check-config', '--config', file, '--db-pool-max', '0'], { DATABASE_URL: BASE_URL });
     expect(r.code, r.out).toBe(EXIT.CONFIG);
@@ -371,15 +371,9 @@ describe.each(FAULTS)('the database: %s', (fault, detail, fix) => {
 // A first run's connection mistakes: no password, a passfile others may read, TLS against a server
 // without it. The harness's server asks every client for a password (scram-sha-256) and has no TLS.
 
-const homes: string[] = [];
-afterAll(() => {
-  for (const h of [...homes, dir]) rmSync(h, { recursive: true, force: true });
-});
-
 /** The env without any password: an empty HOME (no ~/.pgpass) and no PGPASSWORD. */
 function withoutPassword(): Record<string, string> {
-  const home = mkdtempSync(join(tmpdir(), 'pgmaintd-home-'));
-  homes.push(home);
+  const home = tempDir('pgmaintd-home-');
   const env: Record<string, string> = envFor(db.url, { HOME: home });
   delete env.PGPASSWORD;
   return env;
@@ -634,7 +628,7 @@ describe('bad backups, targets, migrations and command lines', () => {
   it('a migration file with a syntax error: exit 65, naming the file, the line and the SQLSTATE; rolled back', async () => {
     const mdb = await createTestDatabase('t_badinput_migrate');
     try {
-      const migrations = mkdtempSync(join(tmpdir(), 'pgmaintd-bad-migrations-'));
+      const migrations = tempDir('pgmaintd-bad-migrations-');
       writeFileSync(join(migrations, '0001_ok.sql'), 'CREATE TABLE fine (id int);\n');
       writeFileSync(
         join(migrations, '0002_typo.sql'),
@@ -701,18 +695,14 @@ describe('bad backups, targets, migrations and command lines', () => {
   });
 
   it('`backups list` with nothing stored: says where it looked, for which database, and what to do', async () => {
-    const empty = mkdtempSync(join(tmpdir(), 'pgmaintd-badinput-empty-'));
-    try {
-      const r = await run(['backups', 'list'], cliEnv(db.url, empty, { LOG_LEVEL: 'warn' }));
-      expect(r.code, r.out).toBe(0);
-      expect(r.out).toBe(
-        `no backups found: looked in ${empty} for database ${db.name}\n` +
-          '  to take one now: pg-maintd backup\n' +
-          '  if backups should be there: check BACKUP_DIR (or set S3_BUCKET for S3) and BACKUP_DATABASES (or --database), the settings the backups were taken with\n',
-      );
-    } finally {
-      rmSync(empty, { recursive: true, force: true });
-    }
+    const empty = tempDir('pgmaintd-badinput-empty-');
+    const r = await run(['backups', 'list'], cliEnv(db.url, empty, { LOG_LEVEL: 'warn' }));
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toBe(
+      `no backups found: looked in ${empty} for database ${db.name}\n` +
+        '  to take one now: pg-maintd backup\n' +
+        '  if backups should be there: check BACKUP_DIR (or set S3_BUCKET for S3) and BACKUP_DATABASES (or --database), the settings the backups were taken with\n',
+    );
   });
 
   const USAGE: Array<[string, RegExp]> = [

@@ -2,9 +2,7 @@
 // only) must not delete good backups, and its future-dated backup must not become the "latest" once
 // the clock is fixed; nor when it is the database server's clock that disagrees (that server runs
 // under libfaketime), which is how a wrong host clock shows against a local disk that shares it.
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +14,7 @@ import { fakeClockEnv } from '../support/fake-clock.js';
 import { createTestDatabase, startPrivateCluster, useTestDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 const DAY = 86_400_000;
@@ -32,7 +31,7 @@ afterAll(async () => {
 describe('a replica whose clock is 40 days fast (S3)', () => {
   it('deletes nothing, and its future-dated backup is never the latest once the clock is right again', async () => {
     const bucket = await s3.createBucket('pgmaintd-clock');
-    const env = cliEnv(db.url, mkdtempSync(join(tmpdir(), 'pgmaintd-unused-')), {
+    const env = cliEnv(db.url, tempDir('pgmaintd-unused-'), {
       LOG_LEVEL: 'info',
       S3_BUCKET: bucket,
       S3_ENDPOINT: s3.endpoint,
@@ -103,7 +102,7 @@ describe('a replica whose clock is 40 days fast (S3)', () => {
   });
 
   it('the daemon on a fast clock: each scheduled retention is skipped, counted, and the skew exported', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-clock-daemon-'));
+    const dir = tempDir('pgmaintd-clock-daemon-');
     // the fast replica's own backups are future-dated, so not counted: the newer old one is the minimum
     writeBackup(dir, db.name, 'SELECT 1;\n', { at: new Date(Date.now() - 400 * DAY) });
     const old = writeBackup(dir, db.name, 'SELECT 1;\n', { at: new Date(Date.now() - 401 * DAY) });
@@ -136,7 +135,7 @@ describe('a replica whose clock is 40 days fast (S3)', () => {
 
 describe('a replica whose clock is 40 days slow (local directory)', () => {
   it('its backup is flagged past-dated: never the latest, and never deleted for an age it does not have', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-clock-slow-'));
+    const dir = tempDir('pgmaintd-clock-slow-');
     const real = writeBackup(dir, db.name, 'CREATE TABLE public.from_yesterday (id int);\n', {
       at: new Date(Date.now() - DAY),
     });
@@ -186,7 +185,7 @@ describe("the database server's clock disagrees (a local disk shares this host's
   });
 
   it('retention deletes nothing, and the backup is flagged future-dated against the database clock', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-dbclock-'));
+    const dir = tempDir('pgmaintd-dbclock-');
     const old = writeBackup(dir, 'shop', 'SELECT 1;\n', { at: new Date(Date.now() - 60 * DAY) });
     writeBackup(dir, 'shop', 'SELECT 1;\n', { at: new Date(Date.now() - 50 * DAY) });
     const env = cliEnv(cluster.url('shop'), dir, { LOG_LEVEL: 'info', BACKUP_RETENTION_MIN_COUNT: '1' });

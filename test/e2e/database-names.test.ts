@@ -3,14 +3,14 @@
 // cannot reach another database's folder, pass for a temporary file, or point a restore elsewhere.
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { CLI, cliEnv, runCli, startDaemon, waitFor } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 const r = randomBytes(3).toString('hex');
 const NAMES = [
@@ -24,7 +24,7 @@ const NAMES = [
   `dbname=other_${r}`,
 ];
 const DAY = 86_400_000;
-const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-names-'));
+const dir = tempDir('pgmaintd-names-');
 let admin: pg.Client;
 let env: Record<string, string>;
 let configFile: string;
@@ -74,7 +74,7 @@ beforeAll(async () => {
   }
   env = cliEnv(withDatabase(adminUrl(), 'postgres'), dir, { LOG_LEVEL: 'warn' });
   // a list in a config file takes any name, commas and all
-  configFile = join(dir, '..', `names-${r}.json`);
+  configFile = join(tempDir('pgmaintd-names-cfg-'), `names-${r}.json`); // beside the store, not in it
   writeFileSync(configFile, JSON.stringify({ BACKUP_DATABASES: NAMES }));
 });
 
@@ -198,7 +198,7 @@ describe('database names in the store', () => {
     await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(named)}`);
     try {
       for (const format of ['custom', 'plain']) {
-        const cdir = mkdtempSync(join(tmpdir(), 'pgmaintd-names-eq-'));
+        const cdir = tempDir('pgmaintd-names-eq-');
         const fenv = cliEnv(withDatabase(adminUrl(), NAMES[0]!), cdir, {
           LOG_LEVEL: 'warn',
           BACKUP_FORMAT: format,

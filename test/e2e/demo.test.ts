@@ -1,14 +1,14 @@
 // The README's first command: `pg-maintd demo` starts a throwaway cluster, serves, backs up, and
 // cleans everything up on Ctrl-C.
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { spawnCli, waitFor } from '../support/daemon.js';
+import { tempDir } from '../support/temp.js';
 
 describe('pg-maintd demo', () => {
   it('migrates and fills a throwaway cluster, runs traffic with a lock wait, backs up and drills at once, and stops cleanly on SIGINT', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-demo-'));
+    const dir = tempDir('pgmaintd-demo-');
     // polls every second so the test sees the demo's lock wait quickly
     const demo = spawnCli(['demo'], {
       HTTP_PORT: '0',

@@ -2,8 +2,7 @@
 // failover tooling rewrites) without a restart. Two real clusters on two ports; the "primary" is
 // stopped, the file is swapped the way Kubernetes swaps a Secret (write elsewhere, rename over).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +12,7 @@ import { DbPool } from '../../src/db/pool.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startPrivateCluster } from '../support/postgres.js';
 import { getJson, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
+import { tempDir } from '../support/temp.js';
 
 const DB = 'app';
 let a: LocalCluster;
@@ -40,7 +40,7 @@ function writeUrlFile(path: string, content: string) {
 beforeAll(async () => {
   [a, b] = await Promise.all([startPrivateCluster(), startPrivateCluster()]);
   await Promise.all([prepare(a, 'cluster-A-marker'), prepare(b, 'cluster-B-marker')]);
-  dir = mkdtempSync(join(tmpdir(), 'pgmaintd-failover-'));
+  dir = tempDir('pgmaintd-failover-');
 }, 120_000);
 
 afterAll(async () => {
@@ -112,8 +112,24 @@ describe('failover to a new port through DATABASE_URL_FILE', () => {
       // a file that turns invalid keeps the last good URL and says so once
       writeUrlFile(urlFile, 'not a url at all');
       await d.waitForLog((l) => /DATABASE_URL_FILE changed but cannot be used/.test(l.msg), 10_000);
-      await new Promise((r) => setTimeout(r, 1500));
-      expect((await getJson(`${d.base}/readyz`)).status).toBe(200);
+      const badSeen = d.lines().length;
+      const badAt = Date.now();
+      // still at work on the last good URL: a backup and a readiness check after that both succeed
+      await waitFor(
+        async () =>
+          d
+            .lines()
+            .slice(badSeen)
+            .some((l) => l.msg === 'backup complete'),
+        (done) => done,
+        20_000,
+      );
+      const checked = await waitFor(
+        () => getJson(`${d.base}/readyz`),
+        (r) => Date.parse(String(r.body.checkedAt)) > badAt,
+        10_000,
+      );
+      expect(checked.status).toBe(200);
       expect(d.output()).not.toContain('not a url at all');
     } finally {
       d.child.kill('SIGTERM');
@@ -124,7 +140,7 @@ describe('failover to a new port through DATABASE_URL_FILE', () => {
 
 describe('DATABASE_URL_FILE at start-up', () => {
   const load = (env: Record<string, string>) =>
-    loadConfig({ env, defaultsDir: mkdtempSync(join(tmpdir(), 'pgmaintd-nodefaults-')) });
+    loadConfig({ env, defaultsDir: tempDir('pgmaintd-nodefaults-') });
   const problems = (env: Record<string, string>) => {
     try {
       load(env);

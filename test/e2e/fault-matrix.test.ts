@@ -20,7 +20,6 @@ import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   rmSync,
   statSync,
@@ -31,7 +30,6 @@ import {
   writeFileSync,
   type FSWatcher,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,11 +55,12 @@ import { directStorage, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 import { readStored } from '../support/backup.js';
 import { pgDumpPids } from '../support/crafted-backup.js';
+import { tempDir } from '../support/temp.js';
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
 const ROW_TIMEOUT = 90_000;
-const scratch = mkdtempSync(join(tmpdir(), 'pgmaintd-matrix-'));
+const scratch = tempDir('pgmaintd-matrix-');
 
 let cluster: LocalCluster; // PostgreSQL 15, beside the PG 15 client tools
 beforeAll(async () => {
@@ -138,6 +137,7 @@ function waitLog(d: Daemon, from: number, pred: (l: LogLine) => boolean, timeout
 
 const isFailure = (l: LogLine) => l.msg === 'backup failed; nothing was kept';
 const isSuccess = (l: LogLine) => l.msg === 'backup complete';
+const COLLECTOR_FAILED = 'collector failed; its series are dropped until it succeeds';
 
 /** Names of every file created or renamed in a folder while watched (inotify): did any data move? */
 function watchFolder(dir: string): { names: string[]; close(): void } {
@@ -483,6 +483,8 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
   it(
     'PostgreSQL stopped mid-poll and restarted',
     async () => {
+      const activity = { collector: 'stat_activity' };
+      let stoppedAt = 0; // the log line the server stopped at
       await runRow(rig, {
         reasons: ['database'],
         message: /^cannot take the job's lease: cannot use the database at .*ECONNREFUSED/,
@@ -491,11 +493,29 @@ describe('fault matrix: pg_dump and PostgreSQL (local directory)', () => {
         async inject(r) {
           // between backups, while the poller polls every second
           await waitLog(r.d, r.d.lines().length, isSuccess);
+          // healthy when the server goes: its failure after the stop is then logged (once per failure)
+          await waitFor(
+            () => metricsOf(r),
+            (m) => sample(m.text, 'pg_scrape_collector_success', activity) === 1,
+            15_000,
+          );
+          stoppedAt = r.d.lines().length;
           await cluster.stopServer();
         },
         async whileFaulty(r) {
+          // pg_up follows the first connection attempt that failed (the readiness probe's or any
+          // collector's), so it says 0 before this collector has polled again; its last poll may have
+          // succeeded just before the stop. Wait for its own poll to meet the outage, then look.
+          const failed = await waitLog(
+            r.d,
+            stoppedAt,
+            (l) => l.msg === COLLECTOR_FAILED && l.collector === 'stat_activity',
+          );
+          expect(['connection_refused', 'connection_lost', 'server_starting']).toContain(failed.kind);
           const m = await metricsOf(r);
-          expect(sample(m.text, 'pg_scrape_collector_success', { collector: 'stat_activity' })).toBe(0);
+          expect(sample(m.text, 'pg_scrape_collector_success', activity)).toBe(0);
+          expect(sample(m.text, 'pg_stat_activity_count')).toBeUndefined(); // dropped, not served stale
+          expect(m.pgUp).toBe(0);
         },
         async clear(r) {
           await cluster.startServer();

@@ -2,13 +2,13 @@
 // puts there runs as pg-maintd, fakes the migration history, or passes for a migration's index; and
 // a schema named like pg-maintd's role (first on its default search_path) never receives the app.
 import pg from 'pg';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { cliEnv, runCli, waitFor } from '../support/daemon.js';
 import { adminUrl, createOwnedDatabase, withDatabase, type OwnedDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 let owned: OwnedDatabase;
 let attacker: string;
@@ -41,7 +41,7 @@ async function rows(sql: string): Promise<unknown[]> {
   }
 }
 
-function env(dir = mkdtempSync(join(tmpdir(), 'pgmaintd-hostile-'))) {
+function env(dir = tempDir('pgmaintd-hostile-')) {
   return cliEnv(owned.url, dir, { LOG_LEVEL: 'warn' });
 }
 
@@ -67,7 +67,7 @@ describe('another role with CREATE on public', () => {
     // to_tsvector('english', name) with name varchar: a (text, varchar) overload in public beats
     // pg_catalog.to_tsvector(regconfig, text), whatever the order of the search path
     const e = env();
-    const first = mkdtempSync(join(tmpdir(), 'pgmaintd-hostile-mig-'));
+    const first = tempDir('pgmaintd-hostile-mig-');
     for (const f of ['0001_initial_schema.sql', '0002_idx_users_email_hash.sql'])
       cpSync(join('migrations', f), join(first, f));
     const r1 = await runCli(['migrate', 'up'], { ...e, MIGRATIONS_DIR: first });
@@ -130,7 +130,7 @@ describe('another role with CREATE on public', () => {
         new RegExp(`${attacker}_l can create, replace or trigger objects in the schema public`),
       ],
     ];
-    const first = mkdtempSync(join(tmpdir(), 'pgmaintd-hostile-mig-'));
+    const first = tempDir('pgmaintd-hostile-mig-');
     cpSync(join('migrations', '0001_initial_schema.sql'), join(first, '0001_initial_schema.sql'));
     expect((await runCli(['migrate', 'up'], { ...e, MIGRATIONS_DIR: first })).code).toBe(0);
     for (const [name, grant, message] of cases) {
@@ -188,7 +188,7 @@ describe('what another role left behind, or slips in while the migrations run', 
   });
 
   function firstOnly(): string {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-hostile-mig-'));
+    const dir = tempDir('pgmaintd-hostile-mig-');
     cpSync(join('migrations', '0001_initial_schema.sql'), join(dir, '0001_initial_schema.sql'));
     return dir;
   }
@@ -297,7 +297,7 @@ describe('what another role left behind, or slips in while the migrations run', 
 describe("a schema named like pg-maintd's role", () => {
   it('never receives the application: the migrations build in public, and every backup holds them', async () => {
     await owned.admin(`CREATE SCHEMA ${owned.role} AUTHORIZATION ${owned.role}`);
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-hostile-'));
+    const dir = tempDir('pgmaintd-hostile-');
     const migrate = await runCli(['migrate', 'up'], env(dir));
     expect(migrate.code, migrate.out).toBe(0);
     const c = new pg.Client({ connectionString: withDatabase(adminUrl(), owned.name) });

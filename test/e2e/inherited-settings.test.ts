@@ -2,8 +2,7 @@
 // lock_timeout, an idle_in_transaction_session_timeout) set on the role or the database breaks no
 // backup and no drill. What pg_dump warns about on success is kept, logged, counted and listed, and a
 // drill that compared nothing says so instead of passing.
-import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +13,7 @@ import { EXIT } from '../../src/core/exit-codes.js';
 import { backupDeps, metricValue } from '../support/backup.js';
 import { cliEnv, runCli } from '../support/daemon.js';
 import { adminUrl, createOwnedDatabase, withDatabase, type OwnedDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 let owned: OwnedDatabase;
 const ROWS = 2_000_000; // counting them takes far longer than the role's 50 ms statement_timeout
@@ -37,7 +37,7 @@ function envFor(dir: string, extra: Record<string, string> = {}) {
 
 describe('timeouts set on the role or the database', () => {
   it('break neither the backup (row counts in the snapshot) nor the drill (counts in the scratch database)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-inherited-'));
+    const dir = tempDir('pgmaintd-inherited-');
     const backup = await runCli(['backup'], envFor(dir));
     expect(backup.code, backup.out).toBe(0);
     const key = new RegExp(`${dir}/(\\S+\\.sql\\.gz)`).exec(backup.out)![1]!;
@@ -52,7 +52,7 @@ describe('timeouts set on the role or the database', () => {
     // A pg_dump that is slow to start (a wrapper that waits 1 s, standing in for a loaded host): the
     // count in the snapshot's session fails first, which ends the exported snapshot, so pg_dump
     // would fail next with "invalid snapshot identifier". The cause is the count.
-    const bin = mkdtempSync(join(tmpdir(), 'pgmaintd-slowdump-'));
+    const bin = tempDir('pgmaintd-slowdump-');
     const real = findServerBinaries(15).binDir;
     writeFileSync(join(bin, 'pg_dump'), `#!/bin/sh\nsleep 1\nexec ${real}/pg_dump "$@"\n`, { mode: 0o755 });
     for (const tool of ['psql', 'pg_restore']) symlinkSync(join(real, tool), join(bin, tool));
@@ -145,7 +145,7 @@ describe("pg_dump's warnings on a successful run", () => {
       1,
     );
 
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-warnings-'));
+    const dir = tempDir('pgmaintd-warnings-');
     const backup = await runCli(['backup'], envFor(dir));
     expect(backup.code, backup.out).toBe(0);
     expect(backup.out).toMatch(/"level":40,.*"msg":"pg_dump succeeded with warnings/);

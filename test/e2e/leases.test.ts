@@ -3,9 +3,6 @@
 // database; a second non-superuser LOGIN role plays the attacker. Each fault checks that the daemon
 // stays up (/healthz 200 throughout), that the work is done or skipped as it should be, that the
 // log says why at the right level, and that the metrics show it.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/backup/catalog.js';
@@ -28,6 +25,7 @@ import {
 } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const suffix = Math.random().toString(16).slice(2, 8);
 const ROLE = `pgm_lease_${suffix}`; // pg-maintd's own role
@@ -127,7 +125,7 @@ describe('another role', () => {
         LOCK_NAMESPACE,
         `${job}:${DATABASE}`,
       ]);
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-lease-keys-'));
+    const dir = tempDir('pgmaintd-lease-keys-');
     const d = await startDaemon(
       envFor(dir, { BACKUP_SCHEDULE: '*/2 * * * * *', MAINTENANCE_SCHEDULE: '*/3 * * * * *' }),
     );
@@ -187,7 +185,7 @@ describe('another role', () => {
         CREATE TABLE pgmaintd.leases (name text PRIMARY KEY, holder text, token text, acquired_at timestamptz, expires_at timestamptz);
         GRANT USAGE ON SCHEMA pgmaintd TO PUBLIC; GRANT ALL ON pgmaintd.leases TO PUBLIC`);
       await intruder.end();
-      const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-lease-squat-'));
+      const dir = tempDir('pgmaintd-lease-squat-');
       const d = await startDaemon(envFor(dir, { BACKUP_SCHEDULE: '*/2 * * * * *' }, squatted));
       const health = watchHealth(d);
       try {
@@ -245,7 +243,7 @@ describe('another role', () => {
 describe('sessions that end under pg-maintd', () => {
   it('idle_session_timeout on pg-maintd’s role: two replicas still run one backup at a time, one per tick', async () => {
     await admin(`ALTER ROLE ${ROLE} SET idle_session_timeout = '1s'`);
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-lease-idle-'));
+    const dir = tempDir('pgmaintd-lease-idle-');
     try {
       const env = envFor(dir, { BACKUP_SCHEDULE: '*/2 * * * * *', ...SLOW });
       const replicas = await Promise.all([startDaemon(env), startDaemon(env)]);
@@ -283,7 +281,7 @@ describe('sessions that end under pg-maintd', () => {
 
 describe('`pg-maintd backup` by hand and the scheduled backup', () => {
   it('never run at once: each refuses or skips while the other holds the lease, naming it', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-lease-cli-'));
+    const dir = tempDir('pgmaintd-lease-cli-');
     const d = await startDaemon(envFor(dir, { BACKUP_SCHEDULE: '*/2 * * * * *', ...SLOW }));
     const clis: SpawnedCli[] = [];
     try {
@@ -357,7 +355,7 @@ describe('`pg-maintd backup` by hand and the scheduled backup', () => {
     try {
       const p = new pg.Pool({ connectionString: urlAs(ROLE, small), max: 1 });
       await seed(p, 5, 1).finally(() => p.end());
-      const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-lease-dump-'));
+      const dir = tempDir('pgmaintd-lease-dump-');
       const backup = spawnCli(['backup'], envFor(dir, {}, small));
       expect((await backup.exited).code, backup.output()).toBe(0);
       const catalog = new Catalog(new FsStorage(dir));
@@ -412,7 +410,7 @@ describe('`pg-maintd backup` by hand and the scheduled backup', () => {
       },
       { name: 'lease', logger: silent },
     );
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-lease-maint-'));
+    const dir = tempDir('pgmaintd-lease-maint-');
     try {
       const held = await asLeader(
         pool,

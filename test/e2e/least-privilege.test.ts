@@ -1,13 +1,11 @@
 // pg-maintd as the documented least-privilege role, not a superuser: it owns the application's
 // database (it migrates the schema, so it owns the tables, RLS included), is in pg_monitor (statistics
 // of every session and statement) and may CREATEDB (restore drills). Every job must pass as that role.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { spawnCli, startDaemon, waitFor } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 describe('the least-privilege role', () => {
   it('migrates, exports every collector, backs up, drills, maintains and passes the doctor, without superuser', async () => {
@@ -31,7 +29,7 @@ describe('the least-privilege role', () => {
       DATABASE_URL: url.toString(),
       PGPASSWORD: password,
       DB_SSL_MODE: 'disable',
-      BACKUP_DIR: mkdtempSync(join(tmpdir(), 'pgmaintd-lp-')),
+      BACKUP_DIR: tempDir('pgmaintd-lp-'),
       BACKUP_SCHEDULE: 'off',
       BACKUP_VERIFY_SCHEDULE: 'off',
       MAINTENANCE_SCHEDULE: 'off',

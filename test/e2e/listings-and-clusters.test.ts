@@ -2,8 +2,7 @@
 // is reported as a retention failure, and a backup written by another cluster into the same prefix
 // is never taken for this cluster's: not by `restore --latest`, not by the drill, not as this
 // cluster's scheduled tick.
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
@@ -19,6 +18,7 @@ import { on, startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
 import { startPrivateCluster, useTestDatabase, withDatabase } from '../support/postgres.js';
 import { s3CliEnv, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 const DAY = 86_400_000;
@@ -76,7 +76,7 @@ describe('a listing that cannot be complete', () => {
   });
 
   it('a directory entry that cannot be read: list, retention and restore --latest refuse, nothing is deleted', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-unreadable-'));
+    const dir = tempDir('pgmaintd-unreadable-');
     const old = writeBackup(dir, db.name, 'SELECT 1;\n', { at: new Date(Date.now() - 40 * DAY) });
     expect((await runCli(['backup'], cliEnv(db.url, dir, { LOG_LEVEL: 'warn' }))).code).toBe(0);
     const env = cliEnv(db.url, dir, {
@@ -154,7 +154,7 @@ describe('backups of another cluster in the same prefix', () => {
     await theirDb.connect();
     await theirDb.query('CREATE TABLE public.theirs AS SELECT generate_series(1, 5) AS id');
     await theirDb.end();
-    dir = mkdtempSync(join(tmpdir(), 'pgmaintd-clusters-'));
+    dir = tempDir('pgmaintd-clusters-');
     const mine = await runCli(['backup'], cliEnv(db.url, dir, { LOG_LEVEL: 'warn' }));
     ours = new RegExp(`${dir}/(\\S+\\.sql\\.gz)`).exec(mine.out)![1]!;
     // the other cluster writes later, into the same folder

@@ -4,8 +4,7 @@
 // up (/healthz 200 throughout, /metrics served), takes its scheduled backups, names the session in
 // the way (pid, role, application_name, client address) at warn, no more than once a minute,
 // exposes pgmaintd_migrations_blocked{reason}, and migrates once the session lets go.
-import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +21,7 @@ import {
   type LogLine,
 } from '../support/daemon.js';
 import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
@@ -89,7 +89,7 @@ async function runRow(row: Row) {
   const db = await createTestDatabase('t_migblk');
   const other = await createTestDatabase('t_migblk_other');
   await once(other.url, 'CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)');
-  const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-migblk-'));
+  const dir = tempDir('pgmaintd-migblk-');
   let d: Daemon | undefined;
   let health: (() => Promise<number[]>) | undefined;
   let blocker: Awaited<ReturnType<Row['block']>> | undefined;
@@ -176,7 +176,7 @@ async function runRow(row: Row) {
 
 describe('start-up migrations held up by another session', () => {
   it('another role holds the migration lock at start: the daemon stays up, backs up, names it, and migrates once it is released', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-migblk-files-'));
+    const dir = tempDir('pgmaintd-migblk-files-');
     writeFileSync(join(dir, '0001_t.sql'), 'CREATE TABLE t (id int);\n');
     await runRow({
       reason: 'lock_held',
@@ -194,8 +194,8 @@ describe('start-up migrations held up by another session', () => {
   });
 
   it('a long open transaction keeps a pending CREATE INDEX CONCURRENTLY waiting past MIGRATE_LOCK_TIMEOUT: the daemon stays up, backs up, names it, retries, and migrates once it ends', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-migblk-files-'));
-    const first = mkdtempSync(join(tmpdir(), 'pgmaintd-migblk-first-'));
+    const dir = tempDir('pgmaintd-migblk-files-');
+    const first = tempDir('pgmaintd-migblk-first-');
     writeFileSync(
       join(first, '0001_t.sql'),
       'CREATE TABLE t (id int);\nINSERT INTO t SELECT generate_series(1, 1000);\n',
@@ -213,7 +213,10 @@ describe('start-up migrations held up by another session', () => {
       // README says so), and would make which session the index waits for depend on timing.
       backupDatabases: (_db, other) => other.name,
       async arrange(db) {
-        const r = spawnCli(['migrate', 'up'], { ...cliEnv(db.url, tmpdir()), MIGRATIONS_DIR: first });
+        const r = spawnCli(['migrate', 'up'], {
+          ...cliEnv(db.url, tempDir('pgmaintd-migblk-unused-')),
+          MIGRATIONS_DIR: first,
+        });
         expect((await r.exited).code, r.output()).toBe(0);
       },
       async block(db) {

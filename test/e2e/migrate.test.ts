@@ -1,9 +1,6 @@
 // `pg-maintd migrate ...` and the daemon's MIGRATE_ON_START through the real CLI: exit codes,
 // concurrent runners, and a bootstrap that never half-applies over someone else's schema and never
 // takes the daemon down with it (locks and blocking sessions: migrate-blocked.test.ts).
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
@@ -11,6 +8,7 @@ import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli, startDaemon, cliEnv } from '../support/daemon.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { SEED_SCHEMA } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 /** A database of its own, and the daemon's env for it (the password in PGPASSWORD, not the URL). */
 async function freshDatabase() {
@@ -19,7 +17,7 @@ async function freshDatabase() {
     pool: db.pool,
     url: db.url,
     drop: db.drop,
-    env: cliEnv(db.url, mkdtempSync(join(tmpdir(), 'mige2e-'))),
+    env: cliEnv(db.url, tempDir('mige2e-')),
   };
 }
 
@@ -213,7 +211,7 @@ describe('MIGRATE_ON_START', () => {
         DATABASE_URL: u.toString(),
         PGPASSWORD: password,
         DB_SSL_MODE: 'disable',
-        BACKUP_DIR: mkdtempSync(join(tmpdir(), 'migmon-')),
+        BACKUP_DIR: tempDir('migmon-'),
         BACKUP_SCHEDULE: 'off',
         MIGRATE_ON_START: 'true',
       });

@@ -2,8 +2,7 @@
 // traffic with a lock wait, backups, drills and maintenance on short schedules) and evaluates the
 // shipped alert rules. Every PromQL expression of every dashboard panel and every alert rule must be
 // accepted by the query API and return data, but for the short list below; an alert fires for real.
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { parse, stringify } from 'yaml';
@@ -14,6 +13,7 @@ import { startDaemon, waitFor } from '../support/daemon.js';
 import { startPrivateCluster } from '../support/postgres.js';
 import { startPrometheus, type TestPrometheus } from '../support/prometheus.js';
 import { PROMQL_KEYWORDS } from '../support/promql.js';
+import { tempDir } from '../support/temp.js';
 
 const RULES = join(PACKAGE_ROOT, 'deploy', 'prometheus', 'pg-maintd.rules.yaml');
 const DASHBOARDS = join(PACKAGE_ROOT, 'dashboards');
@@ -91,7 +91,7 @@ describe('dashboards and alert rules against a real Prometheus', () => {
     await setup.connect();
     await setup.query('CREATE EXTENSION pg_stat_statements');
     await setup.end();
-    const backups = mkdtempSync(join(tmpdir(), 'pgmaintd-proof-'));
+    const backups = tempDir('pgmaintd-proof-');
     daemon = await startDaemon({
       DATABASE_URL: cluster.url('app', cluster.user, null),
       PGPASSWORD: cluster.password,

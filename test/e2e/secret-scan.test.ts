@@ -15,19 +15,20 @@
 import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
 import bcrypt from 'bcryptjs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PARTIAL_MARK } from '../../src/backup/storage/fs.js';
 import { freePort } from '../../src/embedded/local-cluster.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli, waitFor, type SpawnedCli } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';
 import { ProcSampler, readEnviron, SecretScanner, type ProcSeen } from '../support/secret-scan.js';
 import { startSigV4Proxy, type SigV4Proxy } from '../support/sigv4-proxy.js';
+import { tempDir } from '../support/temp.js';
 
 const hex = (n = 8) => randomBytes(n).toString('hex');
 const suffix = hex(3);
@@ -94,9 +95,9 @@ let s3rver: { close(): Promise<void> } | undefined;
 let proxy: SigV4Proxy;
 let bucket = '';
 let s3: S3Client;
-const backupDir = mkdtempSync(join(tmpdir(), 'pgmaintd-secret-scan-'));
+const backupDir = tempDir('pgmaintd-secret-scan-');
 /** The operator's own files that hold secrets (web config, token, URL file): not output, not scanned. */
-const secretsDir = mkdtempSync(join(tmpdir(), 'pgmaintd-secret-scan-files-'));
+const secretsDir = tempDir('pgmaintd-secret-scan-files-');
 const dirs = [backupDir, secretsDir];
 const webConfigFile = join(secretsDir, 'web-config.yml');
 const tokenFile = join(secretsDir, 'token');
@@ -206,7 +207,7 @@ beforeAll(async () => {
   };
   account.DUMMY_ACCOUNT.createKeyPair(ACCESS_KEY_ID, SECRETS.S3_SECRET);
   const { default: S3rver } = await import('s3rver');
-  s3dir = mkdtempSync(join(tmpdir(), 'pgmaintd-secret-scan-s3-'));
+  s3dir = tempDir('pgmaintd-secret-scan-s3-');
   const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: s3dir });
   const addr = await server.run();
   s3rver = server;
@@ -562,7 +563,22 @@ describe('secret scan', () => {
       20_000,
       20,
     );
-    await new Promise((r) => setTimeout(r, 300)); // mid-stream, not at its start
+    // mid-stream, not at its start: compressed bytes have reached the temporary file
+    await waitFor(
+      async () => {
+        sampler.sample();
+        const sub = join(backupDir, BULK_DB);
+        const names = existsSync(sub) ? readdirSync(sub) : [];
+        // a file renamed meanwhile has no size: the next look finds the next one
+        return names.some(
+          (n) =>
+            n.includes(PARTIAL_MARK) && (statSync(join(sub, n), { throwIfNoEntry: false })?.size ?? 0) > 0,
+        );
+      },
+      (writing) => writing,
+      20_000,
+      20,
+    );
     sampler.sample();
     process.kill(pid!, 'SIGKILL');
     const { code } = await killed.exited;

@@ -3,8 +3,7 @@
 // promptly with the README's code and leave nothing half-done that looks good: no committed rows, no
 // history row, no advisory lock, no client program, no scratch database, no drill result; and the
 // next run must succeed. (SIGTERM mid-backup: test/e2e/backup-daemon.test.ts.)
-import { existsSync, mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,9 +13,10 @@ import { alive, childProcesses, slowRestoreSql, writeBackup } from '../support/c
 import { spawnCli, waitFor, type SpawnedCli, cliEnv } from '../support/daemon.js';
 import { createTestDatabase, useTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
-const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-sigterm-'));
+const dir = tempDir('pgmaintd-sigterm-');
 let goodKey = '';
 
 /** The CLI's env: the password in PGPASSWORD, never in the URL. */
@@ -171,7 +171,7 @@ describe('SIGTERM during a custom-format `restore` (pg_restore)', () => {
 });
 
 describe('SIGTERM during a migration', () => {
-  const migrations = mkdtempSync(join(tmpdir(), 'pgmaintd-slow-migrations-'));
+  const migrations = tempDir('pgmaintd-slow-migrations-');
   writeFileSync(
     join(migrations, '0001_slow.sql'),
     "CREATE TABLE slow_marker (id integer);\nSELECT pg_sleep(current_setting('pgmaintd_test.sleep')::float8);\n",
@@ -320,7 +320,7 @@ describe('SIGTERM during a restore drill', () => {
   });
 
   it("the daemon's verify job: drains with exit 0, the scratch database dropped, nothing recorded", async () => {
-    const own = mkdtempSync(join(tmpdir(), 'pgmaintd-sigterm-drill-'));
+    const own = tempDir('pgmaintd-sigterm-drill-');
     mkdirSync(join(own, db.name), { recursive: true });
     const slow = writeBackup(own, db.name, slowRestoreSql('job_marker', 60));
     const before = await scratchDatabases(db.pool);

@@ -2,21 +2,13 @@
 // and serves metrics with its defaults, leaves everything a standby refuses alone, backs up from the
 // standby when told to (one backup per slot however many daemons share the store), and picks up its
 // waiting work when the standby is promoted under it. The promotion comes last: it ends the pair.
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLAIMS_FOLDER } from '../../src/backup/claim.js';
 import { cliEnv, getJson, runCli, sample, startDaemon, waitFor, type LogLine } from '../support/daemon.js';
 import { caughtUp, sql, startStandbyPair, type StandbyPair } from '../support/standby.js';
+import { tempDir } from '../support/temp.js';
 
 const DB = 'app';
 let pair: StandbyPair;
@@ -27,7 +19,7 @@ beforeAll(async () => {
   await sql(pair.primary, DB, 'CREATE TABLE items (id int PRIMARY KEY, name text)');
   await sql(pair.primary, DB, "INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g");
   await caughtUp(pair);
-  dir = mkdtempSync(join(tmpdir(), 'pgmaintd-standby-'));
+  dir = tempDir('pgmaintd-standby-');
 }, 120_000);
 
 afterAll(async () => {

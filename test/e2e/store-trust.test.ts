@@ -9,7 +9,6 @@ import {
   closeSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -18,7 +17,6 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -29,6 +27,7 @@ import { writeBackup } from '../support/crafted-backup.js';
 import { cliEnv, runCli, spawnCli, startDaemon, waitFor } from '../support/daemon.js';
 import { adminUrl, createTestDatabase, useTestDatabase, withDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
+import { tempDir, tempPath } from '../support/temp.js';
 
 const db = useTestDatabase();
 const DAY = 86_400_000;
@@ -43,7 +42,7 @@ function sameSizeGzip(script: string, size: number): Buffer {
 }
 
 function freshDir(label: string): string {
-  return mkdtempSync(join(tmpdir(), `pgmaintd-trust-${label}-`));
+  return tempDir(`pgmaintd-trust-${label}-`);
 }
 
 function envFor(dir: string, extra: Record<string, string> = {}) {
@@ -87,7 +86,7 @@ beforeAll(async () => {
 });
 
 describe('a psql meta-command in a plain dump never runs', () => {
-  const marker = () => join(tmpdir(), `pgmaintd-pwned-${randomBytes(4).toString('hex')}`);
+  const marker = () => tempPath('pgmaintd-pwned-');
   const SCRIPTS: Array<[string, (m: string) => string]> = [
     ['\\! at the start', (m) => `\\! touch ${m}; env > ${m}.env\nCREATE TABLE public.restored (id int);\n`],
     [
@@ -142,7 +141,7 @@ describe('a psql meta-command in a plain dump never runs', () => {
     );
     for (const tool of ['pg_dump', 'pg_restore']) symlinkSync(join(real, tool), join(bin, tool));
     const dir = freshDir('oldpsql-store');
-    const m = join(tmpdir(), `pgmaintd-pwned-${randomBytes(4).toString('hex')}`);
+    const m = tempPath('pgmaintd-pwned-');
     writeBackup(dir, db.name, `\\! touch ${m}\n`);
     const target = await emptyTarget();
     try {

@@ -1,7 +1,6 @@
 // What must not happen when a backup breaks: a partial backup that looks good, a lost good one,
 // a password in argv. Each fault is real: a SIGKILLed pg_dump, a stopped server, an old pg_dump.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +12,7 @@ import { backupDeps, metricValue, type TestDeps } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
 import { startPrivateCluster, useTestDatabase } from '../support/postgres.js';
 import { pgDumpPids } from '../support/crafted-backup.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 
@@ -143,7 +143,7 @@ describe('backup faults', () => {
   });
 
   it('pg_dump missing: a clear error before anything is written', async () => {
-    const empty = mkdtempSync(join(tmpdir(), 'no-client-')); // an empty folder, as PG_CLIENT_BIN_DIR
+    const empty = tempDir('no-client-'); // an empty folder, as PG_CLIENT_BIN_DIR
     const deps = await backupDeps({
       DATABASE_URL: db.url,
       BACKUP_DATABASES: db.name,

@@ -3,11 +3,9 @@
 // permanent ones (500 forever, a stalled store, rejected credentials, a missing bucket) fail with
 // reason `storage`, name the real cause, leave nothing behind, and do not stop the next run.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CreateBucketCommand,
@@ -34,6 +32,7 @@ import { on, startFaultProxy, type FaultProxy, type RequestRecord } from '../sup
 import { useTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { directStorage, startTestS3, type TestS3 } from '../support/s3.js';
 import { readStored } from '../support/backup.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 const logger = createLogger({ level: 'silent', format: 'json' });
@@ -60,7 +59,7 @@ beforeAll(async () => {
   s3 = await startTestS3();
   direct = s3.client();
   proxy = await startFaultProxy({ target: s3.endpoint });
-  defaultsDir = mkdtempSync(join(tmpdir(), 'pgmaintd-faults-defaults-'));
+  defaultsDir = tempDir('pgmaintd-faults-defaults-');
   // The storage takes its credentials from the SDK's default chain.
   process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;

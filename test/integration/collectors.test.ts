@@ -1,8 +1,5 @@
 // Collectors against real conditions on a real server: each condition is created for real and the
 // exported values are read back from the registry the way a scrape would.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import { Registry } from 'prom-client';
@@ -23,6 +20,7 @@ import { Poller } from '../../src/metrics/poller.js';
 import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
 import { adminUrl, startPrivateCluster, useTestDatabase, withDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 
@@ -70,6 +68,34 @@ async function once(sql: string, url = db.url): Promise<void> {
   }
 }
 
+/**
+ * Waits until session `pid` has waited on a lock for over `seconds`, as the locks collector measures
+ * it (pg_locks.waitstart from PostgreSQL 14, read through to_jsonb so older servers fall back to the
+ * session's state_change): a fixed sleep would not know whether the statement even reached the server.
+ */
+async function blockedFor(pid: number, seconds: number): Promise<void> {
+  await waitFor(
+    async () =>
+      (
+        await db.pool.query<{ s: number | null }>(
+          `SELECT extract(epoch FROM clock_timestamp() - coalesce(
+                    (SELECT min((to_jsonb(l) ->> 'waitstart')::timestamptz) FROM pg_locks l
+                      WHERE l.pid = a.pid AND NOT l.granted), a.state_change))::float8 AS s
+             FROM pg_stat_activity a
+            WHERE a.pid = $1 AND cardinality(pg_blocking_pids(a.pid)) > 0`,
+          [pid],
+        )
+      ).rows[0]?.s ?? null,
+    (s) => s !== null && s > seconds,
+    20_000,
+    50,
+  );
+}
+
+async function pidOf(c: pg.Client): Promise<number> {
+  return ((await c.query('SELECT pg_backend_pid() AS pid')).rows[0] as { pid: number }).pid;
+}
+
 async function session(): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: db.url, application_name: 'collector-test' });
   await c.connect();
@@ -85,12 +111,10 @@ describe('locks collector', () => {
     const waiter = await session();
     try {
       await holder.query('BEGIN; LOCK TABLE locked_things IN ACCESS EXCLUSIVE MODE');
-      const holderPid = ((await holder.query('SELECT pg_backend_pid() AS pid')).rows[0] as { pid: number })
-        .pid;
-      const waiterPid = ((await waiter.query('SELECT pg_backend_pid() AS pid')).rows[0] as { pid: number })
-        .pid;
+      const holderPid = await pidOf(holder);
+      const waiterPid = await pidOf(waiter);
       const waiting = waiter.query('SELECT count(*) FROM locked_things').catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 1500));
+      await blockedFor(waiterPid, 1); // past logWaitsOverSeconds
 
       await p.pollAll();
       const labels = { datname: db.name };
@@ -141,11 +165,28 @@ describe('activity collector', () => {
     const aborted = await session();
     const active = await session();
     try {
+      const idleInTxPid = await pidOf(idleInTx); // asked before: each statement moves state_change
       await idleInTx.query('BEGIN; SELECT 1');
       await aborted.query('BEGIN');
       await aborted.query('SELECT 1/0').catch(() => undefined);
-      const running = active.query('SELECT pg_sleep(3)');
-      await new Promise((r) => setTimeout(r, 1200)); // the transaction has been open for over a second
+      const activePid = await pidOf(active);
+      const running = active.query('SELECT pg_sleep(60)').catch(() => undefined); // cancelled below
+      // the transaction has been idle for over a second, and the sleep is running on the server
+      await waitFor(
+        async () =>
+          (
+            await db.pool.query<{ ok: boolean }>(
+              `SELECT count(*) = 2 AND bool_and(CASE pid
+                        WHEN $1 THEN clock_timestamp() - state_change > interval '1 second'
+                        ELSE state = 'active' AND wait_event = 'PgSleep' END) AS ok
+                 FROM pg_stat_activity WHERE pid IN ($1, $2)`,
+              [idleInTxPid, activePid],
+            )
+          ).rows[0]!.ok,
+        (ok) => ok,
+        20_000,
+        50,
+      );
 
       await p.pollAll();
       const text = await registry.metrics();
@@ -187,6 +228,7 @@ describe('activity collector', () => {
         )
         .map((l) => Number(l.split(' ').at(-1)));
       expect(Math.max(...maxTx)).toBeGreaterThanOrEqual(1);
+      await db.pool.query('SELECT pg_cancel_backend($1)', [activePid]);
       await running;
     } finally {
       for (const c of [idle, idleInTx, aborted, active]) await c.end();
@@ -683,7 +725,7 @@ describe('query text with secrets in it (METRICS_QUERY_TEXT on)', () => {
       );
 
       const { config } = loadConfig({
-        defaultsDir: mkdtempSync(join(tmpdir(), 'cfg-none-')),
+        defaultsDir: tempDir('cfg-none-'),
         env: {
           DATABASE_URL: adminUrl(),
           METRICS_QUERY_TEXT: 'true',

@@ -14,6 +14,7 @@ import { OperatorError } from '../../src/core/errors.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
 import { noDefaults } from '../support/backup.js';
+import { waitFor } from '../support/daemon.js';
 import { startPrivateCluster } from '../support/postgres.js';
 import { makeTestPki, type TestPki } from '../support/tls.js';
 
@@ -294,13 +295,12 @@ describe('a cluster with the troubleshooting settings off', () => {
       'SELECT pg_reload_conf()',
     );
     try {
-      const r = await doctor(admin);
-      // the postmaster marks it after re-reading the file: give the reload a moment
-      let f = finding(r, 'settings.pending_restart');
-      for (let i = 0; i < 20 && f.status === 'ok'; i++) {
-        await new Promise((res) => setTimeout(res, 100));
-        f = finding(await doctor(admin), 'settings.pending_restart');
-      }
+      // the postmaster marks it once it has re-read the file, a moment after pg_reload_conf()
+      const f = await waitFor(
+        async () => finding(await doctor(admin), 'settings.pending_restart'),
+        (x) => x.status !== 'ok',
+        15_000,
+      );
       expect(f).toMatchObject({ status: 'warn', found: 'shared_preload_libraries', fix: { restart: true } });
     } finally {
       await sql(admin, 'ALTER SYSTEM RESET shared_preload_libraries', 'SELECT pg_reload_conf()');

@@ -3,14 +3,14 @@
 // a Prometheus-like scraper from 127.0.0.2 whose credentials are first seen during the flood, and
 // a kubelet-like prober from 127.0.0.3. Loopback addresses stand in for three machines.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import bcrypt from 'bcryptjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify as toYaml } from 'yaml';
 import { basicAuth, request, serveHttp, type ServedHttp } from '../support/http.js';
+import { tempDir } from '../support/temp.js';
 
 const SCRAPER = '127.0.0.2';
 const PROBER = '127.0.0.3';
@@ -75,7 +75,7 @@ describe('a flood of wrong passwords', () => {
       user: `scraper${i}`,
       password: `right-pw-${i}-c0ffee`,
     }));
-    const dir = mkdtempSync(join(tmpdir(), 'http-flood-'));
+    const dir = tempDir('http-flood-');
     const configFile = join(dir, 'web-config.yml');
     const hashes = Object.fromEntries(users.map((u) => [u.user, bcrypt.hashSync(u.password, 10)]));
     writeFileSync(

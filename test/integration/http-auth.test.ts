@@ -3,7 +3,6 @@
 import { mkdtempSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import bcrypt from 'bcryptjs';
@@ -20,6 +19,7 @@ import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { spawnCli, startDaemon, waitFor } from '../support/daemon.js';
 import { basicAuth, serveHttp } from '../support/http.js';
 import { useTestDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 const USER = 'prometheus';
 const PASSWORD = 'correct horse battery staple';
@@ -41,7 +41,7 @@ beforeAll(() => {
   clientCert = issueCert(pki, 'scraper', { client: true, san: 'DNS:scraper.example' });
   strangerCert = issueCert(pki, 'stranger', { client: true, san: 'DNS:scraper.example', signer: 'wrong-ca' });
   hash = bcrypt.hashSync(PASSWORD, 10);
-  dir = mkdtempSync(join(tmpdir(), 'http-auth-'));
+  dir = tempDir('http-auth-');
 });
 
 let servers: HttpServer[] = [];
@@ -385,7 +385,7 @@ describe('HTTP endpoint protection', () => {
 });
 
 describe('web config checked before any command runs (the preflight after loading)', () => {
-  const noDefaults = mkdtempSync(join(tmpdir(), 'cfg-none-'));
+  const noDefaults = tempDir('cfg-none-');
   const load = (env: Record<string, string>) =>
     preflight(
       loadConfig({

@@ -2,9 +2,8 @@
 // default (checked with a real TLS client), unknown paths and errors answer in a word and are
 // logged without flooding, slow or silent connections are closed in seconds, and one client cannot
 // hold all the sockets. A real HttpServer, real sockets.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { Gauge } from 'prom-client';
@@ -14,6 +13,7 @@ import { createRegistry } from '../../src/metrics/registry.js';
 import { waitFor } from '../support/daemon.js';
 import { request, serveHttp, type ServedHttp } from '../support/http.js';
 import { makeTestPki, type TestPki } from '../support/tls.js';
+import { tempDir } from '../support/temp.js';
 
 let pki: TestPki;
 let served: ServedHttp[] = [];
@@ -33,7 +33,7 @@ async function serve(...args: Parameters<typeof serveHttp>) {
 
 /** TLS with the test PKI's RSA server certificate: RSA key exchange is possible with it. */
 async function serveTls(tlsConfig: Record<string, unknown> = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'http-hardening-'));
+  const dir = tempDir('http-hardening-');
   writeFileSync(join(dir, 'tls.crt'), pki.serverCert);
   writeFileSync(join(dir, 'tls.key'), pki.serverKey);
   const configFile = join(dir, 'web-config.yml');

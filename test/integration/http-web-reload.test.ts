@@ -3,7 +3,6 @@
 // file that says so (`basic_auth_users: {}`, logged at warn). At start, a file that turns no
 // authentication on without saying so stops pg-maintd (exit 78). A real HttpServer, real files.
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +15,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { createRegistry } from '../../src/metrics/registry.js';
 import { spawnCli } from '../support/daemon.js';
 import { basicAuth, request, serveHttp, type ServedHttp } from '../support/http.js';
+import { tempDir } from '../support/temp.js';
 
 const USER = 'prometheus';
 const PASSWORD = 'reload-pw-7d1c';
@@ -26,7 +26,7 @@ let served: ServedHttp[] = [];
 
 beforeAll(() => {
   hash = bcrypt.hashSync(PASSWORD, 4);
-  dir = mkdtempSync(join(tmpdir(), 'http-web-reload-'));
+  dir = tempDir('http-web-reload-');
 });
 afterEach(async () => {
   await Promise.all(served.map((s) => s.server.stop()));
@@ -140,7 +140,7 @@ describe('a web config broken while the daemon runs', () => {
 });
 
 describe('a web config that turns no authentication on, at start', () => {
-  const noDefaults = mkdtempSync(join(tmpdir(), 'cfg-none-'));
+  const noDefaults = tempDir('cfg-none-');
   const loadProblems = (web: WebFiles) => {
     try {
       preflight(

@@ -80,12 +80,20 @@ describe('leader leases', () => {
     const pools = [0, 1, 2].map(() => poolOn(db.url));
     try {
       let running = 0;
+      // The leader holds the lease until every other contender has had its answer: on a slow machine
+      // one could otherwise ask only after a fixed hold had ended, and lead in turn.
+      let othersAnswered!: () => void;
+      const others = new Promise<void>((resolve) => (othersAnswered = resolve));
+      let answered = 0;
       const results = await Promise.all(
         pools.map((p) =>
           asLeader(p, 'backup:app', opts(), async () => {
             running++;
-            await new Promise((r) => setTimeout(r, 300));
+            if (running > 1) othersAnswered(); // a second leader: the checks below say so
+            await others;
             return 'done';
+          }).finally(() => {
+            if (++answered === pools.length - 1) othersAnswered();
           }),
         ),
       );

@@ -1,9 +1,6 @@
 // The maintenance job against a real PostgreSQL: what it vacuums and rebuilds, what it leaves alone,
 // and that a held lock makes it give up at lock_timeout without queueing the application.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Command } from 'commander';
 import pg from 'pg';
 import { Registry } from 'prom-client';
@@ -20,10 +17,11 @@ import { runMaintenance, type MaintenanceReport } from '../../src/maintenance/ru
 import { MAINTENANCE_APPLICATION_NAME, MaintenanceSession } from '../../src/maintenance/session.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
 import { useTestDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 const logger = createLogger({ level: 'silent', format: 'json' });
-const noDefaults = mkdtempSync(join(tmpdir(), 'maint-cfg-'));
+const noDefaults = tempDir('maint-cfg-');
 
 function configWith(env: Record<string, string> = {}): Config {
   return loadConfig({

@@ -1,8 +1,7 @@
 // The migration runner naming who it waits for, and the start-up bootstrap (MIGRATE_ON_START) as a
 // background service: blocked runs retried, failed ones reported and retried once the history
 // changes, and the metrics that say which. Against a real server; other sessions are real sessions.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pg from 'pg';
@@ -25,6 +24,7 @@ import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { SEED_SCHEMA } from '../support/seed.js';
+import { tempDir } from '../support/temp.js';
 
 const logger = createLogger({ level: 'silent', format: 'json' });
 const SHIPPED = join(PACKAGE_ROOT, 'migrations');
@@ -45,7 +45,7 @@ function options(url: string, dir = SHIPPED, extra: Partial<MigrateOptions> = {}
 }
 
 function tempMigrations(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'migr-boot-'));
+  const dir = tempDir('migr-boot-');
   for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), sql);
   return dir;
 }
@@ -415,7 +415,6 @@ describe('the start-up migrations build only in an empty database, or one under 
       expect(await gauge(registry, 'pgmaintd_migrations_skipped', { reason: 'not_empty' })).toBe(0);
     } finally {
       await boot.stop();
-      rmSync(dir, { recursive: true, force: true });
       await db.drop();
     }
   });

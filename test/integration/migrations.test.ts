@@ -1,7 +1,6 @@
 // The migration runner and the shipped migrations against a real server: the seed's schema index by
 // index, concurrency, checksums, rollback, invalid-index repair, RLS as a non-owner role, and plans.
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -18,6 +17,7 @@ import {
 } from '../../src/migrate/runner.js';
 import { SEED_SCHEMA } from '../support/seed.js';
 import { adminUrl, createTestDatabase } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 const logger = createLogger({ level: 'silent', format: 'json' });
 const SHIPPED = join(PACKAGE_ROOT, 'migrations');
@@ -40,7 +40,7 @@ function options(url: string, dir = SHIPPED): MigrateOptions {
 }
 
 function tempMigrations(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'migr-'));
+  const dir = tempDir('migr-');
   for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), sql);
   return dir;
 }
@@ -366,7 +366,7 @@ describe('the shipped migrations', () => {
 describe('the runner', () => {
   it('refuses an applied migration whose file changed, naming the file', async () => {
     const db = await freshDatabase();
-    const dir = mkdtempSync(join(tmpdir(), 'migr-'));
+    const dir = tempDir('migr-');
     cpSync(SHIPPED, dir, { recursive: true });
     try {
       await migrateUp(options(db.url, dir));

@@ -3,8 +3,7 @@
 // MinIO enforce it: the test store, s3rver, ignores the header; that one part is emulated).
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -18,6 +17,7 @@ import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { useTestDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
+import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase();
 let s3: TestS3;
@@ -72,7 +72,7 @@ describe('two backups in the same second', () => {
 
 describe('a directory never has an object replaced', () => {
   it('a second write of a key fails with ObjectExistsError and leaves the first, and no temporary file', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-noover-'));
+    const dir = tempDir('pgmaintd-noover-');
     const fs = new FsStorage(dir);
     await fs.putStream('app/a.sql.gz', body('first'), { signal: new AbortController().signal });
     await expect(
@@ -92,7 +92,7 @@ describe('a directory never has an object replaced', () => {
   });
 
   it('keys that leave the directory are refused as such', async () => {
-    const fs = new FsStorage(mkdtempSync(join(tmpdir(), 'pgmaintd-noover-')));
+    const fs = new FsStorage(tempDir('pgmaintd-noover-'));
     for (const key of ['../x', 'a/../../x', '/etc/passwd', 'a//b', 'a/./b'])
       await expect(fs.getSmall(key), key).rejects.toThrow(/is not a key inside the backup directory/);
   });
@@ -100,8 +100,8 @@ describe('a directory never has an object replaced', () => {
 
 describe('a directory whose entries were swapped for links or FIFOs', () => {
   it('neither writes nor reads through a link that leads out, and never blocks on a FIFO', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-links-'));
-    const outside = mkdtempSync(join(tmpdir(), 'pgmaintd-outside-'));
+    const dir = tempDir('pgmaintd-links-');
+    const outside = tempDir('pgmaintd-outside-');
     const fs = new FsStorage(dir);
     symlinkSync(outside, join(dir, 'app'));
     await expect(fs.putSmall('app/x.manifest.json', '{}')).rejects.toThrow(

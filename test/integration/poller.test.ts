@@ -4,8 +4,10 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { createLogger } from '../../src/log/logger.js';
+import { ActivityCollector } from '../../src/metrics/collectors/activity.js';
 import { PostmasterCollector, shortVersion } from '../../src/metrics/collectors/postmaster.js';
 import { CachedFamily } from '../../src/metrics/family.js';
+import type { Collector } from '../../src/metrics/collector.js';
 import { Poller } from '../../src/metrics/poller.js';
 import { metricValue } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
@@ -21,7 +23,12 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-function makePoller(intervalMs = 60_000) {
+function makePoller(
+  intervalMs = 60_000,
+  more: Pick<ConstructorParameters<typeof Poller>[0], 'intervals'> & {
+    collectors?: (r: Registry) => Collector[];
+  } = {},
+) {
   const registry = new Registry();
   const poller = new Poller({
     db: {
@@ -31,8 +38,9 @@ function makePoller(intervalMs = 60_000) {
     },
     registry,
     logger,
-    collectors: [new PostmasterCollector(registry)],
+    collectors: more.collectors?.(registry) ?? [new PostmasterCollector(registry)],
     intervalMs,
+    ...(more.intervals ? { intervals: more.intervals } : {}),
     statementTimeoutMs: 2000,
     lockTimeoutMs: 500,
   });
@@ -150,6 +158,38 @@ describe('pg_up between polls', () => {
       );
       expect(back).toBe(1);
       expect(await metricValue(registry, 'pg_scrape_collector_success', { collector: 'postmaster' })).toBe(1);
+    } finally {
+      await poller.stop();
+    }
+  });
+});
+
+describe('a collector that finds the database gone or back', () => {
+  it('makes the others poll at once, rather than serve their last poll until their next one', async () => {
+    // stat_activity polls every 10 minutes; postmaster every 200 ms, so its connection attempts are
+    // the ones that find the outage and the recovery (no readiness probe here)
+    const { registry, poller } = makePoller(600_000, {
+      collectors: (r) => [new PostmasterCollector(r), new ActivityCollector(r)],
+      intervals: { postmaster: 200 },
+    });
+    const activity = () =>
+      metricValue(registry, 'pg_scrape_collector_success', { collector: 'stat_activity' });
+    await poller.start();
+    try {
+      await waitFor(activity, (v) => v === 1, 10_000, 50);
+      await cluster.stopServer();
+      await waitFor(
+        () => metricValue(registry, 'pg_up', {}),
+        (v) => v === 0,
+        10_000,
+        50,
+      );
+      await waitFor(activity, (v) => v === 0, 5000, 50);
+      expect(await metricValue(registry, 'pg_stat_activity_count', {})).toBeUndefined();
+
+      await cluster.startServer();
+      await waitFor(activity, (v) => v === 1, 10_000, 50);
+      expect(await metricValue(registry, 'pg_stat_activity_count', {})).toBeGreaterThanOrEqual(0);
     } finally {
       await poller.stop();
     }

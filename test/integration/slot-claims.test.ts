@@ -1,13 +1,13 @@
 // Slot claims in a real backup directory, read as a hostile writer of the store could leave them:
 // one winner per slot among racers, and a planted claim stops a run only when it could be a real
 // one (this cluster, this slot, written once the slot came, signed when signing is on).
-import { mkdtempSync, rmSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { claimKey, claimSlot, type ClaimOptions, type ClaimRequest } from '../../src/backup/claim.js';
 import { Signer } from '../../src/backup/signing.js';
 import { FsStorage } from '../../src/backup/storage/fs.js';
+import { tempDir } from '../support/temp.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -15,7 +15,7 @@ afterEach(() => {
 });
 
 function store(signer?: Signer): ClaimOptions & { root: string } {
-  const root = mkdtempSync(join(tmpdir(), 'pgmaintd-claims-'));
+  const root = tempDir('pgmaintd-claims-');
   dirs.push(root);
   return { root, storage: new FsStorage(root), signer, clockToleranceMs: 60_000 };
 }

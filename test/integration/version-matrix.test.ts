@@ -53,8 +53,20 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
     await waiter.connect();
     try {
       await holder.query('BEGIN; LOCK TABLE matrix IN ACCESS EXCLUSIVE MODE');
+      const waiterPid = (await waiter.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
       const waiting = waiter.query('SELECT count(*) FROM matrix').catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 300));
+      await waitFor(
+        async () =>
+          (
+            await holder.query<{ blocked: boolean }>(
+              'SELECT cardinality(pg_blocking_pids($1)) > 0 AS blocked',
+              [waiterPid],
+            )
+          ).rows[0]!.blocked,
+        (blocked) => blocked,
+        10_000,
+        20,
+      );
       await poller.pollAll();
       for (const c of collectors) {
         expect(

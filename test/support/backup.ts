@@ -1,8 +1,5 @@
 /** Builds the backup dependencies the way the daemon does, from a config made of test settings. */
 import { createHash } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { Registry } from 'prom-client';
 import type { BackupDeps } from '../../src/backup/backup.js';
@@ -12,6 +9,7 @@ import { createStorage } from '../../src/backup/storage/index.js';
 import { loadConfig } from '../../src/config/load.js';
 import { serverClock, withClusterFact } from '../../src/db/cluster.js';
 import { createLogger } from '../../src/log/logger.js';
+import { tempDir } from './temp.js';
 
 export interface TestDeps extends BackupDeps {
   registry: Registry;
@@ -21,10 +19,10 @@ export interface TestDeps extends BackupDeps {
   databaseClock: () => Promise<Date | undefined>;
 }
 
-export const noDefaults = () => mkdtempSync(join(tmpdir(), 'pgmaintd-nodefaults-'));
+export const noDefaults = () => tempDir('pgmaintd-nodefaults-');
 
 export async function backupDeps(env: Record<string, string>): Promise<TestDeps> {
-  const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-backups-'));
+  const dir = tempDir('pgmaintd-backups-');
   const { config } = loadConfig({
     env: { DB_SSL_MODE: 'disable', BACKUP_DIR: dir, BACKUP_COMPRESSION_THREADS: '2', ...env },
     defaultsDir: noDefaults(),

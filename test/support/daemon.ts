@@ -43,6 +43,7 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
     env: {
       PATH: process.env.PATH,
       HOME: process.env.HOME,
+      TMPDIR: process.env.TMPDIR, // the test file's own (reap.ts): what the CLI leaves there fails the file
       LOG_FORMAT: 'json',
       MIGRATE_ON_START: 'false',
       ...env,

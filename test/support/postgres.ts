@@ -8,13 +8,25 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, inject } from 'vitest';
 import { LocalCluster } from '../../src/embedded/local-cluster.js';
 
+/** The private clusters this file started (stop() removes one's folder; reap.ts stops those left). */
+const clusters = new Set<LocalCluster>();
+
 /** A cluster this test file owns, for tests that stop and restart the server for real. */
 export async function startPrivateCluster(
   opts: ConstructorParameters<typeof LocalCluster>[0] = {},
 ): Promise<LocalCluster> {
   const cluster = new LocalCluster(opts);
+  clusters.add(cluster);
   await cluster.start();
   return cluster;
+}
+
+/** Stops the private clusters this file left running; how many there were. */
+export async function stopPrivateClusters(): Promise<number> {
+  const left = [...clusters].filter((c) => c.running);
+  clusters.clear();
+  await Promise.allSettled(left.map((c) => c.stop()));
+  return left.length;
 }
 
 export function adminUrl(): string {

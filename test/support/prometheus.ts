@@ -3,12 +3,12 @@
  * targets every second, evaluates the given rule files every second, and answers the HTTP API.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { freePort } from '../../src/embedded/local-cluster.js';
 import { waitFor } from './daemon.js';
+import { tempDir } from './temp.js';
 
 export interface TestPrometheus {
   url: string;
@@ -23,7 +23,7 @@ export async function startPrometheus(opts: {
 }): Promise<TestPrometheus> {
   const bin = spawnSync('prometheus', ['--version']);
   if (bin.error) throw new Error('prometheus is missing: apt-get install prometheus (.ci/run does)');
-  const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-prom-'));
+  const dir = tempDir('pgmaintd-prom-');
   const port = await freePort();
   writeFileSync(
     join(dir, 'prometheus.yml'),

@@ -5,14 +5,13 @@
  *   3. s3rver (npm) on 127.0.0.1, storing in a temp folder.
  * s3rver does not check signatures; tests of rejected credentials use a fault proxy instead.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3Storage } from '../../src/backup/storage/s3.js';
 import { cliEnv } from './daemon.js';
 import { dockerEngineAnswers } from './docker.js';
+import { tempDir } from './temp.js';
 
 export interface TestS3 {
   endpoint: string;
@@ -50,7 +49,7 @@ export function s3CliEnv(
   endpoint: string,
   extra: Record<string, string> = {},
 ) {
-  return cliEnv(dbUrl, mkdtempSync(join(tmpdir(), 'pgmaintd-unused-')), {
+  return cliEnv(dbUrl, tempDir('pgmaintd-unused-'), {
     LOG_LEVEL: 'warn',
     S3_BUCKET: bucket,
     S3_ENDPOINT: endpoint,
@@ -92,7 +91,7 @@ export async function startTestS3(): Promise<TestS3> {
     );
   }
   const { default: S3rver } = await import('s3rver');
-  const directory = mkdtempSync(join(tmpdir(), 'pgmaintd-s3-'));
+  const directory = tempDir('pgmaintd-s3-');
   const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory });
   const addr = (await server.run()) as { port: number };
   return make(

@@ -4,9 +4,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './temp.js';
 
 export interface TestPki {
   dir: string;
@@ -17,7 +17,7 @@ export interface TestPki {
 }
 
 export function makeTestPki(): TestPki {
-  const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-pki-'));
+  const dir = tempDir('pgmaintd-pki-');
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   for (const name of ['ca', 'wrong-ca']) {
     ssl(

@@ -1,5 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
@@ -8,9 +7,10 @@ import { FIELDS, FIELD_NAMES, type FieldName, type FieldSpec } from '../../src/c
 import { preflight } from '../../src/cli/preflight.js';
 import { ConfigError, loadConfig, PACKAGE_ROOT, type LoadInput } from '../../src/config/load.js';
 import { EXIT } from '../../src/core/exit-codes.js';
+import { tempDir } from '../support/temp.js';
 
 const URL_OK = 'postgresql://app:s3cr3t-pw@db.internal:5432/app';
-const noDefaults = mkdtempSync(join(tmpdir(), 'cfg-none-'));
+const noDefaults = tempDir('cfg-none-');
 
 /** Loads as every command does: the settings, then the files they name (the preflight). */
 function load(input: Omit<LoadInput, 'defaultsDir'> & { defaultsDir?: string } = {}) {
@@ -30,7 +30,7 @@ function problemsOf(fn: () => unknown): ConfigError {
 }
 
 function tempFile(name: string, content: string): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'cfg-')), name);
+  const path = join(tempDir('cfg-'), name);
   writeFileSync(path, content);
   return path;
 }
@@ -244,7 +244,7 @@ describe('configuration', () => {
   });
 
   it('applies precedence: flags > env > config file > config/default > built-in', () => {
-    const defaultsDir = mkdtempSync(join(tmpdir(), 'cfg-defaults-'));
+    const defaultsDir = tempDir('cfg-defaults-');
     writeFileSync(
       join(defaultsDir, 'default.yaml'),
       'DB_POOL_MAX: 11\nDB_POOL_MIN: 1\nHTTP_PORT: 1111\nLOG_LEVEL: debug\n',

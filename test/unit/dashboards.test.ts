@@ -2,8 +2,7 @@
 // that every metric their expressions use is one pg-maintd defines (a typo fails). Whether each
 // expression returns data is checked against a real Prometheus elsewhere.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import pg from 'pg';
 import { Registry } from 'prom-client';
@@ -13,6 +12,7 @@ import type { Logger } from '../../src/log/logger.js';
 import { SettingsCollector } from '../../src/metrics/collectors/settings.js';
 import { createRegistry } from '../../src/metrics/registry.js';
 import { adminUrl } from '../support/postgres.js';
+import { tempDir } from '../support/temp.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const DASHBOARDS = join(ROOT, 'dashboards');
@@ -375,7 +375,7 @@ describe('PromQL syntax (promtool check rules, where promtool is installed)', ()
   const promtool = ['/usr/bin/promtool', '/usr/local/bin/promtool'].find((p) => existsSync(p));
   let dir: string;
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'dashboards-'));
+    dir = tempDir('dashboards-');
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

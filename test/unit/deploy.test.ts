@@ -10,9 +10,8 @@
 // - deploy/compose.yaml: the Compose Specification JSON schema shipped in the npm package `dclint`
 //   (with ajv), and dclint's correctness and security rules.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { dirname, join, matchesGlob, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { DCLinter } from 'dclint';
@@ -31,6 +30,7 @@ import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitorin
 import { FIELDS, type FieldName } from '../../src/config/fields.js';
 import { loadConfig, PACKAGE_ROOT } from '../../src/config/load.js';
 import { parseDuration } from '../../src/core/units.js';
+import { tempDir } from '../support/temp.js';
 
 const ROOT = PACKAGE_ROOT;
 const K8S_DIR = join(ROOT, 'deploy', 'kubernetes');
@@ -622,7 +622,7 @@ describe('local stack (deploy/compose.yaml)', () => {
 
   it('the Prometheus config passes promtool check config (when promtool is installed)', (ctx) => {
     if (spawnSync('promtool', ['--version']).status !== 0) return ctx.skip('promtool is not installed');
-    const dir = mkdtempSync(join(tmpdir(), 'pgmaintd-compose-prom-'));
+    const dir = tempDir('pgmaintd-compose-prom-');
     try {
       const cfg = parse(read(join(deployDir, 'compose', 'prometheus.yml'))) as { rule_files: string[] };
       cfg.rule_files = [RULES_FILE]; // where the container finds it, /etc/prometheus/rules/, is mounted from here
