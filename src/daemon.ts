@@ -17,8 +17,7 @@ import type { Logger } from './log/logger.js';
 import { createRegistry } from './metrics/registry.js';
 import { Scheduler } from './schedule/scheduler.js';
 import { registerPoolMetrics } from './metrics/pool-metrics.js';
-import { defaultCollectors } from './metrics/collectors/index.js';
-import { Poller } from './metrics/poller.js';
+import { pollerFor } from './metrics/poller-for.js';
 import { MigrationBootstrap } from './migrate/bootstrap.js';
 import { MigrationMetrics } from './migrate/metrics.js';
 import { OperatorError, errorMessage } from './core/errors.js';
@@ -81,17 +80,7 @@ export async function runDaemon(
   scheduler.addJob(verifyJob(jobDeps));
   const maintenanceMetrics = new MaintenanceMetrics(registry, config.maintenance.databases);
   scheduler.addJob(maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool }));
-  const poller = new Poller({
-    db: config.db,
-    registry,
-    logger,
-    collectors: defaultCollectors(registry, config.metrics),
-    intervalMs: config.metrics.intervalMs,
-    intervals: config.metrics.collectorIntervalsMs,
-    databases: config.metrics.databases,
-    statementTimeoutMs: config.metrics.statementTimeoutMs,
-    lockTimeoutMs: config.metrics.lockTimeoutMs,
-  });
+  const poller = pollerFor(config, registry, logger);
   registerPoolMetrics(registry, () => [pool, readyPool, ...poller.pools()]);
   const readiness = new ReadinessProbe(readyPool, {
     intervalMs: config.http.readyzIntervalMs,

@@ -10,18 +10,18 @@ import { applyRetention, type RetentionDeps } from '../backup/retention.js';
 import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
 import { serverClock, systemIdentifier, withClusterFact } from '../db/cluster.js';
-import { loadConfig, type Config } from '../config/load.js';
-import { preflight } from './preflight.js';
+import { type Config } from '../config/load.js';
 import { url } from '../config/kinds.js';
 import { urlPassword } from '../core/mask.js';
 import { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
 import { OperatorError } from '../core/errors.js';
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
-import { createLogger, type Logger } from '../log/logger.js';
+import { type Logger } from '../log/logger.js';
 import { humanBytes } from '../core/units.js';
 import { asLeader } from '../db/leader.js';
-import { addConfigOptions, configInput } from './config-options.js';
+import { commandConfig } from './command-config.js';
+import { addConfigOptions } from './config-options.js';
 import { leaseRefusal } from './lease-refusal.js';
 import { withSignalAbort } from './signal-abort.js';
 import { LEASE_SESSION } from '../db/lease.js';
@@ -44,11 +44,7 @@ async function withContext<T>(
   opts: Record<string, unknown>,
   fn: (ctx: Context) => Promise<T>,
 ): Promise<T> {
-  const loaded = preflight(loadConfig(configInput(opts)));
-  // stdout carries the result (`backups list --json` goes to jq): log lines go to stderr
-  const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
-  for (const w of loaded.warnings) logger.warn({ setting: true }, w);
-  for (const n of loaded.notices) logger.info({ setting: true }, n);
+  const { loaded, logger } = commandConfig(opts);
   const storage = await createStorage(loaded.config);
   try {
     const catalog = catalogFor(loaded.config, storage);

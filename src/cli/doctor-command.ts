@@ -1,13 +1,11 @@
 /** `pg-maintd doctor [--apply] [--json]`: checks the server settings and the role, prints each fix. */
 import { Option, type Command } from 'commander';
-import { loadConfig } from '../config/load.js';
-import { preflight } from './preflight.js';
 import { runDoctor, type DoctorReport } from '../doctor/doctor.js';
 import { renderJson, renderText } from '../doctor/report.js';
 import { OperatorError } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
-import { createLogger } from '../log/logger.js';
-import { addConfigOptions, configInput } from './config-options.js';
+import { commandConfig } from './command-config.js';
+import { addConfigOptions } from './config-options.js';
 
 function percent(flag: string, value: unknown): number {
   const n = Number(value);
@@ -49,15 +47,7 @@ export function addDoctorCommand(program: Command): void {
       throw new OperatorError('--connections-warn must not be above --connections-fail', {
         exitCode: EXIT.USAGE,
       });
-    const loaded = preflight(loadConfig(configInput(opts)));
-    // stdout carries the report (and --json must stay parseable): logs go to stderr.
-    const logger = createLogger({
-      ...loaded.config.log,
-      secrets: loaded.secrets,
-      destination: process.stderr,
-    });
-    for (const w of loaded.warnings) logger.warn({ setting: true }, w);
-    for (const n of loaded.notices) logger.info({ setting: true }, n);
+    const { loaded, logger } = commandConfig(opts);
     let report: DoctorReport;
     try {
       report = await runDoctor({

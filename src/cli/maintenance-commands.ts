@@ -1,18 +1,18 @@
 /** `pg-maintd maintenance run [--dry-run] [--database NAME] [--job vacuum|reindex] [--json]`. */
 import { Option, type Command } from 'commander';
-import { loadConfig, type Config } from '../config/load.js';
-import { preflight } from './preflight.js';
+import { type Config } from '../config/load.js';
 import { DbPool } from '../db/pool.js';
 import { errorMessage, OperatorError } from '../core/errors.js';
 import { unavailableError } from '../db/unavailable.js';
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
-import { createLogger, type Logger } from '../log/logger.js';
+import { type Logger } from '../log/logger.js';
 import { maintainAsLeader } from '../maintenance/job.js';
 import { MAINTENANCE_STEPS, type MaintenanceStep } from '../maintenance/metrics.js';
 import { statementFor } from '../maintenance/plan.js';
 import { runMaintenance, type MaintenanceReport } from '../maintenance/run.js';
 import type { Outcome } from '../maintenance/step.js';
-import { addConfigOptions, configInput } from './config-options.js';
+import { commandConfig } from './command-config.js';
+import { addConfigOptions } from './config-options.js';
 import { leaseRefusal } from './lease-refusal.js';
 import { withSignalAbort } from './signal-abort.js';
 import { LEASE_SESSION } from '../db/lease.js';
@@ -32,16 +32,8 @@ export function addMaintenanceCommands(program: Command): void {
       .addOption(new Option('--job <step>', 'only this step').choices([...MAINTENANCE_STEPS]))
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
-    const loaded = preflight(loadConfig(configInput(opts)));
+    const { loaded, logger } = commandConfig(opts);
     const { config } = loaded;
-    // stdout carries the report; log lines go to stderr
-    const logger = createLogger({
-      ...config.log,
-      secrets: loaded.secrets,
-      destination: process.stderr,
-    });
-    for (const w of loaded.warnings) logger.warn({ setting: true }, w);
-    for (const n of loaded.notices) logger.info({ setting: true }, n);
     const databases = typeof opts.database === 'string' ? [opts.database] : config.maintenance.databases;
     const steps = typeof opts.job === 'string' ? [opts.job as MaintenanceStep] : MAINTENANCE_STEPS;
     const exit = await withSignalAbort(logger, 'aborting: the statement in flight is cancelled', (signal) =>

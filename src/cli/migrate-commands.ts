@@ -1,12 +1,10 @@
 /** `pg-maintd migrate up | status | verify | baseline`: the schema migrations of MIGRATIONS_DIR. */
 import { Command, Option } from 'commander';
-import { loadConfig, type Config } from '../config/load.js';
-import { preflight } from './preflight.js';
+import { type Config } from '../config/load.js';
 import { describeTarget, parseDatabaseUrl } from '../core/database-url.js';
 import { OperatorError } from '../core/errors.js';
 import { unavailableError } from '../db/unavailable.js';
 import { EXIT } from '../core/exit-codes.js';
-import { createLogger } from '../log/logger.js';
 import {
   baselineMigrations,
   migrateUp,
@@ -14,7 +12,8 @@ import {
   verifyMigrations,
   type MigrateOptions,
 } from '../migrate/runner.js';
-import { addConfigOptions, configInput } from './config-options.js';
+import { commandConfig } from './command-config.js';
+import { addConfigOptions } from './config-options.js';
 import { withSignalAbort } from './signal-abort.js';
 
 /** The runner's options from the configuration; a database that cannot be reached becomes exit 69 with the fix. */
@@ -22,11 +21,8 @@ async function withMigrate<T>(
   opts: Record<string, unknown>,
   fn: (o: MigrateOptions, config: Config) => Promise<T>,
 ): Promise<T> {
-  const loaded = preflight(loadConfig(configInput(opts)));
-  // stdout carries the result (`--json` goes to jq): log lines go to stderr
-  const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
+  const { loaded, logger } = commandConfig(opts);
   const { config } = loaded;
-  for (const w of loaded.warnings) logger.warn({ setting: true }, w);
   // SIGINT/SIGTERM: the running migration is cancelled and rolled back, then the exit is 130/143
   return withSignalAbort(
     logger,

@@ -10,19 +10,19 @@ import { catalogFor } from '../backup/catalog-for.js';
 import { printable } from '../backup/naming.js';
 import { backupFactsOf, unknownFacts } from '../backup/store-summary.js';
 import { createStorage } from '../backup/storage/index.js';
-import { loadConfig, type Config } from '../config/load.js';
+import { type Config } from '../config/load.js';
 import { explainConnectionError } from '../db/sqlstate.js';
 import { errorMessage } from '../core/errors.js';
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
-import { createLogger, type Logger } from '../log/logger.js';
+import { type Logger } from '../log/logger.js';
 import { MAINTENANCE_JOB } from '../maintenance/job.js';
-import { defaultCollectors } from '../metrics/collectors/index.js';
-import { Poller, type CollectorHealth } from '../metrics/poller.js';
+import { pollerFor } from '../metrics/poller-for.js';
+import type { Poller, CollectorHealth } from '../metrics/poller.js';
 import { Scheduler } from '../schedule/scheduler.js';
 import { drillResultText, duration, instant, size, verifiedText } from '../status/format.js';
 import { summarize, type BackupFacts, type Problem, type StatusSummary } from '../status/summary.js';
-import { addConfigOptions, configInput } from './config-options.js';
-import { preflight } from './preflight.js';
+import { commandConfig } from './command-config.js';
+import { addConfigOptions } from './config-options.js';
 
 /**
  * The exit code of a summary: 69 when what it needs cannot be reached (pg_up 0, the store cannot be
@@ -46,14 +46,7 @@ export function addStatusCommand(program: Command): void {
       )
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
-    const loaded = preflight(loadConfig(configInput(opts)));
-    // stdout carries the summary (and --json must stay parseable): logs go to stderr
-    const logger = createLogger({
-      ...loaded.config.log,
-      secrets: loaded.secrets,
-      destination: process.stderr,
-    });
-    for (const w of loaded.warnings) logger.warn({ setting: true }, w);
+    const { loaded, logger } = commandConfig(opts);
     const summary = await buildStatus(loaded.config, logger);
     const exitCode = statusExitCode(summary.problems);
     for (const p of summary.problems)
@@ -69,17 +62,7 @@ export function addStatusCommand(program: Command): void {
 async function buildStatus(config: Config, logger: Logger): Promise<StatusSummary> {
   const storage = await createStorage(config);
   const registry = new Registry();
-  const poller = new Poller({
-    db: config.db,
-    registry,
-    logger,
-    collectors: defaultCollectors(registry, config.metrics),
-    intervalMs: config.metrics.intervalMs,
-    intervals: config.metrics.collectorIntervalsMs,
-    databases: config.metrics.databases,
-    statementTimeoutMs: config.metrics.statementTimeoutMs,
-    lockTimeoutMs: config.metrics.lockTimeoutMs,
-  });
+  const poller = pollerFor(config, registry, logger);
   try {
     const [backups, db] = await Promise.all([listBackups(config, storage), probe(poller)]);
     return summarize({
