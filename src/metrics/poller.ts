@@ -30,6 +30,9 @@ export interface CollectorHealth {
   intervalSeconds: number;
 }
 
+/** At most one round of early polls (for a change of pg_up) in this long. */
+const EARLY_POLL_GAP_MS = 5000;
+
 /** An error's message as one short line: a status page or a terminal shows it, never a stack. */
 const ERROR_TEXT_MAX = 300;
 
@@ -64,7 +67,11 @@ export class Poller extends Service {
   #known: readonly string[] = [];
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #inFlight = new Set<Promise<void>>();
-  #upNow = false;
+  /** Undefined until the first attempt: the first answer is no change to react to. */
+  #upNow: boolean | undefined;
+  /** When the collectors last polled early for a change of pg_up, and the round waiting its turn. */
+  #earlyAt = 0;
+  #earlyTimer: NodeJS.Timeout | undefined;
   /** Keys (collector, or collector@database) failing now: each failure is logged once, not per poll. */
   readonly #failing = new Set<string>();
   readonly #lastDuration = new Map<string, number>();
@@ -130,7 +137,7 @@ export class Poller extends Service {
 
   /** pg_up as it is now: whether the last connection attempt succeeded. */
   get up(): boolean {
-    return this.#upNow;
+    return this.#upNow === true;
   }
 
   /** Each collector's health as the poller last saw it (read from memory, for the status page). */
@@ -165,6 +172,8 @@ export class Poller extends Service {
   }
 
   protected async onStop(): Promise<void> {
+    clearTimeout(this.#earlyTimer);
+    this.#earlyTimer = undefined;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     await Promise.allSettled([...this.#inFlight]);
@@ -188,16 +197,34 @@ export class Poller extends Service {
 
   /**
    * pg_up: whether the last connection attempt (a poll's or the readiness probe's) succeeded. On a
-   * change, whichever attempt saw it first, the collectors poll at once: when the database went away,
+   * change, whichever attempt saw it first, the collectors poll early: when the database went away,
    * so their series are dropped now rather than served until their next poll; when it is back, the
-   * ones that failed, so they recover now.
+   * ones that failed, so they recover now. Near a connection limit some attempts succeed and others
+   * are refused, so pg_up can flip at every attempt: the early polls come in at most one round per
+   * EARLY_POLL_GAP_MS, for the state as it is then, or they would add to the connections the server
+   * is short of.
    */
   #setUp(ok: boolean) {
     const wasUp = this.#upNow;
     this.#upNow = ok;
     this.#up.set(ok ? 1 : 0);
-    if (ok === wasUp || !this.running) return;
+    if (ok === wasUp || wasUp === undefined || !this.running || this.#earlyTimer !== undefined) return;
+    const wait = this.#earlyAt + EARLY_POLL_GAP_MS - Date.now();
+    if (wait <= 0) this.#pollEarly();
+    else
+      this.#earlyTimer = setTimeout(() => {
+        this.#earlyTimer = undefined;
+        this.#pollEarly();
+      }, wait);
+  }
+
+  #pollEarly() {
+    if (!this.running) return;
+    this.#earlyAt = Date.now();
+    const ok = this.#upNow === true;
     for (const c of this.#o.collectors) {
+      // one that polls this often anyway would gain nothing
+      if (this.intervalOf(c) <= EARLY_POLL_GAP_MS) continue;
       const failing = [...this.#failing].some((k) => k === c.name || k.startsWith(`${c.name}@`));
       if ((!ok || failing) && this.#timers.has(c.name)) {
         clearTimeout(this.#timers.get(c.name));
