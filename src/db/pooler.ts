@@ -9,6 +9,9 @@ import type { Logger } from '../log/logger.js';
 import { DbPool, type PoolSettings } from './pool.js';
 import type { ConnectionTarget } from '../core/database-url.js';
 
+/** Rounds of the probe's three statements before it says nothing was proven. */
+const PROBE_ROUNDS = 20;
+
 export interface PoolerFinding {
   /** What was seen: the address, or the server processes the probe's statements ran in. */
   found: string;
@@ -65,19 +68,24 @@ export async function probeTransactionPooler(
       try {
         const pid = async (c: typeof a) =>
           (await c.query<{ pid: number }>('SELECT pg_catalog.pg_backend_pid() AS pid')).rows[0]!.pid;
-        const a1 = await pid(a);
-        const b1 = await pid(b);
-        const a2 = await pid(a);
-        if (a1 === b1)
-          return {
-            proven: true,
-            found: `two sessions ran their statements in one server process (pid ${a1})`,
-          };
-        if (a1 !== a2)
-          return {
-            proven: true,
-            found: `one session's statements ran in two server processes (pid ${a1}, then ${a2})`,
-          };
+        // Which server process a pooler hands out depends on what else runs through it at that
+        // moment: one round may show nothing. On a direct connection no round ever does, so a few
+        // rounds cost a few milliseconds there and make the proof near certain behind a pooler.
+        for (let round = 0; round < PROBE_ROUNDS; round++) {
+          const a1 = await pid(a);
+          const b1 = await pid(b);
+          const a2 = await pid(a);
+          if (a1 === b1)
+            return {
+              proven: true,
+              found: `two sessions ran their statements in one server process (pid ${a1})`,
+            };
+          if (a1 !== a2)
+            return {
+              proven: true,
+              found: `one session's statements ran in two server processes (pid ${a1}, then ${a2})`,
+            };
+        }
         return undefined;
       } finally {
         b.release();
