@@ -92,6 +92,11 @@ export function buildProgram(): Command {
 const TOP_LEVEL_FLAGS = new Set(['-h', '--help', '-V', '--version']);
 
 export async function main(argv: string[]): Promise<void> {
+  // `pg-maintd help settings | head`: a reader that stops early is no error to report
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   const program = buildProgram();
   // `run` is the default: `pg-maintd` and `pg-maintd --http-port 9188` run the daemon, while an
   // unknown word is still reported as an unknown command.

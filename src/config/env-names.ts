@@ -28,7 +28,16 @@ export const SETTING_PREFIXES: readonly string[] = [
 const FOREIGN = new Set([
   'HTTP_PROXY', // proxies for HTTP clients
   'WEB_CONCURRENCY', // Heroku and other platforms' worker count
+  'DATABASE_URL_UNPOOLED', // Neon and Vercel: the direct connection beside DATABASE_URL
 ]);
+/** Docker's legacy links: a container linked as "db" gives DB_NAME, DB_ENV_POSTGRES_PASSWORD, ... */
+const DOCKER_LINK = /^[A-Z0-9]+_ENV_\w+$/;
+/**
+ * The parts of a connection that other tools take one by one. pg-maintd does not read them, and a
+ * "did you mean" would point at the wrong setting: say how it takes the connection instead.
+ */
+const CONNECTION_PART =
+  /^(DB|DATABASE)_(HOST|HOSTNAME|PORT|USER|USERNAME|PASS|PASSWORD|NAME|DATABASE|SCHEMA)$/;
 /** Kubernetes service links: a Service named "metrics" gives METRICS_SERVICE_HOST, METRICS_PORT, ... */
 const SERVICE_LINK = /_SERVICE_(HOST|PORT)(_\w+)?$|_PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?$/;
 
@@ -46,13 +55,16 @@ export function unknownEnvironment(env: NodeJS.ProcessEnv): UnknownVariable[] {
         !(name in FIELDS) &&
         SETTING_PREFIXES.some((p) => name.startsWith(p)) &&
         !FOREIGN.has(name) &&
+        !DOCKER_LINK.test(name) &&
         !SERVICE_LINK.test(name),
     )
     .sort()
-    .map((name) => ({ name, suggestion: suggestSetting(name) }));
+    .map((name) => ({ name, suggestion: CONNECTION_PART.test(name) ? undefined : suggestSetting(name) }));
 }
 
 export function describeUnknownVariable(v: UnknownVariable): string {
+  if (CONNECTION_PART.test(v.name))
+    return `environment variable ${v.name} is not read by pg-maintd: it takes the connection as one URL, DATABASE_URL (or DATABASE_URL_FILE), such as postgresql://user@host:5432/dbname, with the password in PGPASSWORD or a passfile`;
   return `environment variable ${v.name} is not a pg-maintd setting and is ignored${
     v.suggestion ? ` (did you mean ${v.suggestion}?)` : '; `pg-maintd help settings` lists the settings'
   }`;

@@ -172,7 +172,10 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
   crossChecks(parsed as Partial<Parsed>, origins, problems);
   if (problems.length > 0) throw new ConfigError(withOrigins(problems, origins));
 
-  const sslModeDefaulted = !isExplicit(origins.DB_SSL_MODE);
+  // the installation's defaults file may change the mode (a packager's `require`): then it is set
+  const sslModeDefaulted =
+    !isExplicit(origins.DB_SSL_MODE) &&
+    !(origins.DB_SSL_MODE?.kind === 'defaults-file' && parsed.DB_SSL_MODE !== FIELDS.DB_SSL_MODE.default);
   const config = deepFreeze(shape(parsed as Parsed, sslModeDefaulted));
   const secrets = [
     urlPassword(config.db.url),

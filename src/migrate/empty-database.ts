@@ -1,7 +1,9 @@
 /**
  * Whether a database is empty enough for the start-up migrations to build the application schema
- * in it unasked: no table, view, sequence, foreign table, function or type of anyone's in a schema
- * other than the system's and pg-maintd's own (`pgmaintd`, and the migration history itself).
+ * in it unasked: no table, view, sequence, foreign table, function, type, operator, collation, text
+ * search configuration or dictionary of anyone's in a schema
+ * other than the system's and pg-maintd's own (`pgmaintd`, and the migration history itself), and no
+ * large object.
  * What an extension created is part of the extension, not the operator's data, and does not count;
  * nor do a managed platform's own schemas that every new database there has (Supabase's `auth`,
  * `storage` and the like, owned by its superuser `supabase_admin`).
@@ -33,11 +35,25 @@ const USER_OBJECTS_SQL = `
      WHERE t.typrelid = 0
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e WHERE e.typarray = t.oid)
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)
+    UNION ALL
+    SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, op.oid, op.oprnamespace, op.oprname, 'operator'
+      FROM pg_catalog.pg_operator op
+    UNION ALL
+    SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, co.oid, co.collnamespace, co.collname, 'collation'
+      FROM pg_catalog.pg_collation co
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, tc.oid, tc.cfgnamespace, tc.cfgname,
+           'text search configuration'
+      FROM pg_catalog.pg_ts_config tc
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, td.oid, td.dictnamespace, td.dictname,
+           'text search dictionary'
+      FROM pg_catalog.pg_ts_dict td
   )
   SELECT o.kind || ' ' || pg_catalog.format('%I.%I', n.nspname, o.name) AS what,
          pg_catalog.count(*) OVER () AS total
     FROM o JOIN pg_catalog.pg_namespace n ON n.oid = o.ns
-   WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', $1)
+   WHERE n.nspname !~ '^pg_' AND n.nspname NOT IN ('information_schema', $1)
      AND NOT (n.nspname = $2 AND o.name = $3)
      -- Supabase's platform schemas (auth, storage, realtime, vault...) come with every project and
      -- belong to its superuser supabase_admin; a user's schema never does there
@@ -62,5 +78,12 @@ export async function userObjects(
     history.schema,
     history.table,
   ]);
-  return { count: Number(r.rows[0]?.total ?? 0), examples: r.rows.map((x) => x.what) };
+  // large objects belong to no schema, and are data all the same
+  const lo = await client.query<{ n: string }>(
+    'SELECT pg_catalog.count(*) AS n FROM pg_catalog.pg_largeobject_metadata',
+  );
+  const largeObjects = Number(lo.rows[0]?.n ?? 0);
+  const examples = r.rows.map((x) => x.what);
+  if (largeObjects > 0 && examples.length < 5) examples.push(`${largeObjects} large object(s)`);
+  return { count: Number(r.rows[0]?.total ?? 0) + largeObjects, examples };
 }

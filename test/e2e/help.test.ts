@@ -1,6 +1,8 @@
 // --help through the real CLI: a command lists its own options and points to `help settings`, which
 // lists every setting; the setting flags, unlisted, still work on every command.
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { PACKAGE_ROOT } from '../../src/config/load.js';
 import { FIELDS, FIELD_NAMES, flagFor } from '../../src/config/fields.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { runCli } from '../support/daemon.js';
@@ -35,6 +37,15 @@ describe('pg-maintd <command> --help', () => {
     const at = (s: string) => r.out.indexOf(s);
     expect(at('S3_BUCKET, ')).toBeGreaterThan(at('\nS3:'));
     expect(at('S3_BUCKET, ')).toBeLessThan(at('\nRetention:'));
+  });
+
+  it('`pg-maintd help settings | head -1`: a reader that stops early gets no stack trace', async () => {
+    const r = spawnSync('sh', ['-c', `"${process.execPath}" bin/pg-maintd.js help settings | head -1`], {
+      cwd: PACKAGE_ROOT,
+      encoding: 'utf8',
+    });
+    expect(r.stdout.split('\n').filter(Boolean)).toHaveLength(1);
+    expect(r.stderr).not.toMatch(/EPIPE|at .*\.js:\d+/);
   });
 
   it("`pg-maintd help migrate up` is that command's help; an unknown topic is a usage error", async () => {

@@ -12,6 +12,7 @@ import { LOCK_NAMESPACE } from '../../src/db/advisory-lock.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { createLogger } from '../../src/log/logger.js';
 import { MigrationBootstrap } from '../../src/migrate/bootstrap.js';
+import { userObjects } from '../../src/migrate/empty-database.js';
 import { MigrationMetrics } from '../../src/migrate/metrics.js';
 import { MigrationError } from '../../src/migrate/migration-error.js';
 import {
@@ -390,6 +391,38 @@ describe('the start-up migrations build only in an empty database, or one under 
       expect(await appTables(db.pool)).toEqual([null, null, null]);
     } finally {
       await boot.stop();
+      await db.drop();
+    }
+  });
+
+  it('what is not empty: a large object, an operator, a collation, a schema named pg… under standard_conforming_strings=off', async () => {
+    const db = await createTestDatabase('t_migboot');
+    const client = await db.pool.connect();
+    const history = { schema: 'public', table: 'pgmaintd_migrations' };
+    try {
+      expect((await userObjects(client, 'pgmaintd', history)).count).toBe(0);
+      const cases = [
+        [`SELECT lo_from_bytea(0, 'secret'::bytea)`, 'large object'],
+        [
+          `CREATE OPERATOR public.=== (FUNCTION = int4eq, LEFTARG = int, RIGHTARG = int)`,
+          'operator public."==="',
+        ],
+        [`CREATE COLLATION public.mine (provider = icu, locale = 'und')`, 'collation public.mine'],
+      ] as const;
+      for (const [sql, seen] of cases) {
+        await client.query('BEGIN');
+        await client.query(sql);
+        const found = await userObjects(client, 'pgmaintd', history);
+        await client.query('ROLLBACK');
+        expect(found.count, sql).toBeGreaterThan(0);
+        expect(found.examples.join(' '), sql).toContain(seen);
+      }
+      // the session's own setting, as a role or database default could set it: `_` stays literal
+      await client.query(`SET standard_conforming_strings = off`);
+      await client.query(`CREATE SCHEMA pg1data; CREATE TABLE pg1data.orders (id int)`);
+      expect((await userObjects(client, 'pgmaintd', history)).examples).toEqual(['table pg1data.orders']);
+    } finally {
+      client.release();
       await db.drop();
     }
   });

@@ -243,6 +243,27 @@ describe('configuration', () => {
     expect(loaded.secrets).toEqual(['s3cr3t-pw', 'pgpass-secret']);
   });
 
+  it("DB_SSL_MODE unset: prefer for a local host, verify-full elsewhere; a packager's own mode in default.yaml is kept", () => {
+    const local = loadConfig({
+      defaultsDir: noDefaults,
+      env: { DATABASE_URL: 'postgresql://app@127.0.0.1/app' },
+    });
+    expect(local.config.db.ssl.modeDefaulted).toBe(true);
+    expect(local.notices.join(' ')).toContain('prefer');
+    const remote = loadConfig({
+      defaultsDir: noDefaults,
+      env: { DATABASE_URL: 'postgresql://app@db.internal/app' },
+    });
+    expect(remote.config.db.ssl.mode).toBe('verify-full');
+    expect(remote.notices).toEqual([]);
+    const defaultsDir = tempDir('cfg-defaults-');
+    writeFileSync(join(defaultsDir, 'default.yaml'), 'DB_SSL_MODE: require\n');
+    const packaged = loadConfig({ defaultsDir, env: { DATABASE_URL: 'postgresql://app@127.0.0.1/app' } });
+    expect(packaged.config.db.ssl.mode).toBe('require');
+    expect(packaged.config.db.ssl.modeDefaulted).toBe(false);
+    expect(packaged.notices).toEqual([]);
+  });
+
   it('applies precedence: flags > env > config file > config/default > built-in', () => {
     const defaultsDir = tempDir('cfg-defaults-');
     writeFileSync(
