@@ -5,7 +5,7 @@
 import pg from 'pg';
 import type { Logger } from '../log/logger.js';
 import { Service } from '../lifecycle/service.js';
-import { findPassword, MissingPasswordError } from './password.js';
+import { defaultUser, findPassword, MissingPasswordError } from './password.js';
 import { classify } from './sqlstate.js';
 import {
   isPlaintextRejected,
@@ -254,7 +254,8 @@ export class DbPool extends Service {
     const p = new pg.Pool({
       host: target.host,
       port: target.port,
-      user: target.user,
+      // named even when the URL names none: the passfile line looked up is for this user
+      user: target.user ?? defaultUser(),
       // asked for only when the server wants one (trust and peer authentication need none); pg
       // calls it as a method of the client that connects
       password: function (this: unknown) {
