@@ -5,7 +5,7 @@
  * for a password, so trust and peer authentication need none.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { ConnectionTarget } from '../core/database-url.js';
 
@@ -60,48 +60,95 @@ export function findPassword(
   } catch (err) {
     return { problem: `the passfile ${file} cannot be read (${(err as NodeJS.ErrnoException).code})` };
   }
-  const password = matchPassfile(text, target);
+  const password = matchPassfile(text, target, env);
   if (password !== undefined) return { password, source: `the passfile ${file}` };
   return {
-    problem: `the passfile ${file} has no line for ${passfileKey(target)}`,
+    problem: `the passfile ${file} has no line for ${passfileKey(target, env)}`,
   };
 }
 
-/** The first line of a passfile that matches the target: host:port:database:user:password, * any. */
-export function matchPassfile(text: string, target: ConnectionTarget): string | undefined {
-  const wanted = [hostForPassfile(target.host), String(target.port), target.database, target.user ?? ''];
+/**
+ * The user a connection whose URL names none logs in as: PGUSER, else the operating system's name of
+ * the process's user, as libpq decides (and as pg_dump, run as a child, does). The pool passes it to
+ * pg explicitly, so the passfile line looked up is the one for the user that connects.
+ */
+export function defaultUser(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.PGUSER) return env.PGUSER;
+  try {
+    return userInfo().username;
+  } catch {
+    // no passwd entry for this uid (some containers): what the environment says
+    return env.USER ?? env.USERNAME ?? '';
+  }
+}
+
+/**
+ * The first line of a passfile that matches the target: host:port:database:user:password, where a
+ * field that is exactly `*` matches anything. As in libpq, each field ends at the first unescaped
+ * colon, a backslash makes the next character literal (so `\*` is an asterisk, not a wildcard), and
+ * the password ends at its first unescaped colon too (the rest of the line is ignored).
+ */
+export function matchPassfile(
+  text: string,
+  target: ConnectionTarget,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  const wanted = [
+    hostForPassfile(target.host),
+    String(target.port),
+    target.database,
+    target.user ?? defaultUser(env),
+  ];
   for (const line of text.split(/\r?\n/)) {
-    if (line === '' || line.startsWith('#')) continue;
+    if (line.startsWith('#')) continue;
     const fields = splitPassfileLine(line);
     if (fields.length < 5) continue;
-    const matches = wanted.every((w, i) => fields[i] === '*' || fields[i] === w);
-    if (matches) return fields.slice(4).join(':');
+    const matches = wanted.every((w, i) => fields[i]!.wildcard || fields[i]!.value === w);
+    if (matches) return fields[4]!.value;
   }
   return undefined;
 }
 
 /** host:port:database:user, as the line the passfile needs would start. */
-export function passfileKey(target: ConnectionTarget): string {
-  return [hostForPassfile(target.host), target.port, target.database, target.user ?? '*'].join(':');
+export function passfileKey(target: ConnectionTarget, env: NodeJS.ProcessEnv = process.env): string {
+  return [hostForPassfile(target.host), target.port, target.database, target.user ?? defaultUser(env)].join(
+    ':',
+  );
 }
 
-/** libpq matches a connection over the default socket folder as "localhost". */
+/**
+ * libpq matches a connection over its default socket folder (DEFAULT_PGSOCKET_DIR) as "localhost",
+ * comparing the path as written. That folder is /var/run/postgresql in Debian's build (the
+ * PostgreSQL tools pg-maintd runs) and /tmp in upstream's: both are mapped; a path no libpq maps
+ * (/run/postgresql, a trailing slash) is not, so that the daemon and pg_dump find the same line.
+ */
 function hostForPassfile(host: string): string {
-  return ['/var/run/postgresql', '/run/postgresql', '/tmp'].includes(host) ? 'localhost' : host;
+  return host === '/var/run/postgresql' || host === '/tmp' ? 'localhost' : host;
 }
 
-/** Splits on unescaped colons; \: and \\ stand for : and \. */
-function splitPassfileLine(line: string): string[] {
-  const fields: string[] = [];
+interface PassfileField {
+  value: string;
+  /** A bare `*`: matches any value (an escaped `\*` is a literal asterisk). */
+  wildcard: boolean;
+}
+
+/** The fields of a line: each ends at an unescaped colon; a backslash makes the next character literal. */
+function splitPassfileLine(line: string): PassfileField[] {
+  const fields: PassfileField[] = [];
   let cur = '';
+  let escaped = false;
   for (let i = 0; i < line.length; i++) {
     const c = line[i]!;
-    if (c === '\\' && i + 1 < line.length) cur += line[++i];
-    else if (c === ':' && fields.length < 4) {
-      fields.push(cur);
+    if (c === '\\' && i + 1 < line.length) {
+      cur += line[++i];
+      escaped = true;
+    } else if (c === ':') {
+      fields.push({ value: cur, wildcard: cur === '*' && !escaped });
+      if (fields.length === 5) return fields; // libpq ignores what follows the password
       cur = '';
+      escaped = false;
     } else cur += c;
   }
-  fields.push(cur);
+  fields.push({ value: cur, wildcard: cur === '*' && !escaped });
   return fields;
 }

@@ -5,7 +5,7 @@
 import pg from 'pg';
 import type { Logger } from '../log/logger.js';
 import { Service } from '../lifecycle/service.js';
-import { findPassword, MissingPasswordError } from './password.js';
+import { defaultUser, findPassword, MissingPasswordError } from './password.js';
 import { classify } from './sqlstate.js';
 import {
   isPlaintextRejected,
@@ -63,6 +63,8 @@ export class DbPool extends Service {
   #pool: pg.Pool;
   #transport!: Transport;
   #fallback: Transport | undefined;
+  /** Counts changes of the transport (and of the target): a call that failed on an older one retries. */
+  #switches = 0;
   readonly #settings: PoolSettings;
   readonly #opts: PoolOptions;
   #log!: Logger;
@@ -146,6 +148,7 @@ export class DbPool extends Service {
     this.#verified = plan.verified;
     this.#transport = plan.first;
     this.#fallback = plan.fallback;
+    this.#switches++;
     this.#log = this.#opts.logger.child({ pool: this.#opts.name, db: describeTarget(this.#target) });
   }
 
@@ -174,29 +177,40 @@ export class DbPool extends Service {
   }
 
   async #withFallback<T>(op: () => Promise<T>): Promise<T> {
+    const tried = this.#transport;
+    const switches = this.#switches;
     try {
-      return await op();
+      return await this.#attempt(op);
     } catch (err) {
-      // 28P01: the server refused the password; the message says where it came from
-      if ((err as { code?: string })?.code === '28P01' && this.#passwordSource)
-        Object.assign(err as object, { passwordSource: this.#passwordSource });
-      if (this.#fallback === undefined || !this.#shouldFallBack(err)) throw err;
-      // expected with DB_SSL_MODE unset and a local server without TLS: the start-up notice said so
-      const level = this.#settings.ssl.modeDefaulted ? 'debug' : 'info';
-      this.#log[level](
-        { from: this.#transport ? 'tls' : 'plaintext', to: this.#fallback ? 'tls' : 'plaintext' },
-        'server refused the first transport; trying the other, as DB_SSL_MODE allows',
-      );
-      this.#swapTransport();
-      return op();
+      if (this.#fallback === undefined || !refusedFor(tried, err)) throw err;
+      // Concurrent first calls all fail on the first transport: the first one to come back switches,
+      // the others only retry on the transport it switched to (switching again would undo it).
+      if (this.#switches === switches) {
+        // expected with DB_SSL_MODE unset and a local server without TLS: the start-up notice said so
+        const level = this.#settings.ssl.modeDefaulted ? 'debug' : 'info';
+        this.#log[level](
+          { from: this.#transport ? 'tls' : 'plaintext', to: this.#fallback ? 'tls' : 'plaintext' },
+          'server refused the first transport; trying the other, as DB_SSL_MODE allows',
+        );
+        this.#swapTransport();
+      }
+      return this.#attempt(op);
     }
   }
 
-  #shouldFallBack(err: unknown): boolean {
-    return this.#transport === false ? isPlaintextRejected(err) : isTlsUnsupported(err);
+  /** One try of `op`; a refused password is marked with where it came from, for the message. */
+  async #attempt<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if ((err as { code?: string })?.code === '28P01' && this.#passwordSource)
+        Object.assign(err as object, { passwordSource: this.#passwordSource });
+      throw err;
+    }
   }
 
   #swapTransport() {
+    this.#switches++;
     const current = this.#transport;
     this.#transport = this.#fallback as Transport;
     this.#fallback = current; // a later refusal (say, after a failover) can swap back
@@ -240,7 +254,8 @@ export class DbPool extends Service {
     const p = new pg.Pool({
       host: target.host,
       port: target.port,
-      user: target.user,
+      // named even when the URL names none: the passfile line looked up is for this user
+      user: target.user ?? defaultUser(),
       // asked for only when the server wants one (trust and peer authentication need none); pg
       // calls it as a method of the client that connects
       password: function (this: unknown) {
@@ -266,6 +281,11 @@ export class DbPool extends Service {
     });
     return p;
   }
+}
+
+/** The server refused `transport` for the reason that trying the other one addresses. */
+function refusedFor(transport: Transport, err: unknown): boolean {
+  return transport === false ? isPlaintextRejected(err) : isTlsUnsupported(err);
 }
 
 /**

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SslMode } from '../../src/config/fields.js';
 import { DbPool } from '../../src/db/pool.js';
-import { classify } from '../../src/db/sqlstate.js';
+import { classify, explainConnectionError } from '../../src/db/sqlstate.js';
 import { effectiveSslMode, planTransport } from '../../src/db/tls.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -161,6 +161,36 @@ describe('DB_SSL_MODE unset (the built-in verify-full): prefer for a local serve
     const p = defaulted(byHost('localhost'));
     expect(p.verified).toBe(false);
     expect(await encrypted(p)).toBe(true);
+  });
+
+  it('concurrent first calls all succeed: those that failed on TLS retry on the transport the first switched to', async () => {
+    for (const ssl of [
+      { mode: 'verify-full' as const, rejectUnauthorized: true, modeDefaulted: true },
+      { mode: 'prefer' as const, rejectUnauthorized: true },
+    ]) {
+      const p = new DbPool(
+        { url: adminUrl(), ssl, pool: { min: 0, max: 5, idleTimeoutMs: 1000, acquireTimeoutMs: 5000 } },
+        { name: 'test', logger },
+      );
+      try {
+        const results = await Promise.allSettled(Array.from({ length: 5 }, () => p.query('SELECT 1')));
+        expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))).toEqual(
+          Array(5).fill('ok'),
+        );
+      } finally {
+        await p.stop();
+      }
+    }
+  });
+
+  it('a refused password after the fallback still says where it came from', async () => {
+    const u = new URL(adminUrl());
+    u.password = 'wrong';
+    const err = await failure(defaulted(u.toString()));
+    expect((err as { code?: string }).code).toBe('28P01');
+    expect(explainConnectionError(err, 'db').message).toMatch(
+      /\(the password came from the connection URL\)/,
+    );
   });
 
   it('any other host keeps verify-full; a mode that was set is kept for a local host too', () => {

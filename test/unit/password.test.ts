@@ -1,9 +1,9 @@
 // The passfile as libpq reads it: the first matching line wins, * matches anything, \: and \\ escape.
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { findPassword, matchPassfile } from '../../src/db/password.js';
+import { defaultUser, findPassword, matchPassfile } from '../../src/db/password.js';
 import type { ConnectionTarget } from '../../src/core/database-url.js';
 
 const target: ConnectionTarget = {
@@ -39,6 +39,45 @@ describe('passfile', () => {
     expect(matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/var/run/postgresql' })).toBe(
       'sock',
     );
+    expect(matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/tmp' })).toBe('sock');
+    // libpq compares the path as written: no build has /run/postgresql as its default
+    expect(
+      matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/run/postgresql' }),
+    ).toBeUndefined();
+    expect(matchPassfile('/run/postgresql:5432:*:*:dir\n', { ...target, host: '/run/postgresql' })).toBe(
+      'dir',
+    );
+  });
+
+  it('a URL without a user matches the line of PGUSER, else of the operating system user', () => {
+    const text = [
+      'db.internal:5432:appdb:pguser:from-pguser',
+      `db.internal:5432:appdb:${userInfo().username}:os`,
+    ].join('\n');
+    const noUser = { ...target, user: undefined };
+    expect(matchPassfile(text, noUser, { PGUSER: 'pguser' })).toBe('from-pguser');
+    expect(matchPassfile(text, noUser, {})).toBe('os');
+    expect(defaultUser({ PGUSER: 'pguser' })).toBe('pguser');
+    expect(defaultUser({})).toBe(userInfo().username);
+    const file = join(dir, 'pgpass-users');
+    writeFileSync(file, text);
+    chmodSync(file, 0o600);
+    expect(findPassword(noUser, { PGUSER: 'nobody', PGPASSFILE: file })).toEqual({
+      problem: `the passfile ${file} has no line for db.internal:5432:appdb:nobody`,
+    });
+  });
+
+  it('the password ends at an unescaped colon; the rest of the line is ignored', () => {
+    expect(matchPassfile('db.internal:5432:appdb:app:secret:ignored\n', target)).toBe('secret');
+    expect(matchPassfile('db.internal:5432:appdb:app:a\\:b:c\n', target)).toBe('a:b');
+    expect(matchPassfile('db.internal:5432:appdb:app:\n', target)).toBe('');
+  });
+
+  it('only a bare * is a wildcard: \\* is a literal asterisk', () => {
+    expect(matchPassfile('db.internal:5432:\\*:app:escaped\n', target)).toBeUndefined();
+    expect(matchPassfile('db.internal:5432:\\*:app:escaped\n', { ...target, database: '*' })).toBe('escaped');
+    expect(matchPassfile('db.internal:5432:**:app:double\n', target)).toBeUndefined();
+    expect(matchPassfile('db.internal:5432:*:app:bare\n', target)).toBe('bare');
   });
 
   it('the URL, then PGPASSWORD, then the passfile; one others may read is ignored, saying why', () => {
