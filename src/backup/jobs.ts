@@ -22,7 +22,7 @@ import type { LeaseHolder } from '../db/lease.js';
 import type { LeaseProblem } from '../db/lease-table.js';
 import type { Logger } from '../log/logger.js';
 import { asLeader, holderText } from '../db/leader.js';
-import type { JobOutcome, JobSpec } from '../schedule/scheduler.js';
+import type { JobSpec } from '../schedule/scheduler.js';
 import { StateSkip } from '../schedule/state-skip.js';
 import { runBackup, type BackupDeps } from './backup.js';
 import { claimSlot, type SlotClaim } from './claim.js';
@@ -88,7 +88,7 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
     name: job.name,
     cron: job.cron,
     timezone: config.backup.timezone,
-    async run(tick, signal) {
+    async *run(tick, signal) {
       const tickLog = logger.child({ job: job.name, tick: tick.toISOString() });
       // unreadable (the database is down): the lease below fails and counts it
       const role = await serverRole(deps.lockPool).catch(() => undefined);
@@ -96,10 +96,10 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
         const skipped = wrongRole.skip(role, tickLog, `${ROLE_SKIP[job.name][role]}: skipped`);
         for (const database of config.backup.databases)
           await deps.metrics?.refresh(deps.catalog, database).catch(() => undefined);
-        return [skipped];
+        yield skipped;
+        return;
       }
       if (role) wrongRole.clear(tickLog, `the server is a ${role} now: ${job.name} runs again`);
-      const outcomes: JobOutcome[] = [];
       for (const database of config.backup.databases) {
         if (signal.aborted) break;
         const log = tickLog.child({ database });
@@ -108,29 +108,29 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
           case 'lease_unusable':
             // demoted since the role was asked: a standby's skip, not a lease table to fix
             if (r.problem.standby) {
-              outcomes.push({ kind: 'skipped', reason: 'standby' });
+              yield { kind: 'skipped', reason: 'standby' };
               log.info(`${ROLE_SKIP[job.name].standby}: skipped`);
               break;
             }
-            outcomes.push({ kind: 'skipped', reason: 'lease_unusable' });
+            yield { kind: 'skipped', reason: 'lease_unusable' };
             log.warn(
               { reason: 'lease_unusable', hint: r.problem.fix },
               `${r.problem.problem}: this tick is skipped, and no replica runs ${job.name} until it is fixed`,
             );
             break;
           case 'not_leader':
-            outcomes.push({ kind: 'skipped', reason: 'not_leader' });
+            yield { kind: 'skipped', reason: 'not_leader' };
             log.info(
               { holder: holderText(r.holder) },
               'another pg-maintd holds the lease for this tick; skipped',
             );
             break;
           case 'already_done':
-            outcomes.push({ kind: 'skipped', reason: 'already_done' });
+            yield { kind: 'skipped', reason: 'already_done' };
             log.info('this tick was already done by another replica; skipped');
             break;
           case 'claimed':
-            outcomes.push({ kind: 'skipped', reason: 'claimed' });
+            yield { kind: 'skipped', reason: 'claimed' };
             log.info(
               {
                 reason: 'claimed',
@@ -142,12 +142,11 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
             );
             break;
           default:
-            outcomes.push(r);
+            yield r;
             continue;
         }
         await deps.metrics?.refresh(deps.catalog, database).catch(() => undefined);
       }
-      return outcomes;
     },
   };
 }

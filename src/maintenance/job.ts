@@ -12,7 +12,7 @@ import type { DbPool } from '../db/pool.js';
 import { serverRole } from '../db/server-role.js';
 import { errorMessage } from '../core/errors.js';
 import { asLeader, holderText, type LeaderResult } from '../db/leader.js';
-import type { JobOutcome, JobSpec } from '../schedule/scheduler.js';
+import type { JobSpec } from '../schedule/scheduler.js';
 import { StateSkip } from '../schedule/state-skip.js';
 import { runMaintenance, type MaintenanceDeps, type MaintenanceReport, type RunOptions } from './run.js';
 
@@ -45,20 +45,19 @@ export function maintenanceJob(deps: MaintenanceJobDeps): JobSpec {
     name: MAINTENANCE_JOB,
     cron: config.maintenance.schedule,
     timezone: config.backup.timezone,
-    async run(tick, signal) {
+    async *run(tick, signal) {
       const tickLog = deps.logger.child({ job: MAINTENANCE_JOB, tick: tick.toISOString() });
       // unreadable (the database is down): the lease below fails and says so
       const role = await serverRole(deps.lockPool).catch(() => undefined);
-      if (role === 'standby')
-        return [
-          standby.skip(
-            'standby',
-            tickLog,
-            'the server is a standby: maintenance runs on the primary (its effects replicate); skipped',
-          ),
-        ];
+      if (role === 'standby') {
+        yield standby.skip(
+          'standby',
+          tickLog,
+          'the server is a standby: maintenance runs on the primary (its effects replicate); skipped',
+        );
+        return;
+      }
       if (role) standby.clear(tickLog, 'the server is a primary now: maintenance runs again');
-      const outcomes: JobOutcome[] = [];
       for (const database of config.maintenance.databases) {
         if (signal.aborted) break;
         const runId = randomBytes(4).toString('hex');
@@ -67,23 +66,22 @@ export function maintenanceJob(deps: MaintenanceJobDeps): JobSpec {
           log.error({ err: { message: errorMessage(err) } }, 'scheduled maintenance failed');
           return { led: false as const, reason: 'failed' as const, message: errorMessage(err) };
         });
-        if (r.led) outcomes.push({ kind: 'ran' });
-        else if (r.reason === 'failed') outcomes.push({ kind: 'failed', reason: r.message });
+        if (r.led) yield { kind: 'ran' };
+        else if (r.reason === 'failed') yield { kind: 'failed', reason: r.message };
         else if (r.reason === 'lease_unusable') {
-          outcomes.push({ kind: 'skipped', reason: 'lease_unusable' });
+          yield { kind: 'skipped', reason: 'lease_unusable' };
           log.warn(
             { reason: 'lease_unusable', hint: r.problem.fix },
             `${r.problem.problem}: this tick is skipped, and no replica runs maintenance until it is fixed`,
           );
         } else {
-          outcomes.push({ kind: 'skipped', reason: 'not_leader' });
+          yield { kind: 'skipped', reason: 'not_leader' };
           log.info(
             { holder: holderText(r.holder) },
             'another pg-maintd holds the maintenance lease for this database; skipped',
           );
         }
       }
-      return outcomes;
     },
   };
 }

@@ -31,10 +31,12 @@ export interface JobSpec {
   cron: string;
   timezone: string;
   /**
-   * `tick` is the slot: the same instant on every replica. Returns an outcome for each part of the
-   * run (a job that runs for several databases, one each); nothing means it ran.
+   * `tick` is the slot: the same instant on every replica. Yields an outcome for each part of the
+   * run as it ends (a job that runs for several databases, one each), so a skip is counted when it
+   * happens, not hours later when the last database is done, and not lost if a later part throws.
+   * A plain promise is a run of one part that ran.
    */
-  run(tick: Date, signal: AbortSignal): Promise<readonly JobOutcome[] | void>;
+  run(tick: Date, signal: AbortSignal): AsyncIterable<JobOutcome> | Promise<void>;
 }
 
 /**
@@ -58,6 +60,15 @@ export type SkipReason = (typeof SKIP_REASONS)[number];
 /** What a run (or its part for one database) came to; `reason` says why in a word where it can. */
 export type JobOutcome =
   { kind: 'ran' } | { kind: 'skipped'; reason: SkipReason } | { kind: 'failed'; reason: string };
+
+/** Runs a job's run to its end, handing each outcome to `fn` as it comes. */
+export async function eachOutcome(
+  run: AsyncIterable<JobOutcome> | Promise<void>,
+  fn: (o: JobOutcome) => void,
+): Promise<void> {
+  if (Symbol.asyncIterator in run) for await (const o of run) fn(o);
+  else await run;
+}
 
 /** A slot run this late is reported as a catch-up (the heartbeat itself is up to a second late). */
 export const CATCH_UP_AFTER_MS = 2000;
@@ -183,12 +194,10 @@ export class Scheduler extends Service {
       return Promise.resolve();
     }
     const abort = new AbortController();
-    const promise = s.job
-      .run(tick, abort.signal)
-      .then((outcomes) => {
-        for (const o of outcomes ?? [])
-          if (o.kind === 'skipped') this.#skipped?.inc({ job: name, reason: o.reason });
-      })
+    const count = (o: JobOutcome) => {
+      if (o.kind === 'skipped') this.#skipped?.inc({ job: name, reason: o.reason });
+    };
+    const promise = eachOutcome(s.job.run(tick, abort.signal), count)
       .catch((err: unknown) =>
         this.#log?.error({ job: name, err: { message: errorMessage(err) } }, 'job failed'),
       )

@@ -19,6 +19,7 @@ import { startPrivateCluster, useTestDatabase, withDatabase } from '../support/p
 import { s3CliEnv, startTestS3, type TestS3 } from '../support/s3.js';
 import { seed } from '../support/seed.js';
 import { tempDir } from '../support/temp.js';
+import { eachOutcome, type JobOutcome } from '../../src/schedule/scheduler.js';
 
 const db = useTestDatabase();
 const DAY = 86_400_000;
@@ -206,7 +207,11 @@ describe('backups of another cluster in the same prefix', () => {
     const lockPool = new DbPool(deps.config.db, { name: 'lock', logger: deps.logger, max: 2 });
     try {
       const before = (await deps.catalog.list(db.name)).good.length;
-      await backupJob({ ...deps, lockPool }).run(tick, new AbortController().signal);
+      const outcomes: JobOutcome[] = [];
+      await eachOutcome(backupJob({ ...deps, lockPool }).run(tick, new AbortController().signal), (o) =>
+        outcomes.push(o),
+      );
+      expect(outcomes).toEqual([{ kind: 'ran' }]);
       const after = (await deps.catalog.list(db.name)).good;
       expect(after.length).toBe(before + 1);
       expect(after.filter((g) => g.manifest.tick === tick.toISOString())).toHaveLength(2);

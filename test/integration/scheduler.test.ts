@@ -3,6 +3,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log/logger.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
+import { waitFor } from '../support/daemon.js';
 
 const logger = createLogger({ level: 'silent', format: 'json' });
 
@@ -39,6 +40,39 @@ describe('scheduler', () => {
       release();
       await again;
       expect(runs).toBe(2);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it("counts a part's skip when it happens: before the run's other parts end, and when a later part throws", async () => {
+    const registry = new Registry();
+    const s = new Scheduler({ maxStallMs: 5000, registry, logger });
+    let release!: () => void;
+    const secondPart = new Promise<void>((r) => (release = r));
+    s.addJob({
+      name: 'parts',
+      cron: '0 0 1 1 *',
+      timezone: 'UTC',
+      async *run() {
+        yield { kind: 'skipped', reason: 'not_leader' } as const; // database A: another replica has it
+        await secondPart; // database B: a long backup
+        yield { kind: 'ran' } as const;
+        throw new Error('database C: something unexpected');
+      },
+    });
+    await s.start();
+    try {
+      const run = s.trigger('parts');
+      await waitFor(
+        () => skipped(registry, 'parts', 'not_leader'),
+        (v) => v === 1,
+        5000,
+        10,
+      );
+      release();
+      await run; // the throw is logged as a failed job, not lost with the skip
+      expect(await skipped(registry, 'parts', 'not_leader')).toBe(1);
     } finally {
       await s.stop();
     }
