@@ -48,6 +48,13 @@ export interface UnknownVariable {
 
 /** Environment variables with a setting's prefix that are no setting. Values are never looked at. */
 export function unknownEnvironment(env: NodeJS.ProcessEnv): UnknownVariable[] {
+  // a Docker link's alias also gives <ALIAS>_NAME and <ALIAS>_PORT beside its _ENV_ and _PORT_n_ ones
+  const linked = new Set(
+    Object.keys(env).flatMap((n) => {
+      const m = /^([A-Z0-9]+)_(?:ENV_\w+|PORT_\d+_(?:TCP|UDP|SCTP)\w*)$/.exec(n);
+      return m ? [`${m[1]}_NAME`, `${m[1]}_PORT`] : [];
+    }),
+  );
   return Object.keys(env)
     .filter(
       (name) =>
@@ -55,6 +62,7 @@ export function unknownEnvironment(env: NodeJS.ProcessEnv): UnknownVariable[] {
         !(name in FIELDS) &&
         SETTING_PREFIXES.some((p) => name.startsWith(p)) &&
         !FOREIGN.has(name) &&
+        !linked.has(name) &&
         !DOCKER_LINK.test(name) &&
         !SERVICE_LINK.test(name),
     )

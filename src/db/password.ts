@@ -118,12 +118,12 @@ export function passfileKey(target: ConnectionTarget, env: NodeJS.ProcessEnv = p
 
 /**
  * libpq matches a connection over its default socket folder (DEFAULT_PGSOCKET_DIR) as "localhost",
- * comparing the path as written. That folder is /var/run/postgresql in Debian's build (the
- * PostgreSQL tools pg-maintd runs) and /tmp in upstream's: both are mapped; a path no libpq maps
- * (/run/postgresql, a trailing slash) is not, so that the daemon and pg_dump find the same line.
+ * comparing the path as written. That folder is /var/run/postgresql in the Debian build pg-maintd
+ * runs (its image, and Debian's packages), while upstream's /tmp is not mapped there: a /tmp socket
+ * matched as localhost here would give the daemon a password its own pg_dump does not find.
  */
 function hostForPassfile(host: string): string {
-  return host === '/var/run/postgresql' || host === '/tmp' ? 'localhost' : host;
+  return host === '/var/run/postgresql' ? 'localhost' : host;
 }
 
 interface PassfileField {

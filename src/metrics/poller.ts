@@ -211,11 +211,13 @@ export class Poller extends Service {
     if (ok === wasUp || wasUp === undefined || !this.running || this.#earlyTimer !== undefined) return;
     const wait = this.#earlyAt + EARLY_POLL_GAP_MS - Date.now();
     if (wait <= 0) this.#pollEarly();
-    else
+    else {
       this.#earlyTimer = setTimeout(() => {
         this.#earlyTimer = undefined;
         this.#pollEarly();
       }, wait);
+      this.#earlyTimer.unref(); // stop() clears it; it alone keeps nothing alive
+    }
   }
 
   #pollEarly() {

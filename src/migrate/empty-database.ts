@@ -21,32 +21,35 @@ export interface UserObjects {
 const USER_OBJECTS_SQL = `
   WITH o AS (
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS classid, c.oid, c.relnamespace AS ns, c.relname AS name,
+           c.relowner AS owner,
            CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
                           WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence'
                           WHEN 'f' THEN 'foreign table' ELSE 'type' END AS kind
       FROM pg_catalog.pg_class c
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
     UNION ALL
-    SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, p.pronamespace, p.proname, 'function'
+    SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, p.pronamespace, p.proname, p.proowner, 'function'
       FROM pg_catalog.pg_proc p
     UNION ALL
-    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, t.typnamespace, t.typname, 'type'
+    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, t.typnamespace, t.typname, t.typowner, 'type'
       FROM pg_catalog.pg_type t
      WHERE t.typrelid = 0
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e WHERE e.typarray = t.oid)
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)
     UNION ALL
-    SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, op.oid, op.oprnamespace, op.oprname, 'operator'
+    SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, op.oid, op.oprnamespace, op.oprname, op.oprowner,
+           'operator'
       FROM pg_catalog.pg_operator op
     UNION ALL
-    SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, co.oid, co.collnamespace, co.collname, 'collation'
+    SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, co.oid, co.collnamespace, co.collname, co.collowner,
+           'collation'
       FROM pg_catalog.pg_collation co
     UNION ALL
-    SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, tc.oid, tc.cfgnamespace, tc.cfgname,
+    SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, tc.oid, tc.cfgnamespace, tc.cfgname, tc.cfgowner,
            'text search configuration'
       FROM pg_catalog.pg_ts_config tc
     UNION ALL
-    SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, td.oid, td.dictnamespace, td.dictname,
+    SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, td.oid, td.dictnamespace, td.dictname, td.dictowner,
            'text search dictionary'
       FROM pg_catalog.pg_ts_dict td
   )
@@ -55,10 +58,12 @@ const USER_OBJECTS_SQL = `
     FROM o JOIN pg_catalog.pg_namespace n ON n.oid = o.ns
    WHERE n.nspname !~ '^pg_' AND n.nspname NOT IN ('information_schema', $1)
      AND NOT (n.nspname = $2 AND o.name = $3)
-     -- Supabase's platform schemas (auth, storage, realtime, vault...) come with every project and
-     -- belong to its superuser supabase_admin; a user's schema never does there
-     AND NOT (n.nspname <> 'public' AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                WHERE r.oid = n.nspowner AND r.rolname = 'supabase_admin' AND r.rolsuper))
+     -- Supabase's platform (the schemas auth, storage, realtime, vault..., and the functions it puts
+     -- in extensions and pgbouncer) comes with every project and belongs to its superuser
+     -- supabase_admin; what a user makes there belongs to postgres
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                      WHERE r.rolname = 'supabase_admin' AND r.rolsuper
+                        AND (r.oid = o.owner OR (n.nspname <> 'public' AND r.oid = n.nspowner)))
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                       WHERE d.classid = o.classid AND d.objid = o.oid AND d.deptype = 'e')
    ORDER BY n.nspname, o.kind, o.name

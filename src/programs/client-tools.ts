@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { defaultUser } from '../db/password.js';
 import { effectiveSslMode, type TlsSettings } from '../db/tls.js';
 import type { ConnectionTarget } from '../core/database-url.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
@@ -98,7 +99,9 @@ export function libpqEnv(
     PGSSLMODE:
       mode === 'verify-full' || mode === 'verify-ca' ? (ssl.rejectUnauthorized ? mode : 'require') : mode,
   };
-  if (target.user) env.PGUSER = target.user;
+  // the user the daemon's own pool connects as (PGUSER, else the OS user), not one libpq would
+  // guess from an environment it no longer has
+  env.PGUSER = target.user ?? defaultUser();
   const password = target.password ?? process.env.PGPASSWORD;
   if (password) env.PGPASSWORD = password;
   if (process.env.PGPASSFILE) env.PGPASSFILE = process.env.PGPASSFILE;

@@ -431,6 +431,17 @@ describe('no password given, and the server asks for one', () => {
     expect(r.out).toMatch(/backup of \S+: /);
   });
 
+  it('a URL without a user: PGUSER is the user of the daemon, of its passfile line and of pg_dump', async () => {
+    const { env } = passfile(0o600);
+    const u = new URL(db.url);
+    const user = decodeURIComponent(u.username);
+    u.username = '';
+    u.password = '';
+    const r = await run(['backup'], { ...env, DATABASE_URL: u.toString(), PGUSER: user });
+    expect(r.code, r.out).toBe(EXIT.OK);
+    expect(r.out).toMatch(/backup of \S+: /);
+  });
+
   it('PGPASSFILE names the passfile; PGPASSWORD alone works too', async () => {
     const { env, file } = passfile(0o600, 'elsewhere.conf');
     const viaFile = await run(['migrate', 'status'], { ...env, PGPASSFILE: file });

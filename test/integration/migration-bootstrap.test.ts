@@ -347,6 +347,8 @@ describe('the start-up migrations build only in an empty database, or one under 
     // roles are the cluster's: made if missing, and left for the next run (it owns nothing after)
     await db.pool.query(`DO $$ BEGIN CREATE ROLE supabase_admin SUPERUSER NOLOGIN;
                          EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+    await db.pool.query(`DO $$ BEGIN CREATE ROLE pgbouncer NOLOGIN;
+                         EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
     try {
       await db.pool.query(`
         CREATE SCHEMA auth AUTHORIZATION supabase_admin;
@@ -357,7 +359,15 @@ describe('the start-up migrations build only in an empty database, or one under 
         CREATE TABLE storage.objects (id uuid PRIMARY KEY, name text);
         ALTER TABLE auth.users OWNER TO supabase_admin;
         ALTER FUNCTION auth.uid() OWNER TO supabase_admin;
-        ALTER TABLE storage.objects OWNER TO supabase_admin;`);
+        ALTER TABLE storage.objects OWNER TO supabase_admin;
+        -- the platform's functions in schemas that are not its own: extensions (owned by postgres
+        -- in some projects) and pgbouncer (owned by the role pgbouncer)
+        CREATE SCHEMA extensions;
+        CREATE FUNCTION extensions.grant_pg_cron_access() RETURNS void LANGUAGE sql AS 'SELECT';
+        ALTER FUNCTION extensions.grant_pg_cron_access() OWNER TO supabase_admin;
+        CREATE SCHEMA pgbouncer AUTHORIZATION pgbouncer;
+        CREATE FUNCTION pgbouncer.get_auth(text) RETURNS text LANGUAGE sql AS 'SELECT $1';
+        ALTER FUNCTION pgbouncer.get_auth(text) OWNER TO supabase_admin;`);
       await boot.start();
       await boot.settled;
       expect(await appTables(db.pool)).toEqual(['users', 'projects', 'tasks']);

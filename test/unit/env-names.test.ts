@@ -28,6 +28,13 @@ describe('unknown environment variables', () => {
     ).toEqual([]);
   });
 
+  it("leaves a Docker link's NAME alone when the link's other variables are there", () => {
+    expect(
+      names({ DB_NAME: '/app/db', DB_PORT: 'tcp://172.17.0.2:5432', DB_PORT_5432_TCP_ADDR: '172.17.0.2' }),
+    ).toEqual([]);
+    expect(names({ DB_NAME: 'app' })).toEqual(['DB_NAME']); // no link: someone meant the database
+  });
+
   it('says how the connection is given to one who sets its parts, instead of a wrong "did you mean"', () => {
     const vs = unknownEnvironment({ DB_HOST: 'db', DATABASE_USER: 'app', DB_PASSWORD: 'secret' });
     expect(vs.map((v) => v.name)).toEqual(['DATABASE_USER', 'DB_HOST', 'DB_PASSWORD']);

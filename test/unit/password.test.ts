@@ -35,11 +35,13 @@ describe('passfile', () => {
     expect(matchPassfile('\\:\\:1:5432:*:*:v6\n', { ...target, host: '::1' })).toBe('v6');
   });
 
-  it('the default socket folder matches "localhost", as in libpq', () => {
+  it('the default socket folder of the Debian libpq pg-maintd runs matches "localhost", as in libpq', () => {
     expect(matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/var/run/postgresql' })).toBe(
       'sock',
     );
-    expect(matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/tmp' })).toBe('sock');
+    // upstream's default, not Debian's: Debian's pg_dump would not find this line for /tmp
+    expect(matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/tmp' })).toBeUndefined();
+    expect(matchPassfile('/tmp:5432:*:*:tmp\n', { ...target, host: '/tmp' })).toBe('tmp');
     // libpq compares the path as written: no build has /run/postgresql as its default
     expect(
       matchPassfile('localhost:5432:*:*:sock\n', { ...target, host: '/run/postgresql' }),
