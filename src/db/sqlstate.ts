@@ -119,6 +119,10 @@ export function classify(err: unknown): Classified {
   // PgBouncer's refusal of the session settings every pool gives at connection (08P01): no retry helps
   if (err instanceof Error && /unsupported startup parameter/i.test(err.message))
     return { kind: 'pooler_refused', retryable: false, code };
+  // cannot_connect_now is also what a server that is shutting down answers: it is going away, not
+  // coming up (a readiness probe that says "starting" then would mislead whoever reads it)
+  if (code === '57P03' && err instanceof Error && /shutting down/i.test(err.message))
+    return { kind: 'connection_lost', retryable: RETRYABLE.has('connection_lost'), code };
   if (code) {
     kind = BY_SQLSTATE[code] ?? BY_NODE_CODE[code];
     if (!kind && /^[0-9A-Z]{5}$/.test(code)) kind = BY_CLASS[code.slice(0, 2)];

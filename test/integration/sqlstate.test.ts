@@ -139,4 +139,16 @@ describe('SQLSTATE classification against a real server', () => {
     expect(classify(new Error('Connection terminated unexpectedly')).kind).toBe('connection_lost');
     expect(classify('weird')).toEqual({ kind: 'unknown', retryable: false, code: undefined });
   });
+
+  it('cannot_connect_now (57P03): a server starting up is starting; one shutting down is going away', () => {
+    // the server's own texts for the two states, which a probe meets only in a short window
+    const e = (message: string) => Object.assign(new Error(message), { code: '57P03' });
+    expect(classify(e('the database system is starting up')).kind).toBe('server_starting');
+    expect(classify(e('the database system is not yet accepting connections')).kind).toBe('server_starting');
+    expect(classify(e('the database system is shutting down'))).toEqual({
+      kind: 'connection_lost',
+      retryable: true,
+      code: '57P03',
+    });
+  });
 });
