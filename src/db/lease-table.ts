@@ -155,8 +155,10 @@ async function tryCreate(pool: DbPool, sql: string): Promise<string | undefined>
   } catch (err) {
     const { kind, code } = classify(err);
     if (kind === 'permission_denied') return errorMessage(err);
-    // unique_violation on the catalogs, duplicate_schema, duplicate_table: created meanwhile
-    if (code === '23505' || code === '42P06' || code === '42P07') return undefined;
+    // unique_violation on the catalogs, duplicate_schema, duplicate_table, or duplicate_object (the
+    // table's row type, "type leases already exists", when the other replica got there first):
+    // created meanwhile
+    if (code === '23505' || code === '42P06' || code === '42P07' || code === '42710') return undefined;
     throw err;
   }
 }
