@@ -5,7 +5,7 @@ import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
-import { createLogger } from '../../src/log/logger.js';
+import { createLogger, type Logger } from '../../src/log/logger.js';
 import { ActivityCollector } from '../../src/metrics/collectors/activity.js';
 import { DatabaseCollector } from '../../src/metrics/collectors/database.js';
 import { LocksCollector } from '../../src/metrics/collectors/locks.js';
@@ -32,17 +32,19 @@ function makePoller(
   intervalMs = 60_000,
   more: Pick<ConstructorParameters<typeof Poller>[0], 'intervals'> & {
     collectors?: (r: Registry) => Collector[];
+    url?: string;
+    logger?: Logger;
   } = {},
 ) {
   const registry = new Registry();
   const poller = new Poller({
     db: {
-      url: cluster.url(),
+      url: more.url ?? cluster.url(),
       ssl: { mode: 'disable', rejectUnauthorized: true },
       pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 2000 },
     },
     registry,
-    logger,
+    logger: more.logger ?? logger,
     collectors: more.collectors?.(registry) ?? [new PostmasterCollector(registry)],
     intervalMs,
     ...(more.intervals ? { intervals: more.intervals } : {}),
@@ -225,25 +227,16 @@ describe('near a connection limit', () => {
         },
       }),
     });
-    const registry = new Registry();
-    const poller = new Poller({
-      db: {
-        url: url.toString(),
-        ssl: { mode: 'disable', rejectUnauthorized: true },
-        pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 2000 },
-      },
-      registry,
+    const { poller } = makePoller(600_000, {
+      url: url.toString(),
       logger: captured,
-      collectors: [
-        new PostmasterCollector(registry),
-        new ActivityCollector(registry),
-        new SettingsCollector(registry),
-        new DatabaseCollector(registry),
-        new LocksCollector(registry, { logWaitsOverSeconds: 60 }),
+      collectors: (r) => [
+        new PostmasterCollector(r),
+        new ActivityCollector(r),
+        new SettingsCollector(r),
+        new DatabaseCollector(r),
+        new LocksCollector(r, { logWaitsOverSeconds: 60 }),
       ],
-      intervalMs: 600_000,
-      statementTimeoutMs: 2000,
-      lockTimeoutMs: 500,
     });
     const turns = () => lines.filter((l) => /"collector (failed|recovered)/.test(l)).length;
     await poller.start();
