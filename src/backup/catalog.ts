@@ -137,6 +137,8 @@ export class Catalog {
     const good: GoodBackup[] = [];
     const incomplete: Leftover[] = [];
     for (const o of byKey.values()) {
+      // a dump is one level down; anything deeper (point-in-time recovery's pitr/<cluster>/...) is not a dump folder's
+      if (o.key.indexOf('/') !== o.key.lastIndexOf('/')) continue;
       if (isTemporaryKey(o.key)) {
         incomplete.push({
           key: o.key,

@@ -48,6 +48,18 @@ export class Signer {
     };
   }
 
+  /** An HMAC of a short text under the signing key, in hex (a tag bound into a name). */
+  tag(text: string): string {
+    return createHmac('sha256', this.#keys[0]!.key).update(text).digest('hex');
+  }
+
+  /** Whether `hex` is the tag of `text` under any of the keys. */
+  tagMatches(text: string, hex: string): boolean {
+    if (!/^[0-9a-f]{64}$/.test(hex)) return false;
+    const got = Buffer.from(hex, 'hex');
+    return this.#keys.some((k) => timingSafeEqual(got, createHmac('sha256', k.key).update(text).digest()));
+  }
+
   check(doc: object): SignatureCheck {
     const sig = (doc as { signature?: unknown }).signature;
     if (sig === undefined) return 'missing';

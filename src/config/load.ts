@@ -272,6 +272,17 @@ function shape(p: Parsed, sslModeDefaulted = false) {
     },
     verify: { schedule: p.BACKUP_VERIFY_SCHEDULE, url: p.VERIFY_DATABASE_URL },
     leases: { ttlMs: p.LEASE_TTL },
+    pitr: {
+      archive: p.WAL_ARCHIVE,
+      slot: p.WAL_SLOT,
+      spoolDir: resolve(p.WAL_SPOOL_DIR),
+      partialUploadIntervalMs: p.WAL_PARTIAL_UPLOAD_INTERVAL,
+      basebackupSchedule: p.BASEBACKUP_SCHEDULE,
+      retentionDays: p.PITR_RETENTION_DAYS,
+      drillSchedule: p.PITR_DRILL_SCHEDULE,
+      heartbeatIntervalMs: p.PITR_HEARTBEAT_INTERVAL,
+      serverBinDir: p.PG_SERVER_BIN_DIR ? resolve(p.PG_SERVER_BIN_DIR) : undefined,
+    },
     metrics: {
       intervalMs: p.METRICS_INTERVAL,
       statementTimeoutMs: p.METRICS_STATEMENT_TIMEOUT,
@@ -377,6 +388,14 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
       origin: origins.RESTORE_SPOOL_DIR,
       given: p.RESTORE_SPOOL_DIR,
       allowed: 'an existing directory',
+    });
+  }
+  if (p.PG_SERVER_BIN_DIR !== undefined && !existsSync(p.PG_SERVER_BIN_DIR)) {
+    problems.push({
+      field: 'PG_SERVER_BIN_DIR',
+      origin: origins.PG_SERVER_BIN_DIR,
+      given: p.PG_SERVER_BIN_DIR,
+      allowed: 'an existing directory holding postgres and pg_ctl',
     });
   }
   if (p.PG_CLIENT_BIN_DIR !== undefined && !existsSync(p.PG_CLIENT_BIN_DIR)) {

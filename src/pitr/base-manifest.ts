@@ -1,0 +1,122 @@
+/**
+ * The records point-in-time recovery writes to the store, and their strict parsers: a base backup's
+ * manifest (written after its data object is complete; a base backup without one is never used) and
+ * a PITR drill's record. Everything read back is hostile until parsed here, as for dumps.
+ */
+import { z } from 'zod';
+import { MAX_RECORD_BYTES } from '../backup/manifest.js';
+import { SignatureSchema } from '../backup/signing.js';
+import { errorMessage } from '../core/errors.js';
+import { parseLsn, validSegmentBytes } from './wal-name.js';
+
+const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$/;
+const isoDate = z
+  .string()
+  .regex(ISO_RE)
+  .refine((v) => !Number.isNaN(Date.parse(v)));
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+const line = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((v) => !CONTROL.test(v));
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const lsn = z.string().refine((v) => parseLsn(v) !== undefined, 'not an LSN');
+const timeline = z.number().int().min(1).max(0xffff_ffff);
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
+const segmentName = z.string().regex(/^[0-9A-F]{24}$/);
+
+export const BaseManifestSchema = z
+  .object({
+    manifestVersion: z.literal(1),
+    kind: z.literal('basebackup'),
+    key: z.string().min(1).max(1024),
+    systemIdentifier: z.string().regex(/^\d{1,20}$/),
+    timeline,
+    /** WAL replay starts here (the checkpoint's redo point) and the backup is consistent from stopLsn on. */
+    startLsn: lsn,
+    stopLsn: lsn,
+    startWalFile: segmentName,
+    stopWalFile: segmentName,
+    segmentBytes: z.number().int().refine(validSegmentBytes, 'not a WAL segment size'),
+    /** The database server's clock when the backup began and when it had ended (read after it ended). */
+    startDatabaseTime: isoDate,
+    stopDatabaseTime: isoDate,
+    startedAt: isoDate,
+    finishedAt: isoDate,
+    durationSeconds: z.number().nonnegative().max(1e9),
+    serverVersion: line(200),
+    serverVersionNum: z.number().int().min(0).max(10_000_000),
+    pgBasebackupVersion: line(200),
+    format: z.literal('tar'),
+    compression: z
+      .object({ algorithm: z.literal('gzip'), level: z.number().int().min(1).max(9), members: count })
+      .strict(),
+    /** The stored object (compressed): what checks and retention work from. */
+    size: count,
+    sha256,
+    /** The tar stream as pg_basebackup wrote it. */
+    rawBytes: count,
+    /** PostgreSQL's own backup_manifest (inside the tar, where pg_verifybackup reads it). */
+    pgBackupManifest: z.object({ bytes: count, sha256 }).strict(),
+    /** The scheduled tick this base backup ran for, if it was scheduled. */
+    tick: isoDate.optional(),
+    /** Why it was taken: the schedule, a command, or a break in the WAL chain that it restarts. */
+    trigger: z.enum(['schedule', 'command', 'wal_gap', 'new_timeline', 'first']),
+    tool: line(200),
+    signature: SignatureSchema.optional(),
+  })
+  .strict();
+export type BaseManifest = z.infer<typeof BaseManifestSchema>;
+
+export const PitrDrillRecordSchema = z
+  .object({
+    recordVersion: z.literal(1),
+    kind: z.literal('pitr-drill'),
+    key: z.string().min(1).max(1024),
+    systemIdentifier: z.string().regex(/^\d{1,20}$/),
+    baseBackupKey: z.string().min(1).max(1024),
+    result: z.enum(['ok', 'failed', 'inconclusive']),
+    reason: line(2000).optional(),
+    /** The recovery target the drill asked for. */
+    target: isoDate,
+    /** The newest heartbeat the recovered cluster held, and how far before the target it was. */
+    newestHeartbeat: isoDate.optional(),
+    precisionSeconds: z.number().min(-1e9).max(1e9).optional(),
+    heartbeatIntervalSeconds: z.number().nonnegative().max(1e6),
+    walFilesFetched: count,
+    startedAt: isoDate,
+    durationSeconds: z.number().nonnegative().max(1e9),
+    signature: SignatureSchema.optional(),
+  })
+  .strict();
+export type PitrDrillRecord = z.infer<typeof PitrDrillRecordSchema>;
+
+function parseJson(raw: Buffer | string, what: string): unknown {
+  if (raw.length > MAX_RECORD_BYTES) throw new Error(`${what} is larger than ${MAX_RECORD_BYTES} bytes`);
+  try {
+    return JSON.parse(raw.toString());
+  } catch (err) {
+    throw new Error(`${what} is not valid JSON: ${errorMessage(err)}`);
+  }
+}
+
+function issues(e: z.ZodError): string {
+  return e.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.map(String).join('.') || '(top)'}: ${i.message}`)
+    .join('; ');
+}
+
+export function parseBaseManifest(raw: Buffer | string, key: string): BaseManifest {
+  const r = BaseManifestSchema.safeParse(parseJson(raw, `base backup manifest ${key}`));
+  if (!r.success) throw new Error(`base backup manifest ${key} is malformed: ${issues(r.error)}`);
+  return r.data;
+}
+
+export function parsePitrDrillRecord(raw: Buffer | string, key: string): PitrDrillRecord {
+  const r = PitrDrillRecordSchema.safeParse(parseJson(raw, `PITR drill record ${key}`));
+  if (!r.success) throw new Error(`PITR drill record ${key} is malformed: ${issues(r.error)}`);
+  return r.data;
+}

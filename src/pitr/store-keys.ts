@@ -1,0 +1,113 @@
+/**
+ * Where point-in-time recovery lives in the store, under the database cluster's own prefix (its
+ * system identifier, so two clusters sharing a bucket never mix their WAL):
+ *   pitr/<sysid>/wal/<segment>-<tag>.gz                       a finished WAL segment
+ *   pitr/<sysid>/wal/<segment>.partial.<bytes>-<tag>.gz       the segment being written, so far
+ *   pitr/<sysid>/wal/<TTTTTTTT>.history-<tag>.gz              a timeline's history file
+ *   pitr/<sysid>/base/<YYYYMMDD_HHMMSS>-<run>.tar.gz          a base backup (pg_basebackup's tar, gzip)
+ *   pitr/<sysid>/base/<...>.tar.gz.manifest.json              its manifest, written last
+ *   pitr/<sysid>/drills/<YYYYMMDD_HHMMSS>-<run>.json          a PITR drill's record
+ * <tag> is 64 hex digits binding the uncompressed content to its name (its SHA-256, or with
+ * BACKUP_SIGNING_KEY_FILE an HMAC of name and SHA-256): every object is written once and never
+ * replaced, a partial never takes a finished segment's name, and a different segment under a
+ * stored name is seen. <bytes> (8 hex digits) is how much of a partial segment holds WAL, so the
+ * newest partial is the largest, whatever any clock says.
+ * Dumps live in one folder per database (naming.ts); keys here are deeper than one level, which the
+ * dump catalog never reads, so a database that happens to be named "pitr" sees none of them.
+ */
+import { stamp } from '../backup/naming.js';
+import { parseWalFileName, type WalFileName } from './wal-name.js';
+
+export const PITR_ROOT = 'pitr';
+export const BASE_MANIFEST_SUFFIX = '.manifest.json';
+const SYSID_RE = /^\d{1,20}$/;
+const TAG = '[0-9a-f]{64}';
+const WAL_RE = new RegExp(`^([0-9A-F]{24})-(${TAG})\\.gz$`);
+const PARTIAL_RE = new RegExp(`^([0-9A-F]{24})\\.partial\\.([0-9a-f]{8})-(${TAG})\\.gz$`);
+const HISTORY_RE = new RegExp(`^([0-9A-F]{8}\\.history)-(${TAG})\\.gz$`);
+const BASE_RE = /^(\d{8}_\d{6})-([0-9a-f]{8})\.tar\.gz$/;
+const DRILL_RE = /^(\d{8}_\d{6})-([0-9a-f]{8})\.json$/;
+
+export function validSystemIdentifier(sysid: string): boolean {
+  return SYSID_RE.test(sysid);
+}
+
+function root(sysid: string): string {
+  if (!validSystemIdentifier(sysid)) throw new Error(`not a system identifier: ${JSON.stringify(sysid)}`);
+  return `${PITR_ROOT}/${sysid}`;
+}
+
+export const walPrefix = (sysid: string) => `${root(sysid)}/wal/`;
+export const basePrefix = (sysid: string) => `${root(sysid)}/base/`;
+export const drillPrefix = (sysid: string) => `${root(sysid)}/drills/`;
+
+export function walKey(sysid: string, fileName: string, tag: string): string {
+  return `${walPrefix(sysid)}${fileName}-${tag}.gz`;
+}
+
+export function partialKey(sysid: string, segment: string, validBytes: number, tag: string): string {
+  return `${walPrefix(sysid)}${segment}.partial.${validBytes.toString(16).padStart(8, '0')}-${tag}.gz`;
+}
+
+export function baseKey(sysid: string, at: Date, run: string): string {
+  return `${basePrefix(sysid)}${stamp(at)}-${run}.tar.gz`;
+}
+
+export function drillKey(sysid: string, at: Date, run: string): string {
+  return `${drillPrefix(sysid)}${stamp(at)}-${run}.json`;
+}
+
+export type StoredWal = {
+  key: string;
+  tag: string;
+  /** The file's name as PostgreSQL knows it (the segment's for a partial). */
+  file: WalFileName;
+} & ({ partial: false } | { partial: true; validBytes: number });
+
+/** A key under walPrefix(sysid), parsed; undefined for anything pg-maintd would not have written there. */
+export function parseWalKey(sysid: string, key: string, segmentBytes?: number): StoredWal | undefined {
+  const prefix = walPrefix(sysid);
+  if (!key.startsWith(prefix)) return undefined;
+  const rest = key.slice(prefix.length);
+  let m = WAL_RE.exec(rest);
+  if (m) {
+    const file = parseWalFileName(m[1]!, segmentBytes);
+    return file?.kind === 'segment' ? { key, tag: m[2]!, file, partial: false } : undefined;
+  }
+  m = PARTIAL_RE.exec(rest);
+  if (m) {
+    const file = parseWalFileName(m[1]!, segmentBytes);
+    const validBytes = parseInt(m[2]!, 16);
+    return file?.kind === 'segment' ? { key, tag: m[3]!, file, partial: true, validBytes } : undefined;
+  }
+  m = HISTORY_RE.exec(rest);
+  if (m) {
+    const file = parseWalFileName(m[1]!);
+    return file?.kind === 'history' ? { key, tag: m[2]!, file, partial: false } : undefined;
+  }
+  return undefined;
+}
+
+/** When a base backup or drill key says it was written (UTC, to the second), or undefined. */
+function stampDate(ts: string): Date | undefined {
+  const at = new Date(
+    `${ts.slice(0, 4)}-${ts.slice(4, 6)}-${ts.slice(6, 8)}T${ts.slice(9, 11)}:${ts.slice(11, 13)}:${ts.slice(13, 15)}Z`,
+  );
+  return Number.isNaN(at.getTime()) || stamp(at) !== ts ? undefined : at;
+}
+
+export function parseBaseKey(sysid: string, key: string): { key: string; at: Date; run: string } | undefined {
+  const prefix = basePrefix(sysid);
+  if (!key.startsWith(prefix)) return undefined;
+  const m = BASE_RE.exec(key.slice(prefix.length));
+  const at = m ? stampDate(m[1]!) : undefined;
+  return m && at ? { key, at, run: m[2]! } : undefined;
+}
+
+export function parseDrillKey(sysid: string, key: string): { key: string; at: Date } | undefined {
+  const prefix = drillPrefix(sysid);
+  if (!key.startsWith(prefix)) return undefined;
+  const m = DRILL_RE.exec(key.slice(prefix.length));
+  const at = m ? stampDate(m[1]!) : undefined;
+  return m && at ? { key, at } : undefined;
+}

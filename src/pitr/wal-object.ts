@@ -1,0 +1,157 @@
+/**
+ * One WAL file (segment, partial segment or history file) in the store: compressed with gzip, named
+ * with a tag that binds its uncompressed bytes to its name (store-keys.ts). Storing is idempotent:
+ * the same bytes under the same name are already there (success); different bytes under a name
+ * already stored are refused, as archive_command must (the archive would otherwise hold two
+ * histories). Fetching checks the tag after decompressing, so a corrupt, truncated or swapped
+ * object is an error that names it, never WAL handed to PostgreSQL.
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb, gzip as gzipCb, type ZlibOptions } from 'node:zlib';
+import type { Signer } from '../backup/signing.js';
+import { ObjectExistsError, type Storage } from '../backup/storage/storage.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
+import { parseWalKey, partialKey, walKey, walPrefix, type StoredWal } from './store-keys.js';
+
+const gzip = promisify<Buffer, ZlibOptions, Buffer>(gzipCb);
+const gunzip = promisify<Buffer, ZlibOptions, Buffer>(gunzipCb);
+
+/** The largest WAL file pg-maintd reads back: a 1 GiB segment (the most PostgreSQL allows). */
+const MAX_WAL_BYTES = 1 << 30;
+const WAL_GZIP_LEVEL = 6;
+
+export interface WalStore {
+  storage: Storage;
+  sysid: string;
+  signer?: Signer;
+}
+
+/** The tag for a file's bytes under its name: the SHA-256, or an HMAC of name and SHA-256 when signing. */
+export function walTag(signer: Signer | undefined, name: string, content: Buffer): string {
+  const sha = createHash('sha256').update(content).digest('hex');
+  return signer ? signer.tag(`pg-maintd wal ${name} ${sha}`) : sha;
+}
+
+function tagMatches(signer: Signer | undefined, name: string, content: Buffer, tag: string): boolean {
+  const sha = createHash('sha256').update(content).digest('hex');
+  return signer ? signer.tagMatches(`pg-maintd wal ${name} ${sha}`, tag) : sha === tag;
+}
+
+export type PutResult = { key: string; stored: 'new' | 'already'; compressedBytes: number };
+
+export class WalConflictError extends OperatorError {
+  constructor(name: string, existing: string, where: string) {
+    super(`a different ${name} is already stored in ${where} (${existing}): refusing to archive a second one`, {
+      exitCode: EXIT.DATAERR,
+      hint: 'two clusters with the same system identifier archive into one place (a restored copy still running, or a split brain): stop the one that should not archive, and take a new base backup on the other',
+    });
+    this.name = 'WalConflictError';
+  }
+}
+
+/**
+ * Stores a finished segment or a history file. Resolves only once it is durably in the store (or
+ * an identical copy already was); a different copy under the name rejects with WalConflictError.
+ */
+export async function putWalFile(ws: WalStore, name: string, content: Buffer, signal?: AbortSignal): Promise<PutResult> {
+  const tag = walTag(ws.signer, name, content);
+  const key = walKey(ws.sysid, name, tag);
+  const existing = await storedUnder(ws, name);
+  if (existing.some((e) => e.key === key)) return { key, stored: 'already', compressedBytes: 0 };
+  const other = existing.find((e) => !e.partial);
+  if (other) throw new WalConflictError(name, other.key, ws.storage.description);
+  return put(ws, key, content, signal);
+}
+
+/**
+ * Stores the part of the segment being written that holds WAL so far (`validBytes`), under a name
+ * that never takes the finished segment's. Nothing is written when that very content is stored.
+ */
+export async function putPartial(
+  ws: WalStore,
+  segment: string,
+  content: Buffer,
+  validBytes: number,
+  signal?: AbortSignal,
+): Promise<PutResult> {
+  const tag = walTag(ws.signer, `${segment}.partial`, content);
+  const key = partialKey(ws.sysid, segment, validBytes, tag);
+  return put(ws, key, content, signal);
+}
+
+async function put(ws: WalStore, key: string, content: Buffer, signal?: AbortSignal): Promise<PutResult> {
+  const body = await gzip(content, { level: WAL_GZIP_LEVEL });
+  try {
+    await ws.storage.putStream(key, Readable.from([body]), {
+      signal: signal ?? new AbortController().signal,
+      expectedBytes: body.length,
+    });
+  } catch (err) {
+    // the same name holds the same tag, hence the same bytes: another writer got there first
+    if (err instanceof ObjectExistsError) return { key, stored: 'already', compressedBytes: 0 };
+    throw err;
+  }
+  return { key, stored: 'new', compressedBytes: body.length };
+}
+
+/** The stored copies of a WAL file: the finished one first, then its partials, the largest first. */
+export async function storedUnder(ws: WalStore, name: string, segmentBytes?: number): Promise<StoredWal[]> {
+  const objects = await ws.storage.list(`${walPrefix(ws.sysid)}${name}`);
+  const out: StoredWal[] = [];
+  for (const o of objects) {
+    const parsed = parseWalKey(ws.sysid, o.key, segmentBytes);
+    if (parsed && parsed.file.name === name) out.push(parsed);
+  }
+  const rank = (w: StoredWal) => (w.partial ? w.validBytes : Number.MAX_SAFE_INTEGER);
+  return out.sort((a, b) => rank(b) - rank(a));
+}
+
+/** Reads, decompresses and checks one stored WAL file; rejects with a message naming the key. */
+export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: AbortSignal): Promise<Buffer> {
+  const name = stored.partial ? `${stored.file.name}.partial` : stored.file.name;
+  let compressed: Buffer;
+  try {
+    const stream = await ws.storage.getStream(stored.key, signal);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > MAX_WAL_BYTES) {
+        stream.destroy();
+        throw new Error(`larger than ${MAX_WAL_BYTES} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    compressed = Buffer.concat(chunks, total);
+  } catch (err) {
+    throw new OperatorError(`reading WAL object ${stored.key} from ${ws.storage.description} failed: ${errorMessage(err)}`, {
+      exitCode: EXIT.UNAVAILABLE,
+      hint: 'check the store is reachable; recovery asks again',
+      cause: err,
+    });
+  }
+  let content: Buffer;
+  try {
+    content = await gunzip(compressed, { maxOutputLength: MAX_WAL_BYTES });
+  } catch (err) {
+    throw corrupt(stored.key, `it does not decompress (${errorMessage(err)})`);
+  }
+  if (!tagMatches(ws.signer, name, content, stored.tag))
+    throw corrupt(
+      stored.key,
+      ws.signer
+        ? 'its content does not match the tag in its name under any key of BACKUP_SIGNING_KEY_FILE (altered, or written without the key)'
+        : 'its content does not hash to the SHA-256 in its name (altered or corrupted)',
+    );
+  return content;
+}
+
+function corrupt(key: string, why: string): OperatorError {
+  return new OperatorError(`WAL object ${key} is corrupt: ${why}`, {
+    exitCode: EXIT.DATAERR,
+    hint: 'recovery cannot pass this point with it: restore to a target before it, or from a base backup taken after it (`pg-maintd pitr list`)',
+  });
+}
