@@ -42,7 +42,7 @@ export interface FieldSpec {
     | 'S3'
     | 'Retention'
     | 'Verification'
-    | 'Point-in-time recovery'
+    | 'PITR'
     | 'Metrics'
     | 'Migrations'
     | 'Maintenance';
@@ -428,62 +428,62 @@ export const FIELDS = {
     default: 'off',
     doc: 'Continuous WAL archiving for point-in-time recovery. `stream`: the leader pg-maintd runs pg_receivewal through a physical replication slot (WAL_SLOT) into WAL_SPOOL_DIR and uploads every finished segment, history file and, every WAL_PARTIAL_UPLOAD_INTERVAL, the segment being written; it also takes the base backups (BASEBACKUP_SCHEDULE) and PITR drills (PITR_DRILL_SCHEDULE). `command`: the server archives through `archive_command = \'pg-maintd wal-push %p\'` and the daemon takes base backups and drills. The role needs the REPLICATION attribute and a pg_hba replication entry (`pg-maintd doctor` checks both).',
     allowed: 'off | stream | command',
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   WAL_SLOT: {
     schema: z.string().regex(/^[a-z0-9_]{1,63}$/),
     default: 'pgmaintd',
     doc: 'The physical replication slot pg_receivewal streams through (created if missing), so no WAL is lost while pg-maintd restarts. Set max_slot_wal_keep_size on the server so a slot left behind cannot fill its disk.',
     allowed: 'a slot name: 1 to 63 lower-case letters, digits or underscores',
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   WAL_SPOOL_DIR: {
     schema: text(),
     default: './wal-spool',
     doc: 'Local directory pg_receivewal writes into; each file is removed once it is in the store. Keep it on a persistent volume: WAL in it has already been acknowledged to the server.',
     allowed: 'a directory path',
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   WAL_PARTIAL_UPLOAD_INTERVAL: {
     schema: duration(1000, 600_000),
     default: '10s',
     doc: 'How often the segment being written (pg_receivewal\'s .partial file) is uploaded when it has grown: the most WAL a lost host can take with it (the RPO), instead of a whole 16 MiB segment.',
     allowed: ms(1000, 600_000, '10 minutes'),
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   BASEBACKUP_SCHEDULE: {
     schema: cronOrOff(),
     default: '0 3 * * 0',
     doc: 'When base backups (pg_basebackup, tar, gzip, to the store) run, in SCHEDULE_TZ, while WAL_ARCHIVE is on. Restores replay WAL from the newest base backup before the target, so more frequent base backups make restores faster. `off` disables them.',
     allowed: 'a cron expression, or off',
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   PITR_RETENTION_DAYS: {
     schema: int(1, 3650),
     default: 30,
     doc: 'Any second of this many days can be restored: the newest base backup older than the window, every later one, and all WAL from the oldest kept base backup on are kept; older ones are deleted. A gap in the WAL chain stops WAL deletion.',
     allowed: 'an integer from 1 to 3650',
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   PITR_DRILL_SCHEDULE: {
     schema: cronOrOff(),
     default: '0 5 * * 0',
     doc: 'When the PITR drill runs, in SCHEDULE_TZ, while WAL_ARCHIVE is on: the newest base backup plus WAL is restored into a scratch directory to a recent time, started with the server binaries of PG_SERVER_BIN_DIR, and the newest heartbeat row found must lie within one PITR_HEARTBEAT_INTERVAL before the target. `off` disables it.',
     allowed: 'a cron expression, or off',
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   PITR_HEARTBEAT_INTERVAL: {
     schema: duration(1000, 3_600_000),
     default: '5s',
     doc: 'How often the leader writes a timestamped row into pgmaintd.pitr_heartbeat while WAL_ARCHIVE is on: the drill measures its precision against these rows, and they keep WAL moving on an idle server.',
     allowed: ms(1000, 3_600_000, '1 hour'),
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   PG_SERVER_BIN_DIR: {
     schema: optionalText(),
     doc: 'Directory holding the PostgreSQL server binaries (postgres, pg_ctl, initdb) for PITR drills and `pitr restore --start`. Unset: found as the demo finds them (Debian\'s /usr/lib/postgresql/<major>/bin, the PATH), matching the server\'s major version.',
     allowed: 'an existing directory holding postgres and pg_ctl',
-    group: 'Point-in-time recovery',
+    group: 'PITR',
   },
   METRICS_INTERVAL: {
     schema: duration(1000, 3_600_000),

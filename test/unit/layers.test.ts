@@ -21,6 +21,7 @@ const LAYERS = [
   'status',
   'http',
   'backup',
+  'pitr',
   'migrate',
   'maintenance',
   'doctor',
