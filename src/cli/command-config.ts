@@ -9,10 +9,15 @@ import { createLogger, type Logger } from '../log/logger.js';
 import { configInput } from './config-options.js';
 import { preflight } from './preflight.js';
 
-export function commandConfig(opts: Record<string, unknown>): { loaded: LoadedConfig; logger: Logger } {
-  const loaded = preflight(loadConfig(configInput(opts)));
+export function commandConfig(
+  opts: Record<string, unknown>,
+  o: { databaseOptional?: boolean } = {},
+): { loaded: LoadedConfig; logger: Logger } {
+  const loaded = preflight(loadConfig({ ...configInput(opts), databaseOptional: o.databaseOptional }));
   const logger = createLogger({ ...loaded.config.log, secrets: loaded.secrets, destination: process.stderr });
   for (const w of loaded.warnings) logger.warn({ setting: true }, w);
-  for (const n of loaded.notices) logger.info({ setting: true }, n);
+  // a placeholder database that is never connected to has no TLS mode to speak of
+  const placeholder = o.databaseOptional && loaded.origins.DATABASE_URL?.kind === 'built-in';
+  if (!placeholder) for (const n of loaded.notices) logger.info({ setting: true }, n);
   return { loaded, logger };
 }

@@ -16,6 +16,7 @@ import { addBackupCommands } from './backup-commands.js';
 import { addMigrateCommands } from './migrate-commands.js';
 import { addMaintenanceCommands } from './maintenance-commands.js';
 import { addStatusCommand } from './status-command.js';
+import { addWalCommands } from './wal-commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('pg-maintd')
@@ -75,6 +76,8 @@ export function buildProgram(): Command {
       }
       cmd.outputHelp();
     });
+
+  addWalCommands(program);
 
   addConfigOptions(
     program

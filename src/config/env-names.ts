@@ -21,7 +21,15 @@ export function suggestSetting(key: string): string | undefined {
  * underscore after PG anyway.
  */
 export const SETTING_PREFIXES: readonly string[] = [
-  ...new Set(FIELD_NAMES.map((n) => (n.startsWith('PG_CLIENT_') ? 'PG_CLIENT_' : n.startsWith('PG_SERVER_') ? 'PG_SERVER_' : `${n.split('_')[0]}_`))),
+  ...new Set(
+    FIELD_NAMES.map((n) =>
+      n.startsWith('PG_CLIENT_')
+        ? 'PG_CLIENT_'
+        : n.startsWith('PG_SERVER_')
+          ? 'PG_SERVER_'
+          : `${n.split('_')[0]}_`,
+    ),
+  ),
 ];
 
 /** Variables of other software that share a prefix with the settings. */

@@ -426,7 +426,7 @@ export const FIELDS = {
   WAL_ARCHIVE: {
     schema: oneOf(['off', 'stream', 'command'] as const),
     default: 'off',
-    doc: 'Continuous WAL archiving for point-in-time recovery. `stream`: the leader pg-maintd runs pg_receivewal through a physical replication slot (WAL_SLOT) into WAL_SPOOL_DIR and uploads every finished segment, history file and, every WAL_PARTIAL_UPLOAD_INTERVAL, the segment being written; it also takes the base backups (BASEBACKUP_SCHEDULE) and PITR drills (PITR_DRILL_SCHEDULE). `command`: the server archives through `archive_command = \'pg-maintd wal-push %p\'` and the daemon takes base backups and drills. The role needs the REPLICATION attribute and a pg_hba replication entry (`pg-maintd doctor` checks both).',
+    doc: "Continuous WAL archiving for point-in-time recovery. `stream`: the leader pg-maintd runs pg_receivewal through a physical replication slot (WAL_SLOT) into WAL_SPOOL_DIR and uploads every finished segment, history file and, every WAL_PARTIAL_UPLOAD_INTERVAL, the segment being written; it also takes the base backups (BASEBACKUP_SCHEDULE) and PITR drills (PITR_DRILL_SCHEDULE). `command`: the server archives through `archive_command = 'pg-maintd wal-push %p'` and the daemon takes base backups and drills. The role needs the REPLICATION attribute and a pg_hba replication entry (`pg-maintd doctor` checks both).",
     allowed: 'off | stream | command',
     group: 'PITR',
   },
@@ -447,7 +447,7 @@ export const FIELDS = {
   WAL_PARTIAL_UPLOAD_INTERVAL: {
     schema: duration(1000, 600_000),
     default: '10s',
-    doc: 'How often the segment being written (pg_receivewal\'s .partial file) is uploaded when it has grown: the most WAL a lost host can take with it (the RPO), instead of a whole 16 MiB segment.',
+    doc: "How often the segment being written (pg_receivewal's .partial file) is uploaded when it has grown: the most WAL a lost host can take with it (the RPO), instead of a whole 16 MiB segment.",
     allowed: ms(1000, 600_000, '10 minutes'),
     group: 'PITR',
   },
@@ -481,7 +481,7 @@ export const FIELDS = {
   },
   PG_SERVER_BIN_DIR: {
     schema: optionalText(),
-    doc: 'Directory holding the PostgreSQL server binaries (postgres, pg_ctl, initdb) for PITR drills and `pitr restore --start`. Unset: found as the demo finds them (Debian\'s /usr/lib/postgresql/<major>/bin, the PATH), matching the server\'s major version.',
+    doc: "Directory holding the PostgreSQL server binaries (postgres, pg_ctl, initdb) for PITR drills and `pitr restore --start`. Unset: found as the demo finds them (Debian's /usr/lib/postgresql/<major>/bin, the PATH), matching the server's major version.",
     allowed: 'an existing directory holding postgres and pg_ctl',
     group: 'PITR',
   },

@@ -83,6 +83,11 @@ export interface LoadInput {
   env?: NodeJS.ProcessEnv;
   /** Folder holding default.{yaml,yml,json}; defaults to the installation's config/. */
   defaultsDir?: string;
+  /**
+   * For commands that never connect (wal-push and wal-fetch, which PostgreSQL runs with its own
+   * environment): DATABASE_URL may be unset, and then stands for a local server it is never used for.
+   */
+  databaseOptional?: boolean;
 }
 
 export type Config = ReturnType<typeof shape>;
@@ -132,6 +137,8 @@ export function loadConfig(input: LoadInput = {}): LoadedConfig {
   }
 
   readDatabaseUrlFile(raw, origins, problems);
+  if (input.databaseOptional && raw.DATABASE_URL === undefined && raw.DATABASE_URL_FILE === undefined)
+    set('DATABASE_URL', 'postgresql://localhost/postgres', { kind: 'built-in', where: '' });
   applyUrlSslMode(raw, origins, problems);
 
   const parsed = {} as Record<FieldName, unknown>;

@@ -62,7 +62,11 @@ export interface PitrCatalogOptions {
 }
 
 /** Reads everything under pitr/<sysid>/; throws when the listing fails (never a partial picture). */
-export async function listPitr(storage: Storage, sysid: string, o: PitrCatalogOptions = {}): Promise<PitrListing> {
+export async function listPitr(
+  storage: Storage,
+  sysid: string,
+  o: PitrCatalogOptions = {},
+): Promise<PitrListing> {
   const objects = await storage.list(`${PITR_ROOT}/${sysid}/`);
   const byKey = new Map(objects.map((x) => [x.key, x]));
   const bases: GoodBase[] = [];
@@ -72,7 +76,14 @@ export async function listPitr(storage: Storage, sysid: string, o: PitrCatalogOp
   for (const obj of objects) {
     const base = parseBaseKey(sysid, obj.key);
     if (base) {
-      const judged = await judgeBase(storage, obj.key, obj.size, byKey.get(obj.key + BASE_MANIFEST_SUFFIX), sysid, o);
+      const judged = await judgeBase(
+        storage,
+        obj.key,
+        obj.size,
+        byKey.get(obj.key + BASE_MANIFEST_SUFFIX),
+        sysid,
+        o,
+      );
       if ('manifest' in judged) bases.push({ ...judged, lastModified: obj.lastModified });
       else leftovers.push({ key: obj.key, why: judged.why, lastModified: obj.lastModified });
       continue;
@@ -88,10 +99,12 @@ export async function listPitr(storage: Storage, sysid: string, o: PitrCatalogOp
         leftovers.push({ key: obj.key, why: 'manifest without data', lastModified: obj.lastModified });
       continue;
     }
-    walObjects.push(...[obj].flatMap((x) => {
-      const w = parseWalKey(sysid, x.key);
-      return w ? [{ ...w, lastModified: x.lastModified, size: x.size }] : [];
-    }));
+    walObjects.push(
+      ...[obj].flatMap((x) => {
+        const w = parseWalKey(sysid, x.key);
+        return w ? [{ ...w, lastModified: x.lastModified, size: x.size }] : [];
+      }),
+    );
   }
   bases.sort((a, b) => b.consistentAt.getTime() - a.consistentAt.getTime() || (a.key < b.key ? 1 : -1));
   const segmentBytes = bases[0]?.manifest.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
@@ -113,7 +126,8 @@ export async function listPitr(storage: Storage, sysid: string, o: PitrCatalogOp
       segments.set(w.file.timeline, tl);
     }
   }
-  for (const list of partials.values()) list.sort((a, b) => (b.partial ? b.validBytes : 0) - (a.partial ? a.validBytes : 0));
+  for (const list of partials.values())
+    list.sort((a, b) => (b.partial ? b.validBytes : 0) - (a.partial ? a.validBytes : 0));
   drills.sort((a, b) => b.at.getTime() - a.at.getTime());
   return { sysid, segmentBytes, bases, leftovers, segments, partials, histories, drills };
 }
@@ -136,8 +150,10 @@ async function judgeBase(
     return { why: errorMessage(err) };
   }
   if (manifest.key !== key) return { why: `manifest names another object (${manifest.key})` };
-  if (manifest.systemIdentifier !== sysid) return { why: `manifest is of another cluster (${manifest.systemIdentifier})` };
-  if (manifest.size !== size) return { why: `stored object has ${size} bytes, the manifest says ${manifest.size}` };
+  if (manifest.systemIdentifier !== sysid)
+    return { why: `manifest is of another cluster (${manifest.systemIdentifier})` };
+  if (manifest.size !== size)
+    return { why: `stored object has ${size} bytes, the manifest says ${manifest.size}` };
   if (o.signer) {
     const check = o.signer.check(manifest);
     if (check !== 'ok') return { why: `manifest signature ${check}` };
@@ -204,7 +220,9 @@ export function walChain(listing: PitrListing, base: BaseManifest, path: PathSte
   const bytes = listing.segmentBytes;
   const startLsn = parseLsn(base.startLsn)!;
   const stopSeg = segNoOf(parseLsn(base.stopLsn)!, bytes);
-  const from = path.findIndex((s) => s.timeline === base.timeline && (s.endLsn === undefined || s.endLsn > startLsn));
+  const from = path.findIndex(
+    (s) => s.timeline === base.timeline && (s.endLsn === undefined || s.endLsn > startLsn),
+  );
   const chain: Chain = { consistent: false, segments: 0 };
   if (from < 0) return chain;
   let segNo = segNoOf(startLsn, bytes);
@@ -220,7 +238,9 @@ export function walChain(listing: PitrListing, base: BaseManifest, path: PathSte
         }
         if (endSeg === undefined || chain.gap) {
           chain.partial = listing.partials.get(segmentName(step.timeline, segNo, bytes))?.[0];
-          chain.consistent = (chain.last?.segNo ?? -1n) >= stopSeg || (chain.partial !== undefined && segNo === stopSeg && !chain.gap);
+          chain.consistent =
+            (chain.last?.segNo ?? -1n) >= stopSeg ||
+            (chain.partial !== undefined && segNo === stopSeg && !chain.gap);
           return chain;
         }
       } else {

@@ -25,7 +25,10 @@ function segmentsPerLog(segmentBytes: number): bigint {
 }
 
 /** A WAL file name (segment or history), or undefined for anything else. */
-export function parseWalFileName(name: string, segmentBytes = DEFAULT_SEGMENT_BYTES): WalFileName | undefined {
+export function parseWalFileName(
+  name: string,
+  segmentBytes = DEFAULT_SEGMENT_BYTES,
+): WalFileName | undefined {
   const h = HISTORY_RE.exec(name);
   if (h) {
     const timeline = parseInt(h[1]!, 16);

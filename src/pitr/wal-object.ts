@@ -44,10 +44,13 @@ export type PutResult = { key: string; stored: 'new' | 'already'; compressedByte
 
 export class WalConflictError extends OperatorError {
   constructor(name: string, existing: string, where: string) {
-    super(`a different ${name} is already stored in ${where} (${existing}): refusing to archive a second one`, {
-      exitCode: EXIT.DATAERR,
-      hint: 'two clusters with the same system identifier archive into one place (a restored copy still running, or a split brain): stop the one that should not archive, and take a new base backup on the other',
-    });
+    super(
+      `a different ${name} is already stored in ${where} (${existing}): refusing to archive a second one`,
+      {
+        exitCode: EXIT.DATAERR,
+        hint: 'two clusters with the same system identifier archive into one place (a restored copy still running, or a split brain): stop the one that should not archive, and take a new base backup on the other',
+      },
+    );
     this.name = 'WalConflictError';
   }
 }
@@ -56,7 +59,12 @@ export class WalConflictError extends OperatorError {
  * Stores a finished segment or a history file. Resolves only once it is durably in the store (or
  * an identical copy already was); a different copy under the name rejects with WalConflictError.
  */
-export async function putWalFile(ws: WalStore, name: string, content: Buffer, signal?: AbortSignal): Promise<PutResult> {
+export async function putWalFile(
+  ws: WalStore,
+  name: string,
+  content: Buffer,
+  signal?: AbortSignal,
+): Promise<PutResult> {
   const tag = walTag(ws.signer, name, content);
   const key = walKey(ws.sysid, name, tag);
   const existing = await storedUnder(ws, name);
@@ -127,11 +135,14 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
     }
     compressed = Buffer.concat(chunks, total);
   } catch (err) {
-    throw new OperatorError(`reading WAL object ${stored.key} from ${ws.storage.description} failed: ${errorMessage(err)}`, {
-      exitCode: EXIT.UNAVAILABLE,
-      hint: 'check the store is reachable; recovery asks again',
-      cause: err,
-    });
+    throw new OperatorError(
+      `reading WAL object ${stored.key} from ${ws.storage.description} failed: ${errorMessage(err)}`,
+      {
+        exitCode: EXIT.UNAVAILABLE,
+        hint: 'check the store is reachable; recovery asks again',
+        cause: err,
+      },
+    );
   }
   let content: Buffer;
   try {
