@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # pg-maintd runtime image: Node 24 LTS on Debian slim, the newest PostgreSQL client (18: pg_dump must
 # be at least the server's major version, and backs up every older server), tini as PID 1 for signal
-# handling, and a non-root user.
+# handling, and a non-root user. PITR drills and `pitr restore --start` run a PostgreSQL server of the
+# database's own major version: PG_SERVER_MAJORS names the server binaries to carry (no cluster is
+# created; build with e.g. --build-arg PG_SERVER_MAJORS="16 18" for a 16 database, or "" for none).
 
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
@@ -12,6 +14,7 @@ RUN npm run build && npm prune --omit=dev
 
 FROM node:24-bookworm-slim AS runtime
 ARG PG_CLIENT_MAJOR=18
+ARG PG_SERVER_MAJORS=18
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends ca-certificates curl gnupg tini; \
@@ -21,6 +24,8 @@ RUN set -eux; \
       > /etc/apt/sources.list.d/pgdg.list; \
     apt-get update; \
     apt-get install -y --no-install-recommends "postgresql-client-${PG_CLIENT_MAJOR}"; \
+    install -d /etc/postgresql-common; echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf; \
+    for major in ${PG_SERVER_MAJORS}; do apt-get install -y --no-install-recommends "postgresql-${major}"; done; \
     apt-get purge -y curl gnupg; apt-get autoremove -y; rm -rf /var/lib/apt/lists/*; \
     pg_dump --version; \
     groupadd --system --gid 10001 pgmaintd; \

