@@ -66,7 +66,8 @@ export class WalArchiver extends Service {
   // chain state while leading
   #lastSegment = new Map<number, bigint>();
   #newestTimeline = 0;
-  #hadSlot = false;
+  /** The server (user@host:port/db) our slot was last seen on: a slot missing there was dropped. */
+  #slotOn: string | undefined;
   #pendingGap: string | undefined;
 
   constructor(o: WalArchiverOptions) {
@@ -211,8 +212,9 @@ export class WalArchiver extends Service {
     this.#lastSegment = stored.lastSegment;
     this.#newestTimeline = stored.newestTimeline;
     this.lag.reset(stored.end);
-    this.#hadSlot = false;
+    this.#slotOn = undefined;
     this.#pendingGap = undefined;
+    await this.#retireStale();
     const local = new AbortController();
     const receiver = new WalReceiver({
       spoolDir: this.#o.config.pitr.spoolDir,
@@ -239,6 +241,27 @@ export class WalArchiver extends Service {
     }
   }
 
+  /**
+   * A .partial left in the spool from when this replica last led, whose segment the store now holds
+   * finished (another replica streamed on meanwhile): pg_receivewal would start from it and ask
+   * for WAL the server may have removed. The store being down must not keep streaming from starting.
+   */
+  async #retireStale(): Promise<void> {
+    try {
+      const retired = await this.uploader!.retirePartials((f) => {
+        if (f.kind !== 'segment') return false;
+        const last = this.#lastSegment.get(f.timeline);
+        return last !== undefined && last >= f.segNo;
+      });
+      if (retired) this.#log.info({ retired }, 'stale partial segments stored and removed from the spool');
+    } catch (err) {
+      this.#log.warn(
+        { err: { message: errorMessage(err) } },
+        'could not store the spool before streaming; pg_receivewal starts from it',
+      );
+    }
+  }
+
   /** Every second: the server's position (for the lag), the slot's state (a gap when it is gone). */
   async #monitor(receiver: WalReceiver): Promise<void> {
     const slot = this.#o.config.pitr.slot;
@@ -252,7 +275,8 @@ export class WalArchiver extends Service {
     }
     if (p.slot.retainedBytes !== undefined) m?.slotRetainedBytes.set(p.slot.retainedBytes);
     if (this.#pendingGap) return;
-    if (this.#hadSlot && !p.slot.exists) this.#pendingGap = `the replication slot ${slot} was dropped`;
+    if (this.#slotOn === this.#pool.description && !p.slot.exists)
+      this.#pendingGap = `the replication slot ${slot} was dropped`;
     else if (p.slot.walStatus === 'lost')
       this.#pendingGap = `the replication slot ${slot} was invalidated (wal_status lost: max_slot_wal_keep_size was exceeded)`;
     if (this.#pendingGap) receiver.restartNow();
@@ -276,13 +300,17 @@ export class WalArchiver extends Service {
     const st = await slotState(pool, slot);
     const gap =
       this.#pendingGap ??
-      (this.#hadSlot && !st.exists ? `the replication slot ${slot} was dropped` : undefined) ??
+      // on another server (DATABASE_URL_FILE moved after a failover) a missing slot is a new one to
+      // make; pg_receivewal then says whether the WAL it needs is still there
+      (this.#slotOn === pool.description && !st.exists
+        ? `the replication slot ${slot} was dropped`
+        : undefined) ??
       (st.walStatus === 'lost'
         ? `the replication slot ${slot} was invalidated (wal_status lost)`
         : undefined);
     if (gap) await this.#gap(gap, st.walStatus === 'lost');
     else if (await ensureSlot(pool, slot)) this.#log.info({ slot }, 'replication slot created');
-    this.#hadSlot = true;
+    this.#slotOn = pool.description;
     const env = libpqEnv(pool.target, this.#o.config.db.ssl, { clientMajor: facts.major });
     env.PGAPPNAME = 'pg-maintd-walreceiver';
     return { path: receivewalPath(this.#o.config.backup.clientBinDir, Math.max(major, facts.major)), env };

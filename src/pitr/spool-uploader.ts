@@ -76,14 +76,23 @@ export class SpoolUploader {
     await run;
   }
 
-  /** Stores the .partial files as they are now and removes them from the spool (a gap: they are stale). */
-  async retirePartials(): Promise<void> {
+  /**
+   * Stores the .partial files as they are now and removes them from the spool: after a gap, or when
+   * the store already holds their segment finished (another replica streamed it meanwhile), they
+   * are stale, and pg_receivewal would start from them. `which` picks the ones to retire (all).
+   */
+  async retirePartials(which: (segment: WalFileName) => boolean = () => true): Promise<number> {
     await this.pass({ partial: true });
+    let retired = 0;
     for (const name of await this.#names()) {
-      if (!PARTIAL_RE.test(name)) continue;
+      const m = PARTIAL_RE.exec(name);
+      const file = m ? parseWalFileName(m[1]!, this.o.target()?.segmentBytes) : undefined;
+      if (!file || !which(file)) continue;
       await unlink(join(this.o.spoolDir, name)).catch(() => undefined);
+      retired++;
     }
-    await fsyncDir(this.o.spoolDir);
+    if (retired) await fsyncDir(this.o.spoolDir);
+    return retired;
   }
 
   async #run(): Promise<void> {

@@ -73,7 +73,13 @@ interface Rig {
 
 /** A database of its own (so its lease is its own), a slot, a spool and a store. */
 async function rig(
-  opts: { database?: string; slot?: string; storage?: Storage; storeDir?: string } = {},
+  opts: {
+    database?: string;
+    slot?: string;
+    storage?: Storage;
+    storeDir?: string;
+    env?: Record<string, string>;
+  } = {},
 ): Promise<Rig> {
   n++;
   const database = opts.database ?? `walarch_${n}_${Math.random().toString(16).slice(2, 6)}`;
@@ -94,6 +100,7 @@ async function rig(
       LEASE_TTL: '3s',
       BACKUP_DIR: storeDir,
       PG_CLIENT_BIN_DIR: cluster.binaries.binDir,
+      ...opts.env,
     },
     defaultsDir: noDefaults(),
   });
@@ -367,6 +374,8 @@ describe('WAL archiver', () => {
     rigs.push(a, b);
     await a.start();
     await receiverPid(a);
+    const first = await currentSegNo();
+    await writeAndSwitch(a.url, 1);
     await b.start();
     const active = () =>
       sql(
@@ -387,7 +396,44 @@ describe('WAL archiver', () => {
     await receiverPid(b);
     expect(Date.now() - stoppedAt).toBeLessThan(30_000);
     expect(b.archiver.leading).toBe(true);
+    // what a streamed and what b streams after it make one chain
+    const last = await writeAndSwitch(a.url, 2);
+    const s = await waitFor(
+      () => stored(b.storage),
+      (x) => x.segments.includes(last),
+      60_000,
+      250,
+    );
+    expect(unbroken(s.segments, first)).toBe(true);
+    expect(a.gaps).toEqual([]);
+    expect(b.gaps).toEqual([]);
     await b.stop();
+  });
+
+  it('in command mode writes only the heartbeat (the server archives through wal-push)', async () => {
+    const r = await rig({ env: { WAL_ARCHIVE: 'command' } });
+    rigs.push(r);
+    await r.start();
+    const rows = await waitFor(
+      () =>
+        sql(r.url, `SELECT extract(epoch FROM at)::float8 AS at FROM pgmaintd.pitr_heartbeat`).catch(
+          () => [],
+        ),
+      (x) => x.length === 1,
+      30_000,
+    );
+    await waitFor(
+      () => value(r, 'pgmaintd_pitr_heartbeat_last_timestamp_seconds'),
+      (v) => v >= (rows[0]!.at as number),
+      30_000,
+    );
+    expect(await value(r, 'pgmaintd_wal_archiver_up')).toBe(1);
+    expect(r.archiver.receiverPid).toBeUndefined();
+    const slots = await sql(cluster.url(), 'SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [
+      r.slot,
+    ]);
+    expect(slots).toHaveLength(0);
+    await r.stop();
   });
 });
 
