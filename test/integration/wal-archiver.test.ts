@@ -12,6 +12,7 @@ import { S3Storage } from '../../src/backup/storage/s3.js';
 import type { Storage } from '../../src/backup/storage/storage.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
+import { runDoctor } from '../../src/doctor/doctor.js';
 import { createLogger } from '../../src/log/logger.js';
 import { WalArchiver } from '../../src/pitr/archiver.js';
 import { PitrMetrics } from '../../src/pitr/metrics.js';
@@ -514,4 +515,47 @@ describe('WAL archiver with the store down', () => {
       storage.close();
     }
   }, 300_000);
+});
+
+describe('doctor with WAL_ARCHIVE on', () => {
+  async function findings(url: string, env: Record<string, string>) {
+    const { config } = loadConfig({
+      env: { DATABASE_URL: url, DB_SSL_MODE: 'disable', PG_CLIENT_BIN_DIR: cluster.binaries.binDir, ...env },
+      defaultsDir: noDefaults(),
+    });
+    const report = await runDoctor({ config, logger: createLogger({ level: 'silent', format: 'json' }) });
+    return new Map(report.findings.filter((f) => f.id.startsWith('wal.')).map((f) => [f.id, f]));
+  }
+
+  it('checks what streaming needs: wal_level, senders, the slot bound, REPLICATION, pg_hba, the slot', async () => {
+    const f = await findings(cluster.url(), { WAL_ARCHIVE: 'stream', WAL_SLOT: 'pgmaintd_doctor' });
+    expect(f.get('wal.wal_level')?.status).toBe('ok');
+    expect(f.get('wal.max_wal_senders')?.status).toBe('ok');
+    expect(f.get('wal.max_slot_wal_keep_size')?.status).toBe('warn');
+    expect(f.get('wal.replication_role')?.status).toBe('ok');
+    expect(f.get('wal.replication_connection')?.status).toBe('ok');
+    expect(f.get('wal.slot')?.status).toBe('info');
+    expect(f.has('wal.archive_command')).toBe(false);
+  });
+
+  it('fails a role without REPLICATION, and its replication connection', async () => {
+    const role = `walnorep_${Math.random().toString(16).slice(2, 8)}`;
+    await sql(cluster.url(), `CREATE ROLE ${role} LOGIN PASSWORD 'norep-pw-1'`);
+    const u = new URL(cluster.url());
+    u.username = role;
+    u.password = 'norep-pw-1';
+    const f = await findings(u.toString(), { WAL_ARCHIVE: 'stream' });
+    expect(f.get('wal.replication_role')?.status).toBe('fail');
+    expect(f.get('wal.replication_role')?.fix?.sql?.[0]).toContain('REPLICATION');
+    const conn = f.get('wal.replication_connection')!;
+    expect(conn.status).toBe('fail');
+    expect(conn.found).not.toContain('norep-pw-1');
+  });
+
+  it('in command mode checks archive_command instead', async () => {
+    const f = await findings(cluster.url(), { WAL_ARCHIVE: 'command' });
+    expect(f.get('wal.archive_command')?.status).toBe('fail');
+    expect(f.get('wal.archive_command')?.fix?.sql?.join(' ')).toContain('pg-maintd wal-push %p');
+    expect(f.has('wal.replication_role')).toBe(false);
+  });
 });
