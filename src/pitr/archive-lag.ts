@@ -5,7 +5,10 @@
  * its time about once a second; a sample the store has caught up with is dropped.
  */
 
-/** Samples kept at most (an hour at one a second): the oldest unstored one is all that matters. */
+/**
+ * Samples kept at most (an hour at one a second). Past it, every other one between the oldest and
+ * the newest goes: the oldest the store lacks must stay, or a long outage would look an hour old.
+ */
 const MAX_SAMPLES = 3600;
 
 export class ArchiveLag {
@@ -32,7 +35,10 @@ export class ArchiveLag {
   sample(lsn: bigint, at: number): void {
     this.#samples.push({ lsn, at });
     this.#prune();
-    if (this.#samples.length > MAX_SAMPLES) this.#samples.splice(0, this.#samples.length - MAX_SAMPLES);
+    if (this.#samples.length > MAX_SAMPLES) {
+      const s = this.#samples;
+      this.#samples = s.filter((_, i) => i === 0 || i === s.length - 1 || i % 2 === 0);
+    }
   }
 
   /** Lag now; undefined before anything is known. */
