@@ -311,6 +311,12 @@ export class WalArchiver extends Service {
     if (gap) await this.#gap(gap, st.walStatus === 'lost');
     else if (await ensureSlot(pool, slot)) this.#log.info({ slot }, 'replication slot created');
     this.#slotOn = pool.description;
+    const torn = await this.uploader!.removeTornPartials();
+    if (torn.length)
+      this.#log.warn(
+        { files: torn },
+        'removed a partial segment pg_receivewal left half-created (it was stopped while making it); it streams that segment again',
+      );
     const env = libpqEnv(pool.target, this.#o.config.db.ssl, { clientMajor: facts.major });
     env.PGAPPNAME = 'pg-maintd-walreceiver';
     return { path: receivewalPath(this.#o.config.backup.clientBinDir, Math.max(major, facts.major)), env };

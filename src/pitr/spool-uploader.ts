@@ -95,6 +95,36 @@ export class SpoolUploader {
     return retired;
   }
 
+  /**
+   * A .partial of a size pg_receivewal refuses (neither 0 nor a segment): it was killed while
+   * filling a new segment file with zeros, and would refuse to start for ever. The file is stored
+   * first if it holds any WAL, then removed: pg_receivewal starts again at the beginning of the
+   * segment the slot still holds, so nothing is lost. The names removed.
+   */
+  async removeTornPartials(): Promise<string[]> {
+    const t = this.o.target();
+    if (!t) return [];
+    const removed: string[] = [];
+    for (const name of await this.#names()) {
+      const m = PARTIAL_RE.exec(name);
+      if (!m) continue;
+      const path = join(this.o.spoolDir, name);
+      const info = await stat(path).catch(() => undefined);
+      if (!info || info.size === 0 || info.size === t.segmentBytes) continue;
+      const content = await readFile(path);
+      const valid = writtenBytes(content);
+      const file = parseWalFileName(m[1]!, t.segmentBytes);
+      if (valid > 0 && file?.kind === 'segment') {
+        const r = await putPartial(t.ws, m[1]!, content, valid);
+        this.#count('partial', r.compressedBytes);
+      }
+      await unlink(path);
+      removed.push(name);
+    }
+    if (removed.length) await fsyncDir(this.o.spoolDir);
+    return removed;
+  }
+
   async #run(): Promise<void> {
     const poll = this.o.pollMs ?? 1000;
     while (!this.#stopping) {

@@ -2,7 +2,8 @@
 // partials reach the store and leave the spool, the lag falls, pg_receivewal killed or the server
 // restarted loses nothing, a store outage only grows the spool, a slot dropped by someone else is a
 // gap (counted, reported, streaming goes on), and of two archivers only one streams.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Registry } from 'prom-client';
@@ -67,6 +68,7 @@ interface Rig {
   spool: string;
   slot: string;
   gaps: string[];
+  timelines: number[];
   logs: string[];
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -119,7 +121,15 @@ async function rig(
   const logger = createLogger({ level: 'debug', format: 'json', destination });
   const gaps: string[] = [];
   onTestFailed(() => console.error(`logs of ${slot}:\n${logs.slice(-60).join('')}`));
-  const archiver = new WalArchiver({ config, storage, logger, metrics, onGap: (r) => gaps.push(r) });
+  const timelines: number[] = [];
+  const archiver = new WalArchiver({
+    config,
+    storage,
+    logger,
+    metrics,
+    onGap: (r) => gaps.push(r),
+    onNewTimeline: (t) => timelines.push(t),
+  });
   return {
     url,
     archiver,
@@ -129,6 +139,7 @@ async function rig(
     spool,
     slot,
     gaps,
+    timelines,
     logs,
     start: () => archiver.start(),
     stop: () => archiver.stop(),
@@ -290,6 +301,46 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     await r.stop();
   });
 
+  it('removes a .partial pg_receivewal left half-made (killed while creating it) and streams on', async () => {
+    const a = await rig();
+    rigs.push(a);
+    await a.start();
+    await receiverPid(a);
+    const first = await currentSegNo();
+    await writeAndSwitch(a.url, 1);
+    await sql(a.url, `INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 3000) g`);
+    await waitFor(
+      async () => readdirSync(a.spool).filter((f) => f.endsWith('.partial')),
+      (files) => files.length === 1,
+      30_000,
+    );
+    await a.stop();
+    // what a kill while pg_receivewal fills a new segment file with zeros leaves behind
+    const partial = readdirSync(a.spool).find((f) => f.endsWith('.partial'))!;
+    writeFileSync(join(a.spool, partial), Buffer.alloc(1 << 20));
+    const database = new URL(a.url).pathname.slice(1);
+    const b = await rig({
+      database,
+      slot: a.slot,
+      spool: a.spool,
+      storeDir: (a.storage as FsStorage).description,
+    });
+    rigs.push(b);
+    await b.start();
+    await receiverPid(b);
+    const last = await writeAndSwitch(b.url, 2);
+    const s = await waitFor(
+      () => stored(b.storage),
+      (x) => x.segments.includes(last),
+      60_000,
+      250,
+    );
+    expect(unbroken(s.segments, first)).toBe(true);
+    expect(b.gaps).toEqual([]);
+    expect(b.logs.join('')).toContain('half-created');
+    await b.stop();
+  });
+
   it('resumes after the server restarts, without a gap', async () => {
     const r = await rig();
     rigs.push(r);
@@ -423,6 +474,85 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
       expect(b.gaps[0]).toMatch(spoolKept ? /removed WAL/ : /does not follow/);
       await b.stop();
     });
+
+  it('starts pg_receivewal again at the target DATABASE_URL_FILE names now', async () => {
+    const first = await rig();
+    await first.stop();
+    const database = new URL(first.url).pathname.slice(1);
+    const file = join(tempDir('pgmaintd-urlfile-'), 'url');
+    const at = (host: string) => {
+      const u = new URL(first.url);
+      u.hostname = host;
+      return u.toString();
+    };
+    writeFileSync(file, at('127.0.0.1'), { mode: 0o600 });
+    const r = await rig({ database, env: { DATABASE_URL_FILE: file, DATABASE_URL: '' } });
+    rigs.push(r);
+    await r.start();
+    const pid = await receiverPid(r);
+    const hostOf = (p: number) =>
+      readFileSync(`/proc/${p}/environ`, 'utf8')
+        .split('\0')
+        .find((kv) => kv.startsWith('PGHOST='));
+    expect(hostOf(pid)).toBe('PGHOST=127.0.0.1');
+    // a failover tool rewrites the file (here: the same server under another name)
+    writeFileSync(file, at('localhost'), { mode: 0o600 });
+    // the pools read the file at most once a second: let a second pass so the next start reads it
+    await new Promise((res) => setTimeout(res, 1100));
+    process.kill(pid, 'SIGKILL');
+    const next = await waitFor(
+      async () => r.archiver.receiverPid ?? 0,
+      (p) => p > 0 && p !== pid,
+      60_000,
+    );
+    expect(hostOf(next)).toBe('PGHOST=localhost');
+    const last = await writeAndSwitch(r.url, 1);
+    await waitFor(
+      () => stored(r.storage),
+      (x) => x.segments.includes(last),
+      60_000,
+      250,
+    );
+    expect(r.gaps).toEqual([]);
+    await r.stop();
+  });
+
+  it('waits on a standby (said once), and streams the new timeline once it is promoted', async () => {
+    const first = await rig();
+    await first.stop();
+    const database = new URL(first.url).pathname.slice(1);
+    const standby = await startPrivateCluster({
+      replicaOf: cluster,
+      settings: { wal_level: 'replica', max_wal_senders: 10, max_replication_slots: 10 },
+    });
+    try {
+      const file = join(tempDir('pgmaintd-urlfile-'), 'url');
+      writeFileSync(file, standby.url(database), { mode: 0o600 });
+      const r = await rig({ database, env: { DATABASE_URL_FILE: file, DATABASE_URL: '' } });
+      rigs.push(r);
+      await r.start();
+      await waitFor(
+        async () => r.logs.filter((l) => l.includes('is a standby')).length,
+        (v) => v >= 1,
+        30_000,
+      );
+      expect(r.archiver.receiverPid).toBeUndefined();
+      expect(await value(r, 'pgmaintd_wal_archiver_up')).toBe(0);
+      await sql(standby.url(), 'SELECT pg_promote()');
+      await receiverPid(r);
+      await waitFor(
+        async () => r.timelines,
+        (t) => t.includes(2),
+        60_000,
+      );
+      const objects = await r.storage.list(walPrefix(sysid));
+      expect(objects.some((o) => parseWalKey(sysid, o.key)?.file.name === '00000002.history')).toBe(true);
+      expect(r.logs.filter((l) => l.includes('is a standby'))).toHaveLength(1);
+      await r.stop();
+    } finally {
+      await standby.stop();
+    }
+  });
 
   it('lets only one of two archivers stream; the other takes over when the leader stops', async () => {
     const a = await rig();
