@@ -208,10 +208,18 @@ export class WalArchiver extends Service {
 
   async #stream_(signal: AbortSignal, major: number): Promise<void> {
     const t = this.#target!;
-    const stored = await readStoredPosition(t.ws, t.segmentBytes);
-    this.#lastSegment = stored.lastSegment;
-    this.#newestTimeline = stored.newestTimeline;
-    this.lag.reset(stored.end);
+    // a store that is down must not keep WAL from streaming into the spool: without its picture
+    // the first segment is not checked against the stored ones, and the lag is known after an upload
+    const stored = await readStoredPosition(t.ws, t.segmentBytes).catch((err: unknown) => {
+      this.#log.warn(
+        { err: { message: errorMessage(err) } },
+        'cannot read what the store holds; streaming into the spool anyway',
+      );
+      return undefined;
+    });
+    this.#lastSegment = stored?.lastSegment ?? new Map();
+    this.#newestTimeline = stored?.newestTimeline ?? 0;
+    this.lag.reset(stored?.end);
     this.#slotOn = undefined;
     this.#pendingGap = undefined;
     await this.#retireStale();
@@ -365,7 +373,7 @@ export class WalArchiver extends Service {
     if (e.end !== undefined) this.lag.storedUpTo(e.end);
     const { file } = e;
     if (file.kind === 'history') {
-      if (file.timeline > this.#newestTimeline) {
+      if (file.timeline > this.#newestTimeline && e.fresh) {
         this.#newestTimeline = file.timeline;
         this.#log.info({ timeline: file.timeline }, 'a new timeline began (failover or promotion)');
         this.#callback(() => this.onNewTimeline?.(file.timeline));

@@ -25,6 +25,8 @@ export interface StoredEvent {
   file: WalFileName;
   /** Where the WAL stored ends: a segment's end, a partial's last byte; undefined for history files. */
   end: bigint | undefined;
+  /** Stored now, not found already there. */
+  fresh: boolean;
 }
 
 export interface SpoolUploaderOptions {
@@ -181,7 +183,7 @@ export class SpoolUploader {
     await fsyncDir(this.o.spoolDir);
     const end =
       file.kind === 'segment' ? segmentStart(file.segNo, segmentBytes) + BigInt(segmentBytes) : undefined;
-    this.o.onStored?.({ kind, file, end });
+    this.o.onStored?.({ kind, file, end, fresh: r.stored === 'new' });
   }
 
   async #storePartial(ws: WalStore, segmentBytes: number, name: string): Promise<void> {
@@ -203,7 +205,12 @@ export class SpoolUploader {
     // only the newest few matter; the map must not grow for ever
     if (this.#partialStored.size > 8) this.#partialStored.delete(this.#partialStored.keys().next().value!);
     this.#count('partial', r.compressedBytes);
-    this.o.onStored?.({ kind: 'partial', file, end: segmentStart(file.segNo, segmentBytes) + BigInt(valid) });
+    this.o.onStored?.({
+      kind: 'partial',
+      file,
+      end: segmentStart(file.segNo, segmentBytes) + BigInt(valid),
+      fresh: r.stored === 'new',
+    });
   }
 
   #count(kind: WalUploadKind, bytes: number): void {

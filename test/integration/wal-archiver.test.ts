@@ -642,6 +642,46 @@ describe('WAL archiver with the store down', { timeout: 300_000 }, () => {
     await s3?.stop();
   });
 
+  it('streams into the spool when the store is down from the start, and uploads once it is back', async () => {
+    const bucket = await s3.createBucket('pgmaintd-wal');
+    const storage = new S3Storage({
+      bucket,
+      prefix: '',
+      region: s3.region,
+      endpoint: proxy.url,
+      forcePathStyle: true,
+      maxAttempts: 1,
+    });
+    const r = await rig({ storage });
+    try {
+      await proxy.down();
+      await r.start();
+      await receiverPid(r);
+      const first = await currentSegNo();
+      const last = await writeAndSwitch(r.url, 2);
+      await waitFor(
+        () => value(r, 'pgmaintd_wal_spool_files'),
+        (v) => v >= 2,
+        60_000,
+        250,
+      );
+      expect(await value(r, 'pgmaintd_wal_archiver_up')).toBe(1);
+      await proxy.up();
+      const s = await waitFor(
+        () => stored(r.storage),
+        (x) => x.segments.includes(last),
+        120_000,
+        500,
+      );
+      expect(unbroken(s.segments, first)).toBe(true);
+      expect(r.gaps).toEqual([]);
+    } finally {
+      await proxy.up().catch(() => undefined);
+      await r.stop();
+      storage.close();
+    }
+  });
+
   it('keeps WAL in the spool while the store refuses, counts the failures, and drains it after', async () => {
     const bucket = await s3.createBucket('pgmaintd-wal');
     const storage = new S3Storage({
