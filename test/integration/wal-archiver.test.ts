@@ -598,6 +598,40 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     await b.stop();
   });
 
+  it('stops streaming when its lease is lost, and streams again once it can take it back', async () => {
+    const r = await rig();
+    rigs.push(r);
+    await r.start();
+    const pid = await receiverPid(r);
+    // another holder takes the row (as a hand edit or a clock jump would)
+    await sql(
+      r.url,
+      `UPDATE pgmaintd.leases SET token = 'stolen', holder = 'elsewhere pid 1',
+              expires_at = clock_timestamp() + interval '1 hour' WHERE name = 'wal-archive'`,
+    );
+    await waitFor(
+      async () => r.archiver.receiverPid ?? 0,
+      (p) => p === 0,
+      30_000,
+    );
+    expect(r.archiver.leading).toBe(false);
+    expect(await value(r, 'pgmaintd_wal_archiver_up')).toBe(0);
+    const gone = await waitFor(
+      () => sql(cluster.url(), `SELECT count(*)::int AS n FROM pg_stat_replication WHERE pid = ${pid}`),
+      (rows) => rows[0]!.n === 0,
+      30_000,
+    );
+    expect(gone[0]!.n).toBe(0);
+    await sql(r.url, `UPDATE pgmaintd.leases SET expires_at = clock_timestamp() WHERE name = 'wal-archive'`);
+    await waitFor(
+      async () => r.archiver.receiverPid ?? 0,
+      (p) => p > 0,
+      30_000,
+    );
+    expect(r.archiver.leading).toBe(true);
+    await r.stop();
+  });
+
   it('in command mode writes only the heartbeat (the server archives through wal-push)', async () => {
     const r = await rig({ env: { WAL_ARCHIVE: 'command' } });
     rigs.push(r);
