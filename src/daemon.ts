@@ -31,6 +31,8 @@ import { maintenanceJob } from './maintenance/job.js';
 import { MaintenanceMetrics } from './maintenance/metrics.js';
 import { LEASE_SESSION } from './db/lease.js';
 import { daemonStatus } from './daemon-status.js';
+import { WalArchiver } from './pitr/archiver.js';
+import { PitrMetrics } from './pitr/metrics.js';
 
 export interface Daemon {
   http: HttpServer;
@@ -38,6 +40,10 @@ export interface Daemon {
   shutdown: ShutdownController;
   scheduler: Scheduler;
   storage: Storage;
+  /** PITR's metrics, when WAL_ARCHIVE is on (base backups and drills observe through them too). */
+  pitrMetrics?: PitrMetrics;
+  /** The WAL archiver, when WAL_ARCHIVE is on: `stream` runs pg_receivewal, `command` the heartbeat. */
+  archiver?: WalArchiver;
 }
 
 export interface DaemonOptions {
@@ -80,6 +86,11 @@ export async function runDaemon(
   scheduler.addJob(verifyJob(jobDeps));
   const maintenanceMetrics = new MaintenanceMetrics(registry, config.maintenance.databases);
   scheduler.addJob(maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool }));
+  const pitrMetrics = config.pitr.archive !== 'off' ? new PitrMetrics(registry) : undefined;
+  const archiver =
+    config.pitr.archive !== 'off'
+      ? new WalArchiver({ config, storage, signer: catalog.signer, logger, metrics: pitrMetrics })
+      : undefined;
   const poller = pollerFor(config, registry, logger);
   registerPoolMetrics(registry, () => [pool, readyPool, ...poller.pools()]);
   const readiness = new ReadinessProbe(readyPool, {
@@ -135,6 +146,7 @@ export async function runDaemon(
     // returns at once (they run in the background) and the scheduler does not wait for them
     const order = [...(opts.first ?? []), pool, readyPool, watchdog, poller, readiness, http];
     if (migrations) order.push(migrations);
+    if (archiver) order.push(archiver);
     for (const c of [...order, scheduler]) {
       if (shutdown.draining) break;
       await lifecycle.start(c);
@@ -156,7 +168,15 @@ export async function runDaemon(
     await shutdown.shutdown('start-up failed', inUse ? EXIT.UNAVAILABLE : EXIT.SOFTWARE);
     throw err;
   }
-  const daemon = { http, pool, shutdown, scheduler, storage };
+  const daemon: Daemon = {
+    http,
+    pool,
+    shutdown,
+    scheduler,
+    storage,
+    ...(pitrMetrics ? { pitrMetrics } : {}),
+    ...(archiver ? { archiver } : {}),
+  };
   async function readStoredState() {
     try {
       await storage.check();

@@ -10,6 +10,7 @@ import { RELOAD_SQL, alterSystemSql, type Check, type CheckContext, type Finding
 import { alterSystemCanChange, describeSource, humanMs, settingMs } from './format.js';
 import { roleChecks } from './role-checks.js';
 import { standbyBackupCheck } from './standby-checks.js';
+import { walArchiveCheck } from './wal-archive-checks.js';
 import { pgDumpCheck, serverVersionCheck } from './version-checks.js';
 
 const SETTING_SQL = `SELECT setting, unit, source FROM pg_settings WHERE name = $1`;
@@ -169,6 +170,7 @@ export function allChecks(): Check[] {
     idleInTransaction,
     pendingRestart,
     standbyBackupCheck,
+    walArchiveCheck,
     ...connectionChecks(),
     ...roleChecks(),
     pgDumpCheck,
