@@ -30,6 +30,7 @@ export class PitrMetrics {
   readonly baseLastSuccess: Gauge;
   readonly baseLastDuration: Gauge;
   readonly baseLastSize: Gauge;
+  readonly baseOldest: Gauge;
   readonly baseRuns: Counter<'result' | 'trigger'>;
   readonly baseInProgress: Gauge;
   // the store's picture
@@ -38,6 +39,7 @@ export class PitrMetrics {
   readonly chainGap: Gauge;
   readonly retentionDeleted: Counter<'kind'>;
   readonly retentionBlocked: Gauge;
+  readonly retentionDays: Gauge;
   // drills
   readonly drillLastRun: Gauge;
   readonly drillLastSuccess: Gauge;
@@ -121,6 +123,10 @@ export class PitrMetrics {
       'pgmaintd_basebackup_last_size_bytes',
       'Compressed size of the newest good base backup in the store.',
     );
+    this.baseOldest = gauge(
+      'pgmaintd_basebackup_oldest_timestamp_seconds',
+      'Finish time of the oldest good base backup in the store (Unix seconds): with the restorable window, tells a new installation from a window that lost its start.',
+    );
     this.baseRuns = new Counter({
       name: 'pgmaintd_basebackup_runs_total',
       help: 'Base backup runs by this process, by result (success, failure) and trigger.',
@@ -142,13 +148,17 @@ export class PitrMetrics {
     );
     this.retentionDeleted = new Counter({
       name: 'pgmaintd_pitr_retention_deleted_total',
-      help: 'Objects PITR retention deleted, by kind (basebackup, wal).',
+      help: 'Objects PITR retention deleted, by kind (basebackup, wal, leftover).',
       labelNames: ['kind'],
       registers,
     });
     this.retentionBlocked = gauge(
       'pgmaintd_pitr_retention_blocked',
       '1 when PITR retention deletes no WAL because the chain has a gap or the clocks disagree.',
+    );
+    this.retentionDays = gauge(
+      'pgmaintd_pitr_retention_days',
+      'PITR_RETENTION_DAYS: how many days back every second should be restorable.',
     );
     this.drillLastRun = gauge(
       'pgmaintd_pitr_drill_last_run_timestamp_seconds',
@@ -179,5 +189,15 @@ export class PitrMetrics {
       this.uploadedBytes.inc({ kind }, 0);
     }
     for (const result of PITR_DRILL_RESULTS) this.drillRuns.inc({ result }, 0);
+    // read from the store: absent until it has been read (a 0 would be a date in 1970, and an alert)
+    for (const g of [
+      this.baseLastSuccess,
+      this.baseLastDuration,
+      this.baseLastSize,
+      this.baseOldest,
+      this.windowStart,
+      this.windowEnd,
+    ])
+      g.remove({});
   }
 }
