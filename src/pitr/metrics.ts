@@ -8,11 +8,13 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 export const WAL_UPLOAD_KINDS = ['segment', 'partial', 'history'] as const;
 export type WalUploadKind = (typeof WAL_UPLOAD_KINDS)[number];
 export const BASEBACKUP_TRIGGERS = ['schedule', 'command', 'wal_gap', 'new_timeline', 'first'] as const;
+export const WAL_ARCHIVE_MODES = ['off', 'stream', 'command'] as const;
 export const PITR_DRILL_RESULTS = ['ok', 'failed', 'inconclusive'] as const;
 
 export class PitrMetrics {
   // archiving
   readonly archiverUp: Gauge;
+  readonly archiveMode: Gauge<'mode'>;
   readonly uploaded: Counter<'kind'>;
   readonly uploadedBytes: Counter<'kind'>;
   readonly uploadFailures: Counter;
@@ -47,6 +49,11 @@ export class PitrMetrics {
   readonly drillPrecision: Gauge;
   readonly drillRuns: Counter<'result'>;
 
+  /** Says which WAL_ARCHIVE mode is in effect (the daemon calls it once its configuration is read). */
+  setArchiveMode(mode: (typeof WAL_ARCHIVE_MODES)[number]): void {
+    for (const m of WAL_ARCHIVE_MODES) this.archiveMode.set({ mode: m }, m === mode ? 1 : 0);
+  }
+
   constructor(registry: Registry) {
     const registers = [registry];
     const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
@@ -55,6 +62,12 @@ export class PitrMetrics {
       'pgmaintd_wal_archiver_up',
       'Whether this pg-maintd is archiving WAL now (1: pg_receivewal streaming or wal-push mode checked; 0: down or not the leader).',
     );
+    this.archiveMode = new Gauge({
+      name: 'pgmaintd_wal_archive_mode',
+      help: 'WAL_ARCHIVE as configured: 1 for the mode in effect (off, stream, command), 0 for the others. The archiving alerts fire only where it is not off.',
+      labelNames: ['mode'],
+      registers,
+    });
     this.uploaded = new Counter({
       name: 'pgmaintd_wal_uploaded_total',
       help: 'WAL files stored by this process, by kind (segment, partial, history).',
@@ -197,6 +210,9 @@ export class PitrMetrics {
       this.baseOldest,
       this.windowStart,
       this.windowEnd,
+      this.drillLastRun,
+      this.drillLastSuccess,
+      this.drillPrecision,
     ])
       g.remove({});
   }
