@@ -1,7 +1,10 @@
 // PITR retention on a hand-made store in a directory: which base backups and WAL the window keeps,
 // gaps, timelines, forged manifests, wrong clocks and failing listings (nothing deleted), leftovers,
 // and a second run that finds nothing more to do.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
@@ -16,7 +19,8 @@ import {
   walChain,
 } from '../../src/pitr/pitr-catalog.js';
 import { applyPitrRetention, type PitrRetentionDeps } from '../../src/pitr/retention.js';
-import { BASE_MANIFEST_SUFFIX } from '../../src/pitr/store-keys.js';
+import { BASE_MANIFEST_SUFFIX, walKey } from '../../src/pitr/store-keys.js';
+import { historyName } from '../../src/pitr/wal-name.js';
 import { CraftedPitrStore, DAY, daysAgo, seg } from '../support/crafted-pitr.js';
 
 function collectingLogger() {
@@ -303,6 +307,20 @@ describe('PITR retention', () => {
     const { deps } = depsFor(store, { storage: failing });
     await expect(applyPitrRetention(deps, { retentionDays: 7 })).rejects.toThrow(/connection reset/);
     expect(deleted).toEqual([]);
+    expect(store.keys()).toEqual(before);
+  });
+
+  it('deletes nothing when a history file does not verify (the timelines cannot be told)', async () => {
+    const store = new CraftedPitrStore();
+    await store.base({ consistentAt: daysAgo(20), startSeg: 2 });
+    await store.base({ consistentAt: daysAgo(10), startSeg: 10 });
+    await store.segments(1, 1, 12);
+    // a history file whose content does not match the tag in its name
+    const key = walKey(store.sysid, historyName(2), 'a'.repeat(64));
+    mkdirSync(dirname(join(store.dir, key)), { recursive: true });
+    writeFileSync(join(store.dir, key), gzipSync('1\t0/5000000\tforged\n'));
+    const before = store.keys();
+    await expect(applyPitrRetention(depsFor(store).deps, { retentionDays: 7 })).rejects.toThrow(/is corrupt/);
     expect(store.keys()).toEqual(before);
   });
 

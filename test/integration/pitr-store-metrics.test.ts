@@ -32,6 +32,12 @@ describe('PITR store metrics', () => {
       'pgmaintd_basebackup_oldest_timestamp_seconds',
     ])
       expect(sample(text, name), name).toBeUndefined();
+    // the drill's dates too: read from the store, absent until then
+    expect(sample(text, 'pgmaintd_pitr_drill_last_success_timestamp_seconds')).toBeUndefined();
+    metrics.setArchiveMode('stream');
+    expect(await registry.metrics()).toMatch(
+      /^pgmaintd_wal_archive_mode\{mode="off"\} 0\npgmaintd_wal_archive_mode\{mode="stream"\} 1\npgmaintd_wal_archive_mode\{mode="command"\} 0$/m,
+    );
     const store = new CraftedPitrStore();
     await store.segments(1, 1, 3);
     const { listing, histories } = await read(store);
