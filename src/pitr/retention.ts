@@ -123,6 +123,13 @@ export function planPitrRetention(
     plan.walBlocked = `the WAL chain from base backup ${oldest.key} does not reach its consistency point yet`;
     return plan;
   }
+  // a segment size differing between base backups (fixed at initdb) makes positions of names
+  // ambiguous: which segment is before which cannot be told, so none goes
+  const odd = listing.bases.find((b) => b.manifest.segmentBytes !== listing.segmentBytes);
+  if (odd) {
+    plan.walBlocked = `base backup ${odd.key} has ${odd.manifest.segmentBytes}-byte WAL segments, the newest ${listing.segmentBytes}`;
+    return plan;
+  }
   // every kept base backup's start, not only the oldest's: one on another timeline may start earlier
   let floor: bigint | undefined;
   for (const b of kept) {

@@ -234,6 +234,18 @@ describe('PITR retention', () => {
     expect(walKeys(store.keys())).toHaveLength(10); // segment 1 is before b20's start
   });
 
+  it('deletes no WAL when base backups disagree on the segment size (positions cannot be told)', async () => {
+    const store = new CraftedPitrStore();
+    await store.base({ consistentAt: daysAgo(20), startSeg: 2 });
+    await store.base({ consistentAt: daysAgo(10), startSeg: 10 });
+    await store.base({ consistentAt: daysAgo(2), startSeg: 6, segmentBytes: 2 * 1024 * 1024 });
+    await store.segments(1, 1, 14);
+    const walBefore = walKeys(store.keys());
+    const plan = await applyPitrRetention(depsFor(store).deps, { retentionDays: 7 });
+    expect(plan.walBlocked).toMatch(/1048576-byte WAL segments, the newest 2097152/);
+    expect(walKeys(store.keys())).toEqual(walBefore);
+  });
+
   it('with a signer, a forged (unsigned) manifest never covers the window and is left for a person', async () => {
     const signer = new Signer([Buffer.alloc(32, 7)]);
     const store = new CraftedPitrStore(signer);

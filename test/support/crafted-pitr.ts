@@ -37,6 +37,8 @@ export interface BaseOptions {
   unsigned?: boolean;
   /** No manifest at all (an unfinished run). */
   noManifest?: boolean;
+  /** The WAL segment size the manifest states (default 1 MiB). */
+  segmentBytes?: number;
 }
 
 export class CraftedPitrStore {
@@ -97,7 +99,7 @@ export class CraftedPitrStore {
       stopLsn: lsnIn(stopSeg, 0x200),
       startWalFile: seg(timeline, o.startSeg),
       stopWalFile: seg(timeline, stopSeg),
-      segmentBytes: SEG,
+      segmentBytes: o.segmentBytes ?? SEG,
       startDatabaseTime: started.toISOString(),
       stopDatabaseTime: at.toISOString(),
       startedAt: started.toISOString(),
