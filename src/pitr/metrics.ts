@@ -8,11 +8,13 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 export const WAL_UPLOAD_KINDS = ['segment', 'partial', 'history'] as const;
 export type WalUploadKind = (typeof WAL_UPLOAD_KINDS)[number];
 export const BASEBACKUP_TRIGGERS = ['schedule', 'command', 'wal_gap', 'new_timeline', 'first'] as const;
+export const WAL_ARCHIVE_MODES = ['off', 'stream', 'command'] as const;
 export const PITR_DRILL_RESULTS = ['ok', 'failed', 'inconclusive'] as const;
 
 export class PitrMetrics {
   // archiving
   readonly archiverUp: Gauge;
+  readonly archiveMode: Gauge<'mode'>;
   readonly uploaded: Counter<'kind'>;
   readonly uploadedBytes: Counter<'kind'>;
   readonly uploadFailures: Counter;
@@ -30,6 +32,7 @@ export class PitrMetrics {
   readonly baseLastSuccess: Gauge;
   readonly baseLastDuration: Gauge;
   readonly baseLastSize: Gauge;
+  readonly baseOldest: Gauge;
   readonly baseRuns: Counter<'result' | 'trigger'>;
   readonly baseInProgress: Gauge;
   // the store's picture
@@ -38,12 +41,18 @@ export class PitrMetrics {
   readonly chainGap: Gauge;
   readonly retentionDeleted: Counter<'kind'>;
   readonly retentionBlocked: Gauge;
+  readonly retentionDays: Gauge;
   // drills
   readonly drillLastRun: Gauge;
   readonly drillLastSuccess: Gauge;
   readonly drillLastResult: Gauge<'result'>;
   readonly drillPrecision: Gauge;
   readonly drillRuns: Counter<'result'>;
+
+  /** Says which WAL_ARCHIVE mode is in effect (the daemon calls it once its configuration is read). */
+  setArchiveMode(mode: (typeof WAL_ARCHIVE_MODES)[number]): void {
+    for (const m of WAL_ARCHIVE_MODES) this.archiveMode.set({ mode: m }, m === mode ? 1 : 0);
+  }
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -53,6 +62,12 @@ export class PitrMetrics {
       'pgmaintd_wal_archiver_up',
       'Whether this pg-maintd is archiving WAL now (1: pg_receivewal streaming or wal-push mode checked; 0: down or not the leader).',
     );
+    this.archiveMode = new Gauge({
+      name: 'pgmaintd_wal_archive_mode',
+      help: 'WAL_ARCHIVE as configured: 1 for the mode in effect (off, stream, command), 0 for the others. The archiving alerts fire only where it is not off.',
+      labelNames: ['mode'],
+      registers,
+    });
     this.uploaded = new Counter({
       name: 'pgmaintd_wal_uploaded_total',
       help: 'WAL files stored by this process, by kind (segment, partial, history).',
@@ -121,6 +136,10 @@ export class PitrMetrics {
       'pgmaintd_basebackup_last_size_bytes',
       'Compressed size of the newest good base backup in the store.',
     );
+    this.baseOldest = gauge(
+      'pgmaintd_basebackup_oldest_timestamp_seconds',
+      'Finish time of the oldest good base backup in the store (Unix seconds): with the restorable window, tells a new installation from a window that lost its start.',
+    );
     this.baseRuns = new Counter({
       name: 'pgmaintd_basebackup_runs_total',
       help: 'Base backup runs by this process, by result (success, failure) and trigger.',
@@ -142,13 +161,17 @@ export class PitrMetrics {
     );
     this.retentionDeleted = new Counter({
       name: 'pgmaintd_pitr_retention_deleted_total',
-      help: 'Objects PITR retention deleted, by kind (basebackup, wal).',
+      help: 'Objects PITR retention deleted, by kind (basebackup, wal, leftover).',
       labelNames: ['kind'],
       registers,
     });
     this.retentionBlocked = gauge(
       'pgmaintd_pitr_retention_blocked',
       '1 when PITR retention deletes no WAL because the chain has a gap or the clocks disagree.',
+    );
+    this.retentionDays = gauge(
+      'pgmaintd_pitr_retention_days',
+      'PITR_RETENTION_DAYS: how many days back every second should be restorable.',
     );
     this.drillLastRun = gauge(
       'pgmaintd_pitr_drill_last_run_timestamp_seconds',
@@ -179,5 +202,18 @@ export class PitrMetrics {
       this.uploadedBytes.inc({ kind }, 0);
     }
     for (const result of PITR_DRILL_RESULTS) this.drillRuns.inc({ result }, 0);
+    // read from the store: absent until it has been read (a 0 would be a date in 1970, and an alert)
+    for (const g of [
+      this.baseLastSuccess,
+      this.baseLastDuration,
+      this.baseLastSize,
+      this.baseOldest,
+      this.windowStart,
+      this.windowEnd,
+      this.drillLastRun,
+      this.drillLastSuccess,
+      this.drillPrecision,
+    ])
+      g.remove({});
   }
 }
