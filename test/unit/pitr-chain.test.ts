@@ -76,7 +76,7 @@ describe('WAL objects', () => {
     const [stored] = await storedUnder(ws, name, MIB);
     const path = join(dir, stored!.key);
     const bytes = readFileSync(path);
-    bytes[bytes.length - 12] ^= 0xff; // inside the deflate stream or its CRC
+    bytes[bytes.length - 12] = bytes[bytes.length - 12]! ^ 0xff; // inside the deflate stream or its CRC
     writeFileSync(path, bytes);
     await expect(fetchWalFile(ws, stored!)).rejects.toThrow(
       new RegExp(`WAL object ${stored!.key} is corrupt`),
