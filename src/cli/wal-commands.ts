@@ -9,7 +9,7 @@ import { createStorage } from '../backup/storage/index.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { systemIdentifierOf } from '../pitr/pg-control.js';
-import { fetchViaPrefetch } from '../pitr/prefetch.js';
+import { fetchViaPrefetch } from '../pitr/prefetch-client.js';
 import { recoveryAbort, resolveWal, writeAtomically } from '../pitr/wal-fetch.js';
 import { pushWalFile } from '../pitr/wal-push.js';
 import { commandConfig } from './command-config.js';

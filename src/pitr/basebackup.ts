@@ -233,9 +233,15 @@ export async function takeBaseBackup(deps: BaseBackupDeps, o: BaseBackupOptions)
     kill();
     if (key) await storage.delete([key]).catch(() => undefined);
     metrics?.baseRuns.inc({ result: 'failure', trigger: o.trigger });
-    const error =
-      signal.aborted && !(err instanceof OperatorError && !String(err.message).includes('killed'))
-        ? new OperatorError(`base backup aborted: ${errorMessage(signal.reason)}`, { cause: err })
+    // stopped from outside (shutdown, a lost lease) or by BACKUP_TIMEOUT: that is the cause, whatever
+    // failed after it
+    const error = o.signal?.aborted
+      ? new OperatorError(`base backup aborted: ${errorMessage(o.signal.reason)}`, { cause: err })
+      : signal.aborted
+        ? new OperatorError('base backup took longer than BACKUP_TIMEOUT and was aborted', {
+            hint: 'raise BACKUP_TIMEOUT; if the server log says it waits for WAL to be archived, fix archive_command (pg-maintd wal-push)',
+            cause: err,
+          })
         : err instanceof OperatorError
           ? err
           : new OperatorError(`base backup failed: ${errorMessage(err)}`, { cause: err });

@@ -9,21 +9,20 @@
  * store itself.
  */
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
-import { recoveryAbort, resolveWal, writeAtomically } from './wal-fetch.js';
+import { ACTIVE, PREFETCH_DIR, TAKEN_SUFFIX } from './prefetch-client.js';
+import { resolveWal, writeAtomically } from './wal-fetch.js';
 import type { WalStore } from './wal-object.js';
 import { DEFAULT_SEGMENT_BYTES, parseWalFileName, segmentName } from './wal-name.js';
 
-export const PREFETCH_DIR = join('pg_wal', '.pgmaintd-prefetch');
-const ACTIVE = 'ACTIVE';
 const AHEAD = 4;
 const POLL_MS = 50;
-/** How long wal-fetch waits for an answer before it gives up (the restore process died). */
-const ANSWER_TIMEOUT_MS = 10 * 60_000;
+
+export { PREFETCH_DIR };
 
 export interface Owner {
   uid: number;
@@ -81,6 +80,14 @@ export class Prefetcher extends Service {
   async #scan(): Promise<void> {
     if (!existsSync(this.dir)) return;
     for (const entry of await readdir(this.dir)) {
+      if (entry.endsWith(TAKEN_SUFFIX)) {
+        // wal-fetch took a file fetched ahead without asking: count it, and fetch further ahead
+        const name = entry.slice(0, -TAKEN_SUFFIX.length);
+        await rm(join(this.dir, entry), { force: true });
+        this.fetched++;
+        this.#prefetchAfter(name);
+        continue;
+      }
       if (!entry.endsWith('.want')) continue;
       const name = entry.slice(0, -'.want'.length);
       if (this.#busy.has(name) || !parseWalFileName(name, this.segmentBytes)) continue;
@@ -130,42 +137,5 @@ export class Prefetcher extends Service {
 
   async #write(file: string, content: Buffer): Promise<void> {
     await writeAtomically(join(this.dir, file), content, this.owner);
-  }
-}
-
-export type PrefetchAnswer = 'done' | 'missing' | 'inactive';
-
-/**
- * wal-fetch's side: asks the serving restore process for `name` and moves it to `dest`. 'inactive'
- * when no restore process serves this data directory (read the store instead).
- */
-export async function fetchViaPrefetch(dataDir: string, name: string, dest: string): Promise<PrefetchAnswer> {
-  const dir = join(dataDir, PREFETCH_DIR);
-  if (!existsSync(join(dir, ACTIVE))) return 'inactive';
-  const ready = join(dir, name);
-  if (!existsSync(ready)) await writeFile(join(dir, `${name}.want`), '');
-  const deadline = Date.now() + ANSWER_TIMEOUT_MS;
-  for (;;) {
-    if (existsSync(ready)) {
-      await rename(ready, dest);
-      return 'done';
-    }
-    if (existsSync(join(dir, `${name}.missing`))) {
-      await rm(join(dir, `${name}.missing`), { force: true });
-      return 'missing';
-    }
-    const errorFile = join(dir, `${name}.error`);
-    if (existsSync(errorFile)) {
-      const message = await readFile(errorFile, 'utf8').catch(() => 'unknown error');
-      await rm(errorFile, { force: true });
-      throw recoveryAbort(message, 'see `pg-maintd pitr list` and `pg-maintd pitr verify`');
-    }
-    if (!existsSync(join(dir, ACTIVE))) return 'inactive';
-    if (Date.now() > deadline)
-      throw recoveryAbort(
-        `no answer for ${name} from the pg-maintd restore serving ${dir} within ${ANSWER_TIMEOUT_MS / 60_000} minutes`,
-        'check that `pg-maintd pitr restore` still runs',
-      );
-    await new Promise((r) => setTimeout(r, POLL_MS));
   }
 }
