@@ -374,6 +374,46 @@ describe('pitr list, verify and the drill', () => {
     }
   }, 240_000);
 
+  it('--target-name with --pause stops at the restore point and stays paused; --target-lsn stops at the position', async () => {
+    const before = (await q<{ n: string }>('SELECT count(*) AS n FROM ticks'))[0]!.n;
+    await q("SELECT pg_create_restore_point('before_five')");
+    await q('INSERT INTO ticks SELECT clock_timestamp() FROM generate_series(1, 5)');
+    const lsn = (await q<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))[0]!.l;
+    const afterFive = (await q<{ n: string }>('SELECT count(*) AS n FROM ticks'))[0]!.n;
+    await q('INSERT INTO ticks SELECT clock_timestamp() FROM generate_series(1, 7)');
+    await archiveNow();
+
+    const paused = tempPath('pitr-name-');
+    try {
+      const r = await runCli(
+        ['pitr', 'restore', '--data-dir', paused, '--target-name', 'before_five', '--pause', '--start'],
+        env,
+      );
+      expect(r.code, r.out).toBe(0);
+      expect(r.out).toContain('recovery is paused at the target');
+      const got = await onRestored(portOf(r.out), async (c) => ({
+        state: (await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s,
+        n: (await c.query<{ n: string }>('SELECT count(*) AS n FROM ticks')).rows[0]!.n,
+      }));
+      expect(got).toEqual({ state: 'paused', n: before });
+    } finally {
+      stopRestored(paused);
+    }
+
+    const atLsn = tempPath('pitr-lsn-');
+    try {
+      const r = await runCli(['pitr', 'restore', '--data-dir', atLsn, '--target-lsn', lsn, '--start'], env);
+      expect(r.code, r.out).toBe(0);
+      const n = await onRestored(
+        portOf(r.out),
+        async (c) => (await c.query<{ n: string }>('SELECT count(*) AS n FROM ticks')).rows[0]!.n,
+      );
+      expect(n).toBe(afterFive);
+    } finally {
+      stopRestored(atLsn);
+    }
+  }, 180_000);
+
   it('--latest after the primary stopped hard: everything archived is there', async () => {
     await q('CREATE TABLE last_words(x text)');
     await q("INSERT INTO last_words VALUES ('archived')");
