@@ -11,6 +11,7 @@ import { serverRole } from '../db/server-role.js';
 import type { JobOutcome, JobSpec } from '../schedule/scheduler.js';
 import { takeBaseBackup, type BaseBackupDeps } from './basebackup.js';
 import { runPitrDrill } from './drill.js';
+import { refreshStoreMetrics } from './store-metrics.js';
 
 export interface PitrJobDeps extends BaseBackupDeps {
   /** Pool on the main database, where the lease table lives. */
@@ -78,7 +79,15 @@ function leaderJob(
 
 export function basebackupJob(deps: PitrJobDeps): JobSpec {
   return leaderJob(deps, 'basebackup', deps.config.pitr.basebackupSchedule, async (tick, signal) => {
-    await takeBaseBackup(deps, { trigger: 'schedule', tick, signal });
+    const m = await takeBaseBackup(deps, { trigger: 'schedule', tick, signal });
+    // the backup is good whatever this does: a failed read of the store only leaves the gauges as they were
+    if (deps.metrics)
+      await refreshStoreMetrics(deps.metrics, deps.storage, m.systemIdentifier, deps.signer).catch(
+        (err: unknown) =>
+          deps.logger
+            .child({ job: 'basebackup' })
+            .warn({ err: { message: errorMessage(err) } }, 'reading the store for the PITR metrics failed'),
+      );
   });
 }
 
