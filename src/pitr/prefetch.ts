@@ -126,7 +126,10 @@ export class Prefetcher extends Service {
       if (this.#ahead.has(next) || existsSync(join(this.dir, next))) continue;
       const job = resolveWal(this.ws, next, this.#abort.signal)
         .then(async (r) => {
-          if (r.kind === 'found' && !existsSync(join(this.dir, next))) await this.#write(next, r.content);
+          // a partial stands in only when asked for: fetched ahead, it could hide the finished
+          // segment stored meanwhile
+          if (r.kind === 'found' && !r.from.includes('.partial.') && !existsSync(join(this.dir, next)))
+            await this.#write(next, r.content);
         })
         // a failure ahead is found again, and reported, when the server asks for the file
         .catch(() => undefined);
