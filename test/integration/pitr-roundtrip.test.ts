@@ -219,13 +219,19 @@ describe('restore', () => {
     expect(readdirSync(dir)).toEqual(['keep']);
   });
 
-  it('refuses a target before the oldest base backup, naming the window', async () => {
+  it('refuses a target before the oldest base backup or after the newest WAL, naming the window', async () => {
     const r = await runCli(
       ['pitr', 'restore', '--data-dir', tempPath('pitr-early-'), '--target-time', '2001-01-01T00:00:00Z'],
       env,
     );
     expect(r.code).toBe(65);
     expect(r.out).toMatch(/restorable: from \d{4}-.* to about/);
+    const late = await runCli(
+      ['pitr', 'restore', '--data-dir', tempPath('pitr-late-'), '--target-time', '2099-01-01T00:00:00Z'],
+      env,
+    );
+    expect(late.code).toBe(65);
+    expect(late.out).toMatch(/after the newest stored WAL: restorable: from \d{4}-.* to about/);
   });
 
   it('stops on SIGTERM: the server and tar are stopped, the directory marked incomplete, exit 143', async () => {
