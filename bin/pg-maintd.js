@@ -14,5 +14,13 @@ if (!existsSync(fileURLToPath(entry))) {
   );
   process.exit(70);
 }
-const { main } = await import(entry.href);
-await main(process.argv);
+// restore_command runs once per WAL file: while a restore serves the files, skip loading the CLI
+const fast =
+  process.argv[2] === 'wal-fetch' &&
+  (await (
+    await import(new URL('../dist/cli/wal-fetch-fast.js', import.meta.url).href)
+  ).fastWalFetch(process.argv));
+if (!fast) {
+  const { main } = await import(entry.href);
+  await main(process.argv);
+}

@@ -17,6 +17,7 @@ import { addMigrateCommands } from './migrate-commands.js';
 import { addMaintenanceCommands } from './maintenance-commands.js';
 import { addStatusCommand } from './status-command.js';
 import { addWalCommands } from './wal-commands.js';
+import { addPitrCommands } from './pitr-commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('pg-maintd')
@@ -78,6 +79,7 @@ export function buildProgram(): Command {
     });
 
   addWalCommands(program);
+  addPitrCommands(program);
 
   addConfigOptions(
     program

@@ -25,6 +25,12 @@ export const EXIT = {
   /** A second SIGINT / SIGTERM forced the exit: 128 + the signal number, as shells report it. */
   FORCED_SIGINT: 130,
   FORCED_SIGTERM: 143,
+  /**
+   * `wal-fetch` (restore_command): a WAL file is corrupt, the chain has a gap, or the store cannot be
+   * read. PostgreSQL takes any exit of 1 to 125 for "not in the archive" and ends recovery there (a
+   * silently shorter restore); above 125 (but not 143, its own SIGTERM) it aborts recovery instead.
+   */
+  RECOVERY_ABORT: 255,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];

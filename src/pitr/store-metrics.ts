@@ -5,8 +5,12 @@
  * from the same store, so the gauges are stored truth, not this process's memory. `pitrSummary` is
  * the same picture for `pitr list` and the status page.
  */
+import type { Signer } from '../backup/signing.js';
+import type { Storage } from '../backup/storage/storage.js';
 import type { PitrMetrics } from './metrics.js';
 import {
+  listPitr,
+  loadHistories,
   newestTimeline,
   timelinePath,
   walChain,
@@ -147,4 +151,16 @@ export function refreshPitrMetrics(
       g.remove({});
   }
   return s;
+}
+
+/** Lists the store and sets the gauges from it (a listing that fails throws and changes nothing). */
+export async function refreshStoreMetrics(
+  metrics: PitrMetrics,
+  storage: Storage,
+  sysid: string,
+  signer?: Signer,
+): Promise<PitrSummary> {
+  const listing = await listPitr(storage, sysid, { signer });
+  const histories = await loadHistories(storage, listing, { signer });
+  return refreshPitrMetrics(metrics, listing, histories);
 }

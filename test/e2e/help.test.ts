@@ -15,6 +15,25 @@ describe('pg-maintd <command> --help', () => {
     ['maintenance run', ['--dry-run', '--database <name>', '--job <step>', '--json']],
     ['doctor', ['--apply', '--connections-warn <percent>', '--json']],
     ['migrate status', ['--json', '--config <file>']],
+    ['basebackup', ['--config <file>']],
+    [
+      'pitr restore',
+      [
+        '--data-dir <dir>',
+        '--target-time <time>',
+        '--target-lsn <lsn>',
+        '--target-name <name>',
+        '--latest',
+        '--pause',
+        '--start',
+        '--port <port>',
+        '--system-identifier <id>',
+      ],
+    ],
+    ['pitr list', ['--json', '--system-identifier <id>']],
+    ['pitr verify', ['--json', '--system-identifier <id>']],
+    ['pitr drill', ['--json']],
+    ['wal-fetch', ['--data-dir <dir>']],
   ])('`%s --help`: its own options, no setting flags, and where the settings are', async (cmd, own) => {
     const r = await runCli([...cmd.split(' '), '--help'], {});
     expect(r.code, r.out).toBe(EXIT.OK);

@@ -1,0 +1,147 @@
+/**
+ * The PITR drill: the newest base backup and the WAL after it restored into a scratch directory to a
+ * recent time the stored WAL provably reaches, started on a free loopback port, and asked for the
+ * newest heartbeat row (the archiver writes one every PITR_HEARTBEAT_INTERVAL). It passes when that
+ * row lies within one interval (and a second) before the target: the store can bring the cluster
+ * back to within seconds of a point, not just to some point. Its record goes to the store.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { errorMessage } from '../core/errors.js';
+import { systemIdentifier, serverClock } from '../db/cluster.js';
+import { DbPool } from '../db/pool.js';
+import { parsePitrDrillRecord, type PitrDrillRecord } from './base-manifest.js';
+import type { PitrMetrics } from './metrics.js';
+import { listPitr, loadHistories } from './pitr-catalog.js';
+import { restorePitr, type PitrDeps } from './restore.js';
+import { restoreWindow, usableBases } from './restore-plan.js';
+import { drillKey } from './store-keys.js';
+
+export interface DrillDeps extends PitrDeps {
+  metrics?: PitrMetrics | undefined;
+}
+
+const MARGIN_MS = 2000;
+
+export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }): Promise<PitrDrillRecord> {
+  const log = deps.logger.child({ job: 'pitr-drill' });
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const pool = new DbPool(deps.config.db, { name: 'pitr-drill', logger: deps.logger, max: 1, min: 0 });
+  let sysid: string;
+  let now: Date;
+  try {
+    sysid = await systemIdentifier(pool);
+    now = await serverClock(pool);
+  } finally {
+    await pool.stop();
+  }
+  const heartbeatMs = deps.config.pitr.heartbeatIntervalMs;
+  const listing = await listPitr(deps.storage, sysid, { signer: deps.signer });
+  const histories = await loadHistories(deps.storage, listing, { signer: deps.signer });
+  const base = usableBases(listing, histories)[0];
+  const window = restoreWindow(listing, histories);
+  // recovery stops at the first commit after the target: one heartbeat later must be stored too
+  const byClock = now.getTime() - 2 * deps.config.pitr.partialUploadIntervalMs - MARGIN_MS;
+  const byStore = (window.latest?.getTime() ?? 0) - heartbeatMs - MARGIN_MS;
+  const target = new Date(Math.floor(Math.min(byClock, byStore) / 1000) * 1000);
+  let result: PitrDrillRecord['result'] = 'inconclusive';
+  let reason: string | undefined;
+  let newest: Date | undefined;
+  let fetched = 0;
+  if (!base) reason = 'no base backup with the WAL it needs';
+  else if (target.getTime() < base.base.consistentAt.getTime())
+    reason = `the stored WAL does not reach ${MARGIN_MS / 1000} s past the newest base backup's end yet`;
+  else {
+    const dir = await mkdtemp(join(tmpdir(), 'pgmaintd-drill-'));
+    try {
+      const r = await restorePitr(deps, {
+        dataDir: dir,
+        sysid,
+        target: { kind: 'time', time: target },
+        start: true,
+        signal: o.signal,
+        job: 'pitr-drill',
+      });
+      fetched = r.prefetched;
+      const c = r.server!.client();
+      try {
+        await c.connect();
+        const q = await c.query<{ at: Date | null }>('SELECT max(at) AS at FROM pgmaintd.pitr_heartbeat');
+        newest = q.rows[0]?.at ?? undefined;
+        if (!newest) reason = 'the heartbeat table is empty at the target';
+      } catch (err) {
+        reason =
+          (err as { code?: string }).code === '42P01'
+            ? 'no heartbeat table (pgmaintd.pitr_heartbeat) at the target yet'
+            : `reading the heartbeat failed: ${errorMessage(err)}`;
+      } finally {
+        await c.end().catch(() => undefined);
+        await r.server!.stop('immediate');
+      }
+      if (newest) {
+        const behind = target.getTime() - newest.getTime();
+        if (behind < 0) {
+          result = 'failed';
+          reason = `a heartbeat after the target (${newest.toISOString()}) was recovered: recovery went past it`;
+        } else if (behind > heartbeatMs + 1000) {
+          result = 'failed';
+          reason = `the newest heartbeat recovered is ${(behind / 1000).toFixed(1)} s before the target, more than one PITR_HEARTBEAT_INTERVAL`;
+        } else result = 'ok';
+      }
+    } catch (err) {
+      if (o.signal.aborted) throw err;
+      result = 'failed';
+      reason = errorMessage(err).slice(0, 1900);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  const key = drillKey(sysid, startedAt, randomBytes(4).toString('hex'));
+  let rec: PitrDrillRecord = {
+    recordVersion: 1,
+    kind: 'pitr-drill',
+    key,
+    systemIdentifier: sysid,
+    baseBackupKey: base?.base.key ?? '-',
+    result,
+    ...(reason ? { reason: oneLine(reason) } : {}),
+    target: target.toISOString(),
+    ...(newest
+      ? {
+          newestHeartbeat: newest.toISOString(),
+          precisionSeconds: (target.getTime() - newest.getTime()) / 1000,
+        }
+      : {}),
+    heartbeatIntervalSeconds: heartbeatMs / 1000,
+    walFilesFetched: fetched,
+    startedAt: startedAt.toISOString(),
+    durationSeconds: (performance.now() - t0) / 1000,
+  };
+  if (deps.signer) rec = deps.signer.sign(rec);
+  const text = JSON.stringify(rec, null, 2);
+  parsePitrDrillRecord(text, key);
+  await deps.storage.putSmall(key, text);
+  const m = deps.metrics;
+  if (m) {
+    const at = Date.now() / 1000;
+    m.drillRuns.inc({ result });
+    m.drillLastRun.set(at);
+    if (result === 'ok') m.drillLastSuccess.set(at);
+    for (const r of ['ok', 'failed', 'inconclusive'] as const)
+      m.drillLastResult.set({ result: r }, r === result ? 1 : 0);
+    if (rec.precisionSeconds !== undefined) m.drillPrecision.set(rec.precisionSeconds);
+  }
+  log[result === 'ok' ? 'info' : 'warn'](
+    { key, result, reason, target: rec.target, newestHeartbeat: rec.newestHeartbeat },
+    'PITR drill done',
+  );
+  return rec;
+}
+
+/** The record's reason is one line of printable text (its parser refuses control characters). */
+function oneLine(text: string): string {
+  return [...text].map((ch) => (ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f ? ' ' : ch)).join('');
+}

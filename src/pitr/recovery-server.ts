@@ -1,0 +1,185 @@
+/**
+ * A PostgreSQL server started on a restored data directory, on a loopback port, as the data
+ * directory's owner (PostgreSQL refuses to run as root: as root, the `postgres` OS user), until its
+ * recovery ends: promoted (pg_is_in_recovery() false) or paused at the target. A server that stops
+ * on its own during recovery failed it: the message is the tail of its log, where restore_command's
+ * reasons are.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { ConnectionTarget } from '../core/database-url.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
+import type { ServerBinaries } from '../programs/server-binaries.js';
+import type { Owner } from './prefetch.js';
+
+export interface RecoveryServerOptions {
+  dataDir: string;
+  port: number;
+  binaries: ServerBinaries;
+  owner?: Owner | undefined;
+  logFile: string;
+  /** Who connects to ask how recovery goes: the role (and password) of DATABASE_URL. */
+  login: Pick<ConnectionTarget, 'user' | 'password' | 'database'>;
+}
+
+/** The `postgres` OS user's ids when we are root (PostgreSQL refuses to run as root), else none. */
+export function serverOwner(): Owner | undefined {
+  if (userInfo().uid !== 0) return undefined;
+  const line = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('postgres:'));
+  if (!line)
+    throw new OperatorError(
+      'PostgreSQL refuses to run as root, and there is no `postgres` user to run it as',
+      {
+        exitCode: EXIT.UNAVAILABLE,
+        hint: 'create one (useradd --system postgres), or run pg-maintd as the user that owns the data',
+      },
+    );
+  const [, , uid, gid] = line.split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+export class RecoveryServer {
+  constructor(readonly o: RecoveryServerOptions) {}
+
+  get host(): string {
+    return '127.0.0.1';
+  }
+
+  async start(): Promise<void> {
+    // -W: recovery may take long; waitForRecovery watches it
+    await this.#pgCtl([
+      '-D',
+      this.o.dataDir,
+      '-l',
+      this.o.logFile,
+      '-W',
+      '-o',
+      `-p ${this.o.port} -c listen_addresses=127.0.0.1 -k ${this.o.dataDir}`,
+      'start',
+    ]);
+  }
+
+  async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    if (!existsSync(join(this.o.dataDir, 'postmaster.pid'))) return;
+    await this.#pgCtl(['-D', this.o.dataDir, '-m', mode, '-w', '-t', '120', 'stop']).catch(() =>
+      this.#pgCtl(['-D', this.o.dataDir, '-m', 'immediate', '-w', '-t', '60', 'stop']).catch(() => undefined),
+    );
+  }
+
+  client(database = this.o.login.database): pg.Client {
+    const c = new pg.Client({
+      host: this.host,
+      port: this.o.port,
+      user: this.o.login.user,
+      password: this.o.login.password,
+      database,
+      connectionTimeoutMillis: 5000,
+    });
+    c.on('error', () => undefined);
+    return c;
+  }
+
+  /** Waits until recovery ended as asked; `progress` gets the replay position now and then. */
+  async waitForRecovery(
+    mode: 'promote' | 'pause',
+    signal: AbortSignal,
+    progress: (replayLsn: string) => void,
+  ): Promise<void> {
+    let lastProgress = 0;
+    let lastError = '';
+    for (;;) {
+      if (signal.aborted) throw signal.reason;
+      if (!existsSync(join(this.o.dataDir, 'postmaster.pid')) && (await this.#stoppedForGood()))
+        throw new OperatorError(`the restored server stopped during recovery:\n${this.logTail()}`, {
+          exitCode: EXIT.DATAERR,
+          hint: 'the log above says why (a WAL file pg-maintd refused, a target the WAL does not reach); nothing was promoted',
+        });
+      const c = this.client();
+      try {
+        await c.connect();
+        const r = await c.query<{ rec: boolean; lsn: string | null; paused: string | null }>(
+          `SELECT pg_is_in_recovery() AS rec, pg_last_wal_replay_lsn()::text AS lsn,
+                  CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS paused`,
+        );
+        const row = r.rows[0]!;
+        if (!row.rec) return;
+        if (mode === 'pause' && row.paused === 'paused') return;
+        if (Date.now() - lastProgress > 5000 && row.lsn) {
+          lastProgress = Date.now();
+          progress(row.lsn);
+        }
+      } catch (err) {
+        // starting up, or not yet consistent: not accepting connections yet
+        lastError = errorMessage(err);
+        if (/password authentication failed|no pg_hba/.test(lastError))
+          throw new OperatorError(
+            `cannot log in to the restored server to follow its recovery: ${lastError}`,
+            {
+              hint: 'DATABASE_URL must name a role (and its password) of the backed-up cluster',
+            },
+          );
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  async #stoppedForGood(): Promise<boolean> {
+    // pg_ctl start returned before the postmaster wrote its pid file: give it a moment
+    await new Promise((r) => setTimeout(r, 500));
+    return !existsSync(join(this.o.dataDir, 'postmaster.pid'));
+  }
+
+  logTail(lines = 20): string {
+    try {
+      return readFileSync(this.o.logFile, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no server log)';
+    }
+  }
+
+  #pgCtl(args: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(join(this.o.binaries.binDir, 'pg_ctl'), args, {
+        cwd: this.o.dataDir,
+        ...(this.o.owner ?? {}),
+        // nothing of pg-maintd's environment (DATABASE_URL, credentials): restore_command reads its
+        // settings from the file the restore wrote beside the data
+        env: { PATH: process.env.PATH, LC_ALL: 'C', LANG: 'C' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('error', reject);
+      child.on('close', (code) =>
+        code === 0
+          ? resolve()
+          : reject(
+              new OperatorError(`pg_ctl ${args.at(-1)} exited with ${code}: ${out.trim().slice(-1000)}`),
+            ),
+      );
+    });
+  }
+}
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,100 @@
+/**
+ * `pg-maintd wal-fetch %f %p`, for restore_command: finds one WAL file in the store, checks it
+ * against the tag in its name, and writes it where PostgreSQL asked, atomically. Three outcomes, told
+ * apart because PostgreSQL reads them differently (see EXIT.RECOVERY_ABORT): found (exit 0); not in
+ * the store (exit 1: PostgreSQL probes for files that do not exist, and the end of the archive is
+ * where recovery ends); and anything else (a corrupt object, a gap before WAL that is stored, a store
+ * that cannot be read) aborts recovery with the key named, never a shorter recovery that looks fine.
+ */
+import { open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { OperatorError, errorMessage } from '../core/errors.js';
+import { EXIT } from '../core/exit-codes.js';
+import type { StoredWal } from './store-keys.js';
+import { parseWalKey, walPrefix } from './store-keys.js';
+import { fetchWalFile, storedUnder, type WalStore } from './wal-object.js';
+import { parseWalFileName } from './wal-name.js';
+
+export type Resolved = { kind: 'found'; content: Buffer; from: string } | { kind: 'missing'; why: string };
+
+/** Aborts recovery: the message goes to the server's log, the exit code above 125. */
+export function recoveryAbort(message: string, hint: string, cause?: unknown): OperatorError {
+  return new OperatorError(message, { exitCode: EXIT.RECOVERY_ABORT, hint, cause });
+}
+
+/** What the store holds for `name`: its verified content, or why there is none (a gap throws). */
+export async function resolveWal(ws: WalStore, name: string, signal?: AbortSignal): Promise<Resolved> {
+  const parsed = parseWalFileName(name);
+  if (!parsed) return { kind: 'missing', why: 'not a WAL file name pg-maintd archives' };
+  let stored: StoredWal[];
+  try {
+    stored = await storedUnder(ws, name);
+  } catch (err) {
+    throw recoveryAbort(
+      `cannot list ${name} in ${ws.storage.description}: ${errorMessage(err)}`,
+      'make the store reachable and start the server again: recovery continues where it stopped',
+      err,
+    );
+  }
+  const finished = stored.find((s) => !s.partial);
+  const pick = async (s: StoredWal): Promise<Resolved> => {
+    try {
+      return { kind: 'found', content: await fetchWalFile(ws, s, signal), from: s.key };
+    } catch (err) {
+      const e = err as OperatorError;
+      throw recoveryAbort(`restore_command: ${e.message}`, e.hint ?? '', err);
+    }
+  };
+  if (finished) return pick(finished);
+  if (parsed.kind === 'history') return { kind: 'missing', why: 'no such history file in the store' };
+  // the finished segment is not stored: a later one on this timeline means WAL is missing here
+  let later: string | undefined;
+  try {
+    const tl = name.slice(0, 8);
+    for (const o of await ws.storage.list(`${walPrefix(ws.sysid)}${tl}`)) {
+      const w = parseWalKey(ws.sysid, o.key);
+      if (w && !w.partial && w.file.kind === 'segment' && w.file.segNo > parsed.segNo) {
+        later = w.file.name;
+        break;
+      }
+    }
+  } catch (err) {
+    throw recoveryAbort(
+      `cannot list timeline ${name.slice(0, 8)} in ${ws.storage.description}: ${errorMessage(err)}`,
+      'make the store reachable and start the server again',
+      err,
+    );
+  }
+  if (later)
+    throw recoveryAbort(
+      `WAL segment ${name} is missing from ${ws.storage.description} while later WAL (${later}) is stored: the chain has a gap, recovery cannot pass it`,
+      'restore to a target before the gap, or from a base backup taken after it (`pg-maintd pitr list`, `pg-maintd pitr verify`)',
+    );
+  // the newest segment of its timeline: what was stored of it before it was finished, if anything
+  const partial = stored.find((s) => s.partial);
+  if (partial) return pick(partial);
+  return { kind: 'missing', why: 'not in the store (the end of the archived WAL)' };
+}
+
+/** Writes `content` to `dest` atomically: a temporary file beside it, flushed, then renamed. */
+export async function writeAtomically(
+  dest: string,
+  content: Buffer,
+  owner?: { uid: number; gid: number },
+): Promise<void> {
+  const tmp = join(dirname(dest), `.${basename(dest)}.pgmaintd-${process.pid}.tmp`);
+  try {
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(content);
+      if (owner) await fh.chown(owner.uid, owner.gid);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, dest);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

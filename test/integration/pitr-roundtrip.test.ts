@@ -1,0 +1,451 @@
+// The round trip of point-in-time recovery on a real PostgreSQL 15: WAL archived by the real
+// archive_command (`wal-push`), base backups by the real pg_basebackup, restores by a real server
+// replaying through `wal-fetch`, to targets a writer's timestamped rows measure to the row.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chownSync, existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/embedded/local-cluster.js';
+import { CLI, runCli, spawnCli, waitFor } from '../support/daemon.js';
+import { startPrivateCluster } from '../support/postgres.js';
+import { tempDir, tempPath } from '../support/temp.js';
+
+const pgUser = (() => {
+  const line = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('postgres:'))!;
+  const [, , uid, gid] = line.split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+})();
+
+let cluster: LocalCluster;
+let store: string;
+let client: pg.Client;
+let sysid: string;
+let env: Record<string, string>;
+
+const q = async <T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) =>
+  (await client.query<T>(sql, params)).rows;
+
+/** Switches to a new segment and waits until the one just finished is in the store. */
+async function archiveNow(): Promise<string> {
+  const f = (await q<{ f: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS f'))[0]!.f;
+  await waitFor(
+    () => q<{ w: string | null }>('SELECT last_archived_wal AS w FROM pg_stat_archiver'),
+    (r) => r[0]!.w !== null && r[0]!.w >= f,
+    60_000,
+    100,
+  );
+  return f;
+}
+
+function baseDir(): string {
+  return join(store, 'pitr', sysid, 'base');
+}
+
+function walDir(): string {
+  return join(store, 'pitr', sysid, 'wal');
+}
+
+/** The server a restore left running on `dir`, stopped. */
+function stopRestored(dir: string) {
+  if (!existsSync(join(dir, 'postmaster.pid'))) return;
+  spawnSync(join(cluster.binaries.binDir, 'pg_ctl'), ['-D', dir, '-m', 'immediate', '-w', 'stop'], {
+    ...pgUser,
+    cwd: '/',
+    stdio: 'ignore',
+  });
+}
+
+function portOf(out: string): number {
+  const m = /port=(\d+)/.exec(out);
+  if (!m) throw new Error(`no port in the restore's output:\n${out}`);
+  return Number(m[1]);
+}
+
+async function onRestored<T>(port: number, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: cluster.url().replace(/:\d+\//, `:${port}/`) });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+beforeAll(async () => {
+  store = tempDir('pitr-store-');
+  // wal-push runs as the server's user: the store must be its to write
+  chownSync(store, pgUser.uid, pgUser.gid);
+  cluster = await startPrivateCluster({
+    settings: {
+      wal_level: 'replica',
+      archive_mode: 'on',
+      archive_command: `'BACKUP_DIR=${store} ${process.execPath} ${CLI} wal-push %p'`,
+      // fresh segments are zeros: switched segments compress to almost nothing
+      wal_recycle: 'off',
+    },
+  });
+  client = new pg.Client({ connectionString: cluster.url() });
+  await client.connect();
+  sysid = (await q<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'))[0]!.id;
+  env = { DATABASE_URL: cluster.url(), BACKUP_DIR: store, DB_SSL_MODE: 'disable' };
+  await q('CREATE TABLE ticks(at timestamptz DEFAULT clock_timestamp())');
+  await archiveNow(); // the store's WAL folder is the server user's before pg-maintd writes beside it
+}, 180_000);
+
+afterAll(async () => {
+  await client?.end().catch(() => undefined);
+});
+
+describe('base backup', () => {
+  // first: a base backup taken after it replays from after its CREATE and DROP TABLESPACE
+  it('refuses a server with a tablespace outside its data directory, naming it', async () => {
+    const loc = tempDir('pitr-ts-');
+    chownSync(loc, pgUser.uid, pgUser.gid);
+    await q(`CREATE TABLESPACE elsewhere LOCATION '${loc}'`);
+    try {
+      const r = await runCli(['basebackup'], env);
+      expect(r.code).toBe(65);
+      expect(r.out).toMatch(/tablespaces outside its data directory \(elsewhere\)/);
+      expect(existsSync(baseDir()) ? readdirSync(baseDir()) : []).toEqual([]);
+    } finally {
+      await q('DROP TABLESPACE elsewhere');
+    }
+  }, 60_000);
+  it('streams a tar with backup_label and backup_manifest to the store, with a manifest that matches', async () => {
+    const r = await runCli(['basebackup'], env);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toMatch(/base backup: .*\.tar\.gz \(\d+ bytes/);
+    const names = readdirSync(baseDir());
+    const data = names.find((n) => n.endsWith('.tar.gz'))!;
+    const manifest = JSON.parse(readFileSync(join(baseDir(), `${data}.manifest.json`), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    expect(manifest.systemIdentifier).toBe(sysid);
+    expect(manifest.timeline).toBe(1);
+    expect(manifest.trigger).toBe('command');
+    const lsn = (s: unknown) => {
+      const [hi, lo] = String(s).split('/');
+      return (BigInt(parseInt(hi!, 16)) << 32n) | BigInt(parseInt(lo!, 16));
+    };
+    expect(lsn(manifest.stopLsn)).toBeGreaterThan(lsn(manifest.startLsn));
+    expect(manifest.startWalFile).toMatch(/^00000001/);
+    const body = readFileSync(join(baseDir(), data));
+    expect(manifest.size).toBe(body.length);
+    expect(manifest.sha256).toBe(createHash('sha256').update(body).digest('hex'));
+    const members = execFileSync('tar', ['-tzf', join(baseDir(), data)], { encoding: 'utf8' }).split('\n');
+    expect(members).toContain('backup_label');
+    expect(members).toContain('backup_manifest');
+  }, 120_000);
+
+  it('leaves nothing in the store when pg_basebackup fails (a role without REPLICATION)', async () => {
+    await q("CREATE ROLE norepl LOGIN PASSWORD 'norepl-pw'");
+    const before = readdirSync(baseDir()).sort();
+    const url = cluster.url('postgres', 'norepl', 'norepl-pw');
+    const r = await runCli(['basebackup'], { ...env, DATABASE_URL: url });
+    expect(r.code).not.toBe(0);
+    expect(r.out).toMatch(/pg_basebackup exited/);
+    expect(r.out).toMatch(/REPLICATION/);
+    expect(r.out).not.toContain('norepl-pw');
+    expect(readdirSync(baseDir()).sort()).toEqual(before);
+  }, 120_000);
+});
+
+describe('restore', () => {
+  it('recovers to each of several target times to within a second, never past it', async () => {
+    // a writer inserts a timestamped row every 100 ms while the targets are taken
+    let writing = true;
+    const writer = (async () => {
+      const w = new pg.Client({ connectionString: cluster.url() });
+      await w.connect();
+      while (writing) {
+        await w.query('INSERT INTO ticks DEFAULT VALUES');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await w.end();
+    })();
+    const targets: Date[] = [];
+    const clock = async () => (await q<{ t: Date }>('SELECT clock_timestamp() AS t'))[0]!.t;
+    const until = async (ms: number) => {
+      const t0 = Date.now();
+      await waitFor(
+        async () => Date.now() - t0,
+        (d) => d >= ms,
+        ms + 5000,
+        50,
+      );
+    };
+    for (const wait of [1500, 1700, 1300]) {
+      await until(wait);
+      targets.push(await clock());
+    }
+    await until(1000);
+    writing = false;
+    await writer;
+    await archiveNow();
+    for (const target of targets) {
+      const dir = tempPath('pitr-restore-');
+      const r = await runCli(
+        ['pitr', 'restore', '--data-dir', dir, '--target-time', target.toISOString(), '--start'],
+        env,
+      );
+      try {
+        expect(r.code, r.out).toBe(0);
+        expect(r.out).toContain('recovery is complete');
+        const newest = await onRestored(
+          portOf(r.out),
+          async (c) => (await c.query<{ m: Date }>('SELECT max(at) AS m FROM ticks')).rows[0]!.m,
+        );
+        expect(newest.getTime()).toBeLessThanOrEqual(target.getTime());
+        expect(target.getTime() - newest.getTime()).toBeLessThan(1000);
+        expect(existsSync(join(dir, 'PGMAINTD_RESTORE_INCOMPLETE'))).toBe(false);
+      } finally {
+        stopRestored(dir);
+      }
+    }
+  }, 300_000);
+
+  it('refuses a non-empty --data-dir, writing nothing', async () => {
+    const dir = tempDir('pitr-full-');
+    writeFileSync(join(dir, 'keep'), 'mine');
+    const r = await runCli(['pitr', 'restore', '--data-dir', dir, '--latest'], env);
+    expect(r.code).toBe(64);
+    expect(r.out).toMatch(/is not empty/);
+    expect(readdirSync(dir)).toEqual(['keep']);
+  });
+
+  it('refuses a target before the oldest base backup or after the newest WAL, naming the window', async () => {
+    const r = await runCli(
+      ['pitr', 'restore', '--data-dir', tempPath('pitr-early-'), '--target-time', '2001-01-01T00:00:00Z'],
+      env,
+    );
+    expect(r.code).toBe(65);
+    expect(r.out).toMatch(/restorable: from \d{4}-.* to about/);
+    const late = await runCli(
+      ['pitr', 'restore', '--data-dir', tempPath('pitr-late-'), '--target-time', '2099-01-01T00:00:00Z'],
+      env,
+    );
+    expect(late.code).toBe(65);
+    expect(late.out).toMatch(/after the newest stored WAL: restorable: from \d{4}-.* to about/);
+  });
+
+  it('stops on SIGTERM: the server and tar are stopped, the directory marked incomplete, exit 143', async () => {
+    const dir = tempPath('pitr-sigterm-');
+    const cli = spawnCli(['pitr', 'restore', '--data-dir', dir, '--latest', '--start'], env);
+    await cli.waitForLog((l) => l.msg === 'restoring from this base backup', 60_000);
+    cli.child.kill('SIGTERM');
+    const { code } = await cli.exited;
+    try {
+      expect(code, cli.output()).toBe(143);
+      expect(cli.output()).toMatch(/interrupted by SIGTERM: .* is incomplete/);
+      expect(existsSync(join(dir, 'PGMAINTD_RESTORE_INCOMPLETE'))).toBe(true);
+      expect(existsSync(join(dir, 'postmaster.pid'))).toBe(false);
+    } finally {
+      stopRestored(dir);
+    }
+  }, 120_000);
+
+  it('stops at a corrupt WAL object with its key named, not a silently shorter recovery', async () => {
+    await q('INSERT INTO ticks DEFAULT VALUES');
+    const last = await archiveNow();
+    const base = JSON.parse(
+      readFileSync(
+        join(
+          baseDir(),
+          readdirSync(baseDir()).find((n) => n.endsWith('.manifest.json'))!,
+        ),
+        'utf8',
+      ),
+    ) as { stopWalFile: string };
+    // a segment after the base backup's end and before the last one
+    const victim = readdirSync(walDir())
+      .filter((n) => /^[0-9A-F]{24}-/.test(n))
+      .sort()
+      .find((n) => n.slice(0, 24) > base.stopWalFile && n.slice(0, 24) < last)!;
+    expect(victim).toBeDefined();
+    const path = join(walDir(), victim);
+    const original = readFileSync(path);
+    const content = gunzipSync(original);
+    content[100] = content[100]! ^ 0xff;
+    writeFileSync(path, gzipSync(content));
+    const dir = tempPath('pitr-corrupt-');
+    try {
+      const r = await runCli(['pitr', 'restore', '--data-dir', dir, '--latest', '--start'], env);
+      expect(r.code).not.toBe(0);
+      expect(r.out).toContain(victim);
+      expect(r.out).toMatch(/corrupt/);
+      expect(existsSync(join(dir, 'PGMAINTD_RESTORE_INCOMPLETE'))).toBe(true);
+    } finally {
+      stopRestored(dir);
+      writeFileSync(path, original);
+    }
+  }, 180_000);
+
+  it('refuses a restore across a missing WAL segment, naming it', async () => {
+    const base = JSON.parse(
+      readFileSync(
+        join(
+          baseDir(),
+          readdirSync(baseDir()).find((n) => n.endsWith('.manifest.json'))!,
+        ),
+        'utf8',
+      ),
+    ) as { stopWalFile: string };
+    const segs = readdirSync(walDir())
+      .filter((n) => /^[0-9A-F]{24}-/.test(n))
+      .sort();
+    const victim = segs.find((n) => n.slice(0, 24) > base.stopWalFile && n !== segs.at(-1))!;
+    const aside = tempPath('pitr-aside-');
+    renameSync(join(walDir(), victim), aside);
+    try {
+      const r = await runCli(['pitr', 'restore', '--data-dir', tempPath('pitr-gap-'), '--latest'], env);
+      expect(r.code).toBe(65);
+      expect(r.out).toContain(`WAL segment ${victim.slice(0, 24)} is missing`);
+      const v = spawnCli(['pitr', 'verify', '--json'], env);
+      expect((await v.exited).code).toBe(1);
+      const report = JSON.parse(v.stdout()) as { problems: Array<{ missing: string }> };
+      expect(report.problems[0]!.missing).toBe(victim.slice(0, 24));
+    } finally {
+      renameSync(aside, join(walDir(), victim));
+    }
+  }, 60_000);
+});
+
+describe('pitr list, verify and the drill', () => {
+  it('lists base backups, WAL and the window as JSON; verify passes without a gap', async () => {
+    const r = spawnCli(['pitr', 'list', '--json'], env);
+    expect((await r.exited).code, r.output()).toBe(0);
+    const s = JSON.parse(r.stdout()) as {
+      systemIdentifier: string;
+      bases: Array<{ key: string; consistent: boolean; timeline: number }>;
+      wal: Array<{ timeline: number; segments: number }>;
+      window: { earliest: string; latest: string; latestIsApproximate: boolean };
+    };
+    expect(s.systemIdentifier).toBe(sysid);
+    expect(s.bases).toHaveLength(1);
+    expect(s.bases[0]!.consistent).toBe(true);
+    expect(s.wal[0]!.timeline).toBe(1);
+    expect(s.wal[0]!.segments).toBeGreaterThan(2);
+    expect(Date.parse(s.window.latest)).toBeGreaterThan(Date.parse(s.window.earliest));
+    expect(s.window.latestIsApproximate).toBe(true);
+    const v = await runCli(['pitr', 'verify'], env);
+    expect(v.code, v.out).toBe(0);
+    expect(v.out).toMatch(/: ok, WAL reaches 00000001/);
+  }, 60_000);
+
+  it('drill: restores to a recent time and finds the heartbeat within one interval before it', async () => {
+    await q('CREATE SCHEMA IF NOT EXISTS pgmaintd');
+    await q('CREATE TABLE pgmaintd.pitr_heartbeat(id int PRIMARY KEY, at timestamptz NOT NULL)');
+    const beat = () =>
+      q(
+        'INSERT INTO pgmaintd.pitr_heartbeat VALUES (1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET at = excluded.at',
+      );
+    let beating = true;
+    const beats = (async () => {
+      while (beating) {
+        await beat();
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    })();
+    const t0 = Date.now();
+    await waitFor(
+      async () => Date.now() - t0,
+      (d) => d > 8000,
+      20_000,
+      200,
+    );
+    await archiveNow();
+    const denv = { ...env, PITR_HEARTBEAT_INTERVAL: '1s', WAL_PARTIAL_UPLOAD_INTERVAL: '1s' };
+    try {
+      const cli = spawnCli(['pitr', 'drill', '--json'], denv);
+      const { code } = await cli.exited;
+      expect(code, cli.output()).toBe(0);
+      const rec = JSON.parse(cli.stdout()) as {
+        result: string;
+        precisionSeconds: number;
+        key: string;
+      };
+      expect(rec.result).toBe('ok');
+      expect(rec.precisionSeconds).toBeGreaterThanOrEqual(0);
+      expect(rec.precisionSeconds).toBeLessThanOrEqual(2);
+      expect(existsSync(join(store, rec.key))).toBe(true);
+    } finally {
+      beating = false;
+      await beats;
+    }
+  }, 240_000);
+
+  it('--target-name with --pause stops at the restore point and stays paused; --target-lsn stops at the position', async () => {
+    const before = (await q<{ n: string }>('SELECT count(*) AS n FROM ticks'))[0]!.n;
+    await q("SELECT pg_create_restore_point('before_five')");
+    await q('INSERT INTO ticks SELECT clock_timestamp() FROM generate_series(1, 5)');
+    const lsn = (await q<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))[0]!.l;
+    const afterFive = (await q<{ n: string }>('SELECT count(*) AS n FROM ticks'))[0]!.n;
+    await q('INSERT INTO ticks SELECT clock_timestamp() FROM generate_series(1, 7)');
+    await archiveNow();
+
+    const paused = tempPath('pitr-name-');
+    try {
+      const r = await runCli(
+        ['pitr', 'restore', '--data-dir', paused, '--target-name', 'before_five', '--pause', '--start'],
+        env,
+      );
+      expect(r.code, r.out).toBe(0);
+      expect(r.out).toContain('recovery is paused at the target');
+      const got = await onRestored(portOf(r.out), async (c) => ({
+        state: (await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s,
+        n: (await c.query<{ n: string }>('SELECT count(*) AS n FROM ticks')).rows[0]!.n,
+      }));
+      expect(got).toEqual({ state: 'paused', n: before });
+    } finally {
+      stopRestored(paused);
+    }
+
+    const atLsn = tempPath('pitr-lsn-');
+    try {
+      const r = await runCli(['pitr', 'restore', '--data-dir', atLsn, '--target-lsn', lsn, '--start'], env);
+      expect(r.code, r.out).toBe(0);
+      const n = await onRestored(
+        portOf(r.out),
+        async (c) => (await c.query<{ n: string }>('SELECT count(*) AS n FROM ticks')).rows[0]!.n,
+      );
+      expect(n).toBe(afterFive);
+    } finally {
+      stopRestored(atLsn);
+    }
+  }, 180_000);
+
+  it('--latest after the primary stopped hard: everything archived is there', async () => {
+    await q('CREATE TABLE last_words(x text)');
+    await q("INSERT INTO last_words VALUES ('archived')");
+    const n = (await q<{ n: string }>('SELECT count(*) AS n FROM ticks'))[0]!.n;
+    await archiveNow();
+    await client.end();
+    spawnSync(join(cluster.binaries.binDir, 'pg_ctl'), ['-D', cluster.dataDir, '-m', 'immediate', 'stop'], {
+      ...pgUser,
+      cwd: '/',
+      stdio: 'ignore',
+    });
+    const dir = tempPath('pitr-latest-');
+    try {
+      const r = await runCli(
+        ['pitr', 'restore', '--data-dir', dir, '--latest', '--start', '--system-identifier', sysid],
+        env,
+      );
+      expect(r.code, r.out).toBe(0);
+      const got = await onRestored(portOf(r.out), async (c) => ({
+        words: (await c.query<{ x: string }>('SELECT x FROM last_words')).rows.map((x) => x.x),
+        n: (await c.query<{ n: string }>('SELECT count(*) AS n FROM ticks')).rows[0]!.n,
+      }));
+      expect(got.words).toEqual(['archived']);
+      expect(got.n).toBe(n);
+    } finally {
+      stopRestored(dir);
+    }
+  }, 180_000);
+});

@@ -1,0 +1,109 @@
+// `wal-fetch %f %p` through the real CLI against a directory store: what PostgreSQL's restore_command
+// contract needs. Found: the file, atomically. Not stored: exit 1, quietly (PostgreSQL probes for
+// files that do not exist). Corrupt, or missing before later WAL: an exit above 125, which aborts
+// recovery, with the key or segment named.
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync, gunzipSync } from 'node:zlib';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { FsStorage } from '../../src/backup/storage/fs.js';
+import { EXIT } from '../../src/core/exit-codes.js';
+import { putPartial, putWalFile, type WalStore } from '../../src/pitr/wal-object.js';
+import { walPrefix } from '../../src/pitr/store-keys.js';
+import { runCli } from '../support/daemon.js';
+import { tempDir } from '../support/temp.js';
+
+const SYSID = '7300000000000000042';
+const SEG = 16 * 1024 * 1024;
+let store: string;
+let dataDir: string;
+let ws: WalStore;
+
+function segment(fill: number, written = SEG): Buffer {
+  const b = Buffer.alloc(SEG);
+  b.fill(fill, 0, written);
+  return b;
+}
+
+beforeEach(() => {
+  store = tempDir('walfetch-store-');
+  dataDir = tempDir('walfetch-data-');
+  mkdirSync(join(dataDir, 'global'));
+  mkdirSync(join(dataDir, 'pg_wal'));
+  const control = Buffer.alloc(8192);
+  control.writeBigUInt64LE(BigInt(SYSID), 0);
+  writeFileSync(join(dataDir, 'global', 'pg_control'), control);
+  ws = { storage: new FsStorage(store), sysid: SYSID };
+});
+
+/** Where restore_command asks for the file (PostgreSQL gives a path relative to the data directory). */
+const out = () => join(dataDir, 'pg_wal', 'RECOVERYXLOG');
+
+describe('wal-fetch', () => {
+  it('writes a stored segment where asked, verified', async () => {
+    await putWalFile(ws, '000000010000000000000003', segment(7));
+    const r = await runCli(['wal-fetch', '000000010000000000000003', out(), '--data-dir', dataDir], {
+      BACKUP_DIR: store,
+    });
+    expect(r.code, r.out).toBe(0);
+    expect(readFileSync(out()).equals(segment(7))).toBe(true);
+    expect(readdirSync(join(dataDir, 'pg_wal'))).toEqual(['RECOVERYXLOG']);
+  });
+
+  it('a file not stored: exit 1 and nothing said (PostgreSQL probes for future history files)', async () => {
+    const r = await runCli(['wal-fetch', '00000002.history', out(), '--data-dir', dataDir], {
+      BACKUP_DIR: store,
+    });
+    expect(r.code).toBe(1);
+    expect(r.out.trim()).toBe('');
+    expect(existsSync(out())).toBe(false);
+  });
+
+  it('a corrupt object: exit 255 (recovery aborts) naming its key', async () => {
+    const { key } = await putWalFile(ws, '000000010000000000000003', segment(7));
+    const path = join(store, key);
+    const content = gunzipSync(readFileSync(path));
+    content[5] = 1;
+    writeFileSync(path, gzipSync(content));
+    const r = await runCli(['wal-fetch', '000000010000000000000003', out(), '--data-dir', dataDir], {
+      BACKUP_DIR: store,
+    });
+    expect(r.code).toBe(EXIT.RECOVERY_ABORT);
+    expect(r.out).toContain(key);
+    expect(r.out).toMatch(/corrupt/);
+    expect(existsSync(out())).toBe(false);
+  });
+
+  it('a segment missing while a later one is stored: exit 255 naming the gap', async () => {
+    await putWalFile(ws, '000000010000000000000003', segment(7));
+    await putWalFile(ws, '000000010000000000000005', segment(9));
+    const r = await runCli(['wal-fetch', '000000010000000000000004', out(), '--data-dir', dataDir], {
+      BACKUP_DIR: store,
+    });
+    expect(r.code).toBe(EXIT.RECOVERY_ABORT);
+    expect(r.out).toMatch(
+      /WAL segment 000000010000000000000004 is missing .* later WAL \(000000010000000000000005\)/,
+    );
+  });
+
+  it('the largest partial of the newest segment of its timeline stands in for it; an older partial never', async () => {
+    await putWalFile(ws, '000000010000000000000003', segment(7));
+    await putPartial(ws, '000000010000000000000004', segment(5, 1000), 1000);
+    await putPartial(ws, '000000010000000000000004', segment(5, 5000), 5000);
+    const r = await runCli(['wal-fetch', '000000010000000000000004', out(), '--data-dir', dataDir], {
+      BACKUP_DIR: store,
+    });
+    expect(r.code, r.out).toBe(0);
+    expect(readFileSync(out()).equals(segment(5, 5000))).toBe(true);
+    // once a later segment is finished, that partial is a gap's leftover, not the newest WAL
+    await putWalFile(ws, '000000010000000000000005', segment(9));
+    const again = await runCli(
+      ['wal-fetch', '000000010000000000000004', `${out()}2`, '--data-dir', dataDir],
+      {
+        BACKUP_DIR: store,
+      },
+    );
+    expect(again.code).toBe(EXIT.RECOVERY_ABORT);
+    expect(readdirSync(join(store, walPrefix(SYSID))).length).toBe(4);
+  });
+});
