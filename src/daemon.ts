@@ -33,6 +33,8 @@ import { LEASE_SESSION } from './db/lease.js';
 import { daemonStatus } from './daemon-status.js';
 import { WalArchiver } from './pitr/archiver.js';
 import { PitrMetrics } from './pitr/metrics.js';
+import { BaseBackupTrigger } from './pitr/base-trigger.js';
+import { basebackupJob, pitrDrillJob } from './pitr/jobs.js';
 
 export interface Daemon {
   http: HttpServer;
@@ -87,10 +89,24 @@ export async function runDaemon(
   const maintenanceMetrics = new MaintenanceMetrics(registry, config.maintenance.databases);
   scheduler.addJob(maintenanceJob({ config, logger, metrics: maintenanceMetrics, lockPool: pool }));
   const pitrMetrics = config.pitr.archive !== 'off' ? new PitrMetrics(registry) : undefined;
+  const pitrDeps = { config, storage, signer: catalog.signer, logger, metrics: pitrMetrics, lockPool: pool };
+  const baseTrigger = config.pitr.archive !== 'off' ? new BaseBackupTrigger(pitrDeps) : undefined;
   const archiver =
     config.pitr.archive !== 'off'
-      ? new WalArchiver({ config, storage, signer: catalog.signer, logger, metrics: pitrMetrics })
+      ? new WalArchiver({
+          config,
+          storage,
+          signer: catalog.signer,
+          logger,
+          metrics: pitrMetrics,
+          onGap: (reason) => baseTrigger?.request('wal_gap', `a break in the WAL chain (${reason})`),
+          onNewTimeline: (tli) => baseTrigger?.request('new_timeline', `timeline ${tli} began (a promotion)`),
+        })
       : undefined;
+  if (config.pitr.archive !== 'off') {
+    scheduler.addJob(basebackupJob(pitrDeps));
+    scheduler.addJob(pitrDrillJob(pitrDeps));
+  }
   const poller = pollerFor(config, registry, logger);
   registerPoolMetrics(registry, () => [pool, readyPool, ...poller.pools()]);
   const readiness = new ReadinessProbe(readyPool, {
@@ -147,6 +163,7 @@ export async function runDaemon(
     const order = [...(opts.first ?? []), pool, readyPool, watchdog, poller, readiness, http];
     if (migrations) order.push(migrations);
     if (archiver) order.push(archiver);
+    if (baseTrigger) order.push(baseTrigger);
     for (const c of [...order, scheduler]) {
       if (shutdown.draining) break;
       await lifecycle.start(c);

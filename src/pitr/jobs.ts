@@ -10,6 +10,8 @@ import type { DbPool } from '../db/pool.js';
 import { serverRole } from '../db/server-role.js';
 import type { JobOutcome, JobSpec } from '../schedule/scheduler.js';
 import { takeBaseBackup, type BaseBackupDeps } from './basebackup.js';
+import { applyPitrRetention } from './retention.js';
+import { serverClock } from '../db/cluster.js';
 import { runPitrDrill } from './drill.js';
 import { refreshStoreMetrics } from './store-metrics.js';
 
@@ -80,15 +82,41 @@ function leaderJob(
 export function basebackupJob(deps: PitrJobDeps): JobSpec {
   return leaderJob(deps, 'basebackup', deps.config.pitr.basebackupSchedule, async (tick, signal) => {
     const m = await takeBaseBackup(deps, { trigger: 'schedule', tick, signal });
-    // the backup is good whatever this does: a failed read of the store only leaves the gauges as they were
-    if (deps.metrics)
-      await refreshStoreMetrics(deps.metrics, deps.storage, m.systemIdentifier, deps.signer).catch(
-        (err: unknown) =>
-          deps.logger
-            .child({ job: 'basebackup' })
-            .warn({ err: { message: errorMessage(err) } }, 'reading the store for the PITR metrics failed'),
-      );
+    await afterBaseBackup(deps, m.systemIdentifier);
   });
+}
+
+/**
+ * What follows every good base backup, under its lease: retention (older base backups and the WAL
+ * only they needed), then the store-derived gauges. The backup is good whatever this does: a failure
+ * here is logged and tried again after the next one.
+ */
+export async function afterBaseBackup(deps: PitrJobDeps, sysid: string): Promise<void> {
+  const log = deps.logger.child({ job: 'pitr-retention' });
+  try {
+    await applyPitrRetention(
+      {
+        storage: deps.storage,
+        sysid,
+        signer: deps.signer,
+        logger: deps.logger,
+        metrics: deps.metrics,
+        clockToleranceMs: deps.config.backup.clockSkewToleranceMs,
+        databaseClock: () => serverClock(deps.lockPool),
+        incompleteGraceMs: deps.config.retention.incompleteGraceMs,
+      },
+      { retentionDays: deps.config.pitr.retentionDays },
+    );
+  } catch (err) {
+    log.error(
+      { err: { message: errorMessage(err) }, hint: (err as { hint?: string }).hint },
+      'PITR retention after the base backup failed; it runs again after the next one',
+    );
+  }
+  if (deps.metrics)
+    await refreshStoreMetrics(deps.metrics, deps.storage, sysid, deps.signer).catch((err: unknown) =>
+      log.warn({ err: { message: errorMessage(err) } }, 'reading the store for the PITR metrics failed'),
+    );
 }
 
 export function pitrDrillJob(deps: PitrJobDeps): JobSpec {
