@@ -105,7 +105,8 @@ export function verifyResult(r: VerifyRecord): VerifyResult {
   return r.result ?? (r.ok ? 'ok' : 'failed');
 }
 
-function parseJson(raw: Buffer | string, what: string): unknown {
+/** A record's JSON, refused past MAX_RECORD_BYTES (shared by every record read from the store). */
+export function parseJson(raw: Buffer | string, what: string): unknown {
   if (raw.length > MAX_RECORD_BYTES) throw new Error(`${what} is larger than ${MAX_RECORD_BYTES} bytes`);
   try {
     return JSON.parse(raw.toString());
@@ -114,7 +115,8 @@ function parseJson(raw: Buffer | string, what: string): unknown {
   }
 }
 
-function issues(e: z.ZodError): string {
+/** The first few problems a schema found, for one line of a message. */
+export function issues(e: z.ZodError): string {
   return e.issues
     .slice(0, 5)
     .map((i) => `${i.path.map(String).join('.') || '(top)'}: ${i.message}`)

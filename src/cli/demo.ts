@@ -16,6 +16,12 @@ import { insertSampleData } from '../embedded/sample-data.js';
 import { createLogger } from '../log/logger.js';
 import { migrateUp } from '../migrate/runner.js';
 import { errorMessage } from '../core/errors.js';
+import type { Signer } from '../backup/signing.js';
+import type { Storage } from '../backup/storage/storage.js';
+import { systemIdentifier } from '../db/cluster.js';
+import type { DbPool } from '../db/pool.js';
+import { listPitr, loadHistories } from '../pitr/pitr-catalog.js';
+import { pitrSummary } from '../pitr/store-metrics.js';
 
 const DATABASE = 'app';
 
@@ -29,6 +35,8 @@ export async function runDemo(input: LoadInput): Promise<void> {
       ...input,
       env: {
         METRICS_LOCK_WAIT_LOG_AFTER: '5s', // the demo's lock waits last 15 s: show the log line
+        // point-in-time recovery: WAL streamed beside the dumps, a first base backup at once
+        WAL_ARCHIVE: 'stream',
         ...process.env,
         DATABASE_URL: cluster.url(DATABASE, cluster.user, null),
         DB_SSL_MODE: 'disable', // the throwaway cluster listens on loopback without TLS
@@ -114,22 +122,44 @@ export async function runDemo(input: LoadInput): Promise<void> {
               : `  backup    none yet for ${database}: see the log above\n`,
           );
         }
-        if (!scheduler.has('verify')) return;
-        await scheduler.trigger('verify');
-        for (const database of config.backup.databases) {
-          const latest = await catalog.latest(database);
+        if (scheduler.has('verify')) {
+          await scheduler.trigger('verify');
+          for (const database of config.backup.databases) {
+            const latest = await catalog.latest(database);
+            process.stdout.write(
+              latest?.verify?.ok
+                ? `  verified  ${latest.key}: restored into a scratch database, ${latest.verify.tablesCompared} tables' row counts match\n`
+                : `  verified  no: the restore drill of ${database} failed, see the log above\n`,
+            );
+          }
+        }
+        if (config.pitr.archive !== 'off') {
+          const window = await restorableWindow(pool, storage, catalogFor(config, storage).signer);
           process.stdout.write(
-            latest?.verify?.ok
-              ? `  verified  ${latest.key}: restored into a scratch database, ${latest.verify.tablesCompared} tables' row counts match\n`
-              : `  verified  no: the restore drill of ${database} failed, see the log above\n`,
+            window
+              ? `  PITR      WAL streamed to ${storage.description}/pitr/; restorable from ${window.start.toISOString()} to about ${window.end.toISOString()} (pg-maintd pitr list; pg-maintd pitr restore --target-time ...)\n`
+              : '  PITR      no usable base backup yet: see the log above\n',
           );
         }
       })().catch((err: unknown) =>
         logger.error(
           { err: { message: errorMessage(err) } },
-          'demo: the first backup or drill could not be listed',
+          'demo: the first backup, drill or base backup could not be listed',
         ),
       );
     },
   });
+}
+
+/** Waits (up to two minutes) for the first base backup and the WAL after it, then the window. */
+async function restorableWindow(pool: DbPool, storage: Storage, signer: Signer | undefined) {
+  const sysid = await systemIdentifier(pool);
+  const deadline = performance.now() + 120_000;
+  while (performance.now() < deadline) {
+    const listing = await listPitr(storage, sysid, { signer });
+    const window = pitrSummary(listing, await loadHistories(storage, listing, { signer })).window;
+    if (window) return window;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return undefined;
 }

@@ -4,9 +4,8 @@
  * a PITR drill's record. Everything read back is hostile until parsed here, as for dumps.
  */
 import { z } from 'zod';
-import { MAX_RECORD_BYTES } from '../backup/manifest.js';
+import { issues, parseJson } from '../backup/manifest.js';
 import { SignatureSchema } from '../backup/signing.js';
-import { errorMessage } from '../core/errors.js';
 import { parseLsn, validSegmentBytes } from './wal-name.js';
 
 const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$/;
@@ -92,22 +91,6 @@ export const PitrDrillRecordSchema = z
   })
   .strict();
 export type PitrDrillRecord = z.infer<typeof PitrDrillRecordSchema>;
-
-function parseJson(raw: Buffer | string, what: string): unknown {
-  if (raw.length > MAX_RECORD_BYTES) throw new Error(`${what} is larger than ${MAX_RECORD_BYTES} bytes`);
-  try {
-    return JSON.parse(raw.toString());
-  } catch (err) {
-    throw new Error(`${what} is not valid JSON: ${errorMessage(err)}`);
-  }
-}
-
-function issues(e: z.ZodError): string {
-  return e.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.map(String).join('.') || '(top)'}: ${i.message}`)
-    .join('; ');
-}
 
 export function parseBaseManifest(raw: Buffer | string, key: string): BaseManifest {
   const r = BaseManifestSchema.safeParse(parseJson(raw, `base backup manifest ${key}`));

@@ -7,12 +7,13 @@ import { spawnCli, waitFor } from '../support/daemon.js';
 import { tempDir } from '../support/temp.js';
 
 describe('pg-maintd demo', () => {
-  it('migrates and fills a throwaway cluster, runs traffic with a lock wait, backs up and drills at once, and stops cleanly on SIGINT', async () => {
+  it('migrates and fills a throwaway cluster, runs traffic with a lock wait, backs up and drills at once, streams WAL with a first base backup, and stops cleanly on SIGINT', async () => {
     const dir = tempDir('pgmaintd-demo-');
     // polls every second so the test sees the demo's lock wait quickly
     const demo = spawnCli(['demo'], {
       HTTP_PORT: '0',
       BACKUP_DIR: dir,
+      WAL_SPOOL_DIR: tempDir('pgmaintd-demo-spool-'),
       LOG_LEVEL: 'info',
       METRICS_INTERVAL: '1s',
     });
@@ -23,6 +24,17 @@ describe('pg-maintd demo', () => {
         90_000,
         100,
       );
+      // WAL archiving is on in the demo: a first base backup at once, and the window it opens
+      const pitr = await waitFor(
+        async () => demo.output(),
+        (o) => /^ {2}PITR {6}\S/m.test(o),
+        150_000,
+        200,
+      );
+      expect(pitr).toMatch(
+        /^ {2}PITR {6}WAL streamed to \S+\/pitr\/; restorable from \d{4}-\d\d-\d\dT\S+Z to about \d{4}-\S+Z /m,
+      );
+      expect(readdirSync(join(dir, 'pitr'))).toHaveLength(1);
       const metricsUrl = /metrics {3}(http:\/\/\S+\/metrics)/.exec(out)![1]!;
       const base = metricsUrl.replace(/\/metrics$/, '');
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
@@ -65,5 +77,5 @@ describe('pg-maintd demo', () => {
     } finally {
       demo.child.kill('SIGKILL');
     }
-  });
+  }, 400_000);
 });
