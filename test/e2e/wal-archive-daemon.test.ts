@@ -58,7 +58,8 @@ describe('pg-maintd run with WAL_ARCHIVE=stream', { timeout: 240_000 }, () => {
       if (!p.cmdline.includes('pg_receivewal')) return;
       receivers.push(p);
       const e = readEnviron(p.pid);
-      if (e) environs.push(e.env);
+      // other test files run their own archivers at the same time: this daemon's connect as ROLE
+      if (e && e.env.get('PGUSER') === ROLE) environs.push(e.env);
     });
     sampler.start();
     const d = await startDaemon(
