@@ -345,7 +345,8 @@ describe('`pg-maintd backup` by hand and the scheduled backup', () => {
       d.child.kill('SIGTERM');
       await d.exited;
     }
-  });
+    // each step waits on its own condition; on a loaded machine the steps together take over a minute
+  }, 240_000);
 
   it("leave pg-maintd's leases out of the backup, and a database holding only them counts as empty for a restore", async () => {
     const small = `${DATABASE}_sm`;
