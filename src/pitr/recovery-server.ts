@@ -94,6 +94,12 @@ export class RecoveryServer {
   ): Promise<void> {
     let lastProgress = 0;
     let lastError = '';
+    // pg_get_wal_replay_pause_state() is 14's; 13's pg_is_wal_replay_paused() is true once asked,
+    // which at a pausing target is at once. An unknown function would read as "still starting" forever.
+    const pauseState =
+      this.o.binaries.major >= 14
+        ? 'pg_get_wal_replay_pause_state()'
+        : "CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END";
     for (;;) {
       if (signal.aborted) throw signal.reason;
       if (!existsSync(join(this.o.dataDir, 'postmaster.pid')) && (await this.#stoppedForGood()))
@@ -106,7 +112,7 @@ export class RecoveryServer {
         await c.connect();
         const r = await c.query<{ rec: boolean; lsn: string | null; paused: string | null }>(
           `SELECT pg_is_in_recovery() AS rec, pg_last_wal_replay_lsn()::text AS lsn,
-                  CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS paused`,
+                  CASE WHEN pg_is_in_recovery() THEN ${pauseState} END AS paused`,
         );
         const row = r.rows[0]!;
         if (!row.rec) return;

@@ -19,7 +19,7 @@ import { PACKAGE_ROOT, type Config } from '../config/load.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import type { Logger } from '../log/logger.js';
-import { toolPath } from '../programs/client-tools.js';
+import { debianToolAtLeast, toolPath } from '../programs/client-tools.js';
 import { findServerBinaries } from '../programs/server-binaries.js';
 import { parseDatabaseUrl } from '../core/database-url.js';
 import { listPitr, loadHistories } from './pitr-catalog.js';
@@ -220,18 +220,23 @@ async function extract(
   }
 }
 
-/** pg_verifybackup: PG_CLIENT_BIN_DIR's, the server binaries' (Debian puts no wrapper on the PATH), or the PATH's. */
+/**
+ * pg_verifybackup: PG_CLIENT_BIN_DIR's, the server binaries', Debian's of the server's major or a
+ * newer one (a newer pg_verifybackup reads older manifests; Debian puts no wrapper on the PATH), or
+ * the PATH's.
+ */
 function verifierPath(config: Config, serverBinDir: string | undefined, serverVersionNum: number): string {
   if (config.backup.clientBinDir) return toolPath('pg_verifybackup', config.backup.clientBinDir);
   for (const dir of [serverBinDir, config.pitr.serverBinDir])
     if (dir && existsSync(join(dir, 'pg_verifybackup'))) return join(dir, 'pg_verifybackup');
+  const major = Math.floor(serverVersionNum / 10000);
   try {
-    const dir = findServerBinaries(Math.floor(serverVersionNum / 10000)).binDir;
+    const dir = findServerBinaries(major).binDir;
     if (existsSync(join(dir, 'pg_verifybackup'))) return join(dir, 'pg_verifybackup');
   } catch {
-    // not installed here: the PATH's, if any
+    // not installed here: a newer Debian client's, or the PATH's
   }
-  return 'pg_verifybackup';
+  return debianToolAtLeast('pg_verifybackup', major) ?? 'pg_verifybackup';
 }
 
 async function verifyBackup(path: string, dataDir: string, signal: AbortSignal): Promise<void> {

@@ -4,6 +4,7 @@
  * by the same user), never in argv, which every local user can read.
  */
 import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { defaultUser } from '../db/password.js';
@@ -23,6 +24,29 @@ export type ClientTool = 'pg_dump' | 'pg_restore' | 'psql' | 'pg_basebackup' | '
 
 export function toolPath(tool: ClientTool, binDir: string | undefined): string {
   return binDir ? join(binDir, tool) : tool;
+}
+
+/**
+ * The client program of Debian's folder for `major`, else of the nearest newer major there: client
+ * tools read older servers' formats, not newer ones (an embedded server of another major ships no
+ * client tools, so the machine's newer client is what is left).
+ */
+export function debianToolAtLeast(tool: ClientTool, major: number): string | undefined {
+  const root = '/usr/lib/postgresql';
+  let majors: number[] = [];
+  try {
+    majors = readdirSync(root)
+      .map(Number)
+      .filter((m) => Number.isInteger(m) && m >= major)
+      .sort((a, b) => a - b);
+  } catch {
+    return undefined; // not Debian's layout
+  }
+  for (const m of majors) {
+    const path = join(root, String(m), 'bin', tool);
+    if (existsSync(path)) return path;
+  }
+  return undefined;
 }
 
 /** The major version of a client program, e.g. 15 for "pg_dump (PostgreSQL) 15.18 (Debian ...)". */
