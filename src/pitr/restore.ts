@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, rm, writeFile, chmod, chown } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, rm, writeFile, chmod } from 'node:fs/promises';
 import { resolve as resolvePath, join } from 'node:path';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -105,11 +105,15 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
     await extract(deps, plan.base.key, m.sha256, m.rawBytes, dataDir, o.signal, log);
     await verifyBackup(verifierPath(deps.config, binaries?.binDir, m.serverVersionNum), dataDir, o.signal);
     await writeRecoverySettings(deps.config, dataDir, o.target, o.pause === true);
-    if (owner) await run('chown', ['-R', `${owner.uid}:${owner.gid}`, dataDir], o.signal);
     if (!o.start || !binaries) {
+      if (owner) await run('chown', ['-R', '-P', `${owner.uid}:${owner.gid}`, dataDir], o.signal);
       await rm(join(dataDir, INCOMPLETE_MARKER));
       return { dataDir, baseKey: plan.base.key, timeline: plan.timeline, prefetched: 0 };
     }
+    // everything root writes into the data directory is written before it is handed to the
+    // server's user: after the chown, a link planted there could steer root's writes
+    const logFile = join(dataDir, 'log', 'pgmaintd-restore.log');
+    await mkdir(join(dataDir, 'log'), { recursive: true });
     prefetcher = new Prefetcher(
       dataDir,
       { storage: deps.storage, sysid: o.sysid, signer: deps.signer },
@@ -118,10 +122,8 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
       m.segmentBytes,
     );
     await prefetcher.start();
+    if (owner) await run('chown', ['-R', '-P', `${owner.uid}:${owner.gid}`, dataDir], o.signal);
     const port = o.port ?? (await freePort());
-    const logFile = join(dataDir, 'log', 'pgmaintd-restore.log');
-    await mkdir(join(dataDir, 'log'), { recursive: true });
-    if (owner) await chown(join(dataDir, 'log'), owner.uid, owner.gid);
     const login = parseDatabaseUrl(deps.config.db.url);
     server = new RecoveryServer({ dataDir, port, binaries, owner, logFile, login });
     await server.start();
