@@ -24,7 +24,7 @@ import { findServerBinaries } from '../programs/server-binaries.js';
 import { parseDatabaseUrl } from '../core/database-url.js';
 import { listPitr, loadHistories } from './pitr-catalog.js';
 import { Prefetcher } from './prefetch.js';
-import { RecoveryServer, freePort, serverOwner } from './recovery-server.js';
+import { RecoveryServer, checkServerDataDir, freePort, serverOwner } from './recovery-server.js';
 import { planRestore, type RestoreTarget } from './restore-plan.js';
 import { writeFileNoFollow } from './safe-write.js';
 import { TarGuard, TarGuardError } from './tar-guard.js';
@@ -71,6 +71,7 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
         hint: 'give a new or empty directory; nothing was written',
       },
     );
+  if (o.start) checkServerDataDir(dataDir);
   const listing = await listPitr(deps.storage, o.sysid, { signer: deps.signer });
   const histories = await loadHistories(deps.storage, listing, { signer: deps.signer });
   const plan = planRestore(listing, histories, o.target);
@@ -127,7 +128,15 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
     if (owner) await run('chown', ['-R', '-P', `${owner.uid}:${owner.gid}`, dataDir], o.signal);
     const port = o.port ?? (await freePort());
     const login = parseDatabaseUrl(deps.config.db.url);
-    server = new RecoveryServer({ dataDir, port, binaries, owner, logFile, login });
+    server = new RecoveryServer({
+      dataDir,
+      port,
+      binaries,
+      owner,
+      logFile,
+      login,
+      systemIdentifier: m.systemIdentifier,
+    });
     await server.start();
     log.info({ port, logFile }, 'restored server started; replaying WAL');
     await server.waitForRecovery(o.pause ? 'pause' : 'promote', o.signal, (lsn) =>
