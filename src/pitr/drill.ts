@@ -66,9 +66,9 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
         job: 'pitr-drill',
       });
       fetched = r.prefetched;
-      const c = r.server!.client();
+      let c: Awaited<ReturnType<NonNullable<typeof r.server>['connect']>> | undefined;
       try {
-        await c.connect();
+        c = await r.server!.connect();
         const q = await c.query<{ at: Date | null }>('SELECT max(at) AS at FROM pgmaintd.pitr_heartbeat');
         newest = q.rows[0]?.at ?? undefined;
         if (!newest) reason = 'the heartbeat table is empty at the target';
@@ -78,7 +78,7 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
             ? 'no heartbeat table (pgmaintd.pitr_heartbeat) at the target yet'
             : `reading the heartbeat failed: ${errorMessage(err)}`;
       } finally {
-        await c.end().catch(() => undefined);
+        await c?.end().catch(() => undefined);
         await r.server!.stop('immediate');
       }
       if (newest) {

@@ -1,28 +1,47 @@
 /**
  * Serving restore_command from pg-maintd's own process while `pitr restore --start` (or a drill)
  * runs: the server's restore_command (`wal-fetch`, run as the server's OS user, which may not be
- * able to read the store or the signing key) leaves a request `<name>.want` in
- * <data>/pg_wal/.pgmaintd-prefetch/; this process answers with the verified file `<name>` (moved
- * into place by wal-fetch without touching the store), `<name>.missing`, or `<name>.error` holding
- * the message that aborts recovery. After each segment it fetches the next few ahead, so replay
- * rarely waits for the store. ACTIVE marks the directory as served; without it wal-fetch reads the
- * store itself.
+ * able to read the store or the signing key) asks for a file with an empty request
+ * `in/<name>.<id>.want`; this process answers with the verified file `out/<name>` (copied into place
+ * by wal-fetch without touching the store), `out/<name>.<id>.missing`, or `out/<name>.<id>.error`
+ * holding the message that aborts recovery. After each segment it fetches the next few ahead, so
+ * replay rarely waits for the store. out/ACTIVE marks the exchange as served.
+ *
+ * This process may be root, and the server's user must never steer root's writes: the exchange is a
+ * fresh directory outside the data directory that only this process can write (readable by the
+ * server's group), where every file is created new (O_EXCL, random name) and renamed; in/ is the
+ * server user's, and of it this process only lists names and unlinks them (unlink follows no link).
+ * The data directory learns the exchange's path from PREFETCH_POINTER, written before it is handed
+ * to the server's user.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  rename,
+  rm,
+  rmdir,
+  unlink,
+} from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
-import { ACTIVE, PREFETCH_DIR, TAKEN_SUFFIX } from './prefetch-client.js';
-import { resolveWal, writeAtomically } from './wal-fetch.js';
+import { ACTIVE, IN_DIR, OUT_DIR, PREFETCH_POINTER, TAKEN_RE, WANT_RE } from './prefetch-client.js';
+import { writeFileNoFollow } from './safe-write.js';
+import { resolveWal } from './wal-fetch.js';
 import type { WalStore } from './wal-object.js';
 import { DEFAULT_SEGMENT_BYTES, parseWalFileName, segmentName } from './wal-name.js';
 
 const AHEAD = 4;
 const POLL_MS = 50;
-
-export { PREFETCH_DIR };
 
 export interface Owner {
   uid: number;
@@ -31,7 +50,8 @@ export interface Owner {
 
 export class Prefetcher extends Service {
   readonly name = 'wal-prefetch';
-  readonly dir: string;
+  /** The exchange directory (set by start). */
+  dir = '';
   /** WAL files handed over so far (served from ahead or on request). */
   fetched = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -40,21 +60,41 @@ export class Prefetcher extends Service {
   #abort = new AbortController();
 
   constructor(
-    dataDir: string,
+    private readonly dataDir: string,
     private readonly ws: WalStore,
     private readonly logger: Logger,
     private readonly owner: Owner | undefined,
     private readonly segmentBytes = DEFAULT_SEGMENT_BYTES,
   ) {
     super();
-    this.dir = join(dataDir, PREFETCH_DIR);
   }
 
+  get #out(): string {
+    return join(this.dir, OUT_DIR);
+  }
+
+  get #in(): string {
+    return join(this.dir, IN_DIR);
+  }
+
+  /** Call before the data directory is handed to the server's user: it writes the pointer there. */
   protected async onStart(): Promise<void> {
-    await rm(this.dir, { recursive: true, force: true });
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    if (this.owner) await chown(this.dir, this.owner.uid, this.owner.gid);
-    await writeFile(join(this.dir, ACTIVE), `${process.pid}\n`);
+    this.dir = await mkdtemp(join(tmpdir(), 'pgmaintd-wal-'));
+    const group = this.owner?.gid;
+    await chmod(this.dir, group === undefined ? 0o700 : 0o750);
+    await mkdir(this.#out, { mode: 0o700 });
+    await chmod(this.#out, group === undefined ? 0o700 : 0o750);
+    await mkdir(this.#in, { mode: 0o700 });
+    if (this.owner) {
+      // directories this process just made, in a directory only it can write: nothing to follow
+      await chown(this.dir, process.getuid?.() ?? 0, this.owner.gid);
+      await chown(this.#out, process.getuid?.() ?? 0, this.owner.gid);
+      await chown(this.#in, this.owner.uid, this.owner.gid);
+    }
+    await this.#write(ACTIVE, Buffer.from(`${process.pid}\n`));
+    await writeFileNoFollow(join(this.dataDir, PREFETCH_POINTER), `${JSON.stringify({ dir: this.dir })}\n`, {
+      mode: 0o644,
+    });
     const tick = () => {
       this.#scan()
         .catch((err: unknown) =>
@@ -74,47 +114,58 @@ export class Prefetcher extends Service {
     clearTimeout(this.#timer);
     this.#abort.abort(new Error('restore ended'));
     await Promise.allSettled(this.#ahead.values());
-    await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
+    if (!this.dir) return;
+    // unlink never follows a link; no recursion into what the server's user could have made
+    await unlink(join(this.dataDir, PREFETCH_POINTER)).catch(() => undefined);
+    await rm(this.#out, { recursive: true, force: true }).catch(() => undefined);
+    for (const entry of await readdir(this.#in).catch(() => [] as string[]))
+      await unlink(join(this.#in, entry)).catch(() => undefined);
+    await rmdir(this.#in).catch(() => undefined);
+    await rmdir(this.dir).catch((err: unknown) =>
+      this.logger.warn(
+        { job: 'pitr-restore', dir: this.dir, err: { message: errorMessage(err) } },
+        'cannot remove the WAL exchange directory',
+      ),
+    );
   }
 
   async #scan(): Promise<void> {
-    if (!existsSync(this.dir)) return;
-    for (const entry of await readdir(this.dir)) {
-      if (entry.endsWith(TAKEN_SUFFIX)) {
-        // wal-fetch took a file fetched ahead without asking: count it, and fetch further ahead
-        const name = entry.slice(0, -TAKEN_SUFFIX.length);
-        await rm(join(this.dir, entry), { force: true });
+    // in/ must still be the directory made for the server's user, not something put in its place
+    const st = await lstat(this.#in).catch(() => undefined);
+    const uid = this.owner?.uid ?? process.getuid?.();
+    if (!st?.isDirectory() || (uid !== undefined && st.uid !== uid)) return;
+    for (const entry of await readdir(this.#in)) {
+      const taken = TAKEN_RE.exec(entry);
+      if (taken) {
+        // wal-fetch copied a file: count it, free its space, and fetch further ahead
+        const name = taken[1]!;
+        await unlink(join(this.#in, entry)).catch(() => undefined);
+        await unlink(join(this.#out, name)).catch(() => undefined);
         this.fetched++;
         this.#prefetchAfter(name);
         continue;
       }
-      if (!entry.endsWith('.want')) continue;
-      const name = entry.slice(0, -'.want'.length);
-      if (this.#busy.has(name) || !parseWalFileName(name, this.segmentBytes)) continue;
-      this.#busy.add(name);
-      void this.#answer(name).finally(() => this.#busy.delete(name));
+      const want = WANT_RE.exec(entry);
+      if (!want || this.#busy.has(entry)) continue;
+      const [, name, id] = want;
+      if (!parseWalFileName(name!, this.segmentBytes)) continue;
+      this.#busy.add(entry);
+      void this.#answer(name!, id!, entry).finally(() => this.#busy.delete(entry));
     }
   }
 
-  async #answer(name: string): Promise<void> {
-    const want = join(this.dir, `${name}.want`);
+  async #answer(name: string, id: string, request: string): Promise<void> {
     try {
       await this.#ahead.get(name);
-      if (!existsSync(join(this.dir, name))) {
+      if (!existsSync(join(this.#out, name))) {
         const r = await resolveWal(this.ws, name, this.#abort.signal);
-        if (r.kind === 'missing') {
-          await this.#write(`${name}.missing`, Buffer.from(`${r.why}\n`));
-          await rm(want, { force: true });
-          return;
-        }
-        await this.#write(name, r.content);
+        if (r.kind === 'missing') await this.#write(`${name}.${id}.missing`, Buffer.from(`${r.why}\n`));
+        else await this.#write(name, r.content);
       }
-      this.fetched++;
-      this.#prefetchAfter(name);
     } catch (err) {
-      await this.#write(`${name}.error`, Buffer.from(errorMessage(err).slice(0, 4000)));
+      await this.#write(`${name}.${id}.error`, Buffer.from(errorMessage(err).slice(0, 4000)));
     }
-    await rm(want, { force: true });
+    await unlink(join(this.#in, request)).catch(() => undefined);
   }
 
   /** Fetches the segments after `name` on its timeline, so the next requests find them ready. */
@@ -123,12 +174,12 @@ export class Prefetcher extends Service {
     if (p?.kind !== 'segment') return;
     for (let i = 1n; i <= BigInt(AHEAD); i++) {
       const next = segmentName(p.timeline, p.segNo + i, this.segmentBytes);
-      if (this.#ahead.has(next) || existsSync(join(this.dir, next))) continue;
+      if (this.#ahead.has(next) || existsSync(join(this.#out, next))) continue;
       const job = resolveWal(this.ws, next, this.#abort.signal)
         .then(async (r) => {
           // a partial stands in only when asked for: fetched ahead, it could hide the finished
           // segment stored meanwhile
-          if (r.kind === 'found' && !r.from.includes('.partial.') && !existsSync(join(this.dir, next)))
+          if (r.kind === 'found' && !r.from.includes('.partial.') && !existsSync(join(this.#out, next)))
             await this.#write(next, r.content);
         })
         // a failure ahead is found again, and reported, when the server asks for the file
@@ -138,7 +189,24 @@ export class Prefetcher extends Service {
     }
   }
 
+  /** A new file in out/ (only this process writes there), readable by the server's group. */
   async #write(file: string, content: Buffer): Promise<void> {
-    await writeAtomically(join(this.dir, file), content, this.owner);
+    const tmp = join(this.#out, `.${randomBytes(8).toString('hex')}.tmp`);
+    try {
+      const fh = await open(tmp, 'wx', 0o600);
+      try {
+        await fh.writeFile(content);
+        if (this.owner) {
+          await fh.chown(process.getuid?.() ?? 0, this.owner.gid);
+          await fh.chmod(0o640);
+        }
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, join(this.#out, file));
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   }
 }

@@ -25,6 +25,27 @@ export interface RecoveryServerOptions {
   logFile: string;
   /** Who connects to ask how recovery goes: the role (and password) of DATABASE_URL. */
   login: Pick<ConnectionTarget, 'user' | 'password' | 'database'>;
+  /** The base backup's cluster: the server pg-maintd talks to must be this one. */
+  systemIdentifier: string;
+}
+
+/** Characters a data directory path may hold to go through pg_ctl -o (a shell command line) as is. */
+const SAFE_DIR = /^\/[A-Za-z0-9_./+-]+$/;
+/** sun_path holds 108 bytes with its NUL; the socket is `<dir>/.s.PGSQL.<port>`. */
+const MAX_SOCKET_DIR = 107 - '/.s.PGSQL.65535'.length;
+
+/** Refuses a data directory the server cannot be started on safely, before anything is written. */
+export function checkServerDataDir(dataDir: string): void {
+  if (!SAFE_DIR.test(dataDir))
+    throw new OperatorError(
+      `cannot start a server on ${JSON.stringify(dataDir)}: its path has characters outside A-Z a-z 0-9 _ . / + - (pg_ctl passes it through a shell)`,
+      { exitCode: EXIT.USAGE, hint: 'give --data-dir a plain path; nothing was written' },
+    );
+  if (Buffer.byteLength(dataDir) > MAX_SOCKET_DIR)
+    throw new OperatorError(
+      `cannot start a server on ${dataDir}: its Unix socket, in the data directory, needs a path of at most ${MAX_SOCKET_DIR} bytes`,
+      { exitCode: EXIT.USAGE, hint: 'give --data-dir a shorter path; nothing was written' },
+    );
 }
 
 /** The `postgres` OS user's ids when we are root (PostgreSQL refuses to run as root), else none. */
@@ -53,6 +74,7 @@ export class RecoveryServer {
   }
 
   async start(): Promise<void> {
+    checkServerDataDir(this.o.dataDir);
     // -W: recovery may take long; waitForRecovery watches it
     await this.#pgCtl([
       '-D',
@@ -73,9 +95,14 @@ export class RecoveryServer {
     );
   }
 
+  /**
+   * A client of this server, through its Unix socket in the data directory: a loopback port could
+   * have been taken by another local user between freePort() and the server's start. Use connect(),
+   * which also checks the cluster.
+   */
   client(database = this.o.login.database): pg.Client {
     const c = new pg.Client({
-      host: this.host,
+      host: this.o.dataDir,
       port: this.o.port,
       user: this.o.login.user,
       password: this.o.login.password,
@@ -84,6 +111,29 @@ export class RecoveryServer {
     });
     c.on('error', () => undefined);
     return c;
+  }
+
+  /** A connected client of this server, once it has shown it is the base backup's cluster. */
+  async connect(database = this.o.login.database): Promise<pg.Client> {
+    const c = this.client(database);
+    try {
+      await c.connect();
+      const r = await c.query<{ id: string }>(
+        'SELECT system_identifier::text AS id FROM pg_control_system()',
+      );
+      if (r.rows[0]?.id !== this.o.systemIdentifier)
+        throw new OperatorError(
+          `the server on ${this.o.dataDir} has system identifier ${r.rows[0]?.id ?? '(none)'}, not the base backup's ${this.o.systemIdentifier}`,
+          {
+            exitCode: EXIT.DATAERR,
+            hint: 'another server answered on the restored server’s socket: check the data directory',
+          },
+        );
+      return c;
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Waits until recovery ended as asked; `progress` gets the replay position now and then. */
@@ -107,9 +157,9 @@ export class RecoveryServer {
           exitCode: EXIT.DATAERR,
           hint: 'the log above says why (a WAL file pg-maintd refused, a target the WAL does not reach); nothing was promoted',
         });
-      const c = this.client();
+      let c: pg.Client | undefined;
       try {
-        await c.connect();
+        c = await this.connect();
         const r = await c.query<{ rec: boolean; lsn: string | null; paused: string | null }>(
           `SELECT pg_is_in_recovery() AS rec, pg_last_wal_replay_lsn()::text AS lsn,
                   CASE WHEN pg_is_in_recovery() THEN ${pauseState} END AS paused`,
@@ -124,15 +174,18 @@ export class RecoveryServer {
       } catch (err) {
         // starting up, or not yet consistent: not accepting connections yet
         lastError = errorMessage(err);
-        if (/password authentication failed|no pg_hba/.test(lastError))
+        if (err instanceof OperatorError) throw err;
+        if (
+          /password authentication failed|no pg_hba|Peer authentication|Ident authentication/.test(lastError)
+        )
           throw new OperatorError(
-            `cannot log in to the restored server to follow its recovery: ${lastError}`,
+            `cannot log in to the restored server (through its Unix socket in ${this.o.dataDir}) to follow its recovery: ${lastError}`,
             {
-              hint: 'DATABASE_URL must name a role (and its password) of the backed-up cluster',
+              hint: 'DATABASE_URL must name a role (and its password) of the backed-up cluster, and its pg_hba.conf must let that role log in over a local socket by password (not peer)',
             },
           );
       } finally {
-        await c.end().catch(() => undefined);
+        await c?.end().catch(() => undefined);
       }
       await new Promise((r) => setTimeout(r, 250));
     }

@@ -6,8 +6,8 @@
  * PGMAINTD_RESTORE_INCOMPLETE: an interrupted or failed restore is never taken for a good one.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, rm, writeFile, chmod, chown } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { mkdir, open, readdir, rm, writeFile, chmod } from 'node:fs/promises';
 import { resolve as resolvePath, join } from 'node:path';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -24,8 +24,10 @@ import { findServerBinaries } from '../programs/server-binaries.js';
 import { parseDatabaseUrl } from '../core/database-url.js';
 import { listPitr, loadHistories } from './pitr-catalog.js';
 import { Prefetcher } from './prefetch.js';
-import { RecoveryServer, freePort, serverOwner } from './recovery-server.js';
+import { RecoveryServer, checkServerDataDir, freePort, serverOwner } from './recovery-server.js';
 import { planRestore, type RestoreTarget } from './restore-plan.js';
+import { writeFileNoFollow } from './safe-write.js';
+import { TarGuard, TarGuardError } from './tar-guard.js';
 import { formatLsn } from './wal-name.js';
 
 export const INCOMPLETE_MARKER = 'PGMAINTD_RESTORE_INCOMPLETE';
@@ -69,6 +71,7 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
         hint: 'give a new or empty directory; nothing was written',
       },
     );
+  if (o.start) checkServerDataDir(dataDir);
   const listing = await listPitr(deps.storage, o.sysid, { signer: deps.signer });
   const histories = await loadHistories(deps.storage, listing, { signer: deps.signer });
   const plan = planRestore(listing, histories, o.target);
@@ -105,11 +108,15 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
     await extract(deps, plan.base.key, m.sha256, m.rawBytes, dataDir, o.signal, log);
     await verifyBackup(verifierPath(deps.config, binaries?.binDir, m.serverVersionNum), dataDir, o.signal);
     await writeRecoverySettings(deps.config, dataDir, o.target, o.pause === true);
-    if (owner) await run('chown', ['-R', `${owner.uid}:${owner.gid}`, dataDir], o.signal);
     if (!o.start || !binaries) {
+      if (owner) await run('chown', ['-R', '-P', `${owner.uid}:${owner.gid}`, dataDir], o.signal);
       await rm(join(dataDir, INCOMPLETE_MARKER));
       return { dataDir, baseKey: plan.base.key, timeline: plan.timeline, prefetched: 0 };
     }
+    // everything root writes into the data directory is written before it is handed to the
+    // server's user: after the chown, a link planted there could steer root's writes
+    const logFile = join(dataDir, 'log', 'pgmaintd-restore.log');
+    await mkdir(join(dataDir, 'log'), { recursive: true });
     prefetcher = new Prefetcher(
       dataDir,
       { storage: deps.storage, sysid: o.sysid, signer: deps.signer },
@@ -118,12 +125,18 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
       m.segmentBytes,
     );
     await prefetcher.start();
+    if (owner) await run('chown', ['-R', '-P', `${owner.uid}:${owner.gid}`, dataDir], o.signal);
     const port = o.port ?? (await freePort());
-    const logFile = join(dataDir, 'log', 'pgmaintd-restore.log');
-    await mkdir(join(dataDir, 'log'), { recursive: true });
-    if (owner) await chown(join(dataDir, 'log'), owner.uid, owner.gid);
     const login = parseDatabaseUrl(deps.config.db.url);
-    server = new RecoveryServer({ dataDir, port, binaries, owner, logFile, login });
+    server = new RecoveryServer({
+      dataDir,
+      port,
+      binaries,
+      owner,
+      logFile,
+      login,
+      systemIdentifier: m.systemIdentifier,
+    });
     await server.start();
     log.info({ port, logFile }, 'restored server started; replaying WAL');
     await server.waitForRecovery(o.pause ? 'pause' : 'promote', o.signal, (lsn) =>
@@ -178,7 +191,10 @@ async function extract(
   const source = await deps.storage.getStream(key, signal);
   const verifier = new ChecksumVerifier(sha256, key);
   const counter = new ByteCounter();
-  const tar = spawn('tar', ['-x', '-f', '-', '-C', dataDir, '--no-same-owner'], {
+  const guard = new TarGuard();
+  // ownership and modes are not the archive's to choose: root extracts, chown -R hands it over
+  const tarArgs = ['-x', '-f', '-', '-C', dataDir, '--no-same-owner', '--no-same-permissions'];
+  const tar = spawn('tar', [...tarArgs, '--delay-directory-restore'], {
     stdio: ['pipe', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -203,7 +219,7 @@ async function extract(
       ),
     );
     const piped = new Promise<void>((resolve, reject) =>
-      pipeline(source, verifier, createGunzip(), counter, tar.stdin, (err) =>
+      pipeline(source, verifier, createGunzip(), counter, guard, tar.stdin, (err) =>
         err ? reject(err) : resolve(),
       ),
     );
@@ -211,6 +227,11 @@ async function extract(
     // the checksum's verdict first: tar failing on a corrupt stream is its symptom
     if (p.status === 'rejected') {
       tar.kill('SIGKILL');
+      if (p.reason instanceof TarGuardError)
+        throw new OperatorError(`refusing the base backup ${key}: ${p.reason.message}`, {
+          exitCode: EXIT.DATAERR,
+          hint: 'the base backup is not what pg_basebackup writes (damaged or tampered with): restore from another one (`pg-maintd pitr list`)',
+        });
       throw p.reason;
     }
     if (e.status === 'rejected') throw e.reason;
@@ -288,7 +309,8 @@ async function writeRecoverySettings(
     if (config.s3.forcePathStyle !== undefined) settings.S3_FORCE_PATH_STYLE = config.s3.forcePathStyle;
   } else settings.BACKUP_DIR = resolvePath(config.backup.dir);
   if (config.backup.signingKeyFile) settings.BACKUP_SIGNING_KEY_FILE = config.backup.signingKeyFile;
-  await writeFile(join(dataDir, RESTORE_CONFIG_FILE), `${JSON.stringify(settings, null, 2)}\n`, {
+  // the extracted files are not trusted yet: none of these writes follows a link
+  await writeFileNoFollow(join(dataDir, RESTORE_CONFIG_FILE), `${JSON.stringify(settings, null, 2)}\n`, {
     mode: 0o600,
   });
   const q = (v: string) => `'${v.replace(/'/g, "''")}'`;
@@ -307,8 +329,37 @@ async function writeRecoverySettings(
   if (target.kind === 'lsn') lines.push(`recovery_target_lsn = ${q(formatLsn(target.lsn))}`);
   if (target.kind === 'name') lines.push(`recovery_target_name = ${q(target.name)}`);
   if (target.kind !== 'latest') lines.push(`recovery_target_action = ${q(pause ? 'pause' : 'promote')}`);
-  await appendFile(join(dataDir, 'postgresql.auto.conf'), `\n${lines.join('\n')}\n`);
-  await writeFile(join(dataDir, 'recovery.signal'), '');
+  const autoConf = join(dataDir, 'postgresql.auto.conf');
+  const before = await readNoFollow(autoConf);
+  await writeFileNoFollow(autoConf, `${before}\n${lines.join('\n')}\n`, { mode: 0o600 });
+  await writeFileNoFollow(join(dataDir, 'recovery.signal'), '', { mode: 0o600 });
+}
+
+/** A regular file's text ('' when there is none); a link or special file is refused, not read. */
+async function readNoFollow(path: string): Promise<string> {
+  let fh;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return '';
+    if (code === 'ELOOP')
+      throw new OperatorError(`refusing to read ${path}: the base backup made it a symbolic link`, {
+        exitCode: EXIT.DATAERR,
+        hint: 'restore from another base backup (`pg-maintd pitr list`)',
+      });
+    throw err;
+  }
+  try {
+    if (!(await fh.stat()).isFile())
+      throw new OperatorError(`refusing to read ${path}: it is not a regular file`, {
+        exitCode: EXIT.DATAERR,
+        hint: 'restore from another base backup (`pg-maintd pitr list`)',
+      });
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
 }
 
 function run(cmd: string, args: string[], signal: AbortSignal): Promise<void> {
