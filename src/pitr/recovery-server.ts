@@ -6,7 +6,8 @@
  * reasons are.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { constants, existsSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,10 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import type { ServerBinaries } from '../programs/server-binaries.js';
 import type { Owner } from './prefetch.js';
+import { writeFileNoFollow } from './safe-write.js';
+
+/** The pg_hba.conf a restore's start uses, beside the cluster's own (see #restoreHba). */
+export const RESTORE_HBA_FILE = 'pgmaintd-restore-hba.conf';
 
 export interface RecoveryServerOptions {
   dataDir: string;
@@ -75,6 +80,7 @@ export class RecoveryServer {
 
   async start(): Promise<void> {
     checkServerDataDir(this.o.dataDir);
+    const hbaFile = await this.#restoreHba();
     // -W: recovery may take long; waitForRecovery watches it
     await this.#pgCtl([
       '-D',
@@ -83,9 +89,38 @@ export class RecoveryServer {
       this.o.logFile,
       '-W',
       '-o',
-      `-p ${this.o.port} -c listen_addresses=127.0.0.1 -k ${this.o.dataDir}`,
+      `-p ${this.o.port} -c listen_addresses=127.0.0.1 -k ${this.o.dataDir} -c hba_file=${hbaFile}`,
       'start',
     ]);
+  }
+
+  /**
+   * The restored cluster's own pg_hba.conf, behind one line that lets pg-maintd in through the socket
+   * in the data directory without a password: the cluster's rules may say `peer` there (Debian's
+   * default), which no role of pg-maintd's passes. Only the directory's owner (and root) can reach
+   * that socket (the directory is 0700 or 0750), and the file is named on this start's command line
+   * only: the server started again by hand uses its own rules.
+   */
+  async #restoreHba(): Promise<string> {
+    const path = join(this.o.dataDir, RESTORE_HBA_FILE);
+    let original = '';
+    try {
+      const fh = await open(
+        join(this.o.dataDir, 'pg_hba.conf'),
+        constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+      );
+      try {
+        if ((await fh.stat()).isFile()) original = await fh.readFile('utf8');
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    await writeFileNoFollow(path, `# pg-maintd: this start only\nlocal all all trust\n${original}`, {
+      mode: 0o644,
+    });
+    return path;
   }
 
   async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
@@ -181,7 +216,7 @@ export class RecoveryServer {
           throw new OperatorError(
             `cannot log in to the restored server (through its Unix socket in ${this.o.dataDir}) to follow its recovery: ${lastError}`,
             {
-              hint: 'DATABASE_URL must name a role (and its password) of the backed-up cluster, and its pg_hba.conf must let that role log in over a local socket by password (not peer)',
+              hint: 'DATABASE_URL must name a role of the backed-up cluster',
             },
           );
       } finally {

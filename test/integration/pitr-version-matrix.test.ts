@@ -30,6 +30,19 @@ async function archivingCluster(major: number) {
   const binaries = findServerBinaries(major);
   const cluster = await startPrivateCluster({
     binaries,
+    // the socket says `peer`, as Debian's default does: the restored copy has the same rules, and
+    // pg-maintd (root, with the URL's role) must still follow its recovery
+    ...(major === 15
+      ? {
+          hba: [
+            'local all all peer',
+            'local replication all peer',
+            'host all all 127.0.0.1/32 md5',
+            'host replication all 127.0.0.1/32 md5',
+            'host all all ::1/128 md5',
+          ],
+        }
+      : {}),
     settings: {
       wal_level: 'replica',
       archive_mode: 'on',
