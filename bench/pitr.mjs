@@ -303,6 +303,21 @@ async function switchAndWaitStored(cluster, ctx, timeoutMs) {
   return seg;
 }
 
+/** pgbench_history rows of transactions that began by `at` (mtime is their start, in the server's zone). */
+async function historyUpTo(cluster, at) {
+  const client = await connect(cluster, PGBENCH_DB);
+  try {
+    const r = await client.query(
+      `SELECT count(*)::bigint AS n FROM pgbench_history
+        WHERE mtime <= ($1::timestamptz AT TIME ZONE current_setting('TimeZone'))`,
+      [at.toISOString()],
+    );
+    return Number(r.rows[0].n);
+  } finally {
+    await client.end();
+  }
+}
+
 async function currentLsnBytes(cluster) {
   const admin = await connect(cluster);
   try {
@@ -356,6 +371,7 @@ async function caseArchive(cluster, ctx, opts) {
     const m1 = await scrape(ctx.daemon.url);
     const cpu1 = treeCpu(daemonPid);
     const lastSeg = await switchAndWaitStored(cluster, ctx, 10 * 60_000);
+    const sourceRows = await historyUpTo(cluster, target);
     const drainS = (Date.now() - t1) / 1000;
     const during = samples.filter((s) => s.at >= t0 && s.at <= t1 && !s.error);
     const lags = Float64Array.from(during.map((s) => s.lagS).filter((v) => Number.isFinite(v))).sort();
@@ -367,6 +383,7 @@ async function caseArchive(cluster, ctx, opts) {
       metricSum(m0, 'pgmaintd_wal_uploaded_total', 'kind="segment"');
     return {
       target,
+      sourceRows,
       lastSeg,
       wallS,
       drainS,
@@ -387,6 +404,7 @@ async function caseArchive(cluster, ctx, opts) {
         metricSum(m0, 'pgmaintd_wal_upload_failures_total'),
       daemonCpuS: cpu1 - cpu0,
       rssMiB: ctx.daemon.proc.sampler.rootMiB,
+      rssWho: 'daemon',
       receiverRssMiB: ctx.daemon.proc.sampler.byName('pg_receivewal'),
     };
   } finally {
@@ -405,11 +423,10 @@ async function caseBaseShell(cluster, work, compressor) {
   const r = await runMeasured(`pg_basebackup | ${compressor}`, 'bash', ['-c', script], {
     env: pgEnv(cluster, 'postgres', { OUT: out }),
   });
-  const bytes = statSync(out).size;
-  rmSync(out, { force: true });
   return {
     wallS: r.wallS,
-    bytes,
+    bytes: statSync(out).size,
+    file: out, // the restore by hand's base when pg-maintd has no basebackup command (the archiver ran)
     rssMiB: r.proc.sampler.byName(compressor),
     rssWho: compressor,
     basebackupRssMiB: r.proc.sampler.byName('pg_basebackup'),
@@ -569,7 +586,8 @@ async function restoreByHand(cluster, ctx, base, target) {
       WORK: work,
       BASE: base.file,
       STORE_WAL: pitrDir(ctx.store, ctx.sysid, 'wal'),
-      TARGET: target.toISOString(),
+      // as an operator writes it: PostgreSQL's recovery_target_time refuses ISO 8601's T and Z
+      TARGET: target.toISOString().replace('T', ' ').replace('Z', '+00'),
       PORT: String(port),
       PG_CTL: join(cluster.binaries.binDir, 'pg_ctl'),
     },
@@ -747,12 +765,19 @@ async function main() {
   }
 
   const restore = {};
+  // both restores start from pg-maintd's base backup; without one, the hand case alone from the pigz
+  // baseline's (taken while the archiver ran, so its WAL is stored too)
+  const restoreBase = base.maintd ?? (has.restore ? undefined : base.pigz);
   if (!arch) notes.push('restores skipped: no WAL was archived');
-  else if (!base.maintd)
+  else if (!restoreBase)
     notes.push('restores skipped: no base backup in the store (pg-maintd basebackup missing)');
   else {
+    if (restoreBase !== base.maintd)
+      notes.push(
+        'the restore by hand started from the pigz baseline (no pg-maintd base backup in this build)',
+      );
     restore.hand = await measure(`restore by hand to ${arch.target.toISOString()}`, () =>
-      restoreByHand(cluster, ctx, base.maintd, arch.target),
+      restoreByHand(cluster, ctx, restoreBase, arch.target),
     );
     if (has.restore)
       restore.maintd = await measure(
@@ -836,12 +861,14 @@ async function main() {
     details.push(
       `pg-maintd pitr restore: out of recovery after ${fmt(restore.maintd.promotedS, 1)} s, the command ${restore.maintd.exitNote ?? 'exited 0'}`,
     );
-  if (restore.hand && restore.maintd) {
-    const same = restore.hand.rows === restore.maintd.rows;
+  const checked = Object.entries(restore).map(
+    ([k, x]) =>
+      `${k === 'hand' ? 'by hand' : 'pg-maintd'} ${x.rows} rows, newest ${x.last ? new Date(x.last).toISOString() : '–'} ${x.last && new Date(x.last) <= arch.target ? '≤ T' : 'AFTER T (wrong)'}`,
+  );
+  if (checked.length)
     details.push(
-      `check: both restores hold ${same ? `the same ${restore.hand.rows}` : `DIFFERENT counts (${restore.hand.rows} by hand, ${restore.maintd.rows} pg-maintd)`} pgbench_history rows; newest ${restore.maintd.last?.toISOString?.() ?? '?'} ${restore.maintd.last <= arch.target ? '≤' : 'AFTER'} the target`,
+      `check, pgbench_history in the restored servers: ${checked.join('; ')}${restore.hand && restore.maintd ? (restore.hand.rows === restore.maintd.rows ? ' (the same)' : ' (DIFFERENT)') : ''}; the source holds ${arch.sourceRows} rows of transactions begun by T (those still running at T are not in a restore)`,
     );
-  }
   const all = [...Object.entries(base), ...Object.entries(restore).map(([k, v]) => [`restore ${k}`, v])];
   if (arch) all.push(['archive', arch]);
   details.push(
