@@ -43,6 +43,7 @@ import {
   metricSum,
   num,
   onCleanup,
+  onJsonLines,
   othersCpu,
   parseMetrics,
   parseOptions,
@@ -430,6 +431,10 @@ async function caseBaseShell(cluster, work, compressor) {
     rssMiB: r.proc.sampler.byName(compressor),
     rssWho: compressor,
     basebackupRssMiB: r.proc.sampler.byName('pg_basebackup'),
+    cpu: {
+      [compressor]: r.proc.sampler.cpuByName(compressor),
+      pg_basebackup: r.proc.sampler.cpuByName('pg_basebackup'),
+    },
   };
 }
 
@@ -453,6 +458,7 @@ async function caseBaseMaintd(cluster, db, ctx) {
     rssMiB: r.proc.sampler.rootMiB,
     rssWho: 'node',
     basebackupRssMiB: r.proc.sampler.byName('pg_basebackup'),
+    cpu: { node: rootCpu(r.proc.sampler), pg_basebackup: r.proc.sampler.cpuByName('pg_basebackup') },
   };
 }
 
@@ -514,6 +520,23 @@ async function waitPromoted(cluster, port, failed, timeoutMs = 60 * 60_000) {
       throw new Error(`the restored server on port ${port} did not leave recovery: ${last}`);
     await sleep(100);
   }
+}
+
+/** CPU seconds the server running on `dataDir` used so far (its recovery included), 0 when none runs. */
+function serverCpu(dataDir) {
+  try {
+    return treeCpu(Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]));
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds of the sampled tree's root process (node's main thread is named MainThread, not node). */
+function rootCpu(sampler) {
+  return Math.max(
+    0,
+    ...[...sampler.peaks.values()].filter((p) => p.pid === sampler.rootPid).map((p) => p.cpuS),
+  );
 }
 
 /** What the restored server holds: pgbench's history up to the target. */
@@ -624,10 +647,12 @@ async function restoreByHand(cluster, ctx, base, target) {
       recovery: (doneAt - stamps.wal) / 1000,
     },
     walFiles: listDir(join(work, 'wal')).length,
+    cpu: Object.fromEntries(['gzip', 'tar'].map((n) => [n, proc.sampler.cpuByName(n)])),
     rssMiB: Math.max(proc.sampler.byName('gzip') ?? 0, proc.sampler.byName('tar') ?? 0),
     rssWho: 'gzip/tar',
     ...(await restoredState(cluster, port)),
   };
+  res.serverCpuS = serverCpu(join(work, 'data'));
   await stopServerAt(cluster, join(work, 'data'));
   rmSync(work, { recursive: true, force: true });
   return res;
@@ -640,6 +665,7 @@ async function restoreMaintd(cluster, db, ctx, target) {
   const port = await freePort();
   onCleanup(() => stopServerAt(cluster, dataDir, 'immediate'));
   const t0 = performance.now();
+  const t0Epoch = Date.now();
   const proc = startProcess(
     process.execPath,
     [
@@ -656,6 +682,8 @@ async function restoreMaintd(cluster, db, ctx, target) {
     ],
     { env: maintdEnv(cluster, db, ctx) },
   );
+  const logLines = []; // one-shot commands log to stderr (stdout is for their answer)
+  onJsonLines(proc.child.stderr, (l) => logLines.push(l));
   let exit;
   proc.exited.then((r) => (exit = { ...r, at: performance.now() }));
   const done = await waitPromoted(cluster, port, () =>
@@ -667,9 +695,23 @@ async function restoreMaintd(cluster, db, ctx, target) {
   const grace = Promise.race([proc.exited, sleep(60_000)]);
   await grace;
   const end = exit ? Math.max(done, exit.at) : done;
+  // its steps from its own log (millisecond timestamps): planning, unpacking and checking, recovery
+  const at = (msg) => Date.parse(logLines.find((l) => l.msg === msg)?.time ?? '');
+  const planned = at('restoring from this base backup');
+  const started = at('restored server started; replaying WAL');
+  const promoted = at('recovery complete; the server is promoted');
   const res = {
     wallS: (end - t0) / 1000,
     promotedS: (done - t0) / 1000,
+    steps: {
+      plan: (planned - t0Epoch) / 1000,
+      unpack: (started - planned) / 1000,
+      recovery: (promoted - started) / 1000,
+    },
+    cpu: {
+      node: rootCpu(proc.sampler),
+      ...Object.fromEntries(['tar', 'pg_verifybackup'].map((n) => [n, proc.sampler.cpuByName(n)])),
+    },
     exitNote: exit
       ? exit.code === 0
         ? undefined
@@ -680,6 +722,7 @@ async function restoreMaintd(cluster, db, ctx, target) {
     ...(await restoredState(cluster, port)),
   };
   if (!exit) await stopProcess(proc);
+  res.serverCpuS = serverCpu(dataDir);
   await stopServerAt(cluster, dataDir);
   rmSync(work, { recursive: true, force: true });
   return res;
@@ -730,6 +773,11 @@ async function main() {
     const before = machineCpu(roots);
     const x = await fn();
     x.other = othersCpu(before, machineCpu(roots), { steal: false });
+    if (x.serverCpuS) {
+      // the restored server is the case's own work, not another process's
+      const cpuS = Math.max(0, x.other.cpuS - x.serverCpuS);
+      x.other = { cpuS, share: x.other.cpuS ? (x.other.share * cpuS) / x.other.cpuS : 0 };
+    }
     log(
       `  ${fmt(x.wallS, 1)} s${x.bytes ? `, ${fmtMB(x.bytes)} MB` : ''}${x.rssMiB ? `, peak RSS ${fmt(x.rssMiB, 1)} MiB (${x.rssWho})` : ''}${x.rows !== undefined ? `, ${x.rows} history rows` : ''}; other processes ${fmt(x.other.cpuS, 1)} CPU-s (${fmt(x.other.share * 100, 0)} %)`,
     );
@@ -846,7 +894,16 @@ async function main() {
     `- pg-maintd pitr restore ≤ 1.2× by hand: ${restore.maintd ? `${fmt(restore.maintd.wallS / restore.hand.wallS)}×` : '–'} — ${mark(restore.maintd ? restore.maintd.wallS <= 1.2 * restore.hand.wallS : undefined)}`,
   ];
 
-  const details = [];
+  const details = [
+    `base backups, CPU-s of their processes: ${Object.entries(base)
+      .map(
+        ([k, x]) =>
+          `${k}: ${Object.entries(x.cpu)
+            .map(([n, v]) => `${n} ${fmt(v, 1)}`)
+            .join(', ')}`,
+      )
+      .join('; ')}`,
+  ];
   if (arch)
     details.push(
       `archiving: pgbench ${fmt(arch.tps, 0)} tps; ${fmtMB(arch.walBytes)} MB of WAL in ${fmt(arch.wallS, 1)} s; ${arch.lag.n} scrapes of the lag (${arch.scrapeErrors} failed); spool at most ${fmtMB(arch.spoolMax)} MB; ${arch.uploadFailures} upload failures; the daemon used ${fmt(arch.daemonCpuS, 1)} CPU-s (node + pg_receivewal), pg_receivewal peak RSS ${fmt(arch.receiverRssMiB, 1)} MiB; drain: from the end of pgbench until segment ${arch.lastSeg} (after pg_switch_wal()) was in the store`,
@@ -854,12 +911,18 @@ async function main() {
   if (restore.hand) {
     const s = restore.hand.steps;
     details.push(
-      `by hand, steps (s): copy ${fmt(s.download, 1)}, gunzip | tar ${fmt(s.extract, 1)}, gunzip of ${restore.hand.walFiles} WAL files ${fmt(s.wal, 1)}, settings, \`pg_ctl start\` and recovery until out of it ${fmt(s.recovery, 1)}`,
+      `by hand, steps (s): copy ${fmt(s.download, 1)}, gunzip | tar ${fmt(s.extract, 1)}, gunzip of ${restore.hand.walFiles} WAL files ${fmt(s.wal, 1)}, settings, \`pg_ctl start\` and recovery until out of it ${fmt(s.recovery, 1)}; CPU-s gunzip ${fmt(restore.hand.cpu.gzip, 1)}, tar ${fmt(restore.hand.cpu.tar, 1)}, the restored server ${fmt(restore.hand.serverCpuS, 1)}`,
     );
   }
   if (restore.maintd)
     details.push(
-      `pg-maintd pitr restore: out of recovery after ${fmt(restore.maintd.promotedS, 1)} s, the command ${restore.maintd.exitNote ?? 'exited 0'}`,
+      `pg-maintd pitr restore, steps from its log (s): listing the store and planning ${fmt(restore.maintd.steps.plan, 1)}, unpacking (checksum, gunzip, tar) and pg_verifybackup ${fmt(restore.maintd.steps.unpack, 1)}, start and recovery until promoted ${fmt(restore.maintd.steps.recovery, 1)}; out of recovery after ${fmt(restore.maintd.promotedS, 1)} s, the command ${restore.maintd.exitNote ?? 'exited 0'}; CPU-s ${Object.entries(
+        restore.maintd.cpu,
+      )
+        .map(([k, v]) => `${k} ${fmt(v, 1)}`)
+        .join(
+          ', ',
+        )}, the restored server (its restore_command runs included) ${fmt(restore.maintd.serverCpuS, 1)}`,
     );
   const checked = Object.entries(restore).map(
     ([k, x]) =>
