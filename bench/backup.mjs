@@ -12,8 +12,8 @@
  * The database (users/projects/tasks, the seed's shape) is generated once into a persistent cluster
  * under BENCH_DIR and reused by later runs. See bench/README.md.
  */
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
@@ -27,6 +27,7 @@ import {
   codeVersion,
   cronAt,
   ensureDatabase,
+  ensurePigz,
   fmt,
   fmtGiB,
   fmtMB,
@@ -451,25 +452,6 @@ function report(name, x) {
   log(
     `  ${name}: ${x.wallS.toFixed(1)} s, ${fmtMB(x.bytes)} MB, peak RSS ${fmt(x.rssMiB, 1)} MiB${x.rssNote ? ` (${x.rssNote})` : ''}, pg_dump ${fmt(x.pgDumpRssMiB, 1)} MiB${x.check ? `, ${x.check}` : ''}${x.other ? `; other processes used ${x.other.cpuS.toFixed(1)} CPU-s (${(x.other.share * 100).toFixed(0)} % of the machine)` : ''}`,
   );
-}
-
-/** pigz, installed with apt-get when missing and we may; false when it cannot be had. */
-async function ensurePigz() {
-  const has = () => existsSync('/usr/bin/pigz') || existsSync('/bin/pigz');
-  if (has()) return true;
-  if (userInfo().uid !== 0 || !existsSync('/usr/bin/apt-get')) {
-    log('pigz is not installed (and apt-get is not usable here): the pigz row is skipped');
-    return false;
-  }
-  log('pigz is not installed: apt-get update && apt-get install -y pigz');
-  try {
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    await sh('apt-get', ['update', '-qq'], { env });
-    await sh('apt-get', ['install', '-y', '-qq', 'pigz'], { env });
-  } catch (err) {
-    log(`installing pigz failed, the pigz row is skipped: ${err.message.split('\n')[0]}`);
-  }
-  return has();
 }
 
 await runBench(main);

@@ -12,8 +12,16 @@
 import { spawn } from 'node:child_process';
 import console from 'node:console';
 import http from 'node:http';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { availableParallelism, cpus, loadavg, totalmem, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
@@ -345,6 +353,25 @@ export async function runMeasured(label, cmd, args, opts = {}) {
       `${label} failed (${r.signal ?? `exit ${r.code}`}):\n${proc.stdout.slice(-3000)}\n${proc.stderr.slice(-3000)}`,
     );
   return { ...r, proc };
+}
+
+/** pigz, installed with apt-get when missing and we may; false when it cannot be had. */
+export async function ensurePigz() {
+  const has = () => existsSync('/usr/bin/pigz') || existsSync('/bin/pigz');
+  if (has()) return true;
+  if (userInfo().uid !== 0 || !existsSync('/usr/bin/apt-get')) {
+    log('pigz is not installed (and apt-get is not usable here): the pigz row is skipped');
+    return false;
+  }
+  log('pigz is not installed: apt-get update && apt-get install -y pigz');
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    await sh('apt-get', ['update', '-qq'], { env });
+    await sh('apt-get', ['install', '-y', '-qq', 'pigz'], { env });
+  } catch (err) {
+    log(`installing pigz failed, the pigz row is skipped: ${err.message.split('\n')[0]}`);
+  }
+  return has();
 }
 
 /** Runs a short command, returning stdout. */
