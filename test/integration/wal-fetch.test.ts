@@ -106,4 +106,22 @@ describe('wal-fetch', () => {
     expect(again.code).toBe(EXIT.RECOVERY_ABORT);
     expect(readdirSync(join(store, walPrefix(SYSID))).length).toBe(4);
   });
+
+  it('settings that do not load abort recovery (255), never exit 1 that would end it quietly', async () => {
+    await putWalFile(ws, '000000010000000000000003', segment(7));
+    const args = ['wal-fetch', '000000010000000000000003', out(), '--data-dir', dataDir];
+    const noKey = await runCli(args, {
+      BACKUP_DIR: store,
+      BACKUP_SIGNING_KEY_FILE: join(dataDir, 'no-such-key'),
+    });
+    expect(noKey.code, noKey.out).toBe(EXIT.RECOVERY_ABORT);
+    expect(noKey.out).toMatch(/invalid configuration/);
+    const broken = join(dataDir, 'broken.json');
+    writeFileSync(broken, '{ not json');
+    const badConfig = await runCli([...args, '--config', broken], { BACKUP_DIR: store });
+    expect(badConfig.code, badConfig.out).toBe(EXIT.RECOVERY_ABORT);
+    const unknown = await runCli([...args, '--no-such-flag'], { BACKUP_DIR: store });
+    expect(unknown.code, unknown.out).toBe(EXIT.RECOVERY_ABORT);
+    expect(existsSync(out())).toBe(false);
+  });
 });
