@@ -43,13 +43,15 @@ function segment(seed: number): Buffer {
   return b;
 }
 
-function base(timeline: number, startSeg: bigint, stopSeg: bigint): BaseManifest {
-  const lsn = (seg: bigint) =>
-    `${(seg * BigInt(MIB)) >> 32n}/${((seg * BigInt(MIB)) & 0xffffffffn).toString(16).toUpperCase()}`;
+function base(timeline: number, startSeg: bigint, stopSeg: bigint, stopOffset = 0n): BaseManifest {
+  const lsn = (seg: bigint, off = 0n) => {
+    const at = seg * BigInt(MIB) + off;
+    return `${(at >> 32n).toString(16).toUpperCase()}/${(at & 0xffffffffn).toString(16).toUpperCase()}`;
+  };
   return {
     timeline,
     startLsn: lsn(startSeg),
-    stopLsn: lsn(stopSeg),
+    stopLsn: lsn(stopSeg, stopOffset),
     segmentBytes: MIB,
   } as unknown as BaseManifest;
 }
@@ -131,6 +133,17 @@ describe('the WAL chain', () => {
     expect(chain.gap).toBeUndefined();
     expect(chain.partial?.partial && chain.partial.validBytes).toBe(5000);
     expect(chain.consistent).toBe(true);
+  });
+
+  it('a partial of the stop segment makes the base consistent only if it holds WAL up to the stop position', async () => {
+    const { ws } = store();
+    await putSegments(ws, 1, [2, 3]);
+    await putPartial(ws, segmentName(1, 4n, MIB), segment(44), 0x1000);
+    const listing = { ...(await listPitr(ws.storage, SYSID)), segmentBytes: MIB };
+    const path = timelinePath(1, new Map());
+    expect(walChain(listing, base(1, 2n, 4n, 0x2000n), path).consistent).toBe(false);
+    expect(walChain(listing, base(1, 2n, 4n, 0x1000n), path).consistent).toBe(true);
+    expect(walChain(listing, base(1, 2n, 4n, 0x800n), path).consistent).toBe(true);
   });
 
   it('follows a promotion onto the new timeline from the segment holding the switch', async () => {
