@@ -36,16 +36,21 @@ export async function resolveWal(ws: WalStore, name: string, signal?: AbortSigna
       err,
     );
   }
-  const finished = stored.find((s) => !s.partial);
-  const pick = async (s: StoredWal): Promise<Resolved> => {
-    try {
-      return { kind: 'found', content: await fetchWalFile(ws, s, signal), from: s.key };
-    } catch (err) {
-      const e = err as OperatorError;
-      throw recoveryAbort(`restore_command: ${e.message}`, e.hint ?? '', err);
+  const finished = stored.filter((s) => !s.partial);
+  const pick = async (copies: StoredWal[]): Promise<Resolved> => {
+    // several finished copies: one planted beside ours must not hide it, so serve the one that verifies
+    let first: unknown;
+    for (const s of copies) {
+      try {
+        return { kind: 'found', content: await fetchWalFile(ws, s, signal), from: s.key };
+      } catch (err) {
+        first ??= err;
+      }
     }
+    const e = first as OperatorError;
+    throw recoveryAbort(`restore_command: ${e.message}`, e.hint ?? '', first);
   };
-  if (finished) return pick(finished);
+  if (finished.length > 0) return pick(finished);
   if (parsed.kind === 'history') return { kind: 'missing', why: 'no such history file in the store' };
   // the finished segment is not stored: a later one on this timeline means WAL is missing here
   let later: string | undefined;
@@ -71,8 +76,9 @@ export async function resolveWal(ws: WalStore, name: string, signal?: AbortSigna
       'restore to a target before the gap, or from a base backup taken after it (`pg-maintd pitr list`, `pg-maintd pitr verify`)',
     );
   // the newest segment of its timeline: what was stored of it before it was finished, if anything
+  // only the largest: serving a smaller one when it fails would end recovery early, silently
   const partial = stored.find((s) => s.partial);
-  if (partial) return pick(partial);
+  if (partial) return pick([partial]);
   return { kind: 'missing', why: 'not in the store (the end of the archived WAL)' };
 }
 

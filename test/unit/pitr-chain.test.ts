@@ -1,7 +1,7 @@
 // WAL objects in a directory store and the chain across timelines: what a restore, `pitr verify` and
 // retention decide from. The WAL bytes are not parsed anywhere here, so small made-up segments
 // (1 MiB segment size, the smallest PostgreSQL allows) stand in for real ones.
-import { readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsStorage } from '../../src/backup/storage/fs.js';
@@ -15,6 +15,7 @@ import {
   loadHistories,
 } from '../../src/pitr/pitr-catalog.js';
 import { walPrefix } from '../../src/pitr/store-keys.js';
+import { resolveWal } from '../../src/pitr/wal-fetch.js';
 import {
   WalConflictError,
   fetchWalFile,
@@ -97,6 +98,43 @@ describe('WAL objects', () => {
     await putWalFile(ws, other, segment(10));
     const [forged] = await storedUnder(ws, other, MIB);
     await expect(fetchWalFile(signed, forged!)).rejects.toThrow(/does not match the tag/);
+  });
+
+  it('a partial copied under a larger byte count is refused, signed or not', async () => {
+    const { dir, ws } = store();
+    const signed = { ...ws, signer: new Signer([Buffer.from('k'.repeat(32))]) };
+    for (const [n, w] of [ws, signed].entries()) {
+      const name = segmentName(1, 11n + BigInt(n), MIB);
+      const { key } = await putPartial(w, name, segment(11), 4096);
+      const raised = key.replace('.partial.00001000-', '.partial.ffffffff-');
+      copyFileSync(join(dir, key), join(dir, raised));
+      const copies = await storedUnder(w, name, MIB);
+      expect(copies[0]!.key).toBe(raised);
+      await expect(fetchWalFile(w, copies[0]!)).rejects.toThrow(/is corrupt/);
+      expect((await fetchWalFile(w, copies[1]!)).equals(segment(11))).toBe(true);
+    }
+  });
+
+  it('a signed object of another cluster is refused, and does not block archiving the real one', async () => {
+    const { dir, ws } = store();
+    const signer = new Signer([Buffer.from('k'.repeat(32))]);
+    const mine = { ...ws, signer };
+    const theirs = { ...ws, sysid: '7000000000000000002', signer };
+    const name = segmentName(1, 13n, MIB);
+    const { key } = await putWalFile(theirs, name, segment(99));
+    const planted = join(dir, walPrefix(SYSID), key.slice(walPrefix(theirs.sysid).length));
+    mkdirSync(join(dir, walPrefix(SYSID)), { recursive: true });
+    copyFileSync(join(dir, key), planted);
+    const [copy] = await storedUnder(mine, name, MIB);
+    await expect(fetchWalFile(mine, copy!)).rejects.toThrow(/does not match the tag/);
+    expect((await putWalFile(mine, name, segment(13))).stored).toBe('new');
+    const r = await resolveWal({ ...mine, segmentBytes: MIB }, name);
+    expect(r.kind === 'found' && r.content.equals(segment(13))).toBe(true);
+    // a planted junk object under the name does not either
+    const other = segmentName(1, 14n, MIB);
+    writeFileSync(join(dir, walPrefix(SYSID), `${other}-${'0'.repeat(64)}.gz`), 'junk');
+    expect((await putWalFile(ws, other, segment(14))).stored).toBe('new');
+    await expect(putWalFile(ws, other, segment(15))).rejects.toBeInstanceOf(WalConflictError);
   });
 
   it('orders partials by the WAL they hold, never replacing the finished segment', async () => {
