@@ -16,13 +16,16 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { writtenBytes } from './pg-control.js';
 import { parseWalKey, partialKey, partialName, walKey, walPrefix, type StoredWal } from './store-keys.js';
-import { DEFAULT_SEGMENT_BYTES } from './wal-name.js';
+
+const MAX_SEGMENT_BYTES = 1 << 30;
 
 const gzip = promisify<Buffer, ZlibOptions, Buffer>(gzipCb);
 const gunzip = promisify<Buffer, ZlibOptions, Buffer>(gunzipCb);
 
-/** The largest WAL file pg-maintd reads back: a 1 GiB segment (the most PostgreSQL allows). */
-const MAX_WAL_BYTES = 1 << 30;
+/** A history file is a line per timeline switch: far below this. */
+const MAX_HISTORY_BYTES = 1 << 20;
+/** What gzip may add to incompressible WAL (a few bytes per 32 KiB block), with room to spare. */
+const GZIP_SLACK_BYTES = 1 << 20;
 const WAL_GZIP_LEVEL = 6;
 
 export interface WalStore {
@@ -147,21 +150,27 @@ export async function storedUnder(
 /** Reads, decompresses and checks one stored WAL file; rejects with a message naming the key. */
 export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: AbortSignal): Promise<Buffer> {
   const name = stored.partial ? partialName(stored.file.name, stored.validBytes) : stored.file.name;
-  const segmentBytes = ws.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+  // unknown: the largest PostgreSQL allows, so a real segment is never taken for a bomb
+  const segmentBytes = ws.segmentBytes ?? MAX_SEGMENT_BYTES;
+  // read from a store that may be hostile: never more than the file can be, compressed or not
+  const maxBytes = stored.file.kind === 'history' ? MAX_HISTORY_BYTES : segmentBytes;
+  const maxCompressed = maxBytes + GZIP_SLACK_BYTES;
   let compressed: Buffer;
+  let oversized = false;
   try {
     const stream = await ws.storage.getStream(stored.key, signal);
     const chunks: Buffer[] = [];
     let total = 0;
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       total += chunk.length;
-      if (total > MAX_WAL_BYTES) {
+      if (total > maxCompressed) {
         stream.destroy();
-        throw new Error(`larger than ${MAX_WAL_BYTES} bytes`);
+        oversized = true;
+        break;
       }
       chunks.push(chunk);
     }
-    compressed = Buffer.concat(chunks, total);
+    compressed = Buffer.concat(chunks);
   } catch (err) {
     throw new OperatorError(
       `reading WAL object ${stored.key} from ${ws.storage.description} failed: ${errorMessage(err)}`,
@@ -172,9 +181,10 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
       },
     );
   }
+  if (oversized) throw corrupt(stored.key, `it is larger than ${maxCompressed} bytes compressed`);
   let content: Buffer;
   try {
-    content = await gunzip(compressed, { maxOutputLength: MAX_WAL_BYTES });
+    content = await gunzip(compressed, { maxOutputLength: maxBytes });
   } catch (err) {
     throw corrupt(stored.key, `it does not decompress (${errorMessage(err)})`);
   }

@@ -2,7 +2,9 @@
 // retention decide from. The WAL bytes are not parsed anywhere here, so small made-up segments
 // (1 MiB segment size, the smallest PostgreSQL allows) stand in for real ones.
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsStorage } from '../../src/backup/storage/fs.js';
 import { Signer } from '../../src/backup/signing.js';
@@ -135,6 +137,28 @@ describe('WAL objects', () => {
     writeFileSync(join(dir, walPrefix(SYSID), `${other}-${'0'.repeat(64)}.gz`), 'junk');
     expect((await putWalFile(ws, other, segment(14))).stored).toBe('new');
     await expect(putWalFile(ws, other, segment(15))).rejects.toBeInstanceOf(WalConflictError);
+  });
+
+  it('reads no more than a segment (a history file: 1 MiB) back, compressed or not', async () => {
+    const { dir, ws } = store();
+    const small = { ...ws, segmentBytes: MIB };
+    const walDir = join(dir, walPrefix(SYSID));
+    mkdirSync(walDir, { recursive: true });
+    const bomb = Buffer.alloc(64 * MIB, 1);
+    const tag = createHash('sha256').update(bomb).digest('hex');
+    const seg = segmentName(1, 20n, MIB);
+    writeFileSync(join(walDir, `${seg}-${tag}.gz`), gzipSync(bomb));
+    writeFileSync(join(walDir, `${historyName(3)}-${tag}.gz`), gzipSync(bomb));
+    const big = segmentName(1, 21n, MIB);
+    writeFileSync(join(walDir, `${big}-${tag}.gz`), randomBytes(3 * MIB));
+    for (const name of [seg, historyName(3)]) {
+      const [copy] = await storedUnder(small, name, MIB);
+      await expect(fetchWalFile(small, copy!)).rejects.toThrow(/is corrupt: it does not decompress/);
+    }
+    const [copy] = await storedUnder(small, big, MIB);
+    await expect(fetchWalFile(small, copy!)).rejects.toThrow(/is corrupt: it is larger than/);
+    // a planted bomb is no conflict either: archiving the real segment goes on
+    expect((await putWalFile(small, seg, segment(20))).stored).toBe('new');
   });
 
   it('orders partials by the WAL they hold, never replacing the finished segment', async () => {
