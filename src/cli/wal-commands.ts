@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { catalogFor } from '../backup/catalog-for.js';
 import { createStorage } from '../backup/storage/index.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
-import { systemIdentifierOf } from '../pitr/pg-control.js';
+import { segmentBytesOf, systemIdentifierOf } from '../pitr/pg-control.js';
 import { fetchViaPrefetch } from '../pitr/prefetch-client.js';
 import { recoveryAbort, resolveWal, writeAtomically } from '../pitr/wal-fetch.js';
 import { pushWalFile } from '../pitr/wal-push.js';
@@ -36,7 +36,13 @@ export function addWalCommands(program: Command): void {
     try {
       await storage.check();
       const sysid = await systemIdentifierOf((opts.dataDir as string | undefined) ?? process.cwd());
-      const ws = { storage, sysid, signer: catalogFor(loaded.config, storage).signer };
+      const dataDir = (opts.dataDir as string | undefined) ?? process.cwd();
+      const ws = {
+        storage,
+        sysid,
+        signer: catalogFor(loaded.config, storage).signer,
+        segmentBytes: await segmentBytesOf(dataDir),
+      };
       const outcome = await withSignalAbort(
         logger,
         'aborting the upload',
@@ -107,7 +113,7 @@ export function addWalCommands(program: Command): void {
           err,
         );
       }
-      const ws = { storage, sysid, signer };
+      const ws = { storage, sysid, signer, segmentBytes: await segmentBytesOf(dataDir) };
       const r = await resolveWal(ws, file);
       if (r.kind === 'missing') {
         logger.debug({ job: 'wal-fetch', file, why: r.why }, 'not in the store');

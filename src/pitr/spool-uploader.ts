@@ -117,7 +117,7 @@ export class SpoolUploader {
       const valid = writtenBytes(content);
       const file = parseWalFileName(m[1]!, t.segmentBytes);
       if (valid > 0 && file?.kind === 'segment') {
-        const r = await putPartial(t.ws, m[1]!, content, valid);
+        const r = await putPartial({ ...t.ws, segmentBytes: t.segmentBytes }, m[1]!, content, valid);
         this.#count('partial', r.compressedBytes);
       }
       await unlink(path);
@@ -175,7 +175,7 @@ export class SpoolUploader {
       // pg_receivewal renames a segment only once it is whole: a short one was not written by it
       throw new Error(`${path} has ${content.length} bytes, not the segment size ${segmentBytes}`);
     }
-    const r = await putWalFile(ws, name, content);
+    const r = await putWalFile({ ...ws, segmentBytes }, name, content);
     const kind: WalUploadKind = file.kind === 'segment' ? 'segment' : 'history';
     this.#count(kind, r.compressedBytes);
     this.o.logger.debug({ file: name, stored: r.stored, key: r.key }, 'WAL file stored');
@@ -200,7 +200,7 @@ export class SpoolUploader {
     }
     const valid = writtenBytes(content);
     if (valid === 0 || valid <= (this.#partialStored.get(segment) ?? 0)) return;
-    const r = await putPartial(ws, segment, content, valid);
+    const r = await putPartial({ ...ws, segmentBytes }, segment, content, valid);
     this.#partialStored.set(segment, valid);
     // only the newest few matter; the map must not grow for ever
     if (this.#partialStored.size > 8) this.#partialStored.delete(this.#partialStored.keys().next().value!);

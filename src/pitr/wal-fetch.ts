@@ -13,7 +13,7 @@ import { EXIT } from '../core/exit-codes.js';
 import type { StoredWal } from './store-keys.js';
 import { parseWalKey, walPrefix } from './store-keys.js';
 import { fetchWalFile, storedUnder, type WalStore } from './wal-object.js';
-import { parseWalFileName } from './wal-name.js';
+import { DEFAULT_SEGMENT_BYTES, parseWalFileName } from './wal-name.js';
 
 export type Resolved = { kind: 'found'; content: Buffer; from: string } | { kind: 'missing'; why: string };
 
@@ -23,12 +23,20 @@ export function recoveryAbort(message: string, hint: string, cause?: unknown): O
 }
 
 /** What the store holds for `name`: its verified content, or why there is none (a gap throws). */
-export async function resolveWal(ws: WalStore, name: string, signal?: AbortSignal): Promise<Resolved> {
-  const parsed = parseWalFileName(name);
+export async function resolveWal(
+  ws: WalStore,
+  name: string,
+  signal?: AbortSignal,
+  segmentBytes = ws.segmentBytes ?? DEFAULT_SEGMENT_BYTES,
+): Promise<Resolved> {
+  // the cluster's segment size maps names to positions: with the default, a 1 MiB cluster's
+  // segment 0x100 of a log would not be a name at all, and recovery would end there
+  ws = { ...ws, segmentBytes: ws.segmentBytes ?? segmentBytes };
+  const parsed = parseWalFileName(name, segmentBytes);
   if (!parsed) return { kind: 'missing', why: 'not a WAL file name pg-maintd archives' };
   let stored: StoredWal[];
   try {
-    stored = await storedUnder(ws, name);
+    stored = await storedUnder(ws, name, segmentBytes);
   } catch (err) {
     throw recoveryAbort(
       `cannot list ${name} in ${ws.storage.description}: ${errorMessage(err)}`,
@@ -57,7 +65,7 @@ export async function resolveWal(ws: WalStore, name: string, signal?: AbortSigna
   try {
     const tl = name.slice(0, 8);
     for (const o of await ws.storage.list(`${walPrefix(ws.sysid)}${tl}`)) {
-      const w = parseWalKey(ws.sysid, o.key);
+      const w = parseWalKey(ws.sysid, o.key, segmentBytes);
       if (w && !w.partial && w.file.kind === 'segment' && w.file.segNo > parsed.segNo) {
         later = w.file.name;
         break;

@@ -27,6 +27,8 @@ import {
 } from '../../src/pitr/wal-object.js';
 import { historyName, segmentName } from '../../src/pitr/wal-name.js';
 import { tempDir } from '../support/temp.js';
+import { segmentBytesOf } from '../../src/pitr/pg-control.js';
+import { pushWalFile } from '../../src/pitr/wal-push.js';
 
 const SYSID = '7000000000000000001';
 const MIB = 1 << 20;
@@ -246,5 +248,33 @@ describe('the WAL chain', () => {
     const listing = { ...(await listPitr(ws.storage, SYSID)), segmentBytes: MIB };
     expect([...(listing.segments.get(1)?.keys() ?? [])]).toEqual([2n]);
     expect(readdirSync(walDir)).toHaveLength(3);
+  });
+});
+
+describe('segment sizes other than 16 MiB', () => {
+  it('wal-push and wal-fetch map names >= 0x100 in the segment field with the cluster size', async () => {
+    const { ws } = store();
+    const small = { ...ws, segmentBytes: MIB };
+    const dataDir = tempDir('pitr-segsize-');
+    mkdirSync(join(dataDir, 'global'));
+    const control = Buffer.alloc(8192);
+    control.writeBigUInt64LE(BigInt(SYSID), 0);
+    control.writeUInt32LE(1300, 8);
+    control.writeUInt32LE(MIB, 228);
+    writeFileSync(join(dataDir, 'global', 'pg_control'), control);
+    expect(await segmentBytesOf(dataDir)).toBe(MIB);
+    control.writeUInt32LE(12345, 228);
+    writeFileSync(join(dataDir, 'global', 'pg_control'), control);
+    expect(await segmentBytesOf(dataDir)).toBeUndefined();
+    // wal-push learns the size from the segment file itself when pg_control does not say
+    const seg = (n: number) => segmentName(1, BigInt(n), MIB);
+    expect(seg(0x150)).toBe('000000010000000000000150');
+    const file = join(dataDir, seg(0x150));
+    writeFileSync(file, segment(0x150));
+    expect((await pushWalFile(ws, file)).kind).toBe('segment');
+    await putWalFile(small, seg(0x152), segment(0x152));
+    const r = await resolveWal(small, seg(0x150));
+    expect(r.kind === 'found' && r.content.equals(segment(0x150))).toBe(true);
+    await expect(resolveWal(ws, seg(0x151), undefined, MIB)).rejects.toThrow(/missing .* later WAL/);
   });
 });
