@@ -13,7 +13,7 @@ import { EXIT } from '../core/exit-codes.js';
 import type { StoredWal } from './store-keys.js';
 import { parseWalKey, walPrefix } from './store-keys.js';
 import { fetchWalFile, storedUnder, type WalStore } from './wal-object.js';
-import { DEFAULT_SEGMENT_BYTES, parseWalFileName } from './wal-name.js';
+import { DEFAULT_SEGMENT_BYTES, parseHistory, parseWalFileName, segNoOf } from './wal-name.js';
 
 export type Resolved = { kind: 'found'; content: Buffer; from: string } | { kind: 'missing'; why: string };
 
@@ -60,20 +60,13 @@ export async function resolveWal(
   };
   if (finished.length > 0) return pick(finished);
   if (parsed.kind === 'history') return { kind: 'missing', why: 'no such history file in the store' };
-  // the finished segment is not stored: a later one on this timeline means WAL is missing here
+  // the finished segment is not stored: later WAL on the way recovery goes from here means WAL is missing
   let later: string | undefined;
   try {
-    const tl = name.slice(0, 8);
-    for (const o of await ws.storage.list(`${walPrefix(ws.sysid)}${tl}`)) {
-      const w = parseWalKey(ws.sysid, o.key, segmentBytes);
-      if (w && !w.partial && w.file.kind === 'segment' && w.file.segNo > parsed.segNo) {
-        later = w.file.name;
-        break;
-      }
-    }
+    later = await laterWal(ws, parsed, segmentBytes, signal);
   } catch (err) {
     throw recoveryAbort(
-      `cannot list timeline ${name.slice(0, 8)} in ${ws.storage.description}: ${errorMessage(err)}`,
+      `cannot tell whether later WAL than ${name} is stored in ${ws.storage.description}: ${errorMessage(err)}`,
       'make the store reachable and start the server again',
       err,
     );
@@ -88,6 +81,36 @@ export async function resolveWal(
   const partial = stored.find((s) => s.partial);
   if (partial) return pick([partial]);
   return { kind: 'missing', why: 'not in the store (the end of the archived WAL)' };
+}
+
+/**
+ * A stored WAL file (finished segment or partial) after `seg` on its timeline, or on a later timeline
+ * that branched from it at or after `seg` (read from the stored history files): recovery heading
+ * there needs `seg`, so its absence is a gap, not the end of the archive.
+ */
+async function laterWal(
+  ws: WalStore,
+  seg: { timeline: number; segNo: bigint },
+  segmentBytes: number,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  const all: StoredWal[] = [];
+  for (const o of await ws.storage.list(walPrefix(ws.sysid))) {
+    const w = parseWalKey(ws.sysid, o.key, segmentBytes);
+    if (w) all.push(w);
+  }
+  const onPath = new Set([seg.timeline]);
+  for (const h of all) {
+    if (h.file.kind !== 'history' || h.file.timeline <= seg.timeline) continue;
+    const history = parseHistory((await fetchWalFile(ws, h, signal)).toString('utf8'));
+    if (!history) throw new Error(`history file ${h.key} does not parse`);
+    const branch = history.find((s) => s.parent === seg.timeline);
+    if (branch && segNoOf(branch.switchLsn, segmentBytes) >= seg.segNo) onPath.add(h.file.timeline);
+  }
+  const later = all.find(
+    (w) => w.file.kind === 'segment' && onPath.has(w.file.timeline) && w.file.segNo > seg.segNo,
+  );
+  return later && (later.partial ? `${later.file.name}.partial` : later.file.name);
 }
 
 /** Writes `content` to `dest` atomically: a temporary file beside it, flushed, then renamed. */
