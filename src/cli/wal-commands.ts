@@ -7,14 +7,14 @@ import type { Command } from 'commander';
 import { catalogFor } from '../backup/catalog-for.js';
 import { createStorage } from '../backup/storage/index.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
-import { EXIT } from '../core/exit-codes.js';
-import { systemIdentifierOf } from '../pitr/pg-control.js';
+import { segmentBytesOf, systemIdentifierOf } from '../pitr/pg-control.js';
 import { fetchViaPrefetch } from '../pitr/prefetch-client.js';
 import { recoveryAbort, resolveWal, writeAtomically } from '../pitr/wal-fetch.js';
 import { pushWalFile } from '../pitr/wal-push.js';
 import { commandConfig } from './command-config.js';
 import { addConfigOptions } from './config-options.js';
 import { withSignalAbort } from './signal-abort.js';
+import { exitNotStored } from './wal-fetch-fast.js';
 
 const dataDirOption = [
   '--data-dir <dir>',
@@ -36,7 +36,13 @@ export function addWalCommands(program: Command): void {
     try {
       await storage.check();
       const sysid = await systemIdentifierOf((opts.dataDir as string | undefined) ?? process.cwd());
-      const ws = { storage, sysid, signer: catalogFor(loaded.config, storage).signer };
+      const dataDir = (opts.dataDir as string | undefined) ?? process.cwd();
+      const ws = {
+        storage,
+        sysid,
+        signer: catalogFor(loaded.config, storage).signer,
+        segmentBytes: await segmentBytesOf(dataDir),
+      };
       const outcome = await withSignalAbort(
         logger,
         'aborting the upload',
@@ -66,7 +72,7 @@ export function addWalCommands(program: Command): void {
       const answer = await fetchViaPrefetch(dataDir, file, path);
       if (answer === 'done') return;
       if (answer === 'missing') {
-        process.exitCode = EXIT.FAILURE;
+        exitNotStored();
         return;
       }
     } catch (err) {
@@ -96,11 +102,22 @@ export function addWalCommands(program: Command): void {
       const sysid = await systemIdentifierOf(dataDir).catch((err: unknown) => {
         throw recoveryAbort(errorMessage(err), (err as OperatorError).hint ?? '', err);
       });
-      const ws = { storage, sysid, signer: catalogFor(loaded.config, storage).signer };
+      let signer;
+      try {
+        signer = catalogFor(loaded.config, storage).signer;
+      } catch (err) {
+        // an unreadable signing key must stop recovery, not end it quietly
+        throw recoveryAbort(
+          `wal-fetch ${file}: ${errorMessage(err)}`,
+          (err as OperatorError).hint ?? 'fix the settings',
+          err,
+        );
+      }
+      const ws = { storage, sysid, signer, segmentBytes: await segmentBytesOf(dataDir) };
       const r = await resolveWal(ws, file);
       if (r.kind === 'missing') {
         logger.debug({ job: 'wal-fetch', file, why: r.why }, 'not in the store');
-        process.exitCode = EXIT.FAILURE;
+        exitNotStored();
         return;
       }
       await writeAtomically(path, r.content).catch((err: unknown) => {

@@ -6,6 +6,15 @@
 import { OperatorError } from '../core/errors.js';
 import { fetchViaPrefetch } from '../pitr/prefetch-client.js';
 
+/**
+ * Ends `wal-fetch` with "not in the store" (exit 1). bin/pg-maintd.js turns every other exit but 0
+ * into 255, so an exit 1 from a crash never passes for the end of the archive.
+ */
+export function exitNotStored(): void {
+  (globalThis as Record<symbol, unknown>)[Symbol.for('pg-maintd.wal-fetch.not-stored')] = true;
+  process.exitCode = 1;
+}
+
 /** Whether it handled the command (process.exitCode set); false: run the full CLI. */
 export async function fastWalFetch(argv: string[]): Promise<boolean> {
   const [cmd, file, path, ...rest] = argv.slice(2);
@@ -18,7 +27,8 @@ export async function fastWalFetch(argv: string[]): Promise<boolean> {
   try {
     const answer = await fetchViaPrefetch(dataDir, file, path);
     if (answer === 'inactive') return false;
-    process.exitCode = answer === 'done' ? 0 : 1;
+    if (answer === 'done') process.exitCode = 0;
+    else exitNotStored();
   } catch (err) {
     if (!(err instanceof OperatorError)) return false;
     process.stderr.write(`pg-maintd: ${err.describe()}\n`);

@@ -7,6 +7,34 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
+import { validSegmentBytes } from './wal-name.js';
+
+/** pg_control_version of PostgreSQL 13 to 16, 17 and 18: the layout up to xlog_seg_size is the same. */
+const KNOWN_CONTROL_VERSIONS = new Set([1300, 1700, 1800]);
+/** ControlFileData.xlog_seg_size (after blcksz, relseg_size, xlog_blcksz; initdb --wal-segsize sets it). */
+const XLOG_SEG_SIZE_OFFSET = 228;
+
+/**
+ * The cluster's WAL segment size from global/pg_control, or undefined when the file is not one this
+ * reads (another major version's layout, or a value PostgreSQL would not allow): callers then fall
+ * back to the default size and the largest limits.
+ */
+export async function segmentBytesOf(dataDir: string): Promise<number | undefined> {
+  try {
+    const fh = await open(join(dataDir, 'global', 'pg_control'), 'r');
+    try {
+      const buf = Buffer.alloc(XLOG_SEG_SIZE_OFFSET + 4);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      if (bytesRead !== buf.length || !KNOWN_CONTROL_VERSIONS.has(buf.readUInt32LE(8))) return undefined;
+      const size = buf.readUInt32LE(XLOG_SEG_SIZE_OFFSET);
+      return validSegmentBytes(size) ? size : undefined;
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
 
 export async function systemIdentifierOf(dataDir: string): Promise<string> {
   const path = join(dataDir, 'global', 'pg_control');

@@ -24,6 +24,7 @@ import {
   parseLsn,
   segNoOf,
   segmentName,
+  segmentStart,
   type TimelineSwitch,
 } from './wal-name.js';
 
@@ -219,7 +220,11 @@ export interface Chain {
 export function walChain(listing: PitrListing, base: BaseManifest, path: PathStep[]): Chain {
   const bytes = listing.segmentBytes;
   const startLsn = parseLsn(base.startLsn)!;
-  const stopSeg = segNoOf(parseLsn(base.stopLsn)!, bytes);
+  const stopLsn = parseLsn(base.stopLsn)!;
+  const stopSeg = segNoOf(stopLsn, bytes);
+  // a partial of the stop segment makes the base consistent only if it holds WAL up to the stop position
+  const stopReached = (p: WalObject | undefined) =>
+    p?.partial === true && BigInt(p.validBytes) >= stopLsn - segmentStart(stopSeg, bytes);
   const from = path.findIndex(
     (s) => s.timeline === base.timeline && (s.endLsn === undefined || s.endLsn > startLsn),
   );
@@ -240,7 +245,7 @@ export function walChain(listing: PitrListing, base: BaseManifest, path: PathSte
           chain.partial = listing.partials.get(segmentName(step.timeline, segNo, bytes))?.[0];
           chain.consistent =
             (chain.last?.segNo ?? -1n) >= stopSeg ||
-            (chain.partial !== undefined && segNo === stopSeg && !chain.gap);
+            (stopReached(chain.partial) && segNo === stopSeg && !chain.gap);
           return chain;
         }
       } else {

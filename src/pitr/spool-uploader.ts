@@ -7,7 +7,8 @@
  * pg_receivewal writes it, which is fine: what it holds is measured from the bytes read.
  * A store that fails is retried with backoff and nothing leaves the spool meanwhile: it grows.
  */
-import { open, readdir, readFile, stat, statfs, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, stat, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.js';
 import { errorMessage } from '../core/errors.js';
@@ -113,11 +114,11 @@ export class SpoolUploader {
       const path = join(this.o.spoolDir, name);
       const info = await stat(path).catch(() => undefined);
       if (!info || info.size === 0 || info.size === t.segmentBytes) continue;
-      const content = await readFile(path);
+      const content = await readSpoolFile(path, t.segmentBytes);
       const valid = writtenBytes(content);
       const file = parseWalFileName(m[1]!, t.segmentBytes);
       if (valid > 0 && file?.kind === 'segment') {
-        const r = await putPartial(t.ws, m[1]!, content, valid);
+        const r = await putPartial({ ...t.ws, segmentBytes: t.segmentBytes }, m[1]!, content, valid);
         this.#count('partial', r.compressedBytes);
       }
       await unlink(path);
@@ -170,12 +171,12 @@ export class SpoolUploader {
   async #storeFinished(ws: WalStore, segmentBytes: number, name: string): Promise<void> {
     const path = join(this.o.spoolDir, name);
     const file = parseWalFileName(name, segmentBytes)!;
-    const content = await readFile(path);
+    const content = await readSpoolFile(path, file.kind === 'segment' ? segmentBytes : MAX_HISTORY_BYTES);
     if (file.kind === 'segment' && content.length !== segmentBytes) {
       // pg_receivewal renames a segment only once it is whole: a short one was not written by it
       throw new Error(`${path} has ${content.length} bytes, not the segment size ${segmentBytes}`);
     }
-    const r = await putWalFile(ws, name, content);
+    const r = await putWalFile({ ...ws, segmentBytes }, name, content);
     const kind: WalUploadKind = file.kind === 'segment' ? 'segment' : 'history';
     this.#count(kind, r.compressedBytes);
     this.o.logger.debug({ file: name, stored: r.stored, key: r.key }, 'WAL file stored');
@@ -192,7 +193,7 @@ export class SpoolUploader {
     if (file?.kind !== 'segment') return;
     let content: Buffer;
     try {
-      content = await readFile(join(this.o.spoolDir, name));
+      content = await readSpoolFile(join(this.o.spoolDir, name), segmentBytes);
     } catch (err) {
       // renamed to its finished name meanwhile: the next pass stores that
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
@@ -200,7 +201,7 @@ export class SpoolUploader {
     }
     const valid = writtenBytes(content);
     if (valid === 0 || valid <= (this.#partialStored.get(segment) ?? 0)) return;
-    const r = await putPartial(ws, segment, content, valid);
+    const r = await putPartial({ ...ws, segmentBytes }, segment, content, valid);
     this.#partialStored.set(segment, valid);
     // only the newest few matter; the map must not grow for ever
     if (this.#partialStored.size > 8) this.#partialStored.delete(this.#partialStored.keys().next().value!);
@@ -287,6 +288,28 @@ async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A timeline history file is a line per switch: far below this. */
+const MAX_HISTORY_BYTES = 1 << 20;
+
+/**
+ * Reads a spool file without following a symbolic link (whoever can write the spool must not make
+ * the daemon upload a file it points at) and refusing anything but a regular file up to `max` bytes.
+ */
+async function readSpoolFile(path: string, max: number): Promise<Buffer> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const info = await fh.stat();
+    if (!info.isFile()) throw new Error(`${path} is not a regular file`);
+    if (info.size > max)
+      throw new Error(`${path} has ${info.size} bytes, more than a WAL file holds (${max})`);
+    const buf = Buffer.alloc(info.size);
+    const { bytesRead } = await fh.read(buf, 0, info.size, 0);
+    return buf.subarray(0, bytesRead);
   } finally {
     await fh.close();
   }

@@ -8,7 +8,8 @@
  *   pitr/<sysid>/base/<...>.tar.gz.manifest.json              its manifest, written last
  *   pitr/<sysid>/drills/<YYYYMMDD_HHMMSS>-<run>.json          a PITR drill's record
  * <tag> is 64 hex digits binding the uncompressed content to its name (its SHA-256, or with
- * BACKUP_SIGNING_KEY_FILE an HMAC of name and SHA-256): every object is written once and never
+ * BACKUP_SIGNING_KEY_FILE an HMAC of the system identifier, the name (a partial's with its <bytes>)
+ * and the SHA-256, so an object copied from another cluster or under another byte count is refused): every object is written once and never
  * replaced, a partial never takes a finished segment's name, and a different segment under a
  * stored name is seen. <bytes> (8 hex digits) is how much of a partial segment holds WAL, so the
  * newest partial is the largest, whatever any clock says.
@@ -45,8 +46,13 @@ export function walKey(sysid: string, fileName: string, tag: string): string {
   return `${walPrefix(sysid)}${fileName}-${tag}.gz`;
 }
 
+/** A partial's name as its tag binds it: the segment and how many bytes of it hold WAL. */
+export function partialName(segment: string, validBytes: number): string {
+  return `${segment}.partial.${validBytes.toString(16).padStart(8, '0')}`;
+}
+
 export function partialKey(sysid: string, segment: string, validBytes: number, tag: string): string {
-  return `${walPrefix(sysid)}${segment}.partial.${validBytes.toString(16).padStart(8, '0')}-${tag}.gz`;
+  return `${walPrefix(sysid)}${partialName(segment, validBytes)}-${tag}.gz`;
 }
 
 export function baseKey(sysid: string, at: Date, run: string): string {

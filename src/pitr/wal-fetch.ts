@@ -13,7 +13,7 @@ import { EXIT } from '../core/exit-codes.js';
 import type { StoredWal } from './store-keys.js';
 import { parseWalKey, walPrefix } from './store-keys.js';
 import { fetchWalFile, storedUnder, type WalStore } from './wal-object.js';
-import { parseWalFileName } from './wal-name.js';
+import { DEFAULT_SEGMENT_BYTES, parseHistory, parseWalFileName, segNoOf } from './wal-name.js';
 
 export type Resolved = { kind: 'found'; content: Buffer; from: string } | { kind: 'missing'; why: string };
 
@@ -23,12 +23,20 @@ export function recoveryAbort(message: string, hint: string, cause?: unknown): O
 }
 
 /** What the store holds for `name`: its verified content, or why there is none (a gap throws). */
-export async function resolveWal(ws: WalStore, name: string, signal?: AbortSignal): Promise<Resolved> {
-  const parsed = parseWalFileName(name);
+export async function resolveWal(
+  ws: WalStore,
+  name: string,
+  signal?: AbortSignal,
+  segmentBytes = ws.segmentBytes ?? DEFAULT_SEGMENT_BYTES,
+): Promise<Resolved> {
+  // the cluster's segment size maps names to positions: with the default, a 1 MiB cluster's
+  // segment 0x100 of a log would not be a name at all, and recovery would end there
+  ws = { ...ws, segmentBytes: ws.segmentBytes ?? segmentBytes };
+  const parsed = parseWalFileName(name, segmentBytes);
   if (!parsed) return { kind: 'missing', why: 'not a WAL file name pg-maintd archives' };
   let stored: StoredWal[];
   try {
-    stored = await storedUnder(ws, name);
+    stored = await storedUnder(ws, name, segmentBytes);
   } catch (err) {
     throw recoveryAbort(
       `cannot list ${name} in ${ws.storage.description}: ${errorMessage(err)}`,
@@ -36,31 +44,29 @@ export async function resolveWal(ws: WalStore, name: string, signal?: AbortSigna
       err,
     );
   }
-  const finished = stored.find((s) => !s.partial);
-  const pick = async (s: StoredWal): Promise<Resolved> => {
-    try {
-      return { kind: 'found', content: await fetchWalFile(ws, s, signal), from: s.key };
-    } catch (err) {
-      const e = err as OperatorError;
-      throw recoveryAbort(`restore_command: ${e.message}`, e.hint ?? '', err);
-    }
-  };
-  if (finished) return pick(finished);
-  if (parsed.kind === 'history') return { kind: 'missing', why: 'no such history file in the store' };
-  // the finished segment is not stored: a later one on this timeline means WAL is missing here
-  let later: string | undefined;
-  try {
-    const tl = name.slice(0, 8);
-    for (const o of await ws.storage.list(`${walPrefix(ws.sysid)}${tl}`)) {
-      const w = parseWalKey(ws.sysid, o.key);
-      if (w && !w.partial && w.file.kind === 'segment' && w.file.segNo > parsed.segNo) {
-        later = w.file.name;
-        break;
+  const finished = stored.filter((s) => !s.partial);
+  const pick = async (copies: StoredWal[]): Promise<Resolved> => {
+    // several finished copies: one planted beside ours must not hide it, so serve the one that verifies
+    let first: unknown;
+    for (const s of copies) {
+      try {
+        return { kind: 'found', content: await fetchWalFile(ws, s, signal), from: s.key };
+      } catch (err) {
+        first ??= err;
       }
     }
+    const e = first as OperatorError;
+    throw recoveryAbort(`restore_command: ${e.message}`, e.hint ?? '', first);
+  };
+  if (finished.length > 0) return pick(finished);
+  if (parsed.kind === 'history') return { kind: 'missing', why: 'no such history file in the store' };
+  // the finished segment is not stored: later WAL on the way recovery goes from here means WAL is missing
+  let later: string | undefined;
+  try {
+    later = await laterWal(ws, parsed, segmentBytes, signal);
   } catch (err) {
     throw recoveryAbort(
-      `cannot list timeline ${name.slice(0, 8)} in ${ws.storage.description}: ${errorMessage(err)}`,
+      `cannot tell whether later WAL than ${name} is stored in ${ws.storage.description}: ${errorMessage(err)}`,
       'make the store reachable and start the server again',
       err,
     );
@@ -71,9 +77,40 @@ export async function resolveWal(ws: WalStore, name: string, signal?: AbortSigna
       'restore to a target before the gap, or from a base backup taken after it (`pg-maintd pitr list`, `pg-maintd pitr verify`)',
     );
   // the newest segment of its timeline: what was stored of it before it was finished, if anything
+  // only the largest: serving a smaller one when it fails would end recovery early, silently
   const partial = stored.find((s) => s.partial);
-  if (partial) return pick(partial);
+  if (partial) return pick([partial]);
   return { kind: 'missing', why: 'not in the store (the end of the archived WAL)' };
+}
+
+/**
+ * A stored WAL file (finished segment or partial) after `seg` on its timeline, or on a later timeline
+ * that branched from it at or after `seg` (read from the stored history files): recovery heading
+ * there needs `seg`, so its absence is a gap, not the end of the archive.
+ */
+async function laterWal(
+  ws: WalStore,
+  seg: { timeline: number; segNo: bigint },
+  segmentBytes: number,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  const all: StoredWal[] = [];
+  for (const o of await ws.storage.list(walPrefix(ws.sysid))) {
+    const w = parseWalKey(ws.sysid, o.key, segmentBytes);
+    if (w) all.push(w);
+  }
+  const onPath = new Set([seg.timeline]);
+  for (const h of all) {
+    if (h.file.kind !== 'history' || h.file.timeline <= seg.timeline) continue;
+    const history = parseHistory((await fetchWalFile(ws, h, signal)).toString('utf8'));
+    if (!history) throw new Error(`history file ${h.key} does not parse`);
+    const branch = history.find((s) => s.parent === seg.timeline);
+    if (branch && segNoOf(branch.switchLsn, segmentBytes) >= seg.segNo) onPath.add(h.file.timeline);
+  }
+  const later = all.find(
+    (w) => w.file.kind === 'segment' && onPath.has(w.file.timeline) && w.file.segNo > seg.segNo,
+  );
+  return later && (later.partial ? `${later.file.name}.partial` : later.file.name);
 }
 
 /** Writes `content` to `dest` atomically: a temporary file beside it, flushed, then renamed. */

@@ -14,30 +14,47 @@ import type { Signer } from '../backup/signing.js';
 import { ObjectExistsError, type Storage } from '../backup/storage/storage.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
-import { parseWalKey, partialKey, walKey, walPrefix, type StoredWal } from './store-keys.js';
+import { writtenBytes } from './pg-control.js';
+import { parseWalKey, partialKey, partialName, walKey, walPrefix, type StoredWal } from './store-keys.js';
+
+const MAX_SEGMENT_BYTES = 1 << 30;
 
 const gzip = promisify<Buffer, ZlibOptions, Buffer>(gzipCb);
 const gunzip = promisify<Buffer, ZlibOptions, Buffer>(gunzipCb);
 
-/** The largest WAL file pg-maintd reads back: a 1 GiB segment (the most PostgreSQL allows). */
-const MAX_WAL_BYTES = 1 << 30;
+/** A history file is a line per timeline switch: far below this. */
+const MAX_HISTORY_BYTES = 1 << 20;
+/** What gzip may add to incompressible WAL (a few bytes per 32 KiB block), with room to spare. */
+const GZIP_SLACK_BYTES = 1 << 20;
 const WAL_GZIP_LEVEL = 6;
 
 export interface WalStore {
   storage: Storage;
   sysid: string;
-  signer?: Signer;
+  signer?: Signer | undefined;
+  /** The cluster's WAL segment size (names map to positions by it; no segment is larger). */
+  segmentBytes?: number | undefined;
 }
 
-/** The tag for a file's bytes under its name: the SHA-256, or an HMAC of name and SHA-256 when signing. */
-export function walTag(signer: Signer | undefined, name: string, content: Buffer): string {
+/**
+ * The tag for a file's bytes under its name: the SHA-256, or when signing an HMAC of the cluster's
+ * system identifier, the name (a partial's with its byte count, partialName) and the SHA-256, so a
+ * signed object copied in from another cluster, or a partial under a larger byte count, is refused.
+ */
+export function walTag(signer: Signer | undefined, sysid: string, name: string, content: Buffer): string {
   const sha = createHash('sha256').update(content).digest('hex');
-  return signer ? signer.tag(`pg-maintd wal ${name} ${sha}`) : sha;
+  return signer ? signer.tag(`pg-maintd wal ${sysid} ${name} ${sha}`) : sha;
 }
 
-function tagMatches(signer: Signer | undefined, name: string, content: Buffer, tag: string): boolean {
+function tagMatches(
+  signer: Signer | undefined,
+  sysid: string,
+  name: string,
+  content: Buffer,
+  tag: string,
+): boolean {
   const sha = createHash('sha256').update(content).digest('hex');
-  return signer ? signer.tagMatches(`pg-maintd wal ${name} ${sha}`, tag) : sha === tag;
+  return signer ? signer.tagMatches(`pg-maintd wal ${sysid} ${name} ${sha}`, tag) : sha === tag;
 }
 
 export type PutResult = { key: string; stored: 'new' | 'already'; compressedBytes: number };
@@ -65,12 +82,21 @@ export async function putWalFile(
   content: Buffer,
   signal?: AbortSignal,
 ): Promise<PutResult> {
-  const tag = walTag(ws.signer, name, content);
+  const tag = walTag(ws.signer, ws.sysid, name, content);
   const key = walKey(ws.sysid, name, tag);
   const existing = await storedUnder(ws, name);
   if (existing.some((e) => e.key === key)) return { key, stored: 'already', compressedBytes: 0 };
-  const other = existing.find((e) => !e.partial);
-  if (other) throw new WalConflictError(name, other.key, ws.storage.description);
+  for (const other of existing.filter((e) => !e.partial)) {
+    // only a copy that verifies is another history; one that does not (planted, or from another
+    // cluster) must not stop archiving forever: fetch serves the copy that verifies, ours
+    try {
+      await fetchWalFile(ws, other, signal);
+    } catch (err) {
+      if (err instanceof OperatorError && err.exitCode === EXIT.DATAERR) continue;
+      throw err;
+    }
+    throw new WalConflictError(name, other.key, ws.storage.description);
+  }
   return put(ws, key, content, signal);
 }
 
@@ -85,7 +111,7 @@ export async function putPartial(
   validBytes: number,
   signal?: AbortSignal,
 ): Promise<PutResult> {
-  const tag = walTag(ws.signer, `${segment}.partial`, content);
+  const tag = walTag(ws.signer, ws.sysid, partialName(segment, validBytes), content);
   const key = partialKey(ws.sysid, segment, validBytes, tag);
   return put(ws, key, content, signal);
 }
@@ -106,7 +132,11 @@ async function put(ws: WalStore, key: string, content: Buffer, signal?: AbortSig
 }
 
 /** The stored copies of a WAL file: the finished one first, then its partials, the largest first. */
-export async function storedUnder(ws: WalStore, name: string, segmentBytes?: number): Promise<StoredWal[]> {
+export async function storedUnder(
+  ws: WalStore,
+  name: string,
+  segmentBytes = ws.segmentBytes,
+): Promise<StoredWal[]> {
   const objects = await ws.storage.list(`${walPrefix(ws.sysid)}${name}`);
   const out: StoredWal[] = [];
   for (const o of objects) {
@@ -119,21 +149,28 @@ export async function storedUnder(ws: WalStore, name: string, segmentBytes?: num
 
 /** Reads, decompresses and checks one stored WAL file; rejects with a message naming the key. */
 export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: AbortSignal): Promise<Buffer> {
-  const name = stored.partial ? `${stored.file.name}.partial` : stored.file.name;
+  const name = stored.partial ? partialName(stored.file.name, stored.validBytes) : stored.file.name;
+  // unknown: the largest PostgreSQL allows, so a real segment is never taken for a bomb
+  const segmentBytes = ws.segmentBytes ?? MAX_SEGMENT_BYTES;
+  // read from a store that may be hostile: never more than the file can be, compressed or not
+  const maxBytes = stored.file.kind === 'history' ? MAX_HISTORY_BYTES : segmentBytes;
+  const maxCompressed = maxBytes + GZIP_SLACK_BYTES;
   let compressed: Buffer;
+  let oversized = false;
   try {
     const stream = await ws.storage.getStream(stored.key, signal);
     const chunks: Buffer[] = [];
     let total = 0;
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       total += chunk.length;
-      if (total > MAX_WAL_BYTES) {
+      if (total > maxCompressed) {
         stream.destroy();
-        throw new Error(`larger than ${MAX_WAL_BYTES} bytes`);
+        oversized = true;
+        break;
       }
       chunks.push(chunk);
     }
-    compressed = Buffer.concat(chunks, total);
+    compressed = Buffer.concat(chunks);
   } catch (err) {
     throw new OperatorError(
       `reading WAL object ${stored.key} from ${ws.storage.description} failed: ${errorMessage(err)}`,
@@ -144,18 +181,25 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
       },
     );
   }
+  if (oversized) throw corrupt(stored.key, `it is larger than ${maxCompressed} bytes compressed`);
   let content: Buffer;
   try {
-    content = await gunzip(compressed, { maxOutputLength: MAX_WAL_BYTES });
+    content = await gunzip(compressed, { maxOutputLength: maxBytes });
   } catch (err) {
     throw corrupt(stored.key, `it does not decompress (${errorMessage(err)})`);
   }
-  if (!tagMatches(ws.signer, name, content, stored.tag))
+  if (!tagMatches(ws.signer, ws.sysid, name, content, stored.tag))
     throw corrupt(
       stored.key,
       ws.signer
         ? 'its content does not match the tag in its name under any key of BACKUP_SIGNING_KEY_FILE (altered, or written without the key)'
         : 'its content does not hash to the SHA-256 in its name (altered or corrupted)',
+    );
+  // the byte count is in the name (newest partial = largest): it must be what the content holds
+  if (stored.partial && (stored.validBytes > segmentBytes || stored.validBytes !== writtenBytes(content)))
+    throw corrupt(
+      stored.key,
+      `its name says ${stored.validBytes} bytes of WAL, its content holds ${writtenBytes(content)} (segment size ${segmentBytes})`,
     );
   return content;
 }

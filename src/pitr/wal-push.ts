@@ -10,7 +10,7 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { writtenBytes } from './pg-control.js';
 import { putPartial, putWalFile, type PutResult, type WalStore } from './wal-object.js';
-import { parseWalFileName, validSegmentBytes } from './wal-name.js';
+import { DEFAULT_SEGMENT_BYTES, parseWalFileName, validSegmentBytes } from './wal-name.js';
 
 /** A file name archive_command may be given that recovery never asks for (a backup's history file). */
 const BACKUP_HISTORY_RE = /^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/;
@@ -24,7 +24,18 @@ export async function pushWalFile(ws: WalStore, path: string, signal?: AbortSign
   if (BACKUP_HISTORY_RE.test(name))
     return { kind: 'skipped', why: 'a backup history file, which recovery does not read' };
   const partial = PARTIAL_RE.exec(name);
-  const parsed = parseWalFileName(partial ? partial[1]! : name);
+  // the cluster's segment size maps names to positions (initdb --wal-segsize): from pg_control when
+  // known, else from the file itself (a segment, or a .partial as pg_receivewal pads it, has it)
+  let segmentBytes = ws.segmentBytes;
+  if (segmentBytes === undefined) {
+    const size = await stat(path).then(
+      (i) => i.size,
+      () => 0,
+    );
+    segmentBytes = validSegmentBytes(size) ? size : DEFAULT_SEGMENT_BYTES;
+  }
+  ws = { ...ws, segmentBytes };
+  const parsed = parseWalFileName(partial ? partial[1]! : name, segmentBytes);
   if (!parsed)
     throw new OperatorError(
       `${name} is not a WAL file name (a segment, a timeline history file, or a .partial segment)`,
@@ -36,8 +47,8 @@ export async function pushWalFile(ws: WalStore, path: string, signal?: AbortSign
   let content: Buffer;
   try {
     const info = await stat(path);
-    if (parsed.kind === 'segment' && !validSegmentBytes(info.size))
-      throw new Error(`it has ${info.size} bytes, not a WAL segment size`);
+    if (parsed.kind === 'segment' && !partial && info.size !== segmentBytes)
+      throw new Error(`it has ${info.size} bytes, not the WAL segment size ${segmentBytes}`);
     content = await readFile(path);
   } catch (err) {
     throw new OperatorError(`cannot read WAL file ${path}: ${errorMessage(err)}`, {

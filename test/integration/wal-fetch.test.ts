@@ -106,4 +106,50 @@ describe('wal-fetch', () => {
     expect(again.code).toBe(EXIT.RECOVERY_ABORT);
     expect(readdirSync(join(store, walPrefix(SYSID))).length).toBe(4);
   });
+
+  it('settings that do not load abort recovery (255), never exit 1 that would end it quietly', async () => {
+    await putWalFile(ws, '000000010000000000000003', segment(7));
+    const args = ['wal-fetch', '000000010000000000000003', out(), '--data-dir', dataDir];
+    const noKey = await runCli(args, {
+      BACKUP_DIR: store,
+      BACKUP_SIGNING_KEY_FILE: join(dataDir, 'no-such-key'),
+    });
+    expect(noKey.code, noKey.out).toBe(EXIT.RECOVERY_ABORT);
+    expect(noKey.out).toMatch(/invalid configuration/);
+    const broken = join(dataDir, 'broken.json');
+    writeFileSync(broken, '{ not json');
+    const badConfig = await runCli([...args, '--config', broken], { BACKUP_DIR: store });
+    expect(badConfig.code, badConfig.out).toBe(EXIT.RECOVERY_ABORT);
+    const unknown = await runCli([...args, '--no-such-flag'], { BACKUP_DIR: store });
+    expect(unknown.code, unknown.out).toBe(EXIT.RECOVERY_ABORT);
+    expect(existsSync(out())).toBe(false);
+  });
+
+  it('a segment missing while later WAL is stored only as a partial or on a descendant timeline: exit 255', async () => {
+    const fetch4 = () =>
+      runCli(['wal-fetch', '000000010000000000000004', out(), '--data-dir', dataDir], { BACKUP_DIR: store });
+    await putWalFile(ws, '000000010000000000000003', segment(7));
+    // timeline 2 branched from 1 before segment 4: its WAL is no reason to want 1's segment 4
+    await putWalFile(ws, '00000002.history', Buffer.from('1\t0/2000000\tno recovery target specified\n'));
+    await putWalFile(ws, '000000020000000000000007', segment(8));
+    const notNeeded = await fetch4();
+    expect(notNeeded.code, notNeeded.out).toBe(1);
+    // timeline 3 branched from 1 in segment 6: recovery to it needs segment 4
+    await putWalFile(ws, '00000003.history', Buffer.from('1\t0/6000000\tno recovery target specified\n'));
+    await putPartial(ws, '000000030000000000000007', segment(6, 100), 100);
+    const descendant = await fetch4();
+    expect(descendant.code).toBe(EXIT.RECOVERY_ABORT);
+    expect(descendant.out).toMatch(/000000010000000000000004 is missing .*000000030000000000000007\.partial/);
+  });
+
+  it('a segment missing while a later partial of its timeline is stored: exit 255', async () => {
+    await putWalFile(ws, '000000010000000000000003', segment(7));
+    await putPartial(ws, '000000010000000000000005', segment(5, 4000), 4000);
+    const r = await runCli(['wal-fetch', '000000010000000000000004', out(), '--data-dir', dataDir], {
+      BACKUP_DIR: store,
+    });
+    expect(r.code).toBe(EXIT.RECOVERY_ABORT);
+    expect(r.out).toMatch(/000000010000000000000004 is missing .*000000010000000000000005\.partial/);
+    expect(existsSync(out())).toBe(false);
+  });
 });
