@@ -158,7 +158,7 @@ export class Prefetcher extends Service {
     try {
       await this.#ahead.get(name);
       if (!existsSync(join(this.#out, name))) {
-        const r = await resolveWal(this.ws, name, this.#abort.signal);
+        const r = await resolveWal(this.ws, name, this.#abort.signal, this.segmentBytes);
         if (r.kind === 'missing') await this.#write(`${name}.${id}.missing`, Buffer.from(`${r.why}\n`));
         else await this.#write(name, r.content);
       }
@@ -175,7 +175,7 @@ export class Prefetcher extends Service {
     for (let i = 1n; i <= BigInt(AHEAD); i++) {
       const next = segmentName(p.timeline, p.segNo + i, this.segmentBytes);
       if (this.#ahead.has(next) || existsSync(join(this.#out, next))) continue;
-      const job = resolveWal(this.ws, next, this.#abort.signal)
+      const job = resolveWal(this.ws, next, this.#abort.signal, this.segmentBytes)
         .then(async (r) => {
           // a partial stands in only when asked for: fetched ahead, it could hide the finished
           // segment stored meanwhile
