@@ -101,9 +101,16 @@ async function laterWal(
   }
   const onPath = new Set([seg.timeline]);
   for (const h of all) {
-    if (h.file.kind !== 'history' || h.file.timeline <= seg.timeline) continue;
+    if (h.file.kind !== 'history' || h.file.timeline < seg.timeline) continue;
     const history = parseHistory((await fetchWalFile(ws, h, signal)).toString('utf8'));
     if (!history) throw new Error(`history file ${h.key} does not parse`);
+    if (h.file.timeline === seg.timeline) {
+      // recovery asks the newest timeline first for every segment: one from before this timeline
+      // began never exists on it, and its absence is no gap
+      const began = history.at(-1)?.switchLsn;
+      if (began !== undefined && seg.segNo < segNoOf(began, segmentBytes)) return undefined;
+      continue;
+    }
     const branch = history.find((s) => s.parent === seg.timeline);
     if (branch && segNoOf(branch.switchLsn, segmentBytes) >= seg.segNo) onPath.add(h.file.timeline);
   }

@@ -142,6 +142,21 @@ describe('wal-fetch', () => {
     expect(descendant.out).toMatch(/000000010000000000000004 is missing .*000000030000000000000007\.partial/);
   });
 
+  it('a segment of a timeline from before that timeline began is not stored (1): recovery asks the newest timeline first', async () => {
+    // timeline 2 began in segment 5 of timeline 1; it has WAL from there on
+    await putWalFile(ws, '00000002.history', Buffer.from('1\t0/5000100\tno recovery target specified\n'));
+    await putWalFile(ws, '000000020000000000000005', segment(9));
+    await putWalFile(ws, '000000020000000000000006', segment(10));
+    const fetch = (name: string) =>
+      runCli(['wal-fetch', name, out(), '--data-dir', dataDir], { BACKUP_DIR: store });
+    const before = await fetch('000000020000000000000003');
+    expect(before.code, before.out).toBe(1);
+    // from its first segment on, a missing one of it is a gap
+    await putWalFile(ws, '000000020000000000000008', segment(11));
+    const gap = await fetch('000000020000000000000007');
+    expect(gap.code).toBe(EXIT.RECOVERY_ABORT);
+  });
+
   it('a segment missing while a later partial of its timeline is stored: exit 255', async () => {
     await putWalFile(ws, '000000010000000000000003', segment(7));
     await putPartial(ws, '000000010000000000000005', segment(5, 4000), 4000);
