@@ -95,13 +95,14 @@ export class TarCapture extends Transform {
   }
 }
 
-function cString(b: Buffer): string {
+/** A NUL-terminated tar header field as text. */
+export function cString(b: Buffer): string {
   const end = b.indexOf(0);
   return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
 }
 
-/** A tar size field: octal text, or base-256 (high bit set) for members of 8 GiB and more. */
-function tarSize(field: Buffer): number | undefined {
+/** A tar number field: octal text, or base-256 (high bit set) for members of 8 GiB and more. */
+export function tarSize(field: Buffer): number | undefined {
   if ((field[0]! & 0x80) !== 0) {
     let n = 0n;
     for (let i = 1; i < field.length; i++) n = (n << 8n) | BigInt(field[i]!);

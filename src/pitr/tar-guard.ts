@@ -6,6 +6,7 @@
  * store's writer steer root's later writes or hand devices to the server's user. Anything else fails
  * the stream before tar sees the member's header.
  */
+import { cString, tarSize } from './tar-capture.js';
 import { Transform, type TransformCallback } from 'node:stream';
 
 const BLOCK = 512;
@@ -78,8 +79,8 @@ export class TarGuard extends Transform {
     const ustar = h.subarray(257, 263).toString('latin1') === 'ustar\0';
     const name = cString(h.subarray(0, 100));
     const prefix = ustar ? cString(h.subarray(345, 500)) : '';
-    const size = tarNumber(h.subarray(124, 136));
-    const mode = tarNumber(h.subarray(100, 108));
+    const size = tarSize(h.subarray(124, 136));
+    const mode = tarSize(h.subarray(100, 108));
     if (size === undefined || mode === undefined || !checksumOk(h))
       throw new TarGuardError(
         `the base backup’s tar archive has a malformed header (member ${JSON.stringify(name)})`,
@@ -152,25 +153,9 @@ function checkPath(path: string): void {
     );
 }
 
-function cString(b: Buffer): string {
-  const end = b.indexOf(0);
-  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
-}
-
-/** A tar number field: octal text, or base-256 (high bit set) for large sizes. */
-function tarNumber(field: Buffer): number | undefined {
-  if ((field[0]! & 0x80) !== 0) {
-    let n = 0n;
-    for (let i = 1; i < field.length; i++) n = (n << 8n) | BigInt(field[i]!);
-    return n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : undefined;
-  }
-  const text = cString(field).trim();
-  return /^[0-7]+$/.test(text) ? parseInt(text, 8) : text === '' ? 0 : undefined;
-}
-
 /** The header checksum: what tar itself checks, so that this filter and tar read the same header. */
 function checksumOk(h: Buffer): boolean {
-  const stored = tarNumber(h.subarray(148, 156));
+  const stored = tarSize(h.subarray(148, 156));
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
   return stored === sum;
