@@ -15,19 +15,20 @@ import { errorMessage } from '../core/errors.js';
 export const MAX_RECORD_BYTES = 64 * 1024 ** 2;
 
 const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$/;
-const isoDate = z
+/** An ISO 8601 UTC time as pg-maintd writes them. */
+export const isoDate = z
   .string()
   .regex(ISO_RE)
   .refine((v) => !Number.isNaN(Date.parse(v)));
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f]/;
 /** One line of text: no control character (a newline could forge a line of output). */
-const line = (max: number) =>
+export const line = (max: number) =>
   z
     .string()
     .max(max)
     .refine((v) => !CONTROL.test(v));
-const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+export const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const databaseName = z.string().refine((v) => databaseNameProblem(v) === undefined);
 
 const RowCountSchema = z.object({ rows: count, exact: z.boolean() }).strict();

@@ -4,23 +4,10 @@
  * a PITR drill's record. Everything read back is hostile until parsed here, as for dumps.
  */
 import { z } from 'zod';
-import { issues, parseJson } from '../backup/manifest.js';
+import { count, isoDate, issues, line, parseJson } from '../backup/manifest.js';
 import { SignatureSchema } from '../backup/signing.js';
 import { parseLsn, validSegmentBytes } from './wal-name.js';
 
-const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$/;
-const isoDate = z
-  .string()
-  .regex(ISO_RE)
-  .refine((v) => !Number.isNaN(Date.parse(v)));
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x1f\x7f]/;
-const line = (max: number) =>
-  z
-    .string()
-    .max(max)
-    .refine((v) => !CONTROL.test(v));
-const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const lsn = z.string().refine((v) => parseLsn(v) !== undefined, 'not an LSN');
 const timeline = z.number().int().min(1).max(0xffff_ffff);
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
