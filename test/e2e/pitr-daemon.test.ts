@@ -183,6 +183,31 @@ function portOf(out: string): number {
   return Number(m[1]);
 }
 
+/** What a failed restore needs explained: the daemon's and the restore's words, the store, the server's log. */
+function diagnose(
+  d: { output(): string },
+  restoreOutput: string,
+  dir: string,
+  store: string,
+  sysid: string,
+): void {
+  const serverLog = join(dir, 'log', 'pgmaintd-restore.log');
+  console.log(
+    [
+      '--- daemon',
+      d.output(),
+      '--- restore',
+      restoreOutput,
+      '--- stored WAL',
+      storedWal(store, sysid).join('\n'),
+      '--- stored bases',
+      JSON.stringify(storedBases(store, sysid)),
+      '--- restored server log',
+      existsSync(serverLog) ? readFileSync(serverLog, 'utf8') : '(none)',
+    ].join('\n'),
+  );
+}
+
 function stopRestored(binDir: string, dir: string) {
   if (!existsSync(join(dir, 'postmaster.pid'))) return;
   spawnSync(join(binDir, 'pg_ctl'), ['-D', dir, '-m', 'immediate', '-w', 'stop'], {
@@ -379,6 +404,11 @@ describe('PITR with the daemon streaming WAL', { timeout: 600_000 }, () => {
 
       const promoted = await sql<{ ok: boolean }>(standby.url(), 'SELECT pg_promote(true, 60) AS ok');
       expect(promoted[0]!.ok).toBe(true);
+      // the premise: the new primary holds every row the old one acknowledged
+      const onNew = new Set(
+        (await sql<{ id: string }>(roleUrl(standby, true), 'SELECT id FROM ticks')).map((r) => Number(r.id)),
+      );
+      expect(before.filter((t) => !onNew.has(t.id)).map((t) => t.id)).toEqual([]);
       await primary.stopServer();
       writeUrlFile(roleUrl(standby));
       await waitFor(
@@ -473,7 +503,9 @@ describe('PITR with the daemon streaming WAL', { timeout: 600_000 }, () => {
       const got = new Set(rows.map((r) => r.id));
       // every row before the promotion, every row after it up to the target, none after it
       const expected = [...before, ...after].filter((t) => t.at <= target!);
-      expect(expected.filter((t) => !got.has(t.id)).map((t) => t.id)).toEqual([]);
+      const missing = expected.filter((t) => !got.has(t.id)).map((t) => t.id);
+      if (missing.length > 0) diagnose(d, restore.output(), dir, store, sysid);
+      expect(missing).toEqual([]);
       expect(rows.filter((r) => r.at > target!)).toEqual([]);
       expect(rows.length).toBe(expected.length);
       expect(target!.getTime() - rows.at(-1)!.at.getTime()).toBeLessThan(1000);

@@ -434,16 +434,27 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
         250,
       );
       await a.stop();
-      // while no pg-maintd runs, the slot goes and the server removes the WAL after it
-      // (the other tests' slots, left behind as pg-maintd leaves its own, would keep that WAL too)
-      await sql(
-        cluster.url(),
-        'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active',
+      // while no pg-maintd runs, the slot goes and the server removes the WAL after it (the other
+      // tests' slots, left behind as pg-maintd leaves its own, would keep that WAL too). The server
+      // ends a stopped pg_receivewal's walsender in its own time: a slot still active then is not
+      // dropped and keeps the WAL, so wait until none is
+      await waitFor(
+        () => sql(cluster.url(), 'SELECT slot_name FROM pg_replication_slots WHERE active'),
+        (rows) => rows.length === 0,
+        60_000,
       );
-      for (let i = 0; i < 5; i++) {
+      await sql(cluster.url(), 'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots');
+      // the segment after the last one stored (where the kept spool resumes) must be gone from the server
+      const oldestOnServer = async () => {
         await writeAndSwitch(a.url, 1);
         await sql(cluster.url(), 'CHECKPOINT');
-      }
+        const r = await sql(
+          cluster.url(),
+          "SELECT min(name) AS name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+        );
+        return segNoOfName(r[0]!.name as string);
+      };
+      await waitFor(oldestOnServer, (oldest) => oldest > last + 1n, 60_000);
       const database = new URL(a.url).pathname.slice(1);
       const storeDir = (a.storage as FsStorage).description;
       const b = await rig({

@@ -33,7 +33,9 @@ export async function caughtUp(pair: Pick<StandbyPair, 'primary' | 'standby'>): 
   const [row] = await sql<{ lsn: string }>(
     pair.primary,
     'postgres',
-    'SELECT pg_current_wal_lsn()::text AS lsn',
+    // the insert position, not the write position: the test clusters run with synchronous_commit
+    // off, so a commit just acknowledged may still sit in the primary's WAL buffers
+    'SELECT pg_current_wal_insert_lsn()::text AS lsn',
   );
   const lsn = row!.lsn;
   await waitFor(
