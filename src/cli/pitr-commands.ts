@@ -47,6 +47,17 @@ async function withPitr<T>(
   }
 }
 
+/** What the store holds of the cluster --system-identifier (or DATABASE_URL, or the only one) names. */
+async function storedSummary(ctx: Ctx, opts: Record<string, unknown>) {
+  const sysid = await resolveSysid(
+    ctx.storage,
+    ctx.config,
+    ctx.logger,
+    opts.systemIdentifier as string | undefined,
+  );
+  return summarizePitr(ctx.storage, sysid, ctx.signer);
+}
+
 const sysidOption = () =>
   new Option(
     '--system-identifier <id>',
@@ -166,13 +177,7 @@ export function addPitrCommands(program: Command): void {
       .addOption(sysidOption()),
   ).action(async (opts: Record<string, unknown>) => {
     await withPitr(opts, true, async (ctx) => {
-      const sysid = await resolveSysid(
-        ctx.storage,
-        ctx.config,
-        ctx.logger,
-        opts.systemIdentifier as string | undefined,
-      );
-      const s = await summarizePitr(ctx.storage, sysid, ctx.signer);
+      const s = await storedSummary(ctx, opts);
       process.stdout.write(opts.json === true ? `${JSON.stringify(s, null, 2)}\n` : renderSummary(s));
     });
   });
@@ -187,13 +192,7 @@ export function addPitrCommands(program: Command): void {
       .addOption(sysidOption()),
   ).action(async (opts: Record<string, unknown>) => {
     await withPitr(opts, true, async (ctx) => {
-      const sysid = await resolveSysid(
-        ctx.storage,
-        ctx.config,
-        ctx.logger,
-        opts.systemIdentifier as string | undefined,
-      );
-      const s = await summarizePitr(ctx.storage, sysid, ctx.signer);
+      const s = await storedSummary(ctx, opts);
       const problems = s.bases.flatMap((b) =>
         b.gap
           ? [{ key: b.key, missing: b.gap }]

@@ -16,13 +16,13 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { Service } from '../lifecycle/service.js';
 import { findServerBinaries, type ServerBinaries } from '../programs/server-binaries.js';
+import { freePort } from '../core/free-port.js';
 
 export interface LocalClusterOptions {
   /** Major version wanted; any when unset. */
@@ -289,17 +289,4 @@ function serverOwner(): { uid: number; gid: number } | undefined {
   }
   const [, , uid, gid] = line.split(':');
   return { uid: Number(uid), gid: Number(gid) };
-}
-
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }

@@ -2,7 +2,7 @@
 // must give one clear message saying what is wrong, where (the setting, flag, file or key) and how
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
 // sweep runs in-process (loadConfig and its preflight, what check-config runs) and a handful through the CLI.
-import { freePort } from '../../src/embedded/local-cluster.js';
+import { freePort } from '../../src/core/free-port.js';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';

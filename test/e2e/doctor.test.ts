@@ -3,7 +3,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
-import { freePort } from '../../src/embedded/local-cluster.js';
+import { freePort } from '../../src/core/free-port.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli } from '../support/daemon.js';
 import { startPrivateCluster } from '../support/postgres.js';

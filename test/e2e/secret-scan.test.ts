@@ -22,7 +22,7 @@ import bcrypt from 'bcryptjs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PARTIAL_MARK } from '../../src/backup/storage/fs.js';
-import { freePort } from '../../src/embedded/local-cluster.js';
+import { freePort } from '../../src/core/free-port.js';
 import { EXIT } from '../../src/core/exit-codes.js';
 import { spawnCli, waitFor, type SpawnedCli } from '../support/daemon.js';
 import { adminUrl, withDatabase } from '../support/postgres.js';

@@ -5,7 +5,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
@@ -15,6 +14,7 @@ import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { humanBytes } from '../../src/core/units.js';
 import { EXIT } from '../../src/core/exit-codes.js';
+import { freePort } from '../../src/core/free-port.js';
 import type { StatusSummary } from '../../src/status/summary.js';
 import { CLI, cliEnv, runCli, startDaemon, waitFor } from '../support/daemon.js';
 import { basicAuth } from '../support/http.js';
@@ -62,17 +62,6 @@ async function statusJson(): Promise<StatusSummary> {
   const res = await fetch(`${daemon.base}/status`, { headers: { authorization: basicAuth(USER, PASSWORD) } });
   expect(res.status).toBe(200);
   return (await res.json()) as StatusSummary;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** The size of the one stored backup of `database`, as the store holds it. */

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/embedded/local-cluster.js';
+import { freePort } from '../../src/core/free-port.js';
 import { DbPool } from '../../src/db/pool.js';
 import { ReadinessProbe } from '../../src/health/readiness.js';
 import { EventLoopWatchdog } from '../../src/health/watchdog.js';

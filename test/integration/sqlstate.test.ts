@@ -2,7 +2,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { classify, explainConnectionError } from '../../src/db/sqlstate.js';
-import { freePort } from '../../src/embedded/local-cluster.js';
+import { freePort } from '../../src/core/free-port.js';
 import { useTestDatabase, withDatabase } from '../support/postgres.js';
 
 const db = useTestDatabase();

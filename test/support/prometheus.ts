@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { freePort } from '../../src/embedded/local-cluster.js';
+import { freePort } from '../../src/core/free-port.js';
 import { waitFor } from './daemon.js';
 import { tempDir } from './temp.js';
 
