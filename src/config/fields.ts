@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import {
+  ageRecipients,
   bool,
   cronOrOff,
   databaseList,
@@ -266,6 +267,38 @@ export const FIELDS = {
     allowed: 'a path to a readable file holding one or more keys of at least 32 bytes, one per line',
     group: 'Backups',
   },
+  BACKUP_ENCRYPTION_RECIPIENTS: {
+    schema: ageRecipients(),
+    doc: 'age public keys (`age1...`, from `age-keygen`) every object pg-maintd writes is encrypted to: dumps, globals, base backups, WAL segments and history files. Encrypted after compression, in the standard age format (`age -d -i key.txt X.sql.gz.age | gunzip` reads a dump). Several, separated by commas or spaces: any one of their identities decrypts. Only public keys are needed to back up; restores read BACKUP_ENCRYPTION_IDENTITY_FILE. Unset (and no file): objects are stored unencrypted.',
+    allowed: 'one or more age recipients (age1...), separated by commas or spaces',
+    group: 'Backups',
+  },
+  BACKUP_ENCRYPTION_RECIPIENTS_FILE: {
+    schema: optionalText(),
+    doc: 'A file of age recipients, one per line (# starts a comment), added to BACKUP_ENCRYPTION_RECIPIENTS.',
+    allowed: 'a path to a readable file of age recipients (age1...), one per line',
+    group: 'Backups',
+  },
+  BACKUP_ENCRYPTION_IDENTITY_FILE: {
+    schema: optionalText(),
+    doc: 'An age identity file (`AGE-SECRET-KEY-1...` lines, as `age-keygen -o` writes it) that restores, drills, `wal-fetch` and `pitr restore` decrypt with. Needed only where backups are read; keep it out of the daemon that only writes them. Its content never goes to logs, metrics or the store.',
+    allowed: 'a path to a readable age identity file',
+    group: 'Backups',
+  },
+  BACKUP_GLOBALS: {
+    schema: bool(),
+    default: true,
+    doc: "With each scheduled backup run, store the cluster's globals once (`pg_dumpall --globals-only`: roles, memberships, role settings, tablespaces), so a restore onto a new server finds its owners. `pg-maintd restore --globals` applies them.",
+    allowed: 'true | false',
+    group: 'Backups',
+  },
+  BACKUP_GLOBALS_PASSWORDS: {
+    schema: bool(),
+    default: false,
+    doc: "Store the roles' password hashes with the globals (pg_dumpall without --no-role-passwords). Needs a role that may read pg_authid (a superuser); encrypt the backups when it is on.",
+    allowed: 'true | false',
+    group: 'Backups',
+  },
   RESTORE_SPOOL_DIR: {
     schema: optionalText(),
     doc: 'Folder where a restore or a drill keeps its checked copy of the backup: the object is read from the store once, its SHA-256 checked on the way into a private file, and only that copy is restored, so nothing a writer of the store does meanwhile can run. Needs room for the largest backup (compressed). Unset: the system temporary folder.',
@@ -358,6 +391,19 @@ export const FIELDS = {
     default: '2m',
     doc: 'Time limit of one S3 request (and of a socket that stops moving data); a request that times out is retried like a 5xx answer, up to S3_MAX_ATTEMPTS.',
     allowed: ms(1000, 3_600_000, '1 hour'),
+    group: 'S3',
+  },
+  S3_OBJECT_LOCK: {
+    schema: oneOf(['off', 'governance', 'compliance'] as const),
+    default: 'off',
+    doc: "S3 Object Lock mode of every object pg-maintd writes: the store itself refuses to delete or overwrite it for S3_OBJECT_LOCK_DAYS, even with the bucket owner's keys (compliance) or without the bypass permission (governance). The bucket must have Object Lock enabled. A delete retention makes before the lock ends is counted as retained and tried again later.",
+    allowed: 'off | governance | compliance',
+    group: 'S3',
+  },
+  S3_OBJECT_LOCK_DAYS: {
+    schema: int(1, 36500).optional(),
+    doc: 'Days an object stays locked after it is written. At least BACKUP_RETENTION_DAYS (and PITR_RETENTION_DAYS with WAL archiving), so nothing retention keeps is ever unlocked. Unset: the longer of the two.',
+    allowed: 'an integer number of days from 1, at least the retention days',
     group: 'S3',
   },
   BACKUP_RETENTION_DAYS: {

@@ -188,3 +188,39 @@ export function intervalMap<const N extends string>(
       .optional(),
   );
 }
+
+/** An age recipient as age-keygen prints it (X25519, or the post-quantum and tag kinds). */
+export const AGE_RECIPIENT = /^age1(?:pq1|tag1|tagpq1)?[02-9ac-hj-np-z]{58,}$/;
+
+/** Splits a list of age recipients (commas, spaces, newlines; `#` starts a comment). */
+export function splitAgeRecipients(text: string): string[] {
+  return text
+    .split('\n')
+    .map((line) => line.replace(/#.*$/, ''))
+    .join(' ')
+    .split(/[\s,]+/)
+    .filter(Boolean);
+}
+
+/** One or more age recipients; never quotes a token (a secret key pasted here must not be echoed). */
+export function ageRecipients() {
+  return z.preprocess(
+    (v) => (typeof v === 'string' ? (v.trim() === '' ? undefined : v) : v),
+    z
+      .string()
+      .transform(splitAgeRecipients)
+      .superRefine((list, ctx) => {
+        const bad = list.findIndex((r) => !AGE_RECIPIENT.test(r));
+        if (list.length === 0 || bad >= 0) {
+          const detail =
+            list.length === 0
+              ? 'no recipient given'
+              : /^AGE-SECRET-KEY-/i.test(list[bad]!)
+                ? `item ${bad + 1} is a secret key (AGE-SECRET-KEY-...): give its public key (age-keygen -y) and keep the secret out of this setting`
+                : `item ${bad + 1} is not an age public key (age1...)`;
+          ctx.addIssue({ code: 'custom', message: detail, params: { detail } });
+        }
+      })
+      .optional(),
+  );
+}

@@ -23,7 +23,7 @@ import { parseDatabaseUrl } from '../core/database-url.js';
 import { readUrlFile } from './database-url-file.js';
 import { effectiveSslMode } from './ssl-mode.js';
 import { describeUnknownVariable, suggestSetting, unknownEnvironment } from './env-names.js';
-import { problemDetail } from './kinds.js';
+import { AGE_RECIPIENT, problemDetail, splitAgeRecipients } from './kinds.js';
 import { maskValue, urlPassword } from '../core/mask.js';
 
 export type SourceKind = 'flag' | 'env' | 'file' | 'defaults-file' | 'built-in';
@@ -254,6 +254,17 @@ function shape(p: Parsed, sslModeDefaulted = false) {
       signingKeyFile: p.BACKUP_SIGNING_KEY_FILE ? resolve(p.BACKUP_SIGNING_KEY_FILE) : undefined,
       clockSkewToleranceMs: p.CLOCK_SKEW_TOLERANCE,
       spoolDir: p.RESTORE_SPOOL_DIR ? resolve(p.RESTORE_SPOOL_DIR) : undefined,
+      encryption: {
+        // public keys only; the identity file's path, never its content
+        recipients: p.BACKUP_ENCRYPTION_RECIPIENTS,
+        recipientsFile: p.BACKUP_ENCRYPTION_RECIPIENTS_FILE
+          ? resolve(p.BACKUP_ENCRYPTION_RECIPIENTS_FILE)
+          : undefined,
+        identityFile: p.BACKUP_ENCRYPTION_IDENTITY_FILE
+          ? resolve(p.BACKUP_ENCRYPTION_IDENTITY_FILE)
+          : undefined,
+      },
+      globals: { enabled: p.BACKUP_GLOBALS, passwords: p.BACKUP_GLOBALS_PASSWORDS },
     },
     s3: {
       bucket: p.S3_BUCKET,
@@ -268,6 +279,12 @@ function shape(p: Parsed, sslModeDefaulted = false) {
       partSize: p.S3_PART_SIZE,
       maxAttempts: p.S3_MAX_ATTEMPTS,
       requestTimeoutMs: p.S3_REQUEST_TIMEOUT,
+      objectLock: {
+        mode: p.S3_OBJECT_LOCK,
+        days:
+          p.S3_OBJECT_LOCK_DAYS ??
+          Math.max(p.BACKUP_RETENTION_DAYS, p.WAL_ARCHIVE === 'off' ? 0 : p.PITR_RETENTION_DAYS),
+      },
     },
     retention: {
       days: p.BACKUP_RETENTION_DAYS,
@@ -380,6 +397,46 @@ function crossChecks(p: Partial<Parsed>, origins: Record<FieldName, Origin>, pro
       given: p.S3_SSE_KMS_KEY_ID,
       allowed: 'only together with S3_SSE=aws:kms',
     });
+  }
+  if (p.S3_OBJECT_LOCK !== undefined && p.S3_OBJECT_LOCK !== 'off' && p.S3_BUCKET === undefined) {
+    problems.push({
+      field: 'S3_OBJECT_LOCK',
+      origin: origins.S3_OBJECT_LOCK,
+      given: p.S3_OBJECT_LOCK,
+      allowed:
+        'off without S3_BUCKET (a directory store is made immutable by its file system, not by pg-maintd)',
+    });
+  }
+  if (p.S3_OBJECT_LOCK_DAYS !== undefined) {
+    const retention = [
+      ['BACKUP_RETENTION_DAYS', p.BACKUP_RETENTION_DAYS] as const,
+      ...(p.WAL_ARCHIVE !== undefined && p.WAL_ARCHIVE !== 'off'
+        ? [['PITR_RETENTION_DAYS', p.PITR_RETENTION_DAYS] as const]
+        : []),
+    ].filter(([, days]) => days !== undefined && p.S3_OBJECT_LOCK_DAYS! < days);
+    for (const [field, days] of retention)
+      problems.push({
+        field: 'S3_OBJECT_LOCK_DAYS',
+        origin: origins.S3_OBJECT_LOCK_DAYS,
+        given: String(p.S3_OBJECT_LOCK_DAYS),
+        allowed: `at least ${field} (${days}): an object retention keeps must stay locked`,
+      });
+  }
+  for (const field of ['BACKUP_ENCRYPTION_RECIPIENTS_FILE', 'BACKUP_ENCRYPTION_IDENTITY_FILE'] as const) {
+    const path = p[field];
+    if (path !== undefined && !existsSync(path))
+      problems.push({ field, origin: origins[field], given: path, allowed: FIELDS[field].allowed });
+  }
+  const recipientsFile = p.BACKUP_ENCRYPTION_RECIPIENTS_FILE;
+  if (recipientsFile !== undefined && existsSync(recipientsFile)) {
+    const why = recipientsFileProblem(recipientsFile);
+    if (why)
+      problems.push({
+        field: 'BACKUP_ENCRYPTION_RECIPIENTS_FILE',
+        origin: origins.BACKUP_ENCRYPTION_RECIPIENTS_FILE,
+        given: recipientsFile,
+        allowed: `${FIELDS.BACKUP_ENCRYPTION_RECIPIENTS_FILE.allowed} (${why})`,
+      });
   }
   if (p.MIGRATIONS_DIR !== undefined && !existsSync(p.MIGRATIONS_DIR)) {
     problems.push({
@@ -542,4 +599,21 @@ function deepFreeze<T>(o: T): Readonly<T> {
     Object.freeze(o);
   }
   return o;
+}
+
+/** Why a recipients file cannot be used, quoting no line of it (a secret key may sit there by mistake). */
+export function recipientsFileProblem(path: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    return `cannot read it: ${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+  }
+  const list = splitAgeRecipients(text);
+  if (list.length === 0) return 'it holds no recipient';
+  const bad = list.findIndex((r) => !AGE_RECIPIENT.test(r));
+  if (bad < 0) return undefined;
+  return /^AGE-SECRET-KEY-/i.test(list[bad]!)
+    ? `item ${bad + 1} is a secret key: give its public key (age-keygen -y)`
+    : `item ${bad + 1} is not an age public key (age1...)`;
 }

@@ -21,7 +21,8 @@ export function maskValue(value: unknown, secret: boolean | 'url'): string {
   const text = typeof value === 'string' ? value : JSON.stringify(value);
   if (secret === 'url') return maskUrl(text);
   if (secret) return MASK;
-  return text;
+  // an age secret key pasted where a public value belongs never goes further
+  return text.replace(/AGE-SECRET-KEY-[0-9A-Z-]+/gi, MASK);
 }
 
 /**

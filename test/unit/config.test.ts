@@ -64,6 +64,16 @@ const BAD: Record<FieldName, string[]> = {
   PG_CLIENT_BIN_DIR: ['/nonexistent/bin'],
   RESTORE_SPOOL_DIR: ['/nonexistent/spool'],
   BACKUP_SIGNING_KEY_FILE: ['/nonexistent/signing.key'],
+  BACKUP_ENCRYPTION_RECIPIENTS: [
+    'age1notakey',
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB',
+    'AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ',
+    ',',
+  ],
+  BACKUP_ENCRYPTION_RECIPIENTS_FILE: ['/nonexistent/recipients.txt'],
+  BACKUP_ENCRYPTION_IDENTITY_FILE: ['/nonexistent/identity.txt'],
+  BACKUP_GLOBALS: ['yes please', '2'],
+  BACKUP_GLOBALS_PASSWORDS: ['maybe', '-1'],
   CLOCK_SKEW_TOLERANCE: ['0', '500ms', '2d', 'lots'],
   S3_BUCKET: ['Bad_Bucket', 'ab', 'x'.repeat(64)],
   S3_PREFIX: ['/backups/', 'a/../b/'],
@@ -74,6 +84,8 @@ const BAD: Record<FieldName, string[]> = {
   S3_SSE: ['aes256', 'kms'],
   S3_SSE_KMS_KEY_ID: ['key-without-sse'],
   S3_STORAGE_CLASS: ['COLD', 'standard'],
+  S3_OBJECT_LOCK: ['on', 'GOVERNANCE', 'legal-hold'],
+  S3_OBJECT_LOCK_DAYS: ['0', 'a month', '1.5', '36501'],
   S3_PART_SIZE: ['1MiB', '6GiB', 'big'],
   S3_MAX_ATTEMPTS: ['0', '21', 'many'],
   S3_REQUEST_TIMEOUT: ['0', '500ms', '2h', 'soon'],
@@ -157,11 +169,65 @@ describe('configuration', () => {
         expect(p!.allowed.length).toBeGreaterThan(5);
         const text = err.describe();
         expect(text).toContain(name);
-        if (!['DATABASE_URL', 'VERIFY_DATABASE_URL'].includes(name))
+        if (bad.startsWith('AGE-SECRET-KEY-')) expect(text).not.toContain(bad.slice(15));
+        else if (!['DATABASE_URL', 'VERIFY_DATABASE_URL'].includes(name))
           expect(text).toContain(JSON.stringify(bad));
       });
     }
   }
+
+  it('refuses an Object Lock shorter than the retention, or without a bucket', () => {
+    const base = { DATABASE_URL: 'postgres://u@h/db' };
+    const short = problemsOf(() =>
+      loadConfig({
+        defaultsDir: noDefaults,
+        env: {
+          ...base,
+          S3_BUCKET: 'backups',
+          S3_OBJECT_LOCK: 'compliance',
+          S3_OBJECT_LOCK_DAYS: '7',
+          BACKUP_RETENTION_DAYS: '30',
+          WAL_ARCHIVE: 'stream',
+          PITR_RETENTION_DAYS: '14',
+        },
+      }),
+    );
+    expect(short.problems.filter((p) => p.field === 'S3_OBJECT_LOCK_DAYS').map((p) => p.allowed)).toEqual([
+      expect.stringContaining('BACKUP_RETENTION_DAYS (30)'),
+      expect.stringContaining('PITR_RETENTION_DAYS (14)'),
+    ]);
+    const noBucket = problemsOf(() =>
+      loadConfig({ defaultsDir: noDefaults, env: { ...base, S3_OBJECT_LOCK: 'governance' } }),
+    );
+    expect(noBucket.problems.map((p) => p.field)).toEqual(['S3_OBJECT_LOCK']);
+    const ok = loadConfig({
+      defaultsDir: noDefaults,
+      env: { ...base, S3_BUCKET: 'backups', S3_OBJECT_LOCK: 'governance', BACKUP_RETENTION_DAYS: '9' },
+    });
+    expect(ok.config.s3.objectLock).toEqual({ mode: 'governance', days: 9 });
+  });
+
+  it('reads a recipients file without ever quoting a line of it', () => {
+    const secret = 'AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ';
+    const file = tempFile('recipients.txt', `# ops team\n${secret}\n`);
+    const err = problemsOf(() =>
+      loadConfig({
+        defaultsDir: noDefaults,
+        env: { DATABASE_URL: 'postgres://u@h/db', BACKUP_ENCRYPTION_RECIPIENTS_FILE: file },
+      }),
+    );
+    expect(err.describe()).toMatch(/BACKUP_ENCRYPTION_RECIPIENTS_FILE.*item 1 is a secret key/);
+    expect(err.describe()).not.toContain('QQQQQQQQ');
+    const empty = tempFile('empty.txt', '# nobody\n');
+    expect(
+      problemsOf(() =>
+        loadConfig({
+          defaultsDir: noDefaults,
+          env: { DATABASE_URL: 'postgres://u@h/db', BACKUP_ENCRYPTION_RECIPIENTS_FILE: empty },
+        }),
+      ).describe(),
+    ).toMatch(/holds no recipient/);
+  });
 
   it('requires DATABASE_URL', () => {
     const err = problemsOf(() => loadConfig({ defaultsDir: noDefaults, env: {} }));
