@@ -50,7 +50,17 @@ export async function runBackup(
   const log = deps.logger.child({ job: 'backup', database, runId });
   const timeout = AbortSignal.timeout(config.backup.timeoutMs);
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
-  const pool = new DbPool(config.db, { name: 'backup', database, logger: deps.logger, max: 2, min: 0 });
+  // timeouts of its own, as pg_dump states them: a role's or database's statement_timeout must not
+  // cancel the run's small queries (BACKUP_TIMEOUT bounds the run)
+  const pool = new DbPool(config.db, {
+    name: 'backup',
+    database,
+    logger: deps.logger,
+    max: 2,
+    min: 0,
+    statementTimeoutMs: 0,
+    lockTimeoutMs: config.backup.lockWaitTimeoutMs,
+  });
   let dump: RunningDump | undefined;
   let progress: NodeJS.Timeout | undefined;
   metrics?.inProgress.inc();

@@ -18,6 +18,7 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { VERSION } from '../core/version.js';
 import { DbPool } from '../db/pool.js';
+import { LEASE_SESSION } from '../db/lease.js';
 import { explainConnectionError } from '../db/sqlstate.js';
 import type { Logger } from '../log/logger.js';
 import { libpqEnv, toolMajor, toolPath } from '../programs/client-tools.js';
@@ -51,7 +52,13 @@ export async function takeBaseBackup(deps: BaseBackupDeps, o: BaseBackupOptions)
   // the run (and its lease) forever
   const timeout = AbortSignal.timeout(config.backup.timeoutMs);
   const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;
-  const pool = new DbPool(config.db, { name: 'basebackup', logger: deps.logger, max: 1, min: 0 });
+  const pool = new DbPool(config.db, {
+    name: 'basebackup',
+    logger: deps.logger,
+    max: 1,
+    min: 0,
+    ...LEASE_SESSION,
+  });
   const startedAt = new Date();
   const startedMono = performance.now();
   metrics?.baseInProgress.inc();

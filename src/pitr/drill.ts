@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { systemIdentifier, serverClock } from '../db/cluster.js';
 import { DbPool } from '../db/pool.js';
+import { LEASE_SESSION } from '../db/lease.js';
 import { parsePitrDrillRecord, type PitrDrillRecord } from './base-manifest.js';
 import type { PitrMetrics } from './metrics.js';
 import { listPitr, loadHistories } from './pitr-catalog.js';
@@ -29,7 +30,13 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
   const log = deps.logger.child({ job: 'pitr-drill' });
   const startedAt = new Date();
   const t0 = performance.now();
-  const pool = new DbPool(deps.config.db, { name: 'pitr-drill', logger: deps.logger, max: 1, min: 0 });
+  const pool = new DbPool(deps.config.db, {
+    name: 'pitr-drill',
+    logger: deps.logger,
+    max: 1,
+    min: 0,
+    ...LEASE_SESSION,
+  });
   let sysid: string;
   let now: Date;
   try {
