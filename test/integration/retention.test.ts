@@ -114,7 +114,8 @@ describe('retention on S3', () => {
       proxy.pass();
       const plan = await applyRetention(deps, db.name, deps.config.retention, { now: later });
       expect(plan.remove.map((r) => r.key)).toEqual([first.key]);
-      expect(proxy.count('DeleteObjects')).toBe(1); // one batch for data, manifest and verify record
+      // two batches: the manifest first (the backup stops being one), then its data and drill records
+      expect(proxy.count('DeleteObjects')).toBe(2);
       const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
       const left = await s3.client().send(new ListObjectsV2Command({ Bucket: bucket }));
       expect(left.Contents!.map((o) => o.Key).sort()).toEqual([second.key, `${second.key}.manifest.json`]);

@@ -8,6 +8,7 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -132,6 +133,41 @@ export class S3Storage implements Storage {
     } catch (err) {
       throw explainS3Error(err, this.s.bucket, 'cannot use the bucket');
     }
+    if (this.locking && !this.#lockChecked) await this.#checkObjectLock();
+  }
+
+  #lockChecked = false;
+
+  /**
+   * With S3_OBJECT_LOCK, the bucket must have Object Lock enabled (it can only be turned on for a
+   * bucket with versioning): without it every locked upload is refused. A store that cannot say
+   * (no permission to read the configuration, an S3-compatible store without the API) is a warning:
+   * the uploads themselves then tell.
+   */
+  async #checkObjectLock(): Promise<void> {
+    const mode = this.s.objectLock!.mode;
+    let enabled: string | undefined;
+    try {
+      const r = await this.client.send(new GetObjectLockConfigurationCommand({ Bucket: this.s.bucket }));
+      enabled = r.ObjectLockConfiguration?.ObjectLockEnabled;
+    } catch (err) {
+      const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'ObjectLockConfigurationNotFoundError')
+        throw new OperatorError(
+          `S3_OBJECT_LOCK is ${mode}, but the bucket s3://${this.s.bucket} does not have Object Lock enabled: every locked upload would be refused`,
+          { exitCode: EXIT.CONFIG, hint: objectLockHint(this.s.bucket, mode) },
+        );
+      this.#lockChecked = true;
+      this.onNotice?.(
+        `S3_OBJECT_LOCK is ${mode}, but whether s3://${this.s.bucket} has Object Lock enabled could not be read (${e.name ?? 'Error'}${e.$metadata?.httpStatusCode ? ` HTTP ${e.$metadata.httpStatusCode}` : ''}: ${e.message ?? ''}); allow s3:GetBucketObjectLockConfiguration, or check the bucket by hand: ${objectLockHint(this.s.bucket, mode)}`,
+      );
+      return;
+    }
+    this.#lockChecked = true;
+    if (enabled !== 'Enabled')
+      this.onNotice?.(
+        `S3_OBJECT_LOCK is ${mode}, but the store did not say Object Lock is enabled on s3://${this.s.bucket} (ObjectLockEnabled: ${enabled ?? 'absent'}): ${objectLockHint(this.s.bucket, mode)}`,
+      );
   }
 
   async putStream(
@@ -451,6 +487,10 @@ export class S3Storage implements Storage {
   close(): void {
     this.client.destroy();
   }
+}
+
+function objectLockHint(bucket: string, mode: string): string {
+  return `Object Lock is set when a bucket is created: create a new bucket with it (aws s3api create-bucket --bucket <name> --object-lock-enabled-for-bucket), point S3_BUCKET there, and add a lifecycle rule that expires noncurrent versions; or, on AWS, enable it on ${bucket} (versioning on first: aws s3api put-object-lock-configuration --bucket ${bucket} --object-lock-configuration ObjectLockEnabled=Enabled); or set S3_OBJECT_LOCK=off (it is ${mode})`;
 }
 
 /**
