@@ -172,6 +172,26 @@ describe('configuration through the CLI: `check-config` exits 78 and lists every
     expectNoStackTrace(r.out);
   });
 
+  it('S3 Object Lock that cannot hold: without S3_BUCKET, and locked for fewer days than a retention keeps', async () => {
+    const noBucket = await run(['check-config'], { DATABASE_URL: BASE_URL, S3_OBJECT_LOCK: 'governance' });
+    expect(noBucket.code, noBucket.out).toBe(EXIT.CONFIG);
+    expect(noBucket.out).toMatch(
+      / {2}- S3_OBJECT_LOCK \(from environment S3_OBJECT_LOCK\): got "governance"; expected off without S3_BUCKET/,
+    );
+    const short = await run(['check-config'], {
+      DATABASE_URL: BASE_URL,
+      S3_BUCKET: 'backups',
+      S3_OBJECT_LOCK: 'compliance',
+      S3_OBJECT_LOCK_DAYS: '7',
+      BACKUP_RETENTION_DAYS: '30',
+    });
+    expect(short.code, short.out).toBe(EXIT.CONFIG);
+    expect(short.out).toMatch(
+      / {2}- S3_OBJECT_LOCK_DAYS \(from environment S3_OBJECT_LOCK_DAYS\): got "7"; expected at least BACKUP_RETENTION_DAYS \(30\)/,
+    );
+    expectNoStackTrace(noBucket.out + short.out);
+  });
+
   it('from a flag and from a config file: the origin says which', async () => {
     const file = join(tempDir('pgmaintd-badcfg-'), 'pg-maintd.yaml');
     writeFileSync(file, 'BACKUP_RETENTION_DAYS: 0\nS3_BUKET: backups\n');
