@@ -78,7 +78,7 @@ export async function runDaemon(
   });
   const watchdog = new EventLoopWatchdog({ maxLagMs: config.http.livenessMaxLagMs });
   const scheduler = new Scheduler({ maxStallMs: config.http.livenessMaxLagMs, registry, logger });
-  const storage = await createStorage(config);
+  const storage = await createStorage(config, { notice: (m) => logger.warn({ job: 'storage' }, m) });
   if (config.s3.bucket) logS3Checksum(loaded, logger);
   const catalog = catalogFor(config, storage);
   // the metrics observe the jobs; the scheduler counts the skips the jobs return

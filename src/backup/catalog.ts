@@ -17,12 +17,14 @@ import {
   type Manifest,
   type VerifyRecord,
 } from './manifest.js';
-import { MANIFEST_SUFFIX, VERIFY_SUFFIX, databaseFolders, parseDataKey } from './naming.js';
+import { MANIFEST_SUFFIX, databaseFolders, isVerifyKey, parseDataKey, verifyKeysOf } from './naming.js';
 import { describeSignatureCheck, type SignatureCheck, type Signer } from './signing.js';
 import { isTemporaryKey } from './storage/fs.js';
 import type { Storage, StoredObject } from './storage/storage.js';
 import { errorMessage } from '../core/errors.js';
 
+/** Drill records of one backup read per listing, newest first, until one can be trusted. */
+const MAX_RECORDS_READ = 5;
 const NO_MANIFEST = 'no manifest: the backup did not complete';
 
 /** Why an object that looks like a backup is not trusted (a metric label). */
@@ -44,6 +46,8 @@ export interface GoodBackup {
   at: Date;
   size: number;
   verify: VerifyRecord | undefined;
+  /** Every drill record stored for it (trusted or not): retention deletes them with the backup. */
+  verifyKeys?: string[];
   /**
    * Set when the backup is intact but its dates cannot be trusted (ahead of a clock pg-maintd does not
    * control, or a writer's clock behind the database's): never the latest, never counted, never deleted.
@@ -148,7 +152,7 @@ export class Catalog {
         });
         continue;
       }
-      if (o.key.endsWith(VERIFY_SUFFIX)) continue;
+      if (isVerifyKey(o.key)) continue;
       if (o.key.endsWith(MANIFEST_SUFFIX)) {
         const dataKey = o.key.slice(0, -MANIFEST_SUFFIX.length);
         if (!byKey.has(dataKey) && parseDataKey(dataKey)?.databases.includes(database))
@@ -253,13 +257,15 @@ export class Catalog {
         deletable: false,
         reason: 'malformed',
       };
+    const verifyKeys = verifyKeysOf(data.key, byKey.keys());
     const backup: GoodBackup & { unsigned?: string } = {
       key: data.key,
       database: manifest.database,
       manifest,
       at: new Date(manifest.startedAt),
       size: data.size,
-      verify: await this.#verifyRecord(data.key, byKey, manifest, storeNow),
+      verify: await this.#verifyRecord(data.key, verifyKeys, byKey, manifest, storeNow),
+      verifyKeys,
       ...(signature === 'ok' ? {} : { unsigned: describeSignatureCheck(signature) }),
     };
     const misdated = this.#misdated(manifest, mo, storeNow);
@@ -344,12 +350,28 @@ export class Catalog {
    */
   async #verifyRecord(
     key: string,
+    records: string[],
     byKey: Map<string, StoredObject>,
     backup: Manifest,
     storeNow: Date | undefined,
   ): Promise<VerifyRecord | undefined> {
-    const o = byKey.get(key + VERIFY_SUFFIX);
-    if (!o || o.size > MAX_RECORD_BYTES) return undefined;
+    // newest first by name; one that cannot be trusted gives way to the one before it (a few at most:
+    // each costs a read on every listing)
+    for (const recordKey of records.slice(0, MAX_RECORDS_READ)) {
+      const o = byKey.get(recordKey);
+      const record = o ? await this.#trustedRecord(key, o, backup, storeNow) : undefined;
+      if (record) return record;
+    }
+    return undefined;
+  }
+
+  async #trustedRecord(
+    key: string,
+    o: StoredObject,
+    backup: Manifest,
+    storeNow: Date | undefined,
+  ): Promise<VerifyRecord | undefined> {
+    if (o.size > MAX_RECORD_BYTES) return undefined;
     try {
       const raw = await this.storage.getSmall(o.key);
       if (!raw) return undefined;

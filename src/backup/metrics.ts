@@ -21,6 +21,7 @@ export class BackupMetrics {
   readonly stored: Gauge<'database'>;
   readonly oldest: Gauge<'database'>;
   readonly retentionDeleted: Counter<'database'>;
+  readonly retentionLocked: Gauge<'database'>;
   readonly verifyLastSuccess: Gauge<'database'>;
   readonly verifyRuns: Counter<'database' | 'result'>;
   readonly verifyLastResult: Gauge<'database' | 'result'>;
@@ -83,6 +84,12 @@ export class BackupMetrics {
     this.retentionDeleted = new Counter({
       name: 'pgmaintd_retention_deleted_total',
       help: 'Backups deleted by retention (good ones past the policy, and incomplete leftovers).',
+      labelNames: ['database'],
+      registers: r,
+    });
+    this.retentionLocked = new Gauge({
+      name: 'pgmaintd_backup_retention_locked_objects',
+      help: 'Objects the last retention run would have deleted but the store keeps locked (S3 Object Lock, an immutable file): retained, not failed, and deleted by a later run once the lock ends.',
       labelNames: ['database'],
       registers: r,
     });

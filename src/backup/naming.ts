@@ -3,7 +3,9 @@
  *   <prefix><db>/<db>_<YYYYMMDD_HHMMSS>-<run>.sql.gz   (plain)
  *   <prefix><db>/<db>_<YYYYMMDD_HHMMSS>-<run>.dump.gz  (custom)
  * beside them <data key>.manifest.json (written last: its presence makes the backup good) and
- * <data key>.verify.json (the last restore drill of that backup).
+ * <data key>.verify-<YYYYMMDD_HHMMSS>-<run>.json, one per restore drill of that backup (the newest
+ * that can be trusted counts; nothing is ever rewritten, so a store may lock every object). Earlier
+ * releases rewrote one <data key>.verify.json: it is still read, as the oldest record.
  *
  * <db> is the database name percent-encoded: every byte outside A-Z a-z 0-9 _ - becomes %XX. Any name
  * PostgreSQL allows thus stays one path segment, decodes back exactly, and can never reach into
@@ -15,7 +17,9 @@
 export type BackupFormat = 'plain' | 'custom';
 
 export const MANIFEST_SUFFIX = '.manifest.json';
+/** The one drill record earlier releases rewrote; still read and deleted. */
 export const VERIFY_SUFFIX = '.verify.json';
+const VERIFY_RE = /\.verify(?:-(\d{8}_\d{6})-[0-9a-z]{1,16})?\.json$/;
 const DATA_RE = /^(?<dir>[^/]+)\/\k<dir>_(?<ts>\d{8}_\d{6})(?:-[0-9a-z]{1,16})?\.(?<ext>sql|dump)\.gz$/;
 const SAFE_BYTE = /^[A-Za-z0-9_-]$/;
 const ENCODED_RE = /^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$/;
@@ -87,6 +91,29 @@ export function dataKey(database: string, at: Date, format: BackupFormat, run: s
   const ext = format === 'custom' ? 'dump' : 'sql';
   const folder = databaseFolder(database);
   return `${folder}/${folder}_${stamp(at)}-${run}.${ext}.gz`;
+}
+
+/** The key of one drill's record of the backup under `data`: a new key for every drill. */
+export function verifyKey(data: string, at: Date, run: string): string {
+  return `${data}.verify-${stamp(at)}-${run}.json`;
+}
+
+/** Whether a key is a drill record (either form). */
+export function isVerifyKey(key: string): boolean {
+  return VERIFY_RE.test(key);
+}
+
+/** The drill records of the backup under `data` among `keys`, newest first by their names. */
+export function verifyKeysOf(data: string, keys: Iterable<string>): string[] {
+  const out: Array<{ key: string; order: string }> = [];
+  for (const key of keys) {
+    if (!key.startsWith(`${data}.verify`)) continue;
+    const m = VERIFY_RE.exec(key.slice(data.length));
+    if (!m || m.index !== 0) continue;
+    out.push({ key, order: m[1] ?? '' }); // the old single record sorts as the oldest
+  }
+  out.sort((a, b) => (a.order < b.order ? 1 : a.order > b.order ? -1 : a.key < b.key ? 1 : -1));
+  return out.map((o) => o.key);
 }
 
 export interface ParsedKey {

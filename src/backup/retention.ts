@@ -10,6 +10,7 @@ import type { Catalog, CatalogListing } from './catalog.js';
 import { measureSkews, untrustedClock } from './clock-check.js';
 import type { BackupMetrics } from './metrics.js';
 import { MANIFEST_SUFFIX, VERIFY_SUFFIX } from './naming.js';
+import { lockedUntil, type LockedObject, type Storage } from './storage/storage.js';
 
 export interface RetentionPolicy {
   days: number;
@@ -27,6 +28,8 @@ export interface RetentionPlan {
   objectKeys: string[];
   /** Set when nothing was deleted although the plan says so, and why. */
   skipped?: string;
+  /** Objects the store refused to delete because they are locked: retained, tried again next run. */
+  locked?: LockedObject[];
 }
 
 const DAY = 86_400_000;
@@ -66,7 +69,7 @@ export function planRetention(listing: CatalogListing, p: RetentionPolicy, now: 
     if (why.length) plan.keep.push({ key: g.key, why });
     else {
       plan.remove.push({ key: g.key, why: `older than ${p.days}d` });
-      plan.objectKeys.push(g.key, g.key + MANIFEST_SUFFIX, g.key + VERIFY_SUFFIX);
+      plan.objectKeys.push(g.key, g.key + MANIFEST_SUFFIX, ...(g.verifyKeys ?? [g.key + VERIFY_SUFFIX]));
     }
   }
   for (const l of listing.incomplete) {
@@ -124,15 +127,50 @@ export async function applyRetention(
     }
   }
   if (opts.dryRun || plan.objectKeys.length === 0) {
+    if (!opts.dryRun) deps.metrics?.retentionLocked.set({ database }, 0);
     log.info(
       { dryRun: !!opts.dryRun, keep: plan.keep.length, remove: plan.remove.map((r) => r.key) },
       'retention planned',
     );
     return plan;
   }
-  await deps.catalog.storage.delete(plan.objectKeys);
-  deps.metrics?.retentionDeleted.inc({ database }, plan.remove.length);
+  const { locked, retained } = await deleteManifestsFirst(deps.catalog.storage, plan);
+  plan.locked = locked;
+  const removed = plan.remove.filter((r) => !retained.has(r.key));
+  deps.metrics?.retentionLocked.set({ database }, locked.length);
+  deps.metrics?.retentionDeleted.inc({ database }, removed.length);
   await deps.metrics?.refresh(deps.catalog, database); // the stored-truth gauges count what is left
-  log.info({ kept: plan.keep.length, removed: plan.remove }, 'retention applied');
+  if (locked.length) logLocked(log, locked, 'retention');
+  log.info({ kept: plan.keep.length, removed, retainedLocked: [...retained] }, 'retention applied');
   return plan;
+}
+
+/**
+ * Manifests first: a backup stops being one before its data goes. A backup whose manifest the store
+ * keeps locked keeps its data and drill records too (whole, restorable, tried again next run); one
+ * whose data alone is locked is left as data without a manifest, a leftover a later run removes.
+ */
+async function deleteManifestsFirst(
+  storage: Storage,
+  plan: RetentionPlan,
+): Promise<{ locked: LockedObject[]; retained: Set<string> }> {
+  const manifests = plan.objectKeys.filter((k) => k.endsWith(MANIFEST_SUFFIX));
+  const first = await storage.delete(manifests);
+  const kept = first.locked.map((l) => l.key.slice(0, -MANIFEST_SUFFIX.length));
+  const rest = plan.objectKeys.filter(
+    (k) => !k.endsWith(MANIFEST_SUFFIX) && !kept.some((d) => k === d || k.startsWith(`${d}.verify`)),
+  );
+  const second = await storage.delete(rest);
+  const locked = [...first.locked, ...second.locked];
+  const retained = new Set([...kept, ...second.locked.map((l) => l.key)]);
+  return { locked, retained };
+}
+
+/** Locked objects are retained, not failed: said once per run, at info, with when the lock ends if known. */
+export function logLocked(log: Logger, locked: LockedObject[], job: string): void {
+  const until = lockedUntil(locked);
+  log.info(
+    { locked: locked.length, keys: locked.slice(0, 20).map((l) => l.key), until: until?.toISOString() },
+    `${job} retained ${locked.length} object(s) the store keeps locked${until ? ` (until ${until.toISOString()} at the latest)` : ''}; they are deleted by a later run once the lock ends`,
+  );
 }

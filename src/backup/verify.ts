@@ -1,7 +1,7 @@
 /**
  * The restore drill: the newest good backup is restored into a scratch database (created, then
  * dropped), its row counts compared with the manifest's, and the result recorded in the store
- * beside the backup (<key>.verify.json). A backup nobody has restored is a hope, not a backup.
+ * beside the backup (<key>.verify-<time>-<run>.json, a new one each drill). A backup nobody has restored is a hope, not a backup.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -16,7 +16,7 @@ import type { Logger } from '../log/logger.js';
 import type { Catalog } from './catalog.js';
 import type { VerifyRecord } from './manifest.js';
 import type { BackupMetrics } from './metrics.js';
-import { VERIFY_SUFFIX } from './naming.js';
+import { verifyKey } from './naming.js';
 import { RESTORE_SESSION_SQL } from './psql-guard.js';
 import { resolveBackup, restoreBackup } from './restore.js';
 import { parseTableName, quotedTableName } from './table-name.js';
@@ -176,9 +176,11 @@ export async function runVerification(
     await admin.stop();
   }
   if (catalog.signer) record = catalog.signer.sign(record);
-  await catalog.storage.putSmall(backup.key + VERIFY_SUFFIX, JSON.stringify(record, null, 2), {
-    replace: true,
-  });
+  // a new object for every drill (nothing is ever rewritten): readers take the newest they trust
+  await catalog.storage.putSmall(
+    verifyKey(backup.key, new Date(record.verifiedAt), randomBytes(4).toString('hex')),
+    JSON.stringify(record, null, 2),
+  );
   deps.metrics?.verifyRuns.inc({
     database,
     result: record.ok ? 'success' : record.result === 'inconclusive' ? 'inconclusive' : 'failure',

@@ -45,7 +45,7 @@ async function withContext<T>(
   fn: (ctx: Context) => Promise<T>,
 ): Promise<T> {
   const { loaded, logger } = commandConfig(opts);
-  const storage = await createStorage(loaded.config);
+  const storage = await createStorage(loaded.config, { notice: (m) => logger.warn({ job: 'storage' }, m) });
   try {
     const catalog = catalogFor(loaded.config, storage);
     return await withSignalAbort(

@@ -33,7 +33,7 @@ async function withPitr<T>(
   command?: string,
 ): Promise<T> {
   const { loaded, logger } = commandConfig(opts, { databaseOptional });
-  const storage = await createStorage(loaded.config);
+  const storage = await createStorage(loaded.config, { notice: (m) => logger.warn({ job: 'storage' }, m) });
   try {
     const signer = catalogFor(loaded.config, storage).signer;
     return await withSignalAbort(

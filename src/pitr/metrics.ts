@@ -41,6 +41,7 @@ export class PitrMetrics {
   readonly chainGap: Gauge;
   readonly retentionDeleted: Counter<'kind'>;
   readonly retentionBlocked: Gauge;
+  readonly retentionLocked: Gauge;
   readonly retentionDays: Gauge;
   // drills
   readonly drillLastRun: Gauge;
@@ -168,6 +169,10 @@ export class PitrMetrics {
     this.retentionBlocked = gauge(
       'pgmaintd_pitr_retention_blocked',
       '1 when PITR retention deletes no WAL because the chain has a gap or the clocks disagree.',
+    );
+    this.retentionLocked = gauge(
+      'pgmaintd_pitr_retention_locked_objects',
+      'Objects the last PITR retention run would have deleted but the store keeps locked (S3 Object Lock, an immutable file): retained, not failed, and deleted by a later run once the lock ends.',
     );
     this.retentionDays = gauge(
       'pgmaintd_pitr_retention_days',

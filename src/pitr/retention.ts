@@ -14,7 +14,8 @@
  */
 import type { Signer } from '../backup/signing.js';
 import { measureSkews, untrustedClock } from '../backup/clock-check.js';
-import type { Storage } from '../backup/storage/storage.js';
+import { logLocked } from '../backup/retention.js';
+import type { LockedObject, Storage } from '../backup/storage/storage.js';
 import type { Logger } from '../log/logger.js';
 import { BASE_MANIFEST_SUFFIX } from './store-keys.js';
 import { refreshPitrMetrics } from './store-metrics.js';
@@ -64,6 +65,8 @@ export interface PitrRetentionPlan {
   walBlocked?: string;
   /** Why nothing at all was deleted, when the plan was not carried out. */
   skipped?: string;
+  /** Objects the store refused to delete because they are locked: retained, tried again next run. */
+  locked?: LockedObject[];
 }
 
 export function planPitrRetention(
@@ -196,6 +199,7 @@ export async function applyPitrRetention(
   }
   deps.metrics?.retentionBlocked.set(walBlockedByGap ? 1 : 0);
   if (opts.dryRun || total === 0) {
+    if (!opts.dryRun) deps.metrics?.retentionLocked.set(0);
     log.info(
       {
         dryRun: !!opts.dryRun,
@@ -208,25 +212,38 @@ export async function applyPitrRetention(
     if (deps.metrics) refreshPitrMetrics(deps.metrics, listing, histories);
     return plan;
   }
+  const locked: LockedObject[] = [];
+  let basesRemoved = plan.removeBases;
   if (plan.removeBases.length) {
-    // manifests first: a base backup stops being one before its data goes
-    await deps.storage.delete(plan.removeBases.map((b) => b.key + BASE_MANIFEST_SUFFIX));
-    await deps.storage.delete(plan.removeBases.map((b) => b.key));
-    deps.metrics?.retentionDeleted.inc({ kind: 'basebackup' }, plan.removeBases.length);
+    // manifests first: a base backup stops being one before its data goes; one whose manifest the
+    // store keeps locked keeps its data (it is still whole), and both are tried again next run
+    const first = await deps.storage.delete(plan.removeBases.map((b) => b.key + BASE_MANIFEST_SUFFIX));
+    const keptManifests = new Set(first.locked.map((l) => l.key));
+    basesRemoved = plan.removeBases.filter((b) => !keptManifests.has(b.key + BASE_MANIFEST_SUFFIX));
+    const second = await deps.storage.delete(basesRemoved.map((b) => b.key));
+    locked.push(...first.locked, ...second.locked);
+    // data whose manifest went but that is itself locked is a leftover a later run removes
+    deps.metrics?.retentionDeleted.inc({ kind: 'basebackup' }, basesRemoved.length);
   }
   if (plan.removeLeftovers.length) {
-    await deps.storage.delete(plan.removeLeftovers.map((l) => l.key));
-    deps.metrics?.retentionDeleted.inc({ kind: 'leftover' }, plan.removeLeftovers.length);
+    const r = await deps.storage.delete(plan.removeLeftovers.map((l) => l.key));
+    locked.push(...r.locked);
+    deps.metrics?.retentionDeleted.inc({ kind: 'leftover' }, plan.removeLeftovers.length - r.locked.length);
   }
   if (plan.removeWal.length) {
-    await deps.storage.delete(plan.removeWal);
-    deps.metrics?.retentionDeleted.inc({ kind: 'wal' }, plan.removeWal.length);
+    const r = await deps.storage.delete(plan.removeWal);
+    locked.push(...r.locked);
+    deps.metrics?.retentionDeleted.inc({ kind: 'wal' }, plan.removeWal.length - r.locked.length);
   }
+  plan.locked = locked;
+  deps.metrics?.retentionLocked.set(locked.length);
+  if (locked.length) logLocked(log, locked, 'PITR retention');
   log.info(
     {
       kept: plan.keep,
-      removedBases: plan.removeBases,
+      removedBases: basesRemoved,
       removedWal: plan.removeWal.length,
+      retainedLocked: locked.length,
       removedLeftovers: plan.removeLeftovers.map((l) => l.key),
     },
     'PITR retention applied',

@@ -625,13 +625,13 @@ describe('secret scan', () => {
     // the stores: manifests, drill records, and anything else that is not the dump itself
     const local = scanFiles('backup folder', backupDir);
     expect(local.some((f) => f.endsWith('.manifest.json'))).toBe(true);
-    expect(local.some((f) => f.endsWith('.verify.json'))).toBe(true);
+    expect(local.some((f) => /\.verify-[^/]+\.json$/.test(f))).toBe(true);
     const inBucket = scanFiles('s3rver store', s3dir);
     expect(inBucket.length).toBeGreaterThan(0);
     const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));
     const jsonKeys = (listed.Contents ?? []).map((o) => o.Key!).filter((k) => k.endsWith('.json'));
     expect(jsonKeys.some((k) => k.endsWith('.manifest.json'))).toBe(true);
-    expect(jsonKeys.some((k) => k.endsWith('.verify.json'))).toBe(true);
+    expect(jsonKeys.some((k) => /\.verify-[^/]+\.json$/.test(k))).toBe(true);
     for (const key of jsonKeys) {
       const obj = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
       scanner.capture(`bucket object ${key}`, await obj.Body!.transformToString());

@@ -3,8 +3,9 @@
 // promptly with the README's code and leave nothing half-done that looks good: no committed rows, no
 // history row, no advisory lock, no client program, no scratch database, no drill result; and the
 // next run must succeed. (SIGTERM mid-backup: test/e2e/backup-daemon.test.ts.)
-import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { drillRecords } from '../support/backup.js';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/core/exit-codes.js';
@@ -284,7 +285,7 @@ describe('SIGTERM during a restore drill', () => {
     expect(cli.output()).not.toMatch(/\n\s+at /);
     for (const c of children) expect(alive(c.pid), `${c.comm} (${c.pid}) still running`).toBe(false);
     expect(await scratchDatabases(db.pool)).toEqual(before);
-    expect(existsSync(`${slow.path}.verify.json`)).toBe(false); // a shutdown is no verdict
+    expect(drillRecords(dirname(slow.path), basename(slow.path))).toEqual([]); // a shutdown is no verdict
 
     const again = await run(['verify', '--key', goodKey], envFor(db.url));
     expect(again.code, again.out).toBe(0);
@@ -340,7 +341,7 @@ describe('SIGTERM during a restore drill', () => {
     expect(code, cli.output()).toBe(EXIT.OK);
     expect(ms).toBeLessThan(10_000);
     expect(await scratchDatabases(db.pool)).toEqual(before);
-    expect(existsSync(`${slow.path}.verify.json`)).toBe(false);
+    expect(drillRecords(dirname(slow.path), basename(slow.path))).toEqual([]);
     expect(cli.lines().some((l) => l.msg === 'restore drill FAILED')).toBe(false);
     await waitFor(
       () => sessionsNamed(db.pool, 'pg-maintd-restore-%'),

@@ -19,6 +19,7 @@ import {
 } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
+import { drillRecords } from '../support/backup.js';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { findServerBinaries } from '../../src/programs/server-binaries.js';
@@ -448,7 +449,9 @@ describe('BACKUP_SIGNING_KEY_FILE', () => {
     const verify = await cli(['verify']);
     expect(verify.code, verify.out).toBe(0);
     expect(verify.out).toContain(`ok: ${keys[0]}`);
-    expect(JSON.parse(readFileSync(join(dir, `${keys[0]}.verify.json`), 'utf8')).signature).toBeDefined();
+    const records = drillRecords(dir, keys[0]!);
+    expect(records).toHaveLength(1);
+    expect(JSON.parse(readFileSync(records[0]!, 'utf8')).signature).toBeDefined();
 
     // retention neither deletes nor counts them
     const retention = await cli(['retention'], {

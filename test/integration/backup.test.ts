@@ -204,10 +204,19 @@ describe('backup to a local directory', () => {
     const manifest = await runBackup(deps, db.name);
     const rec = await runVerification(deps, db.name);
     expect(rec).toMatchObject({ key: manifest.key, ok: true, tablesCompared: 3, mismatches: [] });
-    const stored = JSON.parse(readFileSync(join(deps.dir, `${manifest.key}.verify.json`), 'utf8')) as {
-      ok: boolean;
-    };
+    const records = () =>
+      readdirSync(join(deps.dir, manifest.key.split('/')[0]!))
+        .filter((f) => f.startsWith(`${manifest.key.split('/')[1]!}.verify-`))
+        .sort();
+    expect(records()).toHaveLength(1);
+    const stored = JSON.parse(
+      readFileSync(join(deps.dir, manifest.key.split('/')[0]!, records()[0]!), 'utf8'),
+    ) as { ok: boolean };
     expect(stored.ok).toBe(true);
+    // a second drill writes a second record (nothing is rewritten); the newest counts
+    const again = await runVerification(deps, db.name);
+    expect(records()).toHaveLength(2);
+    expect((await deps.catalog.latest(db.name))!.verify!.verifiedAt).toBe(again.verifiedAt);
     expect((await deps.catalog.latest(db.name))!.verify!.ok).toBe(true);
     expect(
       await metricValue(deps.registry, 'pgmaintd_backup_verify_last_success_timestamp_seconds', {

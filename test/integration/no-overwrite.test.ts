@@ -85,10 +85,12 @@ describe('a directory never has an object replaced', () => {
     expect(readFileSync(join(dir, 'app/a.sql.gz'), 'utf8')).toBe('first');
     expect(readFileSync(join(dir, 'app/a.sql.gz.manifest.json'), 'utf8')).toBe('{"first":true}');
     expect(readdirSync(join(dir, 'app')).sort()).toEqual(['a.sql.gz', 'a.sql.gz.manifest.json']);
-    // a drill record is the one object that is replaced, and only when asked
-    await fs.putSmall('app/a.sql.gz.verify.json', '1', { replace: true });
-    await fs.putSmall('app/a.sql.gz.verify.json', '2', { replace: true });
-    expect(readFileSync(join(dir, 'app/a.sql.gz.verify.json'), 'utf8')).toBe('2');
+    // nothing is ever replaced, not even a drill record: each drill writes a new one
+    await fs.putSmall('app/a.sql.gz.verify-20261203_000000-ab12.json', '1');
+    await expect(fs.putSmall('app/a.sql.gz.verify-20261203_000000-ab12.json', '2')).rejects.toBeInstanceOf(
+      ObjectExistsError,
+    );
+    expect(readFileSync(join(dir, 'app/a.sql.gz.verify-20261203_000000-ab12.json'), 'utf8')).toBe('1');
   });
 
   it('keys that leave the directory are refused as such', async () => {
@@ -156,11 +158,13 @@ describe('S3 never has an object replaced', () => {
       expect(writes.every((r) => r.ifNoneMatch === '*' && r.status === 412)).toBe(true);
       const first = await s3.client().send(new GetObjectCommand({ Bucket: bucket, Key: `p/${key}` }));
       expect(await first.Body!.transformToString()).toBe('first');
-      // the drill record is replaced on purpose: no condition on it
-      await storage.putSmall(`${key}.verify.json`, '1', { replace: true });
-      await storage.putSmall(`${key}.verify.json`, '2', { replace: true });
+      // a drill record carries the condition as every other object does
+      await storage.putSmall(`${key}.verify-20261203_000000-ab12.json`, '1');
+      await expect(storage.putSmall(`${key}.verify-20261203_000000-ab12.json`, '2')).rejects.toBeInstanceOf(
+        ObjectExistsError,
+      );
       expect(
-        proxy.requests.filter((r) => r.url.includes('verify.json')).every((r) => r.ifNoneMatch === undefined),
+        proxy.requests.filter((r) => r.url.includes('.verify-')).every((r) => r.ifNoneMatch === '*'),
       ).toBe(true);
     } finally {
       proxy.enforceIfNoneMatch(false);

@@ -22,6 +22,7 @@ import { applyPitrRetention, type PitrRetentionDeps } from '../../src/pitr/reten
 import { BASE_MANIFEST_SUFFIX, walKey } from '../../src/pitr/store-keys.js';
 import { historyName } from '../../src/pitr/wal-name.js';
 import { CraftedPitrStore, DAY, daysAgo, seg } from '../support/crafted-pitr.js';
+import { immutableUnsupported, makeImmutable } from '../support/immutable.js';
 
 function collectingLogger() {
   const lines: Array<{ level: number; msg: string }> = [];
@@ -42,6 +43,7 @@ async function metricValue(m: PitrMetrics, name: string, labels: Record<string, 
     m.windowEnd,
     m.chainGap,
     m.retentionDays,
+    m.retentionLocked,
   ];
   for (const metric of all) {
     const got = await metric.get();
@@ -371,6 +373,59 @@ describe('PITR retention', () => {
     expect(keys).not.toContain(superseded);
     expect(keys).toContain(fresh);
     expect(await metricValue(metrics, 'pgmaintd_pitr_retention_deleted_total', { kind: 'leftover' })).toBe(1);
+  });
+
+  it('retains what the directory store keeps locked (immutable files), deletes the rest, and the locked ones once unlocked', async (ctx) => {
+    const store = new CraftedPitrStore();
+    const unsupported = immutableUnsupported(store.dir);
+    if (unsupported) {
+      console.log(`skipped: ${unsupported}`);
+      ctx.skip();
+    }
+    const b20 = await store.base({ consistentAt: daysAgo(20), startSeg: 2 });
+    const b15 = await store.base({ consistentAt: daysAgo(15), startSeg: 5 });
+    await store.base({ consistentAt: daysAgo(10), startSeg: 10 });
+    await store.segments(1, 1, 12);
+    const wal = (n: number) => store.keys().find((k) => k.includes(`/wal/${seg(1, n)}-`))!;
+    // b20's manifest and one WAL segment are locked (chattr +i: unlink fails with EPERM)
+    const lockedKeys = [b20.key + BASE_MANIFEST_SUFFIX, wal(3)];
+    const unlock = makeImmutable(...lockedKeys.map((k) => join(store.dir, k)));
+    try {
+      const { deps, metrics, lines } = depsFor(store);
+      const plan = await applyPitrRetention(deps, { retentionDays: 7 });
+      expect(plan.locked?.map((l) => l.key).sort()).toEqual([...lockedKeys].sort());
+      let keys = store.keys();
+      // a base backup whose manifest stays keeps its data: it is still whole
+      expect(keys).toContain(b20.key);
+      expect(keys).toContain(b20.key + BASE_MANIFEST_SUFFIX);
+      expect(keys).not.toContain(b15.key);
+      expect(keys).not.toContain(b15.key + BASE_MANIFEST_SUFFIX);
+      expect(keys).toContain(wal(3));
+      for (const n of [1, 2, 4, 9]) expect(segOf(keys, seg(1, n)), `segment ${n}`).toBe(false);
+      expect(await metricValue(metrics, 'pgmaintd_pitr_retention_locked_objects')).toBe(2);
+      expect(
+        await metricValue(metrics, 'pgmaintd_pitr_retention_deleted_total', { kind: 'basebackup' }),
+      ).toBe(1);
+      // retained is said at info, never as an error
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+      expect(
+        lines.find(
+          (l) => l.level === 30 && /PITR retention retained 2 object\(s\) the store keeps locked/.test(l.msg),
+        ),
+      ).toBeDefined();
+
+      // the lock ends: the next run deletes them
+      unlock();
+      const after = await applyPitrRetention(deps, { retentionDays: 7 });
+      expect(after.locked).toEqual([]);
+      keys = store.keys();
+      expect(keys).not.toContain(b20.key);
+      expect(keys).not.toContain(b20.key + BASE_MANIFEST_SUFFIX);
+      expect(segOf(keys, seg(1, 3))).toBe(false);
+      expect(await metricValue(metrics, 'pgmaintd_pitr_retention_locked_objects')).toBe(0);
+    } finally {
+      unlock();
+    }
   });
 
   it('a dry run deletes nothing', async () => {

@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
 import { applyRetention } from '../../src/backup/retention.js';
 import { backupDeps, metricValue } from '../support/backup.js';
+import { immutableUnsupported, makeImmutable } from '../support/immutable.js';
 import { useTestDatabase } from '../support/postgres.js';
 import { seed } from '../support/seed.js';
 
@@ -77,6 +78,49 @@ describe('retention on a local directory', () => {
   });
 });
 
+describe('retention on a local directory with immutable files', () => {
+  it('counts a file it may not delete (chattr +i) as retained, not failed, deletes the rest, and it once unlocked', async (ctx) => {
+    const deps = await backupDeps({
+      DATABASE_URL: db.url,
+      BACKUP_DATABASES: db.name,
+      BACKUP_RETENTION_MIN_COUNT: '1',
+    });
+    const unsupported = immutableUnsupported(deps.dir);
+    if (unsupported) {
+      console.log(`skipped: ${unsupported}`);
+      ctx.skip();
+    }
+    const oldest = await runBackup(deps, db.name);
+    const locked = await runBackup(deps, db.name);
+    const newest = await runBackup(deps, db.name);
+    const now = new Date(Date.now() + 40 * DAY);
+    const unlock = makeImmutable(join(deps.dir, `${locked.key}.manifest.json`));
+    const gauge = () =>
+      metricValue(deps.registry, 'pgmaintd_backup_retention_locked_objects', { database: db.name });
+    try {
+      const plan = await applyRetention(deps, db.name, deps.config.retention, { now });
+      expect(plan.locked?.map((l) => l.key)).toEqual([`${locked.key}.manifest.json`]);
+      expect(existsSync(join(deps.dir, oldest.key))).toBe(false);
+      // kept whole: its data stays with the manifest that could not go
+      expect(existsSync(join(deps.dir, locked.key))).toBe(true);
+      expect(existsSync(join(deps.dir, newest.key))).toBe(true);
+      expect(await gauge()).toBe(1);
+      expect(
+        await metricValue(deps.registry, 'pgmaintd_retention_deleted_total', { database: db.name }),
+      ).toBe(1);
+
+      unlock();
+      const again = await applyRetention(deps, db.name, deps.config.retention, { now });
+      expect(again.locked).toEqual([]);
+      expect(existsSync(join(deps.dir, locked.key))).toBe(false);
+      expect(existsSync(join(deps.dir, `${locked.key}.manifest.json`))).toBe(false);
+      expect(await gauge()).toBe(0);
+    } finally {
+      unlock();
+    }
+  });
+});
+
 describe('retention on S3', () => {
   it('deletes nothing when the listing fails, and works once the store answers again', async () => {
     const { startTestS3 } = await import('../support/s3.js');
@@ -114,7 +158,8 @@ describe('retention on S3', () => {
       proxy.pass();
       const plan = await applyRetention(deps, db.name, deps.config.retention, { now: later });
       expect(plan.remove.map((r) => r.key)).toEqual([first.key]);
-      expect(proxy.count('DeleteObjects')).toBe(1); // one batch for data, manifest and verify record
+      // two batches: the manifest first (the backup stops being one), then its data and drill records
+      expect(proxy.count('DeleteObjects')).toBe(2);
       const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
       const left = await s3.client().send(new ListObjectsV2Command({ Bucket: bucket }));
       expect(left.Contents!.map((o) => o.Key).sort()).toEqual([second.key, `${second.key}.manifest.json`]);

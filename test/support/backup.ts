@@ -1,5 +1,7 @@
 /** Builds the backup dependencies the way the daemon does, from a config made of test settings. */
 import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { Registry } from 'prom-client';
 import type { BackupDeps } from '../../src/backup/backup.js';
@@ -85,4 +87,16 @@ export async function readStored(
   gunzip.end();
   await ended;
   return { size, sha256: hash.digest('hex'), text: opts.tail ? tail : Buffer.concat(parts).toString('utf8') };
+}
+
+/** The drill records stored in a backup directory for the backup under `key` (one per drill), as paths. */
+export function drillRecords(dir: string, key: string): string[] {
+  const path = join(dir, key);
+  const folder = dirname(path);
+  const name = basename(path);
+  if (!existsSync(folder)) return [];
+  return readdirSync(folder)
+    .filter((f) => f.startsWith(`${name}.verify`) && f.endsWith('.json'))
+    .sort()
+    .map((f) => join(folder, f));
 }

@@ -12,7 +12,8 @@
  * logged by kind, so a test can see the retries.
  *
  * It can also serve what s3rver lacks (s3-emulation.ts): paged ListObjectsV2 past 1,000 keys
- * (pageListings), and ListMultipartUploads with AbortMultipartUpload (trackUploads).
+ * (pageListings), and ListMultipartUploads with AbortMultipartUpload (trackUploads); and S3 Object
+ * Lock (s3-object-lock.ts, objectLock.enable): lock headers recorded, locked deletes refused.
  *
  * The Host header is forwarded unchanged: SigV4 signs it, so a store that checks signatures (MinIO,
  * AWS) accepts the proxied request only if it sees the Host the client signed. s3rver does not check
@@ -29,6 +30,7 @@ import {
 import type { AddressInfo, Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createS3Emulation, type OpenUpload } from './s3-emulation.js';
+import { createObjectLockEmulation, type ObjectLockEmulation } from './s3-object-lock.js';
 
 export type RequestKind =
   | 'ListBuckets'
@@ -253,6 +255,8 @@ export interface FaultProxy {
   trackUploads(on: boolean): void;
   /** The multipart uploads created and neither completed nor aborted, while tracking. */
   openUploads(): OpenUpload[];
+  /** S3 Object Lock, emulated (s3-object-lock.ts): lock headers recorded, deletes of locked keys refused. */
+  readonly objectLock: Omit<ObjectLockEmulation, 'answer' | 'extraHeaders' | 'observe'>;
   /** Stops listening and drops every open connection: the port refuses connections (ECONNREFUSED). */
   down(): Promise<void>;
   /** Listens again on the same port after down(). */
@@ -277,6 +281,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   let fault: Fault | undefined;
   let enforceIfNoneMatch = false;
   const emulation = createS3Emulation(target, agent);
+  const objectLock = createObjectLockEmulation(target, agent);
 
   /** Whether the upstream store holds `key` (a HEAD of it). */
   const exists = (bucket: string, key: string) =>
@@ -324,7 +329,10 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       (upRes) => {
         rec.status = upRes.statusCode;
         emulation.observe(info, upRes);
-        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders);
+        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, [
+          ...upRes.rawHeaders,
+          ...objectLock.extraHeaders(info),
+        ]);
         upRes.pipe(res);
         upRes.on('error', () => res.destroy());
         res.on('close', () => {
@@ -373,7 +381,8 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     };
     records.push(rec);
     const f = take(info);
-    const emulated = f ? undefined : emulation.answer(info, req, res);
+    if (!f) objectLock.observe(info);
+    const emulated = f ? undefined : (objectLock.answer(info, req, res) ?? emulation.answer(info, req, res));
     if (emulated) {
       rec.emulated = true;
       emulated.then(
@@ -523,6 +532,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       emulation.trackUploads(on);
     },
     openUploads: () => emulation.openUploads(),
+    objectLock,
     down: shut,
     async up() {
       if (!server.listening) await listen(port);

@@ -25,7 +25,14 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { OperatorError, errorMessage } from '../../core/errors.js';
 import { EXIT } from '../../core/exit-codes.js';
-import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';
+import {
+  ClockReading,
+  ObjectExistsError,
+  type DeleteOutcome,
+  type LockedObject,
+  type Storage,
+  type StoredObject,
+} from './storage.js';
 
 export const PARTIAL_MARK = '.partial-';
 const TEMP_RE = /\.partial-[0-9a-f]{8}$/;
@@ -128,7 +135,7 @@ export class FsStorage implements Storage {
     body: Readable,
     opts: { signal: AbortSignal; progress?: (bytes: number) => void },
   ): Promise<void> {
-    await this.#atomicWrite(key, false, async (temp) => {
+    await this.#atomicWrite(key, async (temp) => {
       const out = createWriteStream(temp, { flags: 'wx', mode: 0o600 });
       if (opts.progress) {
         const report = opts.progress;
@@ -138,14 +145,12 @@ export class FsStorage implements Storage {
     });
   }
 
-  async putSmall(key: string, content: string, opts: { replace?: boolean } = {}): Promise<void> {
-    await this.#atomicWrite(key, opts.replace === true, (temp) =>
-      writeFile(temp, content, { mode: 0o600, flag: 'wx' }),
-    );
+  async putSmall(key: string, content: string): Promise<void> {
+    await this.#atomicWrite(key, (temp) => writeFile(temp, content, { mode: 0o600, flag: 'wx' }));
   }
 
   /** Writes to a temporary name, fsyncs, puts it in place; on failure removes the temporary file. */
-  async #atomicWrite(key: string, replace: boolean, write: (temp: string) => Promise<void>): Promise<void> {
+  async #atomicWrite(key: string, write: (temp: string) => Promise<void>): Promise<void> {
     const final = this.#path(key);
     // mkdir follows a link too: the part that exists already is checked before anything is made
     await this.#plainFolder(await this.#existingAncestor(dirname(final)));
@@ -155,8 +160,7 @@ export class FsStorage implements Storage {
     try {
       await write(temp);
       await fsyncPath(temp);
-      if (replace) await rename(temp, final);
-      else await this.#placeNew(temp, final, key);
+      await this.#placeNew(temp, final, key);
       await fsyncPath(dirname(final));
     } finally {
       await unlink(temp).catch(() => undefined); // after link(2), or a failure: the temporary name goes
@@ -280,7 +284,9 @@ export class FsStorage implements Storage {
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  async delete(keys: string[]): Promise<void> {
+  async delete(keys: string[]): Promise<DeleteOutcome> {
+    const locked: LockedObject[] = [];
+    let failure: unknown;
     for (const key of keys) {
       const path = this.#path(key);
       try {
@@ -289,9 +295,27 @@ export class FsStorage implements Storage {
         await this.#confined(path);
         await unlink(path);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') continue;
+        if (await this.#lockedFile(path, code)) locked.push({ key });
+        else failure ??= err; // the other keys are still deleted; the first failure is reported
       }
     }
+    if (failure) throw failure;
+    return { locked };
+  }
+
+  /**
+   * Whether a refused unlink is the file's own lock (chattr +i or +a, a WORM file system), not a
+   * folder pg-maintd may not write: only then is it "retained", else a folder that lost its
+   * permissions would pass for locked for ever.
+   */
+  async #lockedFile(path: string, code: string | undefined): Promise<boolean> {
+    if (code !== 'EPERM' && code !== 'EACCES') return false;
+    return access(dirname(path), constants.W_OK).then(
+      () => true,
+      () => false,
+    );
   }
 
   async now(): Promise<Date | undefined> {

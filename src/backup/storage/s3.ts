@@ -8,11 +8,15 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
   HeadBucketCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
+  type ChecksumAlgorithm,
+  type ObjectLockMode,
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -21,7 +25,14 @@ import { OperatorError } from '../../core/errors.js';
 import { EXIT } from '../../core/exit-codes.js';
 import { defaultS3Checksum } from '../../config/fields.js';
 import { checksumHint, namesChecksum, sdkChecksumOptions, type S3ChecksumMode } from './s3-checksum.js';
-import { ClockReading, ObjectExistsError, type Storage, type StoredObject } from './storage.js';
+import {
+  ClockReading,
+  ObjectExistsError,
+  type DeleteOutcome,
+  type LockedObject,
+  type Storage,
+  type StoredObject,
+} from './storage.js';
 
 export interface S3Settings {
   bucket: string;
@@ -38,6 +49,8 @@ export interface S3Settings {
   maxAttempts: number;
   /** Per-request time limit; a stalled store fails the request, which is then retried. */
   requestTimeoutMs?: number;
+  /** S3_OBJECT_LOCK and S3_OBJECT_LOCK_DAYS: every upload is locked this long. */
+  objectLock?: { mode: 'off' | 'governance' | 'compliance'; days: number } | undefined;
 }
 
 export const MIN_PART = 5 * 1024 ** 2;
@@ -120,6 +133,41 @@ export class S3Storage implements Storage {
     } catch (err) {
       throw explainS3Error(err, this.s.bucket, 'cannot use the bucket');
     }
+    if (this.locking && !this.#lockChecked) await this.#checkObjectLock();
+  }
+
+  #lockChecked = false;
+
+  /**
+   * With S3_OBJECT_LOCK, the bucket must have Object Lock enabled (it can only be turned on for a
+   * bucket with versioning): without it every locked upload is refused. A store that cannot say
+   * (no permission to read the configuration, an S3-compatible store without the API) is a warning:
+   * the uploads themselves then tell.
+   */
+  async #checkObjectLock(): Promise<void> {
+    const mode = this.s.objectLock!.mode;
+    let enabled: string | undefined;
+    try {
+      const r = await this.client.send(new GetObjectLockConfigurationCommand({ Bucket: this.s.bucket }));
+      enabled = r.ObjectLockConfiguration?.ObjectLockEnabled;
+    } catch (err) {
+      const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'ObjectLockConfigurationNotFoundError')
+        throw new OperatorError(
+          `S3_OBJECT_LOCK is ${mode}, but the bucket s3://${this.s.bucket} does not have Object Lock enabled: every locked upload would be refused`,
+          { exitCode: EXIT.CONFIG, hint: objectLockHint(this.s.bucket, mode) },
+        );
+      this.#lockChecked = true;
+      this.onNotice?.(
+        `S3_OBJECT_LOCK is ${mode}, but whether s3://${this.s.bucket} has Object Lock enabled could not be read (${e.name ?? 'Error'}${e.$metadata?.httpStatusCode ? ` HTTP ${e.$metadata.httpStatusCode}` : ''}: ${e.message ?? ''}); allow s3:GetBucketObjectLockConfiguration, or check the bucket by hand: ${objectLockHint(this.s.bucket, mode)}`,
+      );
+      return;
+    }
+    this.#lockChecked = true;
+    if (enabled !== 'Enabled')
+      this.onNotice?.(
+        `S3_OBJECT_LOCK is ${mode}, but the store did not say Object Lock is enabled on s3://${this.s.bucket} (ObjectLockEnabled: ${enabled ?? 'absent'}): ${objectLockHint(this.s.bucket, mode)}`,
+      );
   }
 
   async putStream(
@@ -191,15 +239,42 @@ export class S3Storage implements Storage {
     }
   }
 
+  /** Whether uploads carry an Object Lock retention. */
+  get locking(): boolean {
+    return (this.s.objectLock?.mode ?? 'off') !== 'off';
+  }
+
+  /**
+   * The Object Lock retention of an upload starting now: the store's clock (the lock ends by its
+   * clock, not ours) plus S3_OBJECT_LOCK_DAYS, else the local clock. S3 refuses a locked PutObject
+   * without Content-MD5 or a checksum, so a locked upload always asks for CRC32 (even with
+   * S3_CHECKSUM=when_required; the SDK computes it for a whole object and for each part).
+   */
+  #lockParams(): {
+    ObjectLockMode?: ObjectLockMode;
+    ObjectLockRetainUntilDate?: Date;
+    ChecksumAlgorithm?: ChecksumAlgorithm;
+  } {
+    const lock = this.s.objectLock;
+    if (!lock || lock.mode === 'off') return {};
+    const now = this.#clock.now()?.getTime() ?? Date.now();
+    return {
+      ObjectLockMode: lock.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE',
+      ObjectLockRetainUntilDate: new Date(now + lock.days * 86_400_000),
+      ChecksumAlgorithm: 'CRC32',
+    };
+  }
+
   #objectParams() {
     return {
+      ...this.#lockParams(),
       ...(this.s.sse ? { ServerSideEncryption: this.s.sse } : {}),
       ...(this.s.kmsKeyId ? { SSEKMSKeyId: this.s.kmsKeyId } : {}),
       ...(this.s.storageClass ? { StorageClass: this.s.storageClass as StorageClass } : {}),
     };
   }
 
-  async putSmall(key: string, content: string, opts: { replace?: boolean } = {}): Promise<void> {
+  async putSmall(key: string, content: string): Promise<void> {
     const put = () =>
       this.client.send(
         new PutObjectCommand({
@@ -208,7 +283,7 @@ export class S3Storage implements Storage {
           Body: content,
           ContentType: 'application/json',
           ...this.#objectParams(),
-          ...(opts.replace ? {} : this.#ifAbsent()),
+          ...this.#ifAbsent(),
           StorageClass: undefined, // manifests stay in STANDARD: they are read on every listing
         }),
       );
@@ -217,7 +292,7 @@ export class S3Storage implements Storage {
     } catch (err) {
       try {
         // a store that refuses the condition itself gets the write again, without it
-        if (opts.replace || !this.#refusedCondition(err, key)) throw err;
+        if (!this.#refusedCondition(err, key)) throw err;
         await put();
       } catch (again) {
         if (again instanceof OperatorError) throw again;
@@ -330,7 +405,13 @@ export class S3Storage implements Storage {
     return this.#clock.now();
   }
 
-  async delete(keys: string[]): Promise<void> {
+  async delete(keys: string[]): Promise<DeleteOutcome> {
+    const lockedKeys: string[] = [];
+    const failed: Array<{
+      Key?: string | undefined;
+      Code?: string | undefined;
+      Message?: string | undefined;
+    }> = [];
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       let r;
@@ -344,21 +425,87 @@ export class S3Storage implements Storage {
       } catch (err) {
         throw explainS3Error(err, this.s.bucket, 'deleting backups failed');
       }
-      if (r.Errors?.length) {
-        const first = r.Errors[0]!;
-        throw new OperatorError(
-          `deleting ${r.Errors.length} object(s) failed, e.g. ${first.Key}: ${first.Code} ${first.Message ?? ''}`,
-          {
-            exitCode: EXIT.UNAVAILABLE,
-          },
-        );
+      // per-key refusals: a locked object is retained, the rest of the batch (and later batches) go on
+      for (const e of r.Errors ?? []) {
+        if (e.Key && lockRefusal(e.Code, e.Message, this.locking))
+          lockedKeys.push(e.Key.slice(this.s.prefix.length));
+        else failed.push(e);
       }
     }
+    const { locked, notLocked } = await this.#lockDates(lockedKeys);
+    for (const key of notLocked)
+      failed.push({
+        Key: this.#key(key),
+        Code: 'AccessDenied',
+        Message: 'refused, and the object is not locked',
+      });
+    if (failed.length) {
+      const first = failed[0]!;
+      throw new OperatorError(
+        `deleting ${failed.length} object(s) failed, e.g. ${first.Key}: ${first.Code} ${first.Message ?? ''}`,
+        {
+          exitCode: EXIT.UNAVAILABLE,
+          hint: 'check that the credentials may s3:DeleteObject in the bucket; the other objects were deleted',
+        },
+      );
+    }
+    return { locked };
+  }
+
+  /**
+   * Until when locked objects stay locked, where a HEAD tells (the first 20: it is for the log). An
+   * object whose HEAD shows no lock, or one that has ended, was refused for another reason (no
+   * delete permission): that is a failure, not a lock.
+   */
+  async #lockDates(keys: string[]): Promise<{ locked: LockedObject[]; notLocked: string[] }> {
+    const locked: LockedObject[] = [];
+    const notLocked: string[] = [];
+    const storeNow = () => this.#clock.now()?.getTime() ?? Date.now();
+    for (const [i, key] of keys.entries()) {
+      if (i >= 20) {
+        locked.push({ key });
+        continue;
+      }
+      let until: Date | undefined;
+      try {
+        const h = await this.client.send(
+          new HeadObjectCommand({ Bucket: this.s.bucket, Key: this.#key(key) }),
+        );
+        until = h.ObjectLockRetainUntilDate;
+        if (h.ObjectLockLegalHoldStatus !== 'ON' && (!until || until.getTime() <= storeNow())) {
+          notLocked.push(key);
+          continue;
+        }
+      } catch {
+        // the date is only told in the log: a HEAD that fails leaves it unknown
+      }
+      locked.push({ key, ...(until ? { until } : {}) });
+    }
+    return { locked, notLocked };
   }
 
   close(): void {
     this.client.destroy();
   }
+}
+
+function objectLockHint(bucket: string, mode: string): string {
+  return `Object Lock is set when a bucket is created: create a new bucket with it (aws s3api create-bucket --bucket <name> --object-lock-enabled-for-bucket), point S3_BUCKET there, and add a lifecycle rule that expires noncurrent versions; or, on AWS, enable it on ${bucket} (versioning on first: aws s3api put-object-lock-configuration --bucket ${bucket} --object-lock-configuration ObjectLockEnabled=Enabled); or set S3_OBJECT_LOCK=off (it is ${mode})`;
+}
+
+/**
+ * Whether a per-key delete error is an Object Lock refusal: S3 answers AccessDenied ("Access Denied
+ * because object protected by object lock") for a locked version. With locking on, any AccessDenied
+ * is taken for one (stores word it differently); without, only one that says so, so that missing
+ * delete permission still fails loudly.
+ */
+export function lockRefusal(
+  code: string | undefined,
+  message: string | undefined,
+  locking: boolean,
+): boolean {
+  if (/object.?lock|retention|legal.?hold|WORM/i.test(message ?? '')) return true;
+  return locking && code === 'AccessDenied';
 }
 
 // HEAD answers carry no error body; say what their status means.

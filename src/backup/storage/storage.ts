@@ -25,8 +25,8 @@ export interface Storage {
     body: Readable,
     opts: { signal: AbortSignal; expectedBytes?: number; progress?: (bytes: number) => void },
   ): Promise<void>;
-  /** Stores a small object; without `replace`, a key already taken fails with ObjectExistsError. */
-  putSmall(key: string, content: string, opts?: { replace?: boolean }): Promise<void>;
+  /** Stores a small object; a key already taken fails with ObjectExistsError (nothing is ever rewritten). */
+  putSmall(key: string, content: string): Promise<void>;
   getStream(key: string, signal?: AbortSignal): Promise<Readable>;
 
   getSmall(key: string): Promise<Buffer | undefined>;
@@ -35,8 +35,13 @@ export interface Storage {
    * (an entry that cannot be read, a truncated answer without a way on): never a partial list.
    */
   list(prefix: string): Promise<StoredObject[]>;
-  /** Deletes keys (in batches where the backend allows); throws if any deletion failed. */
-  delete(keys: string[]): Promise<void>;
+  /**
+   * Deletes keys (in batches where the backend allows). A delete the store refuses because the
+   * object is locked (S3 Object Lock, an immutable file) is no failure: the key is returned in
+   * `locked` and the other keys are still deleted. Throws, after trying every key, if any other
+   * deletion failed.
+   */
+  delete(keys: string[]): Promise<DeleteOutcome>;
   /**
    * The store's own clock now (S3: the Date of its answers; a directory: the modification time of a
    * file just written there), or undefined when it cannot be read. Never the local clock.
@@ -48,6 +53,23 @@ export interface Storage {
    */
   readonly clockMayBeLocal: boolean;
   close(): void;
+}
+
+/** An object the store refused to delete because it is locked, and until when if the store says. */
+export interface LockedObject {
+  key: string;
+  until?: Date | undefined;
+}
+
+export interface DeleteOutcome {
+  locked: LockedObject[];
+}
+
+/** The latest retain-until date among locked objects, if any is known. */
+export function lockedUntil(locked: readonly LockedObject[]): Date | undefined {
+  let latest: Date | undefined;
+  for (const l of locked) if (l.until && (!latest || l.until > latest)) latest = l.until;
+  return latest;
 }
 
 /** A write that would have replaced an object already stored. */
