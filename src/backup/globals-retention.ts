@@ -12,7 +12,7 @@ import { listGlobals, type GlobalsListing, type GoodGlobals } from './globals-ca
 import { MANIFEST_SUFFIX } from './naming.js';
 import { planRetention, type RetentionDeps, type RetentionPlan, type RetentionPolicy } from './retention.js';
 
-/** The globals a dump needs: those of its run, else the newest taken before it started. */
+/** The globals a dump needs: those of its run, else the newest taken before it started (else the oldest). */
 export function globalsFor(dump: GoodBackup, globals: GoodGlobals[]): GoodGlobals | undefined {
   const trusted = globals.filter((g) => !g.suspect);
   const tick = dump.manifest.tick;
@@ -20,7 +20,8 @@ export function globalsFor(dump: GoodBackup, globals: GoodGlobals[]): GoodGlobal
     const same = trusted.find((g) => g.manifest.tick === tick);
     if (same) return same;
   }
-  return trusted.find((g) => g.at.getTime() <= dump.at.getTime()); // newest first
+  // newest first: the newest taken before it, else (a dump older than any globals) the oldest after it
+  return trusted.find((g) => g.at.getTime() <= dump.at.getTime()) ?? trusted.at(-1);
 }
 
 export function planGlobalsRetention(

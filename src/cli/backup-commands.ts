@@ -6,6 +6,8 @@ import { catalogFor } from '../backup/catalog-for.js';
 import { verifyResult } from '../backup/manifest.js';
 import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
+import { runGlobalsBackup } from '../backup/globals-backup.js';
+import { restoreGlobals } from '../backup/globals-restore.js';
 import { applyRetention, type RetentionDeps } from '../backup/retention.js';
 import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
@@ -15,7 +17,7 @@ import { url } from '../config/kinds.js';
 import { urlPassword } from '../core/mask.js';
 import { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../core/errors.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { type Logger } from '../log/logger.js';
 import { humanBytes } from '../core/units.js';
@@ -186,6 +188,13 @@ export function addBackupCommands(program: Command): void {
       });
       const lease = { ttlMs: ctx.config.leases.ttlMs, logger: ctx.logger };
       const outcomes: Outcome[] = [];
+      // the cluster's globals, once, as a scheduled run stores them; their failure is reported
+      // (logged and on stderr) and does not fail the dumps
+      if (ctx.config.backup.globals.enabled && !opts.database)
+        await runGlobalsBackup(ctx, { signal: ctx.signal }).then(
+          (g) => process.stdout.write(`globals stored: ${printable(g.key)}\n`),
+          (err: unknown) => process.stderr.write(`globals not stored: ${errorMessage(err)}\n`),
+        );
       try {
         for (const database of databases) outcomes.push(await backupOne(ctx, database, lockPool, lease));
       } finally {
@@ -312,6 +321,14 @@ export function addBackupCommands(program: Command): void {
       )
       .option('--latest', 'the newest good backup of --database')
       .option('--key <key>', 'the backup to restore, as listed by `backups list`')
+      .option(
+        '--globals',
+        "apply the cluster's newest stored globals (roles, memberships, role settings, tablespaces) to the target's server first; alone, only them. Roles the server has are left as they are",
+      )
+      .option(
+        '--globals-key <key>',
+        'with --globals: these globals instead of the newest (`backups list --globals`)',
+      )
       .addOption(databaseOption())
       .requiredOption(
         '--target-url <url>',
@@ -342,9 +359,30 @@ export function addBackupCommands(program: Command): void {
         },
       );
     }
-    if (!opts.latest === !opts.key)
+    const globals = opts.globals === true || typeof opts.globalsKey === 'string';
+    if (opts.latest && opts.key)
       throw new OperatorError('give exactly one of --latest and --key', { exitCode: EXIT.USAGE });
+    if (!opts.latest && !opts.key && !globals)
+      throw new OperatorError('give exactly one of --latest and --key (or --globals)', {
+        exitCode: EXIT.USAGE,
+      });
     await withContext('restore', opts, async (ctx) => {
+      if (globals) {
+        const g = await restoreGlobals({
+          catalog: ctx.catalog,
+          logger: ctx.logger,
+          ssl: ctx.config.db.ssl,
+          clientBinDir: ctx.config.backup.clientBinDir,
+          spoolDir: ctx.config.backup.spoolDir,
+          key: typeof opts.globalsKey === 'string' ? opts.globalsKey : undefined,
+          targetUrl,
+          signal: ctx.signal,
+        });
+        process.stdout.write(
+          `globals ${printable(g.globals.key)} (checksum ok): ${g.created.length} roles created, ${g.existing.length} already there left as they are, ${g.tablespaces.length} tablespaces created\n`,
+        );
+        if (!opts.latest && !opts.key) return;
+      }
       const database = databasesOf(ctx.config, opts)[0];
       const r = await restoreBackup({
         choice: {
