@@ -33,6 +33,17 @@ import { estimateProgress } from './progress.js';
 
 export { resolveBackup, type ChoiceOptions } from './choose.js';
 
+/** A restore that stopped at a role the target's server lacks (the cluster's globals hold it). */
+export class MissingRoleError extends OperatorError {
+  constructor(
+    readonly role: string,
+    message: string,
+    opts: ConstructorParameters<typeof OperatorError>[1],
+  ) {
+    super(message, opts);
+  }
+}
+
 export interface RestoreOptions {
   catalog: Catalog;
   logger: Logger;
@@ -241,7 +252,8 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
       if (role !== undefined)
         // a dump holds no roles: the cluster's globals, stored with each scheduled run, do
         return reject(
-          new OperatorError(
+          new MissingRoleError(
+            role,
             `the backup names the role "${printable(role)}", which the target's server does not have: nothing was restored (${how})`,
             {
               exitCode: EXIT.DATAERR,

@@ -13,6 +13,7 @@ import { listGlobals } from '../../src/backup/globals-catalog.js';
 import { applyGlobalsRetention } from '../../src/backup/globals-retention.js';
 import { restoreGlobals } from '../../src/backup/globals-restore.js';
 import { restoreBackup } from '../../src/backup/restore.js';
+import { runVerification } from '../../src/backup/verify.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, metricValue, readStored, type TestDeps } from '../support/backup.js';
 import { startPrivateCluster } from '../support/postgres.js';
@@ -133,6 +134,25 @@ describe('globals', () => {
     // a second run finds every role there and changes nothing
     const again = await globalsTo();
     expect(again.created).toEqual([]);
+  }, 180_000);
+
+  it("a drill on a server that lacks the backup's roles restores the globals there first", async () => {
+    const drill = await startPrivateCluster();
+    try {
+      const drillDeps = await backupDeps({
+        DATABASE_URL: source.url('appdb'),
+        BACKUP_DATABASES: 'appdb',
+        BACKUP_DIR: deps.dir,
+        VERIFY_DATABASE_URL: drill.url(),
+      });
+      const record = await runVerification(drillDeps, 'appdb');
+      expect(record.result).toBe('ok');
+      expect(record.tablesCompared).toBe(1);
+      const roles = await sql(drill.url(), `SELECT rolname FROM pg_roles WHERE rolname = 'app_reader'`);
+      expect(roles.rowCount).toBe(1);
+    } finally {
+      await drill.stop();
+    }
   }, 180_000);
 
   it.each([
