@@ -333,8 +333,11 @@ export function backupJob(deps: JobDeps): JobSpec {
   });
 }
 
+/** Not `backup:<something>`: any name can be a database's, whose own lease that would be. */
+const GLOBALS_LEASE = 'backup-globals';
+
 /**
- * The cluster's globals, once per tick: on a primary under the lease `backup:globals` (a tick a
+ * The cluster's globals, once per tick: on a primary under the lease `backup-globals` (a tick a
  * replica already did is skipped), on a standby without one (its lease table is read-only; two
  * daemons sharing a store may then both store them, which retention tidies). Its failure is
  * logged and counted by the run, and never stops the databases' dumps.
@@ -353,7 +356,7 @@ async function globalsOnce(
       return;
     }
     const lease = { ttlMs: deps.config.leases.ttlMs, logger: log };
-    const r = await asLeader(deps.lockPool, 'backup:globals', lease, async (leaseSignal, held) => {
+    const r = await asLeader(deps.lockPool, GLOBALS_LEASE, lease, async (leaseSignal, held) => {
       const done = await held.lastDone();
       if (done && done.getTime() >= tick.getTime()) return 'already_done';
       await runGlobalsBackup(deps, { signal: AbortSignal.any([signal, leaseSignal]), tick });

@@ -173,7 +173,11 @@ export function addBackupCommands(program: Command): void {
       .description(
         'take a backup now (each configured database), then apply retention; exit 0 only if all succeeded',
       )
-      .addOption(databaseOption()),
+      .addOption(databaseOption())
+      .option(
+        '--globals',
+        "also store the cluster's globals (roles, memberships, role settings, tablespaces; scheduled runs store them with BACKUP_GLOBALS)",
+      ),
   ).action(async (opts: Record<string, unknown>) => {
     await withContext('backup', opts, async (ctx) => {
       const databases = databasesOf(ctx.config, opts);
@@ -188,12 +192,16 @@ export function addBackupCommands(program: Command): void {
       });
       const lease = { ttlMs: ctx.config.leases.ttlMs, logger: ctx.logger };
       const outcomes: Outcome[] = [];
-      // the cluster's globals, once, as a scheduled run stores them; their failure is reported
-      // (logged and on stderr) and does not fail the dumps
-      if (ctx.config.backup.globals.enabled && !opts.database)
+      // the cluster's globals, once, before the dumps as a scheduled run stores them; their
+      // failure is reported (logged, on stderr, exit 1) and does not stop the dumps
+      let globalsFailed = false;
+      if (opts.globals === true)
         await runGlobalsBackup(ctx, { signal: ctx.signal }).then(
           (g) => process.stdout.write(`globals stored: ${printable(g.key)}\n`),
-          (err: unknown) => process.stderr.write(`globals not stored: ${errorMessage(err)}\n`),
+          (err: unknown) => {
+            globalsFailed = true;
+            process.stderr.write(`globals not stored: ${errorMessage(err)}\n`);
+          },
         );
       try {
         for (const database of databases) outcomes.push(await backupOne(ctx, database, lockPool, lease));
@@ -201,7 +209,7 @@ export function addBackupCommands(program: Command): void {
         await lockPool.stop();
       }
       // a failure outranks a failed retention, which outranks "try again later"
-      if (outcomes.includes('failed')) process.exitCode = EXIT.FAILURE;
+      if (outcomes.includes('failed') || globalsFailed) process.exitCode = EXIT.FAILURE;
       else if (outcomes.includes('retention_failed')) process.exitCode = EXIT.RETENTION_FAILED;
       else {
         const refused = outcomes.find((o): o is { refused: ExitCode } => typeof o === 'object');

@@ -14,6 +14,8 @@ import { applyGlobalsRetention } from '../../src/backup/globals-retention.js';
 import { restoreGlobals } from '../../src/backup/globals-restore.js';
 import { restoreBackup } from '../../src/backup/restore.js';
 import { runVerification } from '../../src/backup/verify.js';
+import { backupJob } from '../../src/backup/jobs.js';
+import { DbPool } from '../../src/db/pool.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, metricValue, readStored, type TestDeps } from '../support/backup.js';
 import { startPrivateCluster } from '../support/postgres.js';
@@ -210,6 +212,37 @@ describe('globals', () => {
     // the forged ones of 2020 are needed by no dump and old: deleted
     expect(keys.filter((k) => k.startsWith('globals/2020'))).toEqual([]);
   });
+
+  it('a scheduled run stores the globals once for all its databases; a second replica of the tick skips them', async () => {
+    await sql(source.url(), 'CREATE DATABASE otherdb');
+    const jobDeps = await backupDeps({
+      DATABASE_URL: source.url('appdb'),
+      BACKUP_DATABASES: 'appdb,otherdb',
+    });
+    const lockPool = new DbPool(jobDeps.config.db, { name: 'lock', logger: jobDeps.logger, max: 2, min: 0 });
+    try {
+      const tick = new Date(Math.floor(Date.now() / 60_000) * 60_000);
+      const run = async () => {
+        const out: unknown[] = [];
+        for await (const o of backupJob({ ...jobDeps, lockPool }).run(
+          tick,
+          new AbortController().signal,
+        ) as AsyncIterable<unknown>)
+          out.push(o);
+        return out;
+      };
+      await run();
+      const stored = (await listGlobals(jobDeps.catalog)).good;
+      expect(stored).toHaveLength(1);
+      expect(stored[0]!.manifest.tick).toBe(tick.toISOString());
+      expect((await jobDeps.catalog.list('appdb')).good).toHaveLength(1);
+      expect((await jobDeps.catalog.list('otherdb')).good).toHaveLength(1);
+      await run(); // the same tick again (another replica): done already
+      expect((await listGlobals(jobDeps.catalog)).good).toHaveLength(1);
+    } finally {
+      await lockPool.stop();
+    }
+  }, 180_000);
 
   it('a failed globals run is counted and keeps nothing', async () => {
     const broken = await backupDeps({
