@@ -8,6 +8,7 @@ import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
 import { runGlobalsBackup } from '../backup/globals-backup.js';
 import { restoreGlobals } from '../backup/globals-restore.js';
+import { listGlobals } from '../backup/globals-catalog.js';
 import { applyRetention, type RetentionDeps } from '../backup/retention.js';
 import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
@@ -166,6 +167,34 @@ async function backupOne(
   }
 }
 
+/** `backups list --globals`: good globals (newest first) and leftovers. */
+async function listStoredGlobals(catalog: Catalog, json: boolean): Promise<void> {
+  const { good, incomplete } = await listGlobals(catalog);
+  if (json) {
+    const doc = {
+      globals: good.map((g) => ({
+        key: g.key,
+        startedAt: g.manifest.startedAt,
+        sizeBytes: g.size,
+        sha256: g.manifest.sha256,
+        passwords: g.manifest.passwords,
+        systemIdentifier: g.manifest.systemIdentifier,
+        signed: g.manifest.signature !== undefined,
+        suspicious: g.suspect ?? null,
+      })),
+      incomplete: incomplete.map((l) => ({ key: l.key, why: l.why })),
+    };
+    process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+    return;
+  }
+  for (const g of good)
+    process.stdout.write(
+      `${printable(g.key)}  ${g.manifest.startedAt}  ${humanBytes(g.size)}${g.manifest.passwords ? '  with passwords' : ''}${g.suspect ? `  NOT TRUSTED (${printable(g.suspect)})` : ''}\n`,
+    );
+  for (const l of incomplete) process.stdout.write(`${printable(l.key)}  incomplete: ${printable(l.why)}\n`);
+  if (good.length === 0 && incomplete.length === 0) process.stdout.write('no globals stored\n');
+}
+
 export function addBackupCommands(program: Command): void {
   addConfigOptions(
     program
@@ -224,9 +253,11 @@ export function addBackupCommands(program: Command): void {
       .command('list')
       .description('list good backups (key, time, size, duration, verified) and incomplete leftovers')
       .addOption(databaseOption())
+      .option('--globals', "list the stored globals (the cluster's roles) instead")
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
     await withContext('backups list', opts, async (ctx) => {
+      if (opts.globals === true) return listStoredGlobals(ctx.catalog, opts.json === true);
       const all = [];
       for (const database of databasesOf(ctx.config, opts))
         all.push({ database, ...(await ctx.catalog.list(database)) });
