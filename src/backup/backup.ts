@@ -1,11 +1,10 @@
 /**
  * One backup of one database, as a single stream with no temporary file:
- *   pg_dump -> parallel gzip -> SHA-256 -> storage
+ *   pg_dump -> parallel gzip -> SHA-256 -> storage (store-object.ts, shared with the globals)
  * then the manifest, written only after the data object is complete. Any failure (pg_dump exit or
  * kill, database gone, storage error, timeout, shutdown) leaves no good-looking backup behind.
  */
 import { randomBytes } from 'node:crypto';
-import { pipeline } from 'node:stream';
 import type { Config } from '../config/load.js';
 import { LeaseLostError } from '../db/lease.js';
 import { DbPool } from '../db/pool.js';
@@ -16,13 +15,12 @@ import type { Logger } from '../log/logger.js';
 import { VERSION } from '../core/version.js';
 import type { Catalog } from './catalog.js';
 import { BackupError, startDump, type FailureReason, type RunningDump } from './dump.js';
-import { ParallelGzip } from './gzip-parallel.js';
-import { ByteCounter, EndGate, HashCounter } from './hash.js';
 import { parseManifest, type ManifestV2 } from './manifest.js';
 import { estimateProgress } from './progress.js';
 import type { BackupMetrics } from './metrics.js';
 import { MANIFEST_SUFFIX, dataKey } from './naming.js';
 import type { Storage } from './storage/storage.js';
+import { storeObject } from './store-object.js';
 
 export interface BackupDeps {
   config: Config;
@@ -96,14 +94,23 @@ export async function runBackup(
     });
     const running = dump;
     const expectedBytes = await databaseSize(pool);
-    const raw = new ByteCounter();
-    const gzip = new ParallelGzip({
-      level: config.backup.compressionLevel,
-      threads: config.backup.compressionThreads,
+    // the data object completes only if pg_dump exited 0
+    const object = storeObject({
+      storage,
+      key,
+      source: running.stdout,
+      exited: running.exited,
+      kill: () => running.kill(),
+      signal,
+      compression: { level: config.backup.compressionLevel, threads: config.backup.compressionThreads },
+      expectedBytes,
+      // counting runs in the snapshot's own session: its failure is the database's, and it ends the
+      // exported snapshot, so pg_dump's failure that follows is only a symptom
+      watch: running.rowCounts.catch((err: unknown) => {
+        throw countFailure(err);
+      }),
     });
-    const hash = new HashCounter();
-    const gate = new EndGate(() => running.exited); // the data object completes only if pg_dump exited 0
-    let stored = 0;
+    const { raw, hash } = object;
     const t0 = performance.now();
     progress = setInterval(() => {
       const ms = performance.now() - t0;
@@ -111,7 +118,7 @@ export async function runBackup(
         {
           dumpedBytes: raw.bytes,
           compressedBytes: hash.bytes,
-          storedBytes: stored,
+          storedBytes: object.stored(),
           mbPerSec: +(raw.bytes / 1e3 / ms).toFixed(1),
           // the dump's bytes against the database's size on disk: an estimate (indexes are not
           // dumped, text may be larger than its storage), said "about"
@@ -122,52 +129,7 @@ export async function runBackup(
       );
     }, opts.progressEveryMs ?? 5000);
     progress.unref();
-
-    const piped = new Promise<void>((resolve, reject) =>
-      pipeline(running.stdout, raw, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
-    );
-    // The first of the three to fail (pg_dump killed, the stream broken, the store failing), or the
-    // abort signal, stops the others at once: pg_dump is killed, the stream destroyed.
-    let rootCause: { error: unknown } | undefined;
-    let putError: unknown;
-    const put = storage
-      .putStream(key, gate, { signal, expectedBytes, progress: (b) => (stored = b) })
-      .catch((err: unknown) => {
-        putError = err;
-        throw err;
-      });
-    const stopAll = (error: unknown) => {
-      if (rootCause) return;
-      rootCause = { error };
-      running.kill();
-      gate.destroy(error instanceof Error ? error : new Error(String(error)));
-    };
-    const onAbort = () => stopAll(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    // counting runs in the snapshot's own session: its failure is the database's, and it ends the
-    // exported snapshot, so pg_dump's failure that follows is only a symptom
-    running.rowCounts.catch((err: unknown) => {
-      if (!signal.aborted) stopAll(countFailure(err));
-    });
-    try {
-      // Wait for all three to settle, so a failed write has removed its temporary file (or aborted
-      // its multipart upload) before anything is reported.
-      await Promise.allSettled(
-        [running.exited, piped, put].map((p) =>
-          p.catch((err: unknown) => {
-            stopAll(err);
-            throw err;
-          }),
-        ),
-      );
-      // Report the storage's verdict first when it has one: it already names the stream's own failure
-      // (pg_dump's) when that came first, while pg_dump dying of a pipe the store closed is a symptom.
-      // A failed count is the root cause whatever followed it.
-      if (rootCause)
-        throw rootCause.error instanceof CountError ? rootCause.error : (putError ?? rootCause.error);
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
+    const written = await object.done;
     // The data object is complete; a backup is good once its manifest is written. If that cannot be
     // done, the data object goes too: data without a manifest is never good.
     let manifest: ManifestV2;
@@ -185,9 +147,9 @@ export async function runBackup(
         key,
         database,
         format: config.backup.format,
-        compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: gzip.members },
-        size: hash.bytes,
-        sha256: hash.sha256,
+        compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: written.members },
+        size: written.size,
+        sha256: written.sha256,
         pgDumpVersion: running.pgDumpVersion,
         serverVersion: running.serverVersion,
         serverVersionNum: running.serverVersionNum,

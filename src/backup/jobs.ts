@@ -29,6 +29,9 @@ import { claimSlot, type SlotClaim } from './claim.js';
 import { standbyStaleness } from '../db/replay.js';
 import { applyRetention } from './retention.js';
 import { runVerification } from './verify.js';
+import { BackupError } from './dump.js';
+import { runGlobalsBackup } from './globals-backup.js';
+import { applyGlobalsRetention } from './globals-retention.js';
 import { errorMessage } from '../core/errors.js';
 
 export interface JobDeps extends BackupDeps {
@@ -46,6 +49,10 @@ interface PerDatabaseJob {
   run(database: string, tick: Date, signal: AbortSignal): Promise<void>;
   /** Counts and logs a tick that failed before the run began (the run counts its own failures). */
   failedToStart(database: string, failure: StartFailure, log: Logger): void;
+  /** Once per tick, before the databases (the cluster's globals); its failure is its own. */
+  beforeDatabases?(tick: Date, role: ServerRole, signal: AbortSignal, log: Logger): Promise<void>;
+  /** Once per tick, after the databases, when this process ran any of them. */
+  afterDatabases?(tick: Date, log: Logger): Promise<void>;
 }
 
 /** Why a tick could not start its run: the lease's database failed, the store refused the slot's
@@ -100,6 +107,8 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
         return;
       }
       if (role) wrongRole.clear(tickLog, `the server is a ${role} now: ${job.name} runs again`);
+      await job.beforeDatabases?.(tick, role ?? 'primary', signal, tickLog);
+      let ranAny = false;
       for (const database of config.backup.databases) {
         if (signal.aborted) break;
         const log = tickLog.child({ database });
@@ -142,11 +151,13 @@ function perDatabase(deps: JobDeps, job: PerDatabaseJob): JobSpec {
             );
             break;
           default:
+            if (r.kind === 'ran') ranAny = true;
             yield r;
             continue;
         }
         await deps.metrics?.refresh(deps.catalog, database).catch(() => undefined);
       }
+      if (ranAny && !signal.aborted) await job.afterDatabases?.(tick, tickLog);
     },
   };
 }
@@ -290,6 +301,28 @@ export function backupJob(deps: JobDeps): JobSpec {
           ),
       );
     },
+    async beforeDatabases(tick, role, signal, log) {
+      if (deps.config.backup.globals.enabled) await globalsOnce(deps, tick, role, signal, log);
+    },
+    async afterDatabases(_tick, log) {
+      if (!deps.config.backup.globals.enabled) return;
+      await applyGlobalsRetention(
+        {
+          ...deps,
+          clockToleranceMs: deps.config.backup.clockSkewToleranceMs,
+          databaseClock: () => serverClock(deps.lockPool),
+        },
+        deps.config.backup.databases,
+        deps.config.retention,
+      ).catch((err: unknown) =>
+        log
+          .child({ job: 'retention', globals: true })
+          .error(
+            { err: { message: errorMessage(err) }, hint: (err as { hint?: string }).hint },
+            'retention of the globals failed; it runs again after the next backup',
+          ),
+      );
+    },
     failedToStart(database, f, log) {
       deps.metrics?.recordFailure(database, f.reason);
       log.error(
@@ -298,6 +331,50 @@ export function backupJob(deps: JobDeps): JobSpec {
       );
     },
   });
+}
+
+/** Not `backup:<something>`: any name can be a database's, whose own lease that would be. */
+const GLOBALS_LEASE = 'backup-globals';
+
+/**
+ * The cluster's globals, once per tick: on a primary under the lease `backup-globals` (a tick a
+ * replica already did is skipped), on a standby without one (its lease table is read-only; two
+ * daemons sharing a store may then both store them, which retention tidies). Its failure is
+ * logged and counted by the run, and never stops the databases' dumps.
+ */
+async function globalsOnce(
+  deps: JobDeps,
+  tick: Date,
+  role: ServerRole,
+  signal: AbortSignal,
+  tickLog: Logger,
+): Promise<void> {
+  const log = tickLog.child({ job: 'backup-globals' });
+  try {
+    if (role === 'standby') {
+      await runGlobalsBackup(deps, { signal, tick });
+      return;
+    }
+    const lease = { ttlMs: deps.config.leases.ttlMs, logger: log };
+    const r = await asLeader(deps.lockPool, GLOBALS_LEASE, lease, async (leaseSignal, held) => {
+      const done = await held.lastDone();
+      if (done && done.getTime() >= tick.getTime()) return 'already_done';
+      await runGlobalsBackup(deps, { signal: AbortSignal.any([signal, leaseSignal]), tick });
+      await held.recordDone(tick);
+      return 'ran';
+    });
+    if (!r.led && r.reason === 'lease_unusable')
+      log.warn({ hint: r.problem.fix }, `${r.problem.problem}: the globals of this tick are not stored`);
+    else if (!r.led) log.info('another pg-maintd stores the globals of this tick; skipped');
+    else if (r.value === 'already_done') log.info('the globals of this tick were already stored; skipped');
+  } catch (err) {
+    // runGlobalsBackup has counted and logged its own failure; the lease's is logged here
+    if (!(err instanceof BackupError))
+      log.error(
+        { err: { message: errorMessage(err) }, hint: (err as { hint?: string }).hint },
+        "cannot take the globals' lease: the globals of this tick are not stored (the dumps go on)",
+      );
+  }
 }
 
 export function verifyJob(deps: JobDeps): JobSpec {

@@ -31,6 +31,9 @@ export class BackupMetrics {
   readonly retentionSkipped: Counter<'database' | 'reason'>;
   readonly clockSkew: Gauge<'reference'>;
   readonly claimsIgnored: Counter<'database' | 'reason'>;
+  readonly globalsRuns: Counter<'result'>;
+  readonly globalsFailures: Counter<'reason'>;
+  readonly globalsLastSuccess: Gauge;
 
   constructor(registry: Registry, databases: readonly string[]) {
     const r = [registry];
@@ -147,6 +150,25 @@ export class BackupMetrics {
       labelNames: ['database', 'reason'],
       registers: r,
     });
+    this.globalsRuns = new Counter({
+      name: 'pgmaintd_backup_globals_runs_total',
+      help: "Runs by this process that stored the cluster's globals (pg_dumpall --globals-only), by result (success, failure).",
+      labelNames: ['result'],
+      registers: r,
+    });
+    this.globalsFailures = new Counter({
+      name: 'pgmaintd_backup_globals_failures_total',
+      help: `Failed globals runs by this process, by reason (${FAILURE_REASONS.join(', ')}); the dumps of the run go on.`,
+      labelNames: ['reason'],
+      registers: r,
+    });
+    this.globalsLastSuccess = new Gauge({
+      name: 'pgmaintd_backup_globals_last_success_timestamp_seconds',
+      help: 'Finish time of the newest globals this process stored (Unix seconds).',
+      registers: r,
+    });
+    for (const result of ['success', 'failure']) this.globalsRuns.inc({ result }, 0);
+    for (const reason of FAILURE_REASONS) this.globalsFailures.inc({ reason }, 0);
     for (const database of databases) {
       for (const reason of IGNORED_CLAIM_REASONS) this.claimsIgnored.inc({ database, reason }, 0);
       for (const result of ['success', 'failure', 'inconclusive'])

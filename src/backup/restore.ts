@@ -27,10 +27,22 @@ import { resolveBackup, type ChoiceOptions } from './choose.js';
 import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from '../programs/client-tools.js';
 import { psqlRestrictProblem, RestrictGuard } from './psql-guard.js';
 import { listWithout } from './restore-list.js';
+import { printable } from './naming.js';
 import { checkedCopy, type CheckedCopy } from './spool.js';
 import { estimateProgress } from './progress.js';
 
 export { resolveBackup, type ChoiceOptions } from './choose.js';
+
+/** A restore that stopped at a role the target's server lacks (the cluster's globals hold it). */
+export class MissingRoleError extends OperatorError {
+  constructor(
+    readonly role: string,
+    message: string,
+    opts: ConstructorParameters<typeof OperatorError>[1],
+  ) {
+    super(message, opts);
+  }
+}
 
 export interface RestoreOptions {
   catalog: Catalog;
@@ -63,6 +75,9 @@ export interface RestoreResult {
 
 /** Output chunk of the decompressor: measured in bench/restore.mjs. */
 const GUNZIP_CHUNK = 256 * 1024;
+
+/** What the server says (the clients run with LANG=C.UTF-8) when a statement names a role it lacks. */
+const MISSING_ROLE = /role "((?:[^"]|"")+)" does not exist/;
 
 /** What psql says when restricted mode refused a meta-command, or a guessed key to leave it. */
 const RESTRICTED = /backslash commands are restricted|\\unrestrict: wrong key/;
@@ -232,11 +247,21 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
             },
           ),
         );
-      reject(
-        new OperatorError(
-          `${tool} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
-        ),
-      );
+      const how = `${tool} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}`;
+      const role = MISSING_ROLE.exec(stderr)?.[1];
+      if (role !== undefined)
+        // a dump holds no roles: the cluster's globals, stored with each scheduled run, do
+        return reject(
+          new MissingRoleError(
+            role,
+            `the backup names the role "${printable(role)}", which the target's server does not have: nothing was restored (${how})`,
+            {
+              exitCode: EXIT.DATAERR,
+              hint: "create the cluster's roles first: pg-maintd restore --globals --target-url <the same URL> (or add --globals to this restore)",
+            },
+          ),
+        );
+      reject(new OperatorError(`${how}: ${stderr.trim().split('\n').slice(-5).join(' | ')}`));
     });
   });
   exited.catch(() => undefined);

@@ -23,9 +23,12 @@ export interface CheckedCopy {
   remove(): Promise<void>;
 }
 
+/** What a checked copy needs of a stored object: its key, and the checksum and size its manifest gives. */
+export type CheckedObject = Pick<GoodBackup, 'key' | 'size'> & { manifest: { sha256: string; size: number } };
+
 export async function checkedCopy(
   storage: Storage,
-  backup: GoodBackup,
+  backup: CheckedObject,
   opts: { dir?: string | undefined; signal?: AbortSignal | undefined },
 ): Promise<CheckedCopy> {
   const parent = opts.dir ?? tmpdir();

@@ -18,7 +18,10 @@ import type { VerifyRecord } from './manifest.js';
 import type { BackupMetrics } from './metrics.js';
 import { verifyKey } from './naming.js';
 import { RESTORE_SESSION_SQL } from './psql-guard.js';
-import { resolveBackup, restoreBackup } from './restore.js';
+import { MissingRoleError, resolveBackup, restoreBackup } from './restore.js';
+import { listGlobals } from './globals-catalog.js';
+import { restoreGlobals } from './globals-restore.js';
+import { globalsFor } from './globals-retention.js';
 import { parseTableName, quotedTableName } from './table-name.js';
 
 /** Scratch databases of drills are named so; the clean-up of leftovers looks for them. */
@@ -94,17 +97,41 @@ export async function runVerification(
     log.info({ key: backup.key, scratch }, 'restore drill started');
     const scratchUrl = new URL(serverUrl);
     scratchUrl.pathname = `/${scratch}`;
-    await restoreBackup({
-      catalog,
-      logger: deps.logger,
-      ssl: config.db.ssl,
-      clientBinDir: config.backup.clientBinDir,
-      spoolDir: config.backup.spoolDir,
-      key: backup.key,
-      targetUrl: scratchUrl.toString(),
-      // only a superuser may create it, and it holds no data: a drill need not restore it
-      skipExtensions: ['pg_stat_statements'],
-      signal: opts.signal,
+    const restore = () =>
+      restoreBackup({
+        catalog,
+        logger: deps.logger,
+        ssl: config.db.ssl,
+        clientBinDir: config.backup.clientBinDir,
+        spoolDir: config.backup.spoolDir,
+        key: backup.key,
+        targetUrl: scratchUrl.toString(),
+        // only a superuser may create it, and it holds no data: a drill need not restore it
+        skipExtensions: ['pg_stat_statements'],
+        signal: opts.signal,
+      });
+    await restore().catch(async (err: unknown) => {
+      // the scratch server lacks a role the dump names (a drill on another server than the one
+      // backed up): the globals of the backup's run create it there, then the restore runs again
+      // (the failed one rolled back: the scratch database is empty)
+      if (!(err instanceof MissingRoleError)) throw err;
+      const globals = globalsFor(backup, (await listGlobals(catalog)).good);
+      if (!globals) throw err;
+      log.info(
+        { key: backup.key, role: err.role, globals: globals.key },
+        "the scratch server lacks a role the backup names: restoring the globals of the backup's run there first",
+      );
+      await restoreGlobals({
+        catalog,
+        logger: deps.logger,
+        ssl: config.db.ssl,
+        clientBinDir: config.backup.clientBinDir,
+        spoolDir: config.backup.spoolDir,
+        key: globals.key,
+        targetUrl: scratchUrl.toString(),
+        signal: opts.signal,
+      });
+      await restore();
     });
     const counted = new DbPool(
       {

@@ -6,6 +6,9 @@ import { catalogFor } from '../backup/catalog-for.js';
 import { verifyResult } from '../backup/manifest.js';
 import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
+import { runGlobalsBackup } from '../backup/globals-backup.js';
+import { restoreGlobals } from '../backup/globals-restore.js';
+import { listGlobals } from '../backup/globals-catalog.js';
 import { applyRetention, type RetentionDeps } from '../backup/retention.js';
 import { createStorage, type Storage } from '../backup/storage/index.js';
 import { runVerification } from '../backup/verify.js';
@@ -15,7 +18,7 @@ import { url } from '../config/kinds.js';
 import { urlPassword } from '../core/mask.js';
 import { DbPool } from '../db/pool.js';
 import { explainConnectionError } from '../db/sqlstate.js';
-import { OperatorError } from '../core/errors.js';
+import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT, type ExitCode } from '../core/exit-codes.js';
 import { type Logger } from '../log/logger.js';
 import { humanBytes } from '../core/units.js';
@@ -164,6 +167,34 @@ async function backupOne(
   }
 }
 
+/** `backups list --globals`: good globals (newest first) and leftovers. */
+async function listStoredGlobals(catalog: Catalog, json: boolean): Promise<void> {
+  const { good, incomplete } = await listGlobals(catalog);
+  if (json) {
+    const doc = {
+      globals: good.map((g) => ({
+        key: g.key,
+        startedAt: g.manifest.startedAt,
+        sizeBytes: g.size,
+        sha256: g.manifest.sha256,
+        passwords: g.manifest.passwords,
+        systemIdentifier: g.manifest.systemIdentifier,
+        signed: g.manifest.signature !== undefined,
+        suspicious: g.suspect ?? null,
+      })),
+      incomplete: incomplete.map((l) => ({ key: l.key, why: l.why })),
+    };
+    process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+    return;
+  }
+  for (const g of good)
+    process.stdout.write(
+      `${printable(g.key)}  ${g.manifest.startedAt}  ${humanBytes(g.size)}${g.manifest.passwords ? '  with passwords' : ''}${g.suspect ? `  NOT TRUSTED (${printable(g.suspect)})` : ''}\n`,
+    );
+  for (const l of incomplete) process.stdout.write(`${printable(l.key)}  incomplete: ${printable(l.why)}\n`);
+  if (good.length === 0 && incomplete.length === 0) process.stdout.write('no globals stored\n');
+}
+
 export function addBackupCommands(program: Command): void {
   addConfigOptions(
     program
@@ -171,7 +202,11 @@ export function addBackupCommands(program: Command): void {
       .description(
         'take a backup now (each configured database), then apply retention; exit 0 only if all succeeded',
       )
-      .addOption(databaseOption()),
+      .addOption(databaseOption())
+      .option(
+        '--globals',
+        "also store the cluster's globals (roles, memberships, role settings, tablespaces; scheduled runs store them with BACKUP_GLOBALS)",
+      ),
   ).action(async (opts: Record<string, unknown>) => {
     await withContext('backup', opts, async (ctx) => {
       const databases = databasesOf(ctx.config, opts);
@@ -186,13 +221,24 @@ export function addBackupCommands(program: Command): void {
       });
       const lease = { ttlMs: ctx.config.leases.ttlMs, logger: ctx.logger };
       const outcomes: Outcome[] = [];
+      // the cluster's globals, once, before the dumps as a scheduled run stores them; their
+      // failure is reported (logged, on stderr, exit 1) and does not stop the dumps
+      let globalsFailed = false;
+      if (opts.globals === true)
+        await runGlobalsBackup(ctx, { signal: ctx.signal }).then(
+          (g) => process.stdout.write(`globals stored: ${printable(g.key)}\n`),
+          (err: unknown) => {
+            globalsFailed = true;
+            process.stderr.write(`globals not stored: ${errorMessage(err)}\n`);
+          },
+        );
       try {
         for (const database of databases) outcomes.push(await backupOne(ctx, database, lockPool, lease));
       } finally {
         await lockPool.stop();
       }
       // a failure outranks a failed retention, which outranks "try again later"
-      if (outcomes.includes('failed')) process.exitCode = EXIT.FAILURE;
+      if (outcomes.includes('failed') || globalsFailed) process.exitCode = EXIT.FAILURE;
       else if (outcomes.includes('retention_failed')) process.exitCode = EXIT.RETENTION_FAILED;
       else {
         const refused = outcomes.find((o): o is { refused: ExitCode } => typeof o === 'object');
@@ -207,9 +253,11 @@ export function addBackupCommands(program: Command): void {
       .command('list')
       .description('list good backups (key, time, size, duration, verified) and incomplete leftovers')
       .addOption(databaseOption())
+      .option('--globals', "list the stored globals (the cluster's roles) instead")
       .option('--json', 'print JSON'),
   ).action(async (opts: Record<string, unknown>) => {
     await withContext('backups list', opts, async (ctx) => {
+      if (opts.globals === true) return listStoredGlobals(ctx.catalog, opts.json === true);
       const all = [];
       for (const database of databasesOf(ctx.config, opts))
         all.push({ database, ...(await ctx.catalog.list(database)) });
@@ -312,6 +360,14 @@ export function addBackupCommands(program: Command): void {
       )
       .option('--latest', 'the newest good backup of --database')
       .option('--key <key>', 'the backup to restore, as listed by `backups list`')
+      .option(
+        '--globals',
+        "apply the cluster's newest stored globals (roles, memberships, role settings, tablespaces) to the target's server first; alone, only them. Roles the server has are left as they are",
+      )
+      .option(
+        '--globals-key <key>',
+        'with --globals: these globals instead of the newest (`backups list --globals`)',
+      )
       .addOption(databaseOption())
       .requiredOption(
         '--target-url <url>',
@@ -342,9 +398,30 @@ export function addBackupCommands(program: Command): void {
         },
       );
     }
-    if (!opts.latest === !opts.key)
+    const globals = opts.globals === true || typeof opts.globalsKey === 'string';
+    if (opts.latest && opts.key)
       throw new OperatorError('give exactly one of --latest and --key', { exitCode: EXIT.USAGE });
+    if (!opts.latest && !opts.key && !globals)
+      throw new OperatorError('give exactly one of --latest and --key (or --globals)', {
+        exitCode: EXIT.USAGE,
+      });
     await withContext('restore', opts, async (ctx) => {
+      if (globals) {
+        const g = await restoreGlobals({
+          catalog: ctx.catalog,
+          logger: ctx.logger,
+          ssl: ctx.config.db.ssl,
+          clientBinDir: ctx.config.backup.clientBinDir,
+          spoolDir: ctx.config.backup.spoolDir,
+          key: typeof opts.globalsKey === 'string' ? opts.globalsKey : undefined,
+          targetUrl,
+          signal: ctx.signal,
+        });
+        process.stdout.write(
+          `globals ${printable(g.globals.key)} (checksum ok): ${g.created.length} roles created, ${g.existing.length} already there left as they are, ${g.tablespaces.length} tablespaces created\n`,
+        );
+        if (!opts.latest && !opts.key) return;
+      }
       const database = databasesOf(ctx.config, opts)[0];
       const r = await restoreBackup({
         choice: {

@@ -20,7 +20,8 @@ export const IMAGE_CLIENT_MAJOR = 18;
 
 const run = promisify(execFile);
 
-export type ClientTool = 'pg_dump' | 'pg_restore' | 'psql' | 'pg_basebackup' | 'pg_verifybackup';
+export type ClientTool =
+  'pg_dump' | 'pg_dumpall' | 'pg_restore' | 'psql' | 'pg_basebackup' | 'pg_verifybackup';
 
 export function toolPath(tool: ClientTool, binDir: string | undefined): string {
   return binDir ? join(binDir, tool) : tool;
