@@ -15,6 +15,8 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import { VERSION } from '../core/version.js';
 import type { Catalog } from './catalog.js';
+import { ageEncrypter } from './age-stream.js';
+import { checkRecipients, encryptionRecipients } from './encryption.js';
 import { BackupError, startDump, type FailureReason, type RunningDump } from './dump.js';
 import { ParallelGzip } from './gzip-parallel.js';
 import { ByteCounter, EndGate, HashCounter } from './hash.js';
@@ -72,9 +74,19 @@ export async function runBackup(
     });
     if (stale)
       throw new BackupError('standby_lagging', `not backed up: ${stale.problem}`, { hint: stale.fix });
+    // read now, for this run (a rotation needs no restart); unusable, the run fails: never stored plain
+    const recipients = runRecipients(config);
     // the run's id makes the key unique; the store refuses to replace an object all the same
-    const key = dataKey(database, startedAt, config.backup.format, runId);
-    log.info({ key, storage: storage.description, format: config.backup.format }, 'backup started');
+    const key = dataKey(database, startedAt, config.backup.format, runId, recipients.length > 0);
+    log.info(
+      {
+        key,
+        storage: storage.description,
+        format: config.backup.format,
+        ...(recipients.length ? { encryptedTo: recipients } : {}),
+      },
+      'backup started',
+    );
 
     dump = await startDump({
       pool,
@@ -91,6 +103,8 @@ export async function runBackup(
       level: config.backup.compressionLevel,
       threads: config.backup.compressionThreads,
     });
+    // encrypted after compression, before the hash: size and checksum are of the stored bytes
+    const encrypt = recipients.length ? await ageEncrypter(recipients) : undefined;
     const hash = new HashCounter();
     const gate = new EndGate(() => running.exited); // the data object completes only if pg_dump exited 0
     let stored = 0;
@@ -114,7 +128,10 @@ export async function runBackup(
     progress.unref();
 
     const piped = new Promise<void>((resolve, reject) =>
-      pipeline(running.stdout, raw, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
+      pipeline(
+        [running.stdout, raw, gzip, ...(encrypt ? [encrypt] : []), hash, gate],
+        (err: NodeJS.ErrnoException | null) => (err ? reject(err) : resolve()),
+      ),
     );
     // The first of the three to fail (pg_dump killed, the stream broken, the store failing), or the
     // abort signal, stops the others at once: pg_dump is killed, the stream destroyed.
@@ -176,6 +193,7 @@ export async function runBackup(
         database,
         format: config.backup.format,
         compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: gzip.members },
+        ...(recipients.length ? { encryption: { format: 'age' as const, recipients } } : {}),
         size: hash.bytes,
         sha256: hash.sha256,
         pgDumpVersion: running.pgDumpVersion,
@@ -263,6 +281,20 @@ export async function runBackup(
           'reading the store for metrics failed',
         ),
       );
+  }
+}
+
+/** The recipients of this run, checked; a BackupError (reason encryption) when they cannot be used. */
+function runRecipients(config: Config): string[] {
+  try {
+    const recipients = encryptionRecipients(config);
+    checkRecipients(recipients);
+    return recipients;
+  } catch (err) {
+    throw new BackupError('encryption', `not backed up: ${errorMessage(err)}`, {
+      hint: (err as OperatorError).hint,
+      cause: err,
+    });
   }
 }
 

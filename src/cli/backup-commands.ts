@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { runBackup } from '../backup/backup.js';
 import type { Catalog } from '../backup/catalog.js';
 import { catalogFor } from '../backup/catalog-for.js';
-import { verifyResult } from '../backup/manifest.js';
+import { encryptionOf, verifyResult } from '../backup/manifest.js';
 import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
 import { applyRetention, type RetentionDeps } from '../backup/retention.js';
@@ -226,6 +226,7 @@ export function addBackupCommands(program: Command): void {
                 sha256: g.manifest.sha256,
                 systemIdentifier: 'systemIdentifier' in g.manifest ? g.manifest.systemIdentifier : null,
                 signed: 'signature' in g.manifest && g.manifest.signature !== undefined,
+                encryption: encryptionOf(g.manifest) ?? null,
                 warnings: 'warnings' in g.manifest ? g.manifest.warnings : [],
                 suspicious: g.suspect ? { reason: g.suspect.reason, detail: g.suspect.detail } : null,
                 verified: g.verify
@@ -251,10 +252,11 @@ export function addBackupCommands(program: Command): void {
         );
         return;
       }
-      const rows = [['KEY', 'TIME (UTC)', 'SIZE', 'DURATION', 'STATUS']];
+      const rows = [['KEY', 'TIME (UTC)', 'SIZE', 'DURATION', 'ENCRYPTION', 'STATUS']];
       for (const d of all) {
         for (const g of d.good) {
           const warnings = 'warnings' in g.manifest ? g.manifest.warnings.length : 0;
+          const encryption = encryptionOf(g.manifest);
           const status = [
             g.suspect ? `SUSPICIOUS: ${g.suspect.detail}` : undefined,
             g.verify
@@ -267,6 +269,8 @@ export function addBackupCommands(program: Command): void {
             g.manifest.startedAt.replace('T', ' ').slice(0, 19),
             humanBytes(g.size),
             `${g.manifest.durationSeconds.toFixed(1)}s`,
+            // after a key rotation: which identity a restore of each needs
+            encryption ? `age: ${encryption.recipients.map(shortRecipient).join(', ')}` : 'none',
             status.join('; '),
           ]);
         }
@@ -274,6 +278,7 @@ export function addBackupCommands(program: Command): void {
           rows.push([
             printable(l.key),
             l.lastModified.toISOString().replace('T', ' ').slice(0, 19),
+            '-',
             '-',
             '-',
             `${l.deletable ? 'incomplete' : 'NOT TRUSTED'}: ${printable(l.why)}`,
@@ -360,6 +365,7 @@ export function addBackupCommands(program: Command): void {
         ssl: ctx.config.db.ssl,
         clientBinDir: ctx.config.backup.clientBinDir,
         spoolDir: ctx.config.backup.spoolDir,
+        identityFile: ctx.config.backup.encryption.identityFile,
         key: typeof opts.key === 'string' ? opts.key : undefined,
         database,
         targetUrl,
@@ -435,4 +441,9 @@ export function addBackupCommands(program: Command): void {
       if (failed) process.exitCode = EXIT.FAILURE;
     });
   });
+}
+
+/** A recipient, short enough for a table column (the JSON listing has it whole). */
+function shortRecipient(r: string): string {
+  return r.length > 16 ? `${r.slice(0, 10)}…${r.slice(-4)}` : r;
 }
