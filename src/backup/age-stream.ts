@@ -49,6 +49,7 @@ export async function ageEncrypter(recipients: string[]): Promise<Transform> {
 }
 
 class AgeStreamEncrypter extends Transform {
+  /** Input not sealed yet: at most one chunk and what came with the last write. */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   #counter = 0n;
@@ -65,41 +66,50 @@ class AgeStreamEncrypter extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
-    // a full chunk is sealed only once more input follows it: the last chunk carries the flag
-    if (this.#pendingBytes > CHUNK) {
-      const all = Buffer.concat(this.#pending, this.#pendingBytes);
-      let off = 0;
-      const out: Buffer[] = [];
-      while (all.length - off > CHUNK) {
-        out.push(this.#seal(all.subarray(off, off + CHUNK), false));
-        off += CHUNK;
+    // a full chunk is sealed only once more input follows it: the last chunk carries the flag.
+    // The pieces go to the cipher as they are: concatenating them cost more than the cipher itself.
+    while (this.#pendingBytes > CHUNK) {
+      const pieces: Buffer[] = [];
+      let need = CHUNK;
+      while (need > 0) {
+        const head = this.#pending[0]!;
+        if (head.length <= need) {
+          pieces.push(head);
+          this.#pending.shift();
+          need -= head.length;
+        } else {
+          pieces.push(head.subarray(0, need));
+          this.#pending[0] = head.subarray(need);
+          need = 0;
+        }
       }
-      this.#pending = [all.subarray(off)];
-      this.#pendingBytes = all.length - off;
-      this.push(Buffer.concat(out));
+      this.#pendingBytes -= CHUNK;
+      this.#seal(pieces, false);
     }
     cb();
   }
 
   override _flush(cb: TransformCallback): void {
-    this.push(this.#seal(Buffer.concat(this.#pending, this.#pendingBytes), true));
+    this.#seal(this.#pending, true);
     this.#pending = [];
     this.key.fill(0);
     cb();
   }
 
-  #seal(plain: Buffer, last: boolean): Buffer {
+  /** Seals one chunk (given in pieces) and pushes it (the header and nonce first, before the first one). */
+  #seal(pieces: Buffer[], last: boolean): void {
     const iv = Buffer.alloc(12);
     // 11-byte big-endian counter: the high 3 bytes stay zero far beyond any backup's size
     iv.writeBigUInt64BE(this.#counter, 3);
     iv[11] = last ? 1 : 0;
     this.#counter++;
     const cipher = createCipheriv('chacha20-poly1305', this.key, iv, { authTagLength: TAG });
-    const parts: Buffer[] = [cipher.update(plain), cipher.final(), cipher.getAuthTag()];
     if (this.#prefix) {
-      parts.unshift(this.#prefix);
+      this.push(this.#prefix);
       this.#prefix = undefined;
     }
-    return Buffer.concat(parts);
+    for (const piece of pieces) this.push(cipher.update(piece));
+    cipher.final();
+    this.push(cipher.getAuthTag());
   }
 }
