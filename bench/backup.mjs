@@ -291,7 +291,7 @@ function encryptionReport(plain, enc, size) {
       ['pg-maintd backup → dir, age-encrypted', enc],
     ].map(
       ([name, x]) =>
-        `| ${name} | ${fmt(x.wallS, 2)} | ${x.walls.map((w) => w.toFixed(2)).join(' / ')} | ${fmt(x.cpuMedian, 1)} | ${fmt(x.rssMiB, 1)} | ${fmtMB(x.bytes)} | ${x.check ?? '-'} |`,
+        `| ${name} | ${fmt(x.wallS, 2)} | ${x.walls.map((w) => w.toFixed(2)).join(' / ')} | ${fmt(x.cpuMedian, 1)} | ${fmt(x.rssMiB, 1)} | ${fmtMB(x.bytes)} | ${(x.check ?? '-').replaceAll('|', '\\|')} |`,
     ),
   ];
   const ratio = enc.wallS / plain.wallS;
@@ -410,10 +410,14 @@ async function main() {
       `## pg-maintd backup benchmark, encryption off/on (${new Date().toISOString().slice(0, 16)}Z)`,
       e.table,
       [
-        `CPU-s per case: ${Object.entries(r)
-          .filter(([, x]) => x)
-          .map(([k, x]) => `${k} ${fmt(x.cpuS, 1)}`)
-          .join(', ')}; dump (uncompressed) ${fmtMB(r.dir.rawBytes)} MB`,
+        `CPU-s per run (this case's processes, the PostgreSQL backend, this script): ${Object.entries(cases)
+          .filter(([, v]) => v.length)
+          .map(([k, v]) => `${k} ${v.map((x) => fmt(x.cpuS, 1)).join(' / ')}`)
+          .join('; ')}`,
+        `other processes on the machine during each run, share of all cores: ${Object.entries(cases)
+          .filter(([, v]) => v.length)
+          .map(([k, v]) => `${k} ${v.map((x) => `${fmt(x.other.share * 100, 0)} %`).join(' / ')}`)
+          .join('; ')}`,
         `machine: ${facts.nproc} cores (${facts.cpu}), ${facts.memGiB} GiB RAM, node ${facts.node}, ${pgVersion}; database ${fullDb} ${fmtGiB(fullBytes)} GiB; code ${code}; total ${((performance.now() - t0) / 1000).toFixed(0)} s`,
       ],
       e.targets,
