@@ -415,7 +415,7 @@ describe('secret scan', () => {
       ...toDir(),
     });
     expect(statj.code, statj.out).toBe(EXIT.OK);
-  });
+  }, 240_000); // a dozen CLI runs each: generous on a busy machine
 
   it('encrypted backups: check-config shows recipients and the identity path only; backup, list, restore, verify; a wrong identity is refused', async () => {
     // the writer holds public keys only; the reader the identity file
@@ -470,7 +470,7 @@ describe('secret scan', () => {
       ...reader,
     });
     expect(v.code, v.out).toBe(0);
-  });
+  }, 240_000); // a dozen CLI runs each: generous on a busy machine
 
   it('the daemon: a scheduled backup, /metrics (bearer token, basic auth, wrong ones), the status page, /healthz and /readyz', async () => {
     // pg_stat_statements in the daemon's database, for this test only; its view shows the whole
@@ -687,7 +687,7 @@ describe('secret scan', () => {
       },
     );
     expect(fromFile.code, fromFile.out).toBe(EXIT.CONFIG);
-  });
+  }, 240_000); // a dozen CLI runs each: generous on a busy machine
 
   it('nothing anywhere holds a secret: outputs, logs, HTTP bodies, command lines, manifests, drill records', async () => {
     sampler.sample();
