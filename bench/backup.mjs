@@ -5,6 +5,7 @@
  *   seed      pg_dump --clean --no-owner --no-privileges | gzip -6 > file
  *   pigz      the same with pigz -6
  *   dir       pg-maintd backup (the real CLI) to a local BACKUP_DIR
+ *   dir age   the same encrypted to an age recipient (BACKUP_ENCRYPTION_RECIPIENTS), beside it
  *   s3        pg-maintd backup to an S3 test server (s3rver) on loopback
  *   dir 1/2   pg-maintd backup of a database half the size (peak RSS must not grow with size)
  *   run       pg-maintd run: a scheduled backup while /metrics is scraped in a loop
@@ -58,13 +59,14 @@ import {
 // Options
 // ---------------------------------------------------------------------------------------------
 
-const HELP = `usage: node bench/backup.mjs [--gb N] [--dir PATH] [--fresh] [--no-half] [--runs N]
+const HELP = `usage: node bench/backup.mjs [--gb N] [--dir PATH] [--fresh] [--no-half] [--runs N] [--encryption-only]
 
   --gb N      database size in GiB (pg_database_size), default 2 (env BENCH_DB_GB)
   --dir PATH  persistent cluster folder, reused across runs, default /tmp/pgmaintd-bench (env BENCH_DIR)
   --fresh     throwaway cluster (LocalCluster, temp folder), nothing reused (env BENCH_FRESH=1)
   --no-half   skip the half-size database (the peak-RSS flatness point) (env BENCH_HALF=0)
   --runs N    repeat each measured case N times, report the median time (env BENCH_RUNS), default 1
+  --encryption-only  only pg-maintd -> dir with encryption off and on, alternating (env BENCH_ENCRYPTION_ONLY=1)
   -h, --help  this text
 `;
 
@@ -75,6 +77,7 @@ function options() {
     fresh: { type: 'boolean' },
     'no-half': { type: 'boolean' },
     runs: { type: 'string' },
+    'encryption-only': { type: 'boolean' },
   });
   return {
     gb: num('gb', values.gb ?? process.env.BENCH_DB_GB, 2, 0.01, 1024),
@@ -82,6 +85,7 @@ function options() {
     dir: values.dir ?? process.env.BENCH_DIR ?? '/tmp/pgmaintd-bench',
     fresh: values.fresh ?? process.env.BENCH_FRESH === '1',
     half: !(values['no-half'] ?? process.env.BENCH_HALF === '0'),
+    encryptionOnly: values['encryption-only'] ?? process.env.BENCH_ENCRYPTION_ONLY === '1',
   };
 }
 
@@ -108,21 +112,34 @@ function backupResult(label, r) {
   };
 }
 
-/** pg-maintd backup (one-shot CLI) into a fresh local directory. */
-async function caseDaemonDir(cluster, db, work, label) {
+/**
+ * pg-maintd backup (one-shot CLI) into a fresh local directory; with `age` (a key pair from
+ * age-keygen), encrypted to its recipient, and checked afterwards with `age -d | gzip -dc`.
+ */
+async function caseDaemonDir(cluster, db, work, label, age) {
   const dir = mkdtempSync(join(work, 'out-dir-'));
   const r = await runMeasured(label, process.execPath, [CLI, 'backup'], {
-    env: cliEnv(cluster, db, { BACKUP_DIR: dir }),
+    env: cliEnv(cluster, db, {
+      BACKUP_DIR: dir,
+      ...(age ? { BACKUP_ENCRYPTION_RECIPIENTS: age.recipient } : {}),
+    }),
   });
   const res = backupResult(label, r);
   // after the measurement: the file is a valid gzip stream (of members) of exactly what pg_dump wrote
   res.after = async () => {
     try {
-      const raw = Number(
-        (await sh('bash', ['-c', 'set -o pipefail; gzip -dc -- "$1" | wc -c', 'check', res.where])).trim(),
-      );
+      const script = age
+        ? 'set -o pipefail; age -d -i "$2" -- "$1" | gzip -dc | wc -c'
+        : 'set -o pipefail; gzip -dc -- "$1" | wc -c';
+      const raw = Number((await sh('bash', ['-c', script, 'check', res.where, age?.file ?? ''])).trim());
+      res.unpackedBytes = raw;
+      // the CLI's log may not carry the dumped size: then the two cases are compared with each other
       res.check =
-        raw === res.rawBytes ? 'gunzip ok' : `MISMATCH: gunzip gives ${raw} bytes, dumped ${res.rawBytes}`;
+        res.rawBytes === undefined
+          ? `${age ? 'age -d | gunzip' : 'gunzip'} ok, ${raw} bytes`
+          : raw === res.rawBytes
+            ? `${age ? 'age -d | gunzip' : 'gunzip'} ok`
+            : `MISMATCH: gunzip gives ${raw} bytes, dumped ${res.rawBytes}`;
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -247,6 +264,50 @@ async function caseDaemonRun(cluster, db, work, label) {
   }
 }
 
+/** A throwaway age key pair (age-keygen), or undefined when the age tools are not installed. */
+async function ageKeyPair(work) {
+  const file = join(work, 'age-key.txt');
+  try {
+    await sh('age-keygen', ['-o', file]);
+    return { file, recipient: (await sh('age-keygen', ['-y', file])).trim() };
+  } catch (err) {
+    log(`no age key pair (${err.message}): the encrypted case is skipped`);
+    return undefined;
+  }
+}
+
+/**
+ * The encryption side-by-side: the same database backed up to a directory with encryption off and
+ * on in the same run (order alternating between runs, so neither always gets the warmer cache).
+ * Targets: wall ≤ 1.10× and peak RSS ≤ +32 MiB of the plain run.
+ */
+function encryptionReport(plain, enc, size) {
+  if (!enc) return { table: ['encryption: not measured (age-keygen missing)'], targets: [] };
+  const table = [
+    `| case (${size}) | wall s (median) | wall s per run | CPU-s (median) | peak RSS MiB | output MB | check |`,
+    '|---|---:|---|---:|---:|---:|---|',
+    ...[
+      ['pg-maintd backup → dir, plain', plain],
+      ['pg-maintd backup → dir, age-encrypted', enc],
+    ].map(
+      ([name, x]) =>
+        `| ${name} | ${fmt(x.wallS, 2)} | ${x.walls.map((w) => w.toFixed(2)).join(' / ')} | ${fmt(x.cpuMedian, 1)} | ${fmt(x.rssMiB, 1)} | ${fmtMB(x.bytes)} | ${(x.check ?? '-').replaceAll('|', '\\|')} |`,
+    ),
+  ];
+  const ratio = enc.wallS / plain.wallS;
+  const extra = enc.rssMiB - plain.rssMiB;
+  const mark = (ok) => (ok ? 'met' : 'MISSED');
+  return {
+    table,
+    targets: [
+      `- encrypted wall ≤ 1.10× plain: ${fmt(ratio, 3)}× — ${mark(ratio <= 1.1)}`,
+      `- encrypted peak RSS ≤ plain + 32 MiB: ${extra >= 0 ? '+' : ''}${fmt(extra, 1)} MiB — ${mark(extra <= 32)}`,
+      `- encrypted CPU-s vs plain (less disturbed by other processes than wall time): ${fmt(enc.cpuMedian / plain.cpuMedian, 3)}×`,
+      `- encrypted output vs plain: +${fmt(enc.bytes - plain.bytes, 0)} bytes (age header and 16 bytes per 64 KiB chunk); both decompress to the same bytes: ${plain.unpackedBytes === enc.unpackedBytes ? 'yes' : 'NO'}`,
+    ],
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------------------
@@ -258,6 +319,7 @@ function combine(results) {
     ...last,
     wallS: median(results.map((r) => r.wallS)),
     walls: results.map((r) => r.wallS),
+    cpuMedian: median(results.map((r) => r.cpuS ?? 0)),
     rssMiB: Math.max(...results.map((r) => r.rssMiB ?? 0)),
   };
 }
@@ -290,10 +352,12 @@ async function main() {
     sampleMs: 5,
   });
 
+  const age = await ageKeyPair(work);
   const cases = {
     seed: [],
     pigz: [],
     dir: [],
+    dirAge: [],
     s3: [],
     half: [],
     halfS3: [],
@@ -315,6 +379,53 @@ async function main() {
     cases[name].push(x);
     report(name, x);
   };
+  const encryptionPair = async (run, tag) => {
+    const plain = () =>
+      measure('dir', `pg-maintd backup -> dir${tag}`, () =>
+        caseDaemonDir(cluster, fullDb, work, 'pg-maintd backup to dir'),
+      );
+    const encrypted = () =>
+      measure('dirAge', `pg-maintd backup -> dir, age-encrypted${tag}`, () =>
+        caseDaemonDir(cluster, fullDb, work, 'pg-maintd backup to dir, encrypted', age),
+      );
+    if (!age) return plain();
+    if (run % 2 === 1) {
+      await plain();
+      await encrypted();
+    } else {
+      await encrypted();
+      await plain();
+    }
+  };
+  if (opts.encryptionOnly) {
+    for (let run = 1; run <= opts.runs; run++) {
+      await warmCache(cluster, fullDb);
+      await encryptionPair(run, opts.runs > 1 ? ` (run ${run}/${opts.runs})` : '');
+    }
+    const r = Object.fromEntries(
+      Object.entries(cases).map(([k, v]) => [k, v.length ? combine(v) : undefined]),
+    );
+    const e = encryptionReport(r.dir, r.dirAge, `${fmtGiB(fullBytes)} GiB`);
+    const text = reportText(
+      `## pg-maintd backup benchmark, encryption off/on (${new Date().toISOString().slice(0, 16)}Z)`,
+      e.table,
+      [
+        `CPU-s per run (this case's processes, the PostgreSQL backend, this script): ${Object.entries(cases)
+          .filter(([, v]) => v.length)
+          .map(([k, v]) => `${k} ${v.map((x) => fmt(x.cpuS, 1)).join(' / ')}`)
+          .join('; ')}`,
+        `other processes on the machine during each run, share of all cores: ${Object.entries(cases)
+          .filter(([, v]) => v.length)
+          .map(([k, v]) => `${k} ${v.map((x) => `${fmt(x.other.share * 100, 0)} %`).join(' / ')}`)
+          .join('; ')}`,
+        `machine: ${facts.nproc} cores (${facts.cpu}), ${facts.memGiB} GiB RAM, node ${facts.node}, ${pgVersion}; database ${fullDb} ${fmtGiB(fullBytes)} GiB; code ${code}; total ${((performance.now() - t0) / 1000).toFixed(0)} s`,
+      ],
+      e.targets,
+      ['MB = 10^6 bytes for output, MiB for RSS (VmHWM of the pg-maintd node process).', ''],
+    );
+    process.stdout.write(text);
+    return;
+  }
   for (let run = 1; run <= opts.runs; run++) {
     const tag = opts.runs > 1 ? ` (run ${run}/${opts.runs})` : '';
     await warmCache(cluster, fullDb);
@@ -325,9 +436,7 @@ async function main() {
       await measure('pigz', `pg_dump | pigz -6${tag}`, () =>
         caseShell(cluster, fullDb, work, 'pigz', 'pigz pipeline'),
       );
-    await measure('dir', `pg-maintd backup -> dir${tag}`, () =>
-      caseDaemonDir(cluster, fullDb, work, 'pg-maintd backup to dir'),
-    );
+    await encryptionPair(run, tag);
     await measure('s3', `pg-maintd backup -> S3 (s3rver)${tag}`, () =>
       caseDaemonS3(cluster, fullDb, work, 'pg-maintd backup to S3'),
     );
@@ -357,6 +466,7 @@ async function main() {
       ? [`\`pg_dump \\| pigz -6 > file\` (${fullSize})`, r.pigz, `pigz ${fmt(r.pigz.rssMiB, 1)}`, true]
       : ['`pg_dump \\| pigz -6 > file` (skipped: pigz could not be installed)'],
     [`pg-maintd backup → dir (${fullSize})`, r.dir, undefined, true],
+    ...(r.dirAge ? [[`pg-maintd backup → dir, age-encrypted (${fullSize})`, r.dirAge, undefined, true]] : []),
     [`pg-maintd backup → S3, s3rver on loopback (${fullSize})`, r.s3, undefined, true],
     ...(r.half
       ? [
@@ -388,7 +498,7 @@ async function main() {
   const isFlat = (a, b) => Math.abs(b.rssMiB - a.rssMiB) <= Math.max(16, 0.1 * a.rssMiB);
   const flatText = (what, a, b) =>
     `${what} ${fmt(a.rssMiB, 1)} → ${fmt(b.rssMiB, 1)} MiB (${b.rssMiB >= a.rssMiB ? '+' : ''}${fmt(b.rssMiB - a.rssMiB, 1)})`;
-  const daemonRss = [r.dir, r.s3, r.half, r.halfS3, r.run].filter(Boolean);
+  const daemonRss = [r.dir, r.dirAge, r.s3, r.half, r.halfS3, r.run].filter(Boolean);
   const worst = daemonRss.reduce((m, x) => (x.rssMiB > m.rssMiB ? x : m));
   const worstName = Object.keys(r).find((k) => r[k] === worst);
   const floor = r.dir.cpuS / facts.nproc; // the case's CPU time spread over every core, no waiting at all
@@ -401,6 +511,7 @@ async function main() {
       ? `- peak RSS flat from ${halfSize} to ${fullSize} (within max(16 MiB, 10 %)): ${flatText('dir', r.half, r.dir)}; ${flatText('S3', r.halfS3, r.s3)} — ${mark(isFlat(r.half, r.dir) && isFlat(r.halfS3, r.s3))}`
       : '- peak RSS flat between ½ and full size — not measured (--no-half)',
     `- /metrics p99 < 50 ms during a backup: ${fmt(busy.p99, 1)} ms — ${mark(busy.p99 < 50)}`,
+    ...encryptionReport(r.dir, r.dirAge, fullSize).targets,
   ];
 
   const each = (fn) =>

@@ -14,6 +14,8 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import { VERSION } from '../core/version.js';
 import type { Catalog } from './catalog.js';
+import { ageEncrypter } from './age-stream.js';
+import { checkRecipients, encryptionRecipients } from './encryption.js';
 import { BackupError, startDump, type FailureReason, type RunningDump } from './dump.js';
 import { parseManifest, type ManifestV2 } from './manifest.js';
 import { estimateProgress } from './progress.js';
@@ -80,9 +82,19 @@ export async function runBackup(
     });
     if (stale)
       throw new BackupError('standby_lagging', `not backed up: ${stale.problem}`, { hint: stale.fix });
+    // read now, for this run (a rotation needs no restart); unusable, the run fails: never stored plain
+    const recipients = runRecipients(config);
     // the run's id makes the key unique; the store refuses to replace an object all the same
-    const key = dataKey(database, startedAt, config.backup.format, runId);
-    log.info({ key, storage: storage.description, format: config.backup.format }, 'backup started');
+    const key = dataKey(database, startedAt, config.backup.format, runId, recipients.length > 0);
+    log.info(
+      {
+        key,
+        storage: storage.description,
+        format: config.backup.format,
+        ...(recipients.length ? { encryptedTo: recipients } : {}),
+      },
+      'backup started',
+    );
 
     dump = await startDump({
       pool,
@@ -94,6 +106,8 @@ export async function runBackup(
     });
     const running = dump;
     const expectedBytes = await databaseSize(pool);
+    // encrypted after compression, before the hash: size and checksum are of the stored bytes
+    const encrypt = recipients.length ? await ageEncrypter(recipients) : undefined;
     // the data object completes only if pg_dump exited 0
     const object = storeObject({
       storage,
@@ -103,6 +117,7 @@ export async function runBackup(
       kill: () => running.kill(),
       signal,
       compression: { level: config.backup.compressionLevel, threads: config.backup.compressionThreads },
+      encrypt,
       expectedBytes,
       // counting runs in the snapshot's own session: its failure is the database's, and it ends the
       // exported snapshot, so pg_dump's failure that follows is only a symptom
@@ -148,6 +163,7 @@ export async function runBackup(
         database,
         format: config.backup.format,
         compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: written.members },
+        ...(recipients.length ? { encryption: { format: 'age' as const, recipients } } : {}),
         size: written.size,
         sha256: written.sha256,
         pgDumpVersion: running.pgDumpVersion,
@@ -235,6 +251,24 @@ export async function runBackup(
           'reading the store for metrics failed',
         ),
       );
+  }
+}
+
+/** The recipients of this run, checked; a BackupError (reason encryption) when they cannot be used. */
+/**
+ * The recipients a run encrypts to, read now (a rotation needs no restart); unusable, the run fails
+ * with reason `encryption`: never stored plain.
+ */
+export function runRecipients(config: Config): string[] {
+  try {
+    const recipients = encryptionRecipients(config);
+    checkRecipients(recipients);
+    return recipients;
+  } catch (err) {
+    throw new BackupError('encryption', `not backed up: ${errorMessage(err)}`, {
+      hint: (err as OperatorError).hint,
+      cause: err,
+    });
   }
 }
 

@@ -11,6 +11,7 @@
  */
 import {
   MAX_RECORD_BYTES,
+  encryptionOf,
   parseManifest,
   parseVerifyRecord,
   v2,
@@ -196,7 +197,7 @@ export class Catalog {
   ): Promise<(GoodBackup & { unsigned?: string }) | string> {
     const parsed = parseDataKey(key);
     if (!parsed)
-      return `"${key}" is not a backup key (expected <database>/<database>_<YYYYMMDD_HHMMSS>-<run>.sql.gz, as \`pg-maintd backups list\` prints it)`;
+      return `"${key}" is not a backup key (expected <database>/<database>_<YYYYMMDD_HHMMSS>-<run>.sql.gz[.age], as \`pg-maintd backups list\` prints it)`;
     const objects = await this.storage.list(key);
     const byKey = new Map(objects.map((o) => [o.key, o]));
     const data = byKey.get(key);
@@ -247,6 +248,16 @@ export class Catalog {
       return {
         kind: 'leftover',
         why: `manifest names another object (${manifest.key})`,
+        deletable: false,
+        reason: 'malformed',
+      };
+    // the key's `.age` and the manifest must agree: a restore takes its path from them
+    if (parseDataKey(data.key)?.encrypted !== (encryptionOf(manifest) !== undefined))
+      return {
+        kind: 'leftover',
+        why: encryptionOf(manifest)
+          ? 'manifest says encrypted, but the key does not end in .age'
+          : 'key ends in .age, but the manifest records no encryption',
         deletable: false,
         reason: 'malformed',
       };

@@ -35,6 +35,7 @@ export const FAILURE_REASONS = [
   'aborted',
   'lease_lost',
   'standby_lagging',
+  'encryption',
   'internal',
 ] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];

@@ -20,7 +20,8 @@ import {
   toolMajor,
   toolPath,
 } from '../programs/client-tools.js';
-import type { BackupDeps } from './backup.js';
+import { runRecipients, type BackupDeps } from './backup.js';
+import { ageEncrypter } from './age-stream.js';
 import { BackupError } from './dump.js';
 import { globalsKey, parseGlobalsManifest, type GlobalsManifest } from './globals-manifest.js';
 import { MANIFEST_SUFFIX } from './naming.js';
@@ -87,8 +88,18 @@ export async function runGlobalsBackup(
         { user: pool.target.user },
         "BACKUP_GLOBALS_PASSWORDS is set, but this role may not read pg_authid (only a superuser may): the globals are stored without the roles' passwords; set them again after a restore, or back up as a superuser",
       );
-    const key = globalsKey(startedAt, runId);
-    log.info({ key, storage: storage.description, passwords }, 'globals backup started');
+    const recipients = runRecipients(config);
+    const key = globalsKey(startedAt, runId, recipients.length > 0);
+    log.info(
+      {
+        key,
+        storage: storage.description,
+        passwords,
+        ...(recipients.length ? { encryptedTo: recipients } : {}),
+      },
+      'globals backup started',
+    );
+    const encrypt = recipients.length ? await ageEncrypter(recipients) : undefined;
     const args = [
       '--globals-only',
       '--no-password',
@@ -134,6 +145,7 @@ export async function runGlobalsBackup(
       kill,
       signal,
       compression: { level: config.backup.compressionLevel, threads: config.backup.compressionThreads },
+      encrypt,
     }).done;
     try {
       const elapsedMs = performance.now() - startedMono;
@@ -143,6 +155,7 @@ export async function runGlobalsBackup(
         key,
         database: info.db,
         compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: written.members },
+        ...(recipients.length ? { encryption: { format: 'age' as const, recipients } } : {}),
         size: written.size,
         sha256: written.sha256,
         passwords,

@@ -81,6 +81,17 @@ export async function listGlobals(catalog: Catalog): Promise<GlobalsListing> {
       leftover(o, `manifest names another object (${manifest.key})`, false);
       continue;
     }
+    // the key's `.age` and the manifest must agree: a restore takes its path from them
+    if (o.key.endsWith('.age') !== (manifest.encryption !== undefined)) {
+      leftover(
+        o,
+        manifest.encryption
+          ? 'manifest says encrypted, but the key does not end in .age'
+          : 'key ends in .age, but the manifest records no encryption',
+        false,
+      );
+      continue;
+    }
     if (manifest.size !== o.size) {
       leftover(o, `size ${o.size} differs from the manifest's ${manifest.size}`, false);
       continue;

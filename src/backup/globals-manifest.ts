@@ -1,21 +1,22 @@
 /**
  * The cluster's globals (roles, memberships, role settings, tablespaces: `pg_dumpall --globals-only`),
  * stored once per backup run beside the dumps:
- *   <prefix>globals/<YYYYMMDD_HHMMSS>-<run>.sql.gz   and   <data key>.manifest.json
+ *   <prefix>globals/<YYYYMMDD_HHMMSS>-<run>.sql.gz[.age]   and   <data key>.manifest.json
+ * (`.age`: encrypted to BACKUP_ENCRYPTION_RECIPIENTS after compression, as the dumps are).
  * A database's folder holds only `<folder>/<folder>_<stamp>...` keys, so nothing here is ever read as
  * a dump (and the dump catalog reads nothing deeper than one level). The manifest says `kind:
  * "globals"`: its strict schema and the dumps' refuse each other, so one never passes as the other.
  */
 import { z } from 'zod';
-import { count, isoDate, issues, line, parseJson } from './manifest.js';
+import { EncryptionSchema, count, isoDate, issues, line, parseJson } from './manifest.js';
 import { stamp } from './naming.js';
 import { SignatureSchema } from './signing.js';
 
 export const GLOBALS_FOLDER = 'globals';
-const GLOBALS_KEY_RE = /^globals\/(?<ts>\d{8}_\d{6})-[0-9a-z]{1,16}\.sql\.gz$/;
+const GLOBALS_KEY_RE = /^globals\/(?<ts>\d{8}_\d{6})-[0-9a-z]{1,16}\.sql\.gz(?:\.age)?$/;
 
-export function globalsKey(at: Date, run: string): string {
-  return `${GLOBALS_FOLDER}/${stamp(at)}-${run}.sql.gz`;
+export function globalsKey(at: Date, run: string, encrypted = false): string {
+  return `${GLOBALS_FOLDER}/${stamp(at)}-${run}.sql.gz${encrypted ? '.age' : ''}`;
 }
 
 /** Whether a key is in the shape globalsKey writes. */
@@ -39,6 +40,8 @@ const GlobalsManifestSchema = z
     compression: z
       .object({ algorithm: z.literal('gzip'), level: z.number().int().min(1).max(9), members: count })
       .strict(),
+    /** Set when the object is age-encrypted; size and sha256 are of the stored (encrypted) bytes. */
+    encryption: EncryptionSchema.optional(),
     size: count,
     sha256: z.string().regex(/^[0-9a-f]{64}$/),
     /** Whether the roles' password hashes are in it (BACKUP_GLOBALS_PASSWORDS and pg_authid readable). */

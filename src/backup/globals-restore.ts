@@ -18,6 +18,7 @@ import { unavailableError } from '../db/unavailable.js';
 import type { Logger } from '../log/logger.js';
 import { libpqEnv, toolMajor, toolPath } from '../programs/client-tools.js';
 import type { Catalog } from './catalog.js';
+import { storedReader, type BackupReader } from './backup-identity.js';
 import { listGlobals, type GoodGlobals } from './globals-catalog.js';
 import { parseGlobals, planGlobals, refuse, type GlobalsPlan } from './globals-script.js';
 import { psqlRestrictProblem, RESTORE_SESSION_SQL } from './psql-guard.js';
@@ -36,6 +37,8 @@ export interface GlobalsRestoreOptions {
   /** A globals key (as `backups list --globals` prints it); the newest trusted ones without. */
   key?: string | undefined;
   spoolDir?: string | undefined;
+  /** BACKUP_ENCRYPTION_IDENTITY_FILE: needed only for encrypted globals. */
+  identityFile?: string | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -71,7 +74,9 @@ export async function restoreGlobals(o: GlobalsRestoreOptions): Promise<GlobalsR
   const log = o.logger.child({ job: 'restore-globals', target: describeTarget(target) });
   const globals = await chooseGlobals(o.catalog, o.key);
   if (globals.size > MAX_STORED_BYTES) throw refuse(`${globals.size} bytes, far more than globals ever take`);
-  const text = await readChecked(o, globals);
+  // a missing or wrong identity is refused before anything is read or the target is touched
+  const reader = await storedReader(`globals ${globals.key}`, globals.manifest.encryption, o.identityFile);
+  const text = await readChecked(o, globals, reader);
   const statements = parseGlobals(text);
 
   const pool = new DbPool(
@@ -121,11 +126,20 @@ export async function restoreGlobals(o: GlobalsRestoreOptions): Promise<GlobalsR
 }
 
 /** The object's text, from a private copy whose checksum and size matched the manifest. */
-async function readChecked(o: GlobalsRestoreOptions, globals: GoodGlobals): Promise<string> {
+async function readChecked(
+  o: GlobalsRestoreOptions,
+  globals: GoodGlobals,
+  reader: BackupReader,
+): Promise<string> {
   const copy = await checkedCopy(o.catalog.storage, globals, { dir: o.spoolDir, signal: o.signal });
   try {
     const chunks: Buffer[] = [];
-    for await (const c of copy.read()) chunks.push(c as Buffer);
+    let size = 0;
+    for await (const c of await reader.compressed(copy.read())) {
+      size += (c as Buffer).length;
+      if (size > MAX_STORED_BYTES) throw refuse(`more than ${MAX_STORED_BYTES} compressed bytes`);
+      chunks.push(c as Buffer);
+    }
     let raw: Buffer;
     try {
       raw = gunzipSync(Buffer.concat(chunks), { maxOutputLength: MAX_TEXT_BYTES });

@@ -58,6 +58,27 @@ const common = {
   tool: line(200),
 };
 
+/**
+ * Set when the stored object is age-encrypted (after compression): to whom, so that a missing or wrong
+ * identity is named in the error. Absent: the object is plain. size and sha256 are of the stored
+ * (encrypted) bytes, so checks and retention need no identity.
+ */
+export const EncryptionSchema = z
+  .object({
+    format: z.literal('age'),
+    recipients: z
+      .array(
+        z
+          .string()
+          .max(2000)
+          .regex(/^age1[0-9a-z]+$/),
+      )
+      .min(1)
+      .max(100),
+  })
+  .strict();
+export type Encryption = z.infer<typeof EncryptionSchema>;
+
 const ManifestV1Schema = z.object({ manifestVersion: z.literal(1), ...common }).strict();
 
 const ManifestV2Schema = z
@@ -70,6 +91,7 @@ const ManifestV2Schema = z
     databaseTime: isoDate,
     /** What pg_dump warned about on a successful run. */
     warnings: z.array(line(2000)).max(100),
+    encryption: EncryptionSchema.optional(),
     signature: SignatureSchema.optional(),
   })
   .strict();
@@ -141,6 +163,11 @@ export function parseVerifyRecord(raw: Buffer | string, key: string): VerifyReco
   const r = VerifyRecordSchema.safeParse(parseJson(raw, `drill record ${key}`));
   if (!r.success) throw new Error(`drill record ${key} is malformed: ${issues(r.error)}`);
   return r.data;
+}
+
+/** To whom the backup's object is encrypted, or undefined for a plain one. */
+export function encryptionOf(m: Manifest): Encryption | undefined {
+  return m.manifestVersion === 2 ? m.encryption : undefined;
 }
 
 /** The version 2 fields of a manifest, where it has them. */

@@ -2,6 +2,7 @@
  * Object names, after the seed guide's script, in UTC:
  *   <prefix><db>/<db>_<YYYYMMDD_HHMMSS>-<run>.sql.gz   (plain)
  *   <prefix><db>/<db>_<YYYYMMDD_HHMMSS>-<run>.dump.gz  (custom)
+ * and, encrypted to age recipients after compression, the same with `.age` after: `.sql.gz.age`;
  * beside them <data key>.manifest.json (written last: its presence makes the backup good) and
  * <data key>.verify-<YYYYMMDD_HHMMSS>-<run>.json, one per restore drill of that backup (the newest
  * that can be trusted counts; nothing is ever rewritten, so a store may lock every object). Earlier
@@ -20,7 +21,8 @@ export const MANIFEST_SUFFIX = '.manifest.json';
 /** The one drill record earlier releases rewrote; still read and deleted. */
 export const VERIFY_SUFFIX = '.verify.json';
 const VERIFY_RE = /\.verify(?:-(\d{8}_\d{6})-[0-9a-z]{1,16})?\.json$/;
-const DATA_RE = /^(?<dir>[^/]+)\/\k<dir>_(?<ts>\d{8}_\d{6})(?:-[0-9a-z]{1,16})?\.(?<ext>sql|dump)\.gz$/;
+const DATA_RE =
+  /^(?<dir>[^/]+)\/\k<dir>_(?<ts>\d{8}_\d{6})(?:-[0-9a-z]{1,16})?\.(?<ext>sql|dump)\.gz(?<age>\.age)?$/;
 const SAFE_BYTE = /^[A-Za-z0-9_-]$/;
 const ENCODED_RE = /^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$/;
 /** NAMEDATALEN - 1: PostgreSQL truncates longer names. */
@@ -87,10 +89,16 @@ function legacyFolder(name: string): boolean {
   return !/[/\\\x00-\x1f\x7f]/.test(name) && name !== '.' && name !== '..';
 }
 
-export function dataKey(database: string, at: Date, format: BackupFormat, run: string): string {
+export function dataKey(
+  database: string,
+  at: Date,
+  format: BackupFormat,
+  run: string,
+  encrypted = false,
+): string {
   const ext = format === 'custom' ? 'dump' : 'sql';
   const folder = databaseFolder(database);
-  return `${folder}/${folder}_${stamp(at)}-${run}.${ext}.gz`;
+  return `${folder}/${folder}_${stamp(at)}-${run}.${ext}.gz${encrypted ? '.age' : ''}`;
 }
 
 /** The key of one drill's record of the backup under `data`: a new key for every drill. */
@@ -121,6 +129,8 @@ export interface ParsedKey {
   databases: string[];
   at: Date;
   format: BackupFormat;
+  /** The key ends in `.age`: the object is age-encrypted (the manifest must say so too). */
+  encrypted: boolean;
 }
 
 /** Parses a data key (relative to the storage root); undefined for anything else. */
@@ -138,7 +148,12 @@ export function parseDataKey(key: string): ParsedKey | undefined {
   if (decoded !== undefined) databases.push(decoded);
   if (dir !== decoded && legacyFolder(dir) && !databaseNameProblem(dir)) databases.push(dir);
   if (databases.length === 0) return undefined;
-  return { databases, at, format: m.groups.ext === 'dump' ? 'custom' : 'plain' };
+  return {
+    databases,
+    at,
+    format: m.groups.ext === 'dump' ? 'custom' : 'plain',
+    encrypted: m.groups.age !== undefined,
+  };
 }
 
 /**

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Writable, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { backupReader, type BackupReader } from './backup-identity.js';
 import { ExtensionFilter } from './extension-filter.js';
 import type { TlsSettings } from '../db/tls.js';
 import { LEASE_SCHEMA } from '../db/lease-table.js';
@@ -65,6 +66,8 @@ export interface RestoreOptions {
   choice?: ChoiceOptions;
   /** Where the checked copy of the backup is kept while it is restored (RESTORE_SPOOL_DIR). */
   spoolDir?: string | undefined;
+  /** BACKUP_ENCRYPTION_IDENTITY_FILE: needed only for an encrypted backup. */
+  identityFile?: string | undefined;
 }
 
 export interface RestoreResult {
@@ -118,6 +121,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const target = parseDatabaseUrl(o.targetUrl);
   const log = o.logger.child({ job: 'restore', target: describeTarget(target) });
   const backup = await resolveBackup(o.catalog, o.key, o.database, o.choice, log);
+  // an encrypted backup without a matching identity stops here, before the target is even looked at
+  const reader = await backupReader(backup, o.identityFile);
   const pool = new DbPool(
     { url: o.targetUrl, ssl: o.ssl, pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 30_000 } },
     { name: 'restore-target', logger: o.logger },
@@ -181,7 +186,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   );
   const copy = await checkedCopy(o.catalog.storage, backup, { dir: o.spoolDir, signal: o.signal });
   try {
-    return await runClient(o, { backup, copy, args, tool, major, versionNum, started, log });
+    return await runClient(o, { backup, copy, reader, args, tool, major, versionNum, started, log });
   } finally {
     await copy.remove();
   }
@@ -190,6 +195,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 interface ClientRun {
   backup: GoodBackup;
   copy: CheckedCopy;
+  reader: BackupReader;
   args: string[];
   tool: 'psql' | 'pg_restore';
   major: number;
@@ -200,19 +206,39 @@ interface ClientRun {
 
 /** Feeds the checked backup to psql or pg_restore; the transaction commits only once the bytes hashed right again. */
 async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult> {
-  const { backup, copy, args, tool, major, versionNum, started, log } = r;
+  const { backup, copy, reader, args, tool, major, versionNum, started, log } = r;
   const format = backup.manifest.format;
   const target = parseDatabaseUrl(o.targetUrl);
   let listDir: string | undefined;
   if (format === 'custom' && o.skipExtensions?.length) {
     // before the folder: a failure leaves none
-    const toc = await listWithout(copy.read(), backup.key, o.clientBinDir, o.skipExtensions);
+    const toc = await listWithout(
+      await reader.compressed(copy.read()),
+      backup.key,
+      o.clientBinDir,
+      o.skipExtensions,
+    );
     listDir = mkdtempSync(join(tmpdir(), 'pgmaintd-restore-'));
     const list = join(listDir, 'toc.list');
     writeFileSync(list, toc, { mode: 0o600 });
     args.push(`--use-list=${list}`);
   }
   const source = copy.read();
+  const verifier = new ChecksumVerifier(backup.manifest.sha256, backup.key);
+  // An encrypted copy is checked, then decrypted: its header is opened here, before the client runs,
+  // so a wrong identity (or a manifest that lied about the recipients) has touched nothing.
+  let input: NodeJS.ReadableStream = source;
+  let checks: NodeJS.ReadWriteStream[] = [verifier];
+  if (reader.identities) {
+    const checked = pipeline(source, verifier, () => undefined);
+    try {
+      input = await reader.compressed(checked);
+    } catch (err) {
+      if (listDir) rmSync(listDir, { recursive: true, force: true });
+      throw err;
+    }
+    checks = [];
+  }
   // A name of its own, so the session can be found and ended if the client is killed mid-statement.
   const appName = `pg-maintd-restore-${randomBytes(4).toString('hex')}`;
   const child = spawn(toolPath(tool, o.clientBinDir), args, {
@@ -266,7 +292,6 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
   });
   exited.catch(() => undefined);
 
-  const verifier = new ChecksumVerifier(backup.manifest.sha256, backup.key);
   // zlib's 16 KiB default output chunks cost twice the CPU here and hand psql small writes
   const gunzip = createGunzip({ chunkSize: GUNZIP_CHUNK });
   const readFrom = performance.now();
@@ -327,10 +352,10 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
           ),
         (err: Error) => fail(err),
       );
-      const stages: NodeJS.ReadWriteStream[] = [verifier, gunzip];
+      const stages: NodeJS.ReadWriteStream[] = [...checks, gunzip];
       if (format === 'plain' && o.skipExtensions?.length) stages.push(new ExtensionFilter(o.skipExtensions));
       if (format === 'plain') stages.push(new RestrictGuard());
-      pipeline([source, ...stages, intoClient], (err) => {
+      pipeline([input, ...stages, intoClient], (err) => {
         if (!err) {
           if (!settled) {
             settled = true;

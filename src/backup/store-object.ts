@@ -1,12 +1,13 @@
 /**
  * Stores one object from a child's output, with no temporary file:
- *   child stdout -> parallel gzip -> SHA-256 -> storage
- * Database dumps and the cluster's globals both go through here, so whatever is added to the stored
- * form (encryption between gzip and the hash) applies to both. The object completes only if the
+ *   child stdout -> parallel gzip -> [age] -> SHA-256 -> storage
+ * Database dumps and the cluster's globals both go through here, so encryption applies to both. It
+ * comes after compression (ciphertext does not compress) and before the hash, so the size and
+ * checksum are those of the stored bytes: checks and retention need no key. The object completes only if the
  * child exited 0; the first failure (the child, the stream, the store, the signal, or `watch`)
  * kills the child and destroys the stream at once, and every part has settled before it is reported.
  */
-import type { Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { ParallelGzip } from './gzip-parallel.js';
 import { ByteCounter, EndGate, HashCounter } from './hash.js';
@@ -21,6 +22,8 @@ export interface StoreObjectInput {
   kill(): void;
   signal: AbortSignal;
   compression: { level: number; threads: number };
+  /** An age encrypter (`ageEncrypter`) for the compressed bytes; absent, they are stored plain. */
+  encrypt?: Transform | undefined;
   /** The store's hint for the part size (S3). */
   expectedBytes?: number | undefined;
   /**
@@ -47,7 +50,10 @@ export function storeObject(i: StoreObjectInput): StoredStream {
   let stored = 0;
   const done = (async () => {
     const piped = new Promise<void>((resolve, reject) =>
-      pipeline(i.source, raw, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
+      pipeline(
+        [i.source, raw, gzip, ...(i.encrypt ? [i.encrypt] : []), hash, gate],
+        (err: NodeJS.ErrnoException | null) => (err ? reject(err) : resolve()),
+      ),
     );
     let rootCause: { error: unknown } | undefined;
     let putError: unknown;

@@ -13,6 +13,7 @@ import { errorMessage, OperatorError } from '../core/errors.js';
 import { unavailableError } from '../db/unavailable.js';
 import { advisoryLock, advisoryUnlock, tryAdvisoryLock } from '../db/advisory-lock.js';
 import type { Logger } from '../log/logger.js';
+import { backupReader } from './backup-identity.js';
 import type { Catalog } from './catalog.js';
 import type { VerifyRecord } from './manifest.js';
 import type { BackupMetrics } from './metrics.js';
@@ -51,6 +52,12 @@ export async function runVerification(
     },
     log,
   ).catch((err: unknown) => {
+    deps.metrics?.verifyRuns.inc({ database, result: 'failure' });
+    throw err;
+  });
+  // an encrypted backup with no identity to open it is this host's problem, not the backup's: said,
+  // never recorded as a failed drill, and no scratch database is made for it
+  await backupReader(backup, config.backup.encryption.identityFile).catch((err: unknown) => {
     deps.metrics?.verifyRuns.inc({ database, result: 'failure' });
     throw err;
   });
@@ -104,6 +111,7 @@ export async function runVerification(
         ssl: config.db.ssl,
         clientBinDir: config.backup.clientBinDir,
         spoolDir: config.backup.spoolDir,
+        identityFile: config.backup.encryption.identityFile,
         key: backup.key,
         targetUrl: scratchUrl.toString(),
         // only a superuser may create it, and it holds no data: a drill need not restore it
@@ -127,6 +135,7 @@ export async function runVerification(
         ssl: config.db.ssl,
         clientBinDir: config.backup.clientBinDir,
         spoolDir: config.backup.spoolDir,
+        identityFile: config.backup.encryption.identityFile,
         key: globals.key,
         targetUrl: scratchUrl.toString(),
         signal: opts.signal,

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { runBackup } from '../backup/backup.js';
 import type { Catalog } from '../backup/catalog.js';
 import { catalogFor } from '../backup/catalog-for.js';
-import { verifyResult } from '../backup/manifest.js';
+import { encryptionOf, verifyResult } from '../backup/manifest.js';
 import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
 import { runGlobalsBackup } from '../backup/globals-backup.js';
@@ -178,6 +178,7 @@ async function listStoredGlobals(catalog: Catalog, json: boolean): Promise<void>
         sizeBytes: g.size,
         sha256: g.manifest.sha256,
         passwords: g.manifest.passwords,
+        encryption: g.manifest.encryption ?? null,
         systemIdentifier: g.manifest.systemIdentifier,
         signed: g.manifest.signature !== undefined,
         suspicious: g.suspect ?? null,
@@ -189,7 +190,7 @@ async function listStoredGlobals(catalog: Catalog, json: boolean): Promise<void>
   }
   for (const g of good)
     process.stdout.write(
-      `${printable(g.key)}  ${g.manifest.startedAt}  ${humanBytes(g.size)}${g.manifest.passwords ? '  with passwords' : ''}${g.suspect ? `  NOT TRUSTED (${printable(g.suspect)})` : ''}\n`,
+      `${printable(g.key)}  ${g.manifest.startedAt}  ${humanBytes(g.size)}${g.manifest.encryption ? `  age: ${g.manifest.encryption.recipients.map(shortRecipient).join(', ')}` : ''}${g.manifest.passwords ? '  with passwords' : ''}${g.suspect ? `  NOT TRUSTED (${printable(g.suspect)})` : ''}\n`,
     );
   for (const l of incomplete) process.stdout.write(`${printable(l.key)}  incomplete: ${printable(l.why)}\n`);
   if (good.length === 0 && incomplete.length === 0) process.stdout.write('no globals stored\n');
@@ -274,6 +275,7 @@ export function addBackupCommands(program: Command): void {
                 sha256: g.manifest.sha256,
                 systemIdentifier: 'systemIdentifier' in g.manifest ? g.manifest.systemIdentifier : null,
                 signed: 'signature' in g.manifest && g.manifest.signature !== undefined,
+                encryption: encryptionOf(g.manifest) ?? null,
                 warnings: 'warnings' in g.manifest ? g.manifest.warnings : [],
                 suspicious: g.suspect ? { reason: g.suspect.reason, detail: g.suspect.detail } : null,
                 verified: g.verify
@@ -299,10 +301,11 @@ export function addBackupCommands(program: Command): void {
         );
         return;
       }
-      const rows = [['KEY', 'TIME (UTC)', 'SIZE', 'DURATION', 'STATUS']];
+      const rows = [['KEY', 'TIME (UTC)', 'SIZE', 'DURATION', 'ENCRYPTION', 'STATUS']];
       for (const d of all) {
         for (const g of d.good) {
           const warnings = 'warnings' in g.manifest ? g.manifest.warnings.length : 0;
+          const encryption = encryptionOf(g.manifest);
           const status = [
             g.suspect ? `SUSPICIOUS: ${g.suspect.detail}` : undefined,
             g.verify
@@ -315,6 +318,8 @@ export function addBackupCommands(program: Command): void {
             g.manifest.startedAt.replace('T', ' ').slice(0, 19),
             humanBytes(g.size),
             `${g.manifest.durationSeconds.toFixed(1)}s`,
+            // after a key rotation: which identity a restore of each needs
+            encryption ? `age: ${encryption.recipients.map(shortRecipient).join(', ')}` : 'none',
             status.join('; '),
           ]);
         }
@@ -322,6 +327,7 @@ export function addBackupCommands(program: Command): void {
           rows.push([
             printable(l.key),
             l.lastModified.toISOString().replace('T', ' ').slice(0, 19),
+            '-',
             '-',
             '-',
             `${l.deletable ? 'incomplete' : 'NOT TRUSTED'}: ${printable(l.why)}`,
@@ -413,6 +419,7 @@ export function addBackupCommands(program: Command): void {
           ssl: ctx.config.db.ssl,
           clientBinDir: ctx.config.backup.clientBinDir,
           spoolDir: ctx.config.backup.spoolDir,
+          identityFile: ctx.config.backup.encryption.identityFile,
           key: typeof opts.globalsKey === 'string' ? opts.globalsKey : undefined,
           targetUrl,
           signal: ctx.signal,
@@ -437,6 +444,7 @@ export function addBackupCommands(program: Command): void {
         ssl: ctx.config.db.ssl,
         clientBinDir: ctx.config.backup.clientBinDir,
         spoolDir: ctx.config.backup.spoolDir,
+        identityFile: ctx.config.backup.encryption.identityFile,
         key: typeof opts.key === 'string' ? opts.key : undefined,
         database,
         targetUrl,
@@ -512,4 +520,9 @@ export function addBackupCommands(program: Command): void {
       if (failed) process.exitCode = EXIT.FAILURE;
     });
   });
+}
+
+/** A recipient, short enough for a table column (the JSON listing has it whole). */
+function shortRecipient(r: string): string {
+  return r.length > 16 ? `${r.slice(0, 10)}…${r.slice(-4)}` : r;
 }

@@ -3,7 +3,8 @@
 // to fix it, the README's exit code, no stack trace, and no secret. The all-fields configuration
 // sweep runs in-process (loadConfig and its preflight, what check-config runs) and a handful through the CLI.
 import { freePort } from '../../src/core/free-port.js';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -127,6 +128,84 @@ describe('configuration: every field with a wrong value (in-process, as check-co
       expectNoStackTrace(text);
     },
   );
+});
+
+describe('encryption settings through the CLI: check-config exits 78 naming the setting; no identity shown', () => {
+  const keys = tempDir('pgmaintd-badinput-age-');
+  const key = join(keys, 'key.txt');
+  execFileSync('age-keygen', ['-o', key], { stdio: 'ignore' });
+  const recipient = execFileSync('age-keygen', ['-y', key], { encoding: 'utf8' }).trim();
+  const identity = readFileSync(key, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('AGE-SECRET-KEY-'))!;
+  // the right shape, a wrong bech32 checksum: only age itself can tell
+  const last = recipient.at(-1) === 'q' ? 'p' : 'q';
+  const badChecksum = `${recipient.slice(0, -1)}${last}`;
+  const file = (name: string, text: string) => {
+    const path = join(keys, name);
+    writeFileSync(path, text);
+    return path;
+  };
+  const folder = join(keys, 'a-folder');
+  mkdirSync(folder);
+  const cases: Array<[string, Record<string, string>, string, RegExp]> = [
+    [
+      'a recipient with a wrong checksum',
+      { BACKUP_ENCRYPTION_RECIPIENTS: badChecksum },
+      'BACKUP_ENCRYPTION_RECIPIENTS',
+      /not a valid age public key/,
+    ],
+    [
+      'a secret key given as a recipient',
+      { BACKUP_ENCRYPTION_RECIPIENTS: identity },
+      'BACKUP_ENCRYPTION_RECIPIENTS',
+      /secret key/,
+    ],
+    [
+      'an empty recipients file',
+      { BACKUP_ENCRYPTION_RECIPIENTS_FILE: file('empty.txt', '# nobody\n') },
+      'BACKUP_ENCRYPTION_RECIPIENTS_FILE',
+      /holds no recipient/,
+    ],
+    [
+      'a recipients file with a wrong checksum',
+      { BACKUP_ENCRYPTION_RECIPIENTS_FILE: file('bad.txt', `${badChecksum}\n`) },
+      'BACKUP_ENCRYPTION_RECIPIENTS_FILE',
+      /not a valid age public key/,
+    ],
+    [
+      'an identity file that cannot be read (a folder)',
+      { BACKUP_ENCRYPTION_IDENTITY_FILE: folder },
+      'BACKUP_ENCRYPTION_IDENTITY_FILE',
+      /cannot read .*EISDIR/,
+    ],
+    [
+      'an identity file holding a public key, no identity',
+      { BACKUP_ENCRYPTION_IDENTITY_FILE: file('public.txt', `${recipient}\n`) },
+      'BACKUP_ENCRYPTION_IDENTITY_FILE',
+      /holds no age identity/,
+    ],
+  ];
+  it.each(cases)('%s', async (_name, extra, field, why) => {
+    const r = await run(['check-config'], envFor(db.url, extra));
+    expect(r.code, r.out).toBe(EXIT.CONFIG);
+    const line = r.out.split('\n').find((l) => l.startsWith(`  - ${field} `));
+    expect(line, r.out).toBeDefined();
+    expect(line).toMatch(why);
+    expect(r.out).not.toContain(identity);
+    expectNoStackTrace(r.out);
+  });
+
+  it('good settings: check-config shows the recipients and the identity file path, never the identity', async () => {
+    const r = await run(
+      ['check-config'],
+      envFor(db.url, { BACKUP_ENCRYPTION_RECIPIENTS: recipient, BACKUP_ENCRYPTION_IDENTITY_FILE: key }),
+    );
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain(recipient);
+    expect(r.out).toContain(key);
+    expect(r.out).not.toContain(identity);
+  });
 });
 
 describe('configuration through the CLI: `check-config` exits 78 and lists every problem', () => {

@@ -14,7 +14,7 @@
 // secret) and be readable by our user only (0400); their argv must hold no secret.
 import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
@@ -36,6 +36,7 @@ const APP_ROLE = `ss_app_${suffix}`;
 const VERIFY_ROLE = `ss_verify_${suffix}`;
 const APP_DB = `ss_app_${suffix}`;
 const RESTORED_DB = `ss_restored_${suffix}`;
+const ENC_RESTORED_DB = `ss_enc_restored_${suffix}`;
 const BULK_DB = `ss_bulk_${suffix}`;
 const ACCESS_KEY_ID = `AKIASS${suffix.toUpperCase()}`;
 
@@ -103,6 +104,21 @@ const webConfigFile = join(secretsDir, 'web-config.yml');
 const tokenFile = join(secretsDir, 'token');
 const urlFile = join(secretsDir, 'database-url');
 const webFiles = () => ({ WEB_CONFIG_FILE: webConfigFile, WEB_BEARER_TOKEN_FILE: tokenFile });
+/** age key pairs from age-keygen: the identity files are the operator's (not scanned), what they hold is a secret. */
+function ageKeyPair(name: string): { file: string; recipient: string; identity: string } {
+  const file = join(secretsDir, name);
+  execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
+  const identity = readFileSync(file, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('AGE-SECRET-KEY-'))!;
+  return { file, recipient: execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim(), identity };
+}
+const AGE = ageKeyPair('backup-key.txt');
+const WRONG_AGE = ageKeyPair('wrong-key.txt');
+scanner.addAgeIdentity('AGE_IDENTITY', AGE.identity);
+scanner.addAgeIdentity('WRONG_AGE_IDENTITY', WRONG_AGE.identity);
+const encDir = tempDir('pgmaintd-secret-scan-encrypted-');
+dirs.push(encDir);
 
 function base(): Record<string, string> {
   return {
@@ -187,7 +203,7 @@ beforeAll(async () => {
       `CREATE ROLE ${APP_ROLE} LOGIN PASSWORD '${SECRETS.DB_PASSWORD}' CREATEDB IN ROLE pg_monitor`,
     );
     await admin.query(`CREATE ROLE ${VERIFY_ROLE} LOGIN PASSWORD '${SECRETS.VERIFY_PASSWORD}' CREATEDB`);
-    for (const db of [APP_DB, RESTORED_DB, BULK_DB])
+    for (const db of [APP_DB, RESTORED_DB, ENC_RESTORED_DB, BULK_DB])
       await admin.query(`CREATE DATABASE ${db} OWNER ${APP_ROLE}`);
   } finally {
     await admin.end();
@@ -235,7 +251,7 @@ afterAll(async () => {
   const admin = new pg.Client({ connectionString: adminUrl() });
   await admin.connect();
   try {
-    for (const db of [APP_DB, RESTORED_DB, BULK_DB])
+    for (const db of [APP_DB, RESTORED_DB, ENC_RESTORED_DB, BULK_DB])
       await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
     for (const r of [APP_ROLE, VERIFY_ROLE])
       await admin.query(`DROP ROLE IF EXISTS ${r}`).catch(() => undefined);
@@ -399,7 +415,62 @@ describe('secret scan', () => {
       ...toDir(),
     });
     expect(statj.code, statj.out).toBe(EXIT.OK);
-  });
+  }, 240_000); // a dozen CLI runs each: generous on a busy machine
+
+  it('encrypted backups: check-config shows recipients and the identity path only; backup, list, restore, verify; a wrong identity is refused', async () => {
+    // the writer holds public keys only; the reader the identity file
+    const writer = { BACKUP_ENCRYPTION_RECIPIENTS: AGE.recipient };
+    const reader = { ...writer, BACKUP_ENCRYPTION_IDENTITY_FILE: AGE.file };
+    const cc = await cli('check-config (encryption)', ['check-config', '--json'], {
+      ...inEnv(),
+      BACKUP_DIR: encDir,
+      ...reader,
+    });
+    expect(cc.code, cc.out).toBe(0);
+    expect(cc.out).toContain(AGE.recipient);
+    expect(cc.out).toContain(AGE.file); // the path, not what it holds
+    const b = await cli('backup (folder, encrypted)', ['backup'], {
+      ...inEnv(),
+      BACKUP_DIR: encDir,
+      ...writer,
+    });
+    expect(b.code, b.out).toBe(0);
+    expect(b.out).toMatch(/\.sql\.gz\.age/);
+    const bs3 = await cli('backup (S3, encrypted, password in URL)', ['backup'], {
+      ...inUrl(),
+      ...toS3(),
+      ...writer,
+    });
+    expect(bs3.code, bs3.out).toBe(0);
+    // S3 now holds a plain backup (the earlier test's) and an encrypted one
+    const ls = await cli('backups list (S3, plain and encrypted)', ['backups', 'list'], {
+      ...inEnv(),
+      ...toS3(),
+      ...reader,
+    });
+    expect(ls.code, ls.out).toBe(0);
+    expect(ls.out).toMatch(/age: age1/);
+    expect(ls.out).toMatch(/ none /);
+    const wrong = await cli(
+      'restore (wrong identity)',
+      ['restore', '--latest', '--database', APP_DB, '--target-url', dbUrl(ENC_RESTORED_DB, APP_ROLE)],
+      { ...inEnv(), BACKUP_DIR: encDir, ...writer, BACKUP_ENCRYPTION_IDENTITY_FILE: WRONG_AGE.file },
+    );
+    expect(wrong.code).toBe(EXIT.DATAERR);
+    expect(wrong.out).toContain(AGE.recipient);
+    const restore = await cli(
+      'restore (folder, encrypted, with the identity)',
+      ['restore', '--latest', '--database', APP_DB, '--target-url', dbUrl(ENC_RESTORED_DB, APP_ROLE)],
+      { ...inEnv(), BACKUP_DIR: encDir, ...reader },
+    );
+    expect(restore.code, restore.out).toBe(0);
+    const v = await cli('verify (S3, encrypted, with the identity)', ['verify'], {
+      ...inUrl(),
+      ...toS3(),
+      ...reader,
+    });
+    expect(v.code, v.out).toBe(0);
+  }, 240_000); // a dozen CLI runs each: generous on a busy machine
 
   it('the daemon: a scheduled backup, /metrics (bearer token, basic auth, wrong ones), the status page, /healthz and /readyz', async () => {
     // pg_stat_statements in the daemon's database, for this test only; its view shows the whole
@@ -616,7 +687,7 @@ describe('secret scan', () => {
       },
     );
     expect(fromFile.code, fromFile.out).toBe(EXIT.CONFIG);
-  });
+  }, 240_000); // a dozen CLI runs each: generous on a busy machine
 
   it('nothing anywhere holds a secret: outputs, logs, HTTP bodies, command lines, manifests, drill records', async () => {
     sampler.sample();
@@ -624,6 +695,9 @@ describe('secret scan', () => {
 
     // the stores: manifests, drill records, and anything else that is not the dump itself
     const local = scanFiles('backup folder', backupDir);
+    // the encrypted dumps are scanned too: ciphertext, manifests naming only public keys
+    const encrypted = scanFiles('encrypted backup folder', encDir);
+    expect(encrypted.some((f) => f.endsWith('.sql.gz.age'))).toBe(true);
     expect(local.some((f) => f.endsWith('.manifest.json'))).toBe(true);
     expect(local.some((f) => /\.verify-[^/]+\.json$/.test(f))).toBe(true);
     const inBucket = scanFiles('s3rver store', s3dir);
@@ -652,7 +726,12 @@ describe('secret scan', () => {
       expect(c.environMode, `${c.comm} ${c.pid}`).toBe(0o400);
       expect(c.environUid).toBe(process.getuid!());
       // and only its own: no other secret (the S3 key above all) is handed to a client program
-      const others = [...Object.values(SECRETS), ...Object.values(WEB)].filter((v) => v !== expected);
+      const others = [
+        ...Object.values(SECRETS),
+        ...Object.values(WEB),
+        AGE.identity,
+        WRONG_AGE.identity,
+      ].filter((v) => v !== expected);
       const environ = [...c.env].map(([k, v]) => `${k}=${v}`).join('\n');
       for (const other of others) expect(environ.includes(other), `${c.comm} ${c.pid}`).toBe(false);
     }

@@ -52,6 +52,20 @@ export class SecretScanner {
     for (const [form, text] of Object.entries(extraForms)) this.#needles.push({ secret: name, form, text });
   }
 
+  /**
+   * An age identity (AGE-SECRET-KEY-1..., bech32): as written, in lower case (bech32 is case-blind),
+   * and the key data alone without its prefix (a message that cut the prefix off still shows it).
+   */
+  addAgeIdentity(name: string, identity: string): void {
+    const data = /^AGE-SECRET-KEY-(?:PQ-)?1([0-9A-Z]+)$/.exec(identity)?.[1];
+    if (!data) throw new Error(`${name} is not an age identity`);
+    this.addSecret(name, identity, {
+      'lower-case': identity.toLowerCase(),
+      'key data': data,
+      'key data, lower-case': data.toLowerCase(),
+    });
+  }
+
   /** Keeps a text to scan (ANSI colours removed as well, so a coloured line cannot hide a hit). */
   capture(source: string, text: string | Buffer): void {
     const s = typeof text === 'string' ? text : text.toString('latin1');
