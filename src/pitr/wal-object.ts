@@ -268,7 +268,16 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
   let compressed = got.compressed;
   if (stored.storedTag) {
     // the identity is read here, where it is needed: the archiver and keyless readers never come here
-    const identities = readIdentities(ws.identityFile);
+    let identities: string[];
+    try {
+      identities = readIdentities(ws.identityFile);
+    } catch (err) {
+      const e = err as OperatorError;
+      throw new OperatorError(`WAL object ${stored.key} is encrypted (age): ${e.message}`, {
+        exitCode: e.exitCode,
+        hint: `${e.hint ?? 'set BACKUP_ENCRYPTION_IDENTITY_FILE'}; or restore with \`pg-maintd pitr restore --start\`, whose own process decrypts WAL for the server`,
+      });
+    }
     compressed = await decryptBuffer(compressed, identities, `WAL object ${stored.key}`);
   }
   let content: Buffer;
