@@ -103,7 +103,9 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
   // an encrypted base backup (or WAL) is opened, and the identity checked against it, before
   // anything is written: a missing or wrong identity leaves --data-dir as it was
   const identityFile = deps.config.backup.encryption.identityFile;
+  if (m.encryption) (await openBase(deps, plan.base.key, m, identityFile, o.signal)).destroy();
   await checkWalIdentity(deps, listing, plan.base.manifest, identityFile, o.signal);
+  // opened again: a stream left unread while the WAL is checked is closed under it
   const source = await openBase(deps, plan.base.key, m, identityFile, o.signal);
   try {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
