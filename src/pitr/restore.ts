@@ -105,7 +105,8 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
   const identityFile = deps.config.backup.encryption.identityFile;
   if (m.encryption) (await openBase(deps, plan.base.key, m, identityFile, o.signal)).destroy();
   await checkWalIdentity(deps, listing, plan.base.manifest, identityFile, o.signal);
-  // opened again: a stream left unread while the WAL is checked is closed under it
+  // opened again right before it is read: one left unread through the WAL check ended early
+  // ("premature close") against a directory store
   const source = await openBase(deps, plan.base.key, m, identityFile, o.signal);
   try {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
