@@ -3,13 +3,16 @@
 // refused without the identity, a damaged object told apart without it, and a missing or wrong
 // identity aborting recovery (exit 255), never ending it (exit 1).
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { encryptBuffer } from '../../src/backup/encryption.js';
+import { Signer } from '../../src/backup/signing.js';
 import { FsStorage } from '../../src/backup/storage/fs.js';
 import { EXIT } from '../../src/core/exit-codes.js';
-import { walPrefix } from '../../src/pitr/store-keys.js';
+import { walKey, walPrefix } from '../../src/pitr/store-keys.js';
 import { WalConflictError, putPartial, putWalFile, type WalStore } from '../../src/pitr/wal-object.js';
 import { runCli } from '../support/daemon.js';
 import { tempDir } from '../support/temp.js';
@@ -99,6 +102,18 @@ describe('encrypted WAL objects', () => {
     const r = await fetch(NAME, { BACKUP_ENCRYPTION_IDENTITY_FILE: idA });
     expect(r.code, r.out).toBe(0);
     expect(readFileSync(out()).equals(segment(7))).toBe(true);
+  });
+
+  it('signed: the stored-bytes tag is an HMAC, so a copy planted without the key is no conflict', async () => {
+    const signed = { ...ws, signer: new Signer([randomBytes(32)]) };
+    // planted: a different segment encrypted to the (public) recipient, named with plain SHA-256 tags
+    const other = await encryptBuffer(gzipSync(segment(8)), [pubA]);
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    mkdirSync(join(store, walPrefix(SYSID)), { recursive: true });
+    writeFileSync(join(store, walKey(SYSID, NAME, sha(segment(8)), sha(other))), other);
+    expect((await putWalFile(signed, NAME, segment(7))).stored).toBe('new');
+    // ours, signed, is a conflict for a different segment
+    await expect(putWalFile(signed, NAME, segment(9))).rejects.toBeInstanceOf(WalConflictError);
   });
 
   it('wal-fetch decrypts with the identity; without it or with a wrong one, exit 255 naming the object', async () => {
