@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { catalogFor } from '../backup/catalog-for.js';
+import { encryptionRecipients } from '../backup/encryption.js';
 import { createStorage } from '../backup/storage/index.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { segmentBytesOf, systemIdentifierOf } from '../pitr/pg-control.js';
@@ -42,6 +43,7 @@ export function addWalCommands(program: Command): void {
         sysid,
         signer: catalogFor(loaded.config, storage).signer,
         segmentBytes: await segmentBytesOf(dataDir),
+        recipients: () => encryptionRecipients(loaded.config),
       };
       const outcome = await withSignalAbort(
         logger,
@@ -113,7 +115,14 @@ export function addWalCommands(program: Command): void {
           err,
         );
       }
-      const ws = { storage, sysid, signer, segmentBytes: await segmentBytesOf(dataDir) };
+      // the identity is read only if an encrypted object is met; a missing or wrong one aborts recovery
+      const ws = {
+        storage,
+        sysid,
+        signer,
+        segmentBytes: await segmentBytesOf(dataDir),
+        identityFile: loaded.config.backup.encryption.identityFile,
+      };
       const r = await resolveWal(ws, file);
       if (r.kind === 'missing') {
         logger.debug({ job: 'wal-fetch', file, why: r.why }, 'not in the store');

@@ -12,6 +12,7 @@ import { constants } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
 import type { Signer } from '../backup/signing.js';
 import type { Storage } from '../backup/storage/storage.js';
+import { encryptionRecipients } from '../backup/encryption.js';
 import type { Config } from '../config/load.js';
 import { errorMessage, OperatorError } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
@@ -146,7 +147,17 @@ export class WalArchiver extends Service {
     if (this.#stream && !this.#target) {
       const sysid = await systemIdentifier(this.#pool);
       const segmentBytes = await walSegmentBytes(this.#pool);
-      this.#target = { ws: { storage: this.#o.storage, sysid, signer: this.#o.signer }, segmentBytes };
+      const config = this.#o.config;
+      this.#target = {
+        // the recipients only, read again for every object (a rotation needs no restart); never the identity
+        ws: {
+          storage: this.#o.storage,
+          sysid,
+          signer: this.#o.signer,
+          recipients: () => encryptionRecipients(config),
+        },
+        segmentBytes,
+      };
       this.uploader!.start();
     }
     if (facts.standby) {

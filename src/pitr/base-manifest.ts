@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { count, isoDate, issues, line, parseJson } from '../backup/manifest.js';
 import { SignatureSchema } from '../backup/signing.js';
+import { AGE_RECIPIENT } from '../config/kinds.js';
 import { parseLsn, validSegmentBytes } from './wal-name.js';
 
 const lsn = z.string().refine((v) => parseLsn(v) !== undefined, 'not an LSN');
@@ -39,7 +40,18 @@ export const BaseManifestSchema = z
     compression: z
       .object({ algorithm: z.literal('gzip'), level: z.number().int().min(1).max(9), members: count })
       .strict(),
-    /** The stored object (compressed): what checks and retention work from. */
+    /**
+     * Encrypted with age after compression, to these recipients (their public keys; restoring needs
+     * the identity of one of them). Absent: stored plain.
+     */
+    encryption: z
+      .object({
+        format: z.literal('age'),
+        recipients: z.array(z.string().max(2000).regex(AGE_RECIPIENT)).min(1).max(100),
+      })
+      .strict()
+      .optional(),
+    /** The stored object (compressed, then encrypted if it is): what checks and retention work from. */
     size: count,
     sha256,
     /** The tar stream as pg_basebackup wrote it. */

@@ -1,14 +1,15 @@
 /**
  * One base backup for point-in-time recovery, as a single stream with no temporary file:
  *   pg_basebackup -D - -Ft -X none -> tar reader (backup_label, backup_manifest) -> parallel gzip
- *   -> SHA-256 -> storage
+ *   [-> age, to BACKUP_ENCRYPTION_RECIPIENTS] -> SHA-256 -> storage
  * then its manifest, written only once the data object is complete. WAL is not included (-X none):
  * restores read it from the archive, whose chain from this backup's start is checked before use.
  * Any failure deletes the data object: no good-looking partial is ever left.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { pipeline } from 'node:stream';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
+import { encryptStream, encryptionRecipients } from '../backup/encryption.js';
 import { ParallelGzip } from '../backup/gzip-parallel.js';
 import { ByteCounter, EndGate, HashCounter } from '../backup/hash.js';
 import type { Signer } from '../backup/signing.js';
@@ -88,7 +89,9 @@ export async function takeBaseBackup(deps: BaseBackupDeps, o: BaseBackupOptions)
           hint: 'install a pg_basebackup of the server’s major version or newer, or set PG_CLIENT_BIN_DIR',
         },
       );
-    key = baseKey(facts.systemIdentifier, startedAt, runId);
+    // the public keys only (read now: a rotation applies from the next backup); never the identity
+    const recipients = encryptionRecipients(config);
+    key = baseKey(facts.systemIdentifier, startedAt, runId, recipients.length > 0);
     log.info({ key, storage: storage.description }, 'base backup started');
     // -D - writes one tar to stdout (one tablespace only, checked above) with backup_manifest
     // injected at its end; -X none: the archive holds the WAL; -c fast: start at once
@@ -141,14 +144,33 @@ export async function takeBaseBackup(deps: BaseBackupDeps, o: BaseBackupOptions)
       o.progressEveryMs ?? 10_000,
     );
     progress.unref();
-    const piped = new Promise<void>((resolve, reject) =>
-      pipeline(child.stdout, raw, tar, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
-    );
+    // encrypted after compression (age output does not compress); the hash is of the stored bytes,
+    // what a check without the identity can verify
+    let piped: Promise<void>;
+    const middle: PassThrough[] = [];
+    if (recipients.length > 0) {
+      const compressed = new PassThrough({ highWaterMark: 1 << 20 });
+      middle.push(compressed);
+      const zipped = new Promise<void>((resolve, reject) =>
+        pipeline(child.stdout, raw, tar, gzip, compressed, (err) => (err ? reject(err) : resolve())),
+      );
+      const encrypted: Readable = await encryptStream(compressed, recipients);
+      const stored = new Promise<void>((resolve, reject) =>
+        pipeline(encrypted, hash, gate, (err) => (err ? reject(err) : resolve())),
+      );
+      piped = Promise.all([zipped, stored]).then(() => undefined);
+    } else {
+      piped = new Promise<void>((resolve, reject) =>
+        pipeline(child.stdout, raw, tar, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
+      );
+    }
     let first: unknown;
     const stopAll = (err: unknown) => {
       first ??= err;
       kill();
-      gate.destroy(err instanceof Error ? err : new Error(String(err)));
+      const e = err instanceof Error ? err : new Error(String(err));
+      gate.destroy(e);
+      for (const m of middle) m.destroy(e);
     };
     const onAbort = () => stopAll(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
@@ -207,6 +229,7 @@ export async function takeBaseBackup(deps: BaseBackupDeps, o: BaseBackupOptions)
       pgBasebackupVersion: tool.version.slice(0, 200),
       format: 'tar',
       compression: { algorithm: 'gzip', level: config.backup.compressionLevel, members: gzip.members },
+      ...(recipients.length > 0 ? { encryption: { format: 'age' as const, recipients } } : {}),
       size: hash.bytes,
       sha256: hash.sha256,
       rawBytes: raw.bytes,

@@ -153,6 +153,10 @@ async function judgeBase(
   if (manifest.key !== key) return { why: `manifest names another object (${manifest.key})` };
   if (manifest.systemIdentifier !== sysid)
     return { why: `manifest is of another cluster (${manifest.systemIdentifier})` };
+  if ((manifest.encryption !== undefined) !== key.endsWith('.age'))
+    return {
+      why: `manifest says the object is ${manifest.encryption ? 'encrypted' : 'plain'}, its name says otherwise`,
+    };
   if (manifest.size !== size)
     return { why: `stored object has ${size} bytes, the manifest says ${manifest.size}` };
   if (o.signer) {

@@ -20,11 +20,21 @@ export interface PitrSummary {
     consistentAt: string;
     sizeBytes: number;
     trigger: string;
+    /** The age recipients it is encrypted to; absent when stored plain. */
+    encryptedTo?: string[];
     walReachesTo?: string;
     consistent: boolean;
     gap?: string;
   }>;
-  wal: Array<{ timeline: number; first: string; last: string; segments: number; partials: number }>;
+  wal: Array<{
+    timeline: number;
+    first: string;
+    last: string;
+    segments: number;
+    /** How many of the segments are stored encrypted (age). */
+    encrypted: number;
+    partials: number;
+  }>;
   histories: number[];
   window: {
     timeline: number;
@@ -60,6 +70,7 @@ export async function summarizePitr(storage: Storage, sysid: string, signer?: Si
         consistentAt: b.consistentAt.toISOString(),
         sizeBytes: b.manifest.size,
         trigger: b.manifest.trigger,
+        ...(b.manifest.encryption ? { encryptedTo: b.manifest.encryption.recipients } : {}),
         ...(chain.last ? { walReachesTo: segmentName(chain.last.timeline, chain.last.segNo, bytes) } : {}),
         consistent: chain.consistent,
         ...(chain.gap ? { gap: chain.gap.segment } : {}),
@@ -74,6 +85,7 @@ export async function summarizePitr(storage: Storage, sysid: string, signer?: Si
           first: segmentName(tl, nos[0]!, bytes),
           last: segmentName(tl, nos.at(-1)!, bytes),
           segments: nos.length,
+          encrypted: [...segs.values()].filter((w) => w.storedTag).length,
           partials: partialsByTl.get(tl) ?? 0,
         };
       }),
@@ -99,13 +111,13 @@ export function renderSummary(s: PitrSummary): string {
   if (s.bases.length === 0) out.push('  none');
   for (const b of s.bases)
     out.push(
-      `  ${b.key}  timeline ${b.timeline}  ${b.startLsn} .. ${b.stopLsn}  consistent at ${b.consistentAt}  ${b.sizeBytes} bytes${b.consistent ? '' : '  NOT RESTORABLE (its WAL is missing)'}${b.gap ? `  gap at ${b.gap}` : ''}`,
+      `  ${b.key}  timeline ${b.timeline}  ${b.startLsn} .. ${b.stopLsn}  consistent at ${b.consistentAt}  ${b.sizeBytes} bytes${b.encryptedTo ? `  encrypted (age, to ${b.encryptedTo.join(', ')})` : ''}${b.consistent ? '' : '  NOT RESTORABLE (its WAL is missing)'}${b.gap ? `  gap at ${b.gap}` : ''}`,
     );
   out.push('', 'WAL by timeline:');
   if (s.wal.length === 0) out.push('  none');
   for (const w of s.wal)
     out.push(
-      `  timeline ${w.timeline}: ${w.first} .. ${w.last} (${w.segments} segments${w.partials ? `, ${w.partials} partial` : ''})`,
+      `  timeline ${w.timeline}: ${w.first} .. ${w.last} (${w.segments} segments${w.encrypted ? `, ${w.encrypted === w.segments ? 'all' : w.encrypted} encrypted` : ''}${w.partials ? `, ${w.partials} partial` : ''})`,
     );
   out.push(
     '',

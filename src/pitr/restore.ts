@@ -9,9 +9,10 @@ import { spawn } from 'node:child_process';
 import { constants, existsSync } from 'node:fs';
 import { mkdir, open, readdir, rm, writeFile, chmod } from 'node:fs/promises';
 import { resolve as resolvePath, join } from 'node:path';
-import { pipeline } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { ChecksumVerifier } from '../backup/checksum.js';
+import { decryptStream, readIdentities } from '../backup/encryption.js';
 import { ByteCounter } from '../backup/hash.js';
 import type { Signer } from '../backup/signing.js';
 import type { Storage } from '../backup/storage/storage.js';
@@ -22,14 +23,16 @@ import type { Logger } from '../log/logger.js';
 import { debianToolAtLeast, toolPath } from '../programs/client-tools.js';
 import { findServerBinaries } from '../programs/server-binaries.js';
 import { parseDatabaseUrl } from '../core/database-url.js';
-import { listPitr, loadHistories } from './pitr-catalog.js';
+import type { BaseManifest } from './base-manifest.js';
+import { listPitr, loadHistories, type PitrListing, type WalObject } from './pitr-catalog.js';
+import { fetchWalFile } from './wal-object.js';
 import { Prefetcher } from './prefetch.js';
 import { freePort } from '../core/free-port.js';
 import { RecoveryServer, checkServerDataDir, serverOwner } from './recovery-server.js';
 import { planRestore, type RestoreTarget } from './restore-plan.js';
 import { writeFileNoFollow } from './safe-write.js';
 import { TarGuard, TarGuardError } from './tar-guard.js';
-import { formatLsn } from './wal-name.js';
+import { formatLsn, parseWalFileName } from './wal-name.js';
 
 export const INCOMPLETE_MARKER = 'PGMAINTD_RESTORE_INCOMPLETE';
 export const RESTORE_CONFIG_FILE = 'pgmaintd-restore.json';
@@ -97,8 +100,21 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
         }
       : findServerBinaries(Math.floor(m.serverVersionNum / 10000))
     : undefined;
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await chmod(dataDir, 0o700);
+  // an encrypted base backup (or WAL) is opened, and the identity checked against it, before
+  // anything is written: a missing or wrong identity leaves --data-dir as it was
+  const identityFile = deps.config.backup.encryption.identityFile;
+  if (m.encryption) (await openBase(deps, plan.base.key, m, identityFile, o.signal)).destroy();
+  await checkWalIdentity(deps, listing, plan.base.manifest, identityFile, o.signal);
+  // opened again right before it is read: one left unread through the WAL check ended early
+  // ("premature close") against a directory store
+  const source = await openBase(deps, plan.base.key, m, identityFile, o.signal);
+  try {
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    await chmod(dataDir, 0o700);
+  } catch (err) {
+    source.destroy();
+    throw err;
+  }
   await writeFile(
     join(dataDir, INCOMPLETE_MARKER),
     `pg-maintd restore of ${plan.base.key} in progress or interrupted: delete this directory\n`,
@@ -106,7 +122,7 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
   let server: RecoveryServer | undefined;
   let prefetcher: Prefetcher | undefined;
   try {
-    await extract(deps, plan.base.key, m.sha256, m.rawBytes, dataDir, o.signal, log);
+    await extract(source, plan.base.key, m.rawBytes, dataDir, o.signal, log);
     await verifyBackup(verifierPath(deps.config, binaries?.binDir, m.serverVersionNum), dataDir, o.signal);
     await writeRecoverySettings(deps.config, dataDir, o.target, o.pause === true);
     if (!o.start || !binaries) {
@@ -118,9 +134,10 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
     // server's user: after the chown, a link planted there could steer root's writes
     const logFile = join(dataDir, 'log', 'pgmaintd-restore.log');
     await mkdir(join(dataDir, 'log'), { recursive: true });
+    // this process decrypts: the server's user never reads the identity, it gets verified plain WAL
     prefetcher = new Prefetcher(
       dataDir,
-      { storage: deps.storage, sysid: o.sysid, signer: deps.signer },
+      { storage: deps.storage, sysid: o.sysid, signer: deps.signer, identityFile },
       log,
       owner,
       m.segmentBytes,
@@ -180,17 +197,78 @@ export async function restorePitr(deps: PitrDeps, o: PitrRestoreOptions): Promis
   }
 }
 
-async function extract(
+/**
+ * The base backup's gzip stream: the stored bytes through their SHA-256 check, then, if encrypted,
+ * age. Decryption begins here, so a missing or wrong identity is an error before any write.
+ */
+async function openBase(
   deps: PitrDeps,
   key: string,
-  sha256: string,
+  m: BaseManifest,
+  identityFile: string | undefined,
+  signal: AbortSignal,
+): Promise<Readable> {
+  const identities = m.encryption ? identitiesFor(identityFile, key, m.encryption.recipients) : undefined;
+  const stored = await deps.storage.getStream(key, signal);
+  const verifier = new ChecksumVerifier(m.sha256, key);
+  const verified = pipeline(stored, verifier, () => undefined);
+  if (!identities) return verified;
+  return decryptStream(verified, identities, `base backup ${key}`, m.encryption!.recipients);
+}
+
+function identitiesFor(identityFile: string | undefined, what: string, recipients: string[]): string[] {
+  try {
+    return readIdentities(identityFile);
+  } catch (err) {
+    const e = err as OperatorError;
+    throw new OperatorError(`${what} is encrypted to ${recipients.join(', ')}: ${e.message}`, {
+      exitCode: e.exitCode,
+      hint: `${e.hint ?? ''}; nothing was written`,
+    });
+  }
+}
+
+/**
+ * WAL stored encrypted after the base backup (encryption turned on after it, or the base is
+ * encrypted too): the identity must open it, checked on the first such object before any write.
+ */
+async function checkWalIdentity(
+  deps: PitrDeps,
+  listing: PitrListing,
+  m: BaseManifest,
+  identityFile: string | undefined,
+  signal: AbortSignal,
+): Promise<void> {
+  const from = parseWalFileName(m.startWalFile, m.segmentBytes);
+  if (from?.kind !== 'segment') return;
+  let first: WalObject | undefined;
+  for (const [tl, segs] of listing.segments) {
+    if (tl < m.timeline) continue;
+    for (const [segNo, w] of segs)
+      if (w.storedTag && segNo >= from.segNo && (!first || w.file.name < first.file.name)) first = w;
+  }
+  for (const list of listing.partials.values())
+    for (const w of list) if (!first && w.storedTag && w.file.timeline >= m.timeline) first = w;
+  if (!first) return;
+  identitiesFor(identityFile, `WAL after this base backup (${first.key})`, m.encryption?.recipients ?? []);
+  const ws = { storage: deps.storage, sysid: listing.sysid, signer: deps.signer, identityFile };
+  try {
+    await fetchWalFile({ ...ws, segmentBytes: m.segmentBytes }, first, signal);
+  } catch (err) {
+    // a damaged object is recovery's to meet (another copy may serve); the identity is this check's
+    if (err instanceof OperatorError && / is corrupt: /.test(err.message)) return;
+    throw err;
+  }
+}
+
+async function extract(
+  source: Readable,
+  key: string,
   rawBytes: number,
   dataDir: string,
   signal: AbortSignal,
   log: Logger,
 ): Promise<void> {
-  const source = await deps.storage.getStream(key, signal);
-  const verifier = new ChecksumVerifier(sha256, key);
   const counter = new ByteCounter();
   const guard = new TarGuard();
   // ownership and modes are not the archive's to choose: root extracts, chown -R hands it over
@@ -220,9 +298,7 @@ async function extract(
       ),
     );
     const piped = new Promise<void>((resolve, reject) =>
-      pipeline(source, verifier, createGunzip(), counter, guard, tar.stdin, (err) =>
-        err ? reject(err) : resolve(),
-      ),
+      pipeline(source, createGunzip(), counter, guard, tar.stdin, (err) => (err ? reject(err) : resolve())),
     );
     const [p, e] = await Promise.allSettled([piped, exited]);
     // the checksum's verdict first: tar failing on a corrupt stream is its symptom

@@ -7,6 +7,11 @@
  *   pitr/<sysid>/base/<YYYYMMDD_HHMMSS>-<run>.tar.gz          a base backup (pg_basebackup's tar, gzip)
  *   pitr/<sysid>/base/<...>.tar.gz.manifest.json              its manifest, written last
  *   pitr/<sysid>/drills/<YYYYMMDD_HHMMSS>-<run>.json          a PITR drill's record
+ * With BACKUP_ENCRYPTION_RECIPIENTS, segments and partials are stored encrypted with age after gzip:
+ *   pitr/<sysid>/wal/<segment>-<tag>-<stored>.gz.age            (partials alike)
+ *   pitr/<sysid>/base/<YYYYMMDD_HHMMSS>-<run>.tar.gz.age       (its manifest: <...>.tar.gz.age.manifest.json)
+ * where <stored> binds the stored (encrypted) bytes to the name and <tag> (wal-object.ts) the
+ * plaintext; plain and encrypted objects sit side by side after encryption is turned on or off.
  * <tag> is 64 hex digits binding the uncompressed content to its name (its SHA-256, or with
  * BACKUP_SIGNING_KEY_FILE an HMAC of the system identifier, the name (a partial's with its <bytes>)
  * and the SHA-256, so an object copied from another cluster or under another byte count is refused): every object is written once and never
@@ -16,6 +21,7 @@
  * Dumps live in one folder per database (naming.ts); keys here are deeper than one level, which the
  * dump catalog never reads, so a database that happens to be named "pitr" sees none of them.
  */
+import { AGE_SUFFIX } from '../backup/encryption.js';
 import { stamp } from '../backup/naming.js';
 import { parseWalFileName, type WalFileName } from './wal-name.js';
 
@@ -23,10 +29,12 @@ export const PITR_ROOT = 'pitr';
 export const BASE_MANIFEST_SUFFIX = '.manifest.json';
 const SYSID_RE = /^\d{1,20}$/;
 const TAG = '[0-9a-f]{64}';
-const WAL_RE = new RegExp(`^([0-9A-F]{24})-(${TAG})\\.gz$`);
-const PARTIAL_RE = new RegExp(`^([0-9A-F]{24})\\.partial\\.([0-9a-f]{8})-(${TAG})\\.gz$`);
+/** `.gz`, or `-<stored tag>.gz.age` for an encrypted object. */
+const END = `(?:\\.gz|-(${TAG})\\.gz\\.age)`;
+const WAL_RE = new RegExp(`^([0-9A-F]{24})-(${TAG})${END}$`);
+const PARTIAL_RE = new RegExp(`^([0-9A-F]{24})\\.partial\\.([0-9a-f]{8})-(${TAG})${END}$`);
 const HISTORY_RE = new RegExp(`^([0-9A-F]{8}\\.history)-(${TAG})\\.gz$`);
-const BASE_RE = /^(\d{8}_\d{6})-([0-9a-f]{8})\.tar\.gz$/;
+const BASE_RE = /^(\d{8}_\d{6})-([0-9a-f]{8})\.tar\.gz(\.age)?$/;
 const DRILL_RE = /^(\d{8}_\d{6})-([0-9a-f]{8})\.json$/;
 
 export function validSystemIdentifier(sysid: string): boolean {
@@ -42,8 +50,9 @@ export const walPrefix = (sysid: string) => `${root(sysid)}/wal/`;
 export const basePrefix = (sysid: string) => `${root(sysid)}/base/`;
 export const drillPrefix = (sysid: string) => `${root(sysid)}/drills/`;
 
-export function walKey(sysid: string, fileName: string, tag: string): string {
-  return `${walPrefix(sysid)}${fileName}-${tag}.gz`;
+/** The key of a WAL file (or a partial's name) with plaintext tag `tag`; `storedTag` when encrypted. */
+export function walKey(sysid: string, fileName: string, tag: string, storedTag?: string): string {
+  return `${walPrefix(sysid)}${fileName}-${tag}${storedTag ? `-${storedTag}.gz${AGE_SUFFIX}` : '.gz'}`;
 }
 
 /** A partial's name as its tag binds it: the segment and how many bytes of it hold WAL. */
@@ -51,12 +60,18 @@ export function partialName(segment: string, validBytes: number): string {
   return `${segment}.partial.${validBytes.toString(16).padStart(8, '0')}`;
 }
 
-export function partialKey(sysid: string, segment: string, validBytes: number, tag: string): string {
-  return `${walPrefix(sysid)}${partialName(segment, validBytes)}-${tag}.gz`;
+export function partialKey(
+  sysid: string,
+  segment: string,
+  validBytes: number,
+  tag: string,
+  storedTag?: string,
+): string {
+  return walKey(sysid, partialName(segment, validBytes), tag, storedTag);
 }
 
-export function baseKey(sysid: string, at: Date, run: string): string {
-  return `${basePrefix(sysid)}${stamp(at)}-${run}.tar.gz`;
+export function baseKey(sysid: string, at: Date, run: string, encrypted = false): string {
+  return `${basePrefix(sysid)}${stamp(at)}-${run}.tar.gz${encrypted ? AGE_SUFFIX : ''}`;
 }
 
 export function drillKey(sysid: string, at: Date, run: string): string {
@@ -65,7 +80,10 @@ export function drillKey(sysid: string, at: Date, run: string): string {
 
 export type StoredWal = {
   key: string;
+  /** Binds the uncompressed, unencrypted content to the name. */
   tag: string;
+  /** Encrypted objects only: binds the stored bytes to the name and `tag`, checked without the identity. */
+  storedTag?: string | undefined;
   /** The file's name as PostgreSQL knows it (the segment's for a partial). */
   file: WalFileName;
 } & ({ partial: false } | { partial: true; validBytes: number });
@@ -78,13 +96,15 @@ export function parseWalKey(sysid: string, key: string, segmentBytes?: number): 
   let m = WAL_RE.exec(rest);
   if (m) {
     const file = parseWalFileName(m[1]!, segmentBytes);
-    return file?.kind === 'segment' ? { key, tag: m[2]!, file, partial: false } : undefined;
+    return file?.kind === 'segment' ? { key, tag: m[2]!, storedTag: m[3], file, partial: false } : undefined;
   }
   m = PARTIAL_RE.exec(rest);
   if (m) {
     const file = parseWalFileName(m[1]!, segmentBytes);
     const validBytes = parseInt(m[2]!, 16);
-    return file?.kind === 'segment' ? { key, tag: m[3]!, file, partial: true, validBytes } : undefined;
+    return file?.kind === 'segment'
+      ? { key, tag: m[3]!, storedTag: m[4], file, partial: true, validBytes }
+      : undefined;
   }
   m = HISTORY_RE.exec(rest);
   if (m) {
@@ -102,12 +122,15 @@ function stampDate(ts: string): Date | undefined {
   return Number.isNaN(at.getTime()) || stamp(at) !== ts ? undefined : at;
 }
 
-export function parseBaseKey(sysid: string, key: string): { key: string; at: Date; run: string } | undefined {
+export function parseBaseKey(
+  sysid: string,
+  key: string,
+): { key: string; at: Date; run: string; encrypted: boolean } | undefined {
   const prefix = basePrefix(sysid);
   if (!key.startsWith(prefix)) return undefined;
   const m = BASE_RE.exec(key.slice(prefix.length));
   const at = m ? stampDate(m[1]!) : undefined;
-  return m && at ? { key, at, run: m[2]! } : undefined;
+  return m && at ? { key, at, run: m[2]!, encrypted: m[3] !== undefined } : undefined;
 }
 
 export function parseDrillKey(sysid: string, key: string): { key: string; at: Date } | undefined {

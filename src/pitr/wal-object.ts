@@ -5,17 +5,32 @@
  * already stored are refused, as archive_command must (the archive would otherwise hold two
  * histories). Fetching checks the tag after decompressing, so a corrupt, truncated or swapped
  * object is an error that names it, never WAL handed to PostgreSQL.
+ *
+ * With encryption recipients, segments and partials are encrypted with age after gzip, and their
+ * name carries two tags. age is randomized: the same segment encrypts to different bytes each time,
+ * and the writer holds no identity to decrypt what is stored. So the first tag stays the one of the
+ * plaintext, as for plain objects: a re-push of the same segment finds its tag in a stored name
+ * (plain or encrypted) and is "already stored", a different segment has another tag and is a
+ * conflict. The second tag binds the stored (encrypted) bytes to the name and the first tag (their
+ * SHA-256, or an HMAC of the system identifier, the name, the first tag and that SHA-256 when
+ * signing): whoever holds no identity (the archiver judging a conflicting copy, a verification, a
+ * reader before decrypting) still tells an intact object from a damaged or planted one. A reader
+ * with the identity checks both: the stored bytes, then the plaintext after decrypting.
+ * History files stay unencrypted: they hold only timeline numbers, switch positions and the reason
+ * for the switch, and retention, `pitr list` and `pitr verify` (which run without the identity)
+ * need them to follow the timelines.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb, type ZlibOptions } from 'node:zlib';
+import { decryptBuffer, encryptBuffer, readIdentities } from '../backup/encryption.js';
 import type { Signer } from '../backup/signing.js';
 import { ObjectExistsError, type Storage } from '../backup/storage/storage.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { writtenBytes } from './pg-control.js';
-import { parseWalKey, partialKey, partialName, walKey, walPrefix, type StoredWal } from './store-keys.js';
+import { parseWalKey, partialName, walKey, walPrefix, type StoredWal } from './store-keys.js';
 
 const MAX_SEGMENT_BYTES = 1 << 30;
 
@@ -34,6 +49,10 @@ export interface WalStore {
   signer?: Signer | undefined;
   /** The cluster's WAL segment size (names map to positions by it; no segment is larger). */
   segmentBytes?: number | undefined;
+  /** Writers: the age recipients to encrypt to now (none: plain); asked at every object, for rotations. */
+  recipients?: (() => string[]) | undefined;
+  /** Readers: BACKUP_ENCRYPTION_IDENTITY_FILE, read when an encrypted object is met. */
+  identityFile?: string | undefined;
 }
 
 /**
@@ -44,6 +63,31 @@ export interface WalStore {
 export function walTag(signer: Signer | undefined, sysid: string, name: string, content: Buffer): string {
   const sha = createHash('sha256').update(content).digest('hex');
   return signer ? signer.tag(`pg-maintd wal ${sysid} ${name} ${sha}`) : sha;
+}
+
+/** The tag binding an encrypted object's stored bytes to its name and plaintext tag. */
+export function storedTag(
+  signer: Signer | undefined,
+  sysid: string,
+  name: string,
+  tag: string,
+  stored: Buffer,
+): string {
+  const sha = createHash('sha256').update(stored).digest('hex');
+  return signer ? signer.tag(`pg-maintd wal-stored ${sysid} ${name} ${tag} ${sha}`) : sha;
+}
+
+function storedTagMatches(
+  signer: Signer | undefined,
+  sysid: string,
+  name: string,
+  w: StoredWal,
+  stored: Buffer,
+) {
+  const sha = createHash('sha256').update(stored).digest('hex');
+  return signer
+    ? signer.tagMatches(`pg-maintd wal-stored ${sysid} ${name} ${w.tag} ${sha}`, w.storedTag!)
+    : sha === w.storedTag;
 }
 
 function tagMatches(
@@ -83,21 +127,23 @@ export async function putWalFile(
   signal?: AbortSignal,
 ): Promise<PutResult> {
   const tag = walTag(ws.signer, ws.sysid, name, content);
-  const key = walKey(ws.sysid, name, tag);
   const existing = await storedUnder(ws, name);
-  if (existing.some((e) => e.key === key)) return { key, stored: 'already', compressedBytes: 0 };
+  // the plaintext's tag, whether that copy is plain or encrypted (randomized: never the same bytes)
+  const same = existing.find((e) => !e.partial && e.tag === tag);
+  if (same) return { key: same.key, stored: 'already', compressedBytes: 0 };
   for (const other of existing.filter((e) => !e.partial)) {
     // only a copy that verifies is another history; one that does not (planted, or from another
-    // cluster) must not stop archiving forever: fetch serves the copy that verifies, ours
+    // cluster) must not stop archiving forever: fetch serves the copy that verifies, ours. An
+    // encrypted copy is judged by its stored bytes: the writer has no identity
     try {
-      await fetchWalFile(ws, other, signal);
+      await (other.storedTag ? fetchStored(ws, other, name, signal) : fetchWalFile(ws, other, signal));
     } catch (err) {
       if (err instanceof OperatorError && err.exitCode === EXIT.DATAERR) continue;
       throw err;
     }
     throw new WalConflictError(name, other.key, ws.storage.description);
   }
-  return put(ws, key, content, signal);
+  return put(ws, name, tag, content, signal);
 }
 
 /**
@@ -111,13 +157,32 @@ export async function putPartial(
   validBytes: number,
   signal?: AbortSignal,
 ): Promise<PutResult> {
-  const tag = walTag(ws.signer, ws.sysid, partialName(segment, validBytes), content);
-  const key = partialKey(ws.sysid, segment, validBytes, tag);
-  return put(ws, key, content, signal);
+  const name = partialName(segment, validBytes);
+  const tag = walTag(ws.signer, ws.sysid, name, content);
+  if (ws.recipients?.().length) {
+    // encrypted, the same content never makes the same key: look for its plaintext tag first
+    const same = (await ws.storage.list(`${walPrefix(ws.sysid)}${name}-${tag}`)).find(
+      (o) => parseWalKey(ws.sysid, o.key, ws.segmentBytes)?.tag === tag,
+    );
+    if (same) return { key: same.key, stored: 'already', compressedBytes: 0 };
+  }
+  return put(ws, name, tag, content, signal);
 }
 
-async function put(ws: WalStore, key: string, content: Buffer, signal?: AbortSignal): Promise<PutResult> {
-  const body = await gzip(content, { level: WAL_GZIP_LEVEL });
+async function put(
+  ws: WalStore,
+  name: string,
+  tag: string,
+  content: Buffer,
+  signal?: AbortSignal,
+): Promise<PutResult> {
+  const recipients = ws.recipients?.() ?? [];
+  let body = await gzip(content, { level: WAL_GZIP_LEVEL });
+  let key = walKey(ws.sysid, name, tag);
+  if (recipients.length > 0) {
+    body = await encryptBuffer(body, recipients);
+    key = walKey(ws.sysid, name, tag, storedTag(ws.signer, ws.sysid, name, tag, body));
+  }
   try {
     await ws.storage.putStream(key, Readable.from([body]), {
       signal: signal ?? new AbortController().signal,
@@ -147,12 +212,15 @@ export async function storedUnder(
   return out.sort((a, b) => rank(b) - rank(a));
 }
 
-/** Reads, decompresses and checks one stored WAL file; rejects with a message naming the key. */
-export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: AbortSignal): Promise<Buffer> {
-  const name = stored.partial ? partialName(stored.file.name, stored.validBytes) : stored.file.name;
+/**
+ * Reads one stored WAL object's bytes, as stored, bounded; an encrypted one is checked against the
+ * tag of its stored bytes (no identity needed). Rejects with a message naming the key.
+ */
+async function fetchStored(ws: WalStore, stored: StoredWal, name: string, signal?: AbortSignal) {
   // unknown: the largest PostgreSQL allows, so a real segment is never taken for a bomb
   const segmentBytes = ws.segmentBytes ?? MAX_SEGMENT_BYTES;
   // read from a store that may be hostile: never more than the file can be, compressed or not
+  // (the slack covers age's header and its 16 bytes per 64 KiB as well)
   const maxBytes = stored.file.kind === 'history' ? MAX_HISTORY_BYTES : segmentBytes;
   const maxCompressed = maxBytes + GZIP_SLACK_BYTES;
   let compressed: Buffer;
@@ -182,6 +250,36 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
     );
   }
   if (oversized) throw corrupt(stored.key, `it is larger than ${maxCompressed} bytes compressed`);
+  if (stored.storedTag && !storedTagMatches(ws.signer, ws.sysid, name, stored, compressed))
+    throw corrupt(
+      stored.key,
+      ws.signer
+        ? 'its stored bytes do not match the tag in its name under any key of BACKUP_SIGNING_KEY_FILE (altered, or written without the key)'
+        : 'its stored bytes do not hash to the SHA-256 in its name (altered or corrupted)',
+    );
+  return { compressed, maxBytes, segmentBytes };
+}
+
+/** Reads, decrypts, decompresses and checks one stored WAL file; rejects with a message naming the key. */
+export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: AbortSignal): Promise<Buffer> {
+  const name = stored.partial ? partialName(stored.file.name, stored.validBytes) : stored.file.name;
+  const got = await fetchStored(ws, stored, name, signal);
+  const { maxBytes, segmentBytes } = got;
+  let compressed = got.compressed;
+  if (stored.storedTag) {
+    // the identity is read here, where it is needed: the archiver and keyless readers never come here
+    let identities: string[];
+    try {
+      identities = readIdentities(ws.identityFile);
+    } catch (err) {
+      const e = err as OperatorError;
+      throw new OperatorError(`WAL object ${stored.key} is encrypted (age): ${e.message}`, {
+        exitCode: e.exitCode,
+        hint: `${e.hint ?? 'set BACKUP_ENCRYPTION_IDENTITY_FILE'}; or restore with \`pg-maintd pitr restore --start\`, whose own process decrypts WAL for the server`,
+      });
+    }
+    compressed = await decryptBuffer(compressed, identities, `WAL object ${stored.key}`);
+  }
   let content: Buffer;
   try {
     content = await gunzip(compressed, { maxOutputLength: maxBytes });

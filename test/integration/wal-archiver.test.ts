@@ -2,6 +2,8 @@
 // partials reach the store and leave the spool, the lag falls, pg_receivewal killed or the server
 // restarted loses nothing, a store outage only grows the spool, a slot dropped by someone else is a
 // gap (counted, reported, streaming goes on), and of two archivers only one streams.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -642,6 +644,37 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     expect(r.archiver.leading).toBe(true);
     await r.stop();
   });
+
+  it('with encryption recipients (and no identity) stores segments and partials encrypted, readable with age', async () => {
+    const keys = tempDir('pgmaintd-walkeys-');
+    const id = join(keys, 'key.txt');
+    execFileSync('age-keygen', ['-o', id], { stdio: 'ignore' });
+    const pub = execFileSync('age-keygen', ['-y', id], { encoding: 'utf8' }).trim();
+    const storeDir = tempDir('pgmaintd-walstore-');
+    const r = await rig({ storeDir, env: { BACKUP_ENCRYPTION_RECIPIENTS: pub } });
+    rigs.push(r);
+    await r.start();
+    const last = await writeAndSwitch(r.url, 2);
+    await waitFor(
+      () => stored(r.storage),
+      (x) =>
+        x.segments.includes(last) && x.partials.some((p) => p.file.kind === 'segment' && p.file.segNo > last),
+      60_000,
+      250,
+    );
+    const objects = await r.storage.list(walPrefix(sysid));
+    const wal = objects.flatMap((o) => {
+      const w = parseWalKey(sysid, o.key);
+      return w && w.file.kind === 'segment' ? [w] : [];
+    });
+    expect(wal.length).toBeGreaterThan(1);
+    expect(wal.filter((w) => !w.storedTag || !w.key.endsWith('.gz.age'))).toEqual([]);
+    const seg = wal.find((w) => !w.partial && w.file.kind === 'segment' && w.file.segNo === last)!;
+    const plain = execFileSync('sh', ['-c', `age -d -i ${id} ${join(storeDir, seg.key)} | gunzip`], {
+      maxBuffer: 64 << 20,
+    });
+    expect(createHash('sha256').update(plain).digest('hex')).toBe(seg.tag);
+  }, 120_000);
 
   it('in command mode writes only the heartbeat (the server archives through wal-push)', async () => {
     const r = await rig({ env: { WAL_ARCHIVE: 'command' } });

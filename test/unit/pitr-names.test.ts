@@ -106,8 +106,37 @@ describe('PITR store keys', () => {
       key: `pitr/${SYSID}/base/20261202_101112-deadbeef.tar.gz`,
       at,
       run: 'deadbeef',
+      encrypted: false,
     });
     expect(parseDrillKey(SYSID, drillKey(SYSID, at, '0badf00d'))?.at).toEqual(at);
+  });
+
+  it('parses encrypted keys (.gz.age with a stored-bytes tag) beside plain ones', () => {
+    const STORED = 'c'.repeat(64);
+    const seg = walKey(SYSID, '000000010000000000000003', TAG, STORED);
+    expect(seg).toBe(`pitr/${SYSID}/wal/000000010000000000000003-${TAG}-${STORED}.gz.age`);
+    expect(parseWalKey(SYSID, seg)).toMatchObject({ partial: false, tag: TAG, storedTag: STORED });
+    expect(parseWalKey(SYSID, walKey(SYSID, '000000010000000000000003', TAG))?.storedTag).toBeUndefined();
+    const part = partialKey(SYSID, '000000010000000000000004', 0x123456, TAG, STORED);
+    expect(part.endsWith('.gz.age')).toBe(true);
+    expect(parseWalKey(SYSID, part)).toMatchObject({
+      partial: true,
+      validBytes: 0x123456,
+      storedTag: STORED,
+    });
+    const at = new Date('2026-12-02T10:11:12Z');
+    expect(parseBaseKey(SYSID, baseKey(SYSID, at, 'deadbeef', true))).toEqual({
+      key: `pitr/${SYSID}/base/20261202_101112-deadbeef.tar.gz.age`,
+      at,
+      run: 'deadbeef',
+      encrypted: true,
+    });
+    for (const key of [
+      `pitr/${SYSID}/wal/000000010000000000000003-${TAG}.gz.age`,
+      `pitr/${SYSID}/wal/000000010000000000000003-${TAG}-${STORED}.gz`,
+      `pitr/${SYSID}/wal/00000002.history-${TAG}-${STORED}.gz.age`,
+    ])
+      expect(parseWalKey(SYSID, key), key).toBeUndefined();
   });
 
   it('refuses keys pg-maintd never writes, and another cluster’s', () => {
