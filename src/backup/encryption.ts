@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
+import { ageEncrypter } from './age-stream.js';
 import { AGE_RECIPIENT, splitAgeRecipients } from '../config/kinds.js';
 import { recipientsFileProblem } from '../config/load.js';
 import type { Config } from '../config/load.js';
@@ -71,20 +72,28 @@ export function checkRecipients(recipients: string[]): void {
   });
 }
 
-/** `body` encrypted to `recipients`, as a stream (age's STREAM payload, 64 KiB chunks). */
+/**
+ * `body` encrypted to `recipients`, as a stream (age's STREAM payload, 64 KiB chunks), sealed by
+ * node:crypto (age-stream.ts): the pure-JavaScript cipher was slower than gzip's output.
+ */
 export async function encryptStream(body: Readable, recipients: string[]): Promise<Readable> {
-  const enc = new Encrypter();
-  for (const r of recipients) enc.addRecipient(r);
-  const web = Readable.toWeb(body) as unknown as ReadableStream<Uint8Array>;
-  const out = await enc.encrypt(web);
-  return Readable.fromWeb(out as unknown as import('node:stream/web').ReadableStream<Uint8Array>);
+  const enc = await ageEncrypter(recipients);
+  body.on('error', (err) => enc.destroy(err));
+  return body.pipe(enc);
 }
 
-/** A whole small object encrypted to `recipients`. */
+/** A whole small object (a WAL segment, compressed) encrypted to `recipients`. */
 export async function encryptBuffer(content: Uint8Array, recipients: string[]): Promise<Buffer> {
-  const enc = new Encrypter();
-  for (const r of recipients) enc.addRecipient(r);
-  return Buffer.from(await enc.encrypt(content));
+  const enc = await ageEncrypter(recipients);
+  const chunks: Buffer[] = [];
+  enc.on('data', (c: Buffer) => chunks.push(c));
+  const done = new Promise<void>((resolve, reject) => {
+    enc.on('end', resolve);
+    enc.on('error', reject);
+  });
+  enc.end(content);
+  await done;
+  return Buffer.concat(chunks);
 }
 
 /** The identities of an age identity file; the error names the file, never a line of it. */

@@ -8,8 +8,9 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { PassThrough, pipeline, type Readable } from 'node:stream';
-import { encryptStream, encryptionRecipients } from '../backup/encryption.js';
+import { pipeline } from 'node:stream';
+import { ageEncrypter } from '../backup/age-stream.js';
+import { encryptionRecipients } from '../backup/encryption.js';
 import { ParallelGzip } from '../backup/gzip-parallel.js';
 import { ByteCounter, EndGate, HashCounter } from '../backup/hash.js';
 import type { Signer } from '../backup/signing.js';
@@ -146,31 +147,19 @@ export async function takeBaseBackup(deps: BaseBackupDeps, o: BaseBackupOptions)
     progress.unref();
     // encrypted after compression (age output does not compress); the hash is of the stored bytes,
     // what a check without the identity can verify
-    let piped: Promise<void>;
-    const middle: PassThrough[] = [];
-    if (recipients.length > 0) {
-      const compressed = new PassThrough({ highWaterMark: 1 << 20 });
-      middle.push(compressed);
-      const zipped = new Promise<void>((resolve, reject) =>
-        pipeline(child.stdout, raw, tar, gzip, compressed, (err) => (err ? reject(err) : resolve())),
-      );
-      const encrypted: Readable = await encryptStream(compressed, recipients);
-      const stored = new Promise<void>((resolve, reject) =>
-        pipeline(encrypted, hash, gate, (err) => (err ? reject(err) : resolve())),
-      );
-      piped = Promise.all([zipped, stored]).then(() => undefined);
-    } else {
-      piped = new Promise<void>((resolve, reject) =>
-        pipeline(child.stdout, raw, tar, gzip, hash, gate, (err) => (err ? reject(err) : resolve())),
-      );
-    }
+    const encrypt = recipients.length > 0 ? await ageEncrypter(recipients) : undefined;
+    const piped = new Promise<void>((resolve, reject) =>
+      pipeline(
+        [child.stdout, raw, tar, gzip, ...(encrypt ? [encrypt] : []), hash, gate],
+        (err: NodeJS.ErrnoException | null) => (err ? reject(err) : resolve()),
+      ),
+    );
     let first: unknown;
     const stopAll = (err: unknown) => {
       first ??= err;
       kill();
       const e = err instanceof Error ? err : new Error(String(err));
       gate.destroy(e);
-      for (const m of middle) m.destroy(e);
     };
     const onAbort = () => stopAll(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
