@@ -42,7 +42,8 @@ const ROWS = 240_000;
 const PART = MIN_PART; // S3_PART_SIZE=5MiB
 const SAMPLE_ID = 123_457;
 /** How long the "slow store" holds each UploadPart: well past the 1 s request timeout. */
-const STALL_MS = 8000;
+// far beyond the request timeout below, so a busy machine cannot blur the two
+const STALL_MS = 45_000;
 
 let s3: TestS3;
 let direct: S3Client; // straight to the store, never through the proxy
@@ -212,6 +213,7 @@ async function expectNothingLeft(r: Rig): Promise<void> {
     aborted: 0,
     lease_lost: 0,
     standby_lagging: 0,
+    encryption: 0,
     internal: 0,
   });
   const text = await r.registry.getSingleMetricAsString('pgmaintd_backup_failures_total');
@@ -418,7 +420,8 @@ describe('runBackup against a faulty S3 store', () => {
   it('fails cleanly when the store stalls past the request timeout; nothing is left; the next run works', async () => {
     const r = await rig({
       storage: (config, bucket) =>
-        new S3Storage({ ...config.s3, bucket, maxAttempts: 2, requestTimeoutMs: 1000 }),
+        // 3 s: a part's upload on loopback beats it even on a busy machine (the next run uses it too)
+        new S3Storage({ ...config.s3, bucket, maxAttempts: 2, requestTimeoutMs: 3000 }),
     });
     proxy.delay(STALL_MS, { match: on.kind('UploadPart') });
     const t0 = performance.now();
@@ -426,11 +429,11 @@ describe('runBackup against a faulty S3 store', () => {
     const took = performance.now() - t0;
     expect(err.reason).toBe('storage');
     expect.soft(err.message).toMatch(/TimeoutError/);
-    // Failed at the request timeout (2 attempts of 1 s, plus backoff), not when the store answered.
-    expect(took).toBeLessThan(STALL_MS - 1000);
+    // Failed at the request timeout (2 attempts of 3 s, plus backoff), not when the store answered.
+    expect(took).toBeLessThan(STALL_MS - 5000);
     await expectNothingLeft(r);
     await expectNextRunWorks(r);
-  });
+  }, 180_000);
 
   it('fails with reason storage and an access-denied hint when the store rejects the credentials; the next run works', async () => {
     const r = await rig();
