@@ -96,10 +96,16 @@ export async function encryptBuffer(content: Uint8Array, recipients: string[]): 
   return Buffer.concat(chunks);
 }
 
+/**
+ * No identity here opens the object: BACKUP_ENCRYPTION_IDENTITY_FILE unset, unreadable, keyless, or
+ * of other recipients. The host's problem, not the object's: a drill says so and records nothing.
+ */
+export class IdentityError extends OperatorError {}
+
 /** The identities of an age identity file; the error names the file, never a line of it. */
 export function readIdentities(file: string | undefined): string[] {
   if (!file)
-    throw new OperatorError('this backup is encrypted and BACKUP_ENCRYPTION_IDENTITY_FILE is not set', {
+    throw new IdentityError('this backup is encrypted and BACKUP_ENCRYPTION_IDENTITY_FILE is not set', {
       exitCode: EXIT.CONFIG,
       hint: 'set BACKUP_ENCRYPTION_IDENTITY_FILE to the age identity file whose public key the backups were encrypted to',
     });
@@ -107,7 +113,7 @@ export function readIdentities(file: string | undefined): string[] {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new OperatorError(
+    throw new IdentityError(
       `cannot read BACKUP_ENCRYPTION_IDENTITY_FILE ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`,
       { exitCode: EXIT.CONFIG, hint: 'make the file readable by the user pg-maintd runs as' },
     );
@@ -117,7 +123,7 @@ export function readIdentities(file: string | undefined): string[] {
     .map((l) => l.trim())
     .filter((l) => /^AGE-SECRET-KEY-(?:PQ-)?1[0-9A-Z]+$/.test(l));
   if (ids.length === 0)
-    throw new OperatorError(
+    throw new IdentityError(
       `BACKUP_ENCRYPTION_IDENTITY_FILE ${file} holds no age identity (AGE-SECRET-KEY-1...)`,
       {
         exitCode: EXIT.CONFIG,
@@ -181,7 +187,7 @@ async function decryptError(
   const message = errorMessage(err);
   if (/no identity matched/i.test(message)) {
     const ours = await publicKeysOf(identities);
-    return new OperatorError(
+    return new IdentityError(
       `${what} is encrypted to ${encryptedTo?.length ? encryptedTo.join(', ') : 'a recipient not recorded with it'}, and no identity in BACKUP_ENCRYPTION_IDENTITY_FILE matches (it holds the keys of ${ours.join(', ')})`,
       {
         exitCode: EXIT.DATAERR,

@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb, type ZlibOptions } from 'node:zlib';
-import { decryptBuffer, encryptBuffer, readIdentities } from '../backup/encryption.js';
+import { IdentityError, decryptBuffer, encryptBuffer, readIdentities } from '../backup/encryption.js';
 import type { Signer } from '../backup/signing.js';
 import { ObjectExistsError, type Storage } from '../backup/storage/storage.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
@@ -273,7 +273,7 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
       identities = readIdentities(ws.identityFile);
     } catch (err) {
       const e = err as OperatorError;
-      throw new OperatorError(`WAL object ${stored.key} is encrypted (age): ${e.message}`, {
+      throw new IdentityError(`WAL object ${stored.key} is encrypted (age): ${e.message}`, {
         exitCode: e.exitCode,
         hint: `${e.hint ?? 'set BACKUP_ENCRYPTION_IDENTITY_FILE'}; or restore with \`pg-maintd pitr restore --start\`, whose own process decrypts WAL for the server`,
       });
