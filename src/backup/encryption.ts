@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { ageEncrypter } from './age-stream.js';
 import { AGE_RECIPIENT, splitAgeRecipients } from '../config/kinds.js';
-import { recipientsFileProblem } from '../config/load.js';
+import { recipientsTextProblem } from '../config/load.js';
 import type { Config } from '../config/load.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
@@ -36,7 +36,17 @@ export function encryptionRecipients(config: Pick<Config, 'backup'>): string[] {
   const e = config.backup.encryption;
   const list = [...(e.recipients ?? [])];
   if (e.recipientsFile) {
-    const why = recipientsFileProblem(e.recipientsFile);
+    // read once: what is checked is what is used (a file emptied between two reads gave no recipients,
+    // and the object went out plain)
+    let text: string;
+    let why: string | undefined;
+    try {
+      text = readFileSync(e.recipientsFile, 'utf8');
+      why = recipientsTextProblem(text);
+    } catch (err) {
+      text = '';
+      why = `cannot read it: ${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+    }
     if (why)
       throw new OperatorError(
         `BACKUP_ENCRYPTION_RECIPIENTS_FILE ${e.recipientsFile} cannot be used: ${why}; nothing is stored unencrypted in its place`,
@@ -45,7 +55,7 @@ export function encryptionRecipients(config: Pick<Config, 'backup'>): string[] {
           hint: 'put one age public key (age1..., from `age-keygen -y`) per line in the file',
         },
       );
-    list.push(...splitAgeRecipients(readFileSync(e.recipientsFile, 'utf8')));
+    list.push(...splitAgeRecipients(text));
   }
   for (const r of list) {
     if (!AGE_RECIPIENT.test(r))
