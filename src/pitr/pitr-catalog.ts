@@ -17,10 +17,9 @@ import {
   parseWalKey,
   type StoredWal,
 } from './store-keys.js';
-import { checkStoredWal, fetchWalFile } from './wal-object.js';
+import { readHistories } from './timeline-histories.js';
 import {
   DEFAULT_SEGMENT_BYTES,
-  parseHistory,
   parseLsn,
   segNoOf,
   segmentName,
@@ -172,33 +171,7 @@ export async function loadHistories(
   listing: PitrListing,
   o: PitrCatalogOptions = {},
 ): Promise<Map<number, TimelineSwitch[]>> {
-  const out = new Map<number, TimelineSwitch[]>();
-  const ws = { storage, sysid: listing.sysid, signer: o.signer };
-  const encrypted: WalObject[] = [];
-  for (const [tli, obj] of listing.histories) {
-    if (obj.lineage) {
-      encrypted.push(obj);
-      continue;
-    }
-    const content = await fetchWalFile(ws, obj);
-    const parsed = parseHistory(content.toString('utf8'));
-    if (!parsed) throw new Error(`history file ${obj.key} does not parse as a timeline history`);
-    out.set(tli, parsed);
-  }
-  // an encrypted one is read without the identity: its parent's history (none for timeline 1)
-  // followed by the switch its name carries, as PostgreSQL writes it; a parent is always older
-  encrypted.sort((a, b) => a.file.timeline - b.file.timeline);
-  for (const obj of encrypted) {
-    await checkStoredWal(ws, obj);
-    const { parent, switchLsn } = obj.lineage!;
-    const before = parent === 1 ? (out.get(1) ?? []) : out.get(parent);
-    if (!before)
-      throw new Error(
-        `history file ${obj.key} says its timeline branched from timeline ${parent}, whose history file is not stored`,
-      );
-    out.set(obj.file.timeline, [...before, { parent, switchLsn }]);
-  }
-  return out;
+  return readHistories({ storage, sysid: listing.sysid, signer: o.signer }, [...listing.histories.values()]);
 }
 
 /** One step of a timeline path: the timeline, and the position where its successor branched off it. */

@@ -186,6 +186,12 @@ describe('encrypted WAL objects', () => {
     const bad = await fetch('00000003.history', { BACKUP_ENCRYPTION_IDENTITY_FILE: idB });
     expect(bad.code, bad.out).toBe(EXIT.RECOVERY_ABORT);
     expect(existsSync(out())).toBe(false);
+    // a missing segment before timeline 3's branch point, with WAL on timeline 3 after it, is a gap:
+    // told from the encrypted histories' names, without any identity (plain WAL needs none)
+    await putWalFile({ ...ws, recipients: undefined }, '000000030000000000000009', segment(3));
+    const gap = await fetch('000000020000000000000004');
+    expect(gap.code, gap.out).toBe(EXIT.RECOVERY_ABORT);
+    expect(gap.out).toMatch(/the chain has a gap/);
     // a name whose switch does not match the file's own is corrupt, not a timeline to follow
     const moved = files[1]!.replace('0000000005000028', '0000000005000000');
     writeFileSync(join(store, walPrefix(SYSID), moved), readFileSync(path));
