@@ -256,4 +256,22 @@ describe('globals', () => {
     ).toBe(1);
     expect((await listGlobals(broken.catalog)).good).toEqual([]);
   });
+
+  it('a drill on the cluster backed up never re-creates there a role dropped since the backup', async () => {
+    await sql(
+      source.url('appdb'),
+      `CREATE ROLE gone_role LOGIN;
+       CREATE TABLE public.t2 (id int);
+       ALTER TABLE public.t2 ENABLE ROW LEVEL SECURITY;
+       CREATE POLICY gone ON public.t2 FOR SELECT TO gone_role USING (true)`,
+    );
+    await runGlobalsBackup(deps);
+    await runBackup(deps, 'appdb');
+    // dropped on purpose (an account closed) after the backup that names it
+    await sql(source.url('appdb'), 'DROP POLICY gone ON public.t2; DROP ROLE gone_role');
+    // the drill's scratch database lives on the backed-up server itself (no VERIFY_DATABASE_URL)
+    await runVerification(deps, 'appdb').catch((err: unknown) => err);
+    const roles = await sql(source.url(), `SELECT rolname FROM pg_roles WHERE rolname = 'gone_role'`);
+    expect(roles.rowCount).toBe(0);
+  }, 180_000);
 });
