@@ -17,7 +17,7 @@ import { parseManifest } from '../../src/backup/manifest.js';
 import { restoreBackup } from '../../src/backup/restore.js';
 import { runVerification } from '../../src/backup/verify.js';
 import { OperatorError } from '../../src/core/errors.js';
-import { backupDeps, type TestDeps } from '../support/backup.js';
+import { backupDeps, drillRecords, type TestDeps } from '../support/backup.js';
 import { runCli, cliEnv } from '../support/daemon.js';
 import { adminUrl, useTestDatabase, withDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
@@ -225,11 +225,13 @@ describe('encrypted dumps in a local directory', () => {
         },
       },
     };
-    const before = readFileSync(join(deps.dir, `${manifest.key}.verify.json`), 'utf8');
+    // each drill writes its own record: the refused one writes none
+    const before = drillRecords(deps.dir, manifest.key);
+    expect(before).toHaveLength(1);
     await expect(runVerification(noIdentity, db.name, { key: manifest.key })).rejects.toThrow(
       /BACKUP_ENCRYPTION_IDENTITY_FILE is not set/,
     );
-    expect(readFileSync(join(deps.dir, `${manifest.key}.verify.json`), 'utf8')).toBe(before);
+    expect(drillRecords(deps.dir, manifest.key)).toEqual(before);
   });
 
   it('plain and encrypted backups side by side: listed apart, each restored its own way', async () => {
