@@ -5,10 +5,10 @@
  * encrypted backups sit side by side after a key rotation and each takes its own path.
  */
 import type { Readable } from 'node:stream';
-import { OperatorError } from '../core/errors.js';
+import type { OperatorError } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import type { GoodBackup } from './catalog.js';
-import { decryptStream, publicKeysOf, readIdentities } from './encryption.js';
+import { IdentityError, decryptStream, publicKeysOf, readIdentities } from './encryption.js';
 import { encryptionOf, type Encryption } from './manifest.js';
 import { printable } from './naming.js';
 
@@ -37,7 +37,7 @@ export async function storedReader(
   if (!encryption) return { identities: undefined, compressed: (s) => Promise.resolve(s) };
   const to = encryption.recipients.join(', ');
   if (!identityFile)
-    throw new OperatorError(
+    throw new IdentityError(
       `${what} is encrypted to ${to}, and BACKUP_ENCRYPTION_IDENTITY_FILE is not set: nothing was restored`,
       {
         exitCode: EXIT.CONFIG,
@@ -49,14 +49,14 @@ export async function storedReader(
     identities = readIdentities(identityFile);
   } catch (err) {
     const e = err as OperatorError;
-    throw new OperatorError(`${what} is encrypted to ${to}; ${e.message}: nothing was restored`, {
+    throw new IdentityError(`${what} is encrypted to ${to}; ${e.message}: nothing was restored`, {
       exitCode: e.exitCode,
       ...(e.hint ? { hint: e.hint } : {}),
     });
   }
   const ours = await publicKeysOf(identities);
   if (!ours.some((k) => encryption.recipients.includes(k)))
-    throw new OperatorError(
+    throw new IdentityError(
       `${what} is encrypted to ${to}, and no identity in BACKUP_ENCRYPTION_IDENTITY_FILE matches (it holds the keys of ${ours.join(', ')}): nothing was restored`,
       {
         exitCode: EXIT.DATAERR,

@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { ageEncrypter } from './age-stream.js';
 import { AGE_RECIPIENT, splitAgeRecipients } from '../config/kinds.js';
-import { recipientsFileProblem } from '../config/load.js';
+import { recipientsTextProblem } from '../config/load.js';
 import type { Config } from '../config/load.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
@@ -36,7 +36,17 @@ export function encryptionRecipients(config: Pick<Config, 'backup'>): string[] {
   const e = config.backup.encryption;
   const list = [...(e.recipients ?? [])];
   if (e.recipientsFile) {
-    const why = recipientsFileProblem(e.recipientsFile);
+    // read once: what is checked is what is used (a file emptied between two reads gave no recipients,
+    // and the object went out plain)
+    let text: string;
+    let why: string | undefined;
+    try {
+      text = readFileSync(e.recipientsFile, 'utf8');
+      why = recipientsTextProblem(text);
+    } catch (err) {
+      text = '';
+      why = `cannot read it: ${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+    }
     if (why)
       throw new OperatorError(
         `BACKUP_ENCRYPTION_RECIPIENTS_FILE ${e.recipientsFile} cannot be used: ${why}; nothing is stored unencrypted in its place`,
@@ -45,7 +55,7 @@ export function encryptionRecipients(config: Pick<Config, 'backup'>): string[] {
           hint: 'put one age public key (age1..., from `age-keygen -y`) per line in the file',
         },
       );
-    list.push(...splitAgeRecipients(readFileSync(e.recipientsFile, 'utf8')));
+    list.push(...splitAgeRecipients(text));
   }
   for (const r of list) {
     if (!AGE_RECIPIENT.test(r))
@@ -96,10 +106,16 @@ export async function encryptBuffer(content: Uint8Array, recipients: string[]): 
   return Buffer.concat(chunks);
 }
 
+/**
+ * No identity here opens the object: BACKUP_ENCRYPTION_IDENTITY_FILE unset, unreadable, keyless, or
+ * of other recipients. The host's problem, not the object's: a drill says so and records nothing.
+ */
+export class IdentityError extends OperatorError {}
+
 /** The identities of an age identity file; the error names the file, never a line of it. */
 export function readIdentities(file: string | undefined): string[] {
   if (!file)
-    throw new OperatorError('this backup is encrypted and BACKUP_ENCRYPTION_IDENTITY_FILE is not set', {
+    throw new IdentityError('this backup is encrypted and BACKUP_ENCRYPTION_IDENTITY_FILE is not set', {
       exitCode: EXIT.CONFIG,
       hint: 'set BACKUP_ENCRYPTION_IDENTITY_FILE to the age identity file whose public key the backups were encrypted to',
     });
@@ -107,7 +123,7 @@ export function readIdentities(file: string | undefined): string[] {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new OperatorError(
+    throw new IdentityError(
       `cannot read BACKUP_ENCRYPTION_IDENTITY_FILE ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`,
       { exitCode: EXIT.CONFIG, hint: 'make the file readable by the user pg-maintd runs as' },
     );
@@ -117,7 +133,7 @@ export function readIdentities(file: string | undefined): string[] {
     .map((l) => l.trim())
     .filter((l) => /^AGE-SECRET-KEY-(?:PQ-)?1[0-9A-Z]+$/.test(l));
   if (ids.length === 0)
-    throw new OperatorError(
+    throw new IdentityError(
       `BACKUP_ENCRYPTION_IDENTITY_FILE ${file} holds no age identity (AGE-SECRET-KEY-1...)`,
       {
         exitCode: EXIT.CONFIG,
@@ -181,7 +197,7 @@ async function decryptError(
   const message = errorMessage(err);
   if (/no identity matched/i.test(message)) {
     const ours = await publicKeysOf(identities);
-    return new OperatorError(
+    return new IdentityError(
       `${what} is encrypted to ${encryptedTo?.length ? encryptedTo.join(', ') : 'a recipient not recorded with it'}, and no identity in BACKUP_ENCRYPTION_IDENTITY_FILE matches (it holds the keys of ${ours.join(', ')})`,
       {
         exitCode: EXIT.DATAERR,

@@ -20,7 +20,13 @@ import { libpqEnv, toolMajor, toolPath } from '../programs/client-tools.js';
 import type { Catalog } from './catalog.js';
 import { storedReader, type BackupReader } from './backup-identity.js';
 import { listGlobals, type GoodGlobals } from './globals-catalog.js';
-import { parseGlobals, planGlobals, refuse, type GlobalsPlan } from './globals-script.js';
+import {
+  parseGlobals,
+  planGlobals,
+  refuse,
+  type GlobalsPlan,
+  type GlobalsStatement,
+} from './globals-script.js';
 import { psqlRestrictProblem, RESTORE_SESSION_SQL } from './psql-guard.js';
 import { checkedCopy } from './spool.js';
 
@@ -69,16 +75,36 @@ export async function chooseGlobals(catalog: Catalog, key?: string): Promise<Goo
   return newest;
 }
 
+/** Stored globals read, checked and parsed: nothing of them has reached a server yet. */
+export interface PreparedGlobals {
+  globals: GoodGlobals;
+  statements: GlobalsStatement[];
+}
+
 export async function restoreGlobals(o: GlobalsRestoreOptions): Promise<GlobalsRestoreResult> {
-  const target = parseDatabaseUrl(o.targetUrl);
-  const log = o.logger.child({ job: 'restore-globals', target: describeTarget(target) });
+  return applyGlobals(o, await prepareGlobals(o));
+}
+
+/**
+ * The globals chosen, their identity checked, read from a checked copy and parsed, without touching
+ * the target: `restore --globals --latest` prepares them, then checks the dump, then applies them.
+ */
+export async function prepareGlobals(o: GlobalsRestoreOptions): Promise<PreparedGlobals> {
   const globals = await chooseGlobals(o.catalog, o.key);
   if (globals.size > MAX_STORED_BYTES) throw refuse(`${globals.size} bytes, far more than globals ever take`);
   // a missing or wrong identity is refused before anything is read or the target is touched
   const reader = await storedReader(`globals ${globals.key}`, globals.manifest.encryption, o.identityFile);
   const text = await readChecked(o, globals, reader);
-  const statements = parseGlobals(text);
+  return { globals, statements: parseGlobals(text) };
+}
 
+/** Creates the roles and tablespaces of `prepared` that the target's server lacks. */
+export async function applyGlobals(
+  o: GlobalsRestoreOptions,
+  { globals, statements }: PreparedGlobals,
+): Promise<GlobalsRestoreResult> {
+  const target = parseDatabaseUrl(o.targetUrl);
+  const log = o.logger.child({ job: 'restore-globals', target: describeTarget(target) });
   const pool = new DbPool(
     { url: o.targetUrl, ssl: o.ssl, pool: { min: 0, max: 1, idleTimeoutMs: 1000, acquireTimeoutMs: 30_000 } },
     { name: 'restore-globals', logger: o.logger },

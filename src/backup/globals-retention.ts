@@ -10,7 +10,14 @@ import type { CatalogListing, GoodBackup } from './catalog.js';
 import { measureSkews, untrustedClock } from './clock-check.js';
 import { listGlobals, type GlobalsListing, type GoodGlobals } from './globals-catalog.js';
 import { MANIFEST_SUFFIX } from './naming.js';
-import { planRetention, type RetentionDeps, type RetentionPlan, type RetentionPolicy } from './retention.js';
+import {
+  deleteManifestsFirst,
+  logLocked,
+  planRetention,
+  type RetentionDeps,
+  type RetentionPlan,
+  type RetentionPolicy,
+} from './retention.js';
 
 /** The globals a dump needs: those of its run, else the newest taken before it started (else the oldest). */
 export function globalsFor(dump: GoodBackup, globals: GoodGlobals[]): GoodGlobals | undefined {
@@ -79,6 +86,7 @@ export async function applyGlobalsRetention(
   for (const db of databases) dumps.push(...(await deps.catalog.list(db)).good);
   const plan = planGlobalsRetention(listing, dumps, policy, opts.now ?? new Date());
   if (plan.objectKeys.length === 0 || opts.dryRun) {
+    if (!opts.dryRun) deps.metrics?.globalsRetentionLocked.set(0);
     log.info(
       { dryRun: !!opts.dryRun, keep: plan.keep.length, remove: plan.remove.map((r) => r.key) },
       'globals retention planned',
@@ -95,7 +103,18 @@ export async function applyGlobalsRetention(
     );
     return plan;
   }
-  await deps.catalog.storage.delete(plan.objectKeys);
-  log.info({ kept: plan.keep.length, removed: plan.remove }, 'globals retention applied');
+  // as for the dumps: manifests first, and what the store keeps locked is retained, not removed
+  const { locked, retained } = await deleteManifestsFirst(deps.catalog.storage, plan);
+  plan.locked = locked;
+  deps.metrics?.globalsRetentionLocked.set(locked.length);
+  if (locked.length) logLocked(log, locked, 'globals retention');
+  log.info(
+    {
+      kept: plan.keep.length,
+      removed: plan.remove.filter((r) => !retained.has(r.key)),
+      retainedLocked: [...retained],
+    },
+    'globals retention applied',
+  );
   return plan;
 }

@@ -34,6 +34,7 @@ export class BackupMetrics {
   readonly globalsRuns: Counter<'result'>;
   readonly globalsFailures: Counter<'reason'>;
   readonly globalsLastSuccess: Gauge;
+  readonly globalsRetentionLocked: Gauge;
 
   constructor(registry: Registry, databases: readonly string[]) {
     const r = [registry];
@@ -165,6 +166,11 @@ export class BackupMetrics {
     this.globalsLastSuccess = new Gauge({
       name: 'pgmaintd_backup_globals_last_success_timestamp_seconds',
       help: 'Finish time of the newest globals this process stored (Unix seconds).',
+      registers: r,
+    });
+    this.globalsRetentionLocked = new Gauge({
+      name: 'pgmaintd_backup_globals_retention_locked_objects',
+      help: 'Globals objects the last globals retention run would have deleted but the store keeps locked: retained, not failed, and deleted by a later run once the lock ends.',
       registers: r,
     });
     for (const result of ['success', 'failure']) this.globalsRuns.inc({ result }, 0);

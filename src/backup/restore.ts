@@ -68,6 +68,12 @@ export interface RestoreOptions {
   spoolDir?: string | undefined;
   /** BACKUP_ENCRYPTION_IDENTITY_FILE: needed only for an encrypted backup. */
   identityFile?: string | undefined;
+  /**
+   * Runs once every check passed (the identity opens the backup, the target is empty or --clean,
+   * the checked copy is ready), right before the client: `restore --globals` creates the roles here,
+   * so a backup that cannot be restored leaves the target's server without them.
+   */
+  beforeClient?: ((backup: GoodBackup) => Promise<void>) | undefined;
 }
 
 export interface RestoreResult {
@@ -186,6 +192,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   );
   const copy = await checkedCopy(o.catalog.storage, backup, { dir: o.spoolDir, signal: o.signal });
   try {
+    await o.beforeClient?.(backup);
     return await runClient(o, { backup, copy, reader, args, tool, major, versionNum, started, log });
   } finally {
     await copy.remove();

@@ -150,7 +150,7 @@ export async function applyRetention(
  * keeps locked keeps its data and drill records too (whole, restorable, tried again next run); one
  * whose data alone is locked is left as data without a manifest, a leftover a later run removes.
  */
-async function deleteManifestsFirst(
+export async function deleteManifestsFirst(
   storage: Storage,
   plan: RetentionPlan,
 ): Promise<{ locked: LockedObject[]; retained: Set<string> }> {

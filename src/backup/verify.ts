@@ -123,6 +123,19 @@ export async function runVerification(
       // backed up): the globals of the backup's run create it there, then the restore runs again
       // (the failed one rolled back: the scratch database is empty)
       if (!(err instanceof MissingRoleError)) throw err;
+      // roles belong to the whole server: on the cluster backed up (no VERIFY_DATABASE_URL elsewhere)
+      // a role it lacks was dropped there since, and a drill must not bring it back (with its LOGIN,
+      // or its password with BACKUP_GLOBALS_PASSWORDS). Unknown counts as the same cluster
+      const server = await systemIdentifier(session!).catch(() => undefined);
+      const m = backup.manifest;
+      const backedUp = 'systemIdentifier' in m ? m.systemIdentifier : undefined;
+      if (!config.verify.url || server === undefined || server === backedUp) {
+        log.warn(
+          { key: backup.key, role: err.role },
+          "the drill's server is the cluster backed up and lacks a role the backup names (dropped since): its globals are not restored there",
+        );
+        throw err;
+      }
       const globals = globalsFor(backup, (await listGlobals(catalog)).good);
       if (!globals) throw err;
       log.info(

@@ -7,7 +7,12 @@ import { encryptionOf, verifyResult } from '../backup/manifest.js';
 import { databaseNameProblem, printable } from '../backup/naming.js';
 import { restoreBackup } from '../backup/restore.js';
 import { runGlobalsBackup } from '../backup/globals-backup.js';
-import { restoreGlobals } from '../backup/globals-restore.js';
+import {
+  applyGlobals,
+  prepareGlobals,
+  restoreGlobals,
+  type GlobalsRestoreResult,
+} from '../backup/globals-restore.js';
 import { listGlobals } from '../backup/globals-catalog.js';
 import { applyRetention, type RetentionDeps } from '../backup/retention.js';
 import { createStorage, type Storage } from '../backup/storage/index.js';
@@ -412,23 +417,30 @@ export function addBackupCommands(program: Command): void {
         exitCode: EXIT.USAGE,
       });
     await withContext('restore', opts, async (ctx) => {
-      if (globals) {
-        const g = await restoreGlobals({
-          catalog: ctx.catalog,
-          logger: ctx.logger,
-          ssl: ctx.config.db.ssl,
-          clientBinDir: ctx.config.backup.clientBinDir,
-          spoolDir: ctx.config.backup.spoolDir,
-          identityFile: ctx.config.backup.encryption.identityFile,
-          key: typeof opts.globalsKey === 'string' ? opts.globalsKey : undefined,
-          targetUrl,
-          signal: ctx.signal,
-        });
+      const globalsOptions = {
+        catalog: ctx.catalog,
+        logger: ctx.logger,
+        ssl: ctx.config.db.ssl,
+        clientBinDir: ctx.config.backup.clientBinDir,
+        spoolDir: ctx.config.backup.spoolDir,
+        identityFile: ctx.config.backup.encryption.identityFile,
+        key: typeof opts.globalsKey === 'string' ? opts.globalsKey : undefined,
+        targetUrl,
+        signal: ctx.signal,
+      };
+      const printGlobals = (g: GlobalsRestoreResult) => {
         process.stdout.write(
           `globals ${printable(g.globals.key)} (checksum ok): ${g.created.length} roles created, ${g.existing.length} already there left as they are, ${g.tablespaces.length} tablespaces created\n`,
         );
-        if (!opts.latest && !opts.key) return;
+      };
+      if (globals && !opts.latest && !opts.key) {
+        printGlobals(await restoreGlobals(globalsOptions));
+        return;
       }
+      // with a dump too, the globals are read and checked first and applied only once the dump has
+      // passed its own checks (its identity, an empty target, its checksum): a dump that cannot be
+      // restored leaves no roles behind on the target's server
+      const prepared = globals ? await prepareGlobals(globalsOptions) : undefined;
       const database = databasesOf(ctx.config, opts)[0];
       const r = await restoreBackup({
         choice: {
@@ -450,6 +462,9 @@ export function addBackupCommands(program: Command): void {
         targetUrl,
         clean: opts.clean === true,
         signal: ctx.signal,
+        beforeClient: prepared
+          ? async () => printGlobals(await applyGlobals(globalsOptions, prepared))
+          : undefined,
       });
       process.stdout.write(
         `restored ${r.backup.key} (${humanBytes(r.bytes)}, checksum ok) in ${r.durationSeconds.toFixed(1)}s\n`,

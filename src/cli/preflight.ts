@@ -5,6 +5,7 @@
  * identity file, and the web config and bearer token files. A problem is a ConfigError, as for a
  * value, with exit 78. The signing keys and age identities join the secrets the log is scrubbed of.
  */
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { checkRecipients, encryptionRecipients, readIdentities } from '../backup/encryption.js';
 import { readSigningKeys } from '../backup/key-file.js';
@@ -25,6 +26,7 @@ export function preflight(loaded: LoadedConfig): LoadedConfig {
   if (signingKeys.length === 0 && identities.length === 0) return loaded;
   return {
     ...loaded,
+    warnings: [...loaded.warnings, ...identityFileWarnings(loaded, identities)],
     secrets: [...loaded.secrets, ...signingKeys.map((k) => k.toString('utf8')), ...identities],
   };
 }
@@ -65,6 +67,25 @@ function readIdentityFile(loaded: LoadedConfig, problems: Problem[]): string[] {
     });
     return [];
   }
+}
+
+/**
+ * An identity file others may read hands them every encrypted backup: said, not refused (a
+ * Kubernetes secret is mounted 0644 by default, readable only inside its container).
+ */
+function identityFileWarnings(loaded: LoadedConfig, identities: string[]): string[] {
+  const file = loaded.config.backup.encryption.identityFile;
+  if (file === undefined || identities.length === 0 || process.platform === 'win32') return [];
+  let mode: number;
+  try {
+    mode = statSync(file).mode;
+  } catch {
+    return [];
+  }
+  if ((mode & 0o077) === 0) return [];
+  return [
+    `BACKUP_ENCRYPTION_IDENTITY_FILE ${file} may be read by group or others (mode ${(mode & 0o777).toString(8)}): whoever reads it decrypts every backup; chmod 600 ${file} (owned by the user pg-maintd runs as)`,
+  ];
 }
 
 /** BACKUP_SIGNING_KEY_FILE must hold usable keys. */

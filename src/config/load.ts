@@ -609,6 +609,11 @@ export function recipientsFileProblem(path: string): string | undefined {
   } catch (err) {
     return `cannot read it: ${(err as NodeJS.ErrnoException).code ?? 'error'}`;
   }
+  return recipientsTextProblem(text);
+}
+
+/** What is wrong with a recipients file's text, or undefined. */
+export function recipientsTextProblem(text: string): string | undefined {
   const list = splitAgeRecipients(text);
   if (list.length === 0) return 'it holds no recipient';
   const bad = list.findIndex((r) => !AGE_RECIPIENT.test(r));

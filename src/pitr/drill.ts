@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { IdentityError } from '../backup/encryption.js';
 import { errorMessage } from '../core/errors.js';
 import { systemIdentifier, serverClock } from '../db/cluster.js';
 import { DbPool } from '../db/pool.js';
@@ -100,6 +101,12 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
       }
     } catch (err) {
       if (o.signal.aborted) throw err;
+      // encrypted backups or WAL and no identity here to open them (restorePitr checks before it
+      // writes): this host's problem, not the store's. Said, and never recorded as a failed drill
+      if (err instanceof IdentityError) {
+        log.error({ err: { message: err.message } }, 'PITR drill cannot run on this host');
+        throw err;
+      }
       result = 'failed';
       reason = errorMessage(err).slice(0, 1900);
     } finally {

@@ -17,10 +17,9 @@ import {
   parseWalKey,
   type StoredWal,
 } from './store-keys.js';
-import { fetchWalFile } from './wal-object.js';
+import { readHistories } from './timeline-histories.js';
 import {
   DEFAULT_SEGMENT_BYTES,
-  parseHistory,
   parseLsn,
   segNoOf,
   segmentName,
@@ -172,14 +171,7 @@ export async function loadHistories(
   listing: PitrListing,
   o: PitrCatalogOptions = {},
 ): Promise<Map<number, TimelineSwitch[]>> {
-  const out = new Map<number, TimelineSwitch[]>();
-  for (const [tli, obj] of listing.histories) {
-    const content = await fetchWalFile({ storage, sysid: listing.sysid, signer: o.signer }, obj);
-    const parsed = parseHistory(content.toString('utf8'));
-    if (!parsed) throw new Error(`history file ${obj.key} does not parse as a timeline history`);
-    out.set(tli, parsed);
-  }
-  return out;
+  return readHistories({ storage, sysid: listing.sysid, signer: o.signer }, [...listing.histories.values()]);
 }
 
 /** One step of a timeline path: the timeline, and the position where its successor branched off it. */

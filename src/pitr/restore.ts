@@ -12,7 +12,7 @@ import { resolve as resolvePath, join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { ChecksumVerifier } from '../backup/checksum.js';
-import { decryptStream, readIdentities } from '../backup/encryption.js';
+import { IdentityError, decryptStream, readIdentities } from '../backup/encryption.js';
 import { ByteCounter } from '../backup/hash.js';
 import type { Signer } from '../backup/signing.js';
 import type { Storage } from '../backup/storage/storage.js';
@@ -221,7 +221,7 @@ function identitiesFor(identityFile: string | undefined, what: string, recipient
     return readIdentities(identityFile);
   } catch (err) {
     const e = err as OperatorError;
-    throw new OperatorError(`${what} is encrypted to ${recipients.join(', ')}: ${e.message}`, {
+    throw new IdentityError(`${what} is encrypted to ${recipients.join(', ')}: ${e.message}`, {
       exitCode: e.exitCode,
       hint: `${e.hint ?? ''}; nothing was written`,
     });

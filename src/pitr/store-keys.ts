@@ -9,7 +9,14 @@
  *   pitr/<sysid>/drills/<YYYYMMDD_HHMMSS>-<run>.json          a PITR drill's record
  * With BACKUP_ENCRYPTION_RECIPIENTS, segments and partials are stored encrypted with age after gzip:
  *   pitr/<sysid>/wal/<segment>-<tag>-<stored>.gz.age            (partials alike)
+ *   pitr/<sysid>/wal/<TTTTTTTT>.history-<tag>-<PPPPPPPP>-<LSN>-<stored>.gz.age
  *   pitr/<sysid>/base/<YYYYMMDD_HHMMSS>-<run>.tar.gz.age       (its manifest: <...>.tar.gz.age.manifest.json)
+ * An encrypted history file's name carries the switch PostgreSQL appended to its parent's history:
+ * the parent timeline <PPPPPPPP> and the switch position <LSN> (16 hex digits). PostgreSQL writes a
+ * new timeline's history as its parent's followed by that line, so whoever holds no identity
+ * (retention, `pitr list` and `verify`, the store metrics) follows the timelines from the names,
+ * as segment names already tell timelines and positions; the reason of each switch (which may
+ * quote a restore point's name or a target time) stays encrypted.
  * where <stored> binds the stored (encrypted) bytes to the name and <tag> (wal-object.ts) the
  * plaintext; plain and encrypted objects sit side by side after encryption is turned on or off.
  * <tag> is 64 hex digits binding the uncompressed content to its name (its SHA-256, or with
@@ -23,7 +30,7 @@
  */
 import { AGE_SUFFIX } from '../backup/encryption.js';
 import { stamp } from '../backup/naming.js';
-import { parseWalFileName, type WalFileName } from './wal-name.js';
+import { parseWalFileName, type TimelineSwitch, type WalFileName } from './wal-name.js';
 
 export const PITR_ROOT = 'pitr';
 export const BASE_MANIFEST_SUFFIX = '.manifest.json';
@@ -33,7 +40,9 @@ const TAG = '[0-9a-f]{64}';
 const END = `(?:\\.gz|-(${TAG})\\.gz\\.age)`;
 const WAL_RE = new RegExp(`^([0-9A-F]{24})-(${TAG})${END}$`);
 const PARTIAL_RE = new RegExp(`^([0-9A-F]{24})\\.partial\\.([0-9a-f]{8})-(${TAG})${END}$`);
-const HISTORY_RE = new RegExp(`^([0-9A-F]{8}\\.history)-(${TAG})\\.gz$`);
+const HISTORY_RE = new RegExp(
+  `^([0-9A-F]{8}\\.history)-(${TAG})(?:\\.gz|-([0-9A-F]{8})-([0-9A-F]{16})-(${TAG})\\.gz\\.age)$`,
+);
 const BASE_RE = /^(\d{8}_\d{6})-([0-9a-f]{8})\.tar\.gz(\.age)?$/;
 const DRILL_RE = /^(\d{8}_\d{6})-([0-9a-f]{8})\.json$/;
 
@@ -50,9 +59,27 @@ export const walPrefix = (sysid: string) => `${root(sysid)}/wal/`;
 export const basePrefix = (sysid: string) => `${root(sysid)}/base/`;
 export const drillPrefix = (sysid: string) => `${root(sysid)}/drills/`;
 
-/** The key of a WAL file (or a partial's name) with plaintext tag `tag`; `storedTag` when encrypted. */
-export function walKey(sysid: string, fileName: string, tag: string, storedTag?: string): string {
-  return `${walPrefix(sysid)}${fileName}-${tag}${storedTag ? `-${storedTag}.gz${AGE_SUFFIX}` : '.gz'}`;
+/** The switch that began a timeline: the last line of its history file. */
+export type Lineage = TimelineSwitch;
+
+/** How an encrypted history file's name carries its lineage: `<PPPPPPPP>-<LSN>`. */
+export function lineageText(l: Lineage): string {
+  return `${l.parent.toString(16).toUpperCase().padStart(8, '0')}-${l.switchLsn.toString(16).toUpperCase().padStart(16, '0')}`;
+}
+
+/**
+ * The key of a WAL file (or a partial's name) with plaintext tag `tag`; `storedTag` when encrypted,
+ * and then for a history file its `lineage`.
+ */
+export function walKey(
+  sysid: string,
+  fileName: string,
+  tag: string,
+  storedTag?: string,
+  lineage?: Lineage,
+): string {
+  const mid = lineage ? `-${lineageText(lineage)}` : '';
+  return `${walPrefix(sysid)}${fileName}-${tag}${storedTag ? `${mid}-${storedTag}.gz${AGE_SUFFIX}` : '.gz'}`;
 }
 
 /** A partial's name as its tag binds it: the segment and how many bytes of it hold WAL. */
@@ -86,6 +113,8 @@ export type StoredWal = {
   storedTag?: string | undefined;
   /** The file's name as PostgreSQL knows it (the segment's for a partial). */
   file: WalFileName;
+  /** An encrypted history file: the switch its name says began its timeline. */
+  lineage?: Lineage | undefined;
 } & ({ partial: false } | { partial: true; validBytes: number });
 
 /** A key under walPrefix(sysid), parsed; undefined for anything pg-maintd would not have written there. */
@@ -109,7 +138,12 @@ export function parseWalKey(sysid: string, key: string, segmentBytes?: number): 
   m = HISTORY_RE.exec(rest);
   if (m) {
     const file = parseWalFileName(m[1]!);
-    return file?.kind === 'history' ? { key, tag: m[2]!, file, partial: false } : undefined;
+    if (file?.kind !== 'history') return undefined;
+    if (m[3] === undefined) return { key, tag: m[2]!, file, partial: false };
+    const lineage = { parent: parseInt(m[3], 16), switchLsn: BigInt(`0x${m[4]!}`) };
+    // a timeline branches from an older one, never from itself or a newer one
+    if (lineage.parent < 1 || lineage.parent >= file.timeline) return undefined;
+    return { key, tag: m[2]!, storedTag: m[5], lineage, file, partial: false };
   }
   return undefined;
 }

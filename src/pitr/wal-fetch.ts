@@ -12,8 +12,9 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import type { StoredWal } from './store-keys.js';
 import { parseWalKey, walPrefix } from './store-keys.js';
+import { readHistories } from './timeline-histories.js';
 import { fetchWalFile, storedUnder, type WalStore } from './wal-object.js';
-import { DEFAULT_SEGMENT_BYTES, parseHistory, parseWalFileName, segNoOf } from './wal-name.js';
+import { DEFAULT_SEGMENT_BYTES, parseWalFileName, segNoOf } from './wal-name.js';
 
 export type Resolved = { kind: 'found'; content: Buffer; from: string } | { kind: 'missing'; why: string };
 
@@ -100,10 +101,11 @@ async function laterWal(
     if (w) all.push(w);
   }
   const onPath = new Set([seg.timeline]);
+  // read as retention reads them: an encrypted one's name says where it branched, no identity needed
+  const histories = await readHistories(ws, all, signal);
   for (const h of all) {
     if (h.file.kind !== 'history' || h.file.timeline < seg.timeline) continue;
-    const history = parseHistory((await fetchWalFile(ws, h, signal)).toString('utf8'));
-    if (!history) throw new Error(`history file ${h.key} does not parse`);
+    const history = histories.get(h.file.timeline)!;
     if (h.file.timeline === seg.timeline) {
       // recovery asks the newest timeline first for every segment: one from before this timeline
       // began never exists on it, and its absence is no gap

@@ -16,21 +16,30 @@
  * signing): whoever holds no identity (the archiver judging a conflicting copy, a verification, a
  * reader before decrypting) still tells an intact object from a damaged or planted one. A reader
  * with the identity checks both: the stored bytes, then the plaintext after decrypting.
- * History files stay unencrypted: they hold only timeline numbers, switch positions and the reason
- * for the switch, and retention, `pitr list` and `pitr verify` (which run without the identity)
- * need them to follow the timelines.
+ * History files are encrypted alike, their name carrying the switch that began their timeline
+ * (store-keys.ts): readers without the identity follow the timelines from the names, a reader with
+ * it checks the name against the file's last line.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb, type ZlibOptions } from 'node:zlib';
-import { decryptBuffer, encryptBuffer, readIdentities } from '../backup/encryption.js';
+import { IdentityError, decryptBuffer, encryptBuffer, readIdentities } from '../backup/encryption.js';
 import type { Signer } from '../backup/signing.js';
 import { ObjectExistsError, type Storage } from '../backup/storage/storage.js';
 import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { writtenBytes } from './pg-control.js';
-import { parseWalKey, partialName, walKey, walPrefix, type StoredWal } from './store-keys.js';
+import {
+  lineageText,
+  parseWalKey,
+  partialName,
+  walKey,
+  walPrefix,
+  type Lineage,
+  type StoredWal,
+} from './store-keys.js';
+import { parseHistory } from './wal-name.js';
 
 const MAX_SEGMENT_BYTES = 1 << 30;
 
@@ -180,8 +189,10 @@ async function put(
   let body = await gzip(content, { level: WAL_GZIP_LEVEL });
   let key = walKey(ws.sysid, name, tag);
   if (recipients.length > 0) {
+    const lineage = name.endsWith('.history') ? lineageOf(name, content) : undefined;
     body = await encryptBuffer(body, recipients);
-    key = walKey(ws.sysid, name, tag, storedTag(ws.signer, ws.sysid, name, tag, body));
+    const bound = storedName(name, lineage);
+    key = walKey(ws.sysid, name, tag, storedTag(ws.signer, ws.sysid, bound, tag, body), lineage);
   }
   try {
     await ws.storage.putStream(key, Readable.from([body]), {
@@ -194,6 +205,27 @@ async function put(
     throw err;
   }
   return { key, stored: 'new', compressedBytes: body.length };
+}
+
+/**
+ * The switch that began a history file's timeline (its last line), which an encrypted history's name
+ * carries. One that does not parse is refused rather than stored where no keyless reader could
+ * follow it (PostgreSQL never writes such a file).
+ */
+function lineageOf(name: string, content: Buffer): Lineage {
+  const last = parseHistory(content.toString('utf8'))?.at(-1);
+  const timeline = parseInt(name.slice(0, 8), 16);
+  if (!last || last.parent >= timeline)
+    throw new OperatorError(`${name} does not read as a timeline history file: not stored`, {
+      exitCode: EXIT.DATAERR,
+      hint: 'PostgreSQL writes these files itself: check what wrote this one into pg_wal',
+    });
+  return { parent: last.parent, switchLsn: last.switchLsn };
+}
+
+/** The name a stored-bytes tag binds: an encrypted history's with its lineage, so no name can move it. */
+function storedName(name: string, lineage: Lineage | undefined): string {
+  return lineage ? `${name}-${lineageText(lineage)}` : name;
 }
 
 /** The stored copies of a WAL file: the finished one first, then its partials, the largest first. */
@@ -250,7 +282,10 @@ async function fetchStored(ws: WalStore, stored: StoredWal, name: string, signal
     );
   }
   if (oversized) throw corrupt(stored.key, `it is larger than ${maxCompressed} bytes compressed`);
-  if (stored.storedTag && !storedTagMatches(ws.signer, ws.sysid, name, stored, compressed))
+  if (
+    stored.storedTag &&
+    !storedTagMatches(ws.signer, ws.sysid, storedName(name, stored.lineage), stored, compressed)
+  )
     throw corrupt(
       stored.key,
       ws.signer
@@ -258,6 +293,12 @@ async function fetchStored(ws: WalStore, stored: StoredWal, name: string, signal
         : 'its stored bytes do not hash to the SHA-256 in its name (altered or corrupted)',
     );
   return { compressed, maxBytes, segmentBytes };
+}
+
+/** Checks an encrypted object's stored bytes against its name, without the identity. */
+export async function checkStoredWal(ws: WalStore, stored: StoredWal, signal?: AbortSignal): Promise<void> {
+  const name = stored.partial ? partialName(stored.file.name, stored.validBytes) : stored.file.name;
+  await fetchStored(ws, stored, name, signal);
 }
 
 /** Reads, decrypts, decompresses and checks one stored WAL file; rejects with a message naming the key. */
@@ -273,7 +314,7 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
       identities = readIdentities(ws.identityFile);
     } catch (err) {
       const e = err as OperatorError;
-      throw new OperatorError(`WAL object ${stored.key} is encrypted (age): ${e.message}`, {
+      throw new IdentityError(`WAL object ${stored.key} is encrypted (age): ${e.message}`, {
         exitCode: e.exitCode,
         hint: `${e.hint ?? 'set BACKUP_ENCRYPTION_IDENTITY_FILE'}; or restore with \`pg-maintd pitr restore --start\`, whose own process decrypts WAL for the server`,
       });
@@ -292,6 +333,16 @@ export async function fetchWalFile(ws: WalStore, stored: StoredWal, signal?: Abo
       ws.signer
         ? 'its content does not match the tag in its name under any key of BACKUP_SIGNING_KEY_FILE (altered, or written without the key)'
         : 'its content does not hash to the SHA-256 in its name (altered or corrupted)',
+    );
+  // the switch in an encrypted history's name is what keyless readers follow: it must be the file's
+  const last = stored.lineage && parseHistory(content.toString('utf8'))?.at(-1);
+  if (
+    stored.lineage &&
+    (last?.parent !== stored.lineage.parent || last.switchLsn !== stored.lineage.switchLsn)
+  )
+    throw corrupt(
+      stored.key,
+      `its name says timeline ${stored.lineage.parent} switched at ${lineageText(stored.lineage)}, its content does not`,
     );
   // the byte count is in the name (newest partial = largest): it must be what the content holds
   if (stored.partial && (stored.validBytes > segmentBytes || stored.validBytes !== writtenBytes(content)))

@@ -2,6 +2,8 @@
  * The cluster's globals end to end, on real servers with the real pg_dumpall and psql: a dump names
  * roles it does not hold, so a restore onto a fresh server fails until the globals are applied.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
@@ -19,6 +21,7 @@ import { DbPool } from '../../src/db/pool.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, metricValue, readStored, type TestDeps } from '../support/backup.js';
 import { startPrivateCluster } from '../support/postgres.js';
+import { immutableUnsupported, makeImmutable } from '../support/immutable.js';
 import { tempDir } from '../support/temp.js';
 
 /** Runs each statement on its own (CREATE DATABASE cannot share a transaction); the last one's result. */
@@ -255,5 +258,63 @@ describe('globals', () => {
       await metricValue(broken.registry, 'pgmaintd_backup_globals_failures_total', { reason: 'pg_dump' }),
     ).toBe(1);
     expect((await listGlobals(broken.catalog)).good).toEqual([]);
+  });
+
+  it('a drill on the cluster backed up never re-creates there a role dropped since the backup', async () => {
+    await sql(
+      source.url('appdb'),
+      `CREATE ROLE gone_role LOGIN;
+       CREATE TABLE public.t2 (id int);
+       ALTER TABLE public.t2 ENABLE ROW LEVEL SECURITY;
+       CREATE POLICY gone ON public.t2 FOR SELECT TO gone_role USING (true)`,
+    );
+    await runGlobalsBackup(deps);
+    await runBackup(deps, 'appdb');
+    // dropped on purpose (an account closed) after the backup that names it
+    await sql(source.url('appdb'), 'DROP POLICY gone ON public.t2; DROP ROLE gone_role');
+    // the drill's scratch database lives on the backed-up server itself (no VERIFY_DATABASE_URL)
+    await runVerification(deps, 'appdb').catch((err: unknown) => err);
+    const roles = await sql(source.url(), `SELECT rolname FROM pg_roles WHERE rolname = 'gone_role'`);
+    expect(roles.rowCount).toBe(0);
+  }, 180_000);
+
+  it('globals retention retains what the store keeps locked (manifest first, a metric), never counting it removed', async (ctx) => {
+    const unsupported = immutableUnsupported(deps.dir);
+    if (unsupported) {
+      console.log(`skipped: ${unsupported}`);
+      ctx.skip();
+    }
+    // two globals after every dump: the older one is needed by none, the newer is the newest kept
+    const older = await runGlobalsBackup(deps);
+    await runGlobalsBackup(deps);
+    const policy = {
+      ...deps.config.retention,
+      days: 0,
+      minCount: 1,
+      keepDaily: 0,
+      keepWeekly: 0,
+      keepMonthly: 0,
+    };
+    const unlock = makeImmutable(join(deps.dir, `${older.key}.manifest.json`));
+    try {
+      const plan = await applyGlobalsRetention(deps, ['appdb'], policy, {
+        now: new Date(Date.now() + 86_400_000),
+      });
+      expect(plan.locked?.map((l) => l.key)).toEqual([`${older.key}.manifest.json`]);
+      // kept whole: its data stays with the manifest that could not go, still restorable
+      expect(existsSync(join(deps.dir, older.key))).toBe(true);
+      expect((await listGlobals(deps.catalog)).good.map((g) => g.key)).toContain(older.key);
+      expect(await metricValue(deps.registry, 'pgmaintd_backup_globals_retention_locked_objects', {})).toBe(
+        1,
+      );
+    } finally {
+      unlock();
+    }
+    const again = await applyGlobalsRetention(deps, ['appdb'], policy, {
+      now: new Date(Date.now() + 86_400_000),
+    });
+    expect(again.locked).toEqual([]);
+    expect(existsSync(join(deps.dir, older.key))).toBe(false);
+    expect(await metricValue(deps.registry, 'pgmaintd_backup_globals_retention_locked_objects', {})).toBe(0);
   });
 });

@@ -278,4 +278,32 @@ describe('encrypted point-in-time recovery', () => {
       stopRestored(dir);
     }
   }, 240_000);
+
+  it("a drill of an encrypted base backup without the identity is this host's problem: said, never recorded as a failed drill", async () => {
+    const data = readdirSync(baseDir()).find((n) => n.endsWith('.tar.gz.age'))!;
+    const stop = new Date(
+      (
+        JSON.parse(readFileSync(join(baseDir(), `${data}.manifest.json`), 'utf8')) as {
+          stopDatabaseTime: string;
+        }
+      ).stopDatabaseTime,
+    );
+    // WAL stored well past the base backup's end, so the drill has a target to restore to
+    await clockAfter(new Date(stop.getTime() + 6000));
+    await insert('enc-5');
+    await archiveNow();
+    const drillEnv = { ...env, PITR_HEARTBEAT_INTERVAL: '1s', WAL_PARTIAL_UPLOAD_INTERVAL: '1s' };
+    const drills = join(store, 'pitr', sysid, 'drills');
+    for (const [extra, said] of [
+      [{}, /BACKUP_ENCRYPTION_IDENTITY_FILE is not set/],
+      [{ BACKUP_ENCRYPTION_IDENTITY_FILE: idB }, /no identity in BACKUP_ENCRYPTION_IDENTITY_FILE matches/],
+    ] as Array<[Record<string, string>, RegExp]>) {
+      const r = await runCli(['pitr', 'drill'], { ...drillEnv, ...extra });
+      expect(r.code, r.out).not.toBe(0);
+      expect(r.out).toMatch(said);
+      expect(r.out).toContain(pubA);
+      expect(r.out).not.toMatch(/PITR drill failed/);
+      expect(existsSync(drills) ? readdirSync(drills) : [], r.out).toEqual([]);
+    }
+  }, 240_000);
 });

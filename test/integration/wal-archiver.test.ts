@@ -541,7 +541,14 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     try {
       const file = join(tempDir('pgmaintd-urlfile-'), 'url');
       writeFileSync(file, standby.url(database), { mode: 0o600 });
-      const r = await rig({ database, env: { DATABASE_URL_FILE: file, DATABASE_URL: '' } });
+      // with recipients: the new timeline's history file is stored encrypted too
+      const id = join(tempDir('pgmaintd-walenc-keys-'), 'key.txt');
+      execFileSync('age-keygen', ['-o', id], { stdio: 'ignore' });
+      const pub = execFileSync('age-keygen', ['-y', id], { encoding: 'utf8' }).trim();
+      const r = await rig({
+        database,
+        env: { DATABASE_URL_FILE: file, DATABASE_URL: '', BACKUP_ENCRYPTION_RECIPIENTS: pub },
+      });
       rigs.push(r);
       await r.start();
       await waitFor(
@@ -559,7 +566,24 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
         60_000,
       );
       const objects = await r.storage.list(walPrefix(sysid));
-      expect(objects.some((o) => parseWalKey(sysid, o.key)?.file.name === '00000002.history')).toBe(true);
+      const history = objects
+        .map((o) => parseWalKey(sysid, o.key))
+        .find((w) => w?.file.name === '00000002.history');
+      expect(history?.key).toMatch(/\.gz\.age$/);
+      // what PostgreSQL wrote, decrypted by the age CLI, is the switch the name carries
+      const text = execFileSync(
+        'sh',
+        ['-c', `age -d -i ${id} ${join((r.storage as FsStorage).description, history!.key)} | gunzip`],
+        {
+          encoding: 'utf8',
+        },
+      );
+      const [parent, lsn] = text.trim().split('\n').at(-1)!.split('\t');
+      const [hi, lo] = lsn!.split('/');
+      expect(history?.lineage).toEqual({
+        parent: Number(parent),
+        switchLsn: (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`),
+      });
       expect(r.logs.filter((l) => l.includes('is a standby'))).toHaveLength(1);
       await r.stop();
     } finally {

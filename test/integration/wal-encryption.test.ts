@@ -12,6 +12,7 @@ import { encryptBuffer } from '../../src/backup/encryption.js';
 import { Signer } from '../../src/backup/signing.js';
 import { FsStorage } from '../../src/backup/storage/fs.js';
 import { EXIT } from '../../src/core/exit-codes.js';
+import { listPitr, loadHistories } from '../../src/pitr/pitr-catalog.js';
 import { walKey, walPrefix } from '../../src/pitr/store-keys.js';
 import { WalConflictError, putPartial, putWalFile, type WalStore } from '../../src/pitr/wal-object.js';
 import { runCli } from '../support/daemon.js';
@@ -147,5 +148,56 @@ describe('encrypted WAL objects', () => {
       expect(r.code, r.out).toBe(0);
       expect(readFileSync(out()).equals(segment(fill))).toBe(true);
     }
+  });
+
+  it('history files are encrypted too; their name carries the switch, so keyless readers follow the timelines', async () => {
+    const h2 = '1\t0/3000060\tno recovery target specified\n';
+    const h3 = `${h2}\n2\t0/5000028\tat restore point "secret-name"\n`;
+    expect((await putWalFile(ws, '00000002.history', Buffer.from(h2))).stored).toBe('new');
+    expect((await putWalFile(ws, '00000003.history', Buffer.from(h3))).stored).toBe('new');
+    const files = stored().sort();
+    const tag = '[0-9a-f]{64}';
+    expect(files[0]).toMatch(
+      new RegExp(`^00000002\\.history-${tag}-00000001-0000000003000060-${tag}\\.gz\\.age$`),
+    );
+    expect(files[1]).toMatch(
+      new RegExp(`^00000003\\.history-${tag}-00000002-0000000005000028-${tag}\\.gz\\.age$`),
+    );
+    // what age -d | gunzip gives back is the file; nothing of it is readable as stored
+    const path = join(store, walPrefix(SYSID), files[1]!);
+    expect(readFileSync(path).includes('secret-name')).toBe(false);
+    expect(execFileSync('sh', ['-c', `age -d -i ${idA} ${path} | gunzip`], { encoding: 'utf8' })).toBe(h3);
+    // re-push: already stored; another history under the name: refused, without the identity
+    expect((await putWalFile(ws, '00000003.history', Buffer.from(h3))).stored).toBe('already');
+    await expect(
+      putWalFile(ws, '00000003.history', Buffer.from(`${h2}2\t0/6000000\tother\n`)),
+    ).rejects.toBeInstanceOf(WalConflictError);
+    // retention, pitr list and verify read the timelines without any identity
+    const histories = await loadHistories(ws.storage, await listPitr(ws.storage, SYSID));
+    expect(histories.get(3)).toEqual([
+      { parent: 1, switchLsn: 0x3000060n },
+      { parent: 2, switchLsn: 0x5000028n },
+    ]);
+    // recovery gets the file through wal-fetch with the identity, and only with it
+    const ok = await fetch('00000003.history', { BACKUP_ENCRYPTION_IDENTITY_FILE: idA });
+    expect(ok.code, ok.out).toBe(0);
+    expect(readFileSync(out(), 'utf8')).toBe(h3);
+    rmSync(out());
+    const bad = await fetch('00000003.history', { BACKUP_ENCRYPTION_IDENTITY_FILE: idB });
+    expect(bad.code, bad.out).toBe(EXIT.RECOVERY_ABORT);
+    expect(existsSync(out())).toBe(false);
+    // a missing segment before timeline 3's branch point, with WAL on timeline 3 after it, is a gap:
+    // told from the encrypted histories' names, without any identity (plain WAL needs none)
+    await putWalFile({ ...ws, recipients: undefined }, '000000030000000000000009', segment(3));
+    const gap = await fetch('000000020000000000000004');
+    expect(gap.code, gap.out).toBe(EXIT.RECOVERY_ABORT);
+    expect(gap.out).toMatch(/the chain has a gap/);
+    // a name whose switch does not match the file's own is corrupt, not a timeline to follow
+    const moved = files[1]!.replace('0000000005000028', '0000000005000000');
+    writeFileSync(join(store, walPrefix(SYSID), moved), readFileSync(path));
+    rmSync(path);
+    const lied = await fetch('00000003.history', { BACKUP_ENCRYPTION_IDENTITY_FILE: idA });
+    expect(lied.code, lied.out).not.toBe(0);
+    expect(lied.out).toMatch(/corrupt/);
   });
 });

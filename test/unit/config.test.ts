@@ -496,3 +496,19 @@ describe('configuration', () => {
     expect(shipped).toEqual(builtIn);
   });
 });
+
+describe('the age identity file', () => {
+  it('readable by group or others is a warning naming the fix; 0600 is quiet', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { chmodSync } = await import('node:fs');
+    const file = join(tempDir('cfg-age-'), 'key.txt');
+    execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
+    chmodSync(file, 0o644);
+    const open = load({ env: { BACKUP_ENCRYPTION_IDENTITY_FILE: file } });
+    expect(open.warnings.join('\n')).toMatch(/BACKUP_ENCRYPTION_IDENTITY_FILE .* group or others.*chmod 600/);
+    // never the identity itself
+    expect(open.warnings.join('\n')).not.toMatch(/AGE-SECRET-KEY/);
+    chmodSync(file, 0o600);
+    expect(load({ env: { BACKUP_ENCRYPTION_IDENTITY_FILE: file } }).warnings).toEqual([]);
+  });
+});

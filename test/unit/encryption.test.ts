@@ -1,6 +1,6 @@
 // The age format against the reference client (Debian's `age` and `age-keygen`): what pg-maintd
 // encrypts, age decrypts, and the other way round; a wrong or missing identity is a clear error.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import {
   decryptStream,
   encryptBuffer,
   encryptStream,
+  encryptionRecipients,
   isAgeEncrypted,
   readIdentities,
 } from '../../src/backup/encryption.js';
@@ -89,5 +90,27 @@ describe('age encryption', () => {
     expect(() => checkRecipients([alice.recipient])).not.toThrow();
     const broken = alice.recipient.slice(0, -1) + (alice.recipient.endsWith('q') ? 'p' : 'q');
     expect(() => checkRecipients([broken])).toThrow(/not a valid age public key/);
+  });
+});
+
+describe('the recipients file', () => {
+  it('is read once per object: one emptied between two reads never yields no recipients (plaintext)', () => {
+    const dir = tempDir('age-recipients-');
+    const { recipient } = keyPair(dir, 'k.txt');
+    // a FIFO hands each read what one writer wrote: the key, then nothing (an editor truncating it)
+    const fifo = join(dir, 'recipients');
+    execFileSync('mkfifo', [fifo]);
+    const writer = spawn('sh', ['-c', 'printf "%s\\n" "$KEY" > "$F"; : > "$F"'], {
+      env: { ...process.env, KEY: recipient, F: fifo },
+      stdio: 'ignore',
+    });
+    try {
+      const config = { backup: { encryption: { recipientsFile: fifo } } } as Parameters<
+        typeof encryptionRecipients
+      >[0];
+      expect(encryptionRecipients(config)).toEqual([recipient]);
+    } finally {
+      writer.kill('SIGKILL');
+    }
   });
 });

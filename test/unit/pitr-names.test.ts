@@ -135,8 +135,16 @@ describe('PITR store keys', () => {
       `pitr/${SYSID}/wal/000000010000000000000003-${TAG}.gz.age`,
       `pitr/${SYSID}/wal/000000010000000000000003-${TAG}-${STORED}.gz`,
       `pitr/${SYSID}/wal/00000002.history-${TAG}-${STORED}.gz.age`,
+      // a timeline branches from an older one only
+      `pitr/${SYSID}/wal/00000002.history-${TAG}-00000002-0000000003000060-${STORED}.gz.age`,
+      `pitr/${SYSID}/wal/00000002.history-${TAG}-00000000-0000000003000060-${STORED}.gz.age`,
+      `pitr/${SYSID}/wal/00000002.history-${TAG}-00000001-0000000003000060.gz`,
     ])
       expect(parseWalKey(SYSID, key), key).toBeUndefined();
+    const lineage = { parent: 1, switchLsn: 0x3000060n };
+    const hist = walKey(SYSID, '00000002.history', TAG, STORED, lineage);
+    expect(hist).toBe(`pitr/${SYSID}/wal/00000002.history-${TAG}-00000001-0000000003000060-${STORED}.gz.age`);
+    expect(parseWalKey(SYSID, hist)).toMatchObject({ storedTag: STORED, lineage, file: { timeline: 2 } });
   });
 
   it('refuses keys pg-maintd never writes, and another cluster’s', () => {
