@@ -20,8 +20,8 @@ function envFor(dir: string, extra: Record<string, string> = {}) {
   return cliEnv(db.url, dir, extra);
 }
 
-function manifests(dir: string): Array<{ key: string; tick?: string; finishedAt: string }> {
-  const sub = join(dir, db.name);
+function manifests(dir: string, folder = db.name): Array<{ key: string; tick?: string; finishedAt: string }> {
+  const sub = join(dir, folder);
   if (!existsSync(sub)) return [];
   return readdirSync(sub)
     .filter((f) => f.endsWith('.manifest.json'))
@@ -68,13 +68,18 @@ describe('scheduled backups', () => {
     const ticks = all.map((m) => m.tick);
     expect(ticks.every((t) => typeof t === 'string')).toBe(true);
     expect(new Set(ticks).size).toBe(ticks.length); // never two backups for one tick
+    // and the cluster's globals once per tick too, under a lease of their own
+    const globalsTicks = manifests(dir, 'globals').map((m) => m.tick);
+    expect(globalsTicks.length).toBeGreaterThan(0);
+    expect(new Set(globalsTicks).size).toBe(globalsTicks.length);
     // at each tick the other replicas stood aside: the lock was taken, or the tick was already done
     const skipped = replicas.flatMap((r) => r.lines()).filter((l) => /skipped$/.test(l.msg));
     // (a replica whose event loop a loaded machine holds up for a few seconds may fold ticks it
     // missed into one run, so skips are not counted per tick: the invariant is the one above, one
     // backup per tick; standing aside must have happened, with a reason)
     expect(skipped.length).toBeGreaterThan(0);
-    for (const l of skipped) expect(String(l.msg)).toMatch(/lease for this tick|already done|still going/);
+    for (const l of skipped)
+      expect(String(l.msg)).toMatch(/lease for this tick|already done|still going|globals of this tick/);
     expect(readdirSync(join(dir, db.name)).filter((f) => f.includes('.partial-'))).toEqual([]);
   });
 
@@ -157,7 +162,7 @@ describe('one-shot commands', () => {
     expect(parsed[0]!.backups).toHaveLength(1);
     const table = spawnCli(['backups', 'list'], envFor(dir));
     await table.exited;
-    expect(table.output()).toMatch(/KEY\s+TIME \(UTC\)\s+SIZE\s+DURATION\s+STATUS/);
+    expect(table.output()).toMatch(/KEY\s+TIME \(UTC\)\s+SIZE\s+DURATION\s+ENCRYPTION\s+STATUS/);
   });
 
   it('`backup` exits 1 with the cause when the database does not exist', async () => {
