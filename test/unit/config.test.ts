@@ -53,6 +53,7 @@ const BAD: Record<FieldName, string[]> = {
   LEASE_TTL: ['1s', '2h', 'a while', '-5s'],
   BACKUP_DATABASES: ['app,app', `app,${'x'.repeat(64)}`],
   BACKUP_FORMAT: ['directory', 'tar', 'sql'],
+  BACKUP_OWNERSHIP: ['none', 'Keep', 'no-owner'],
   BACKUP_COMPRESSION_LEVEL: ['0', '10', 'max', '6.5'],
   BACKUP_COMPRESSION_THREADS: ['-1', '65', 'all'],
   BACKUP_DIR: ['   '],
