@@ -474,6 +474,15 @@ describe('configuration', () => {
     expect(load({ env: { DB_SSL_MODE: 'disable' } }).warnings).toEqual([]);
   });
 
+  it('warns when a drill role of its own meets plain dumps that keep their owners', () => {
+    const env = { DB_SSL_MODE: 'disable', VERIFY_DATABASE_URL: 'postgresql://drill@db.internal/postgres' };
+    expect(load({ env }).warnings).toEqual([expect.stringMatching(/every drill is inconclusive/)]);
+    expect(load({ env: { ...env, BACKUP_FORMAT: 'custom' } }).warnings).toEqual([]);
+    expect(load({ env: { ...env, BACKUP_OWNERSHIP: 'omit' } }).warnings).toEqual([]);
+    expect(load({ env: { ...env, BACKUP_VERIFY_SCHEDULE: 'off' } }).warnings).toEqual([]);
+    expect(load({ env: { DB_SSL_MODE: 'disable' } }).config.backup.ownership).toBe('keep');
+  });
+
   it('hands out a deeply frozen configuration', () => {
     const { config } = load();
     expect(Object.isFrozen(config)).toBe(true);
