@@ -13,6 +13,7 @@ import { OperatorError, errorMessage } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
 import { IMAGE_CLIENT_MAJOR, libpqEnv, toolMajor, toolPath } from '../programs/client-tools.js';
 import type { BackupFormat } from './naming.js';
+import type { Ownership } from './manifest.js';
 
 export class BackupError extends OperatorError {
   constructor(
@@ -45,6 +46,8 @@ export interface DumpOptions {
   pool: DbPool;
   ssl: TlsSettings;
   format: BackupFormat;
+  /** keep: owners and GRANTs are in the dump; omit: --no-owner --no-privileges (BACKUP_OWNERSHIP). */
+  ownership: Ownership;
   clientBinDir: string | undefined;
   rowCountMaxTableBytes: number;
   /** What pg_dump and the counts wait for a table's lock (BACKUP_LOCK_WAIT_TIMEOUT). */
@@ -155,8 +158,8 @@ export async function startDump(o: DumpOptions): Promise<RunningDump> {
     const args = [
       `--format=${o.format}`,
       `--snapshot=${snapshot}`,
-      '--no-owner',
-      '--no-privileges',
+      // a restore puts back what the database was; the roles named come from the cluster's globals
+      ...(o.ownership === 'omit' ? ['--no-owner', '--no-privileges'] : []),
       '--no-password',
       `--lock-wait-timeout=${Math.round(o.lockWaitTimeoutMs)}`,
       // pg-maintd's own leases are its running state, not the application's data

@@ -91,6 +91,11 @@ const ManifestV2Schema = z
     databaseTime: isoDate,
     /** What pg_dump warned about on a successful run. */
     warnings: z.array(line(2000)).max(100),
+    /**
+     * keep: the dump holds owners and GRANTs (it names roles the globals hold); omit: taken with
+     * --no-owner --no-privileges. Absent in manifests of earlier releases, which all omitted them.
+     */
+    ownership: z.enum(['keep', 'omit']).optional(),
     encryption: EncryptionSchema.optional(),
     signature: SignatureSchema.optional(),
   })
@@ -168,6 +173,13 @@ export function parseVerifyRecord(raw: Buffer | string, key: string): VerifyReco
 /** To whom the backup's object is encrypted, or undefined for a plain one. */
 export function encryptionOf(m: Manifest): Encryption | undefined {
   return m.manifestVersion === 2 ? m.encryption : undefined;
+}
+
+export type Ownership = 'keep' | 'omit';
+
+/** Whether the dump holds owners and GRANTs; releases before BACKUP_OWNERSHIP always omitted them. */
+export function ownershipOf(m: Manifest): Ownership {
+  return (m.manifestVersion === 2 ? m.ownership : undefined) ?? 'omit';
 }
 
 /** The version 2 fields of a manifest, where it has them. */

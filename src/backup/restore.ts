@@ -29,6 +29,7 @@ import { dbnameConninfo, libpqEnv, sessionOptions, toolMajor, toolPath } from '.
 import { psqlRestrictProblem, RestrictGuard } from './psql-guard.js';
 import { listWithout } from './restore-list.js';
 import { printable } from './naming.js';
+import { ownershipOf } from './manifest.js';
 import { checkedCopy, type CheckedCopy } from './spool.js';
 import { estimateProgress } from './progress.js';
 
@@ -36,6 +37,20 @@ export { resolveBackup, type ChoiceOptions } from './choose.js';
 
 /** A restore that stopped at a role the target's server lacks (the cluster's globals hold it). */
 export class MissingRoleError extends OperatorError {
+  constructor(
+    readonly role: string,
+    message: string,
+    opts: ConstructorParameters<typeof OperatorError>[1],
+  ) {
+    super(message, opts);
+  }
+}
+
+/**
+ * A restore that stopped at an `ALTER ... OWNER TO` the restoring role may not run: the dump keeps its
+ * owners (BACKUP_OWNERSHIP=keep), and only a superuser or a member of the owner role may give it away.
+ */
+export class OwnershipError extends OperatorError {
   constructor(
     readonly role: string,
     message: string,
@@ -55,6 +70,12 @@ export interface RestoreOptions {
   database?: string;
   targetUrl: string;
   clean?: boolean;
+  /**
+   * Restore without the dump's owners and GRANTs: everything is owned by the restoring role (a
+   * drill's, or a server without the roles). Only pg_restore can leave them out: a plain dump that
+   * holds them is refused.
+   */
+  noOwner?: boolean;
   /**
    * Leave out these extensions (the drill: pg_stat_statements, which only a superuser may create):
    * their statements from a plain script, their entries from pg_restore's list.
@@ -87,6 +108,10 @@ const GUNZIP_CHUNK = 256 * 1024;
 
 /** What the server says (the clients run with LANG=C.UTF-8) when a statement names a role it lacks. */
 const MISSING_ROLE = /role "((?:[^"]|"")+)" does not exist/;
+
+/** What the server says (15: member of; 16 on: SET ROLE) when the restoring role may not give an object to the owner. */
+const NOT_OWNER_MEMBER =
+  /must be (?:a )?member of role "((?:[^"]|"")+)"|must be able to SET ROLE "((?:[^"]|"")+)"/;
 
 /** What psql says when restricted mode refused a meta-command, or a guessed key to leave it. */
 const RESTRICTED = /backslash commands are restricted|\\unrestrict: wrong key/;
@@ -154,6 +179,17 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
   const started = performance.now();
   const format = backup.manifest.format;
+  const ownership = ownershipOf(backup.manifest);
+  if (o.noOwner && format === 'plain' && ownership === 'keep')
+    // its ALTER ... OWNER TO and GRANT statements are SQL among the rest (function bodies may hold
+    // the same words): leaving them out of the script is guesswork, never done to a restore
+    throw new OperatorError(
+      `${printable(backup.key)} is a plain SQL dump that holds its owners and GRANTs: --no-owner cannot leave them out of it; nothing was restored`,
+      {
+        exitCode: EXIT.USAGE,
+        hint: "restore the cluster's roles first and restore without --no-owner (pg-maintd restore --globals --latest ...), or take dumps with BACKUP_FORMAT=custom, which pg_restore can restore without owners",
+      },
+    );
   const args =
     format === 'plain'
       ? [
@@ -169,8 +205,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       : [
           '--single-transaction',
           '--exit-on-error',
-          '--no-owner',
-          '--no-privileges',
+          // an archive always records its owners: those of a dump taken without them are left out
+          ...(o.noOwner || ownership === 'omit' ? ['--no-owner', '--no-privileges'] : []),
           '--no-password',
           ...(o.clean ? ['--clean', '--if-exists'] : []),
           // the database the check above looked at, never one a name holding "=" points to
@@ -283,14 +319,27 @@ async function runClient(o: RestoreOptions, r: ClientRun): Promise<RestoreResult
       const how = `${tool} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}`;
       const role = MISSING_ROLE.exec(stderr)?.[1];
       if (role !== undefined)
-        // a dump holds no roles: the cluster's globals, stored with each scheduled run, do
+        // a dump holds no roles (only names them as owners, grantees, in policies): the cluster's
+        // globals, stored with each scheduled run, do
         return reject(
           new MissingRoleError(
             role,
             `the backup names the role "${printable(role)}", which the target's server does not have: nothing was restored (${how})`,
             {
               exitCode: EXIT.DATAERR,
-              hint: "create the cluster's roles first: pg-maintd restore --globals --target-url <the same URL> (or add --globals to this restore)",
+              hint: `create the cluster's roles first: pg-maintd restore --globals --target-url <the same URL> (or add --globals to this restore)${format === 'custom' && !o.noOwner ? '; or pass --no-owner to restore without owners and GRANTs' : ''}`,
+            },
+          ),
+        );
+      const owner = NOT_OWNER_MEMBER.exec(stderr);
+      if (owner)
+        return reject(
+          new OwnershipError(
+            owner[1] ?? owner[2]!,
+            `the backup gives objects to the role "${printable(owner[1] ?? owner[2]!)}", and the restoring role may not act as it: nothing was restored (${how})`,
+            {
+              exitCode: EXIT.DATAERR,
+              hint: `restore as a superuser or a member of that role${format === 'custom' ? ', or pass --no-owner to make the restoring role the owner of everything' : ''}`,
             },
           ),
         );

@@ -17,9 +17,9 @@ import { backupReader } from './backup-identity.js';
 import type { Catalog } from './catalog.js';
 import type { VerifyRecord } from './manifest.js';
 import type { BackupMetrics } from './metrics.js';
-import { verifyKey } from './naming.js';
+import { printable, verifyKey } from './naming.js';
 import { RESTORE_SESSION_SQL } from './psql-guard.js';
-import { MissingRoleError, resolveBackup, restoreBackup } from './restore.js';
+import { MissingRoleError, OwnershipError, resolveBackup, restoreBackup } from './restore.js';
 import { listGlobals } from './globals-catalog.js';
 import { restoreGlobals } from './globals-restore.js';
 import { globalsFor } from './globals-retention.js';
@@ -116,45 +116,56 @@ export async function runVerification(
         targetUrl: scratchUrl.toString(),
         // only a superuser may create it, and it holds no data: a drill need not restore it
         skipExtensions: ['pg_stat_statements'],
+        // a drill checks the data; its role (CREATEDB only) cannot become the owners. pg_restore can
+        // leave them out; a plain script that holds them is restored as it is (see below)
+        noOwner: backup.manifest.format === 'custom',
         signal: opts.signal,
       });
-    await restore().catch(async (err: unknown) => {
-      // the scratch server lacks a role the dump names (a drill on another server than the one
-      // backed up): the globals of the backup's run create it there, then the restore runs again
-      // (the failed one rolled back: the scratch database is empty)
-      if (!(err instanceof MissingRoleError)) throw err;
-      // roles belong to the whole server: on the cluster backed up (no VERIFY_DATABASE_URL elsewhere)
-      // a role it lacks was dropped there since, and a drill must not bring it back (with its LOGIN,
-      // or its password with BACKUP_GLOBALS_PASSWORDS). Unknown counts as the same cluster
-      const server = await systemIdentifier(session!).catch(() => undefined);
-      const m = backup.manifest;
-      const backedUp = 'systemIdentifier' in m ? m.systemIdentifier : undefined;
-      if (!config.verify.url || server === undefined || server === backedUp) {
-        log.warn(
-          { key: backup.key, role: err.role },
-          "the drill's server is the cluster backed up and lacks a role the backup names (dropped since): its globals are not restored there",
+    let notOwner: OwnershipError | undefined;
+    await restore()
+      .catch(async (err: unknown) => {
+        // the scratch server lacks a role the dump names (a drill on another server than the one
+        // backed up): the globals of the backup's run create it there, then the restore runs again
+        // (the failed one rolled back: the scratch database is empty)
+        if (!(err instanceof MissingRoleError)) throw err;
+        // roles belong to the whole server: on the cluster backed up (no VERIFY_DATABASE_URL elsewhere)
+        // a role it lacks was dropped there since, and a drill must not bring it back (with its LOGIN,
+        // or its password with BACKUP_GLOBALS_PASSWORDS). Unknown counts as the same cluster
+        const server = await systemIdentifier(session!).catch(() => undefined);
+        const m = backup.manifest;
+        const backedUp = 'systemIdentifier' in m ? m.systemIdentifier : undefined;
+        if (!config.verify.url || server === undefined || server === backedUp) {
+          log.warn(
+            { key: backup.key, role: err.role },
+            "the drill's server is the cluster backed up and lacks a role the backup names (dropped since): its globals are not restored there",
+          );
+          throw err;
+        }
+        const globals = globalsFor(backup, (await listGlobals(catalog)).good);
+        if (!globals) throw err;
+        log.info(
+          { key: backup.key, role: err.role, globals: globals.key },
+          "the scratch server lacks a role the backup names: restoring the globals of the backup's run there first",
         );
-        throw err;
-      }
-      const globals = globalsFor(backup, (await listGlobals(catalog)).good);
-      if (!globals) throw err;
-      log.info(
-        { key: backup.key, role: err.role, globals: globals.key },
-        "the scratch server lacks a role the backup names: restoring the globals of the backup's run there first",
-      );
-      await restoreGlobals({
-        catalog,
-        logger: deps.logger,
-        ssl: config.db.ssl,
-        clientBinDir: config.backup.clientBinDir,
-        spoolDir: config.backup.spoolDir,
-        identityFile: config.backup.encryption.identityFile,
-        key: globals.key,
-        targetUrl: scratchUrl.toString(),
-        signal: opts.signal,
+        await restoreGlobals({
+          catalog,
+          logger: deps.logger,
+          ssl: config.db.ssl,
+          clientBinDir: config.backup.clientBinDir,
+          spoolDir: config.backup.spoolDir,
+          identityFile: config.backup.encryption.identityFile,
+          key: globals.key,
+          targetUrl: scratchUrl.toString(),
+          signal: opts.signal,
+        });
+        await restore();
+      })
+      .catch((err: unknown) => {
+        // a plain dump that keeps its owners, restored by a role that may not act as them: the drill
+        // cannot tell anything of the backup, and says what would let it
+        if (!(err instanceof OwnershipError) || backup.manifest.format !== 'plain') throw err;
+        notOwner = err;
       });
-      await restore();
-    });
     const counted = new DbPool(
       {
         url: scratchUrl.toString(),
@@ -167,24 +178,26 @@ export async function runVerification(
     const mismatches: VerifyRecord['mismatches'] = [];
     let compared = 0;
     try {
-      for (const [table, expected] of Object.entries(backup.manifest.rowCounts)) {
-        if (!expected.exact) continue;
-        // the manifest's schema admits only qualified names; each reaches SQL quoted, never as written
-        const name = parseTableName(table);
-        if (!name) throw new Error(`the manifest names a table "${table}" that is not a qualified name`);
-        compared++;
-        const actual = await counted
-          .query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${quotedTableName(name)}`)
-          .then((r) => Number(r.rows[0]!.n))
-          .catch(() => null);
-        if (actual !== expected.rows) mismatches.push({ table, expected: expected.rows, actual });
-      }
+      if (!notOwner)
+        for (const [table, expected] of Object.entries(backup.manifest.rowCounts)) {
+          if (!expected.exact) continue;
+          // the manifest's schema admits only qualified names; each reaches SQL quoted, never as written
+          const name = parseTableName(table);
+          if (!name) throw new Error(`the manifest names a table "${table}" that is not a qualified name`);
+          compared++;
+          const actual = await counted
+            .query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${quotedTableName(name)}`)
+            .then((r) => Number(r.rows[0]!.n))
+            .catch(() => null);
+          if (actual !== expected.rows) mismatches.push({ table, expected: expected.rows, actual });
+        }
     } finally {
       await counted.stop();
     }
     const tables = Object.keys(backup.manifest.rowCounts).length;
-    const inconclusive =
-      compared === 0
+    const inconclusive = notOwner
+      ? ownershipReason(notOwner.role)
+      : compared === 0
         ? tables === 0
           ? 'the backup holds no table to compare'
           : `none of its ${tables} table(s) has an exact row count in the manifest (each is over BACKUP_ROW_COUNT_MAX_TABLE_SIZE): the restore ran, but nothing was compared`
@@ -241,16 +254,18 @@ export async function runVerification(
       'restore drill passed',
     );
   else if (record.result === 'inconclusive')
-    log.warn(
-      { key: backup.key, reason: record.reason },
-      'restore drill INCONCLUSIVE: the backup restored, but nothing was compared',
-    );
+    log.warn({ key: backup.key, reason: record.reason }, 'restore drill INCONCLUSIVE: nothing was compared');
   else
     log.error(
       { key: backup.key, mismatches: record.mismatches, error: record.error },
       'restore drill FAILED',
     );
   return record;
+}
+
+/** Why a drill of a plain dump that keeps its owners restored nothing, and what lets the next one. */
+function ownershipReason(role: string): string {
+  return `the plain dump gives its objects to the role "${printable(role)}" (BACKUP_OWNERSHIP=keep), and the drill's role may not act as it: nothing was restored or compared. Take dumps with BACKUP_FORMAT=custom (drills restore them without owners), or BACKUP_OWNERSHIP=omit, or run drills as a superuser of another server (VERIFY_DATABASE_URL)`;
 }
 
 /**

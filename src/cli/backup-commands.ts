@@ -367,7 +367,7 @@ export function addBackupCommands(program: Command): void {
     program
       .command('restore')
       .description(
-        'restore a backup into a database: checksum verified while streaming, one transaction, refuses a non-empty target unless --clean',
+        'restore a backup into a database: checksum verified while streaming, one transaction, refuses a non-empty target unless --clean; owners and GRANTs as the dump holds them (BACKUP_OWNERSHIP=keep): their roles must exist, --globals creates them',
       )
       .option('--latest', 'the newest good backup of --database')
       .option('--key <key>', 'the backup to restore, as listed by `backups list`')
@@ -385,6 +385,10 @@ export function addBackupCommands(program: Command): void {
         'database to restore into (password via PGPASSWORD or ~/.pgpass, not here)',
       )
       .option('--clean', 'drop and replace the objects the backup contains')
+      .option(
+        '--no-owner',
+        "restore without the dump's owners and GRANTs: the restoring role owns everything (custom format only; a plain dump that keeps them needs its roles: --globals)",
+      )
       .option(
         '--allow-unsigned',
         'with BACKUP_SIGNING_KEY_FILE set: restore a backup whose signature is missing or wrong (it may have been altered)',
@@ -461,6 +465,8 @@ export function addBackupCommands(program: Command): void {
         database,
         targetUrl,
         clean: opts.clean === true,
+        // commander's --no-owner: owner is false when it is given
+        noOwner: opts.owner === false,
         signal: ctx.signal,
         beforeClient: prepared
           ? async () => printGlobals(await applyGlobals(globalsOptions, prepared))

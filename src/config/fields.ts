@@ -205,6 +205,13 @@ export const FIELDS = {
     allowed: 'plain | custom',
     group: 'Backups',
   },
+  BACKUP_OWNERSHIP: {
+    schema: oneOf(['keep', 'omit'] as const),
+    default: 'keep',
+    doc: "keep: dumps hold each object's owner and its GRANTs (`ALTER ... OWNER TO`, `GRANT`), and a restore puts them back; the roles they name come from the cluster's globals (`restore --globals`). omit: dumps are taken with `--no-owner --no-privileges`, and a restore makes the restoring role the owner of everything. Drills restore custom-format dumps without owners either way.",
+    allowed: 'keep | omit',
+    group: 'Backups',
+  },
   BACKUP_COMPRESSION_LEVEL: {
     schema: int(1, 9),
     default: 6,

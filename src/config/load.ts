@@ -241,6 +241,7 @@ function shape(p: Parsed, sslModeDefaulted = false) {
       timezone: p.SCHEDULE_TZ,
       databases: p.BACKUP_DATABASES ?? [parseDatabaseUrl(p.DATABASE_URL as string).database],
       format: p.BACKUP_FORMAT,
+      ownership: p.BACKUP_OWNERSHIP,
       compressionLevel: p.BACKUP_COMPRESSION_LEVEL,
       compressionThreads: p.BACKUP_COMPRESSION_THREADS || availableParallelism(),
       dir: p.BACKUP_DIR,
@@ -357,6 +358,16 @@ function warningsFor(config: Config): string[] {
   if ((mode === 'verify-ca' || mode === 'verify-full') && !rejectUnauthorized) {
     w.push(
       `DB_SSL_REJECT_UNAUTHORIZED=false turns off certificate verification for DB_SSL_MODE=${mode}; the connection is encrypted but not authenticated`,
+    );
+  }
+  if (
+    config.verify.url &&
+    config.verify.schedule !== 'off' &&
+    config.backup.format === 'plain' &&
+    config.backup.ownership === 'keep'
+  ) {
+    w.push(
+      'drills restore as the role of VERIFY_DATABASE_URL, and plain dumps keep their owners (BACKUP_FORMAT=plain, BACKUP_OWNERSHIP=keep): unless that role is a superuser there, it cannot give the objects to their owners and every drill is inconclusive; set BACKUP_FORMAT=custom (drills restore it without owners) or BACKUP_OWNERSHIP=omit',
     );
   }
   return w;

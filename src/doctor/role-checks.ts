@@ -176,6 +176,11 @@ const drillIsolation: Check = {
         steps: [
           'give it a password (psql: \\password pgmaintd_drill), and nothing else: no membership, no grants',
           'set VERIFY_DATABASE_URL=postgresql://pgmaintd_drill:<password>@<this host>/postgres (or its password in ~/.pgpass)',
+          ...(config.backup.format === 'plain' && config.backup.ownership === 'keep'
+            ? [
+                'and set BACKUP_FORMAT=custom: that role cannot give the objects of a plain dump that keeps its owners (BACKUP_OWNERSHIP=keep) to them, and only custom-format dumps restore without owners',
+              ]
+            : []),
         ],
       },
     };

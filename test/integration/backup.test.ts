@@ -85,10 +85,11 @@ describe('backup to a local directory', () => {
     const stored = parseManifest(readFileSync(`${file}.manifest.json`), 'm');
     expect(stored).toEqual(manifest);
     expect(walk(deps.dir).filter((f) => f.includes('.partial-'))).toEqual([]);
-    // the seed's options: --clean --if-exists --no-owner --no-privileges
+    // --clean --if-exists; owners kept (BACKUP_OWNERSHIP=keep, the default)
     const sql = execFileSync('gzip', ['-dc', file], { maxBuffer: 256 * 1024 * 1024 }).toString();
     expect(sql).toMatch(/DROP TABLE IF EXISTS public\.tasks;/);
-    expect(sql).not.toMatch(/OWNER TO|GRANT /);
+    expect(sql).toMatch(/ALTER TABLE public\.tasks OWNER TO /);
+    expect(manifest.ownership).toBe('keep');
 
     await withEmptyDatabase(async (target) => {
       await restoreBackup(restoreOpts(deps, target, { key: manifest.key }));
@@ -109,6 +110,21 @@ describe('backup to a local directory', () => {
     expect(await metricValue(deps.registry, 'pgmaintd_backup_last_size_bytes', { database: db.name })).toBe(
       manifest.size,
     );
+  });
+
+  it('BACKUP_OWNERSHIP=omit dumps with --no-owner --no-privileges, and says so in the manifest', async () => {
+    const deps = await backupDeps({
+      DATABASE_URL: db.url,
+      BACKUP_DATABASES: db.name,
+      BACKUP_OWNERSHIP: 'omit',
+    });
+    const manifest = await runBackup(deps, db.name);
+    expect(manifest.ownership).toBe('omit');
+    const sql = execFileSync('gzip', ['-dc', join(deps.dir, manifest.key)], {
+      maxBuffer: 256 * 1024 * 1024,
+    }).toString();
+    expect(sql).toMatch(/CREATE TABLE public\.tasks/);
+    expect(sql).not.toMatch(/OWNER TO|GRANT /);
   });
 
   it('BACKUP_FORMAT=custom dumps with -Fc and restores with pg_restore', async () => {

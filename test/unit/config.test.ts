@@ -53,6 +53,7 @@ const BAD: Record<FieldName, string[]> = {
   LEASE_TTL: ['1s', '2h', 'a while', '-5s'],
   BACKUP_DATABASES: ['app,app', `app,${'x'.repeat(64)}`],
   BACKUP_FORMAT: ['directory', 'tar', 'sql'],
+  BACKUP_OWNERSHIP: ['none', 'Keep', 'no-owner'],
   BACKUP_COMPRESSION_LEVEL: ['0', '10', 'max', '6.5'],
   BACKUP_COMPRESSION_THREADS: ['-1', '65', 'all'],
   BACKUP_DIR: ['   '],
@@ -471,6 +472,15 @@ describe('configuration', () => {
     );
     expect(load({ env: { DB_SSL_MODE: 'verify-full' } }).warnings).toEqual([]);
     expect(load({ env: { DB_SSL_MODE: 'disable' } }).warnings).toEqual([]);
+  });
+
+  it('warns when a drill role of its own meets plain dumps that keep their owners', () => {
+    const env = { DB_SSL_MODE: 'disable', VERIFY_DATABASE_URL: 'postgresql://drill@db.internal/postgres' };
+    expect(load({ env }).warnings).toEqual([expect.stringMatching(/every drill is inconclusive/)]);
+    expect(load({ env: { ...env, BACKUP_FORMAT: 'custom' } }).warnings).toEqual([]);
+    expect(load({ env: { ...env, BACKUP_OWNERSHIP: 'omit' } }).warnings).toEqual([]);
+    expect(load({ env: { ...env, BACKUP_VERIFY_SCHEDULE: 'off' } }).warnings).toEqual([]);
+    expect(load({ env: { DB_SSL_MODE: 'disable' } }).config.backup.ownership).toBe('keep');
   });
 
   it('hands out a deeply frozen configuration', () => {
