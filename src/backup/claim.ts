@@ -75,8 +75,15 @@ export type ClaimOutcome =
   /** Another pg-maintd of this cluster took the slot. */
   | { won: false; claim: SlotClaim };
 
+/**
+ * The claims of the cluster's globals: a folder no database name can give (databaseFolder encodes
+ * every `.`), and the name their claims carry.
+ */
+export const GLOBALS_CLAIM = '.globals';
+
 export function claimKey(database: string, slot: Date): string {
-  return `${CLAIMS_FOLDER}/${databaseFolder(database)}/${stamp(slot)}.json`;
+  const folder = database === GLOBALS_CLAIM ? GLOBALS_CLAIM : databaseFolder(database);
+  return `${CLAIMS_FOLDER}/${folder}/${stamp(slot)}.json`;
 }
 
 /** Takes the slot for this process, or says who has it. Storage errors throw. */

@@ -25,7 +25,7 @@ import { asLeader, holderText } from '../db/leader.js';
 import type { JobSpec } from '../schedule/scheduler.js';
 import { StateSkip } from '../schedule/state-skip.js';
 import { runBackup, type BackupDeps } from './backup.js';
-import { claimSlot, type SlotClaim } from './claim.js';
+import { GLOBALS_CLAIM, claimSlot, type SlotClaim } from './claim.js';
 import { standbyStaleness } from '../db/replay.js';
 import { applyRetention } from './retention.js';
 import { runVerification } from './verify.js';
@@ -244,6 +244,8 @@ async function takeSlot(
   tick: Date,
   role: ServerRole,
   log: Logger,
+  /** Count an ignored claim under the database's label (not for the globals: no database). */
+  counted = true,
 ): Promise<SlotClaim | undefined> {
   const outcome = await claimSlot(
     {
@@ -261,7 +263,7 @@ async function takeSlot(
   );
   if (!outcome.won) return outcome.claim;
   if ('ignored' in outcome) {
-    deps.metrics?.claimsIgnored.inc({ database, reason: outcome.ignored });
+    if (counted) deps.metrics?.claimsIgnored.inc({ database, reason: outcome.ignored });
     log.warn(
       { reason: outcome.ignored, claim: outcome.detail },
       'a claim on this slot in the store is not one pg-maintd obeys (planted by someone who can write to the store?): backing up all the same',
@@ -338,9 +340,10 @@ const GLOBALS_LEASE = 'backup-globals';
 
 /**
  * The cluster's globals, once per tick: on a primary under the lease `backup-globals` (a tick a
- * replica already did is skipped), on a standby without one (its lease table is read-only; two
- * daemons sharing a store may then both store them, which retention tidies). Its failure is
- * logged and counted by the run, and never stops the databases' dumps.
+ * replica already did is skipped); with BACKUP_FROM standby or any, first through a claim of the
+ * tick in the store, as the dumps (a standby's lease table is read-only, and daemons on the primary
+ * and on a standby share only the store). Its failure is logged and counted by the run, and never
+ * stops the databases' dumps.
  */
 async function globalsOnce(
   deps: JobDeps,
@@ -351,6 +354,16 @@ async function globalsOnce(
 ): Promise<void> {
   const log = tickLog.child({ job: 'backup-globals' });
   try {
+    if (deps.config.backup.from !== 'primary') {
+      const claim = await takeSlot(deps, GLOBALS_CLAIM, tick, role, log, false);
+      if (claim) {
+        log.info(
+          { claimant: claim.holder, role: claim.role },
+          `another pg-maintd sharing the store (on the ${claim.role}) claimed the globals of this tick; skipped`,
+        );
+        return;
+      }
+    }
     if (role === 'standby') {
       await runGlobalsBackup(deps, { signal, tick });
       return;

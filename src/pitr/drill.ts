@@ -20,6 +20,11 @@ import { listPitr, loadHistories } from './pitr-catalog.js';
 import { restorePitr, type PitrDeps } from './restore.js';
 import { restoreWindow, usableBases } from './restore-plan.js';
 import { drillKey } from './store-keys.js';
+import { HEARTBEAT_TABLE } from './heartbeat.js';
+import { sleep } from './sleep.js';
+import { readStoredPosition } from './stored-position.js';
+import { formatLsn, parseLsn } from './wal-name.js';
+import type { WalStore } from './wal-object.js';
 
 export interface DrillDeps extends PitrDeps {
   metrics?: PitrMetrics | undefined;
@@ -40,9 +45,11 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
   });
   let sysid: string;
   let now: Date;
+  let anchor: Anchor | undefined;
   try {
     sysid = await systemIdentifier(pool);
     now = await serverClock(pool);
+    anchor = await heartbeatAnchor(pool);
   } finally {
     await pool.stop();
   }
@@ -51,10 +58,37 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
   const histories = await loadHistories(deps.storage, listing, { signer: deps.signer });
   const base = usableBases(listing, histories)[0];
   const window = restoreWindow(listing, histories);
-  // recovery stops at the first commit after the target: one heartbeat later must be stored too
-  const byClock = now.getTime() - 2 * deps.config.pitr.partialUploadIntervalMs - MARGIN_MS;
-  const byStore = (window.latest?.getTime() ?? 0) - heartbeatMs - MARGIN_MS;
-  const target = new Date(Math.floor(Math.min(byClock, byStore) / 1000) * 1000);
+  // Recovery stops at the first commit after the target, and fails when the WAL ends before one: a
+  // commit after the target must be in the store. The newest heartbeat on the server is such a
+  // commit, and it lies before the server's insert position read with it: the target is the whole
+  // second before that heartbeat, once the store holds WAL up to that position. (A target from the
+  // time the newest WAL object was stored is not enough: on a busy host that object can end seconds
+  // before it was stored, and no commit after the target would be there.)
+  let target: Date | undefined;
+  // a heartbeat that has stopped (no daemon writes it) anchors nothing: the rule below says so
+  if (anchor && base && now.getTime() - anchor.at.getTime() <= 3 * heartbeatMs + 10_000) {
+    const waitMs = 2 * deps.config.pitr.partialUploadIntervalMs + 30_000;
+    if (
+      await storeReaches(
+        { storage: deps.storage, sysid, signer: deps.signer },
+        base.base.manifest.segmentBytes,
+        anchor.lsn,
+        waitMs,
+        o.signal,
+      )
+    )
+      target = new Date(Math.ceil(anchor.at.getTime() / 1000) * 1000 - 1000);
+    else
+      log.info(
+        { lsn: formatLsn(anchor.lsn), waitedSeconds: waitMs / 1000 },
+        'the store does not hold the WAL of the newest heartbeat yet: the target is taken from when the newest WAL object was stored',
+      );
+  }
+  if (!target) {
+    const byClock = now.getTime() - 2 * deps.config.pitr.partialUploadIntervalMs - MARGIN_MS;
+    const byStore = (window.latest?.getTime() ?? 0) - heartbeatMs - MARGIN_MS;
+    target = new Date(Math.floor(Math.min(byClock, byStore) / 1000) * 1000);
+  }
   let result: PitrDrillRecord['result'] = 'inconclusive';
   let reason: string | undefined;
   let newest: Date | undefined;
@@ -153,6 +187,45 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
     'PITR drill done',
   );
   return rec;
+}
+
+interface Anchor {
+  /** The newest heartbeat's time, and the insert position read with it (after its commit). */
+  at: Date;
+  lsn: bigint;
+}
+
+/** Undefined where there is no heartbeat (yet) or no insert position (a standby): the old rule. */
+async function heartbeatAnchor(pool: DbPool): Promise<Anchor | undefined> {
+  try {
+    const r = await pool.query<{ at: Date | null; lsn: string }>(
+      `SELECT (SELECT at FROM ${HEARTBEAT_TABLE} WHERE id = 1) AS at,
+              pg_catalog.pg_current_wal_insert_lsn()::text AS lsn`,
+    );
+    const row = r.rows[0];
+    const lsn = parseLsn(row?.lsn ?? '');
+    if (!row?.at || lsn === undefined) return undefined;
+    return { at: row.at, lsn };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the stored WAL reaches `lsn` within `waitMs` (archiving runs meanwhile). */
+async function storeReaches(
+  ws: WalStore,
+  segmentBytes: number,
+  lsn: bigint,
+  waitMs: number,
+  signal: AbortSignal,
+): Promise<boolean> {
+  const until = performance.now() + waitMs;
+  for (;;) {
+    const { end } = await readStoredPosition(ws, segmentBytes);
+    if (end !== undefined && end >= lsn) return true;
+    if (performance.now() > until || signal.aborted) return false;
+    await sleep(1000, signal).catch(() => undefined);
+  }
 }
 
 /** The record's reason is one line of printable text (its parser refuses control characters). */

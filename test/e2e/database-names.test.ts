@@ -141,7 +141,7 @@ describe('database names in the store', () => {
       d.child.kill('SIGTERM');
       await d.exited;
     }
-  });
+  }, 180_000); // a dozen CLI runs (backup, list, restore and drill per database): minutes on a busy host
 
   it('retention after the grace period deletes no backup of a database whose name holds ".partial-"', async () => {
     // the files look a week old to retention's leftover rule

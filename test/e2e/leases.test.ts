@@ -276,7 +276,7 @@ describe('sessions that end under pg-maintd', () => {
     } finally {
       await admin(`ALTER ROLE ${ROLE} RESET idle_session_timeout`);
     }
-  });
+  }, 150_000); // the wait above allows 90 s: each tick stores the globals too
 });
 
 describe('`pg-maintd backup` by hand and the scheduled backup', () => {

@@ -274,7 +274,7 @@ describe('a data object replaced under its manifest', () => {
       await target.drop();
       await big.drop();
     }
-  });
+  }, 180_000); // a 300,000-row backup and restore through the CLI
 });
 
 describe('a table name in a manifest never runs as SQL', () => {

@@ -346,9 +346,12 @@ describe('pitr list, verify and the drill', () => {
         'INSERT INTO pgmaintd.pitr_heartbeat VALUES (1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET at = excluded.at',
       );
     let beating = true;
+    // each beat is archived at once (archive_command mode archives finished segments only): the
+    // drill anchors its target on the newest heartbeat once the store holds its WAL
     const beats = (async () => {
       while (beating) {
         await beat();
+        await q('SELECT pg_switch_wal()');
         await new Promise((r) => setTimeout(r, 1000));
       }
     })();
