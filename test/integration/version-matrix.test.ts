@@ -24,7 +24,9 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
     const c = new pg.Client({ connectionString: cluster.url() });
     await c.connect();
     await c.query(`CREATE EXTENSION pg_stat_statements; CREATE TABLE matrix (id int);
-      INSERT INTO matrix SELECT generate_series(1, 100); SELECT count(*) FROM matrix`);
+      INSERT INTO matrix SELECT generate_series(1, 100); SELECT count(*) FROM matrix;
+      CREATE INDEX matrix_id ON matrix (id);
+      SELECT pg_create_physical_replication_slot('matrix_slot', true)`);
     await c.end();
   });
   afterAll(async () => {
@@ -33,7 +35,12 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
 
   it('every collector succeeds and exports its series, a lock wait included', async () => {
     const { config } = loadConfig({
-      env: { DATABASE_URL: cluster.url(), DB_SSL_MODE: 'disable', METRICS_LOCK_WAIT_LOG_AFTER: '0s' },
+      env: {
+        DATABASE_URL: cluster.url(),
+        DB_SSL_MODE: 'disable',
+        METRICS_LOCK_WAIT_LOG_AFTER: '0s',
+        METRICS_COLLECTOR_INTERVALS: 'stat_user_indexes=1m',
+      },
       defaultsDir: noDefaults(),
     });
     const registry = new Registry();
@@ -107,6 +114,54 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
       expect(/^pg_stat_database_active_time_seconds_total\{/m.test(text)).toBe(major >= 14);
       expect(text).toMatch(/^pg_stat_database_blk_read_time\{datid="\d+",datname="postgres"\} /m);
       expect(await metricValue(registry, 'pg_replication_last_replay_seconds', {})).toBe(0);
+      // the collectors of the reference's other default families, each version branch of them
+      expect(collectors.map((c) => c.name)).toEqual(
+        expect.arrayContaining([
+          'replication_slots',
+          'stat_replication',
+          'stat_archiver',
+          'wal',
+          'roles',
+          'statio_user_tables',
+          'stat_progress_vacuum',
+          'stat_database_conflicts',
+          'stat_user_indexes',
+        ]),
+      );
+      const slot = { slot_name: 'matrix_slot', slot_type: 'physical' };
+      expect(
+        await metricValue(registry, 'pg_replication_slots_active', {
+          slot_name: 'matrix_slot',
+          database: '',
+        }),
+      ).toBe(0);
+      expect(await metricValue(registry, 'pg_replication_slots_slot_is_active', slot)).toBe(0);
+      expect(await metricValue(registry, 'pg_replication_slots_slot_current_wal_lsn', slot)).toBeGreaterThan(
+        0,
+      );
+      expect(
+        await metricValue(registry, 'pg_replication_slots_pg_wal_lsn_diff', { slot_name: 'matrix_slot' }),
+      ).toBeGreaterThanOrEqual(0);
+      expect(
+        await metricValue(registry, 'pg_replication_slots_wal_status', { ...slot, wal_status: 'reserved' }),
+      ).toBe(1);
+      // max_slot_wal_keep_size is -1 (unlimited): no safe size, as the server says NULL
+      expect(await metricValue(registry, 'pg_replication_slots_safe_wal_size_bytes', slot)).toBeUndefined();
+      expect(await metricValue(registry, 'pg_stat_archiver_archived_count', {})).toBe(0);
+      expect(await metricValue(registry, 'pg_stat_archiver_last_archive_age', {})).toBeUndefined();
+      expect(await metricValue(registry, 'pg_wal_segments', {})).toBeGreaterThan(0);
+      expect(await metricValue(registry, 'pg_wal_size_bytes', {})).toBeGreaterThan(0);
+      expect(await metricValue(registry, 'pg_roles_connection_limit', { rolname: 'postgres' })).toBe(-1);
+      expect(
+        await metricValue(registry, 'pg_stat_database_conflicts_confl_snapshot', { datname: 'postgres' }),
+      ).toBe(0);
+      expect(
+        /^pg_stat_database_conflicts_confl_active_logicalslot\{datid="\d+",datname="postgres"\} 0$/m.test(
+          text,
+        ),
+      ).toBe(major >= 16);
+      expect(/^pg_stat_replication_pg_wal_lsn_diff\{/m.test(text)).toBe(false); // no standby here
+      expect(/^pg_stat_progress_vacuum_phase\{/m.test(text)).toBe(false); // no VACUUM running
       await holder.query('ROLLBACK');
       await waiting;
       const inserted = await waitFor(
@@ -119,6 +174,13 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
         250,
       );
       expect(inserted).toBe(100);
+      expect(
+        await metricValue(registry, 'pg_statio_user_tables_heap_blocks_hit', { relname: 'matrix' }),
+      ).toBeGreaterThan(0);
+      const index = { relname: 'matrix', indexrelname: 'matrix_id' };
+      expect(await metricValue(registry, 'pg_stat_user_indexes_idx_scan_total', index)).toBe(0);
+      expect(await metricValue(registry, 'pg_index_size_bytes', index)).toBeGreaterThan(0);
+      expect(await metricValue(registry, 'pg_stat_user_indexes_last_idx_scan_time', index)).toBeUndefined();
       expect(await metricValue(registry, 'pgmaintd_blocked_sessions', { datname: 'postgres' })).toBe(0);
     } finally {
       await holder.end();

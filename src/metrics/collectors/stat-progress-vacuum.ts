@@ -7,8 +7,8 @@
  * Like the reference it reads pg_stat_get_progress_info('VACUUM') by parameter number, on every
  * major: from PostgreSQL 17, parameters 6 and 7 are max_dead_tuple_bytes and dead_tuple_bytes, so
  * max_dead_tuples and num_dead_tuples are then bytes (their ratio, how full the dead-tuple store is,
- * means the same). relname is schema-qualified where needed (regclass) for a vacuum in the database
- * polled, the table's OID for one in another database (pg_class is per database), "unknown" for a
+ * means the same). relname is schema-qualified unless in public (as regclass shows it under the
+ * default search_path) for a vacuum in the database polled, the table's OID for one in another database (pg_class is per database), "unknown" for a
  * session the role may not see (without pg_read_all_stats the parameters are NULL, and read as 0).
  */
 import type { Registry } from 'prom-client';
@@ -28,9 +28,17 @@ export const VACUUM_PHASES = [
 
 // the OUT parameters by name rather than the reference's column list, which names all twenty: a
 // major that changes their count would break the alias list, not this
+//
+// The reference's relname is s.relid::regclass::text, which qualifies a table whose schema is not on
+// the session's search_path: pg-maintd's sessions have pg_catalog alone, so the name is spelled here
+// as regclass spells it under the default search_path ("$user", public), the reference's usual one.
 const SQL = `
   SELECT d.datname,
-         coalesce(CASE WHEN d.datname = current_database() THEN s.relid::regclass::text END,
+         coalesce(CASE WHEN d.datname = current_database() THEN
+                    (SELECT CASE WHEN n.nspname IN ('public', current_user) THEN quote_ident(c.relname)
+                                 ELSE quote_ident(n.nspname) || '.' || quote_ident(c.relname) END
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = s.relid) END,
                   s.relid::text) AS relname,
          s.param1 AS phase, s.param2 AS heap_blks_total, s.param3 AS heap_blks_scanned,
          s.param4 AS heap_blks_vacuumed, s.param5 AS index_vacuum_count,
