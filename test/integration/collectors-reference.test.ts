@@ -371,6 +371,35 @@ describe('per-database statistics and a running VACUUM', () => {
         await db.pool.query('SELECT pg_cancel_backend($1)', [pid]);
         expect(await running).toBe('57014');
         await until('pg_stat_progress_vacuum_heap_blks', labels, (v) => v === undefined);
+
+        // a table outside public is named as regclass names it under the default search_path
+        await db.pool.query(`CREATE SCHEMA "Odd"; CREATE TABLE "Odd"."Big" (i int, pad text)
+          WITH (autovacuum_enabled = false);
+          INSERT INTO "Odd"."Big" SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
+          DELETE FROM "Odd"."Big" WHERE i % 2 = 0`);
+        const named = await db.pool.connect();
+        let expected: string;
+        try {
+          await named.query('BEGIN');
+          await named.query(`SET LOCAL search_path = "$user", public`);
+          expected = (await named.query<{ name: string }>(`SELECT '"Odd"."Big"'::regclass::text AS name`))
+            .rows[0]!.name;
+          await named.query('COMMIT');
+        } finally {
+          named.release();
+        }
+        expect(expected).toBe('"Odd"."Big"');
+        const odd = vacuum.query('VACUUM "Odd"."Big"').then(
+          () => 'finished',
+          (err: { code?: string }) => err.code,
+        );
+        await until(
+          'pg_stat_progress_vacuum_heap_blks',
+          { datname: db.name, relname: expected },
+          (v) => v! > 0,
+        );
+        await db.pool.query('SELECT pg_cancel_backend($1)', [pid]);
+        expect(await odd).toBe('57014');
       } finally {
         await vacuum.end();
         await p.stop();
