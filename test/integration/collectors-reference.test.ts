@@ -469,9 +469,15 @@ describe('per-database statistics and a running VACUUM', () => {
       await p.pollAll();
       expect(await metricValue(registry, 'pg_roles_connection_limit', { rolname: role })).toBe(7);
       expect(await metricValue(registry, 'pg_roles_connection_limit', { rolname: 'pg_monitor' })).toBe(-1);
+      // a role name is anyone's text: quotes, backslashes and newlines are escaped in the exposition
+      await db.pool.query(`CREATE ROLE "${role}_""q\\b\nn" CONNECTION LIMIT 3`);
+      await p.pollAll();
+      expect(await registry.metrics()).toContain(
+        `pg_roles_connection_limit{rolname="${role}_\\"q\\\\b\\nn"} 3\n`,
+      );
     } finally {
       await p.stop();
-      await db.pool.query(`DROP ROLE ${role}`);
+      await db.pool.query(`DROP ROLE ${role}; DROP ROLE IF EXISTS "${role}_""q\\b\nn"`);
     }
   });
 });
