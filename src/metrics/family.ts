@@ -15,6 +15,8 @@ export class CachedFamily<L extends string = string> {
   readonly name: string;
   readonly help: string;
   readonly type: 'gauge' | 'counter' | 'untyped';
+  /** The label names its samples carry (what the reference-parity test compares). */
+  readonly labelNames: readonly L[];
   readonly aggregator = 'sum' as const;
   #samples: Sample<L>[] = [];
   /** Grows on every change: the exposition re-renders a family only when this moved. */
@@ -30,6 +32,7 @@ export class CachedFamily<L extends string = string> {
     this.name = opts.name;
     this.help = opts.help;
     this.type = opts.type;
+    this.labelNames = opts.labelNames ?? [];
     this.#registry = registry;
     registry.registerMetric(this as unknown as Metric);
   }

@@ -9,7 +9,7 @@
  * for `*`), each over a one-connection pool of its own, one database after the other.
  */
 import type pg from 'pg';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { DbPool, type PoolSettings } from '../db/pool.js';
 import { classify } from '../db/sqlstate.js';
 import { Service } from '../lifecycle/service.js';
@@ -86,6 +86,7 @@ export class Poller extends Service {
   readonly #lastSuccess: Gauge<'collector'>;
   readonly #lastError: Gauge;
   readonly #lastScrape: Gauge;
+  readonly #scrapes: Counter;
 
   constructor(o: PollerOptions) {
     super();
@@ -125,6 +126,11 @@ export class Poller extends Service {
     this.#lastScrape = new Gauge({
       name: 'pg_exporter_last_scrape_duration_seconds',
       help: 'Duration of the last poll of all collectors together (what one scrape of the reference exporter would cost).',
+      registers: r,
+    });
+    this.#scrapes = new Counter({
+      name: 'pg_exporter_scrapes_total',
+      help: 'Total number of times PostgreSQL was polled for metrics (one per collector poll; a scrape of /metrics runs no query).',
       registers: r,
     });
     this.#up.set(0);
@@ -251,6 +257,7 @@ export class Poller extends Service {
 
   async #run(c: Collector): Promise<void> {
     const t0 = performance.now();
+    this.#scrapes.inc();
     try {
       const ok = c.scope === 'database' ? await this.#runPerDatabase(c) : await this.#attempt(c, this.#main);
       this.#success.set({ collector: c.name }, ok ? 1 : 0);
