@@ -73,6 +73,13 @@ export const METRICS_COLLECTORS = [
   'stat_user_tables',
   'replication',
   'stat_statements',
+  'database_wraparound',
+  'bloat',
+  'invalid_indexes',
+  'wait_events',
+  'stat_io',
+  'stat_checkpointer',
+  'stat_wal',
 ] as const;
 export type CollectorName = (typeof METRICS_COLLECTORS)[number];
 /**
