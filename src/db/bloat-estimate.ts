@@ -43,7 +43,7 @@ export interface EstimateScope {
 export function btreeBloatSql(scope: EstimateScope): string {
   return `
 WITH idx AS (
-  SELECT i.indexrelid, i.indrelid, i.indnatts, i.indkey, n.nspname, ct.relname AS tblname, ci.relname AS idxname,
+  SELECT i.indexrelid, i.indrelid, i.indkey, n.nspname, ct.relname AS tblname, ci.relname AS idxname,
          ci.reltuples::float8 AS reltuples, ci.relpages::float8 AS relpages,
          current_setting('block_size')::float8 AS bs, ${MAXALIGN} AS maxalign,
          ${fillfactor('ci', 90)} AS fillfactor,
@@ -61,17 +61,22 @@ WITH idx AS (
    ORDER BY ci.relpages DESC
    LIMIT $4::bigint
 ), cols AS (
-  -- a table column has its statistics under the table's name; an expression under the index's
+  -- a table column has its statistics under the table's name; an expression under the index's.
+  -- Looked up per column (LATERAL, by index; OFFSET 0 keeps the planner from turning it back into
+  -- a join) rather than joined: a join reads all of pg_attribute and pg_stats, whose size grows with
+  -- every column of the database, where the lookups grow only with the (bounded) rows estimated.
   SELECT idx.indexrelid, idx.nspname,
-         CASE WHEN idx.indkey[k.pos - 1] <> 0 THEN idx.tblname ELSE idx.idxname END AS statrel,
-         coalesce(a_t.attname, a_i.attname) AS attname,
-         coalesce(a_t.atttypid, a_i.atttypid) AS atttypid
+         CASE WHEN k.attnum <> 0 THEN idx.tblname ELSE idx.idxname END AS statrel,
+         a.attname, a.atttypid
     FROM idx
-   CROSS JOIN generate_series(1, idx.indnatts) AS k(pos)
-    LEFT JOIN pg_attribute a_t
-      ON idx.indkey[k.pos - 1] <> 0 AND a_t.attrelid = idx.indrelid AND a_t.attnum = idx.indkey[k.pos - 1]
-    LEFT JOIN pg_attribute a_i
-      ON idx.indkey[k.pos - 1] = 0 AND a_i.attrelid = idx.indexrelid AND a_i.attnum = k.pos
+   -- unnest, not generate_series: the planner expects 10 rows of it, not 1000, and a cost that high
+   -- turns JIT compilation on (seconds, for a query of milliseconds)
+   CROSS JOIN LATERAL unnest(idx.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
+    LEFT JOIN LATERAL (
+      SELECT attname, atttypid FROM pg_attribute
+       WHERE attrelid = CASE WHEN k.attnum <> 0 THEN idx.indrelid ELSE idx.indexrelid END
+         AND attnum = CASE WHEN k.attnum <> 0 THEN k.attnum ELSE k.pos END
+      OFFSET 0) a ON true
 ), widths AS (
   SELECT c.indexrelid,
          count(*) AS ncols, count(s.attname) AS nstats,
@@ -79,8 +84,11 @@ WITH idx AS (
          coalesce(max(s.null_frac), 0) > 0 AS nullable,
          sum((1 - s.null_frac) * s.avg_width) AS data_width
     FROM cols c
-    LEFT JOIN pg_stats s
-      ON s.schemaname = c.nspname AND s.tablename = c.statrel AND s.attname = c.attname AND NOT s.inherited
+    LEFT JOIN LATERAL (
+      SELECT s.attname, s.null_frac, s.avg_width FROM pg_stats s
+       WHERE s.schemaname = c.nspname AND s.tablename = c.statrel AND s.attname = c.attname AND NOT s.inherited
+      OFFSET 0) s
+      ON true
    GROUP BY c.indexrelid
 ), est AS (
   SELECT idx.*, w.ncols, w.nstats, w.has_name,
@@ -129,8 +137,12 @@ WITH tbl AS (
          coalesce(sum((1 - s.null_frac) * s.avg_width), 0) AS data_width
     FROM tbl
     JOIN pg_attribute a ON a.attrelid = tbl.oid AND a.attnum > 0 AND NOT a.attisdropped
-    LEFT JOIN pg_stats s
-      ON s.schemaname = tbl.nspname AND s.tablename = tbl.relname AND s.attname = a.attname AND NOT s.inherited
+    -- per column, by index (see the btree estimate's cols)
+    LEFT JOIN LATERAL (
+      SELECT s.attname, s.null_frac, s.avg_width FROM pg_stats s
+       WHERE s.schemaname = tbl.nspname AND s.tablename = tbl.relname AND s.attname = a.attname AND NOT s.inherited
+      OFFSET 0) s
+      ON true
    GROUP BY tbl.oid
 ), est AS (
   SELECT tbl.*, w.ncols, w.nstats, w.has_name,

@@ -75,9 +75,14 @@ export class BloatCollector implements Collector {
   }
 
   async collect({ client, database }: CollectorContext): Promise<void> {
+    // jit off for these two only (SET LOCAL, so the pooled connection keeps its settings): they look up
+    // pg_stats row by row, which the planner may cost high enough to compile, seconds for milliseconds
+    await client.query('BEGIN READ ONLY');
+    await client.query('SET LOCAL jit = off');
     const tables = (await client.query<Rows['tables'][number]>(TABLE_SQL, [this.opts.limit])).rows;
     const indexes = (await client.query<Rows['indexes'][number]>(BTREE_SQL, [0, 0, null, this.opts.limit]))
       .rows;
+    await client.query('COMMIT'); // on a failure the poller discards the connection, transaction and all
     this.#rows.set(database, { tables, indexes });
     this.#publish();
   }
