@@ -57,7 +57,7 @@ async function inSession(sql: string): Promise<void> {
 }
 
 describe('database_wraparound collector', () => {
-  it('sees transaction IDs consumed: pg_txid_current and the age of datfrozenxid grow, the distance to autovacuum_freeze_max_age shrinks', async () => {
+  it('sees transaction IDs and multixacts consumed: pg_txid_current and the ages of datfrozenxid and datminmxid grow, the distances to their freeze_max_age shrink', async () => {
     const { registry, p } = poller((r) => [new WraparoundCollector(r)]);
     try {
       await pollOk(registry, p, 'database_wraparound');
@@ -92,6 +92,30 @@ describe('database_wraparound collector', () => {
       expect(txid1 - txid0).toBeGreaterThanOrEqual(2000);
       expect(age1 - age0).toBeGreaterThanOrEqual(2000);
       expect(dist0 - dist1).toBe(age1 - age0);
+      // multixacts: two sessions share-locking the same row make one, each time
+      await inSession('CREATE TABLE shared_row (id int PRIMARY KEY); INSERT INTO shared_row VALUES (1)');
+      const mxid0 = (await value('pg_database_wraparound_age_datminmxid_seconds', { datname: db.name }))!;
+      const [a, b] = [
+        new pg.Client({ connectionString: db.url }),
+        new pg.Client({ connectionString: db.url }),
+      ];
+      await a.connect();
+      await b.connect();
+      try {
+        for (let i = 0; i < 20; i++) {
+          for (const c of [a, b]) await c.query('BEGIN; SELECT * FROM shared_row WHERE id = 1 FOR SHARE');
+          for (const c of [a, b]) await c.query('COMMIT');
+        }
+      } finally {
+        await a.end();
+        await b.end();
+      }
+      await pollOk(registry, p, 'database_wraparound');
+      const mxid1 = (await value('pg_database_wraparound_age_datminmxid_seconds', { datname: db.name }))!;
+      expect(mxid1 - mxid0).toBeGreaterThanOrEqual(20);
+      expect(
+        await value('pgmaintd_wraparound_freeze_max_age_distance', { datname: db.name, kind: 'multixact' }),
+      ).toBe(400_000_000 - mxid1); // autovacuum_multixact_freeze_max_age's default
       console.log(`database_wraparound: poll ${(cost * 1000).toFixed(1)} ms`);
     } finally {
       await p.stop();
@@ -201,6 +225,43 @@ describe('invalid_indexes collector', () => {
     } finally {
       await p.stop();
     }
+  });
+  it('marks an index a running CREATE INDEX CONCURRENTLY is building (invalid until it ends), and drops it once valid', async () => {
+    await inSession(
+      'CREATE TABLE building (x int); INSERT INTO building SELECT g FROM generate_series(1, 100) g',
+    );
+    const { registry, p } = poller((r) => [new InvalidIndexesCollector(r)]);
+    // an open writing transaction makes CREATE INDEX CONCURRENTLY wait, its index invalid meanwhile
+    const writer = new pg.Client({ connectionString: db.url });
+    const builder = new pg.Client({ connectionString: db.url });
+    await writer.connect();
+    await builder.connect();
+    await writer.query('BEGIN');
+    await writer.query('INSERT INTO building VALUES (0)');
+    const building = builder.query('CREATE INDEX CONCURRENTLY building_x ON building (x)');
+    const info = { relname: 'building', indexrelname: 'building_x', leftover: 'false' };
+    try {
+      const seen = await waitFor(
+        async () => {
+          await pollOk(registry, p, 'invalid_indexes');
+          return metricValue(registry, 'pgmaintd_invalid_index_info', { ...info, building: 'true' });
+        },
+        (v) => v === 1,
+        15_000,
+        100,
+      );
+      expect(seen).toBe(1);
+    } finally {
+      await writer.query('ROLLBACK');
+      await writer.end();
+      await building;
+      await builder.end();
+    }
+    await pollOk(registry, p, 'invalid_indexes');
+    expect(
+      await metricValue(registry, 'pgmaintd_invalid_index_info', { relname: 'building' }),
+    ).toBeUndefined();
+    await p.stop();
   });
 });
 
