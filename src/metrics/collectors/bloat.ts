@@ -1,7 +1,7 @@
 /**
  * Table and btree bloat estimates under the names and labels of the custom queries that
- * awesome-prometheus-alerts' bloat rules read (its issue #289, ioguix's queries as `pg_bloat_table`
- * and `pg_bloat_btree`): pg_bloat_table_bloat_pct / _real_size {schemaname, relname} and
+ * awesome-prometheus-alerts' bloat rules read (the ioguix queries its rules link to, as
+ * `pg_bloat_table` and `pg_bloat_btree`): pg_bloat_table_bloat_pct / _real_size {schemaname, relname} and
  * pg_bloat_btree_bloat_pct / _real_size {schemaname, relname, idxname}, where the rules join on
  * relname and idxname (`pg_bloat_btree_bloat_pct > 80 and on (idxname) (pg_bloat_btree_real_size >
  * 100000000)`), plus `datname`, since this collector polls each database of METRICS_DATABASES.
