@@ -13,6 +13,8 @@ import { CheckpointerCollector } from '../../src/metrics/collectors/checkpointer
 import { defaultCollectors } from '../../src/metrics/collectors/index.js';
 import { StatIoCollector } from '../../src/metrics/collectors/stat-io.js';
 import { StatWalCollector } from '../../src/metrics/collectors/stat-wal.js';
+import { BloatCollector } from '../../src/metrics/collectors/bloat.js';
+import { WraparoundCollector } from '../../src/metrics/collectors/wraparound.js';
 import { Poller } from '../../src/metrics/poller.js';
 import { metricValue, noDefaults } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
@@ -161,6 +163,8 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
         new CheckpointerCollector(registry),
         new StatWalCollector(registry),
         new BgwriterCollector(registry),
+        new BloatCollector(registry, { limit: 100 }),
+        new WraparoundCollector(registry),
       ],
       intervalMs: 60_000,
       statementTimeoutMs: 5000,
@@ -192,6 +196,8 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
       await writer.query(
         'CREATE TABLE io_moves AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g',
       );
+      await writer.query('CREATE INDEX io_moves_g ON io_moves (g)');
+      await writer.query('ANALYZE io_moves');
       await writer.end(); // a backend flushes its I/O statistics when it exits
       await admin.query('CHECKPOINT');
       const after = await waitFor(
@@ -217,6 +223,14 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
       expect(/^pg_stat_checkpointer_num_done_total /m.test(text)).toBe(major >= 18);
       expect(/^pg_stat_io_read_bytes_total\{/m.test(text)).toBe(major >= 18);
       expect(/^pg_stat_wal_/m.test(text)).toBe(major >= 14);
+      // the estimates (their SQL's version branches: unnest of int2vector, LATERAL lookups) and wraparound
+      expect(await value('pg_bloat_table_real_size', { relname: 'io_moves' })).toBeGreaterThan(0);
+      expect(await value('pg_bloat_table_bloat_pct', { relname: 'io_moves' })).toBeLessThan(20);
+      expect(await value('pg_bloat_btree_real_size', { idxname: 'io_moves_g' })).toBeGreaterThan(0);
+      expect(await value('pg_txid_current')).toBeGreaterThan(0);
+      expect(
+        await value('pg_database_wraparound_age_datfrozenxid_seconds', { datname: 'postgres' }),
+      ).toBeGreaterThan(0);
       const series = (prefix: string) => text.split('\n').filter((l) => l.startsWith(prefix)).length;
       const ms = async (collector: string) =>
         ((await value('pg_scrape_collector_duration_seconds', { collector }))! * 1000).toFixed(1);
