@@ -22,7 +22,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LocalCluster, freePort } from '../dist/embedded/local-cluster.js';
+import { freePort } from '../dist/core/free-port.js';
+import { LocalCluster } from '../dist/embedded/local-cluster.js';
 import {
   CLI,
   cannon,

@@ -85,6 +85,13 @@ export const METRICS_COLLECTORS = [
   'wal',
   'roles',
   'stat_statements',
+  'database_wraparound',
+  'bloat',
+  'invalid_indexes',
+  'wait_events',
+  'stat_io',
+  'stat_checkpointer',
+  'stat_wal',
 ] as const;
 export type CollectorName = (typeof METRICS_COLLECTORS)[number];
 /** Collectors that run only when METRICS_COLLECTOR_INTERVALS gives them an interval (off in the reference too). */

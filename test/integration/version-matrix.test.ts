@@ -8,7 +8,13 @@ import { loadConfig } from '../../src/config/load.js';
 import { findServerBinaries } from '../../src/programs/server-binaries.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { createLogger } from '../../src/log/logger.js';
+import { BgwriterCollector } from '../../src/metrics/collectors/bgwriter.js';
+import { CheckpointerCollector } from '../../src/metrics/collectors/checkpointer.js';
 import { defaultCollectors } from '../../src/metrics/collectors/index.js';
+import { StatIoCollector } from '../../src/metrics/collectors/stat-io.js';
+import { StatWalCollector } from '../../src/metrics/collectors/stat-wal.js';
+import { BloatCollector } from '../../src/metrics/collectors/bloat.js';
+import { WraparoundCollector } from '../../src/metrics/collectors/wraparound.js';
 import { Poller } from '../../src/metrics/poller.js';
 import { metricValue, noDefaults } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
@@ -300,6 +306,120 @@ describe.each(MAJORS)('PostgreSQL %i', (major) => {
       expect(await running).toBe('57014');
     } finally {
       await vacuum.end();
+      await poller.stop();
+    }
+  });
+
+  it('I/O, checkpoint and WAL write timings move with a bulk write and a CHECKPOINT: pg_stat_io from 16, pg_stat_checkpointer from 17, pg_stat_wal from 14 (from pg_stat_io on 18)', async () => {
+    const admin = new pg.Client({ connectionString: cluster.url() });
+    admin.on('error', () => undefined); // the cluster may stop under it after a failure
+    await admin.connect();
+    // the timings are counted only with these on (off by default: they read the clock per operation)
+    // one statement a query: ALTER SYSTEM refuses the implicit transaction of a multi-statement string
+    await admin.query('ALTER SYSTEM SET track_io_timing = on');
+    if (major >= 14) await admin.query('ALTER SYSTEM SET track_wal_io_timing = on');
+    await admin.query('SELECT pg_reload_conf()');
+    await waitFor(
+      async () =>
+        (await admin.query<{ v: string }>("SELECT current_setting('track_io_timing') AS v")).rows[0]!.v,
+      (v) => v === 'on',
+      10_000,
+      50,
+    );
+    const registry = new Registry();
+    const poller = new Poller({
+      db: {
+        url: cluster.url(),
+        ssl: { mode: 'disable', rejectUnauthorized: true },
+        pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 5000 },
+      },
+      registry,
+      logger,
+      collectors: [
+        new StatIoCollector(registry),
+        new CheckpointerCollector(registry),
+        new StatWalCollector(registry),
+        new BgwriterCollector(registry),
+        new BloatCollector(registry, { limit: 100 }),
+        new WraparoundCollector(registry),
+      ],
+      intervalMs: 60_000,
+      statementTimeoutMs: 5000,
+      lockTimeoutMs: 1000,
+    });
+    const value = (name: string, labels: Record<string, string> = {}) => metricValue(registry, name, labels);
+    const checkpointerWrites = { backend_type: 'checkpointer', object: 'relation', context: 'normal' };
+    const figures = async () => ({
+      ioWrites: await value('pg_stat_io_writes_total', checkpointerWrites),
+      checkpoints: await value(
+        major >= 17 ? 'pg_stat_checkpointer_num_requested_total' : 'pg_stat_bgwriter_checkpoints_req_total',
+      ),
+      checkpointWriteMs: await value(
+        major >= 17
+          ? 'pg_stat_checkpointer_write_time_total'
+          : 'pg_stat_bgwriter_checkpoint_write_time_total',
+      ),
+      walRecords: await value('pg_stat_wal_records_total'),
+      walWrites: await value('pg_stat_wal_write_total'),
+      walWriteSeconds: await value('pg_stat_wal_write_time_seconds_total'),
+    });
+    try {
+      await poller.pollAll();
+      for (const c of ['stat_io', 'stat_checkpointer', 'stat_wal'])
+        expect(await value('pg_scrape_collector_success', { collector: c }), c).toBe(1);
+      const before = await figures();
+      const writer = new pg.Client({ connectionString: cluster.url() });
+      await writer.connect();
+      await writer.query(
+        'CREATE TABLE io_moves AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g',
+      );
+      await writer.query('CREATE INDEX io_moves_g ON io_moves (g)');
+      await writer.query('ANALYZE io_moves');
+      await writer.end(); // a backend flushes its I/O statistics when it exits
+      await admin.query('CHECKPOINT');
+      const after = await waitFor(
+        async () => {
+          await poller.pollAll();
+          return figures();
+        },
+        (f) =>
+          (f.checkpoints ?? 0) > (before.checkpoints ?? 0) &&
+          (major < 16 || (f.ioWrites ?? 0) > (before.ioWrites ?? 0)) &&
+          (major < 14 ||
+            ((f.walWrites ?? 0) > (before.walWrites ?? 0) &&
+              (f.walWriteSeconds ?? 0) > (before.walWriteSeconds ?? 0))),
+        20_000,
+        250,
+      );
+      expect(after.checkpointWriteMs).toBeGreaterThanOrEqual(before.checkpointWriteMs!);
+      expect(after.walRecords === undefined).toBe(major < 14);
+      if (major >= 14) expect(after.walRecords).toBeGreaterThan(before.walRecords!);
+      const text = await registry.metrics();
+      expect(/^pg_stat_io_/m.test(text)).toBe(major >= 16);
+      expect(/^pg_stat_checkpointer_/m.test(text)).toBe(major >= 17);
+      expect(/^pg_stat_checkpointer_num_done_total /m.test(text)).toBe(major >= 18);
+      expect(/^pg_stat_io_read_bytes_total\{/m.test(text)).toBe(major >= 18);
+      expect(/^pg_stat_wal_/m.test(text)).toBe(major >= 14);
+      // the estimates (their SQL's version branches: unnest of int2vector, LATERAL lookups) and wraparound
+      expect(await value('pg_bloat_table_real_size', { relname: 'io_moves' })).toBeGreaterThan(0);
+      expect(await value('pg_bloat_table_bloat_pct', { relname: 'io_moves' })).toBeLessThan(20);
+      expect(await value('pg_bloat_btree_real_size', { idxname: 'io_moves_g' })).toBeGreaterThan(0);
+      expect(await value('pg_txid_current')).toBeGreaterThan(0);
+      expect(
+        await value('pg_database_wraparound_age_datfrozenxid_seconds', { datname: 'postgres' }),
+      ).toBeGreaterThan(0);
+      const series = (prefix: string) => text.split('\n').filter((l) => l.startsWith(prefix)).length;
+      const ms = async (collector: string) =>
+        ((await value('pg_scrape_collector_duration_seconds', { collector }))! * 1000).toFixed(1);
+      console.log(
+        `PostgreSQL ${major}: series pg_stat_io ${series('pg_stat_io_')}, pg_stat_checkpointer ` +
+          `${series('pg_stat_checkpointer_')}, pg_stat_wal ${series('pg_stat_wal_')}; poll ms stat_io ` +
+          `${await ms('stat_io')}, stat_checkpointer ${await ms('stat_checkpointer')}, stat_wal ${await ms('stat_wal')}`,
+      );
+    } finally {
+      await admin.query('ALTER SYSTEM RESET ALL');
+      await admin.query('SELECT pg_reload_conf()');
+      await admin.end();
       await poller.stop();
     }
   });

@@ -21,6 +21,13 @@ import { StatioTablesCollector } from './statio-tables.js';
 import { PostmasterCollector } from './postmaster.js';
 import { TablesCollector } from './tables.js';
 import { WalCollector } from './wal.js';
+import { BloatCollector } from './bloat.js';
+import { CheckpointerCollector } from './checkpointer.js';
+import { InvalidIndexesCollector } from './invalid-indexes.js';
+import { StatIoCollector } from './stat-io.js';
+import { StatWalCollector } from './stat-wal.js';
+import { WaitEventsCollector } from './wait-events.js';
+import { WraparoundCollector } from './wraparound.js';
 
 /**
  * The collectors the configuration enables: METRICS_COLLECTOR_INTERVALS `name=off` disables one, and
@@ -51,6 +58,13 @@ export function defaultCollectors(registry: Registry, m: Config['metrics']): Col
       queryText: m.queryText,
       queryTextLength: m.queryTextLength,
     }),
+    new WraparoundCollector(registry),
+    new BloatCollector(registry, { limit: m.tablesLimit }),
+    new InvalidIndexesCollector(registry),
+    new WaitEventsCollector(registry, { windowMs: m.intervalMs }),
+    new StatIoCollector(registry),
+    new CheckpointerCollector(registry),
+    new StatWalCollector(registry),
   ];
   return all.filter((c) => {
     const interval = m.collectorIntervalsMs[c.name];
