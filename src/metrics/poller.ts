@@ -74,8 +74,11 @@ export class Poller extends Service {
    */
   readonly #dbPools = new Map<string, DbPool>();
   readonly #budget: ConnectionBudget;
-  /** Per per-database collector: the databases its last round did not reach; they go first next round. */
-  readonly #unreached = new Map<string, Set<string>>();
+  /**
+   * Per per-database collector: the databases its last round did not reach, in the order they were
+   * due; they go first next round, in that order, so the rounds take the databases in turn.
+   */
+  readonly #unreached = new Map<string, readonly string[]>();
   readonly #unreachedGauge: Gauge<'collector'>;
   /** Per-database collectors whose last round did not reach every database. */
   readonly #behind = new Set<string>();
@@ -334,8 +337,10 @@ export class Poller extends Service {
       this.#failed(c.name, err, { collector: c.name }, 'cannot list the databases to poll; series dropped');
       return false;
     }
-    const behind = this.#unreached.get(c.name) ?? new Set<string>();
-    const order = [...databases.filter((d) => behind.has(d)), ...databases.filter((d) => !behind.has(d))];
+    const listed = new Set(databases);
+    const behind = (this.#unreached.get(c.name) ?? []).filter((d) => listed.has(d));
+    const due = new Set(behind);
+    const order = [...behind, ...databases.filter((d) => !due.has(d))];
     let next = 0;
     let ok = true;
     const worker = async () => {
@@ -347,7 +352,7 @@ export class Poller extends Service {
     // the budget decides how many run at once; each worker queues again after each database
     await Promise.all(Array.from({ length: Math.min(this.#budget.max, order.length) }, worker));
     const unreached = this.stopping ? [] : order.slice(next);
-    this.#unreached.set(c.name, new Set(unreached));
+    this.#unreached.set(c.name, unreached);
     this.#unreachedGauge.set({ collector: c.name }, unreached.length);
     // behind is not failing (pg_exporter_last_scrape_error stays 0): said once, when it starts
     if (unreached.length > 0 && !this.#behind.has(c.name)) {
@@ -465,7 +470,6 @@ export class Poller extends Service {
       for (const key of [...this.#errors.keys()]) if (key.endsWith(`@${database}`)) this.#errors.delete(key);
       const pool = this.#dbPools.get(database);
       this.#dbPools.delete(database);
-      this.#unreached.forEach((behind) => behind.delete(database));
       void pool?.stop();
       this.#log.info({ database }, 'database no longer listed; its per-database series are dropped');
     }

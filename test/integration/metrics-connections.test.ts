@@ -12,6 +12,8 @@ import { DbPool } from '../../src/db/pool.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { ReadinessProbe } from '../../src/health/readiness.js';
 import { createLogger } from '../../src/log/logger.js';
+import type { Collector, CollectorContext } from '../../src/metrics/collector.js';
+import { Poller } from '../../src/metrics/poller.js';
 import { pollerFor } from '../../src/metrics/poller-for.js';
 import { budgetFor, marginOf, readCapacity } from '../../src/metrics/server-capacity.js';
 import { metricValue } from '../support/backup.js';
@@ -341,5 +343,111 @@ describe('metrics connections under one budget', () => {
     }
     expect(s.max).toBeLessThanOrEqual(BUDGET + 1);
     expect(s.maxAll).toBeLessThanOrEqual(BUDGET + 1 + 2);
+  }, 180_000);
+
+  /** A per-database collector that does what `poll` says in each database, and counts the polls. */
+  function probeCollector(poll: (ctx: CollectorContext) => Promise<void>) {
+    const polls = new Map<string, number>();
+    const c: Collector = {
+      name: 'stat_user_tables',
+      scope: 'database',
+      async collect(ctx) {
+        polls.set(ctx.database, (polls.get(ctx.database) ?? 0) + 1);
+        await poll(ctx);
+      },
+      clear() {},
+    };
+    return { c, polls };
+  }
+
+  function probePoller(
+    c: Collector,
+    intervalMs: number,
+    logger = createLogger({ level: 'silent', format: 'json' }),
+  ) {
+    const registry = new Registry();
+    const poller = new Poller({
+      db: {
+        url: cluster.url('postgres'),
+        ssl: { mode: 'disable', rejectUnauthorized: true },
+        pool: { min: 0, max: 2, idleTimeoutMs: 10_000, acquireTimeoutMs: 10_000 },
+      },
+      registry,
+      logger,
+      collectors: [c],
+      intervalMs,
+      statementTimeoutMs: 30_000,
+      lockTimeoutMs: 1000,
+      databases: '*',
+      maxConnections: BUDGET,
+    });
+    return { registry, poller };
+  }
+
+  it('a database that hangs holds one connection; the others are polled meanwhile', async () => {
+    let release!: () => void;
+    const stuck = new Promise<void>((r) => (release = r));
+    const { c, polls } = probeCollector(async ({ database, client }) => {
+      if (database === 'app_00')
+        await stuck; // first in the round, and it hangs
+      else await client.query('SELECT 1');
+    });
+    const { poller } = probePoller(c, 600_000);
+    const round = poller.pollAll();
+    try {
+      // every other database (60, 'postgres' included) while app_00 still hangs
+      await waitFor(
+        async () => [...polls.keys()].filter((d) => d !== 'app_00').length,
+        (n) => n === DATABASES,
+        120_000,
+        100,
+      );
+      expect(polls.get('app_00')).toBe(1);
+    } finally {
+      release();
+      await round;
+      await poller.closeConnections();
+    }
+  }, 180_000);
+
+  it('rounds cut short by their interval take the databases in turn: none is polled twice before all are polled once', async () => {
+    const stream = new PassThrough();
+    const said: string[] = [];
+    stream.on('data', (d: Buffer) => said.push(d.toString()));
+    const { c, polls } = probeCollector(async ({ client }) => {
+      await client.query('SELECT pg_sleep(0.2)');
+    });
+    // 61 databases at 0.2 s each over 3 connections: several 1 s rounds for one pass
+    const { registry, poller } = probePoller(
+      c,
+      1000,
+      createLogger({ level: 'info', format: 'json', destination: stream }),
+    );
+    await poller.start();
+    let maxUnreached = 0;
+    try {
+      await waitFor(
+        async () => {
+          const u = await metricValue(registry, 'pgmaintd_metrics_databases_unreached', {
+            collector: 'stat_user_tables',
+          });
+          maxUnreached = Math.max(maxUnreached, u ?? 0);
+          return Math.min(...[...polls.values()], polls.size < DATABASES + 1 ? 0 : Infinity);
+        },
+        (fewest) => fewest >= 2, // two passes over every database
+        120_000,
+        100,
+      );
+    } finally {
+      await poller.stop();
+    }
+    const counts = [...polls.values()];
+    console.log(
+      `rotation: polls per database from ${Math.min(...counts)} to ${Math.max(...counts)}; most unreached in a round ${maxUnreached}`,
+    );
+    expect(polls.size).toBe(DATABASES + 1);
+    expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(1);
+    expect(maxUnreached).toBeGreaterThan(0);
+    expect(said.join('')).toContain('did not reach every database within its interval');
   }, 180_000);
 });
