@@ -36,6 +36,11 @@ export interface BudgetOptions {
   main: string;
   /** Opens a new connection to `database` (its slot is already counted). */
   open(database: string): Promise<pg.PoolClient>;
+  /**
+   * Where a new connection to `database` would go now (DATABASE_URL_FILE can move it, at a
+   * failover): an idle connection opened for another target is closed, never reused.
+   */
+  targetOf(database: string): string;
   /** An idle connection is closed after this long unused. */
   idleMs: number;
   /** The server's free slots are read again at most this often (on a main-database connection). */
@@ -71,6 +76,8 @@ export class ConnectionBudget {
   readonly #idle: Idle[] = [];
   readonly #waiters: Waiter[] = [];
   readonly #closing = new Set<Promise<void>>();
+  /** What each connection was opened for: its database, and the target it went to then. */
+  readonly #opened = new WeakMap<pg.PoolClient, { database: string; target: string }>();
   #capacityAt = 0;
   #capacityRead: Promise<void> | undefined;
   #closed = false;
@@ -142,6 +149,7 @@ export class ConnectionBudget {
     this.#trimIdle();
     while (this.#waiters.length > 0) {
       const w = this.#waiters[0]!;
+      this.#dropMoved(w.database);
       const reuse = this.#idle.findIndex((i) => this.#databaseOf(i.client) === w.database);
       if (reuse >= 0) {
         const [idle] = this.#idle.splice(reuse, 1);
@@ -179,7 +187,7 @@ export class ConnectionBudget {
       this.#pump();
       return;
     }
-    (client as { pgmaintdDatabase?: string }).pgmaintdDatabase = w.database;
+    this.#opened.set(client, { database: w.database, target: this.#o.targetOf(w.database) });
     await this.#handOut(w, client);
   }
 
@@ -273,8 +281,21 @@ export class ConnectionBudget {
     });
   }
 
+  /** Idle connections to `database` that a new one would no longer reach (the URL file moved it). */
+  #dropMoved(database: string) {
+    const moved = this.#idle.filter(
+      (i) =>
+        this.#databaseOf(i.client) === database &&
+        this.#opened.get(i.client)?.target !== this.#o.targetOf(database),
+    );
+    for (const idle of moved) {
+      this.#idle.splice(this.#idle.indexOf(idle), 1);
+      this.#close(idle.client, idle);
+    }
+  }
+
   #databaseOf(client: pg.PoolClient): string | undefined {
-    return (client as { pgmaintdDatabase?: string }).pgmaintdDatabase;
+    return this.#opened.get(client)?.database;
   }
 
   async #readCapacity(client: pg.PoolClient) {

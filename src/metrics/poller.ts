@@ -17,6 +17,7 @@ import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import type { Collector } from './collector.js';
 import { errorMessage } from '../core/errors.js';
+import { describeTarget } from '../core/database-url.js';
 import { ConnectionBudget, type Lease } from './connection-budget.js';
 
 /** What the status page shows of a collector: its last poll, and the last success and failure. */
@@ -115,7 +116,8 @@ export class Poller extends Service {
     this.#budget = new ConnectionBudget({
       max: o.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       main: this.#main,
-      open: (database) => (database === this.#main ? this.pool : this.#poolFor(database)).connect(),
+      open: (database) => this.#poolOf(database).connect(),
+      targetOf: (database) => describeTarget(this.#poolOf(database).target),
       // the server-wide collectors come back every interval: a connection unused for two is not needed
       idleMs: 2 * o.intervalMs,
       capacityEveryMs: o.intervalMs,
@@ -473,6 +475,10 @@ export class Poller extends Service {
       void pool?.stop();
       this.#log.info({ database }, 'database no longer listed; its per-database series are dropped');
     }
+  }
+
+  #poolOf(database: string): DbPool {
+    return database === this.#main ? this.pool : this.#poolFor(database);
   }
 
   #poolFor(database: string): DbPool {

@@ -42,6 +42,7 @@ class FakeClient extends EventEmitter {
 
 function budget(o: { max?: number; holdClose?: boolean; capacity?: { slots: number; used: number } } = {}) {
   const opened: FakeClient[] = [];
+  const target = { now: 'db1:5432' };
   const capacity = o.capacity ?? { slots: 97, used: 5 };
   const b = new ConnectionBudget({
     max: o.max ?? 3,
@@ -51,13 +52,14 @@ function budget(o: { max?: number; holdClose?: boolean; capacity?: { slots: numb
       opened.push(c);
       return c as unknown as pg.PoolClient;
     },
+    targetOf: () => target.now,
     idleMs: 60_000,
     capacityEveryMs: 60_000,
     registry: new Registry(),
     logger: createLogger({ level: 'silent', format: 'json' }),
   });
   const live = () => opened.filter((c) => !c.ended).length;
-  return { b, opened, live, capacity };
+  return { b, opened, live, capacity, target };
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -103,6 +105,18 @@ describe('connection budget', () => {
     other.release();
     await tick();
     expect(opened.find((c) => c.database === 'app')!.ended).toBe(true); // not kept
+    await b.close();
+  });
+
+  it('does not reuse an idle connection to a target the URL file moved away from', async () => {
+    const { b, opened, target } = budget({ max: 2 });
+    (await b.acquire('postgres')).release();
+    await tick();
+    target.now = 'db2:5432'; // failed over
+    const l = await b.acquire('postgres');
+    expect(opened).toHaveLength(2);
+    expect(opened[0]!.ended).toBe(true);
+    l.release();
     await b.close();
   });
 
