@@ -55,7 +55,7 @@ export async function probeTransactionPooler(
   const pool = new DbPool(settings, {
     name: 'pooler-probe',
     // a one-off at start-up, told apart from the daemon's lasting sessions in pg_stat_activity
-    applicationName: 'pg-maintd pooler probe',
+    applicationName: 'pg-maintd-pooler-probe',
     max: 2,
     min: 0,
     acquireTimeoutMs: 10_000,

@@ -107,7 +107,7 @@ function sampler() {
   const done = (async () => {
     await client.connect();
     while (running) {
-      // 'pg-maintd': what stays; 'pg-maintd pooler probe': the daemon's one-off look at start-up
+      // 'pg-maintd': what stays; 'pg-maintd-pooler-probe': the daemon's one-off look at start-up
       const r = await client.query<{ n: number; all: number }>(
         `SELECT count(*) FILTER (WHERE application_name = 'pg-maintd')::int AS n,
                 count(*) FILTER (WHERE application_name LIKE 'pg-maintd%')::int AS all
