@@ -580,6 +580,13 @@ export const FIELDS = {
     allowed: 'database names separated by commas, or *',
     group: 'Metrics',
   },
+  METRICS_MAX_CONNECTIONS: {
+    schema: int(1, 100),
+    default: 3,
+    doc: 'Connections the metrics poller holds at most, every database of METRICS_DATABASES and the server-wide collectors together: databases are polled a few at a time, and a connection to any database but that of DATABASE_URL is closed after its poll. Near the server’s connection limit (fewer than a tenth of its slots free, at least 3) it polls with fewer, down to 1.',
+    allowed: 'an integer from 1 to 100',
+    group: 'Metrics',
+  },
   METRICS_STATEMENT_TIMEOUT: {
     schema: duration(100, 600_000),
     default: '5s',

@@ -6,9 +6,10 @@
  *
  * Server-wide collectors poll the database of DATABASE_URL. Per-database collectors (table
  * statistics) poll each database of METRICS_DATABASES (or every database that allows connections,
- * for `*`), each over a one-connection pool of its own, one database after the other.
+ * for `*`) in rounds, a few databases at a time. Every connection, whatever its database, comes out of
+ * one budget (METRICS_MAX_CONNECTIONS, see connection-budget.ts): sixty databases do not cost sixty
+ * connections.
  */
-import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { DbPool, type PoolSettings } from '../db/pool.js';
 import { classify } from '../db/sqlstate.js';
@@ -16,6 +17,8 @@ import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import type { Collector } from './collector.js';
 import { errorMessage } from '../core/errors.js';
+import { describeTarget } from '../core/database-url.js';
+import { ConnectionBudget, type Lease } from './connection-budget.js';
 
 /** What the status page shows of a collector: its last poll, and the last success and failure. */
 export interface CollectorHealth {
@@ -48,7 +51,11 @@ export interface PollerOptions {
   lockTimeoutMs: number;
   /** Databases of the per-database collectors, or '*' for every database that allows connections. */
   databases?: readonly string[] | '*';
+  /** METRICS_MAX_CONNECTIONS: the connections of every database together (3 when unset). */
+  maxConnections?: number;
 }
+
+const DEFAULT_MAX_CONNECTIONS = 3;
 
 const DISCOVER_SQL = `
   SELECT datname FROM pg_database
@@ -62,8 +69,20 @@ export class Poller extends Service {
   readonly #o: PollerOptions;
   readonly #log: Logger;
   readonly #main: string;
-  /** One-connection pools of the other databases the per-database collectors poll. */
+  /**
+   * Pools of the other databases the per-database collectors poll: they only open connections (each
+   * closed after its poll); the budget decides how many, whatever the database.
+   */
   readonly #dbPools = new Map<string, DbPool>();
+  readonly #budget: ConnectionBudget;
+  /**
+   * Per per-database collector: the databases its last round did not reach, in the order they were
+   * due; they go first next round, in that order, so the rounds take the databases in turn.
+   */
+  readonly #unreached = new Map<string, readonly string[]>();
+  readonly #unreachedGauge: Gauge<'collector'>;
+  /** Per-database collectors whose last round did not reach every database. */
+  readonly #behind = new Set<string>();
   #known: readonly string[] = [];
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #inFlight = new Set<Promise<void>>();
@@ -95,6 +114,23 @@ export class Poller extends Service {
     this.pool = this.#newPool('metrics');
     this.#main = this.pool.target.database;
     const r = [o.registry];
+    this.#budget = new ConnectionBudget({
+      max: o.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      main: this.#main,
+      open: (database) => this.#poolOf(database).connect(),
+      targetOf: (database) => describeTarget(this.#poolOf(database).target),
+      // the server-wide collectors come back every interval: a connection unused for two is not needed
+      idleMs: 2 * o.intervalMs,
+      capacityEveryMs: o.intervalMs,
+      registry: o.registry,
+      logger: o.logger,
+    });
+    this.#unreachedGauge = new Gauge({
+      name: 'pgmaintd_metrics_databases_unreached',
+      help: 'Databases the last round of a per-database collector did not reach within its interval (they go first in the next round).',
+      labelNames: ['collector'],
+      registers: r,
+    });
     this.#up = new Gauge({
       name: 'pg_up',
       help: 'Whether the last connection to the database succeeded (1) or not (0).',
@@ -183,7 +219,18 @@ export class Poller extends Service {
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     await Promise.allSettled([...this.#inFlight]);
+    await this.closeConnections();
+  }
+
+  /** Closes every connection and pool (stop() does; `status` polls once without starting). */
+  async closeConnections(): Promise<void> {
+    await this.#budget.close();
     await Promise.allSettled(this.pools().map((p) => p.stop()));
+  }
+
+  /** The connections the poller may hold now (METRICS_MAX_CONNECTIONS, or fewer near the server's limit). */
+  get connectionBudget(): number {
+    return this.#budget.limit;
   }
 
   /** Polls every collector once now (tests, and the first round at start). */
@@ -245,9 +292,13 @@ export class Poller extends Service {
     if (this.stopping) return;
     const timer = setTimeout(() => {
       this.#timers.delete(c.name); // a collector without a pending timer is polling now
+      const t0 = performance.now();
       const run = this.#run(c).finally(() => {
         this.#inFlight.delete(run);
-        this.#schedule(c, this.intervalOf(c));
+        // a per-database round starts one interval after the last one started (it stops starting
+        // databases when its interval is up), so each database is polled at least every two intervals
+        const spent = c.scope === 'database' ? performance.now() - t0 : 0;
+        this.#schedule(c, Math.max(0, this.intervalOf(c) - spent));
       });
       this.#inFlight.add(run);
     }, delayMs);
@@ -276,8 +327,16 @@ export class Poller extends Service {
     }
   }
 
-  /** A per-database collector succeeds when it succeeded in every database; a failed one's series are dropped. */
+  /**
+   * One round of a per-database collector: each database once, as many at a time as the budget has
+   * connections, each on a connection of its own closed after its poll. A slow database holds one
+   * connection while the others go on; a round that outlasts its interval starts no more databases,
+   * and those it did not reach go first in the next round, so none waits behind the others for good.
+   * The collector succeeds when it succeeded in every database it reached; a database that failed has
+   * its series dropped and is tried again next round.
+   */
   async #runPerDatabase(c: Collector): Promise<boolean> {
+    const deadline = performance.now() + this.intervalOf(c);
     let databases: readonly string[];
     try {
       databases = await this.#databases();
@@ -287,11 +346,37 @@ export class Poller extends Service {
       this.#failed(c.name, err, { collector: c.name }, 'cannot list the databases to poll; series dropped');
       return false;
     }
+    const listed = new Set(databases);
+    const behind = (this.#unreached.get(c.name) ?? []).filter((d) => listed.has(d));
+    const due = new Set(behind);
+    const order = [...behind, ...databases.filter((d) => !due.has(d))];
+    let next = 0;
     let ok = true;
-    for (const database of databases) {
-      if (this.stopping) break;
-      ok = (await this.#attempt(c, database)) && ok;
-    }
+    const worker = async () => {
+      while (next < order.length && !this.stopping && performance.now() < deadline) {
+        const database = order[next++]!;
+        ok = (await this.#attempt(c, database)) && ok;
+      }
+    };
+    // the budget decides how many run at once; each worker queues again after each database
+    await Promise.all(Array.from({ length: Math.min(this.#budget.max, order.length) }, worker));
+    const unreached = this.stopping ? [] : order.slice(next);
+    this.#unreached.set(c.name, unreached);
+    this.#unreachedGauge.set({ collector: c.name }, unreached.length);
+    // behind is not failing (pg_exporter_last_scrape_error stays 0): said once, when it starts
+    if (unreached.length > 0 && !this.#behind.has(c.name)) {
+      this.#behind.add(c.name);
+      this.#log.warn(
+        {
+          collector: c.name,
+          unreached: unreached.length,
+          databases: order.length,
+          budget: this.#budget.limit,
+        },
+        'a round of a per-database collector did not reach every database within its interval; those go first next round (raise METRICS_MAX_CONNECTIONS or the interval)',
+      );
+    } else if (unreached.length === 0 && this.#behind.delete(c.name))
+      this.#log.info({ collector: c.name }, 'per-database collector reaches every database again');
     return ok;
   }
 
@@ -302,10 +387,11 @@ export class Poller extends Service {
     const fields: Record<string, string> = perDatabase
       ? { collector: c.name, database }
       : { collector: c.name };
-    let client: pg.PoolClient | undefined;
+    let lease: Lease | undefined;
     let failed = false;
     try {
-      client = await this.#connect(database);
+      lease = await this.#lease(database);
+      const client = lease.client;
       this.#serverVersionNum ??= Number(
         (await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
       );
@@ -324,7 +410,7 @@ export class Poller extends Service {
       this.#failed(key, err, fields, 'collector failed; its series are dropped until it succeeds');
       return false;
     } finally {
-      client?.release(failed); // a connection that failed a poll is discarded, not reused
+      lease?.release(failed); // a connection that failed a poll is closed, not reused
     }
   }
 
@@ -344,14 +430,15 @@ export class Poller extends Service {
     this.#log.warn({ ...fields, kind, code, err: { message: errorMessage(err) } }, message);
   }
 
-  async #connect(database: string): Promise<pg.PoolClient> {
-    if (database !== this.#main) return this.#poolFor(database).connect();
+  /** A connection out of the budget; one to the main database also says whether pg_up holds. */
+  async #lease(database: string): Promise<Lease> {
+    if (database !== this.#main) return this.#budget.acquire(database);
     try {
-      const client = await this.pool.connect();
+      const lease = await this.#budget.acquire(database);
       this.#setUp(true);
-      return client;
+      return lease;
     } catch (err) {
-      this.#setUp(false);
+      if (!this.stopping) this.#setUp(false);
       throw err;
     }
   }
@@ -359,11 +446,20 @@ export class Poller extends Service {
   /** The databases the per-database collectors poll now; with '*', discovered on each round. */
   async #databases(): Promise<readonly string[]> {
     const wanted = this.#o.databases ?? [this.#main];
-    if (wanted !== '*') return wanted;
-    const client = await this.#connect(this.#main);
+    if (wanted !== '*') {
+      // the budget looks at the server's free slots on a connection to the main database: when
+      // nothing else polls it, this round does
+      if (this.#budget.capacityStale && !wanted.includes(this.#main))
+        await this.#lease(this.#main).then(
+          (l) => l.release(),
+          () => undefined,
+        );
+      return wanted;
+    }
+    const lease = await this.#lease(this.#main);
     let failed = false;
     try {
-      const found = (await client.query<{ datname: string }>(DISCOVER_SQL)).rows.map((r) => r.datname);
+      const found = (await lease.client.query<{ datname: string }>(DISCOVER_SQL)).rows.map((r) => r.datname);
       this.#forget(this.#known.filter((d) => !found.includes(d)));
       this.#known = found;
       return found;
@@ -371,7 +467,7 @@ export class Poller extends Service {
       failed = true;
       throw err;
     } finally {
-      client.release(failed);
+      lease.release(failed);
     }
   }
 
@@ -386,6 +482,10 @@ export class Poller extends Service {
       void pool?.stop();
       this.#log.info({ database }, 'database no longer listed; its per-database series are dropped');
     }
+  }
+
+  #poolOf(database: string): DbPool {
+    return database === this.#main ? this.pool : this.#poolFor(database);
   }
 
   #poolFor(database: string): DbPool {
@@ -403,7 +503,8 @@ export class Poller extends Service {
       name,
       ...(database ? { database } : {}),
       logger: o.logger,
-      max: database ? 1 : 2,
+      // the budget bounds the connections of every pool together
+      max: o.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       min: 0,
       acquireTimeoutMs: o.statementTimeoutMs,
       statementTimeoutMs: o.statementTimeoutMs,
