@@ -33,8 +33,11 @@ export class Snapshot {
 
   /** The body gzipped; made once, on the first call, and shared by every request of this snapshot. */
   gzip(): Promise<Buffer> {
-    this.#gzip ??= gzipParts(this.part, this.tail);
-    return this.#gzip;
+    if (this.#gzip) return this.#gzip;
+    const gzip = (this.#gzip = gzipParts(this.part, this.tail));
+    // a failure is not kept: the next request tries again
+    gzip.catch(() => this.#gzip === gzip && (this.#gzip = undefined));
+    return gzip;
   }
 }
 

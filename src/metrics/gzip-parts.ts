@@ -27,10 +27,13 @@ export class GzipPart {
 
   /** Raw deflate blocks of `text`, ending on a sync flush, with the CRC-32 of `text`. */
   deflated(): Promise<{ bytes: Buffer; crc: number }> {
-    this.#deflated ??= deflateRaw(this.text, { level: LEVEL, finishFlush: zlib.constants.Z_SYNC_FLUSH }).then(
-      (bytes) => ({ bytes, crc: crc32!(this.text) }),
-    );
-    return this.#deflated;
+    if (this.#deflated) return this.#deflated;
+    const deflated = (this.#deflated = deflateRaw(this.text, {
+      level: LEVEL,
+      finishFlush: zlib.constants.Z_SYNC_FLUSH,
+    }).then((bytes) => ({ bytes, crc: crc32!(this.text) })));
+    deflated.catch(() => this.#deflated === deflated && (this.#deflated = undefined)); // tried again next time
+    return deflated;
   }
 }
 
