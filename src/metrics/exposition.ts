@@ -4,8 +4,9 @@
  * buffer; empty families (a failed collector's) are left out. The process and Node runtime metrics
  * (process_*, nodejs_*) are the costliest to collect and are re-collected at most once per
  * `runtimeMaxAgeMs` (1 s). pg-maintd's own scrape-time metrics (pools, jobs, backups) are read on
- * every request, but each is formatted again only when one of its values changed. A scrape
- * therefore costs about the same with 50 series or 5,000, and never touches the database.
+ * every request (requests that arrive in one turn of the event loop share the read), but each is
+ * formatted again only when one of its values changed. A scrape therefore costs about the same with
+ * 50 series or 5,000, and never touches the database.
  *
  * What a scrape gets is a Snapshot: the body, and its gzip made at most once per snapshot (on the
  * first request that asks for it) from the polled part compressed once per poll plus the small tail.
