@@ -6,6 +6,10 @@
  */
 import type { Metric, Registry } from 'prom-client';
 
+/** Changes of every CachedFamily in this process: a scrape that sees the same count skips them all. */
+let changes = 0;
+export const familyChanges = (): number => changes;
+
 export interface Sample<L extends string = string> {
   labels: Partial<Record<L, string | number>>;
   value: number;
@@ -86,6 +90,7 @@ export class CachedFamily<L extends string = string> {
 
   #changed(): void {
     this.#version++;
+    changes++;
     renderSoon(this); // right after the poll, so a scrape finds it rendered
   }
 
