@@ -18,7 +18,14 @@ import {
   type Manifest,
   type VerifyRecord,
 } from './manifest.js';
-import { MANIFEST_SUFFIX, databaseFolders, isVerifyKey, parseDataKey, verifyKeysOf } from './naming.js';
+import {
+  MANIFEST_SUFFIX,
+  databaseFolders,
+  isVerifyKey,
+  parseDataKey,
+  verifyKeysOf,
+  verifyStampOf,
+} from './naming.js';
 import { describeSignatureCheck, type SignatureCheck, type Signer } from './signing.js';
 import { isTemporaryKey } from './storage/fs.js';
 import type { Storage, StoredObject } from './storage/storage.js';
@@ -367,13 +374,18 @@ export class Catalog {
     storeNow: Date | undefined,
   ): Promise<VerifyRecord | undefined> {
     // newest first by name; one that cannot be trusted gives way to the one before it (a few at most:
-    // each costs a read on every listing)
+    // each costs a read on every listing). Names carry the second only: records of the same second
+    // are all read and the latest drill in them counts.
+    let best: { record: VerifyRecord; stamp: string | undefined } | undefined;
     for (const recordKey of records.slice(0, MAX_RECORDS_READ)) {
+      const stamp = verifyStampOf(key, recordKey);
+      if (best && stamp !== best.stamp) break;
       const o = byKey.get(recordKey);
       const record = o ? await this.#trustedRecord(key, o, backup, storeNow) : undefined;
-      if (record) return record;
+      if (record && (!best || Date.parse(record.verifiedAt) > Date.parse(best.record.verifiedAt)))
+        best = { record, stamp };
     }
-    return undefined;
+    return best?.record;
   }
 
   async #trustedRecord(

@@ -111,14 +111,23 @@ export function isVerifyKey(key: string): boolean {
   return VERIFY_RE.test(key);
 }
 
+/**
+ * The second a drill record's name carries ('' for the old single record). Two drills within one
+ * second share it, and their run ids order them at random, so readers compare their contents.
+ */
+export function verifyStampOf(data: string, key: string): string | undefined {
+  if (!key.startsWith(`${data}.verify`)) return undefined;
+  const m = VERIFY_RE.exec(key.slice(data.length));
+  return m && m.index === 0 ? (m[1] ?? '') : undefined;
+}
+
 /** The drill records of the backup under `data` among `keys`, newest first by their names. */
 export function verifyKeysOf(data: string, keys: Iterable<string>): string[] {
   const out: Array<{ key: string; order: string }> = [];
   for (const key of keys) {
-    if (!key.startsWith(`${data}.verify`)) continue;
-    const m = VERIFY_RE.exec(key.slice(data.length));
-    if (!m || m.index !== 0) continue;
-    out.push({ key, order: m[1] ?? '' }); // the old single record sorts as the oldest
+    const order = verifyStampOf(data, key);
+    if (order === undefined) continue;
+    out.push({ key, order }); // the old single record ('') sorts as the oldest
   }
   out.sort((a, b) => (a.order < b.order ? 1 : a.order > b.order ? -1 : a.key < b.key ? 1 : -1));
   return out.map((o) => o.key);

@@ -22,17 +22,14 @@ import { runCli, cliEnv } from '../support/daemon.js';
 import { adminUrl, useTestDatabase, withDatabase } from '../support/postgres.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { seed, tableCounts, tableDigest } from '../support/seed.js';
+import { ageKeyPair } from '../support/age-keys.js';
 import { tempDir } from '../support/temp.js';
 
 const db = useTestDatabase('enc');
 const keys = tempDir('pgmaintd-age-keys-');
 let seeded: { users: number; projects: number; tasks: number };
 
-function keyPair(name: string): { file: string; recipient: string } {
-  const file = join(keys, name);
-  execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
-  return { file, recipient: execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim() };
-}
+const keyPair = (name: string) => ageKeyPair(keys, name);
 const alice = keyPair('alice.txt');
 const bob = keyPair('bob.txt');
 

@@ -17,14 +17,11 @@ import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, type TestDeps } from '../support/backup.js';
 import { runCli, cliEnv } from '../support/daemon.js';
 import { startPrivateCluster } from '../support/postgres.js';
+import { ageKeyPair } from '../support/age-keys.js';
 import { tempDir } from '../support/temp.js';
 
 const keys = tempDir('pgmaintd-age-keys-');
-function keyPair(name: string): { file: string; recipient: string } {
-  const file = join(keys, name);
-  execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
-  return { file, recipient: execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim() };
-}
+const keyPair = (name: string) => ageKeyPair(keys, name);
 const alice = keyPair('alice.txt');
 const bob = keyPair('bob.txt');
 

@@ -3,8 +3,6 @@
  * checked before anything reaches the target's server. Roles created for a dump that then cannot be
  * opened would be left behind on a server that was to stay untouched.
  */
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
@@ -13,14 +11,11 @@ import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps } from '../support/backup.js';
 import { cliEnv, runCli } from '../support/daemon.js';
 import { startPrivateCluster } from '../support/postgres.js';
+import { ageKeyPair } from '../support/age-keys.js';
 import { tempDir } from '../support/temp.js';
 
 const keys = tempDir('pgmaintd-age-keys-');
-function keyPair(name: string): { file: string; recipient: string } {
-  const file = join(keys, name);
-  execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
-  return { file, recipient: execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim() };
-}
+const keyPair = (name: string) => ageKeyPair(keys, name);
 const alice = keyPair('alice.txt');
 const bob = keyPair('bob.txt');
 

@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
 import { runGlobalsBackup } from '../../src/backup/globals-backup.js';
@@ -20,22 +19,9 @@ import { backupJob } from '../../src/backup/jobs.js';
 import { DbPool } from '../../src/db/pool.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, metricValue, readStored, type TestDeps } from '../support/backup.js';
-import { startPrivateCluster } from '../support/postgres.js';
+import { sqlEach as sql, startPrivateCluster } from '../support/postgres.js';
 import { immutableUnsupported, makeImmutable } from '../support/immutable.js';
 import { tempDir } from '../support/temp.js';
-
-/** Runs each statement on its own (CREATE DATABASE cannot share a transaction); the last one's result. */
-async function sql(url: string, text: string): Promise<pg.QueryResult> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    let r!: pg.QueryResult;
-    for (const s of text.split(/;\s*/)) if (s.trim()) r = await c.query(s);
-    return r;
-  } finally {
-    await c.end();
-  }
-}
 
 describe('globals', () => {
   let source: LocalCluster;

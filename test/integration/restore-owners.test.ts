@@ -6,7 +6,6 @@
  * may only create databases.
  */
 import { execFile } from 'node:child_process';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup/backup.js';
 import { runGlobalsBackup } from '../../src/backup/globals-backup.js';
@@ -17,20 +16,7 @@ import { runVerification } from '../../src/backup/verify.js';
 import type { LocalCluster } from '../../src/embedded/local-cluster.js';
 import { backupDeps, readStored, type TestDeps } from '../support/backup.js';
 import { CLI } from '../support/daemon.js';
-import { startPrivateCluster } from '../support/postgres.js';
-
-/** Runs each statement on its own (CREATE DATABASE cannot share a transaction); the last one's result. */
-async function sql(url: string, text: string): Promise<pg.QueryResult> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    let r!: pg.QueryResult;
-    for (const s of text.split(/;\s*/)) if (s.trim()) r = await c.query(s);
-    return r;
-  } finally {
-    await c.end();
-  }
-}
+import { sqlEach as sql, startPrivateCluster } from '../support/postgres.js';
 
 /** The built CLI, to its exit: code, stdout, stderr. */
 function cli(

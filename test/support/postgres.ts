@@ -145,3 +145,16 @@ export async function createOwnedDatabase(prefix: string): Promise<OwnedDatabase
     },
   };
 }
+
+/** Runs each statement on its own (CREATE DATABASE cannot share a transaction); the last one's result. */
+export async function sqlEach(url: string, text: string): Promise<pg.QueryResult> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    let r!: pg.QueryResult;
+    for (const s of text.split(/;\s*/)) if (s.trim()) r = await c.query(s);
+    return r;
+  } finally {
+    await c.end();
+  }
+}

@@ -10,13 +10,8 @@ import { buffer } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
 import { ageEncrypter } from '../../src/backup/age-stream.js';
 import { decryptStream, isAgeEncrypted, readIdentities } from '../../src/backup/encryption.js';
+import { ageKeyPair } from '../support/age-keys.js';
 import { tempDir } from '../support/temp.js';
-
-function keyPair(dir: string, name: string): { file: string; recipient: string } {
-  const file = join(dir, name);
-  execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
-  return { file, recipient: execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim() };
-}
 
 async function encrypt(plain: Buffer, recipients: string[], pieces = 7): Promise<Buffer> {
   // fed in uneven pieces, as gzip hands them on
@@ -31,8 +26,8 @@ async function encrypt(plain: Buffer, recipients: string[], pieces = 7): Promise
 
 describe('age stream encrypter', () => {
   const dir = tempDir('age-stream-');
-  const alice = keyPair(dir, 'alice.txt');
-  const bob = keyPair(dir, 'bob.txt');
+  const alice = ageKeyPair(dir, 'alice.txt');
+  const bob = ageKeyPair(dir, 'bob.txt');
   const K = 64 * 1024;
 
   it.each([0, 1, K - 1, K, K + 1, 2 * K, 3 * K + 12345])(
