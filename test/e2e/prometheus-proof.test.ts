@@ -24,6 +24,7 @@ const DASHBOARDS = join(PACKAGE_ROOT, 'dashboards');
  */
 const EMPTY_HERE: Record<string, string> = {
   pg_replication_lag_seconds: 'the test server is a primary: the lag alert only selects replicas',
+  pg_stat_replication_: 'no standby streams from the test server',
   pgmaintd_backup_failures_total: 'no backup fails in this test',
   pg_stat_statements_query_id: 'query text is off by default (METRICS_QUERY_TEXT)',
   pgmaintd_maintenance_lock_timeouts_total: 'nothing holds a conflicting lock while maintenance runs',
