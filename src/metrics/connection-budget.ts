@@ -212,6 +212,8 @@ export class ConnectionBudget {
       !discard &&
       !this.#closed &&
       this.#databaseOf(client) === this.#o.main &&
+      // DATABASE_URL_FILE moved the main database meanwhile: the next poll goes to the new target
+      this.#opened.get(client)?.target === this.#o.targetOf(this.#o.main) &&
       this.#live <= this.#limit &&
       (next === undefined || next.database === this.#o.main);
     if (!keep) this.#close(client);
