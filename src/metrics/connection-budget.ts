@@ -4,23 +4,23 @@
  * would hold sixty connections for as long as the daemon runs.
  *
  * The budget counts connections open (in use, idle, opening and closing alike), not connections in
- * use, because the server counts them so. Waiters are served first come, first served: a
- * per-database round that goes back to the queue after each database lets the server-wide collectors
- * in between. Only connections to the main database (DATABASE_URL's: the server-wide collectors poll
+ * use, because the server counts them so. Waiters for the main database (the server-wide collectors,
+ * and with them pg_up) go ahead of the per-database rounds' and the others are served first come,
+ * first served: several per-database collectors, each with as many workers as the budget has
+ * connections, can queue a dozen polls of slow catalogs, and pg_up must not wait behind them. Only connections to the main database (DATABASE_URL's: the server-wide collectors poll
  * it every interval) are kept idle for reuse, and only while the budget has room; a connection to any
  * other database is closed once its poll is done, and an idle one is closed to make room for one
  * somebody waits for. A slot is given back once the server has let the connection go (its backend
  * gone from pg_stat_activity), so the server never sees more than the budget.
  *
- * Near the server's connection limit the budget shrinks (see server-capacity.ts); until the first
- * look at the server, it is one connection.
+ * Near the server's connection limit the budget shrinks (CapacityLimit, in server-capacity.ts); until
+ * the first look at the server, it is one connection.
  */
 import type pg from 'pg';
 import { Gauge, type Registry } from 'prom-client';
 import { classify } from '../db/sqlstate.js';
 import type { Logger } from '../log/logger.js';
-import { errorMessage } from '../core/errors.js';
-import { budgetFor, marginOf, readCapacity } from './server-capacity.js';
+import { CapacityLimit } from './server-capacity.js';
 
 /** A connection out of the budget; release() gives it back, exactly once. */
 export interface Lease {
@@ -69,7 +69,7 @@ export class ConnectionBudget {
   readonly #o: BudgetOptions;
   readonly #log: Logger;
   /** The connections the poller may hold now. */
-  #limit = 1;
+  readonly #capacity: CapacityLimit;
   /** Slots taken: connections opening, in use, idle or closing. */
   #open = 0;
   #inUse = 0;
@@ -78,16 +78,19 @@ export class ConnectionBudget {
   readonly #closing = new Set<Promise<void>>();
   /** What each connection was opened for: its database, and the target it went to then. */
   readonly #opened = new WeakMap<pg.PoolClient, { database: string; target: string }>();
-  #capacityAt = 0;
-  #capacityRead: Promise<void> | undefined;
   #closed = false;
-  /** Whether the budget is below METRICS_MAX_CONNECTIONS (said once when it goes back up). */
-  #reduced = false;
 
   constructor(o: BudgetOptions) {
     this.max = o.max;
     this.#o = o;
     this.#log = o.logger.child({ component: 'metrics' });
+    this.#capacity = new CapacityLimit({
+      max: o.max,
+      everyMs: o.capacityEveryMs,
+      logger: this.#log,
+      own: () => this.#open,
+      changed: () => this.#pump(),
+    });
     const r = [o.registry];
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- prom-client binds `this` in collect()
     const self = this;
@@ -96,7 +99,7 @@ export class ConnectionBudget {
       help: 'Connections the metrics poller may hold now: METRICS_MAX_CONNECTIONS, or fewer while the server is near its connection limit.',
       registers: r,
       collect() {
-        this.set(self.#limit);
+        this.set(self.#capacity.value);
       },
     });
     new Gauge({
@@ -114,7 +117,7 @@ export class ConnectionBudget {
 
   /** The connections the poller may hold now (METRICS_MAX_CONNECTIONS, or fewer near the limit). */
   get limit(): number {
-    return this.#limit;
+    return this.#capacity.value;
   }
 
   /** Connections open now (opening, in use, idle or closing). */
@@ -122,18 +125,22 @@ export class ConnectionBudget {
     return this.#open;
   }
 
-  /** A connection to `database` once the budget has room; waits its turn behind earlier callers. */
+  /** A connection to `database` once the budget has room; the main database's callers go first. */
   acquire(database: string): Promise<Lease> {
     if (this.#closed) return Promise.reject(new Error('the metrics poller is stopping'));
     return new Promise<Lease>((resolve, reject) => {
-      this.#waiters.push({ database, resolve, reject });
+      const waiter = { database, resolve, reject };
+      // behind the main database's earlier waiters, ahead of every other database's
+      const at = database === this.#o.main ? this.#waiters.findIndex((w) => w.database !== this.#o.main) : -1;
+      if (at >= 0) this.#waiters.splice(at, 0, waiter);
+      else this.#waiters.push(waiter);
       this.#pump();
     });
   }
 
   /** Whether the server's free slots are due for another look. */
   get capacityStale(): boolean {
-    return performance.now() - this.#capacityAt >= this.#o.capacityEveryMs || this.#capacityAt === 0;
+    return this.#capacity.stale;
   }
 
   /** Closes the idle connections, refuses the waiters, and waits for the connections closing. */
@@ -159,10 +166,10 @@ export class ConnectionBudget {
         void this.#handOut(w, idle!.client);
         continue;
       }
-      if (this.#open >= this.#limit) {
+      if (this.#open >= this.#capacity.value) {
         // room for the first waiter: a connection closing gives its slot back soon (then #pump runs
         // again); with none closing that would make room, an idle one is closed
-        if (this.#live >= this.#limit) {
+        if (this.#live >= this.#capacity.value) {
           const idle = this.#idle.shift();
           if (idle) this.#close(idle.client, idle);
         }
@@ -182,7 +189,7 @@ export class ConnectionBudget {
     } catch (err) {
       this.#open--;
       this.#inUse--;
-      if (classify(err).kind === 'too_many_connections') this.#shrinkToOne(err);
+      if (classify(err).kind === 'too_many_connections') this.#capacity.refused(err);
       w.reject(err);
       this.#pump();
       return;
@@ -193,7 +200,7 @@ export class ConnectionBudget {
 
   /** Gives `client` to `w`; on the main database, first reads the server's free slots when due. */
   async #handOut(w: Waiter, client: pg.PoolClient) {
-    if (w.database === this.#o.main && this.capacityStale) await this.#readCapacity(client);
+    if (w.database === this.#o.main && this.capacityStale) await this.#capacity.read(client);
     let released = false;
     w.resolve({
       client,
@@ -214,7 +221,7 @@ export class ConnectionBudget {
       this.#databaseOf(client) === this.#o.main &&
       // DATABASE_URL_FILE moved the main database meanwhile: the next poll goes to the new target
       this.#opened.get(client)?.target === this.#o.targetOf(this.#o.main) &&
-      this.#live <= this.#limit &&
+      this.#live <= this.#capacity.value &&
       (next === undefined || next.database === this.#o.main);
     if (!keep) this.#close(client);
     else if (next) {
@@ -253,7 +260,7 @@ export class ConnectionBudget {
 
   /** Idle connections beyond the budget (it shrank) are closed now. */
   #trimIdle() {
-    while (this.#idle.length > 0 && this.#live > this.#limit) {
+    while (this.#idle.length > 0 && this.#live > this.#capacity.value) {
       const idle = this.#idle.shift()!;
       this.#close(idle.client, idle);
     }
@@ -298,50 +305,5 @@ export class ConnectionBudget {
 
   #databaseOf(client: pg.PoolClient): string | undefined {
     return this.#opened.get(client)?.database;
-  }
-
-  async #readCapacity(client: pg.PoolClient) {
-    // one look at a time: the others go on with the budget as it is
-    if (this.#capacityRead) return;
-    this.#capacityRead = (async () => {
-      try {
-        const c = await readCapacity(client);
-        this.#capacityAt = performance.now();
-        const limit = budgetFor(this.max, c, this.#open);
-        this.#setLimit(limit, { slots: c.slots, used: c.used, margin: marginOf(c.slots) });
-      } catch (err) {
-        // the poll on this connection says what is wrong; the budget stays as it is
-        this.#log.debug({ err: { message: errorMessage(err) } }, 'cannot read the server’s free slots');
-      }
-    })();
-    try {
-      await this.#capacityRead;
-    } finally {
-      this.#capacityRead = undefined;
-    }
-  }
-
-  /** The server refused a connection for want of slots: one connection, until the next look. */
-  #shrinkToOne(err: unknown) {
-    this.#capacityAt = 0;
-    this.#setLimit(1, { refused: classify(err).code ?? 'too_many_connections' });
-  }
-
-  #setLimit(limit: number, fields: Record<string, unknown>) {
-    const was = this.#limit;
-    this.#limit = limit;
-    const reduced = limit < this.max;
-    const said = { ...fields, budget: limit, max: this.max };
-    // said when it shrinks (or when the first look finds the server near its limit), and once when
-    // it is back to METRICS_MAX_CONNECTIONS; the budget before the first look (one) is not news
-    if (reduced && (limit !== was || !this.#reduced))
-      this.#log.warn(
-        said,
-        `the server is near its connection limit: metrics poll with ${limit} of METRICS_MAX_CONNECTIONS ${this.max} connections`,
-      );
-    else if (!reduced && this.#reduced)
-      this.#log.info(said, 'the server has room again: metrics poll with every connection');
-    this.#reduced = reduced;
-    this.#pump();
   }
 }

@@ -347,7 +347,7 @@ describe('the metric name check', () => {
   });
 
   it('knows the names the dashboards need, from every source', () => {
-    expect(resolve('pg_up')).toMatch(/^src\/metrics\/poller\.ts$/);
+    expect(resolve('pg_up')).toMatch(/^src\/metrics\/pg-up\.ts$/);
     expect(resolve('pg_stat_database_xact_commit')).toMatch(/^src\/metrics\/collectors\/database\.ts/);
     expect(resolve('pg_stat_user_tables_last_autovacuum')).toMatch(/^src\/metrics\/collectors\/tables\.ts/);
     expect(resolve('pg_stat_statements_seconds_total')).toMatch(/statements\.ts$/);
