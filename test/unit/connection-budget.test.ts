@@ -140,11 +140,11 @@ describe('connection budget', () => {
     await b.close();
   });
 
-  it('serves waiters first come, first served', async () => {
+  it('serves the main database’s waiters first, the others first come, first served', async () => {
     const { b } = budget({ max: 1 });
     const held = await b.acquire('postgres');
     const order: string[] = [];
-    const waits = ['x', 'y', 'postgres', 'z'].map((d) =>
+    const waits = ['x', 'y', 'postgres', 'z', 'postgres'].map((d) =>
       b.acquire(d).then((l) => {
         order.push(d);
         l.release();
@@ -152,7 +152,7 @@ describe('connection budget', () => {
     );
     held.release();
     await Promise.all(waits);
-    expect(order).toEqual(['x', 'y', 'postgres', 'z']);
+    expect(order).toEqual(['postgres', 'postgres', 'x', 'y', 'z']);
     await b.close();
   });
 
