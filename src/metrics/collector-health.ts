@@ -132,8 +132,9 @@ export class CollectorHealthBook {
 
   /** A database that is gone: its failures are no failures any more. */
   forgetDatabase(database: string): void {
-    for (const key of [...this.#failing]) if (key.endsWith(`@${database}`)) this.#failing.delete(key);
-    for (const key of [...this.#errors.keys()]) if (key.endsWith(`@${database}`)) this.#errors.delete(key);
+    // by the whole name after the collector's: dropping "a" must not forget the failures of "b@a"
+    for (const key of [...this.#failing]) if (databaseOf(key) === database) this.#failing.delete(key);
+    for (const key of [...this.#errors.keys()]) if (databaseOf(key) === database) this.#errors.delete(key);
   }
 
   /** Each collector's health as last booked (read from memory, for the status page). */
@@ -162,6 +163,12 @@ export class CollectorHealthBook {
 /** Whether `key` is `collector`'s: the collector's own, or one of its databases'. */
 function ofCollector(key: string, collector: string): boolean {
   return key === collector || key.startsWith(`${collector}@`);
+}
+
+/** The database of a per-database key (collector names hold no '@'; database names may). */
+function databaseOf(key: string): string | undefined {
+  const at = key.indexOf('@');
+  return at < 0 ? undefined : key.slice(at + 1);
 }
 
 /** An error as one line of bounded length (a server's message may span lines). */
