@@ -48,6 +48,13 @@ export class DatabaseRounds {
   readonly #behind = new Set<string>();
   /** With '*': the databases the last discovery found. */
   #known: readonly string[] = [];
+  /**
+   * With '*': databases a poll found gone (3D000) since discovery last listed them. One listed again
+   * is there but cannot be reached by the name it reads back as (a name that is not UTF-8, in a
+   * SQL_ASCII cluster, reads back altered): it fails from then on, said once, rather than being
+   * forgotten and found again every round.
+   */
+  readonly #vanished = new Set<string>();
 
   /** `logger` is the poller's: a round is logged as the poller's. */
   constructor(o: DatabaseRoundsOptions) {
@@ -80,6 +87,7 @@ export class DatabaseRounds {
     try {
       const found = (await lease.client.query<{ datname: string }>(DISCOVER_SQL)).rows.map((r) => r.datname);
       this.#forget(this.#known.filter((d) => !found.includes(d)));
+      for (const d of this.#vanished) if (!found.includes(d)) this.#vanished.delete(d);
       this.#known = found;
       return found;
     } catch (err) {
@@ -143,9 +151,16 @@ export class DatabaseRounds {
    */
   dropped(database: string, err: unknown): boolean {
     if (this.#o.databases !== '*' || classify(err).code !== '3D000') return false;
+    if (this.#vanished.has(database)) return false; // listed again: see #vanished
+    this.#vanished.add(database);
     this.#forget([database]);
     this.#known = this.#known.filter((d) => d !== database);
     return true;
+  }
+
+  /** Whether `database` is listed but was not found by its name when polled (see #vanished). */
+  unreachableByName(database: string): boolean {
+    return this.#vanished.has(database);
   }
 
   /** A database that is gone: its series and its pool go too. */

@@ -238,7 +238,14 @@ export class Poller extends Service {
       c.clear(perDatabase ? database : undefined);
       // dropped since it was discovered: gone, not failing
       if (perDatabase && this.#rounds.dropped(database, err)) return true;
-      this.#failed(key, err, fields, 'collector failed; its series are dropped until it succeeds');
+      this.#failed(
+        key,
+        err,
+        fields,
+        perDatabase && this.#rounds.unreachableByName(database)
+          ? 'database is listed but not found by the name it reads back as (not valid UTF-8, in a SQL_ASCII cluster?); its series are dropped: rename it, or list the databases to poll in METRICS_DATABASES'
+          : 'collector failed; its series are dropped until it succeeds',
+      );
       return false;
     } finally {
       lease?.release(failed); // a connection that failed a poll is closed, not reused
