@@ -618,7 +618,7 @@ export const FIELDS = {
   METRICS_TABLES_LIMIT: {
     schema: int(1, 100_000),
     default: 100,
-    doc: 'Table statistics (`pg_stat_user_tables_*`, `pg_statio_user_tables_*`) cover the largest this many tables of each database, and index statistics (`pg_stat_user_indexes_*`) the largest this many indexes, bounding the series.',
+    doc: "Table statistics (`pg_stat_user_tables_*`, `pg_statio_user_tables_*`, and the table bloat estimate) cover the largest this many tables of each database, and index statistics (`pg_stat_user_indexes_*`, the btree bloat estimate) the largest this many indexes, bounding the series. Largest by the planner's size estimate (`pg_class.relpages` of the table, its TOAST and indexes, as of their last VACUUM, ANALYZE or CREATE INDEX), so a poll reads no file; the sizes exported are exact.",
     allowed: 'an integer from 1 to 100000',
     group: 'Metrics',
   },

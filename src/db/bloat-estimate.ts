@@ -15,6 +15,7 @@
  * - toasted values count as their pointer in pg_stats' avg_width, so a table with much TOAST reads
  *   more bloated than it is.
  */
+import { INDEX_PAGES, tablePages, tablePagesJoins } from './relation-size.js';
 
 /** Schemas never estimated: the catalogs, TOAST, and other sessions' temporary schemas. */
 export function userSchema(nspname: string): string {
@@ -58,7 +59,7 @@ WITH idx AS (
      AND ci.relpages::float8 * current_setting('block_size')::float8 >= $1::float8
      AND ($3::text IS NULL OR i.indexrelid = to_regclass($3::text))
      AND ${scope.schemas}
-   ORDER BY ci.relpages DESC
+   ORDER BY ci.relpages DESC, i.indexrelid
    LIMIT $4::bigint
 ), cols AS (
   -- a table column has its statistics under the table's name; an expression under the index's.
@@ -113,22 +114,24 @@ SELECT indexrelid::bigint AS oid, nspname AS schema, tblname AS "table", idxname
 
 /**
  * Tables (and materialized views) with their TOAST: oid, schema, name, size_bytes (heap and TOAST
- * pages), fillfactor, ratio (0..1), largest first. $1: at most this many tables (the largest).
+ * pages), fillfactor, ratio (0..1), largest first. $1: at most this many tables (the largest by
+ * relation-size.ts's estimate, indexes included: the same order as the metrics' table statistics).
  */
 export function tableBloatSql(scope: Pick<EstimateScope, 'schemas'>): string {
   return `
-WITH tbl AS (
+WITH ${INDEX_PAGES}, tbl AS (
   SELECT ct.oid, n.nspname, ct.relname, ct.reltuples::float8 AS reltuples,
-         (ct.relpages + coalesce(toast.relpages, 0))::float8 AS relpages,
-         coalesce(toast.reltuples, 0)::float8 AS toasttuples,
+         (ct.relpages + coalesce(ct_toast.relpages, 0))::float8 AS relpages,
+         coalesce(ct_toast.reltuples, 0)::float8 AS toasttuples,
          current_setting('block_size')::float8 AS bs, ${MAXALIGN} AS maxalign,
          ${fillfactor('ct', 100)} AS fillfactor
     FROM pg_class ct
     JOIN pg_namespace n ON n.oid = ct.relnamespace
-    LEFT JOIN pg_class toast ON toast.oid = ct.reltoastrelid
+    ${tablePagesJoins('ct')}
    WHERE ct.relkind IN ('r', 'm') AND ct.relpersistence <> 't' AND ct.reltuples >= 0 AND ct.relpages > 0
      AND ${scope.schemas}
-   ORDER BY ct.relpages + coalesce(toast.relpages, 0) DESC
+   -- the largest as the table statistics rank them (indexes included), so the two cover the same tables
+   ORDER BY ${tablePages('ct')} DESC, ct.oid
    LIMIT $1::bigint
 ), widths AS (
   SELECT tbl.oid, count(*) AS ncols, count(s.attname) AS nstats,

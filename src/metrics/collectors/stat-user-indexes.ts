@@ -9,12 +9,12 @@
  *
  * Off unless METRICS_COLLECTOR_INTERVALS names it (`stat_user_indexes=5m`); bounded to the largest
  * METRICS_TABLES_LIMIT indexes of each database of METRICS_DATABASES (an unused index costs in
- * proportion to its size).
+ * proportion to its size), by the planner's estimate (pg_class.relpages, see largest.ts).
  */
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
-import { RowsByDatabase, notHeldExclusively } from './largest.js';
+import { RowsByDatabase, largestIndexes } from './largest.js';
 
 type Label = 'datname' | 'schemaname' | 'relname' | 'indexrelname';
 const LABELS: Label[] = ['datname', 'schemaname', 'relname', 'indexrelname'];
@@ -36,11 +36,10 @@ const sql = (lastScan: boolean) => `
   SELECT current_database() AS datname, schemaname, relname, indexrelname,
          idx_scan, idx_tup_read, idx_tup_fetch,
          ${lastScan ? 'extract(epoch FROM last_idx_scan)' : 'NULL'} AS last_idx_scan,
+         -- exact, for the indexes chosen only
          pg_relation_size(indexrelid) AS size
     FROM pg_stat_user_indexes i
-   WHERE ${notHeldExclusively('i.relid', 'i.indexrelid')}
-   ORDER BY pg_relation_size(indexrelid) DESC
-   LIMIT $1`;
+   WHERE i.indexrelid = ANY (${largestIndexes('$1')})`;
 
 type Row = Record<string, string | null>;
 

@@ -3,13 +3,14 @@
  * buffers, for the heap, the indexes, the TOAST table and its index, as postgres_exporter's
  * "statio_user_tables" collector exports them (collector/pg_statio_user_tables.go; NULL, as for a
  * table without TOAST, read as 0 like the reference). Bounded like the table statistics: the largest
- * METRICS_TABLES_LIMIT tables of each database of METRICS_DATABASES, the same tables as
- * pg_stat_user_tables_*, so the two join (the reference exports every table).
+ * METRICS_TABLES_LIMIT tables of each database of METRICS_DATABASES, chosen by the same query
+ * (largest.ts), so the same tables as pg_stat_user_tables_* and the two join (the reference exports
+ * every table).
  */
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
-import { RowsByDatabase, notHeldExclusively } from './largest.js';
+import { RowsByDatabase, largestTables } from './largest.js';
 
 type Label = 'datname' | 'schemaname' | 'relname';
 const COLUMNS: Array<[column: string, metric: string, help: string]> = [
@@ -35,9 +36,7 @@ const SQL = `
   SELECT current_database() AS datname, schemaname, relname,
          ${COLUMNS.map(([c]) => c).join(', ')}
     FROM pg_statio_user_tables t
-   WHERE ${notHeldExclusively('t.relid')}
-   ORDER BY pg_total_relation_size(relid) DESC
-   LIMIT $1`;
+   WHERE t.relid = ANY (${largestTables('$1')})`;
 
 type Row = Record<string, string | null>;
 
