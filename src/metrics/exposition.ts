@@ -3,9 +3,12 @@
  * or so, so their text is rendered once per change, right after the poll, and kept as one ready
  * buffer; empty families (a failed collector's) are left out. The process and Node runtime metrics
  * (process_*, nodejs_*) are the costliest to collect and are re-collected at most once per
- * `runtimeMaxAgeMs` (1 s). pg-maintd's own scrape-time metrics (pools, jobs, backups) are read on
- * every request (requests that arrive in one turn of the event loop share the read), but each is
- * formatted again only when one of its values changed. A scrape therefore costs about the same with
+ * `runtimeMaxAgeMs` (1 s). pg-maintd's own metrics (pools, jobs, backups) are checked on every
+ * request (requests that arrive in one turn of the event loop share the check), and each is formatted
+ * again only when one of its values changed; those whose values are computed when read (a collect():
+ * pool sizes, the connection budget, next runs) are computed at most once per `collectMaxAgeMs`
+ * (250 ms), since computing them was most of what a scrape cost beyond sending the body, and a
+ * scraper that comes every few seconds sees them no older than that. A scrape therefore costs about the same with
  * 50 series or 5,000, and never touches the database.
  *
  * What a scrape gets is a Snapshot: the body, and its gzip made at most once per snapshot (on the
@@ -72,6 +75,8 @@ export class Exposition {
   #runtimeAt = -Infinity;
   #seen = new WeakMap<Metric, Seen>();
   #liveText = '';
+  /** When the live metrics' collect() last ran. */
+  #collectAt = -Infinity;
   /** The live metrics changed (one was added or removed): their text is joined again. */
   #liveSorted = true;
   #snapshot: Snapshot | undefined;
@@ -80,7 +85,7 @@ export class Exposition {
 
   constructor(
     private readonly registry: Registry,
-    private readonly opts: { runtimeMaxAgeMs?: number } = {},
+    private readonly opts: { runtimeMaxAgeMs?: number; collectMaxAgeMs?: number } = {},
   ) {}
 
   get contentType(): string {
@@ -167,16 +172,20 @@ export class Exposition {
    */
   async #readLive(format: FormattingRegistry): Promise<boolean> {
     let changed = false;
+    const now = performance.now();
+    const collectDue = now - this.#collectAt >= (this.opts.collectMaxAgeMs ?? 250);
+    if (collectDue) this.#collectAt = now;
     for (const m of this.#live) {
       const seen = this.#seen.get(m);
       if (seen && unchanged(m, seen)) continue;
-      const now = readNow(m);
+      if (seen && !collectDue && computedWhenRead(m)) continue;
+      const read = readNow(m);
       const d =
-        now === undefined
+        read === undefined
           ? ((await m.get()) as unknown as MetricData)
-          : now instanceof Promise
-            ? await now
-            : now;
+          : read instanceof Promise
+            ? await read
+            : read;
       if (seen && sameValues(seen, d.values ?? [])) continue;
       // formats the values just read: a second get() would run collect() again
       const text = await format.getMetricsAsString({ get: () => Promise.resolve(d) } as unknown as Metric);
@@ -226,6 +235,11 @@ function readNow(m: Metric): MetricData | Promise<MetricData> | undefined {
   });
   const pending = p.collect?.();
   return pending instanceof Promise ? pending.then(data) : data();
+}
+
+/** A Gauge or Counter whose values its collect() computes when it is read. */
+function computedWhenRead(m: Metric): boolean {
+  return (m instanceof Gauge || m instanceof Counter) && (m as unknown as Plain).collect !== undefined;
 }
 
 /**

@@ -87,7 +87,7 @@ describe('exposition', () => {
         this.set(clients);
       },
     });
-    const exposition = new Exposition(registry);
+    const exposition = new Exposition(registry, { collectMaxAgeMs: 0 });
 
     const a = await exposition.snapshot();
     expect(gunzipSync(await a.gzip()).equals(a.body)).toBe(true);
@@ -125,6 +125,39 @@ describe('exposition', () => {
     const e = await exposition.snapshot();
     expect(e.body.toString()).not.toMatch(/datname="db1"/);
     expect(gunzipSync(await e.gzip()).equals(e.body)).toBe(true);
+  });
+
+  it('computes a collect() metric at most once per collectMaxAgeMs; a value set in place shows at once', async () => {
+    const registry = new Registry();
+    let clients = 3;
+    let collected = 0;
+    new Gauge({
+      name: 'pgmaintd_demo_clients',
+      help: 'Read at scrape time',
+      registers: [registry],
+      collect() {
+        collected++;
+        this.set(clients);
+      },
+    });
+    const hits = new Counter({ name: 'pgmaintd_demo_hits_total', help: 'Live', registers: [registry] });
+    const exposition = new Exposition(registry, { collectMaxAgeMs: 60_000 });
+    const a = await exposition.snapshot();
+    expect(a.body.toString()).toMatch(/^pgmaintd_demo_clients 3$/m);
+    clients = 4;
+    hits.inc();
+    await nextTurn();
+    const b = await exposition.snapshot();
+    expect(b.body.toString()).toMatch(/^pgmaintd_demo_hits_total 1$/m); // set in place: at once
+    expect(b.body.toString()).toMatch(/^pgmaintd_demo_clients 3$/m); // computed: not again yet
+    expect(collected).toBe(1);
+
+    const quick = new Exposition(registry, { collectMaxAgeMs: 1 });
+    await quick.snapshot();
+    clients = 5;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 2) await nextTurn();
+    expect((await quick.snapshot()).body.toString()).toMatch(/^pgmaintd_demo_clients 5$/m);
   });
 
   it('notices metrics registered later in the registry pg-maintd makes', async () => {
