@@ -76,7 +76,7 @@ async function buildStatus(config: Config, logger: Logger): Promise<StatusSummar
       collectors: db.collectors,
     });
   } finally {
-    await Promise.allSettled(poller.pools().map((p) => p.stop()));
+    await poller.closeConnections();
     storage.close();
   }
 }

@@ -61,20 +61,43 @@ const S3_STORAGE_CLASSES = [
   'DEEP_ARCHIVE',
   'REDUCED_REDUNDANCY',
 ] as const;
-/** The metrics collectors, by the `collector` label postgres_exporter gives them. */
+/**
+ * The metrics collectors, by the `collector` label postgres_exporter gives them (stat_database_conflicts,
+ * which the reference reads on its legacy query path under no collector name, has one of its own).
+ */
 export const METRICS_COLLECTORS = [
   'postmaster',
   'stat_activity',
   'locks',
   'database',
   'stat_database',
+  'stat_database_conflicts',
   'settings',
-  'bgwriter',
+  'stat_bgwriter',
   'stat_user_tables',
+  'statio_user_tables',
+  'stat_user_indexes',
+  'stat_progress_vacuum',
+  'stat_archiver',
   'replication',
+  'replication_slots',
+  'stat_replication',
+  'wal',
+  'roles',
   'stat_statements',
+  'database_wraparound',
+  'bloat',
+  'invalid_indexes',
+  'wait_events',
+  'stat_io',
+  'stat_checkpointer',
+  'stat_wal',
 ] as const;
 export type CollectorName = (typeof METRICS_COLLECTORS)[number];
+/** Collectors that run only when METRICS_COLLECTOR_INTERVALS gives them an interval (off in the reference too). */
+export const COLLECTORS_OFF_BY_DEFAULT: readonly CollectorName[] = ['stat_user_indexes'];
+/** Former collector names still accepted in METRICS_COLLECTOR_INTERVALS, for configurations written before. */
+export const COLLECTOR_ALIASES: Readonly<Record<string, CollectorName>> = { bgwriter: 'stat_bgwriter' };
 /**
  * When the AWS SDK adds integrity checksums (CRC32) to requests and checks those of answers: on every
  * upload where S3 supports them (the SDK's default since 3.729), or only where an operation requires
@@ -546,8 +569,8 @@ export const FIELDS = {
     group: 'Metrics',
   },
   METRICS_COLLECTOR_INTERVALS: {
-    schema: intervalMap(METRICS_COLLECTORS, 1000, 86_400_000),
-    doc: `Per-collector poll intervals that differ from METRICS_INTERVAL, as name=duration pairs; \`off\` disables a collector. E.g. \`stat_statements=1m,stat_user_tables=5m,locks=off\`. Collectors: ${METRICS_COLLECTORS.join(', ')}.`,
+    schema: intervalMap(METRICS_COLLECTORS, 1000, 86_400_000, COLLECTOR_ALIASES),
+    doc: `Per-collector poll intervals that differ from METRICS_INTERVAL, as name=duration pairs; \`off\` disables a collector, an interval enables one that is off by default (${COLLECTORS_OFF_BY_DEFAULT.join(', ')}). E.g. \`stat_statements=1m,stat_user_tables=5m,locks=off,stat_user_indexes=5m\`. Collectors: ${METRICS_COLLECTORS.join(', ')}.`,
     allowed: `comma-separated name=duration or name=off pairs (durations from 1s to 1 day), names among ${METRICS_COLLECTORS.join(', ')}`,
     group: 'Metrics',
   },
@@ -555,6 +578,13 @@ export const FIELDS = {
     schema: z.union([z.literal('*'), databaseList()]),
     doc: 'Databases the per-database collectors (table statistics) connect to, comma-separated; `*` discovers every database that allows connections. Unset: the database of DATABASE_URL.',
     allowed: 'database names separated by commas, or *',
+    group: 'Metrics',
+  },
+  METRICS_MAX_CONNECTIONS: {
+    schema: int(1, 100),
+    default: 3,
+    doc: 'Connections the metrics poller holds at most, every database of METRICS_DATABASES and the server-wide collectors together: databases are polled a few at a time, and a connection to any database but that of DATABASE_URL is closed after its poll. Near the server’s connection limit (fewer than a tenth of its slots free, at least 3) it polls with fewer, down to 1.',
+    allowed: 'an integer from 1 to 100',
     group: 'Metrics',
   },
   METRICS_STATEMENT_TIMEOUT: {
@@ -588,7 +618,7 @@ export const FIELDS = {
   METRICS_TABLES_LIMIT: {
     schema: int(1, 100_000),
     default: 100,
-    doc: 'Table statistics (pg_stat_user_tables_*) cover the largest this many tables, bounding the series.',
+    doc: "Table statistics (`pg_stat_user_tables_*`, `pg_statio_user_tables_*`, and the table bloat estimate) cover the largest this many tables of each database, and index statistics (`pg_stat_user_indexes_*`, the btree bloat estimate) the largest this many indexes, bounding the series. Largest by the planner's size estimate (`pg_class.relpages` of the table, its TOAST and indexes, as of their last VACUUM, ANALYZE or CREATE INDEX), so a poll reads no file; the sizes exported are exact.",
     allowed: 'an integer from 1 to 100000',
     group: 'Metrics',
   },

@@ -159,6 +159,8 @@ export function intervalMap<const N extends string>(
   names: readonly [N, ...N[]],
   minMs: number,
   maxMs: number,
+  /** Former names, read as the names they map to. */
+  aliases: Readonly<Record<string, N>> = {},
 ) {
   return z.preprocess(
     (v) => {
@@ -176,7 +178,7 @@ export function intervalMap<const N extends string>(
       if (v && typeof v === 'object' && !Array.isArray(v)) {
         return Object.fromEntries(
           Object.entries(v).map(([k, d]) => [
-            k,
+            Object.hasOwn(aliases, k) ? aliases[k] : k,
             typeof d === 'string' && d.trim().toLowerCase() === 'off' ? 0 : (parseDuration(d) ?? d),
           ]),
         );

@@ -315,6 +315,7 @@ function shape(p: Parsed, sslModeDefaulted = false) {
       databaseSizeIntervalMs: p.METRICS_DATABASE_SIZE_INTERVAL,
       collectorIntervalsMs: p.METRICS_COLLECTOR_INTERVALS ?? {},
       databases: p.METRICS_DATABASES ?? [parseDatabaseUrl(p.DATABASE_URL as string).database],
+      maxConnections: p.METRICS_MAX_CONNECTIONS,
       lockWaitLogAfterMs: p.METRICS_LOCK_WAIT_LOG_AFTER,
       tablesLimit: p.METRICS_TABLES_LIMIT,
       statementsLimit: p.METRICS_STATEMENTS_LIMIT,

@@ -54,6 +54,8 @@ export async function probeTransactionPooler(
   // no startup options: a pooler that refuses them (PgBouncer) still lets the probe in
   const pool = new DbPool(settings, {
     name: 'pooler-probe',
+    // a one-off at start-up, told apart from the daemon's lasting sessions in pg_stat_activity
+    applicationName: 'pg-maintd-pooler-probe',
     max: 2,
     min: 0,
     acquireTimeoutMs: 10_000,

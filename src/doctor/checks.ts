@@ -12,6 +12,7 @@ import { roleChecks } from './role-checks.js';
 import { standbyBackupCheck } from './standby-checks.js';
 import { walArchiveCheck } from './wal-archive-checks.js';
 import { pgDumpCheck, serverVersionCheck } from './version-checks.js';
+import { wraparoundCheck } from './wraparound-check.js';
 
 const SETTING_SQL = `SELECT setting, unit, source FROM pg_settings WHERE name = $1`;
 
@@ -168,6 +169,7 @@ export function allChecks(): Check[] {
       failWhenOff: true,
     }),
     idleInTransaction,
+    wraparoundCheck,
     pendingRestart,
     standbyBackupCheck,
     walArchiveCheck,

@@ -69,12 +69,15 @@ const headroom: Check = {
   },
 };
 
-/** The most connections `pg-maintd run` can open against this server, by what opens them. */
-function daemonNeeds(config: Config, metricsDatabases: number): { total: number; parts: string[] } {
+/**
+ * The most connections `pg-maintd run` can open against this server, by what opens them. The metrics
+ * poller's are METRICS_MAX_CONNECTIONS however many databases it polls (they share that budget).
+ */
+export function daemonNeeds(config: Config): { total: number; parts: string[] } {
   const parts: Array<[string, number]> = [
     ['DB_POOL_MAX', config.db.pool.max],
     ['readiness', 1],
-    ['metrics', 2 + metricsDatabases],
+    ['METRICS_MAX_CONNECTIONS', config.metrics.maxConnections],
   ];
   if (config.backup.schedule !== 'off') parts.push(['backup', 3]);
   if (config.verify.schedule !== 'off' && drillsOnThisServer(config)) parts.push(['restore drill', 3]);
@@ -92,25 +95,19 @@ export function drillsOnThisServer(config: Config): boolean {
   return a.host === b.host && a.port === b.port && a.user === b.user;
 }
 
-const DISCOVER_COUNT_SQL = `
-  SELECT count(*)::int AS n FROM pg_database
-   WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT')`;
-
 const pool: Check = {
   ids: ['connections.pool'],
   async run(ctx) {
     const { config, facts } = ctx;
     const c = await capacity(ctx);
-    const metricsDatabases =
-      config.metrics.databases === '*'
-        ? (await ctx.client.query<{ n: number }>(DISCOVER_COUNT_SQL)).rows[0]!.n
-        : config.metrics.databases.length;
-    const need = daemonNeeds(config, metricsDatabases);
+    const need = daemonNeeds(config);
     // pg-maintd sessions open now are the daemon's own: they count as available to it.
     const free = c.limit - (c.used - c.daemon);
     const problems: Array<{ status: 'warn' | 'fail'; text: string; fix: string }> = [];
     const lower = (to: number) =>
-      `lower DB_POOL_MAX to ${Math.max(1, to)} (--db-pool-max or the environment)`;
+      `lower DB_POOL_MAX to ${Math.max(1, to)} (--db-pool-max or the environment)${
+        config.metrics.maxConnections > 1 ? ', or METRICS_MAX_CONNECTIONS' : ''
+      }`;
     if (need.total > c.limit)
       problems.push({
         status: 'fail',

@@ -22,7 +22,11 @@ export interface AuthClient {
 }
 
 const REALM = 'pg-maintd';
-const CACHE_MAX = 256;
+/**
+ * Verified passwords kept per user: one hash admits one password, but bcrypt reads only its first
+ * 72 bytes, so a few spellings may verify; more than this and the oldest is checked again.
+ */
+const PER_USER_MAX = 4;
 /** A Prometheus pair and a person: a few checks at once; a client with more is flooding. */
 const MAX_WAITING_PER_CLIENT = 4;
 /** Many clients at once (a spread flood): at ~100 ms a check, this is seconds of waiting already. */
@@ -36,10 +40,11 @@ export class Authenticator {
   #tokenDigest: Buffer | undefined;
   #dummy = dummyHash(10);
   /**
-   * Digests of (user, hash, password) that verified: a scrape every few seconds skips bcrypt. Kept
-   * across reloads: an entry names the hash it matched, so a changed hash never matches it.
+   * Per user, digests of (user, hash, password) that verified: a scrape skips bcrypt and compares
+   * digests in constant time instead. Kept across reloads: a digest covers the hash it matched, so
+   * a changed hash never matches it; users no longer configured are dropped.
    */
-  #verified = new Set<string>();
+  #verified = new Map<string, Buffer[]>();
   #queue = new FairQueue({ perClient: MAX_WAITING_PER_CLIENT, total: MAX_WAITING, share: BCRYPT_SHARE });
   #bcrypt: BcryptWorker;
 
@@ -55,6 +60,7 @@ export class Authenticator {
   update(s: Pick<WebSettings, 'users' | 'tokenDigest'>): void {
     this.#users = new Map(s.users);
     this.#tokenDigest = s.tokenDigest;
+    for (const user of this.#verified.keys()) if (!this.#users.has(user)) this.#verified.delete(user);
     const costs = [...s.users.values()].map((h) => Number(h.split('$')[2]));
     this.#dummy = dummyHash(costs.length ? Math.max(...costs) : 10);
   }
@@ -71,6 +77,23 @@ export class Authenticator {
   /** WWW-Authenticate values of a 401. */
   get challenges(): string[] {
     return this.schemes.map((s) => `${s === 'basic' ? 'Basic' : 'Bearer'} realm="${REALM}"`);
+  }
+
+  /**
+   * 'ok' when the request needs no slow check: authentication is off, the bearer token matches, or
+   * these basic credentials verified before. Undefined otherwise (then verify() decides).
+   */
+  known(header: string | undefined): 'ok' | undefined {
+    if (!this.enabled) return 'ok';
+    const m = header === undefined ? null : /^([A-Za-z]+) +(\S+) *$/.exec(header);
+    if (!m) return undefined;
+    const scheme = m[1]!.toLowerCase();
+    if (scheme === 'bearer' && this.#tokenDigest) return this.#bearer(m[2]!) === 'ok' ? 'ok' : undefined;
+    if (scheme !== 'basic' || !this.#users.size) return undefined;
+    const c = credentials(m[2]!);
+    if (!c) return undefined;
+    const stored = this.#users.get(c.user);
+    return stored !== undefined && this.#seen(c.user, digest(c.user, stored, c.password)) ? 'ok' : undefined;
   }
 
   async verify(header: string | undefined, client: AuthClient): Promise<AuthResult> {
@@ -91,16 +114,13 @@ export class Authenticator {
   }
 
   async #basic(encoded: string, client: AuthClient): Promise<AuthResult> {
-    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded)) return 'malformed';
-    const decoded = Buffer.from(encoded, 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    if (colon < 0) return 'malformed';
-    const user = decoded.slice(0, colon);
-    const password = decoded.slice(colon + 1);
+    const c = credentials(encoded);
+    if (!c) return 'malformed';
+    const { user, password } = c;
     const stored = this.#users.get(user);
     const hash = stored ?? this.#dummy;
-    const key = sha256(JSON.stringify([user, hash, password])).toString('hex');
-    if (stored !== undefined && this.#verified.has(key)) return 'ok';
+    const key = digest(user, hash, password);
+    if (stored !== undefined && this.#seen(user, key)) return 'ok';
     let match: boolean;
     try {
       match = await this.#queue.run(
@@ -114,15 +134,39 @@ export class Authenticator {
       throw err;
     }
     if (!match || stored === undefined || this.#users.get(user) !== stored) return 'denied';
-    if (this.#verified.size >= CACHE_MAX) this.#verified.delete(this.#verified.values().next().value!);
-    this.#verified.add(key); // only successes: a wrong password costs bcrypt every time
+    // only successes: a wrong password costs bcrypt every time
+    const digests = this.#verified.get(user) ?? [];
+    if (!this.#seen(user, key)) digests.push(key);
+    if (digests.length > PER_USER_MAX) digests.shift();
+    this.#verified.set(user, digests);
     return 'ok';
+  }
+
+  /** Whether `key` is among the user's verified digests; compares with each, in constant time. */
+  #seen(user: string, key: Buffer): boolean {
+    let hit = false;
+    for (const d of this.#verified.get(user) ?? []) hit = timingSafeEqual(d, key) || hit;
+    return hit;
   }
 
   #bearer(token: string): AuthResult {
     // digests of equal length: the comparison takes the same time whatever the token's length
     return timingSafeEqual(sha256(token), this.#tokenDigest!) ? 'ok' : 'denied';
   }
+}
+
+/** user:password of a basic credential, or undefined when it is not one. */
+function credentials(encoded: string): { user: string; password: string } | undefined {
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded)) return undefined;
+  const decoded = Buffer.from(encoded, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return undefined;
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** What a verified credential is remembered by: never the password itself. */
+function digest(user: string, hash: string, password: string): Buffer {
+  return sha256(JSON.stringify([user, hash, password]));
 }
 
 function sha256(s: string): Buffer {

@@ -5,32 +5,12 @@
  * until it finishes) is left alone.
  */
 import { errorMessage } from '../core/errors.js';
+import { invalidIndexesSql } from '../db/invalid-indexes.js';
 import { estimateBloat, measureBloat, pgstatindexFunction } from './index-bloat.js';
 import { humanBytes } from '../core/units.js';
 import { pct, type IndexPlan, type PlannedIndex, type Thresholds } from './plan.js';
 import { canReindex, userSchema } from './privilege.js';
 import { isConnectionLoss, type MaintenanceSession } from './session.js';
-
-// Invalid indexes, with what is building on their table right now (a running CREATE INDEX
-// CONCURRENTLY or REINDEX CONCURRENTLY leaves its index invalid until it finishes).
-function invalidIndexesSql(serverVersion: number): string {
-  return `
-SELECT i.indexrelid::bigint AS oid, n.nspname AS schema, ct.relname AS "table", ci.relname AS name,
-       (ci.relpages::bigint * current_setting('block_size')::bigint) AS size_bytes,
-       ci.relname ~ '_cc(new|old)[0-9]*$' AS leftover,
-       i.indisexclusion AS exclusion,
-       ${canReindex(serverVersion, 'ct')} AS permitted,
-       (SELECT string_agg(format('%s (pid %s)', p.command, p.pid), ', ')
-          FROM pg_stat_progress_create_index p
-         WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND (p.relid = i.indrelid OR p.index_relid = i.indexrelid)) AS building
-  FROM pg_index i
-  JOIN pg_class ci ON ci.oid = i.indexrelid
-  JOIN pg_class ct ON ct.oid = i.indrelid
-  JOIN pg_namespace n ON n.oid = ci.relnamespace
- WHERE NOT i.indisvalid AND ci.relkind = 'i' AND ${userSchema('n.nspname')}
- ORDER BY n.nspname, ci.relname`;
-}
 
 interface InvalidRow {
   oid: string;
@@ -48,7 +28,12 @@ export async function planIndexes(session: MaintenanceSession, t: Thresholds): P
   const plan: IndexPlan = { indexes: [], skipped: [] };
   const drops: PlannedIndex[] = [];
   const invalid: PlannedIndex[] = [];
-  for (const r of await session.query<InvalidRow>(invalidIndexesSql(session.serverVersion))) {
+  for (const r of await session.query<InvalidRow>(
+    invalidIndexesSql({
+      permitted: canReindex(session.serverVersion, 'ct'),
+      schemas: userSchema('n.nspname'),
+    }),
+  )) {
     const base = { kind: 'index' as const, schema: r.schema, name: r.name };
     if (r.building) {
       plan.skipped.push({ ...base, why: `invalid, but being built right now by ${r.building}` });

@@ -17,7 +17,5 @@ export function canReindex(serverVersion: number, c = 'c'): string {
   return `pg_has_role(${c}.relowner, 'USAGE')`;
 }
 
-/** Schemas maintenance never touches: the catalogs, TOAST, and other sessions' temporary schemas. */
-export function userSchema(nspname: string): string {
-  return `${nspname} NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND ${nspname} !~ '^pg_(toast_)?temp_'`;
-}
+/** Schemas maintenance never touches (the catalogs, TOAST, temporary schemas): the metrics' too. */
+export { userSchema } from '../db/bloat-estimate.js';

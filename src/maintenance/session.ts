@@ -53,8 +53,10 @@ export class MaintenanceSession {
         );
         // once, for the session's life: after role and database settings, so they cannot lift them
         // (0, no limit, is sent too, which a connection option would leave out)
+        // jit off: the catalog estimates (src/db/bloat-estimate.ts) look up pg_stats row by row, which
+        // the planner costs high enough on a big schema to compile them, seconds for milliseconds of work
         await client.query(
-          `SET lock_timeout = ${Math.trunc(limits.lockTimeoutMs)}; SET statement_timeout = ${Math.trunc(limits.statementTimeoutMs)}`,
+          `SET lock_timeout = ${Math.trunc(limits.lockTimeoutMs)}; SET statement_timeout = ${Math.trunc(limits.statementTimeoutMs)}; SET jit = off`,
         );
         return new MaintenanceSession(database, Number(r.rows[0]!.v), r.rows[0]!.pid, pool, client);
       } catch (err) {

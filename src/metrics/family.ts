@@ -6,6 +6,10 @@
  */
 import type { Metric, Registry } from 'prom-client';
 
+/** Changes of every CachedFamily in this process: a scrape that sees the same count skips them all. */
+let changes = 0;
+export const familyChanges = (): number => changes;
+
 export interface Sample<L extends string = string> {
   labels: Partial<Record<L, string | number>>;
   value: number;
@@ -15,6 +19,8 @@ export class CachedFamily<L extends string = string> {
   readonly name: string;
   readonly help: string;
   readonly type: 'gauge' | 'counter' | 'untyped';
+  /** The label names its samples carry (what the reference-parity test compares). */
+  readonly labelNames: readonly L[];
   readonly aggregator = 'sum' as const;
   #samples: Sample<L>[] = [];
   /** Grows on every change: the exposition re-renders a family only when this moved. */
@@ -30,6 +36,7 @@ export class CachedFamily<L extends string = string> {
     this.name = opts.name;
     this.help = opts.help;
     this.type = opts.type;
+    this.labelNames = opts.labelNames ?? [];
     this.#registry = registry;
     registry.registerMetric(this as unknown as Metric);
   }
@@ -83,6 +90,7 @@ export class CachedFamily<L extends string = string> {
 
   #changed(): void {
     this.#version++;
+    changes++;
     renderSoon(this); // right after the poll, so a scrape finds it rendered
   }
 

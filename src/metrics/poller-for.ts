@@ -14,6 +14,7 @@ export function pollerFor(config: Config, registry: Registry, logger: Logger): P
     intervalMs: config.metrics.intervalMs,
     intervals: config.metrics.collectorIntervalsMs,
     databases: config.metrics.databases,
+    maxConnections: config.metrics.maxConnections,
     statementTimeoutMs: config.metrics.statementTimeoutMs,
     lockTimeoutMs: config.metrics.lockTimeoutMs,
   });

@@ -6,35 +6,23 @@
  *
  * Server-wide collectors poll the database of DATABASE_URL. Per-database collectors (table
  * statistics) poll each database of METRICS_DATABASES (or every database that allows connections,
- * for `*`), each over a one-connection pool of its own, one database after the other.
+ * for `*`) in rounds, a few databases at a time (database-rounds.ts). Every connection, whatever its
+ * database, comes out of one budget (METRICS_MAX_CONNECTIONS, see connection-budget.ts): sixty
+ * databases do not cost sixty connections. What each poll came to is booked in collector-health.ts.
  */
-import type pg from 'pg';
-import { Gauge, type Registry } from 'prom-client';
-import { DbPool, type PoolSettings } from '../db/pool.js';
-import { classify } from '../db/sqlstate.js';
+import type { Registry } from 'prom-client';
+import type { DbPool, PoolSettings } from '../db/pool.js';
 import { Service } from '../lifecycle/service.js';
 import type { Logger } from '../log/logger.js';
 import type { Collector } from './collector.js';
-import { errorMessage } from '../core/errors.js';
+import { describeTarget } from '../core/database-url.js';
+import { CollectorHealthBook, type CollectorHealth } from './collector-health.js';
+import { ConnectionBudget, type Lease } from './connection-budget.js';
+import { DatabasePools } from './database-pools.js';
+import { DatabaseRounds } from './database-rounds.js';
+import { EARLY_POLL_GAP_MS, PgUp } from './pg-up.js';
 
-/** What the status page shows of a collector: its last poll, and the last success and failure. */
-export interface CollectorHealth {
-  collector: string;
-  /** Whether its last poll succeeded; null before the first one finished. */
-  ok: boolean | null;
-  lastSuccessAt: string | null;
-  lastFailureAt: string | null;
-  /** Why the last failure failed (kind, SQLSTATE, the server's message), while it is failing. */
-  error: string | null;
-  durationSeconds: number | null;
-  intervalSeconds: number;
-}
-
-/** At most one round of early polls (for a change of pg_up) in this long. */
-const EARLY_POLL_GAP_MS = 5000;
-
-/** An error's message as one short line: a status page or a terminal shows it, never a stack. */
-const ERROR_TEXT_MAX = 300;
+export type { CollectorHealth } from './collector-health.js';
 
 export interface PollerOptions {
   db: PoolSettings;
@@ -48,12 +36,11 @@ export interface PollerOptions {
   lockTimeoutMs: number;
   /** Databases of the per-database collectors, or '*' for every database that allows connections. */
   databases?: readonly string[] | '*';
+  /** METRICS_MAX_CONNECTIONS: the connections of every database together (3 when unset). */
+  maxConnections?: number;
 }
 
-const DISCOVER_SQL = `
-  SELECT datname FROM pg_database
-   WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT')
-   ORDER BY datname`;
+const DEFAULT_MAX_CONNECTIONS = 3;
 
 export class Poller extends Service {
   readonly name = 'metrics-poller';
@@ -62,104 +49,68 @@ export class Poller extends Service {
   readonly #o: PollerOptions;
   readonly #log: Logger;
   readonly #main: string;
-  /** One-connection pools of the other databases the per-database collectors poll. */
-  readonly #dbPools = new Map<string, DbPool>();
-  #known: readonly string[] = [];
+  readonly #pools: DatabasePools;
+  readonly #budget: ConnectionBudget;
+  readonly #rounds: DatabaseRounds;
+  readonly #health: CollectorHealthBook;
+  readonly #up: PgUp;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #inFlight = new Set<Promise<void>>();
-  /** Undefined until the first attempt: the first answer is no change to react to. */
-  #upNow: boolean | undefined;
-  /** When the collectors last polled early for a change of pg_up, and the round waiting its turn. */
-  #earlyAt = 0;
-  #earlyTimer: NodeJS.Timeout | undefined;
-  /** Keys (collector, or collector@database) failing now: each failure is logged once, not per poll. */
-  readonly #failing = new Set<string>();
-  readonly #lastDuration = new Map<string, number>();
-  /** Per collector: the last poll's outcome and when each kind last happened, for the status page. */
-  readonly #health = new Map<string, { ok: boolean; success?: number; failure?: number }>();
-  /** Per failing key: why, kept while it fails (what the log said once). */
-  readonly #errors = new Map<string, string>();
   #serverVersionNum: number | undefined;
-  readonly #up: Gauge;
-  readonly #success: Gauge<'collector'>;
-  readonly #duration: Gauge<'collector'>;
-  readonly #lastSuccess: Gauge<'collector'>;
-  readonly #lastError: Gauge;
-  readonly #lastScrape: Gauge;
 
   constructor(o: PollerOptions) {
     super();
     this.#o = o;
     this.#log = o.logger.child({ component: 'metrics' });
-    this.pool = this.#newPool('metrics');
-    this.#main = this.pool.target.database;
-    const r = [o.registry];
-    this.#up = new Gauge({
-      name: 'pg_up',
-      help: 'Whether the last connection to the database succeeded (1) or not (0).',
-      registers: r,
+    const max = o.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    const { statementTimeoutMs, lockTimeoutMs } = o;
+    this.#pools = new DatabasePools({ db: o.db, logger: o.logger, max, statementTimeoutMs, lockTimeoutMs });
+    this.pool = this.#pools.main;
+    this.#main = this.#pools.mainDatabase;
+    // the families are made in the order /metrics lists them
+    this.#budget = new ConnectionBudget({
+      max,
+      main: this.#main,
+      open: (database) => this.#pools.of(database).connect(),
+      targetOf: (database) => describeTarget(this.#pools.of(database).target),
+      // the server-wide collectors come back every interval: a connection unused for two is not needed
+      idleMs: 2 * o.intervalMs,
+      capacityEveryMs: o.intervalMs,
+      registry: o.registry,
+      logger: o.logger,
     });
-    this.#success = new Gauge({
-      name: 'pg_scrape_collector_success',
-      help: 'Whether the collector succeeded in its last poll.',
-      labelNames: ['collector'],
-      registers: r,
+    this.#rounds = new DatabaseRounds({
+      databases: o.databases,
+      collectors: o.collectors,
+      budget: this.#budget,
+      pools: this.#pools,
+      registry: o.registry,
+      logger: this.#log,
+      lease: (database) => this.#lease(database),
+      forgotten: (database) => this.#health.forgetDatabase(database),
+      stopping: () => this.stopping,
     });
-    this.#duration = new Gauge({
-      name: 'pg_scrape_collector_duration_seconds',
-      help: 'Duration of the collector’s last poll.',
-      labelNames: ['collector'],
-      registers: r,
+    this.#up = new PgUp({
+      registry: o.registry,
+      running: () => this.running,
+      pollEarly: (up) => this.#pollEarly(up),
     });
-    this.#lastSuccess = new Gauge({
-      name: 'pgmaintd_collector_last_success_timestamp_seconds',
-      help: 'When the collector last succeeded (Unix seconds).',
-      labelNames: ['collector'],
-      registers: r,
-    });
-    this.#lastError = new Gauge({
-      name: 'pg_exporter_last_scrape_error',
-      help: 'Whether the last poll of any collector resulted in an error (1 for error, 0 for success).',
-      registers: r,
-    });
-    this.#lastScrape = new Gauge({
-      name: 'pg_exporter_last_scrape_duration_seconds',
-      help: 'Duration of the last poll of all collectors together (what one scrape of the reference exporter would cost).',
-      registers: r,
-    });
-    this.#up.set(0);
+    this.#health = new CollectorHealthBook(o.registry, this.#log);
   }
 
   /** Every pool the poller holds now (for pgmaintd_db_pool_clients). */
   pools(): DbPool[] {
-    return [this.pool, ...this.#dbPools.values()];
+    return this.#pools.all();
   }
 
   /** pg_up as it is now: whether the last connection attempt succeeded. */
   get up(): boolean {
-    return this.#upNow === true;
+    return this.#up.up;
   }
 
   /** Each collector's health as the poller last saw it (read from memory, for the status page). */
   collectorHealth(): CollectorHealth[] {
-    return this.#o.collectors.map((c) => {
-      const h = this.#health.get(c.name);
-      const errors = [...this.#errors].filter(([k]) => k === c.name || k.startsWith(`${c.name}@`));
-      return {
-        collector: c.name,
-        ok: h?.ok ?? null,
-        lastSuccessAt: h?.success === undefined ? null : new Date(h.success).toISOString(),
-        lastFailureAt: h?.failure === undefined ? null : new Date(h.failure).toISOString(),
-        error: errors.length
-          ? errors
-              .map(([, e]) => e)
-              .join('; ')
-              .slice(0, ERROR_TEXT_MAX)
-          : null,
-        durationSeconds: this.#lastDuration.get(c.name) ?? null,
-        intervalSeconds: this.intervalOf(c) / 1000,
-      };
-    });
+    return this.#health.report(this.#o.collectors, (c) => this.intervalOf(c));
   }
 
   /** How often `c` polls: METRICS_COLLECTOR_INTERVALS, else the collector's own, else METRICS_INTERVAL. */
@@ -172,12 +123,22 @@ export class Poller extends Service {
   }
 
   protected async onStop(): Promise<void> {
-    clearTimeout(this.#earlyTimer);
-    this.#earlyTimer = undefined;
+    this.#up.stop();
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     await Promise.allSettled([...this.#inFlight]);
+    await this.closeConnections();
+  }
+
+  /** Closes every connection and pool (stop() does; `status` polls once without starting). */
+  async closeConnections(): Promise<void> {
+    await this.#budget.close();
     await Promise.allSettled(this.pools().map((p) => p.stop()));
+  }
+
+  /** The connections the poller may hold now (METRICS_MAX_CONNECTIONS, or fewer near the server's limit). */
+  get connectionBudget(): number {
+    return this.#budget.limit;
   }
 
   /** Polls every collector once now (tests, and the first round at start). */
@@ -192,43 +153,15 @@ export class Poller extends Service {
    */
   reportConnection(ok: boolean): void {
     if (!this.running) return;
-    this.#setUp(ok);
+    this.#up.set(ok);
   }
 
-  /**
-   * pg_up: whether the last connection attempt (a poll's or the readiness probe's) succeeded. On a
-   * change, whichever attempt saw it first, the collectors poll early: when the database went away,
-   * so their series are dropped now rather than served until their next poll; when it is back, the
-   * ones that failed, so they recover now. Near a connection limit some attempts succeed and others
-   * are refused, so pg_up can flip at every attempt: the early polls come in at most one round per
-   * EARLY_POLL_GAP_MS, for the state as it is then, or they would add to the connections the server
-   * is short of.
-   */
-  #setUp(ok: boolean) {
-    const wasUp = this.#upNow;
-    this.#upNow = ok;
-    this.#up.set(ok ? 1 : 0);
-    if (ok === wasUp || wasUp === undefined || !this.running || this.#earlyTimer !== undefined) return;
-    const wait = this.#earlyAt + EARLY_POLL_GAP_MS - Date.now();
-    if (wait <= 0) this.#pollEarly();
-    else {
-      this.#earlyTimer = setTimeout(() => {
-        this.#earlyTimer = undefined;
-        this.#pollEarly();
-      }, wait);
-      this.#earlyTimer.unref(); // stop() clears it; it alone keeps nothing alive
-    }
-  }
-
-  #pollEarly() {
-    if (!this.running) return;
-    this.#earlyAt = Date.now();
-    const ok = this.#upNow === true;
+  /** pg_up changed (pg-up.ts): every collector polls early when it is down; when it is up, the failing ones. */
+  #pollEarly(up: boolean) {
     for (const c of this.#o.collectors) {
       // one that polls this often anyway would gain nothing
       if (this.intervalOf(c) <= EARLY_POLL_GAP_MS) continue;
-      const failing = [...this.#failing].some((k) => k === c.name || k.startsWith(`${c.name}@`));
-      if ((!ok || failing) && this.#timers.has(c.name)) {
+      if ((!up || this.#health.isFailing(c.name)) && this.#timers.has(c.name)) {
         clearTimeout(this.#timers.get(c.name));
         this.#schedule(c, 0);
       }
@@ -239,9 +172,13 @@ export class Poller extends Service {
     if (this.stopping) return;
     const timer = setTimeout(() => {
       this.#timers.delete(c.name); // a collector without a pending timer is polling now
+      const t0 = performance.now();
       const run = this.#run(c).finally(() => {
         this.#inFlight.delete(run);
-        this.#schedule(c, this.intervalOf(c));
+        // a per-database round starts one interval after the last one started (it stops starting
+        // databases when its interval is up), so each database is polled at least every two intervals
+        const spent = c.scope === 'database' ? performance.now() - t0 : 0;
+        this.#schedule(c, Math.max(0, this.intervalOf(c) - spent));
       });
       this.#inFlight.add(run);
     }, delayMs);
@@ -251,41 +188,31 @@ export class Poller extends Service {
 
   async #run(c: Collector): Promise<void> {
     const t0 = performance.now();
+    this.#health.pollStarted();
     try {
       const ok = c.scope === 'database' ? await this.#runPerDatabase(c) : await this.#attempt(c, this.#main);
-      this.#success.set({ collector: c.name }, ok ? 1 : 0);
-      if (ok) this.#lastSuccess.set({ collector: c.name }, Date.now() / 1000);
-      const h = this.#health.get(c.name) ?? { ok };
-      h.ok = ok;
-      if (ok) h.success = Date.now();
-      else h.failure = Date.now();
-      this.#health.set(c.name, h);
+      this.#health.pollEnded(c.name, ok);
     } finally {
-      const seconds = (performance.now() - t0) / 1000;
-      this.#duration.set({ collector: c.name }, seconds);
-      this.#lastDuration.set(c.name, seconds);
-      this.#lastError.set(this.#failing.size > 0 ? 1 : 0);
-      this.#lastScrape.set([...this.#lastDuration.values()].reduce((a, b) => a + b, 0));
+      this.#health.pollTook(c.name, (performance.now() - t0) / 1000);
     }
   }
 
-  /** A per-database collector succeeds when it succeeded in every database; a failed one's series are dropped. */
+  /**
+   * One round of a per-database collector (database-rounds.ts). It succeeds when it succeeded in
+   * every database it reached; when the databases cannot be listed, its series are dropped.
+   */
   async #runPerDatabase(c: Collector): Promise<boolean> {
+    const deadline = performance.now() + this.intervalOf(c);
     let databases: readonly string[];
     try {
-      databases = await this.#databases();
-      this.#succeeded(c.name, { collector: c.name });
+      databases = await this.#rounds.list();
+      this.#health.succeeded(c.name, { collector: c.name });
     } catch (err) {
       c.clear();
       this.#failed(c.name, err, { collector: c.name }, 'cannot list the databases to poll; series dropped');
       return false;
     }
-    let ok = true;
-    for (const database of databases) {
-      if (this.stopping) break;
-      ok = (await this.#attempt(c, database)) && ok;
-    }
-    return ok;
+    return this.#rounds.round(c, databases, deadline, (database) => this.#attempt(c, database));
   }
 
   /** One poll of one collector in one database; false (series dropped, failure logged once) on error. */
@@ -295,121 +222,53 @@ export class Poller extends Service {
     const fields: Record<string, string> = perDatabase
       ? { collector: c.name, database }
       : { collector: c.name };
-    let client: pg.PoolClient | undefined;
+    let lease: Lease | undefined;
     let failed = false;
     try {
-      client = await this.#connect(database);
+      lease = await this.#lease(database);
+      const client = lease.client;
       this.#serverVersionNum ??= Number(
         (await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
       );
       await c.collect({ client, database, serverVersionNum: this.#serverVersionNum, logger: this.#log });
-      this.#succeeded(key, fields);
+      this.#health.succeeded(key, fields);
       return true;
     } catch (err) {
       failed = true;
       c.clear(perDatabase ? database : undefined);
-      if (perDatabase && this.#o.databases === '*' && classify(err).code === '3D000') {
-        // dropped since it was discovered: gone, not failing
-        this.#forget([database]);
-        this.#known = this.#known.filter((d) => d !== database);
-        return true;
-      }
-      this.#failed(key, err, fields, 'collector failed; its series are dropped until it succeeds');
+      // dropped since it was discovered: gone, not failing
+      if (perDatabase && this.#rounds.dropped(database, err)) return true;
+      this.#failed(
+        key,
+        err,
+        fields,
+        perDatabase && this.#rounds.unreachableByName(database)
+          ? 'database is listed but not found by the name it reads back as (not valid UTF-8, in a SQL_ASCII cluster?); its series are dropped: rename it, or list the databases to poll in METRICS_DATABASES'
+          : 'collector failed; its series are dropped until it succeeds',
+      );
       return false;
     } finally {
-      client?.release(failed); // a connection that failed a poll is discarded, not reused
+      lease?.release(failed); // a connection that failed a poll is closed, not reused
     }
   }
 
-  #succeeded(key: string, fields: Record<string, string>) {
-    this.#errors.delete(key);
-    if (this.#failing.delete(key)) this.#log.info(fields, 'collector recovered');
-  }
-
-  /** A failure is logged once, when it starts: an outage is not an error storm. */
+  /** A failure is booked (and logged once, when it starts: an outage is not an error storm). */
   #failed(key: string, err: unknown, fields: Record<string, string>, message: string) {
-    const { kind, code } = classify(err);
+    const { kind } = this.#health.failed(key, err, fields, message);
+    // the server may be another one when it is back (restarted, upgraded): its version is read again
     if (kind === 'connection_lost' || kind === 'connection_refused') this.#serverVersionNum = undefined;
-    const where = fields.database === undefined ? '' : ` (database ${JSON.stringify(fields.database)})`;
-    this.#errors.set(key, `${kind}${code ? ` ${code}` : ''}${where}: ${oneLine(err)}`);
-    if (this.#failing.has(key)) return;
-    this.#failing.add(key);
-    this.#log.warn({ ...fields, kind, code, err: { message: errorMessage(err) } }, message);
   }
 
-  async #connect(database: string): Promise<pg.PoolClient> {
-    if (database !== this.#main) return this.#poolFor(database).connect();
+  /** A connection out of the budget; one to the main database also says whether pg_up holds. */
+  async #lease(database: string): Promise<Lease> {
+    if (database !== this.#main) return this.#budget.acquire(database);
     try {
-      const client = await this.pool.connect();
-      this.#setUp(true);
-      return client;
+      const lease = await this.#budget.acquire(database);
+      this.#up.set(true);
+      return lease;
     } catch (err) {
-      this.#setUp(false);
+      if (!this.stopping) this.#up.set(false);
       throw err;
     }
   }
-
-  /** The databases the per-database collectors poll now; with '*', discovered on each round. */
-  async #databases(): Promise<readonly string[]> {
-    const wanted = this.#o.databases ?? [this.#main];
-    if (wanted !== '*') return wanted;
-    const client = await this.#connect(this.#main);
-    let failed = false;
-    try {
-      const found = (await client.query<{ datname: string }>(DISCOVER_SQL)).rows.map((r) => r.datname);
-      this.#forget(this.#known.filter((d) => !found.includes(d)));
-      this.#known = found;
-      return found;
-    } catch (err) {
-      failed = true;
-      throw err;
-    } finally {
-      client.release(failed);
-    }
-  }
-
-  /** A database that is gone: its series and its pool go too. */
-  #forget(gone: string[]) {
-    for (const database of gone) {
-      for (const c of this.#o.collectors) if (c.scope === 'database') c.clear(database);
-      for (const key of [...this.#failing]) if (key.endsWith(`@${database}`)) this.#failing.delete(key);
-      for (const key of [...this.#errors.keys()]) if (key.endsWith(`@${database}`)) this.#errors.delete(key);
-      const pool = this.#dbPools.get(database);
-      this.#dbPools.delete(database);
-      void pool?.stop();
-      this.#log.info({ database }, 'database no longer listed; its per-database series are dropped');
-    }
-  }
-
-  #poolFor(database: string): DbPool {
-    let pool = this.#dbPools.get(database);
-    if (!pool) {
-      pool = this.#newPool(`metrics:${database}`, database);
-      this.#dbPools.set(database, pool);
-    }
-    return pool;
-  }
-
-  #newPool(name: string, database?: string): DbPool {
-    const o = this.#o;
-    return new DbPool(o.db, {
-      name,
-      ...(database ? { database } : {}),
-      logger: o.logger,
-      max: database ? 1 : 2,
-      min: 0,
-      acquireTimeoutMs: o.statementTimeoutMs,
-      statementTimeoutMs: o.statementTimeoutMs,
-      lockTimeoutMs: o.lockTimeoutMs,
-      queryTimeoutMs: o.statementTimeoutMs + 1000,
-      applicationName: 'pg-maintd',
-    });
-  }
-}
-
-/** An error as one line of bounded length (a server's message may span lines). */
-function oneLine(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\x00-\x1f\x7f]+/g, ' ').slice(0, ERROR_TEXT_MAX);
 }

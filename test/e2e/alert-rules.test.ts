@@ -230,6 +230,15 @@ describe('alert rules (deploy/prometheus)', () => {
     const literal = new Set(
       src.flatMap((s) => [...s.matchAll(/'((?:pg|pgmaintd)_[a-z0-9_]+)'/g)].map((m) => m[1]!)),
     );
+    // families built from a template (`pg_replication_slots_${name}`), expanded with the string
+    // literals of the same file: the column lists and the calls next to them
+    for (const s of src) {
+      const words = [...s.matchAll(/'([a-z0-9_]+)'/g)].map((m) => m[1]!);
+      for (const m of s.matchAll(/`((?:pg|pgmaintd)_[a-z0-9_]*)\$\{\w+\}([a-z0-9_]*)`/g)) {
+        if (m[1] === 'pg_settings_') continue; // PostgreSQL's settings: read from the server below
+        for (const w of words) literal.add(`${m[1]}${w}${m[2]}`);
+      }
+    }
     // pg_stat_database_<column>: the columns are listed in the stat_database collector
     const statDatabase = readFileSync(join(ROOT, 'src', 'metrics', 'collectors', 'database.ts'), 'utf8');
     // pg_settings_<name>: every bool, integer and real setting, named as the settings collector names it

@@ -28,7 +28,8 @@ describe('promtool check metrics on the live /metrics', () => {
         async () => (await fetch(`${d.base}/metrics`)).text(),
         (t) =>
           /^pg_stat_statements_calls_total\{/m.test(t) &&
-          /^pg_stat_user_tables_n_live_tup|^pg_settings_max_connections /m.test(t),
+          /^pg_stat_user_tables_n_live_tup|^pg_settings_max_connections /m.test(t) &&
+          /^pg_roles_connection_limit\{/m.test(t),
         15_000,
         200,
       );
@@ -39,6 +40,16 @@ describe('promtool check metrics on the live /metrics', () => {
         return !m || !/^(pg_|nodejs_)/.test(m[1]!);
       });
       expect(unexpected).toEqual([]);
+      // the families of the reference's other default collectors are in the live output too
+      for (const family of [
+        'pg_exporter_scrapes_total',
+        'pg_roles_connection_limit',
+        'pg_wal_segments',
+        'pg_stat_archiver_archived_count',
+        'pg_stat_database_conflicts_confl_snapshot',
+      ]) {
+        expect(text, family).toMatch(new RegExp(`^${family}(\\{| )`, 'm'));
+      }
       // every family has HELP text and a TYPE
       const types = [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]);
       const helps = new Set([...text.matchAll(/^# HELP (\S+) \S/gm)].map((m) => m[1]));

@@ -357,6 +357,25 @@ describe('a healthy cluster', () => {
     await cluster?.stop();
   });
 
+  it('counts METRICS_MAX_CONNECTIONS for the metrics, however many databases they poll', async () => {
+    await sql(cluster.url(), 'CREATE DATABASE metrics_one', 'CREATE DATABASE metrics_two');
+    try {
+      const all = finding(
+        await doctor(cluster.url(), { env: { METRICS_DATABASES: '*' } }),
+        'connections.pool',
+      );
+      // DB_POOL_MAX 5 + readiness 1 + metrics 3 + backup 3 + drill 3
+      expect(all.found).toMatch(/^pg-maintd opens up to 15 connections \(.*METRICS_MAX_CONNECTIONS 3/);
+      const more = finding(
+        await doctor(cluster.url(), { env: { METRICS_DATABASES: '*', METRICS_MAX_CONNECTIONS: '10' } }),
+        'connections.pool',
+      );
+      expect(more.found).toMatch(/^pg-maintd opens up to 22 connections \(.*METRICS_MAX_CONNECTIONS 10/);
+    } finally {
+      await sql(cluster.url(), 'DROP DATABASE metrics_one', 'DROP DATABASE metrics_two');
+    }
+  });
+
   it('--apply as a non-superuser cannot create pg_stat_statements (not a trusted extension)', async () => {
     const r = await doctor(cluster.url('postgres', LOW, LOW_PASSWORD), { apply: true });
     expect(r.apply!.applied).toEqual([]);

@@ -122,6 +122,7 @@ const BAD: Record<FieldName, string[]> = {
   METRICS_DATABASE_SIZE_INTERVAL: ['10ms', '2d', 'x'],
   METRICS_LOCK_WAIT_LOG_AFTER: ['-1s', '2d', 'x'],
   METRICS_TABLES_LIMIT: ['0', '100001', 'all'],
+  METRICS_MAX_CONNECTIONS: ['0', '101', '2.5', 'many'],
   METRICS_STATEMENTS_LIMIT: ['0', '10001', 'top'],
   METRICS_QUERY_TEXT: ['maybe'],
   METRICS_QUERY_TEXT_LENGTH: ['5', '10001', 'long'],

@@ -234,7 +234,7 @@ beforeAll(async () => {
 
 /** Metrics with a datname label (README "Database metrics"): their selectors must filter on $datname. */
 const HAS_DATNAME =
-  /^(pg_stat_database_|pg_stat_activity_|pg_stat_user_tables_|pg_stat_statements_(?!query_id$)|pg_locks_count$|pg_database_size_bytes$|pg_database_connection_limit$|pgmaintd_idle_in_transaction_max_seconds$|pgmaintd_blocked_sessions$|pgmaintd_lock_wait_max_seconds$)/;
+  /^(pg_stat_database_|pg_stat_activity_|pg_stat_user_tables_|pg_stat_statements_(?!query_id$)|pg_locks_count$|pg_database_size_bytes$|pg_database_connection_limit$|pgmaintd_idle_in_transaction_max_seconds$|pgmaintd_blocked_sessions$|pgmaintd_lock_wait_max_seconds$|pg_database_wraparound_|pg_bloat_|pg_general_index_info_|pgmaintd_invalid_index_info$|pgmaintd_wraparound_)/;
 /** pg-maintd's metrics with a database label (README "Backup metrics", "Maintenance"): filtered on $datname too. */
 const HAS_DATABASE =
   /^(pgmaintd_backup_(?!in_progress$)|pgmaintd_retention_deleted_total$|pgmaintd_maintenance_(?!runs_total$))/;
@@ -347,7 +347,7 @@ describe('the metric name check', () => {
   });
 
   it('knows the names the dashboards need, from every source', () => {
-    expect(resolve('pg_up')).toMatch(/^src\/metrics\/poller\.ts$/);
+    expect(resolve('pg_up')).toMatch(/^src\/metrics\/pg-up\.ts$/);
     expect(resolve('pg_stat_database_xact_commit')).toMatch(/^src\/metrics\/collectors\/database\.ts/);
     expect(resolve('pg_stat_user_tables_last_autovacuum')).toMatch(/^src\/metrics\/collectors\/tables\.ts/);
     expect(resolve('pg_stat_statements_seconds_total')).toMatch(/statements\.ts$/);

@@ -1,5 +1,5 @@
 /**
- * pg_stat_bgwriter_*_total as postgres_exporter's "bgwriter" collector exports them (counters, no
+ * pg_stat_bgwriter_*_total as postgres_exporter's "stat_bgwriter" collector exports them (counters, no
  * labels; times in milliseconds, stats_reset as Unix seconds). PostgreSQL 17 moved the checkpoint
  * columns to pg_stat_checkpointer and dropped buffers_backend*: from 17 the checkpoint figures are read
  * there, under the same names, so checkpoint panels keep working; buffers_backend* are absent.
@@ -50,7 +50,7 @@ const SQL_FROM_17 = `
     FROM pg_stat_bgwriter b, pg_stat_checkpointer c`;
 
 export class BgwriterCollector implements Collector {
-  readonly name = 'bgwriter';
+  readonly name = 'stat_bgwriter';
   readonly #families: Array<[string, CachedFamily]>;
 
   constructor(

@@ -1,13 +1,15 @@
 /**
  * Table statistics (the seed guide's getTableSizes, and autovacuum health): pg_stat_user_tables_*
  * with postgres_exporter's names and labels {datname, schemaname, relname}, bounded to the largest
- * `limit` tables of each database so the series stay few on a schema with thousands of tables.
+ * `limit` tables of each database (by the planner's estimate: see largest.ts) so the series stay few
+ * and the poll cheap on a schema with thousands of tables.
  * pg_stat_user_tables only shows the database a session is connected to, so this collector is
  * polled in each database of METRICS_DATABASES.
  */
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
+import { largestTables } from './largest.js';
 
 type Label = 'datname' | 'schemaname' | 'relname';
 const COLUMNS: Array<[column: string, type: 'gauge' | 'counter', help: string]> = [
@@ -46,14 +48,10 @@ const SQL = `
          vacuum_count, autovacuum_count, analyze_count, autoanalyze_count,
          seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan, coalesce(idx_tup_fetch, 0) AS idx_tup_fetch,
          n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del,
+         -- exact, for the tables chosen only (the size functions open the table and stat() its files)
          pg_table_size(relid) AS table_size_bytes, pg_indexes_size(relid) AS index_size_bytes
     FROM pg_stat_user_tables t
-   -- the size functions wait for a lock on the table: skip tables someone holds exclusively (a migration,
-   -- VACUUM FULL) rather than queue behind them; they are back on the next poll
-   WHERE NOT EXISTS (SELECT 1 FROM pg_locks l
-                      WHERE l.locktype = 'relation' AND l.relation = t.relid AND l.mode = 'AccessExclusiveLock')
-   ORDER BY pg_total_relation_size(relid) DESC
-   LIMIT $1`;
+   WHERE t.relid = ANY (${largestTables('$1')})`;
 
 type Row = Record<string, string>;
 
