@@ -9,7 +9,7 @@
 import type { Registry } from 'prom-client';
 import type { Collector, CollectorContext } from '../collector.js';
 import { CachedFamily } from '../family.js';
-import { largestTables } from './largest.js';
+import { RowsByDatabase, largestTables } from './largest.js';
 
 type Label = 'datname' | 'schemaname' | 'relname';
 const COLUMNS: Array<[column: string, type: 'gauge' | 'counter', help: string]> = [
@@ -60,7 +60,7 @@ export class TablesCollector implements Collector {
   readonly scope = 'database';
   readonly #families: Array<[string, CachedFamily<Label>]>;
   /** The last rows of each database polled; the families serve their union. */
-  readonly #rows = new Map<string, Row[]>();
+  readonly #rows = new RowsByDatabase<Row>();
 
   constructor(
     registry: Registry,
@@ -88,13 +88,12 @@ export class TablesCollector implements Collector {
   }
 
   clear(database?: string): void {
-    if (database === undefined) this.#rows.clear();
-    else this.#rows.delete(database);
+    this.#rows.clear(database);
     this.#publish();
   }
 
   #publish(): void {
-    const rows = [...this.#rows.values()].flat();
+    const rows = this.#rows.all();
     for (const [column, family] of this.#families) {
       family.replace(
         rows.map((row) => ({
