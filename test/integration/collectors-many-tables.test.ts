@@ -12,6 +12,7 @@ import { StatUserIndexesCollector } from '../../src/metrics/collectors/stat-user
 import { StatioTablesCollector } from '../../src/metrics/collectors/statio-tables.js';
 import { TablesCollector } from '../../src/metrics/collectors/tables.js';
 import { Poller } from '../../src/metrics/poller.js';
+import { waitFor } from '../support/daemon.js';
 import { startPrivateCluster } from '../support/postgres.js';
 
 const TABLES = 4000;
@@ -57,6 +58,18 @@ beforeAll(async () => {
     INSERT INTO unseen SELECT g, md5(g::text) FROM generate_series(1, 100000) g`);
   // the bloat estimate reads pg_stats, which shows a role the columns it may read
   await admin.query('GRANT SELECT ON ALL TABLES IN SCHEMA public TO monitor');
+  // a session's statistics reach the views when it flushes them (at most once a second, later on a
+  // busy machine): the polls must not run before the rows count
+  await waitFor(
+    () =>
+      admin.query<{ relname: string; n: string }>(
+        'SELECT relname, n_live_tup AS n FROM pg_stat_user_tables WHERE relname = ANY ($1::text[])',
+        [LARGE.map(([name]) => name)],
+      ),
+    (r) => LARGE.every(([name, rows]) => r.rows.some((x) => x.relname === name && Number(x.n) === rows)),
+    60_000,
+    200,
+  );
 }, 180_000);
 
 afterAll(async () => {
