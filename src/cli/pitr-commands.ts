@@ -78,7 +78,11 @@ function targetOf(opts: Record<string, unknown>): RestoreTarget {
         exitCode: EXIT.USAGE,
         hint: 'e.g. 2026-12-02T20:15:00Z or 2026-12-02 21:15:00+01:00',
       });
-    return { kind: 'time', time };
+    // a Date keeps milliseconds: the microseconds given go to recovery_target_time beside it
+    const micros = /:\d{2}\.\d{3}(\d{1,3})/.exec(opts.targetTime);
+    return micros
+      ? { kind: 'time', time, micros: Number(micros[1]!.padEnd(3, '0')) }
+      : { kind: 'time', time };
   }
   if (typeof opts.targetLsn === 'string') {
     const lsn = parseLsn(opts.targetLsn);

@@ -544,14 +544,14 @@ export const FIELDS = {
   PITR_DRILL_SCHEDULE: {
     schema: cronOrOff(),
     default: '0 5 * * 0',
-    doc: 'When the PITR drill runs, in SCHEDULE_TZ, while WAL_ARCHIVE is on: the newest base backup plus WAL is restored into a scratch directory to a recent time, started with the server binaries of PG_SERVER_BIN_DIR, and the newest heartbeat row found must lie within one PITR_HEARTBEAT_INTERVAL before the target. `off` disables it.',
+    doc: 'When the PITR drill runs, in SCHEDULE_TZ, while WAL_ARCHIVE is on: the newest base backup plus WAL is restored into a scratch directory to a recent time, started with the server binaries of PG_SERVER_BIN_DIR, to the microsecond before the newest heartbeat, and the heartbeat row found must be the one written before it; how far before the target it lies is recorded. `off` disables it.',
     allowed: 'a cron expression, or off',
     group: 'PITR',
   },
   PITR_HEARTBEAT_INTERVAL: {
     schema: duration(1000, 3_600_000),
     default: '5s',
-    doc: 'How often the leader writes a timestamped row into pgmaintd.pitr_heartbeat while WAL_ARCHIVE is on: the drill measures its precision against these rows, and they keep WAL moving on an idle server.',
+    doc: 'How often the leader writes a timestamped, numbered row into pgmaintd.pitr_heartbeat while WAL_ARCHIVE is on: the drill checks its restore against these rows, and they keep WAL moving on an idle server.',
     allowed: ms(1000, 3_600_000, '1 hour'),
     group: 'PITR',
   },

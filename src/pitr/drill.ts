@@ -1,9 +1,12 @@
 /**
  * The PITR drill: the newest base backup and the WAL after it restored into a scratch directory to a
  * recent time the stored WAL provably reaches, started on a free loopback port, and asked for the
- * newest heartbeat row (the archiver writes one every PITR_HEARTBEAT_INTERVAL). It passes when that
- * row lies within one interval (and a second) before the target: the store can bring the cluster
- * back to within seconds of a point, not just to some point. Its record goes to the store.
+ * newest heartbeat row (the archiver writes one every PITR_HEARTBEAT_INTERVAL, numbered). The target
+ * is one microsecond before the newest heartbeat on the server, whose time is later than the commit
+ * of the heartbeat numbered before it: the drill passes when the restored row is exactly that one.
+ * That proves the store brings the cluster back to the last commit before a point, not just to some
+ * point, however late a busy host wrote its heartbeats; how far before the target the row lies is
+ * measured and recorded. Its record goes to the store.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -60,13 +63,15 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
   const window = restoreWindow(listing, histories);
   // Recovery stops at the first commit after the target, and fails when the WAL ends before one: a
   // commit after the target must be in the store. The newest heartbeat on the server is such a
-  // commit, and it lies before the server's insert position read with it: the target is the whole
-  // second before that heartbeat, once the store holds WAL up to that position. (A target from the
-  // time the newest WAL object was stored is not enough: on a busy host that object can end seconds
-  // before it was stored, and no commit after the target would be there.)
+  // commit, and it lies before the server's insert position read with it: the target is the
+  // microsecond before that heartbeat's time, once the store holds WAL up to that position. (A target
+  // from the time the newest WAL object was stored is not enough: on a busy host that object can end
+  // seconds before it was stored, and no commit after the target would be there.)
   let target: Date | undefined;
+  let micros = 0;
+  let expectSeq: bigint | undefined;
   // a heartbeat that has stopped (no daemon writes it) anchors nothing: the rule below says so
-  if (anchor && base && now.getTime() - anchor.at.getTime() <= 3 * heartbeatMs + 10_000) {
+  if (anchor && base && now.getTime() - Number(anchor.atMicros / 1000n) <= 3 * heartbeatMs + 10_000) {
     const waitMs = 2 * deps.config.pitr.partialUploadIntervalMs + 30_000;
     if (
       await storeReaches(
@@ -76,9 +81,12 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
         waitMs,
         o.signal,
       )
-    )
-      target = new Date(Math.ceil(anchor.at.getTime() / 1000) * 1000 - 1000);
-    else
+    ) {
+      const us = anchor.atMicros - 1n;
+      target = new Date(Number(us / 1000n));
+      micros = Number(us % 1000n);
+      expectSeq = anchor.seq !== undefined && anchor.seq > 0n ? anchor.seq - 1n : undefined;
+    } else
       log.info(
         { lsn: formatLsn(anchor.lsn), waitedSeconds: waitMs / 1000 },
         'the store does not hold the WAL of the newest heartbeat yet: the target is taken from when the newest WAL object was stored',
@@ -92,6 +100,7 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
   let result: PitrDrillRecord['result'] = 'inconclusive';
   let reason: string | undefined;
   let newest: Date | undefined;
+  let behindMicros = 0n;
   let fetched = 0;
   if (!base) reason = 'no base backup with the WAL it needs';
   else if (target.getTime() < base.base.consistentAt.getTime())
@@ -102,18 +111,18 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
       const r = await restorePitr(deps, {
         dataDir: dir,
         sysid,
-        target: { kind: 'time', time: target },
+        target: { kind: 'time', time: target, micros },
         start: true,
         signal: o.signal,
         job: 'pitr-drill',
       });
       fetched = r.prefetched;
       let c: Awaited<ReturnType<NonNullable<typeof r.server>['connect']>> | undefined;
+      let found: Recovered | undefined;
       try {
         c = await r.server!.connect();
-        const q = await c.query<{ at: Date | null }>('SELECT max(at) AS at FROM pgmaintd.pitr_heartbeat');
-        newest = q.rows[0]?.at ?? undefined;
-        if (!newest) reason = 'the heartbeat table is empty at the target';
+        found = await recoveredHeartbeat(c);
+        if (!found) reason = 'the heartbeat table is empty at the target';
       } catch (err) {
         reason =
           (err as { code?: string }).code === '42P01'
@@ -123,15 +132,16 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
         await c?.end().catch(() => undefined);
         await r.server!.stop('immediate');
       }
-      if (newest) {
-        const behind = target.getTime() - newest.getTime();
-        if (behind < 0) {
-          result = 'failed';
-          reason = `a heartbeat after the target (${newest.toISOString()}) was recovered: recovery went past it`;
-        } else if (behind > heartbeatMs + 1000) {
-          result = 'failed';
-          reason = `the newest heartbeat recovered is ${(behind / 1000).toFixed(1)} s before the target, more than one PITR_HEARTBEAT_INTERVAL`;
-        } else result = 'ok';
+      if (found) {
+        newest = new Date(Number(found.atMicros / 1000n));
+        const targetMicros = BigInt(target.getTime()) * 1000n + BigInt(micros);
+        behindMicros = targetMicros - found.atMicros;
+        ({ result, reason } = judge(behindMicros, found.seq, expectSeq, heartbeatMs));
+        if (result === 'ok' && behindMicros > BigInt(heartbeatMs + 1000) * 1000n)
+          log.info(
+            { behindSeconds: Number(behindMicros) / 1e6, heartbeatIntervalSeconds: heartbeatMs / 1000 },
+            'the heartbeats around the target were written further apart than PITR_HEARTBEAT_INTERVAL (a busy host or database); the restore itself was exact',
+          );
       }
     } catch (err) {
       if (o.signal.aborted) throw err;
@@ -160,7 +170,7 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
     ...(newest
       ? {
           newestHeartbeat: newest.toISOString(),
-          precisionSeconds: (target.getTime() - newest.getTime()) / 1000,
+          precisionSeconds: Number(behindMicros) / 1e6,
         }
       : {}),
     heartbeatIntervalSeconds: heartbeatMs / 1000,
@@ -190,25 +200,85 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
 }
 
 interface Anchor {
-  /** The newest heartbeat's time, and the insert position read with it (after its commit). */
-  at: Date;
+  /** The newest heartbeat's time in microseconds since 1970, its number (none in an older table),
+   * and the insert position read with it (after its commit). */
+  atMicros: bigint;
+  seq: bigint | undefined;
   lsn: bigint;
 }
+
+interface Recovered {
+  atMicros: bigint;
+  seq: bigint | undefined;
+}
+
+// the time to the microsecond, exactly on every version (extract's float8 before 14 would round)
+const MICROS_SQL = (col: string) =>
+  `(pg_catalog.date_part('epoch', pg_catalog.date_trunc('second', ${col}))::bigint * 1000000
+    + pg_catalog.date_part('microseconds', ${col})::bigint % 1000000)::text`;
+
+// to_jsonb(h): a table made before the sequence number existed has no seq, and that is no error
+const HEARTBEAT_SQL = `SELECT ${MICROS_SQL('h.at')} AS at, (pg_catalog.to_jsonb(h) ->> 'seq') AS seq
+                         FROM ${HEARTBEAT_TABLE} h WHERE h.id = 1`;
 
 /** Undefined where there is no heartbeat (yet) or no insert position (a standby): the old rule. */
 async function heartbeatAnchor(pool: DbPool): Promise<Anchor | undefined> {
   try {
-    const r = await pool.query<{ at: Date | null; lsn: string }>(
-      `SELECT (SELECT at FROM ${HEARTBEAT_TABLE} WHERE id = 1) AS at,
-              pg_catalog.pg_current_wal_insert_lsn()::text AS lsn`,
+    const r = await pool.query<{ at: string | null; seq: string | null; lsn: string }>(
+      `SELECT hb.at, hb.seq, pg_catalog.pg_current_wal_insert_lsn()::text AS lsn
+         FROM (SELECT 1) one LEFT JOIN (${HEARTBEAT_SQL}) hb ON true`,
     );
     const row = r.rows[0];
     const lsn = parseLsn(row?.lsn ?? '');
     if (!row?.at || lsn === undefined) return undefined;
-    return { at: row.at, lsn };
+    return { atMicros: BigInt(row.at), seq: bigintOrUndefined(row.seq), lsn };
   } catch {
     return undefined;
   }
+}
+
+async function recoveredHeartbeat(c: { query: DbPool['query'] }): Promise<Recovered | undefined> {
+  const r = await c.query<{ at: string; seq: string | null }>(HEARTBEAT_SQL);
+  const row = r.rows[0];
+  return row ? { atMicros: BigInt(row.at), seq: bigintOrUndefined(row.seq) } : undefined;
+}
+
+function bigintOrUndefined(text: string | null | undefined): bigint | undefined {
+  return text && /^-?\d{1,19}$/.test(text) ? BigInt(text) : undefined;
+}
+
+/**
+ * Ok when the restored heartbeat is at or before the target and is the one numbered just before the
+ * anchor. Without numbers (an older table, or no anchor) it must lie within one interval and a second
+ * before the target, as measured.
+ */
+export function judge(
+  behindMicros: bigint,
+  seq: bigint | undefined,
+  expectSeq: bigint | undefined,
+  heartbeatMs: number,
+): { result: PitrDrillRecord['result']; reason: string | undefined } {
+  if (behindMicros < 0n)
+    return {
+      result: 'failed',
+      reason: `a heartbeat ${(Number(-behindMicros) / 1e6).toFixed(6)} s after the target was recovered: recovery went past it`,
+    };
+  if (expectSeq !== undefined && seq !== undefined) {
+    if (seq === expectSeq) return { result: 'ok', reason: undefined };
+    return {
+      result: 'failed',
+      reason:
+        seq > expectSeq
+          ? `heartbeat number ${seq} was recovered, but the target lies before heartbeat ${expectSeq + 1n}: recovery went past it`
+          : `heartbeat number ${seq} was recovered, but heartbeat ${expectSeq} committed before the target: recovery stopped ${expectSeq - seq} heartbeat(s) short of it`,
+    };
+  }
+  if (behindMicros > BigInt(heartbeatMs + 1000) * 1000n)
+    return {
+      result: 'failed',
+      reason: `the newest heartbeat recovered is ${(Number(behindMicros) / 1e6).toFixed(1)} s before the target, more than one PITR_HEARTBEAT_INTERVAL`,
+    };
+  return { result: 'ok', reason: undefined };
 }
 
 /** Whether the stored WAL reaches `lsn` within `waitMs` (archiving runs meanwhile). */
@@ -219,10 +289,14 @@ async function storeReaches(
   waitMs: number,
   signal: AbortSignal,
 ): Promise<boolean> {
+  // right after a segment switch the insert position is past the next segment's long page header
+  // (40 bytes) though nothing is written there yet: the end of the segment before is enough then
+  const offset = lsn % BigInt(segmentBytes);
+  const need = offset <= 40n ? lsn - offset : lsn;
   const until = performance.now() + waitMs;
   for (;;) {
     const { end } = await readStoredPosition(ws, segmentBytes);
-    if (end !== undefined && end >= lsn) return true;
+    if (end !== undefined && end >= need) return true;
     if (performance.now() > until || signal.aborted) return false;
     await sleep(1000, signal).catch(() => undefined);
   }

@@ -1,8 +1,9 @@
 /**
  * The PITR heartbeat: while this replica leads, one row of pgmaintd.pitr_heartbeat is set to the
- * server's clock_timestamp() every PITR_HEARTBEAT_INTERVAL. A drill restores to a time and reads the
- * newest heartbeat it finds to measure how close it came; the writes also keep WAL moving on an idle
- * server. The table lives in the schema the leases made sure only pg-maintd's role controls, and is
+ * server's clock_timestamp() every PITR_HEARTBEAT_INTERVAL, and its sequence number goes up by one. A
+ * drill restores to just before one heartbeat and checks that the row it finds is the one before it
+ * (by number, so a writer that ran late on a busy host cannot fail a good restore) and how far before
+ * the target it lies; the writes also keep WAL moving on an idle server. The table lives in the schema the leases made sure only pg-maintd's role controls, and is
  * used only when it is a plain table owned by that role (or a superuser). Once a minute a named
  * restore point is added where the role may (superuser, or EXECUTE granted): a permission error
  * is said once and the restore points stop.
@@ -20,20 +21,28 @@ const RESTORE_POINT_MS = 60_000;
 const CREATE_SQL = `
   CREATE TABLE IF NOT EXISTS ${HEARTBEAT_TABLE} (
     id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    at timestamptz NOT NULL
+    at timestamptz NOT NULL,
+    seq bigint NOT NULL DEFAULT 0
   )`;
+
+// a table made before the sequence number existed gains it (its owner is pg-maintd's role, checked first)
+const SEQ_SQL = `ALTER TABLE ${HEARTBEAT_TABLE} ADD COLUMN IF NOT EXISTS seq bigint NOT NULL DEFAULT 0`;
 
 const OWNER_SQL = `
   SELECT c.relkind::text AS kind,
          pg_catalog.pg_get_userbyid(c.relowner) AS owner,
          (c.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)
-          OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = c.relowner)) AS ok
+          OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = c.relowner)) AS ok,
+         EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attname = 'seq' AND NOT a.attisdropped) AS seq
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname = '${LEASE_SCHEMA}' AND c.relname = 'pitr_heartbeat'`;
 
+// SET's clock_timestamp() is read once the row is locked, after the previous heartbeat committed:
+// each heartbeat's time is later than the commit of the one numbered before it, whoever wrote that
 const BEAT_SQL = `
-  INSERT INTO ${HEARTBEAT_TABLE} AS h (id, at) VALUES (1, pg_catalog.clock_timestamp())
-  ON CONFLICT (id) DO UPDATE SET at = excluded.at
+  INSERT INTO ${HEARTBEAT_TABLE} AS h (id, at, seq) VALUES (1, pg_catalog.clock_timestamp(), 1)
+  ON CONFLICT (id) DO UPDATE SET at = pg_catalog.clock_timestamp(), seq = h.seq + 1
   RETURNING pg_catalog.date_part('epoch', h.at)::float8 AS at`;
 
 export interface HeartbeatOptions {
@@ -98,7 +107,7 @@ export class Heartbeat {
   }
 
   async #ensureTable(): Promise<void> {
-    let r = await this.o.pool.query<{ kind: string; owner: string; ok: boolean }>(OWNER_SQL);
+    let r = await this.o.pool.query<{ kind: string; owner: string; ok: boolean; seq: boolean }>(OWNER_SQL);
     if (!r.rows[0]) {
       try {
         await this.o.pool.query(CREATE_SQL);
@@ -113,6 +122,7 @@ export class Heartbeat {
       throw new Error(
         `${HEARTBEAT_TABLE} is ${row ? (row.kind !== 'r' ? `not a table (relkind ${row.kind})` : `owned by ${row.owner}, not by pg-maintd's role`) : 'missing'}: a DBA checks what it is and drops it (pg-maintd makes it again)`,
       );
+    if (!row.seq) await this.o.pool.query(SEQ_SQL);
     this.#ready = true;
   }
 

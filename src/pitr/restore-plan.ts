@@ -18,7 +18,8 @@ import type { TimelineSwitch } from './wal-name.js';
 import { formatLsn, parseLsn } from './wal-name.js';
 
 export type RestoreTarget =
-  | { kind: 'time'; time: Date }
+  /** `micros`: the microseconds (0–999) past `time`'s millisecond, which a Date cannot hold. */
+  | { kind: 'time'; time: Date; micros?: number }
   | { kind: 'lsn'; lsn: bigint }
   | { kind: 'name'; name: string }
   | { kind: 'latest' };

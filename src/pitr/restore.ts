@@ -359,6 +359,18 @@ async function verifyBackup(path: string, dataDir: string, signal: AbortSignal):
 
 const SAFE_PATH = /^[A-Za-z0-9_./+-]+$/;
 
+/**
+ * PostgreSQL's recovery_target_time check refuses the ISO "T...Z" form: "YYYY-MM-DD hh:mm:ss.ssssss+00",
+ * to the microsecond PostgreSQL keeps (a Date holds milliseconds; `micros` the rest).
+ */
+export function recoveryTime(time: Date, micros = 0): string {
+  const us = Math.min(999, Math.max(0, Math.trunc(micros)));
+  return time
+    .toISOString()
+    .replace('T', ' ')
+    .replace('Z', `${String(us).padStart(3, '0')}+00`);
+}
+
 /** restore_command and the recovery target in postgresql.auto.conf, recovery.signal, and wal-fetch's settings. */
 async function writeRecoverySettings(
   config: Config,
@@ -398,11 +410,8 @@ async function writeRecoverySettings(
     // a restored copy must not archive into the store of the cluster it was restored from
     "archive_mode = 'off'",
   ];
-  // PostgreSQL's recovery_target_time check refuses the ISO "T...Z" form: "YYYY-MM-DD hh:mm:ss.sss+00"
   if (target.kind === 'time')
-    lines.push(
-      `recovery_target_time = ${q(target.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`,
-    );
+    lines.push(`recovery_target_time = ${q(recoveryTime(target.time, target.micros))}`);
   if (target.kind === 'lsn') lines.push(`recovery_target_lsn = ${q(formatLsn(target.lsn))}`);
   if (target.kind === 'name') lines.push(`recovery_target_name = ${q(target.name)}`);
   if (target.kind !== 'latest') lines.push(`recovery_target_action = ${q(pause ? 'pause' : 'promote')}`);
