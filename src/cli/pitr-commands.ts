@@ -78,7 +78,13 @@ function targetOf(opts: Record<string, unknown>): RestoreTarget {
         exitCode: EXIT.USAGE,
         hint: 'e.g. 2026-12-02T20:15:00Z or 2026-12-02 21:15:00+01:00',
       });
-    // a Date keeps milliseconds: the microseconds given go to recovery_target_time beside it
+    // a Date keeps milliseconds: the microseconds given go to recovery_target_time beside it. More
+    // digits PostgreSQL would round, perhaps into the next second: refused rather than guessed
+    if (/:\d{2}\.\d{7,}/.test(opts.targetTime))
+      throw new OperatorError(`--target-time ${JSON.stringify(opts.targetTime)} has more than 6 decimals`, {
+        exitCode: EXIT.USAGE,
+        hint: 'PostgreSQL keeps time to the microsecond: give at most 6 digits after the seconds',
+      });
     const micros = /:\d{2}\.\d{3}(\d{1,3})/.exec(opts.targetTime);
     return micros
       ? { kind: 'time', time, micros: Number(micros[1]!.padEnd(3, '0')) }

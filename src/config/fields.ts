@@ -544,7 +544,7 @@ export const FIELDS = {
   PITR_DRILL_SCHEDULE: {
     schema: cronOrOff(),
     default: '0 5 * * 0',
-    doc: 'When the PITR drill runs, in SCHEDULE_TZ, while WAL_ARCHIVE is on: the newest base backup plus WAL is restored into a scratch directory to a recent time, started with the server binaries of PG_SERVER_BIN_DIR, to the microsecond before the newest heartbeat, and the heartbeat row found must be the one written before it; how far before the target it lies is recorded. `off` disables it.',
+    doc: 'When the PITR drill runs, in SCHEDULE_TZ, while WAL_ARCHIVE is on: the newest base backup plus WAL is restored into a scratch directory to a recent time, started with the server binaries of PG_SERVER_BIN_DIR, to the microsecond before the newest heartbeat, and the heartbeat row found must be the one numbered before it; how far before the target it lies is recorded. Where no numbered heartbeat anchors the target (archiving lags, an older writer), the row must lie within one PITR_HEARTBEAT_INTERVAL and a second before a target taken from the store. `off` disables it.',
     allowed: 'a cron expression, or off',
     group: 'PITR',
   },

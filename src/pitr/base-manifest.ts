@@ -77,8 +77,18 @@ export const PitrDrillRecordSchema = z
     baseBackupKey: z.string().min(1).max(1024),
     result: z.enum(['ok', 'failed', 'inconclusive']),
     reason: line(2000).optional(),
-    /** The recovery target the drill asked for. */
+    /** The recovery target the drill asked for, and as written to recovery_target_time (microseconds). */
     target: isoDate,
+    recoveryTargetTime: line(40).optional(),
+    /** The number of the heartbeat the recovered cluster held, and of the one it had to hold. */
+    heartbeatNumber: z
+      .string()
+      .regex(/^\d{1,20}$/)
+      .optional(),
+    expectedHeartbeatNumber: z
+      .string()
+      .regex(/^\d{1,20}$/)
+      .optional(),
     /** The newest heartbeat the recovered cluster held, and how far before the target it was. */
     newestHeartbeat: isoDate.optional(),
     precisionSeconds: z.number().min(-1e9).max(1e9).optional(),

@@ -20,7 +20,7 @@ import { LEASE_SESSION } from '../db/lease.js';
 import { parsePitrDrillRecord, type PitrDrillRecord } from './base-manifest.js';
 import type { PitrMetrics } from './metrics.js';
 import { listPitr, loadHistories } from './pitr-catalog.js';
-import { restorePitr, type PitrDeps } from './restore.js';
+import { recoveryTime, restorePitr, type PitrDeps } from './restore.js';
 import { restoreWindow, usableBases } from './restore-plan.js';
 import { drillKey } from './store-keys.js';
 import { HEARTBEAT_TABLE } from './heartbeat.js';
@@ -101,6 +101,7 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
   let reason: string | undefined;
   let newest: Date | undefined;
   let behindMicros = 0n;
+  let foundSeq: bigint | undefined;
   let fetched = 0;
   if (!base) reason = 'no base backup with the WAL it needs';
   else if (target.getTime() < base.base.consistentAt.getTime())
@@ -134,6 +135,7 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
       }
       if (found) {
         newest = new Date(Number(found.atMicros / 1000n));
+        foundSeq = found.seq;
         const targetMicros = BigInt(target.getTime()) * 1000n + BigInt(micros);
         behindMicros = targetMicros - found.atMicros;
         ({ result, reason } = judge(behindMicros, found.seq, expectSeq, heartbeatMs));
@@ -167,6 +169,9 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
     result,
     ...(reason ? { reason: oneLine(reason) } : {}),
     target: target.toISOString(),
+    ...(base ? { recoveryTargetTime: recoveryTime(target, micros) } : {}),
+    ...(foundSeq !== undefined ? { heartbeatNumber: foundSeq.toString() } : {}),
+    ...(expectSeq !== undefined ? { expectedHeartbeatNumber: expectSeq.toString() } : {}),
     ...(newest
       ? {
           newestHeartbeat: newest.toISOString(),
@@ -217,8 +222,12 @@ const MICROS_SQL = (col: string) =>
   `(pg_catalog.date_part('epoch', pg_catalog.date_trunc('second', ${col}))::bigint * 1000000
     + pg_catalog.date_part('microseconds', ${col})::bigint % 1000000)::text`;
 
-// to_jsonb(h): a table made before the sequence number existed has no seq, and that is no error
-const HEARTBEAT_SQL = `SELECT ${MICROS_SQL('h.at')} AS at, (pg_catalog.to_jsonb(h) ->> 'seq') AS seq
+// The number counts only where the heartbeat writer set it with the time (seq_at = at): not in a
+// row an older writer, or anyone else, updated without numbering it. to_jsonb(h): a table from
+// before the numbers has neither column, and that is no error.
+const HEARTBEAT_SQL = `SELECT ${MICROS_SQL('h.at')} AS at,
+                              CASE WHEN pg_catalog.to_jsonb(h) ->> 'seq_at' = pg_catalog.to_jsonb(h) ->> 'at'
+                                   THEN pg_catalog.to_jsonb(h) ->> 'seq' END AS seq
                          FROM ${HEARTBEAT_TABLE} h WHERE h.id = 1`;
 
 /** Undefined where there is no heartbeat (yet) or no insert position (a standby): the old rule. */

@@ -251,6 +251,51 @@ describe('restore', () => {
     expect(late.out).toMatch(/after the newest stored WAL: restorable: from \d{4}-.* to about/);
   });
 
+  it('refuses a --target-time without a zone, or finer than the microsecond PostgreSQL keeps, before writing anything', async () => {
+    for (const [time, said] of [
+      ['2026-12-02 21:15:00', /is not a time with a zone/],
+      ['2026-12-02T21:15:00.1234567Z', /has more than 6 decimals/],
+    ] as const) {
+      const dir = tempPath('pitr-badtime-');
+      const r = await runCli(['pitr', 'restore', '--data-dir', dir, '--target-time', time], env);
+      expect(r.code, r.out).toBe(64);
+      expect(r.out).toMatch(said);
+      expect(r.out).not.toMatch(/\n\s+at /);
+      expect(existsSync(dir)).toBe(false);
+    }
+  });
+
+  it('writes a --target-time given to the microsecond as it is, and stops there', async () => {
+    const micros = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
+    await q('INSERT INTO ticks SELECT clock_timestamp() FROM generate_series(1, 3)');
+    const [{ last, row }] = (await q<{ last: string; row: string }>(
+      `SELECT to_char(max(at) AT TIME ZONE 'UTC', ${micros}) AS last,
+              to_char(clock_timestamp() AT TIME ZONE 'UTC', ${micros}) AS row FROM ticks`,
+    )) as [{ last: string; row: string }];
+    // the target, read after the insert committed, lies between its commit and the next one's
+    await q('INSERT INTO ticks SELECT clock_timestamp() FROM generate_series(1, 3)');
+    await archiveNow();
+    const dir = tempPath('pitr-micros-');
+    const r = await runCli(['pitr', 'restore', '--data-dir', dir, '--target-time', row, '--start'], env);
+    try {
+      expect(r.code, r.out).toBe(0);
+      const auto = readFileSync(join(dir, 'postgresql.auto.conf'), 'utf8');
+      expect(auto).toContain(`recovery_target_time = '${row.replace('T', ' ').replace('Z', '+00')}'`);
+      const newest = await onRestored(
+        portOf(r.out),
+        async (c) =>
+          (
+            await c.query<{ t: string }>(
+              `SELECT to_char(max(at) AT TIME ZONE 'UTC', ${micros}) AS t FROM ticks`,
+            )
+          ).rows[0]!.t,
+      );
+      expect(newest).toBe(last);
+    } finally {
+      stopRestored(dir);
+    }
+  }, 240_000);
+
   it('stops on SIGTERM: the server and tar are stopped, the directory marked incomplete, exit 143', async () => {
     const dir = tempPath('pitr-sigterm-');
     const cli = spawnCli(['pitr', 'restore', '--data-dir', dir, '--latest', '--start'], env);
@@ -409,9 +454,14 @@ describe('pitr list, verify and the drill', () => {
       target: string;
       newestHeartbeat: string;
       precisionSeconds: number;
+      recoveryTargetTime: string;
+      heartbeatNumber: string;
+      expectedHeartbeatNumber: string;
       key: string;
     };
     expect(rec.result, cli.output()).toBe('ok');
+    expect([rec.heartbeatNumber, rec.expectedHeartbeatNumber]).toEqual(['3', '3']);
+    expect(rec.recoveryTargetTime).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\+00$/);
     const [before, last] = beats.slice(-2) as [number, number];
     // the target is the microsecond before the last heartbeat; the row found is the one before it
     expect(Math.abs(Date.parse(rec.target) / 1000 - last), cli.output()).toBeLessThan(0.002);
