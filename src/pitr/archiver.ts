@@ -159,6 +159,21 @@ export class WalArchiver extends Service {
         segmentBytes,
       };
       this.uploader!.start();
+    } else if (this.#stream && this.#target) {
+      // DATABASE_URL_FILE may come to name another cluster (not a failover: a standby shares the
+      // primary's identifier): its WAL must never go under this one's prefix, nor into its chain
+      const sysid = await systemIdentifier(this.#pool);
+      if (sysid !== this.#target.ws.sysid) {
+        this.#sayOnce(
+          `cluster ${sysid}`,
+          'error',
+          `WAL archiving stopped: DATABASE_URL now names another cluster (system identifier ${sysid}, archiving ${this.#target.ws.sysid})`,
+          {
+            fix: 'point DATABASE_URL back at the cluster being archived, or restart pg-maintd to archive the new one (it then takes a new base backup)',
+          },
+        );
+        return;
+      }
     }
     if (facts.standby) {
       this.#sayOnce('standby', 'info', 'WAL archiving waits: the database of DATABASE_URL is a standby', {

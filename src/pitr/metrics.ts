@@ -18,6 +18,7 @@ export class PitrMetrics {
   readonly uploaded: Counter<'kind'>;
   readonly uploadedBytes: Counter<'kind'>;
   readonly uploadFailures: Counter;
+  readonly spoolRejected: Counter;
   readonly lastUpload: Gauge;
   readonly spoolBytes: Gauge;
   readonly spoolFiles: Gauge;
@@ -84,6 +85,10 @@ export class PitrMetrics {
     this.uploadFailures = counter(
       'pgmaintd_wal_upload_failures_total',
       'Failed WAL uploads (retried; nothing is removed from the spool until stored).',
+    );
+    this.spoolRejected = counter(
+      'pgmaintd_wal_spool_rejected_files_total',
+      "Files in WAL_SPOOL_DIR that were not this cluster's WAL (another cluster's, or renamed), moved to its rejected/ folder and never stored.",
     );
     this.lastUpload = gauge(
       'pgmaintd_wal_last_upload_timestamp_seconds',

@@ -6,15 +6,18 @@
  * WAL_PARTIAL_UPLOAD_INTERVAL when it holds more WAL than the copy stored last; it is read while
  * pg_receivewal writes it, which is fine: what it holds is measured from the bytes read.
  * A store that fails is retried with backoff and nothing leaves the spool meanwhile: it grows.
+ * A segment whose first page says it is another cluster's, or another segment's, is never stored:
+ * it is moved to the spool's `rejected/` folder and said (a spool reused from another cluster).
  */
-import { constants } from 'node:fs';
-import { open, readdir, stat, statfs, unlink } from 'node:fs/promises';
+import { readdir, stat, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.js';
 import { errorMessage } from '../core/errors.js';
 import type { PitrMetrics, WalUploadKind } from './metrics.js';
 import { writtenBytes } from './pg-control.js';
 import { putPartial, putWalFile, WalConflictError, type WalStore } from './wal-object.js';
+import { fsyncDir, MAX_HISTORY_BYTES, moveAside, readSpoolFile, readSpoolHead } from './spool-files.js';
+import { foreignSegment, LONG_PAGE_HEADER_BYTES } from './wal-header.js';
 import { parseWalFileName, segmentStart, type WalFileName } from './wal-name.js';
 
 const PARTIAL_RE = /^([0-9A-F]{24})\.partial$/;
@@ -52,6 +55,7 @@ export class SpoolUploader {
   /** Bytes of WAL of the newest stored copy of each partial segment. */
   readonly #partialStored = new Map<string, number>();
   #waiting = 0;
+  #swept = false;
   #ticking: Promise<void> | undefined;
 
   constructor(private readonly o: SpoolUploaderOptions) {}
@@ -117,6 +121,7 @@ export class SpoolUploader {
       const content = await readSpoolFile(path, t.segmentBytes);
       const valid = writtenBytes(content);
       const file = parseWalFileName(m[1]!, t.segmentBytes);
+      if (file?.kind === 'segment' && (await this.#rejected(name, content, file, t))) continue;
       if (valid > 0 && file?.kind === 'segment') {
         const r = await putPartial({ ...t.ws, segmentBytes: t.segmentBytes }, m[1]!, content, valid);
         this.#count('partial', r.compressedBytes);
@@ -126,6 +131,65 @@ export class SpoolUploader {
     }
     if (removed.length) await fsyncDir(this.o.spoolDir);
     return removed;
+  }
+
+  /**
+   * Before pg_receivewal starts: every segment and .partial in the spool that is not this cluster's
+   * is moved aside (pg_receivewal would start streaming from where they end). When there was one,
+   * the spool was another cluster's, and its timeline history files, which say nothing of their
+   * cluster, go too: pg_receivewal fetches the current timeline's again. The names moved.
+   */
+  async rejectForeign(): Promise<string[]> {
+    const t = this.o.target();
+    if (!t) return [];
+    const moved: string[] = [];
+    for (const name of (await this.#names()).sort()) {
+      const m = PARTIAL_RE.exec(name);
+      const file = parseWalFileName(m ? m[1]! : name, t.segmentBytes);
+      if (file?.kind !== 'segment') continue;
+      let head: Buffer;
+      try {
+        head = await readSpoolHead(join(this.o.spoolDir, name), LONG_PAGE_HEADER_BYTES);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      if (await this.#rejected(name, head, file, t)) moved.push(name);
+    }
+    if (moved.length)
+      for (const name of await this.#names()) {
+        if (parseWalFileName(name)?.kind !== 'history') continue;
+        await moveAside(this.o.spoolDir, name);
+        moved.push(name);
+        this.o.logger.warn(
+          { file: name, spoolDir: this.o.spoolDir },
+          "timeline history file moved aside with the other cluster's WAL: it cannot be told whose it is",
+        );
+      }
+    return moved;
+  }
+
+  /** Whether the segment file `name` was not this cluster's and has been moved aside. */
+  async #rejected(
+    name: string,
+    content: Buffer,
+    file: Extract<WalFileName, { kind: 'segment' }>,
+    t: { ws: WalStore; segmentBytes: number },
+  ): Promise<boolean> {
+    const why = foreignSegment(content, file, t.ws.sysid, t.segmentBytes);
+    if (!why) return false;
+    const to = await moveAside(this.o.spoolDir, name);
+    this.o.metrics?.spoolRejected.inc();
+    this.o.logger.error(
+      {
+        file: name,
+        movedTo: to,
+        why,
+        fix: 'give each cluster its own WAL_SPOOL_DIR; delete the rejected files once you know whose they are',
+      },
+      `a file in WAL_SPOOL_DIR is not this cluster's WAL (${why}): moved aside, never stored`,
+    );
+    return true;
   }
 
   async #run(): Promise<void> {
@@ -147,6 +211,11 @@ export class SpoolUploader {
     const t = this.o.target();
     if (!t) return;
     try {
+      // before anything is stored: a spool of another cluster holds history files too
+      if (!this.#swept) {
+        await this.rejectForeign();
+        this.#swept = true;
+      }
       const names = await this.#names();
       const finished = names.filter((n) => parseWalFileName(n, t.segmentBytes)).sort();
       for (const name of finished) {
@@ -176,6 +245,7 @@ export class SpoolUploader {
       // pg_receivewal renames a segment only once it is whole: a short one was not written by it
       throw new Error(`${path} has ${content.length} bytes, not the segment size ${segmentBytes}`);
     }
+    if (file.kind === 'segment' && (await this.#rejected(name, content, file, { ws, segmentBytes }))) return;
     const r = await putWalFile({ ...ws, segmentBytes }, name, content);
     const kind: WalUploadKind = file.kind === 'segment' ? 'segment' : 'history';
     this.#count(kind, r.compressedBytes);
@@ -199,6 +269,7 @@ export class SpoolUploader {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
+    if (await this.#rejected(name, content, file, { ws, segmentBytes })) return;
     const valid = writtenBytes(content);
     if (valid === 0 || valid <= (this.#partialStored.get(segment) ?? 0)) return;
     const r = await putPartial({ ...ws, segmentBytes }, segment, content, valid);
@@ -280,37 +351,5 @@ export class SpoolUploader {
       }
       this.#wake = done;
     });
-  }
-}
-
-/** Makes a removal in `dir` durable: a crash must not bring back a file already stored (harmless, but noisy). */
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** A timeline history file is a line per switch: far below this. */
-const MAX_HISTORY_BYTES = 1 << 20;
-
-/**
- * Reads a spool file without following a symbolic link (whoever can write the spool must not make
- * the daemon upload a file it points at) and refusing anything but a regular file up to `max` bytes.
- */
-async function readSpoolFile(path: string, max: number): Promise<Buffer> {
-  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    const info = await fh.stat();
-    if (!info.isFile()) throw new Error(`${path} is not a regular file`);
-    if (info.size > max)
-      throw new Error(`${path} has ${info.size} bytes, more than a WAL file holds (${max})`);
-    const buf = Buffer.alloc(info.size);
-    const { bytesRead } = await fh.read(buf, 0, info.size, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
   }
 }

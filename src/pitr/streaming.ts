@@ -8,6 +8,7 @@
  */
 import type { Config } from '../config/load.js';
 import { errorMessage } from '../core/errors.js';
+import { systemIdentifier } from '../db/cluster.js';
 import type { DbPool } from '../db/pool.js';
 import type { Logger } from '../log/logger.js';
 import { libpqEnv } from '../programs/client-tools.js';
@@ -44,6 +45,8 @@ export class WalStream {
   /** The server (user@host:port/db) our slot was last seen on: a slot missing there was dropped. */
   #slotOn: string | undefined;
   #pendingGap: string | undefined;
+  /** The server (user@host:port/db) last found to be the cluster archived. */
+  #checkedOn: string | undefined;
 
   constructor(o: WalStreamOptions) {
     this.#o = o;
@@ -70,6 +73,7 @@ export class WalStream {
     this.#newestTimeline = stored?.newestTimeline ?? 0;
     this.#o.lag.reset(stored?.end);
     this.#slotOn = undefined;
+    this.#checkedOn = undefined;
     this.#pendingGap = undefined;
     await this.#retireStale();
     const local = new AbortController();
@@ -87,7 +91,7 @@ export class WalStream {
     const both = AbortSignal.any([signal, local.signal]);
     try {
       while (!both.aborted) {
-        await this.#monitor(receiver).catch((err: unknown) =>
+        await this.#monitor(receiver, local).catch((err: unknown) =>
           this.#log.debug({ err: { message: errorMessage(err) } }, 'sampling the server position failed'),
         );
         await sleep(MONITOR_MS, both);
@@ -119,9 +123,21 @@ export class WalStream {
     }
   }
 
-  /** Every second: the server's position (for the lag), the slot's state (a gap when it is gone). */
-  async #monitor(receiver: WalReceiver): Promise<void> {
+  /**
+   * Every second: the server's position (for the lag), the slot's state (a gap when it is gone).
+   * When the pool has moved to another server, that it is still this cluster: the heartbeat and the
+   * samples must not go on in another one (the next start of pg_receivewal would not go there).
+   */
+  async #monitor(receiver: WalReceiver, local: AbortController): Promise<void> {
     const slot = this.#o.config.pitr.slot;
+    if (this.#checkedOn !== this.#o.pool.description) {
+      const on = this.#o.pool.description;
+      if ((await systemIdentifier(this.#o.pool)) !== this.#o.target.ws.sysid) {
+        local.abort();
+        return;
+      }
+      this.#checkedOn = on;
+    }
     const p = await serverPosition(this.#o.pool, slot);
     this.#o.lag.sample(p.lsn, p.at);
     const m = this.#o.metrics;
@@ -148,8 +164,9 @@ export class WalStream {
     if (signal.aborted) return undefined;
     const pool = this.#o.pool;
     const facts = await serverFacts(pool);
-    if (facts.standby) {
-      // DATABASE_URL_FILE now names a standby (the old primary after a failover): stop and try again
+    if (facts.standby || (await systemIdentifier(pool)) !== this.#o.target.ws.sysid) {
+      // DATABASE_URL_FILE now names a standby (the old primary after a failover), or another cluster
+      // (the archiver says so and streams no more): stop and try again
       local.abort();
       return undefined;
     }
@@ -168,6 +185,13 @@ export class WalStream {
     if (gap) await this.#gap(gap, st.walStatus === 'lost');
     else if (await ensureSlot(pool, slot)) this.#log.info({ slot }, 'replication slot created');
     this.#slotOn = pool.description;
+    // pg_receivewal starts from the newest WAL file in the spool: none of another cluster's may be there
+    const foreign = await this.#o.uploader.rejectForeign();
+    if (foreign.length)
+      this.#log.error(
+        { files: foreign.length, spoolDir: this.#o.config.pitr.spoolDir },
+        "WAL_SPOOL_DIR held another cluster's WAL: moved to its rejected/ folder before pg_receivewal starts",
+      );
     const torn = await this.#o.uploader.removeTornPartials();
     if (torn.length)
       this.#log.warn(

@@ -4,9 +4,10 @@
 // gap (counted, reported, streaming goes on), and of two archivers only one streams.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -20,6 +21,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { WalArchiver } from '../../src/pitr/archiver.js';
 import { PitrMetrics } from '../../src/pitr/metrics.js';
 import { parseWalKey, walPrefix } from '../../src/pitr/store-keys.js';
+import { segmentHeader } from '../../src/pitr/wal-header.js';
 import { parseWalFileName } from '../../src/pitr/wal-name.js';
 import { noDefaults } from '../support/backup.js';
 import { waitFor } from '../support/daemon.js';
@@ -85,12 +87,15 @@ async function rig(
     storeDir?: string;
     spool?: string;
     env?: Record<string, string>;
+    /** Another cluster than the file's own. */
+    on?: LocalCluster;
   } = {},
 ): Promise<Rig> {
   n++;
+  const on = opts.on ?? cluster;
   const database = opts.database ?? `walarch_${n}_${Math.random().toString(16).slice(2, 6)}`;
-  if (!opts.database) await sql(cluster.url(), `CREATE DATABASE ${database}`);
-  const url = withDatabase(cluster.url(), database);
+  if (!opts.database) await sql(on.url(), `CREATE DATABASE ${database}`);
+  const url = withDatabase(on.url(), database);
   const slot = opts.slot ?? `pgmaintd_test_${n}`;
   const spool = opts.spool ?? tempDir('pgmaintd-spool-');
   const storeDir = opts.storeDir ?? tempDir('pgmaintd-walstore-');
@@ -156,10 +161,10 @@ async function value(r: Rig, name: string, labels: Record<string, string> = {}):
 }
 
 /** The finished segments and partials stored, parsed. */
-async function stored(storage: Storage) {
-  const objects = await storage.list(walPrefix(sysid));
+async function stored(storage: Storage, of = sysid) {
+  const objects = await storage.list(walPrefix(of));
   const walFiles = objects.flatMap((o) => {
-    const w = parseWalKey(sysid, o.key);
+    const w = parseWalKey(of, o.key);
     return w ? [w] : [];
   });
   const segments = walFiles
@@ -528,6 +533,120 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     );
     expect(r.gaps).toEqual([]);
     await r.stop();
+  });
+
+  describe('another cluster', () => {
+    let other: LocalCluster;
+    let otherSysid: string;
+    beforeAll(async () => {
+      other = await startPrivateCluster({
+        settings: { wal_level: 'replica', max_wal_senders: 10, max_replication_slots: 10 },
+      });
+      otherSysid = (
+        await sql(other.url(), 'SELECT system_identifier::text AS id FROM pg_control_system()')
+      )[0]!.id as string;
+      expect(otherSysid).not.toBe(sysid);
+    }, 120_000);
+    afterAll(async () => {
+      await other?.stop();
+    });
+
+    it("moves another cluster's WAL left in the spool aside, stores none of it, and streams its own", async () => {
+      // the spool another cluster's archiver left: its .partial, and a finished segment of its own
+      // (copied from its pg_wal), and a timeline history file (written here: no promotion needed)
+      const b = await rig({ on: other });
+      await b.start();
+      await receiverPid(b);
+      await sql(b.url, 'CREATE TABLE t (v text)');
+      await sql(b.url, `INSERT INTO t SELECT md5(g::text) FROM generate_series(1, 3000) g`);
+      await waitFor(
+        async () => readdirSync(b.spool).filter((f) => f.endsWith('.partial')),
+        (files) => files.length === 1,
+        30_000,
+      );
+      await b.stop();
+      const walDir = join(other.dataDir, 'pg_wal');
+      const finished = readdirSync(walDir)
+        .filter((f) => /^[0-9A-F]{24}$/.test(f))
+        .sort()[0]!;
+      copyFileSync(join(walDir, finished), join(b.spool, finished));
+      writeFileSync(join(b.spool, '00000002.history'), '1\t0/3000000\tno recovery target specified\n');
+      const foreign = readdirSync(b.spool).sort();
+      expect(foreign).toHaveLength(3);
+
+      const a = await rig({ spool: b.spool });
+      rigs.push(a);
+      await a.start();
+      await receiverPid(a);
+      const last = await writeAndSwitch(a.url, 2);
+      await waitFor(
+        () => stored(a.storage),
+        (x) => x.segments.includes(last),
+        60_000,
+        250,
+      );
+      expect(readdirSync(join(a.spool, 'rejected')).sort()).toEqual(foreign);
+      expect(await value(a, 'pgmaintd_wal_spool_rejected_files_total')).toBe(2);
+      expect(a.logs.join('')).toContain(
+        `it belongs to the cluster with system identifier ${otherSysid}, not to this one (${sysid})`,
+      );
+      // every WAL object stored is this cluster's, by its own header; no history file was stored
+      const objects = await a.storage.list(walPrefix(sysid));
+      expect(objects.some((o) => parseWalKey(sysid, o.key)?.file.kind === 'history')).toBe(false);
+      for (const o of objects) {
+        if (!parseWalKey(sysid, o.key)) continue;
+        const head = gunzipSync(readFileSync(join((a.storage as FsStorage).description, o.key))).subarray(
+          0,
+          40,
+        );
+        expect(segmentHeader(head)?.sysid, o.key).toBe(sysid);
+      }
+      expect(await a.storage.list(walPrefix(otherSysid))).toEqual([]);
+      expect(a.gaps).toEqual([]);
+      await a.stop();
+    });
+
+    it('stops streaming when DATABASE_URL_FILE comes to name another cluster, and streams again once it names its own', async () => {
+      const first = await rig();
+      await first.stop();
+      const database = new URL(first.url).pathname.slice(1);
+      const file = join(tempDir('pgmaintd-urlfile-'), 'url');
+      writeFileSync(file, first.url, { mode: 0o600 });
+      const r = await rig({ database, env: { DATABASE_URL_FILE: file, DATABASE_URL: '' } });
+      rigs.push(r);
+      await r.start();
+      await receiverPid(r);
+      writeFileSync(file, other.url(), { mode: 0o600 });
+      // pg_receivewal restarted (killed here) after the pools read the file again goes nowhere
+      await waitFor(
+        async () => {
+          const pid = r.archiver.receiverPid;
+          if (pid) process.kill(pid, 'SIGKILL');
+          return r.logs.join('');
+        },
+        (logs) => logs.includes('DATABASE_URL now names another cluster'),
+        60_000,
+        500,
+      );
+      expect(r.logs.join('')).toContain(`system identifier ${otherSysid}, archiving ${sysid}`);
+      await waitFor(
+        () => value(r, 'pgmaintd_wal_archiver_up'),
+        (v) => v === 0,
+        30_000,
+      );
+      expect(r.archiver.receiverPid).toBeUndefined();
+      expect(await r.storage.list(walPrefix(otherSysid))).toEqual([]);
+      writeFileSync(file, first.url, { mode: 0o600 });
+      await receiverPid(r);
+      const last = await writeAndSwitch(r.url, 1);
+      await waitFor(
+        () => stored(r.storage),
+        (x) => x.segments.includes(last),
+        60_000,
+        250,
+      );
+      await r.stop();
+    });
   });
 
   it('waits on a standby (said once), and streams the new timeline once it is promoted', async () => {
