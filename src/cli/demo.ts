@@ -5,6 +5,7 @@
  * first backup and a restore drill at once, and prints where everything is. Ctrl-C stops it all and
  * removes the cluster.
  */
+import { join } from 'node:path';
 import pg from 'pg';
 import { catalogFor } from '../backup/catalog-for.js';
 import { loadConfig, type LoadInput } from '../config/load.js';
@@ -37,6 +38,9 @@ export async function runDemo(input: LoadInput): Promise<void> {
         METRICS_LOCK_WAIT_LOG_AFTER: '5s', // the demo's lock waits last 15 s: show the log line
         // point-in-time recovery: WAL streamed beside the dumps, a first base backup at once
         WAL_ARCHIVE: 'stream',
+        // the throwaway cluster's WAL in a spool of its own, removed with it: the next demo's
+        // cluster is another one, and would find this one's WAL in a shared spool (and refuse it)
+        WAL_SPOOL_DIR: join(cluster.dir, 'wal-spool'),
         ...process.env,
         DATABASE_URL: cluster.url(DATABASE, cluster.user, null),
         DB_SSL_MODE: 'disable', // the throwaway cluster listens on loopback without TLS
