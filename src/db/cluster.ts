@@ -9,6 +9,16 @@ import { errorMessage } from '../core/errors.js';
 
 type Queryable = Pick<DbPool, 'query'>;
 
+/**
+ * A condition true only on the cluster whose identifier is the text parameter `$n` (any sign: the
+ * bigint of pg_control_system() is negative for a cluster made after 2038), or when `$n` is null:
+ * a statement that must not act on another cluster checks it in the same statement.
+ */
+export function onCluster(n: number): string {
+  return `($${n}::text IS NULL OR (SELECT system_identifier::numeric FROM pg_catalog.pg_control_system())
+            IN ($${n}::text::numeric, $${n}::text::numeric - 18446744073709551616))`;
+}
+
 export async function systemIdentifier(pool: Queryable): Promise<string> {
   const r = await pool.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()');
   return r.rows[0]!.id;

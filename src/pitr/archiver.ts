@@ -28,6 +28,7 @@ import type { PitrMetrics } from './metrics.js';
 import { serverFacts, walSegmentBytes } from './slot.js';
 import { sleep } from './sleep.js';
 import { SpoolUploader } from './spool-uploader.js';
+import { sameSystem } from './wal-header.js';
 import { WalStream } from './streaming.js';
 import type { WalStore } from './wal-object.js';
 
@@ -163,7 +164,7 @@ export class WalArchiver extends Service {
       // DATABASE_URL_FILE may come to name another cluster (not a failover: a standby shares the
       // primary's identifier): its WAL must never go under this one's prefix, nor into its chain
       const sysid = await systemIdentifier(this.#pool);
-      if (sysid !== this.#target.ws.sysid) {
+      if (!sameSystem(sysid, this.#target.ws.sysid)) {
         this.#sayOnce(
           `cluster ${sysid}`,
           'error',
@@ -221,6 +222,7 @@ export class WalArchiver extends Service {
     const heartbeat = new Heartbeat({
       pool: this.#pool,
       intervalMs: this.#o.config.pitr.heartbeatIntervalMs,
+      sysid: this.#target?.ws.sysid,
       logger: this.#log,
       metrics: this.#o.metrics,
     });

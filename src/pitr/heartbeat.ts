@@ -8,6 +8,7 @@
  * owned by that role (or a superuser). Once a minute a named restore point is added where the role
  * may (superuser, or EXECUTE granted): a permission error is said once and the restore points stop.
  */
+import { onCluster } from '../db/cluster.js';
 import type { DbPool } from '../db/pool.js';
 import { LEASE_SCHEMA } from '../db/lease-table.js';
 import { classify } from '../db/sqlstate.js';
@@ -46,20 +47,23 @@ const OWNER_SQL = `
 // older writer or someone else updated without numbering it.
 const BEAT_SQL = `
   INSERT INTO ${HEARTBEAT_TABLE} AS h (id, at, seq, seq_at)
-  SELECT 1, x.c, 1, x.c FROM (SELECT pg_catalog.clock_timestamp() AS c) x
+  SELECT 1, x.c, 1, x.c FROM (SELECT pg_catalog.clock_timestamp() AS c) x WHERE ${onCluster(1)}
   ON CONFLICT (id) DO UPDATE
      SET (at, seq, seq_at) = (SELECT y.c, h.seq + 1, y.c FROM (SELECT pg_catalog.clock_timestamp() AS c) y)
   RETURNING pg_catalog.date_part('epoch', h.at)::float8 AS at`;
 
 // a table the role may write but not alter (a superuser's): heartbeats without numbers
 const UNNUMBERED_BEAT_SQL = `
-  INSERT INTO ${HEARTBEAT_TABLE} AS h (id, at) VALUES (1, pg_catalog.clock_timestamp())
+  INSERT INTO ${HEARTBEAT_TABLE} AS h (id, at)
+  SELECT 1, pg_catalog.clock_timestamp() WHERE ${onCluster(1)}
   ON CONFLICT (id) DO UPDATE SET at = pg_catalog.clock_timestamp()
   RETURNING pg_catalog.date_part('epoch', h.at)::float8 AS at`;
 
 export interface HeartbeatOptions {
   pool: DbPool;
   intervalMs: number;
+  /** The cluster archived: no heartbeat or restore point goes to another (DATABASE_URL_FILE moved). */
+  sysid?: string | undefined;
   logger: Logger;
   metrics?: PitrMetrics | undefined;
 }
@@ -90,8 +94,13 @@ export class Heartbeat {
   /** Writes one heartbeat now; the server's time of it (Unix seconds). */
   async beat(): Promise<number> {
     if (!this.#ready) await this.#ensureTable();
-    const r = await this.o.pool.query<{ at: number }>(this.#beatSql);
-    const at = r.rows[0]!.at;
+    const r = await this.o.pool.query<{ at: number }>(this.#beatSql, [this.o.sysid ?? null]);
+    const row = r.rows[0];
+    if (!row)
+      throw new Error(
+        `DATABASE_URL names another cluster than the one archived (${this.o.sysid}): no heartbeat written there`,
+      );
+    const at = row.at;
     this.o.metrics?.heartbeatLast.set(at);
     if (this.#restorePoints && Date.now() - this.#lastRestorePoint >= RESTORE_POINT_MS) {
       this.#lastRestorePoint = Date.now();
@@ -158,7 +167,9 @@ export class Heartbeat {
   async #restorePoint(): Promise<void> {
     try {
       await this.o.pool.query(
-        `SELECT pg_catalog.pg_create_restore_point('pgmaintd-' || pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS"Z"'))`,
+        `SELECT pg_catalog.pg_create_restore_point('pgmaintd-' || pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS"Z"'))
+          WHERE ${onCluster(1)}`,
+        [this.o.sysid ?? null],
       );
     } catch (err) {
       if (classify(err).kind !== 'permission_denied') throw err;

@@ -88,7 +88,7 @@ export class PitrMetrics {
     );
     this.spoolRejected = counter(
       'pgmaintd_wal_spool_rejected_files_total',
-      "Files in WAL_SPOOL_DIR that were not this cluster's WAL (another cluster's, or renamed), moved to its rejected/ folder and never stored.",
+      "Files in WAL_SPOOL_DIR that were not this cluster's WAL (another cluster's, or renamed), renamed aside there (<name>.rejected-...) and never stored.",
     );
     this.lastUpload = gauge(
       'pgmaintd_wal_last_upload_timestamp_seconds',

@@ -5,6 +5,7 @@
  * it) and never dropped in normal operation: only one the server invalidated (wal_status 'lost'),
  * which can no longer serve anyone, is dropped to be made again.
  */
+import { onCluster } from '../db/cluster.js';
 import type { DbPool } from '../db/pool.js';
 
 type Queryable = Pick<DbPool, 'query'>;
@@ -21,12 +22,15 @@ export interface SlotState {
 export interface ServerPosition {
   /** pg_current_wal_lsn() as a byte position. */
   lsn: bigint;
+  /** The cluster's system identifier, as pg_control_system() gives it. */
+  sysid: string;
   at: number;
   slot: SlotState;
 }
 
 const POSITION_SQL = `
   SELECT (pg_catalog.pg_current_wal_lsn() - '0/0'::pg_catalog.pg_lsn)::text AS lsn,
+         (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS sysid,
          s.slot_name IS NOT NULL AS exists,
          s.wal_status::text AS wal_status,
          coalesce(s.active, false) AS active,
@@ -37,6 +41,7 @@ const POSITION_SQL = `
 export async function serverPosition(pool: Queryable, slot: string): Promise<ServerPosition> {
   const r = await pool.query<{
     lsn: string;
+    sysid: string;
     exists: boolean;
     wal_status: string | null;
     active: boolean;
@@ -45,6 +50,7 @@ export async function serverPosition(pool: Queryable, slot: string): Promise<Ser
   const row = r.rows[0]!;
   return {
     lsn: BigInt(row.lsn.replace(/\..*$/, '')),
+    sysid: row.sysid,
     at: Date.now(),
     slot: {
       exists: row.exists,
@@ -59,15 +65,25 @@ export async function slotState(pool: Queryable, slot: string): Promise<SlotStat
   return (await serverPosition(pool, slot)).slot;
 }
 
-/** Creates the slot if missing, reserving WAL from now; true when it was created by this call. */
-export async function ensureSlot(pool: Queryable, slot: string): Promise<boolean> {
+/**
+ * Creates the slot if missing, reserving WAL from now; true when it was created by this call. With
+ * `sysid`, only on that cluster (checked in the statement that creates it).
+ */
+export async function ensureSlot(pool: Queryable, slot: string, sysid?: string): Promise<boolean> {
   const r = await pool.query<{ created: boolean }>(
     `SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = $1::text) AS created`,
     [slot],
   );
   if (!r.rows[0]!.created) return false;
   try {
-    await pool.query('SELECT pg_catalog.pg_create_physical_replication_slot($1::name, true)', [slot]);
+    const made = await pool.query(
+      `SELECT pg_catalog.pg_create_physical_replication_slot($1::name, true) WHERE ${onCluster(2)}`,
+      [slot, sysid ?? null],
+    );
+    if (made.rows.length === 0)
+      throw new Error(
+        `DATABASE_URL names another cluster than the one archived (${sysid}): no slot made there`,
+      );
     return true;
   } catch (err) {
     // another replica (or a DBA) made it between the two statements: the slot exists, as wanted

@@ -1,34 +1,32 @@
 /**
  * The spool's files as the uploader handles them: read without following a symbolic link and within
  * a size (whoever can write the spool must not make the daemon upload a file a link points at),
- * removals made durable, and files that are not this cluster's WAL moved aside.
+ * removals made durable, and files that are not this cluster's WAL renamed aside.
  */
 import { constants } from 'node:fs';
-import { mkdir, open, rename, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 
-/** Where files that are not this cluster's WAL go: pg_receivewal looks only at the spool's own files. */
-export const REJECTED_DIR = 'rejected';
-
-/** Moves `name` into the spool's rejected folder under a name not taken there; its new path. */
-export async function moveAside(spoolDir: string, name: string): Promise<string> {
-  const dir = join(spoolDir, REJECTED_DIR);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  let to = join(dir, name);
-  for (
-    let n = 1;
-    await stat(to).then(
-      () => true,
-      () => false,
-    );
-    n++
-  )
-    to = join(dir, `${name}.${n}`);
-  await rename(join(spoolDir, name), to);
-  await fsyncDir(dir);
+/**
+ * Renames `name` in the spool to a name neither pg_receivewal nor the uploader takes for WAL
+ * (`<name>.rejected-<time>-<random>`): in place, so nothing an attacker puts in the spool (a link
+ * named like a folder) can send the file elsewhere. Its new path, or undefined when it is gone
+ * already (a sweep running beside this one moved it, or it was renamed finished meanwhile).
+ */
+export async function moveAside(spoolDir: string, name: string): Promise<string | undefined> {
+  const to = join(spoolDir, `${name}${REJECTED_SUFFIX}${Date.now()}-${randomBytes(3).toString('hex')}`);
+  try {
+    await rename(join(spoolDir, name), to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
   await fsyncDir(spoolDir);
   return to;
 }
+
+export const REJECTED_SUFFIX = '.rejected-';
 
 /** Makes a removal in `dir` durable: a crash must not bring back a file already stored (harmless, but noisy). */
 export async function fsyncDir(dir: string): Promise<void> {

@@ -7,7 +7,7 @@
  * pg_receivewal writes it, which is fine: what it holds is measured from the bytes read.
  * A store that fails is retried with backoff and nothing leaves the spool meanwhile: it grows.
  * A segment whose first page says it is another cluster's, or another segment's, is never stored:
- * it is moved to the spool's `rejected/` folder and said (a spool reused from another cluster).
+ * it is renamed aside in the spool (`<name>.rejected-...`) and said (a spool reused from another cluster).
  */
 import { readdir, stat, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,6 +21,8 @@ import { foreignSegment, LONG_PAGE_HEADER_BYTES } from './wal-header.js';
 import { parseWalFileName, segmentStart, type WalFileName } from './wal-name.js';
 
 const PARTIAL_RE = /^([0-9A-F]{24})\.partial$/;
+/** What pg_receivewal --compress writes, and starts streaming from when it finds it. */
+const COMPRESSED_RE = /^[0-9A-F]{24}\.(gz|lz4|zst)(\.partial)?$/;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
 
@@ -121,7 +123,7 @@ export class SpoolUploader {
       const content = await readSpoolFile(path, t.segmentBytes);
       const valid = writtenBytes(content);
       const file = parseWalFileName(m[1]!, t.segmentBytes);
-      if (file?.kind === 'segment' && (await this.#rejected(name, content, file, t))) continue;
+      if (file?.kind === 'segment' && (await this.#rejected(name, content, file, t, false, true))) continue;
       if (valid > 0 && file?.kind === 'segment') {
         const r = await putPartial({ ...t.ws, segmentBytes: t.segmentBytes }, m[1]!, content, valid);
         this.#count('partial', r.compressedBytes);
@@ -135,15 +137,23 @@ export class SpoolUploader {
 
   /**
    * Before pg_receivewal starts: every segment and .partial in the spool that is not this cluster's
-   * is moved aside (pg_receivewal would start streaming from where they end). When there was one,
-   * the spool was another cluster's, and its timeline history files, which say nothing of their
-   * cluster, go too: pg_receivewal fetches the current timeline's again. The names moved.
+   * is renamed aside (pg_receivewal would start streaming from where they end), and so is every
+   * compressed one (pg-maintd never has pg_receivewal compress, and it starts from those too). When
+   * one named another cluster, the spool was that cluster's too, and its timeline history files,
+   * which say nothing of their cluster, go as well: pg_receivewal fetches the current timeline's
+   * again. The names moved.
    */
   async rejectForeign(): Promise<string[]> {
     const t = this.o.target();
     if (!t) return [];
     const moved: string[] = [];
+    let otherCluster = false;
     for (const name of (await this.#names()).sort()) {
+      if (COMPRESSED_RE.test(name)) {
+        if (await this.#setAside(name, 'pg-maintd never has pg_receivewal compress: it is not its file'))
+          moved.push(name);
+        continue;
+      }
       const m = PARTIAL_RE.exec(name);
       const file = parseWalFileName(m ? m[1]! : name, t.segmentBytes);
       if (file?.kind !== 'segment') continue;
@@ -154,40 +164,56 @@ export class SpoolUploader {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
       }
-      if (await this.#rejected(name, head, file, t)) moved.push(name);
+      const foreign = foreignSegment(head, file, { ...this.#facts(t), finished: !m, whole: false });
+      if (!foreign) continue;
+      otherCluster ||= foreign.otherCluster;
+      if (await this.#setAside(name, foreign.why)) moved.push(name);
     }
-    if (moved.length)
+    if (otherCluster)
       for (const name of await this.#names()) {
         if (parseWalFileName(name)?.kind !== 'history') continue;
-        await moveAside(this.o.spoolDir, name);
+        if (!(await moveAside(this.o.spoolDir, name))) continue;
         moved.push(name);
         this.o.logger.warn(
           { file: name, spoolDir: this.o.spoolDir },
-          "timeline history file moved aside with the other cluster's WAL: it cannot be told whose it is",
+          "timeline history file set aside with the other cluster's WAL: it cannot be told whose it is",
         );
       }
     return moved;
   }
 
-  /** Whether the segment file `name` was not this cluster's and has been moved aside. */
+  #facts(t: { ws: WalStore; segmentBytes: number }): { sysid: string; segmentBytes: number } {
+    return { sysid: t.ws.sysid, segmentBytes: t.segmentBytes };
+  }
+
+  /** Whether the segment file `name`, read whole, was not this cluster's and has been set aside. */
   async #rejected(
     name: string,
     content: Buffer,
     file: Extract<WalFileName, { kind: 'segment' }>,
     t: { ws: WalStore; segmentBytes: number },
+    finished: boolean,
+    whole: boolean,
   ): Promise<boolean> {
-    const why = foreignSegment(content, file, t.ws.sysid, t.segmentBytes);
-    if (!why) return false;
+    const foreign = foreignSegment(content, file, { ...this.#facts(t), finished, whole });
+    if (!foreign) return false;
+    await this.#setAside(name, foreign.why);
+    return true;
+  }
+
+  /** Renames `name` aside, counts and says it; false when it was gone already. */
+  async #setAside(name: string, why: string): Promise<boolean> {
     const to = await moveAside(this.o.spoolDir, name);
+    if (!to) return false;
     this.o.metrics?.spoolRejected.inc();
     this.o.logger.error(
       {
         file: name,
         movedTo: to,
         why,
-        fix: 'give each cluster its own WAL_SPOOL_DIR; delete the rejected files once you know whose they are',
+        fix: 'give each cluster its own WAL_SPOOL_DIR; delete the files set aside once you know whose they are',
       },
-      `a file in WAL_SPOOL_DIR is not this cluster's WAL (${why}): moved aside, never stored`,
+      `a file in WAL_SPOOL_DIR is not this cluster's WAL (${why}): set aside, never stored`,
     );
     return true;
   }
@@ -245,7 +271,11 @@ export class SpoolUploader {
       // pg_receivewal renames a segment only once it is whole: a short one was not written by it
       throw new Error(`${path} has ${content.length} bytes, not the segment size ${segmentBytes}`);
     }
-    if (file.kind === 'segment' && (await this.#rejected(name, content, file, { ws, segmentBytes }))) return;
+    if (
+      file.kind === 'segment' &&
+      (await this.#rejected(name, content, file, { ws, segmentBytes }, true, true))
+    )
+      return;
     const r = await putWalFile({ ...ws, segmentBytes }, name, content);
     const kind: WalUploadKind = file.kind === 'segment' ? 'segment' : 'history';
     this.#count(kind, r.compressedBytes);
@@ -269,7 +299,7 @@ export class SpoolUploader {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
-    if (await this.#rejected(name, content, file, { ws, segmentBytes })) return;
+    if (await this.#rejected(name, content, file, { ws, segmentBytes }, false, true)) return;
     const valid = writtenBytes(content);
     if (valid === 0 || valid <= (this.#partialStored.get(segment) ?? 0)) return;
     const r = await putPartial({ ...ws, segmentBytes }, segment, content, valid);

@@ -20,6 +20,7 @@ import type { SpoolUploader, StoredEvent } from './spool-uploader.js';
 import { readStoredPosition } from './stored-position.js';
 import type { WalStore } from './wal-object.js';
 import { sleep } from './sleep.js';
+import { sameSystem } from './wal-header.js';
 
 const MONITOR_MS = 1000;
 
@@ -45,8 +46,6 @@ export class WalStream {
   /** The server (user@host:port/db) our slot was last seen on: a slot missing there was dropped. */
   #slotOn: string | undefined;
   #pendingGap: string | undefined;
-  /** The server (user@host:port/db) last found to be the cluster archived. */
-  #checkedOn: string | undefined;
 
   constructor(o: WalStreamOptions) {
     this.#o = o;
@@ -73,7 +72,6 @@ export class WalStream {
     this.#newestTimeline = stored?.newestTimeline ?? 0;
     this.#o.lag.reset(stored?.end);
     this.#slotOn = undefined;
-    this.#checkedOn = undefined;
     this.#pendingGap = undefined;
     await this.#retireStale();
     const local = new AbortController();
@@ -124,21 +122,17 @@ export class WalStream {
   }
 
   /**
-   * Every second: the server's position (for the lag), the slot's state (a gap when it is gone).
-   * When the pool has moved to another server, that it is still this cluster: the heartbeat and the
-   * samples must not go on in another one (the next start of pg_receivewal would not go there).
+   * Every second: the server's position (for the lag), the slot's state (a gap when it is gone), and
+   * that the server is still this cluster: when DATABASE_URL_FILE comes to name another one, the
+   * stretch ends (the heartbeat and slot check that in their own statements meanwhile).
    */
   async #monitor(receiver: WalReceiver, local: AbortController): Promise<void> {
     const slot = this.#o.config.pitr.slot;
-    if (this.#checkedOn !== this.#o.pool.description) {
-      const on = this.#o.pool.description;
-      if ((await systemIdentifier(this.#o.pool)) !== this.#o.target.ws.sysid) {
-        local.abort();
-        return;
-      }
-      this.#checkedOn = on;
-    }
     const p = await serverPosition(this.#o.pool, slot);
+    if (!sameSystem(p.sysid, this.#o.target.ws.sysid)) {
+      local.abort();
+      return;
+    }
     this.#o.lag.sample(p.lsn, p.at);
     const m = this.#o.metrics;
     const lag = this.#o.lag.lag(Date.now());
@@ -164,7 +158,7 @@ export class WalStream {
     if (signal.aborted) return undefined;
     const pool = this.#o.pool;
     const facts = await serverFacts(pool);
-    if (facts.standby || (await systemIdentifier(pool)) !== this.#o.target.ws.sysid) {
+    if (facts.standby || !sameSystem(await systemIdentifier(pool), this.#o.target.ws.sysid)) {
       // DATABASE_URL_FILE now names a standby (the old primary after a failover), or another cluster
       // (the archiver says so and streams no more): stop and try again
       local.abort();
@@ -183,14 +177,15 @@ export class WalStream {
         ? `the replication slot ${slot} was invalidated (wal_status lost)`
         : undefined);
     if (gap) await this.#gap(gap, st.walStatus === 'lost');
-    else if (await ensureSlot(pool, slot)) this.#log.info({ slot }, 'replication slot created');
+    else if (await ensureSlot(pool, slot, this.#o.target.ws.sysid))
+      this.#log.info({ slot }, 'replication slot created');
     this.#slotOn = pool.description;
     // pg_receivewal starts from the newest WAL file in the spool: none of another cluster's may be there
     const foreign = await this.#o.uploader.rejectForeign();
     if (foreign.length)
       this.#log.error(
         { files: foreign.length, spoolDir: this.#o.config.pitr.spoolDir },
-        "WAL_SPOOL_DIR held another cluster's WAL: moved to its rejected/ folder before pg_receivewal starts",
+        "WAL_SPOOL_DIR held files that are not this cluster's WAL: set aside before pg_receivewal starts",
       );
     const torn = await this.#o.uploader.removeTornPartials();
     if (torn.length)
@@ -217,7 +212,7 @@ export class WalStream {
     );
     // reserve WAL from now before anything else: the store may be down for a while
     if (lost) await dropLostSlot(this.#o.pool, slot);
-    await ensureSlot(this.#o.pool, slot);
+    await ensureSlot(this.#o.pool, slot, this.#o.target.ws.sysid);
     // the spool's files are stored before they go: pg_receivewal would start from them otherwise
     await this.#o.uploader.pass();
     await this.#o.uploader.retirePartials();

@@ -35,24 +35,55 @@ export function segmentHeader(content: Buffer): SegmentHeader | undefined {
   };
 }
 
+/** One cluster's identifier however it is written: pg_control_system() gives it signed. */
+export function sameSystem(a: string, b: string): boolean {
+  try {
+    return BigInt.asUintN(64, BigInt(a)) === BigInt.asUintN(64, BigInt(b));
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Why `content` is not the segment `file` of the cluster `sysid` (undefined: it is, or nothing is
- * written in it yet, as in a .partial pg_receivewal has just made).
+ * Why `content` is not the segment `file` of the cluster `sysid` (undefined: it is). A finished
+ * segment starts with its long header; a .partial may have nothing at all written yet (zeros, as
+ * pg_receivewal makes it), but never data after an empty start. `content` may be the first bytes
+ * only (`whole` false): then an empty start says nothing.
  */
 export function foreignSegment(
   content: Buffer,
   file: Extract<WalFileName, { kind: 'segment' }>,
-  sysid: string,
-  segmentBytes: number,
+  o: { sysid: string; segmentBytes: number; finished: boolean; whole: boolean },
+): Foreign | undefined {
+  const why = check(content, file, o);
+  return why === undefined ? undefined : { why, otherCluster: why.startsWith(OTHER) };
+}
+
+export interface Foreign {
+  why: string;
+  /** The header names another cluster: the spool was (also) another cluster's. */
+  otherCluster: boolean;
+}
+
+const OTHER = 'it belongs to the cluster with system identifier';
+
+function check(
+  content: Buffer,
+  file: Extract<WalFileName, { kind: 'segment' }>,
+  o: { sysid: string; segmentBytes: number; finished: boolean; whole: boolean },
 ): string | undefined {
   const h = segmentHeader(content);
-  if (!h) return undefined;
+  if (!h) {
+    if (o.finished) return 'its first page is empty: it is not a segment pg_receivewal finished';
+    if (o.whole && content.some((b) => b !== 0))
+      return 'its first page is empty but it holds data further on: pg_receivewal writes a segment from its start';
+    return undefined;
+  }
   if (h.segmentBytes === 0) return 'its first page has no long header: it is not the start of a WAL segment';
-  if (h.sysid !== sysid)
-    return `it belongs to the cluster with system identifier ${h.sysid}, not to this one (${sysid})`;
-  if (h.segmentBytes !== segmentBytes)
-    return `its header says segments of ${h.segmentBytes} bytes, not this cluster's ${segmentBytes}`;
-  const start = segmentStart(file.segNo, segmentBytes);
+  if (!sameSystem(h.sysid, o.sysid)) return `${OTHER} ${h.sysid}, not to this one (${o.sysid})`;
+  if (h.segmentBytes !== o.segmentBytes)
+    return `its header says segments of ${h.segmentBytes} bytes, not this cluster's ${o.segmentBytes}`;
+  const start = segmentStart(file.segNo, o.segmentBytes);
   if (h.pageAddress !== start)
     return `its first page is at ${formatLsn(h.pageAddress)}, not at ${formatLsn(start)} where ${file.name} begins: it was renamed`;
   return undefined;

@@ -4,10 +4,10 @@
 // gap (counted, reported, streaming goes on), and of two archivers only one streams.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -571,8 +571,14 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
         .sort()[0]!;
       copyFileSync(join(walDir, finished), join(b.spool, finished));
       writeFileSync(join(b.spool, '00000002.history'), '1\t0/3000000\tno recovery target specified\n');
-      const foreign = readdirSync(b.spool).sort();
-      expect(foreign).toHaveLength(3);
+      // pg_receivewal starts from a compressed segment too (pg-maintd never has it compress)
+      writeFileSync(join(b.spool, '000000010000000000000040.gz'), gzipSync(Buffer.alloc(1 << 20)));
+      // a link named like nothing pg-maintd makes: files set aside stay in the spool, renamed
+      symlinkSync(tempDir('pgmaintd-elsewhere-'), join(b.spool, 'rejected'));
+      const foreign = readdirSync(b.spool)
+        .filter((f) => f !== 'rejected')
+        .sort();
+      expect(foreign).toHaveLength(4);
 
       const a = await rig({ spool: b.spool });
       rigs.push(a);
@@ -585,8 +591,10 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
         60_000,
         250,
       );
-      expect(readdirSync(join(a.spool, 'rejected')).sort()).toEqual(foreign);
-      expect(await value(a, 'pgmaintd_wal_spool_rejected_files_total')).toBe(2);
+      const aside = readdirSync(a.spool).filter((f) => f.includes('.rejected-'));
+      expect(aside.map((f) => f.split('.rejected-')[0]).sort()).toEqual(foreign);
+      expect(readdirSync(join(a.spool, 'rejected'))).toEqual([]);
+      expect(await value(a, 'pgmaintd_wal_spool_rejected_files_total')).toBe(3);
       expect(a.logs.join('')).toContain(
         `it belongs to the cluster with system identifier ${otherSysid}, not to this one (${sysid})`,
       );

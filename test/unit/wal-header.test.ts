@@ -20,6 +20,9 @@ function page(o: { sysid?: bigint; pageAddr?: bigint; segSize?: number; long?: b
   return b;
 }
 
+const finished = { sysid: SYSID, segmentBytes: SEG, finished: true, whole: true };
+const partial = { ...finished, finished: false };
+
 const seg3 = parseWalFileName('000000010000000000000003') as Extract<
   ReturnType<typeof parseWalFileName>,
   { kind: 'segment' }
@@ -33,21 +36,38 @@ describe('segment headers', () => {
       pageAddress: 3n * BigInt(SEG),
       segmentBytes: SEG,
     });
-    expect(foreignSegment(page(), seg3, SYSID, SEG)).toBeUndefined();
-    expect(foreignSegment(Buffer.alloc(SEG), seg3, SYSID, SEG)).toBeUndefined();
-    expect(foreignSegment(Buffer.alloc(10), seg3, SYSID, SEG)).toBeUndefined();
+    expect(foreignSegment(page(), seg3, finished)).toBeUndefined();
+    expect(foreignSegment(Buffer.alloc(SEG), seg3, partial)).toBeUndefined();
+    expect(foreignSegment(Buffer.alloc(10), seg3, partial)).toBeUndefined();
   });
 
   it("refuses another cluster's segment, another segment size, a renamed file, a page that starts no segment", () => {
-    expect(foreignSegment(page({ sysid: 7000000000000000001n }), seg3, SYSID, SEG)).toBe(
+    expect(foreignSegment(page({ sysid: 7000000000000000001n }), seg3, finished)?.why).toBe(
       `it belongs to the cluster with system identifier 7000000000000000001, not to this one (${SYSID})`,
     );
-    expect(foreignSegment(page({ segSize: 1 << 20 }), seg3, SYSID, SEG)).toMatch(
+    expect(foreignSegment(page({ segSize: 1 << 20 }), seg3, finished)?.why).toMatch(
       /segments of 1048576 bytes, not this cluster's 16777216/,
     );
-    expect(foreignSegment(page({ pageAddr: 5n * BigInt(SEG) }), seg3, SYSID, SEG)).toBe(
+    expect(foreignSegment(page({ pageAddr: 5n * BigInt(SEG) }), seg3, finished)?.why).toBe(
       'its first page is at 0/5000000, not at 0/3000000 where 000000010000000000000003 begins: it was renamed',
     );
-    expect(foreignSegment(page({ long: false }), seg3, SYSID, SEG)).toMatch(/no long header/);
+    expect(foreignSegment(page({ long: false }), seg3, finished)?.why).toMatch(/no long header/);
+    expect(foreignSegment(page({ sysid: 7000000000000000001n }), seg3, finished)?.otherCluster).toBe(true);
+    expect(foreignSegment(page({ pageAddr: 0n }), seg3, finished)?.otherCluster).toBe(false);
+  });
+
+  it('refuses a finished segment with an empty start, and a .partial with data after an empty start', () => {
+    const late = Buffer.alloc(SEG);
+    late.fill(0x41, 8192, 24576);
+    expect(foreignSegment(Buffer.alloc(SEG), seg3, finished)?.why).toMatch(/first page is empty/);
+    expect(foreignSegment(late, seg3, partial)?.why).toMatch(/holds data further on/);
+    // only the head read (the sweep): an empty start says nothing yet
+    expect(foreignSegment(Buffer.alloc(40), seg3, { ...partial, whole: false })).toBeUndefined();
+  });
+
+  it('takes a system identifier written signed (pg_control_system) as the same cluster', () => {
+    const big = 0x8000000000000001n; // a cluster made after 2038: negative as PostgreSQL's bigint
+    const signed = BigInt.asIntN(64, big).toString();
+    expect(foreignSegment(page({ sysid: big }), seg3, { ...finished, sysid: signed })).toBeUndefined();
   });
 });
