@@ -62,9 +62,13 @@ describe('the least-privilege role', () => {
       try {
         const text = await waitFor(
           async () => (await fetch(`${d.base}/metrics`)).text(),
+          // the collectors asserted on below have reported (each publishes when its own round ends)
           (t) =>
             /^pg_up 1$/m.test(t) &&
-            [...t.matchAll(/^pg_scrape_collector_success\{collector="([a-z_]+)"\} (\d)$/gm)].length >= 10,
+            [...t.matchAll(/^pg_scrape_collector_success\{collector="([a-z_]+)"\} (\d)$/gm)].length >= 10 &&
+            ['stat_statements', 'stat_user_tables'].every((c) =>
+              new RegExp(`^pg_scrape_collector_success\\{collector="${c}"\\} \\d$`, 'm').test(t),
+            ),
           20_000,
           250,
         );

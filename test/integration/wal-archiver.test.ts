@@ -175,6 +175,16 @@ async function stored(storage: Storage, of = sysid) {
   return { segments, partials };
 }
 
+/** What `r` stored once it holds the finished segment `segNo`. */
+function untilStored(r: Rig, segNo: bigint) {
+  return waitFor(
+    () => stored(r.storage),
+    (x) => x.segments.includes(segNo),
+    60_000,
+    250,
+  );
+}
+
 /** Segment numbers from `from` on form one unbroken run. */
 function unbroken(segments: bigint[], from: bigint): boolean {
   const after = segments.filter((s) => s >= from);
@@ -232,12 +242,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     expect(environ).toContain('PGAPPNAME=pg-maintd-walreceiver');
     const first = await currentSegNo();
     const last = await writeAndSwitch(r.url, 3);
-    const s = await waitFor(
-      () => stored(r.storage),
-      (x) => x.segments.includes(last),
-      60_000,
-      250,
-    );
+    const s = await untilStored(r, last);
     expect(unbroken(s.segments, first)).toBe(true);
     // a partial of the segment being written arrives once it holds WAL (the heartbeat writes some)
     await waitFor(
@@ -297,12 +302,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
       30_000,
     );
     const last = await writeAndSwitch(r.url, 2);
-    const s = await waitFor(
-      () => stored(r.storage),
-      (x) => x.segments.includes(last),
-      60_000,
-      250,
-    );
+    const s = await untilStored(r, last);
     expect(unbroken(s.segments, first)).toBe(true);
     expect(r.gaps).toEqual([]);
     await r.stop();
@@ -336,12 +336,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     await b.start();
     await receiverPid(b);
     const last = await writeAndSwitch(b.url, 2);
-    const s = await waitFor(
-      () => stored(b.storage),
-      (x) => x.segments.includes(last),
-      60_000,
-      250,
-    );
+    const s = await untilStored(b, last);
     expect(unbroken(s.segments, first)).toBe(true);
     expect(b.gaps).toEqual([]);
     expect(b.logs.join('')).toContain('half-created');
@@ -415,12 +410,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     const gapsSoFar = r.gaps.length;
     const from = await currentSegNo();
     const last = await writeAndSwitch(r.url, 2);
-    const s = await waitFor(
-      () => stored(r.storage),
-      (x) => x.segments.includes(last),
-      60_000,
-      250,
-    );
+    const s = await untilStored(r, last);
     expect(unbroken(s.segments, from)).toBe(true);
     expect(r.gaps.length).toBe(gapsSoFar);
     expect(r.logs.join('')).toContain('WAL archive gap');
@@ -434,12 +424,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
       await a.start();
       await receiverPid(a);
       const last = await writeAndSwitch(a.url, 1);
-      await waitFor(
-        () => stored(a.storage),
-        (x) => x.segments.includes(last),
-        60_000,
-        250,
-      );
+      await untilStored(a, last);
       await a.stop();
       // while no pg-maintd runs, the slot goes and the server removes the WAL after it (the other
       // tests' slots, left behind as pg-maintd leaves its own, would keep that WAL too). The server
@@ -481,12 +466,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
         60_000,
       );
       expect(await value(b, 'pgmaintd_wal_gaps_total')).toBe(b.gaps.length);
-      const s = await waitFor(
-        () => stored(b.storage),
-        (x) => x.segments.includes(next),
-        60_000,
-        250,
-      );
+      const s = await untilStored(b, next);
       expect(unbroken(s.segments, from)).toBe(true);
       expect(b.gaps).toHaveLength(1);
       expect(b.gaps[0]).toMatch(spoolKept ? /removed WAL/ : /does not follow/);
@@ -525,12 +505,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     );
     expect(hostOf(next)).toBe('PGHOST=localhost');
     const last = await writeAndSwitch(r.url, 1);
-    await waitFor(
-      () => stored(r.storage),
-      (x) => x.segments.includes(last),
-      60_000,
-      250,
-    );
+    await untilStored(r, last);
     expect(r.gaps).toEqual([]);
     await r.stop();
   });
@@ -585,12 +560,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
       await a.start();
       await receiverPid(a);
       const last = await writeAndSwitch(a.url, 2);
-      await waitFor(
-        () => stored(a.storage),
-        (x) => x.segments.includes(last),
-        60_000,
-        250,
-      );
+      await untilStored(a, last);
       const aside = readdirSync(a.spool).filter((f) => f.includes('.rejected-'));
       expect(aside.map((f) => f.split('.rejected-')[0]).sort()).toEqual(foreign);
       expect(readdirSync(join(a.spool, 'rejected'))).toEqual([]);
@@ -647,12 +617,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
       writeFileSync(file, first.url, { mode: 0o600 });
       await receiverPid(r);
       const last = await writeAndSwitch(r.url, 1);
-      await waitFor(
-        () => stored(r.storage),
-        (x) => x.segments.includes(last),
-        60_000,
-        250,
-      );
+      await untilStored(r, last);
       await r.stop();
     });
   });
@@ -750,12 +715,7 @@ describe('WAL archiver', { timeout: 240_000 }, () => {
     expect(b.archiver.leading).toBe(true);
     // what a streamed and what b streams after it make one chain
     const last = await writeAndSwitch(a.url, 2);
-    const s = await waitFor(
-      () => stored(b.storage),
-      (x) => x.segments.includes(last),
-      60_000,
-      250,
-    );
+    const s = await untilStored(b, last);
     expect(unbroken(s.segments, first)).toBe(true);
     expect(a.gaps).toEqual([]);
     expect(b.gaps).toEqual([]);
@@ -927,12 +887,7 @@ describe('WAL archiver with the store down', { timeout: 300_000 }, () => {
       await receiverPid(r);
       const first = await currentSegNo();
       await writeAndSwitch(r.url, 1);
-      await waitFor(
-        () => stored(r.storage),
-        (x) => x.segments.includes(first),
-        60_000,
-        250,
-      );
+      await untilStored(r, first);
       await proxy.down();
       const last = await writeAndSwitch(r.url, 3);
       await waitFor(
