@@ -19,6 +19,15 @@ export function onCluster(n: number): string {
             IN ($${n}::text::numeric, $${n}::text::numeric - 18446744073709551616))`;
 }
 
+/** One cluster's identifier however it is written: pg_control_system() gives it signed, pg_control unsigned. */
+export function sameSystem(a: string, b: string): boolean {
+  try {
+    return BigInt.asUintN(64, BigInt(a)) === BigInt.asUintN(64, BigInt(b));
+  } catch {
+    return false;
+  }
+}
+
 export async function systemIdentifier(pool: Queryable): Promise<string> {
   const r = await pool.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()');
   return r.rows[0]!.id;

@@ -16,7 +16,7 @@ import { encryptionRecipients } from '../backup/encryption.js';
 import type { Config } from '../config/load.js';
 import { errorMessage, OperatorError } from '../core/errors.js';
 import { EXIT } from '../core/exit-codes.js';
-import { systemIdentifier } from '../db/cluster.js';
+import { sameSystem } from '../db/cluster.js';
 import { acquireLease, LEASE_SESSION } from '../db/lease.js';
 import { ensureLeaseTable } from '../db/lease-table.js';
 import { DbPool } from '../db/pool.js';
@@ -28,7 +28,6 @@ import type { PitrMetrics } from './metrics.js';
 import { serverFacts, walSegmentBytes } from './slot.js';
 import { sleep } from './sleep.js';
 import { SpoolUploader } from './spool-uploader.js';
-import { sameSystem } from './wal-header.js';
 import { WalStream } from './streaming.js';
 import type { WalStore } from './wal-object.js';
 
@@ -146,14 +145,13 @@ export class WalArchiver extends Service {
   async #attempt(): Promise<void> {
     const facts = await serverFacts(this.#pool);
     if (this.#stream && !this.#target) {
-      const sysid = await systemIdentifier(this.#pool);
       const segmentBytes = await walSegmentBytes(this.#pool);
       const config = this.#o.config;
       this.#target = {
         // the recipients only, read again for every object (a rotation needs no restart); never the identity
         ws: {
           storage: this.#o.storage,
-          sysid,
+          sysid: facts.sysid,
           signer: this.#o.signer,
           recipients: () => encryptionRecipients(config),
         },
@@ -163,7 +161,7 @@ export class WalArchiver extends Service {
     } else if (this.#stream && this.#target) {
       // DATABASE_URL_FILE may come to name another cluster (not a failover: a standby shares the
       // primary's identifier): its WAL must never go under this one's prefix, nor into its chain
-      const sysid = await systemIdentifier(this.#pool);
+      const sysid = facts.sysid;
       if (!sameSystem(sysid, this.#target.ws.sysid)) {
         this.#sayOnce(
           `cluster ${sysid}`,

@@ -26,6 +26,7 @@ import { drillKey } from './store-keys.js';
 import { HEARTBEAT_TABLE } from './heartbeat.js';
 import { sleep } from './sleep.js';
 import { readStoredPosition } from './stored-position.js';
+import { LONG_PAGE_HEADER_BYTES } from './wal-header.js';
 import { formatLsn, parseLsn } from './wal-name.js';
 import type { WalStore } from './wal-object.js';
 
@@ -204,17 +205,15 @@ export async function runPitrDrill(deps: DrillDeps, o: { signal: AbortSignal }):
   return rec;
 }
 
-interface Anchor {
-  /** The newest heartbeat's time in microseconds since 1970, its number (none in an older table),
-   * and the insert position read with it (after its commit). */
-  atMicros: bigint;
-  seq: bigint | undefined;
-  lsn: bigint;
-}
-
+/** A heartbeat's time in microseconds since 1970, and its number (none where it does not count). */
 interface Recovered {
   atMicros: bigint;
   seq: bigint | undefined;
+}
+
+/** The newest heartbeat on the server, and the insert position read with it (after its commit). */
+interface Anchor extends Recovered {
+  lsn: bigint;
 }
 
 // the time to the microsecond, exactly on every version (extract's float8 before 14 would round)
@@ -299,9 +298,9 @@ async function storeReaches(
   signal: AbortSignal,
 ): Promise<boolean> {
   // right after a segment switch the insert position is past the next segment's long page header
-  // (40 bytes) though nothing is written there yet: the end of the segment before is enough then
+  // though nothing is written there yet: the end of the segment before is enough then
   const offset = lsn % BigInt(segmentBytes);
-  const need = offset <= 40n ? lsn - offset : lsn;
+  const need = offset <= BigInt(LONG_PAGE_HEADER_BYTES) ? lsn - offset : lsn;
   const until = performance.now() + waitMs;
   for (;;) {
     const { end } = await readStoredPosition(ws, segmentBytes);

@@ -111,10 +111,14 @@ export async function walSegmentBytes(pool: Queryable): Promise<number> {
   return Number(r.rows[0]!.setting);
 }
 
-/** The server's major version and whether it is a standby. */
-export async function serverFacts(pool: Queryable): Promise<{ major: number; standby: boolean }> {
-  const r = await pool.query<{ v: string; standby: boolean }>(
-    `SELECT pg_catalog.current_setting('server_version_num') AS v, pg_catalog.pg_is_in_recovery() AS standby`,
+/** The server's major version, whether it is a standby, and which cluster it is (pg_control_system()'s identifier). */
+export async function serverFacts(
+  pool: Queryable,
+): Promise<{ major: number; standby: boolean; sysid: string }> {
+  const r = await pool.query<{ v: string; standby: boolean; sysid: string }>(
+    `SELECT pg_catalog.current_setting('server_version_num') AS v, pg_catalog.pg_is_in_recovery() AS standby,
+            (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS sysid`,
   );
-  return { major: Math.floor(Number(r.rows[0]!.v) / 10000), standby: r.rows[0]!.standby };
+  const row = r.rows[0]!;
+  return { major: Math.floor(Number(row.v) / 10000), standby: row.standby, sysid: row.sysid };
 }

@@ -123,7 +123,7 @@ export class SpoolUploader {
       const content = await readSpoolFile(path, t.segmentBytes);
       const valid = writtenBytes(content);
       const file = parseWalFileName(m[1]!, t.segmentBytes);
-      if (file?.kind === 'segment' && (await this.#rejected(name, content, file, t, false, true))) continue;
+      if (file?.kind === 'segment' && (await this.#rejected(name, content, file, t, false))) continue;
       if (valid > 0 && file?.kind === 'segment') {
         const r = await putPartial({ ...t.ws, segmentBytes: t.segmentBytes }, m[1]!, content, valid);
         this.#count('partial', r.compressedBytes);
@@ -193,9 +193,8 @@ export class SpoolUploader {
     file: Extract<WalFileName, { kind: 'segment' }>,
     t: { ws: WalStore; segmentBytes: number },
     finished: boolean,
-    whole: boolean,
   ): Promise<boolean> {
-    const foreign = foreignSegment(content, file, { ...this.#facts(t), finished, whole });
+    const foreign = foreignSegment(content, file, { ...this.#facts(t), finished, whole: true });
     if (!foreign) return false;
     await this.#setAside(name, foreign.why);
     return true;
@@ -271,10 +270,7 @@ export class SpoolUploader {
       // pg_receivewal renames a segment only once it is whole: a short one was not written by it
       throw new Error(`${path} has ${content.length} bytes, not the segment size ${segmentBytes}`);
     }
-    if (
-      file.kind === 'segment' &&
-      (await this.#rejected(name, content, file, { ws, segmentBytes }, true, true))
-    )
+    if (file.kind === 'segment' && (await this.#rejected(name, content, file, { ws, segmentBytes }, true)))
       return;
     const r = await putWalFile({ ...ws, segmentBytes }, name, content);
     const kind: WalUploadKind = file.kind === 'segment' ? 'segment' : 'history';
@@ -299,7 +295,7 @@ export class SpoolUploader {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
-    if (await this.#rejected(name, content, file, { ws, segmentBytes }, false, true)) return;
+    if (await this.#rejected(name, content, file, { ws, segmentBytes }, false)) return;
     const valid = writtenBytes(content);
     if (valid === 0 || valid <= (this.#partialStored.get(segment) ?? 0)) return;
     const r = await putPartial({ ...ws, segmentBytes }, segment, content, valid);

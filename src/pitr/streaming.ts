@@ -8,7 +8,7 @@
  */
 import type { Config } from '../config/load.js';
 import { errorMessage } from '../core/errors.js';
-import { systemIdentifier } from '../db/cluster.js';
+import { sameSystem } from '../db/cluster.js';
 import type { DbPool } from '../db/pool.js';
 import type { Logger } from '../log/logger.js';
 import { libpqEnv } from '../programs/client-tools.js';
@@ -20,7 +20,6 @@ import type { SpoolUploader, StoredEvent } from './spool-uploader.js';
 import { readStoredPosition } from './stored-position.js';
 import type { WalStore } from './wal-object.js';
 import { sleep } from './sleep.js';
-import { sameSystem } from './wal-header.js';
 
 const MONITOR_MS = 1000;
 
@@ -158,7 +157,7 @@ export class WalStream {
     if (signal.aborted) return undefined;
     const pool = this.#o.pool;
     const facts = await serverFacts(pool);
-    if (facts.standby || !sameSystem(await systemIdentifier(pool), this.#o.target.ws.sysid)) {
+    if (facts.standby || !sameSystem(facts.sysid, this.#o.target.ws.sysid)) {
       // DATABASE_URL_FILE now names a standby (the old primary after a failover), or another cluster
       // (the archiver says so and streams no more): stop and try again
       local.abort();

@@ -7,6 +7,7 @@
  * from another cluster, or a file renamed to another segment's name, must not enter this
  * cluster's chain.
  */
+import { sameSystem } from '../db/cluster.js';
 import { formatLsn, segmentStart, type WalFileName } from './wal-name.js';
 
 /** XLP_LONG_HEADER in xlp_info. */
@@ -35,15 +36,6 @@ export function segmentHeader(content: Buffer): SegmentHeader | undefined {
   };
 }
 
-/** One cluster's identifier however it is written: pg_control_system() gives it signed. */
-export function sameSystem(a: string, b: string): boolean {
-  try {
-    return BigInt.asUintN(64, BigInt(a)) === BigInt.asUintN(64, BigInt(b));
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Why `content` is not the segment `file` of the cluster `sysid` (undefined: it is). A finished
  * segment starts with its long header; a .partial may have nothing at all written yet (zeros, as
@@ -55,36 +47,35 @@ export function foreignSegment(
   file: Extract<WalFileName, { kind: 'segment' }>,
   o: { sysid: string; segmentBytes: number; finished: boolean; whole: boolean },
 ): Foreign | undefined {
-  const why = check(content, file, o);
-  return why === undefined ? undefined : { why, otherCluster: why.startsWith(OTHER) };
+  const not = (why: string): Foreign => ({ why, otherCluster: false });
+  const h = segmentHeader(content);
+  if (!h) {
+    if (o.finished) return not('its first page is empty: it is not a segment pg_receivewal finished');
+    if (o.whole && content.some((b) => b !== 0))
+      return not(
+        'its first page is empty but it holds data further on: pg_receivewal writes a segment from its start',
+      );
+    return undefined;
+  }
+  if (h.segmentBytes === 0)
+    return not('its first page has no long header: it is not the start of a WAL segment');
+  if (!sameSystem(h.sysid, o.sysid))
+    return {
+      why: `it belongs to the cluster with system identifier ${h.sysid}, not to this one (${o.sysid})`,
+      otherCluster: true,
+    };
+  if (h.segmentBytes !== o.segmentBytes)
+    return not(`its header says segments of ${h.segmentBytes} bytes, not this cluster's ${o.segmentBytes}`);
+  const start = segmentStart(file.segNo, o.segmentBytes);
+  if (h.pageAddress !== start)
+    return not(
+      `its first page is at ${formatLsn(h.pageAddress)}, not at ${formatLsn(start)} where ${file.name} begins: it was renamed`,
+    );
+  return undefined;
 }
 
 export interface Foreign {
   why: string;
   /** The header names another cluster: the spool was (also) another cluster's. */
   otherCluster: boolean;
-}
-
-const OTHER = 'it belongs to the cluster with system identifier';
-
-function check(
-  content: Buffer,
-  file: Extract<WalFileName, { kind: 'segment' }>,
-  o: { sysid: string; segmentBytes: number; finished: boolean; whole: boolean },
-): string | undefined {
-  const h = segmentHeader(content);
-  if (!h) {
-    if (o.finished) return 'its first page is empty: it is not a segment pg_receivewal finished';
-    if (o.whole && content.some((b) => b !== 0))
-      return 'its first page is empty but it holds data further on: pg_receivewal writes a segment from its start';
-    return undefined;
-  }
-  if (h.segmentBytes === 0) return 'its first page has no long header: it is not the start of a WAL segment';
-  if (!sameSystem(h.sysid, o.sysid)) return `${OTHER} ${h.sysid}, not to this one (${o.sysid})`;
-  if (h.segmentBytes !== o.segmentBytes)
-    return `its header says segments of ${h.segmentBytes} bytes, not this cluster's ${o.segmentBytes}`;
-  const start = segmentStart(file.segNo, o.segmentBytes);
-  if (h.pageAddress !== start)
-    return `its first page is at ${formatLsn(h.pageAddress)}, not at ${formatLsn(start)} where ${file.name} begins: it was renamed`;
-  return undefined;
 }
